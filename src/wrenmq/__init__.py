@@ -1,0 +1,26 @@
+"""wrenmq: an MQTT 3.1.1/5.0 broker and realtime-event platform."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .config import Config, load_config
+
+__all__ = ["Broker", "Config", "__version__", "load_config"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily: the pytest plugin imports wrenmq.config in every test run.
+    if name == "Broker":
+        from .broker import Broker
+
+        return Broker
+    if name in ("Config", "load_config"):
+        from . import config
+
+        return getattr(config, name)
+    raise AttributeError(name)

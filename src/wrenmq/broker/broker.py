@@ -1,0 +1,567 @@
+"""The broker: lifecycle and wiring, CONNECT policy, subscriptions, routing, wills and session expiry.
+
+``Broker.route`` is the hot path: one cached trie match, then one ``Session.deliver`` per
+subscriber, which writes shared pre-encoded bytes to the subscriber's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any
+
+from .. import __version__
+from ..config import Config
+from ..mqtt import packets as p
+from ..mqtt.codec import encode
+from ..mqtt.errors import ProtocolError
+from ..mqtt.properties import PropertyId
+from ..mqtt.reason_codes import ReasonCode, connack_v3_code
+from ..mqtt.topics import parse_shared, valid_topic_filter
+from ..storage import QUEUED, LoadedState, Storage, open_storage
+from .connection import Connection
+from .message import Message
+from .persist import Persistence
+from .retain import RetainStore
+from .router import Router, Subscriber
+from .session import NEVER_EXPIRES, Delivery, Session
+from .sys_topics import SysTopics
+
+log = logging.getLogger("wrenmq.broker")
+
+_P = PropertyId
+
+
+class Stats:
+    """Counters for $SYS, the API and metrics; plain attributes so the hot path pays one add."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "clients_total",
+        "messages_dropped",
+        "messages_expired",
+        "messages_received",
+        "messages_sent",
+        "protocol_errors",
+    )
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, 0)
+
+
+class Broker:
+    """An MQTT broker that runs inside an asyncio event loop.
+
+    ``async with Broker(config) as broker:`` starts it and stops it; ``broker.publish()`` injects
+    a message in-process.
+    """
+
+    def __init__(self, config: Config | None = None, **overrides: Any) -> None:
+        if config is None:
+            config = Config(**overrides)
+        elif overrides:
+            config = Config(**{**config.model_dump(), **overrides})
+        self.config = config
+        self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]  # set by start()
+        self.router = Router()
+        self.retained = RetainStore()
+        self.sessions: dict[str, Session] = {}
+        self.connections: set[Connection] = set()
+        self.stats = Stats()
+        self.storage: Storage = None  # type: ignore[assignment]
+        self.persist: Persistence = None  # type: ignore[assignment]
+        self.started_at = 0.0
+        self._server: asyncio.Server | None = None
+        self._sys: SysTopics | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        self.loop = asyncio.get_running_loop()
+        if config.storage == "sqlite":
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = open_storage(config.storage, config.sqlite_path, config.durability, config.commit_interval)
+        self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
+        self._restore(self.storage.open(self.loop))
+        self.started_at = time.time()
+        self._server = await self.loop.create_server(
+            lambda: Connection(self), config.host, config.port, reuse_address=True, backlog=4096
+        )
+        if config.sys_interval > 0:
+            self._sys = SysTopics(self, config.sys_interval)
+            self._sys.start()
+        log.info("wrenmq %s listening on %s:%d (storage: %s)", __version__, config.host, self.port, config.storage)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        if self._sys is not None:
+            self._sys.stop()
+        for conn in list(self.connections):
+            conn.disconnect_reason = "server shutting down"
+            conn.will = None  # a restart is not the client going away
+            conn.close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down")
+        await asyncio.sleep(0)
+        for session in self.sessions.values():
+            for handle in (session.expiry_handle, session.will_handle):
+                if handle is not None:
+                    handle.cancel()  # type: ignore[attr-defined]
+            if session.connection is not None:
+                session.connection = None
+                self.persist.session_put(session, connected=False)
+        await server.wait_closed() if not self.connections else None
+        await self.storage.close()
+        log.info("wrenmq stopped")
+
+    async def __aenter__(self) -> Broker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port actually bound (useful with ``port=0``)."""
+        assert self._server is not None, "broker not started"
+        return self._server.sockets[0].getsockname()[1]
+
+    # -- in-process API -------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes | str = b"",
+        qos: int = 0,
+        retain: bool = False,
+        properties: dict[int, Any] | None = None,
+    ) -> int:
+        """Publish as the broker itself; returns the number of subscriptions that matched.
+
+        With strict durability this returns once any copy that had to be stored is committed.
+        """
+        if not topic or "+" in topic or "#" in topic or "\x00" in topic:
+            raise ValueError(f"invalid topic name {topic!r}")
+        if qos not in (0, 1, 2):
+            raise ValueError(f"invalid QoS {qos}")
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        props = dict(properties or {})
+        expires_at = None
+        if _P.MESSAGE_EXPIRY_INTERVAL in props:
+            expires_at = self.loop.time() + props[_P.MESSAGE_EXPIRY_INTERVAL]
+        before = self.persist.writes
+        matched = self.route(Message(topic, data, qos, retain, props, expires_at))
+        if self.persist.strict and qos and self.persist.writes != before:
+            await self.storage.flush()
+        return matched
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def route(self, message: Message, publisher: Connection | None = None) -> int:
+        """Deliver ``message`` to every matching subscription; returns how many matched."""
+        if message.retain:
+            self._retain(message)
+        match = self.router.match(message.topic)
+        subs = match.subs
+        now = self.loop.time()
+        count = 0
+        msg_qos = message.qos
+        if subs:
+            origin = message.origin
+            if match.overlapping:
+                count = self._deliver_merged(message, subs, now, publisher)
+            else:
+                for sub in subs:
+                    session = sub.session
+                    if sub.no_local and origin is not None and session.client_id == origin:
+                        continue  # [MQTT-3.8.3-3]
+                    sid = sub.subscription_id
+                    session.deliver(
+                        message,
+                        sub.qos if sub.qos < msg_qos else msg_qos,  # [MQTT-3.8.4-8]
+                        message.retain and sub.retain_as_published,  # [MQTT-3.3.1-12], [MQTT-3.3.1-13]
+                        None if sid is None else [sid],
+                        None,
+                        now,
+                        publisher,
+                    )
+                    count += 1
+        for group in match.groups:
+            sub = group.pick()
+            if sub is None:
+                continue
+            sid = sub.subscription_id
+            sub.session.deliver(
+                message,
+                sub.qos if sub.qos < msg_qos else msg_qos,
+                message.retain and sub.retain_as_published,
+                None if sid is None else [sid],
+                group,
+                now,
+                publisher,
+            )
+            count += 1
+        return count
+
+    def _deliver_merged(
+        self, message: Message, subs: list[Subscriber], now: float, publisher: Connection | None
+    ) -> int:
+        """A client matching through several filters gets one copy at the highest granted QoS,
+        with every Subscription Identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3]."""
+        merged: dict[int, list[Any]] = {}
+        origin = message.origin
+        for sub in subs:
+            session = sub.session
+            if sub.no_local and origin is not None and session.client_id == origin:
+                continue
+            qos = sub.qos if sub.qos < message.qos else message.qos
+            entry = merged.get(id(session))
+            if entry is None:
+                entry = merged[id(session)] = [session, qos, False, []]
+            elif qos > entry[1]:
+                entry[1] = qos
+            entry[2] = entry[2] or (message.retain and sub.retain_as_published)
+            if sub.subscription_id is not None:
+                entry[3].append(sub.subscription_id)
+        for session, qos, retain, sub_ids in merged.values():
+            session.deliver(message, qos, retain, sub_ids or None, None, now, publisher)
+        return len(merged)
+
+    def _retain(self, message: Message) -> None:
+        """[MQTT-3.3.1-5]: store (or with an empty payload, clear [MQTT-3.3.1-6]) the topic's retained message."""
+        if message.payload:
+            self.retained.set(message)
+            if not message.topic.startswith("$SYS/"):
+                self.persist.retain_set(message)
+        elif self.retained.delete(message.topic):
+            self.persist.retain_delete(message.topic)
+
+    # -- CONNECT ---------------------------------------------------------------------------
+
+    def accept_connect(self, conn: Connection, packet: p.Connect) -> None:
+        config = self.config
+        version = packet.protocol_level
+        props = packet.properties
+        client_id = packet.client_id
+        clean = packet.clean_start
+        if version == 5:
+            if _P.AUTHENTICATION_METHOD in props:
+                return self._refuse(conn, ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication unsupported")
+            if props.get(_P.RECEIVE_MAXIMUM) == 0:
+                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-??] Receive Maximum of 0")
+            if props.get(_P.MAXIMUM_PACKET_SIZE) == 0:
+                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-24] Maximum Packet Size of 0")
+            expiry = props.get(_P.SESSION_EXPIRY_INTERVAL, 0)
+        else:
+            expiry = 0 if clean else NEVER_EXPIRES
+        if not config.allow_anonymous and packet.username is None:
+            return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
+        granted_expiry = min(expiry, config.max_session_expiry_interval)
+        assigned = None
+        if not client_id:
+            if version == 5 or (version == 4 and clean):  # [MQTT-3.1.3-6], [MQTT-3.1.3-7]
+                client_id = assigned = "wrenmq-" + secrets.token_hex(8)
+            else:  # [MQTT-3.1.3-8]
+                return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
+        will = packet.will
+        if will is not None:
+            if will.qos > config.maximum_qos:
+                return self._refuse(conn, ReasonCode.QOS_NOT_SUPPORTED, "will QoS above Maximum QoS")
+            if will.retain and not config.retain_available:
+                return self._refuse(conn, ReasonCode.RETAIN_NOT_SUPPORTED, "will retain unsupported")
+            will_props = {k: v for k, v in will.properties.items() if k != _P.WILL_DELAY_INTERVAL}
+            expires_at = None
+            if _P.MESSAGE_EXPIRY_INTERVAL in will_props:
+                expires_at = self.loop.time() + will_props[_P.MESSAGE_EXPIRY_INTERVAL]  # counted from publication below
+            conn.will = Message(will.topic, will.payload, will.qos, will.retain, will_props, expires_at, client_id)
+            conn.will_delay = will.properties.get(_P.WILL_DELAY_INTERVAL, 0)
+
+        # Keep alive: the server may impose its own value [MQTT-3.2.2-21].
+        keep_alive = packet.keep_alive
+        server_keep_alive = None
+        if keep_alive > config.max_keepalive or (keep_alive == 0 and config.max_keepalive < 65535):
+            server_keep_alive = keep_alive = config.max_keepalive
+        conn.keep_alive = keep_alive
+        conn.client_id = client_id
+        conn.username = packet.username
+        conn.send_quota = min(props.get(_P.RECEIVE_MAXIMUM, 65535), config.max_inflight_messages)
+        conn.max_packet_out = props.get(_P.MAXIMUM_PACKET_SIZE, 0)
+        conn.topic_alias_max_in = config.topic_alias_maximum if version == 5 else 0
+        conn.request_problem_info = props.get(_P.REQUEST_PROBLEM_INFORMATION, 1) == 1
+
+        session = self.sessions.get(client_id)
+        if session is not None and session.connection is not None:
+            old = session.connection
+            old.disconnect_reason = "session taken over"
+            old.close_with(ReasonCode.SESSION_TAKEN_OVER, "session taken over")  # [MQTT-3.1.4-3]
+            self._detach(old, session_continues=not clean)
+            session = self.sessions.get(client_id)
+        session_present = False
+        if session is not None and not clean:
+            session_present = True  # [MQTT-3.2.2-2]
+            self._cancel_timers(session)
+            session.will = None  # the client is back in time: its delayed will is cancelled [MQTT-3.1.3-9]
+        else:
+            if session is not None:
+                self._end_session(session)  # Clean Start discards the old session [MQTT-3.1.2-4]
+            session = Session(self, client_id, version, granted_expiry)
+            self.sessions[client_id] = session
+        session.protocol_version = version
+        session.expiry_interval = granted_expiry
+        session.connection = conn
+        conn.session = session
+        conn.connected = True
+        self.stats.clients_total += 1
+
+        ack_props: dict[int, Any] = {}
+        if version == 5:
+            if assigned:
+                ack_props[_P.ASSIGNED_CLIENT_IDENTIFIER] = assigned
+            if server_keep_alive is not None:
+                ack_props[_P.SERVER_KEEP_ALIVE] = server_keep_alive
+            if granted_expiry != expiry:
+                ack_props[_P.SESSION_EXPIRY_INTERVAL] = granted_expiry
+            if config.receive_maximum != 65535:
+                ack_props[_P.RECEIVE_MAXIMUM] = config.receive_maximum
+            ack_props[_P.MAXIMUM_PACKET_SIZE] = config.max_packet_size
+            if config.topic_alias_maximum:
+                ack_props[_P.TOPIC_ALIAS_MAXIMUM] = config.topic_alias_maximum
+            if config.maximum_qos < 2:
+                ack_props[_P.MAXIMUM_QOS] = config.maximum_qos
+            if not config.retain_available:
+                ack_props[_P.RETAIN_AVAILABLE] = 0
+        conn._write(encode(p.Connack(session_present, 0, ack_props), version))
+        conn.start_keepalive()
+        log.info(
+            "client %s connected from %s (MQTT %s, clean=%s, keep_alive=%d%s)",
+            client_id,
+            conn.peer,
+            _VERSION_NAMES.get(version, version),
+            clean,
+            keep_alive,
+            ", session present" if session_present else "",
+        )
+        self.persist.session_put(session, connected=True)
+        if session_present:
+            now = self.loop.time()
+            session.resend_inflight(conn, now)
+            session.fill(now)
+
+    def _refuse(self, conn: Connection, code: int, reason: str) -> None:
+        version = conn.version
+        rc = code if version == 5 else connack_v3_code(code)
+        conn._write(encode(p.Connack(False, rc), version))
+        log.info("refused client %s from %s: %s", conn.client_id or "-", conn.peer, reason)
+        conn.close(reason)
+
+    # -- disconnect, wills and expiry --------------------------------------------------------
+
+    def on_connection_closed(self, conn: Connection) -> None:
+        session = conn.session
+        if not conn.connected or session is None:
+            return
+        log.info("client %s disconnected (%s)", conn.client_id, conn.disconnect_reason)
+        if session.connection is conn:
+            self._detach(conn, session_continues=True)
+
+    def _detach(self, conn: Connection, session_continues: bool) -> None:
+        """The session loses its connection: hand shared deliveries on, settle the will, and
+        end the session or start its expiry clock."""
+        session = conn.session
+        assert session is not None
+        session.connection = None
+        now = self.loop.time()
+        for delivery in session.take_shared():
+            self._redeliver_shared(session, delivery, now)
+        will, conn.will = conn.will, None
+        if session.expiry_interval == 0 or not session_continues:
+            if will is not None:
+                self._publish_will(will)
+            self._end_session(session)
+            return
+        if will is not None:
+            if conn.will_delay:  # [MQTT-3.1.3-9]: wait, unless the session ends first
+                session.will = will
+                session.will_delay = conn.will_delay
+                session.will_handle = self.loop.call_later(conn.will_delay, self._fire_will, session)
+            else:
+                self._publish_will(will)
+        self._schedule_expiry(session, session.expiry_interval)
+        self.persist.session_put(session, connected=False)
+
+    def _redeliver_shared(self, session: Session, delivery: Delivery, now: float) -> None:
+        group = delivery.share
+        assert group is not None
+        other = group.pick(exclude=session)
+        if other is None or other.session.connection is None:
+            if session.persistent:
+                session.enqueue(delivery)  # nobody else can take it: keep it for this member
+            return
+        qos = min(delivery.qos, other.qos)
+        other.session.deliver(delivery.message, qos, delivery.retain, None, group, now, None)
+
+    def _schedule_expiry(self, session: Session, delay: float) -> None:
+        if session.expiry_interval != NEVER_EXPIRES:
+            session.expiry_handle = self.loop.call_later(max(0.0, delay), self._expire_session, session)
+
+    def _expire_session(self, session: Session) -> None:
+        session.expiry_handle = None
+        if session.connection is None and self.sessions.get(session.client_id) is session:
+            log.info("session %s expired", session.client_id)
+            self._end_session(session)
+
+    def _fire_will(self, session: Session) -> None:
+        session.will_handle = None
+        will, session.will = session.will, None
+        if will is not None:
+            self._publish_will(will)
+            self.persist.session_put(session, connected=False)
+
+    def _publish_will(self, will: Message) -> None:
+        # Message Expiry counts from publication, not from CONNECT.
+        expiry = will.properties.get(_P.MESSAGE_EXPIRY_INTERVAL)
+        if expiry is not None:
+            will.expires_at = self.loop.time() + expiry
+        self.stats.messages_received += 1
+        self.route(will)
+
+    def _cancel_timers(self, session: Session) -> None:
+        for name in ("expiry_handle", "will_handle"):
+            handle = getattr(session, name)
+            if handle is not None:
+                handle.cancel()
+                setattr(session, name, None)
+
+    def _end_session(self, session: Session) -> None:
+        """Discard a session; a will still waiting out its delay is sent now [MQTT-3.1.3-9]."""
+        self._cancel_timers(session)
+        for topic_filter in session.subscriptions:
+            self.router.unsubscribe(session.client_id, topic_filter)
+        session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        self.persist.session_delete(session.client_id)
+        will, session.will = session.will, None
+        if will is not None:
+            self._publish_will(will)
+
+    # -- SUBSCRIBE / UNSUBSCRIBE -------------------------------------------------------------
+
+    def subscribe(self, conn: Connection, packet: p.Subscribe) -> None:
+        session = conn.session
+        assert session is not None
+        v5 = conn.version == 5
+        sub_id = packet.properties.get(_P.SUBSCRIPTION_IDENTIFIER) if v5 else None
+        codes: list[int] = []
+        retained: list[tuple[Subscriber, Message]] = []
+        for request in packet.subscriptions:
+            topic_filter = request.topic_filter
+            try:
+                group, inner = parse_shared(topic_filter)
+            except ProtocolError:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
+                continue
+            if not valid_topic_filter(inner):
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
+                continue
+            if group is not None and request.no_local:
+                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.8.3-4] No Local on a shared subscription")
+            qos = min(request.qos, self.config.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]
+            sub = Subscriber(
+                session,
+                topic_filter,
+                qos,
+                request.no_local,
+                request.retain_as_published,
+                request.retain_handling,
+                sub_id,
+            )
+            existed = self.router.subscribe(sub)
+            session.subscriptions[topic_filter] = sub
+            codes.append(qos)
+            # Retained messages on subscribe: Retain Handling 0 always, 1 only for a new
+            # subscription, 2 never; never for shared subscriptions [MQTT-3.3.1-9..11], [MQTT-3.8.4-4].
+            if group is None and (request.retain_handling == 0 or (request.retain_handling == 1 and not existed)):
+                retained.extend((sub, m) for m in self.retained.match(inner))
+        conn._write(encode(p.Suback(packet.packet_id, codes), conn.version))
+        self.persist.session_put(session, connected=True)
+        if retained:
+            now = self.loop.time()
+            for sub, message in retained:
+                if message.expired(now):
+                    continue
+                sid = sub.subscription_id
+                qos = sub.qos if sub.qos < message.qos else message.qos
+                # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
+                session.deliver(message, qos, True, None if sid is None else [sid], None, now, None)
+
+    def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
+        session = conn.session
+        assert session is not None
+        codes = []
+        for topic_filter in packet.topic_filters:
+            existed = self.router.unsubscribe(session.client_id, topic_filter)
+            session.subscriptions.pop(topic_filter, None)
+            codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
+        conn._write(encode(p.Unsuback(packet.packet_id, codes), conn.version))  # [MQTT-3.10.4-4]
+        self.persist.session_put(session, connected=True)
+
+    # -- restore -------------------------------------------------------------------------
+
+    def _restore(self, state: LoadedState) -> None:
+        persist = self.persist
+        now_wall = time.time()
+        for record in state.retained:
+            message = persist.live_message(record)
+            if not message.expired(self.loop.time()):
+                self.retained.set(message)
+        for loaded in state.sessions:
+            stored = loaded.session
+            session = Session(self, stored.client_id, stored.protocol_version, stored.expiry_interval)
+            self.sessions[stored.client_id] = session
+            for s in stored.subscriptions:
+                sub = Subscriber(
+                    session,
+                    s.topic_filter,
+                    s.qos,
+                    s.no_local,
+                    s.retain_as_published,
+                    s.retain_handling,
+                    s.subscription_id,
+                )
+                self.router.subscribe(sub)
+                session.subscriptions[s.topic_filter] = sub
+            next_seq = stored.next_seq
+            for record in loaded.messages:
+                qos, retain = persist.split_qos(record.qos)
+                delivery = Delivery(persist.live_message(record.message), qos, retain, None, None, record.seq)
+                next_seq = max(next_seq, record.seq + 1)
+                if record.state == QUEUED or not record.packet_id:
+                    session.queue.append(delivery)
+                else:
+                    delivery.packet_id = record.packet_id
+                    delivery.state = record.state
+                    session.inflight_out[record.packet_id] = delivery
+            session.next_seq = next_seq
+            session.inbound_qos2 = set(loaded.inbound_qos2)
+            elapsed = now_wall - (stored.disconnected_at or now_wall)
+            if stored.will is not None:
+                session.will = persist.live_message(stored.will, stored.client_id)
+                session.will_delay = stored.will_delay
+                session.will_handle = self.loop.call_later(
+                    max(0.0, stored.will_delay - elapsed), self._fire_will, session
+                )
+            if session.expiry_interval != NEVER_EXPIRES:
+                self._schedule_expiry(session, session.expiry_interval - elapsed)
+        if state.sessions or state.retained:
+            log.info("restored %d sessions and %d retained messages", len(state.sessions), len(self.retained))
+
+
+_VERSION_NAMES = {3: "3.1", 4: "3.1.1", 5: "5.0"}

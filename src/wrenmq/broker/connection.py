@@ -1,0 +1,485 @@
+"""One client connection: an ``asyncio.Protocol`` that feeds the codec and speaks for the session.
+
+Reads are parsed in one pass per ``data_received``; writes are appended to a list and flushed
+with one ``writelines`` per event-loop turn. Flow control is explicit: when a subscriber's write
+buffer passes its high-water mark, publishers sending to it are paused until it drains, and
+past ``max_write_buffer`` QoS 0 messages to it are dropped (counted) and QoS 1/2 wait in its
+session queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..mqtt import packets as p
+from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
+from ..mqtt.errors import ProtocolError
+from ..mqtt.properties import PropertyId
+from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
+from .message import PACKET_ID_BYTES, Message
+from .session import RECEIVED, SENT, Delivery
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .session import Session
+
+log = logging.getLogger("wrenmq.connection")
+
+_TOPIC_ALIAS = PropertyId.TOPIC_ALIAS
+_EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
+_SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
+_PINGRESP = b"\xd0\x00"
+_MAX_PAUSE = 2.0  # seconds a publisher may be held back by a slow subscriber before reading resumes
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.loop = broker.loop
+        self.config = broker.config
+        self.transport: asyncio.Transport | None = None
+        self.parser = Parser(self.config.max_packet_size)
+        self.version = 0
+        self.client_id = ""
+        self.username: str | None = None
+        self.peer = "?"
+        self.session: Session | None = None
+        self.connected = False  # CONNACK accepted
+        self.closed = False
+        self.keep_alive = 0
+        self.last_rx = 0.0
+        self.send_quota = 65535  # the client's Receive Maximum, capped by max_inflight_messages
+        self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
+        self.topic_alias_max_in = 0
+        self.topic_aliases: dict[int, str] = {}
+        self.will: Message | None = None
+        self.will_delay = 0
+        self.disconnect_reason = "connection lost"
+        self.congested = False  # write buffer beyond max_write_buffer
+        self.writing_paused = False
+        self.reading_paused = False
+        self.request_problem_info = True
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._blocked: set[Connection] = set()  # publishers paused on this connection's buffer
+        self._pending_acks: list[bytes] = []  # acks waiting for a storage commit (strict durability)
+        self._inbound_unacked = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._pause_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        config = self.config
+        transport.set_write_buffer_limits(config.write_buffer_high, config.write_buffer_low)
+        self.last_rx = self.loop.time()
+        # CONNECT must arrive within the connect timeout [MQTT-3.1.0-1 context; section 4.8 of 3.1.1].
+        self._timer = self.loop.call_later(config.connect_timeout, self._connect_timeout)
+        self.broker.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_rx = self.loop.time()
+        self.broker.stats.bytes_received += len(data)
+        try:
+            packets = self.parser.feed(data)
+            for packet in packets:
+                if self.closed:
+                    return
+                ptype = packet.type
+                if ptype == 3:
+                    self._on_publish(packet)  # type: ignore[arg-type]
+                elif not self.connected:
+                    if ptype != p.CONNECT:
+                        raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.0-1] first packet is not CONNECT")
+                    self._on_connect(packet)  # type: ignore[arg-type]
+                else:
+                    handler = _HANDLERS.get(ptype)
+                    if handler is None:
+                        raise ProtocolError(
+                            ReasonCode.PROTOCOL_ERROR, f"{p.PACKET_NAMES[ptype]} is not sent by a client"
+                        )
+                    handler(self, packet)
+        except UnsupportedProtocolVersion as exc:
+            # [MQTT-3.1.2-2]: answer with CONNACK 0x01 (3.1.1 form) / 0x84 and close.
+            if exc.level == 5:
+                self._write(encode(p.Connack(False, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), 5))
+            else:
+                self._write(encode(p.Connack(False, ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4))
+            self.close(f"unsupported protocol version {exc.level}")
+        except ProtocolError as exc:
+            self.protocol_violation(exc)
+        except Exception:
+            log.exception("internal error handling a packet from %s", self.client_id or self.peer)
+            self.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
+        if self._pending_acks and not self._barrier_set:
+            self._barrier_set = True
+            self.broker.storage.barrier(self._release_acks)
+
+    _barrier_set = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed and self.transport is None:
+            return
+        self.closed = True
+        self.transport = None
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+        self.broker.connections.discard(self)
+        for publisher in self._blocked:
+            publisher.resume_from_backpressure()
+        self._blocked.clear()
+        if exc is not None and self.disconnect_reason == "connection lost":
+            self.disconnect_reason = f"connection lost: {exc}"
+        self.broker.on_connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        if self.transport is not None and self.transport.get_write_buffer_size() >= self.config.max_write_buffer:
+            self.congested = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self.congested = False
+        for publisher in self._blocked:
+            publisher.resume_from_backpressure()
+        self._blocked.clear()
+        session = self.session
+        if session is not None and session.queue and session.connection is self:
+            session.fill(self.loop.time())
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        transport = self.transport
+        if transport is None:
+            return
+        self.broker.stats.bytes_sent += sum(map(len, out))
+        transport.writelines(out)
+
+    def _backpressure(self, publisher: Connection | None) -> None:
+        """Our buffer is past high-water: hold back the publisher feeding it, and count the
+        buffer against the hard limit."""
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() >= self.config.max_write_buffer:
+            self.congested = True
+        if publisher is not None and publisher is not self and not publisher.closed:
+            self._blocked.add(publisher)
+            publisher.pause_for_backpressure()
+
+    def pause_for_backpressure(self) -> None:
+        if self.reading_paused or self.transport is None:
+            return
+        self.reading_paused = True
+        self.transport.pause_reading()
+        # Two clients each waiting on the other's buffer must not deadlock: cap the pause.
+        self._pause_timer = self.loop.call_later(_MAX_PAUSE, self.resume_from_backpressure)
+
+    def resume_from_backpressure(self) -> None:
+        if not self.reading_paused:
+            return
+        self.reading_paused = False
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def send_qos0(
+        self, message: Message, retain: bool, sub_ids: list[int] | None, now: float, publisher: Connection | None
+    ) -> None:
+        if self.congested:
+            self.broker.stats.messages_dropped += 1
+            return
+        if sub_ids is None and message.expires_at is None:
+            data = message.wire(self.version, 0, retain)[0]
+        else:
+            data = message.wire_at(self.version, 0, retain, now, sub_ids)[0]
+        if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
+            self.broker.stats.messages_dropped += 1
+            return
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        self.broker.stats.messages_sent += 1
+        if self.writing_paused:
+            self._backpressure(publisher)
+
+    def send_publish(self, delivery: Delivery, now: float, publisher: Connection | None, dup: bool) -> None:
+        message = delivery.message
+        if delivery.sub_ids is None and message.expires_at is None:
+            head, tail = message.wire(self.version, delivery.qos, delivery.retain)
+        else:
+            head, tail = message.wire_at(self.version, delivery.qos, delivery.retain, now, delivery.sub_ids)
+        if self.max_packet_out and len(head) + 2 + len(tail) > self.max_packet_out:
+            # Too large for this client: discard as if delivered [MQTT-3.1.2-25].
+            self.broker.stats.messages_dropped += 1
+            session = self.session
+            if session is not None:
+                session.acknowledge(delivery.packet_id, SENT)
+            return
+        if dup:
+            head = bytes((head[0] | 0x08,)) + head[1:]
+        out = self._out
+        out.append(head)
+        out.append(PACKET_ID_BYTES[delivery.packet_id])
+        out.append(tail)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+        self.broker.stats.messages_sent += 1
+        if self.writing_paused:
+            self._backpressure(publisher)
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self._write(b"\x62\x02" + PACKET_ID_BYTES[packet_id])
+
+    def _ack(self, data: bytes) -> None:
+        """Send an acknowledgement of an inbound PUBLISH, keeping acks in order behind any that
+        wait for a storage commit [MQTT-4.6.0-2]."""
+        if self._pending_acks or self.broker.storage.dirty:
+            self._pending_acks.append(data)
+        else:
+            self._write(data)
+
+    def _release_acks(self) -> None:
+        self._barrier_set = False
+        acks = self._pending_acks
+        if not acks or self.closed:
+            self._pending_acks = []
+            return
+        self._pending_acks = []
+        self._inbound_unacked = 0
+        for data in acks:
+            self._write(data)
+
+    # -- closing --------------------------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Close the network connection after flushing what is queued."""
+        if self.closed:
+            return
+        self.closed = True
+        self.disconnect_reason = reason
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_with(self, code: int, reason: str, properties: dict[int, Any] | None = None) -> None:
+        """Close, telling an MQTT 5 client why with a DISCONNECT [MQTT-4.13.2-1]."""
+        if self.closed:
+            return
+        if self.version == 5 and self.connected:
+            props = dict(properties or {})
+            if self.request_problem_info:
+                props[PropertyId.REASON_STRING] = reason[:256]
+            self._write(encode(p.Disconnect(code, props), 5))
+        elif self.version == 5 and not self.connected and code >= 0x80:
+            # A violation before CONNACK is answered with a CONNACK carrying the reason [MQTT-4.13.1-1].
+            self._write(encode(p.Connack(False, code), 5))
+        self.close(reason)
+
+    def protocol_violation(self, exc: ProtocolError) -> None:
+        log.info("protocol violation by %s (%s): %s", self.client_id or "-", self.peer, exc)
+        self.broker.stats.protocol_errors += 1
+        self.close_with(exc.reason_code, str(exc.args[0]))
+
+    def _connect_timeout(self) -> None:
+        if not self.connected and not self.closed:
+            self.close("no CONNECT within the connect timeout")
+
+    def start_keepalive(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.keep_alive:
+            self._timer = self.loop.call_later(self.keep_alive * 1.5, self._check_keepalive)
+
+    def _check_keepalive(self) -> None:
+        # One timer per keep-alive period rather than one reschedule per packet [MQTT-3.1.2-22 (5.0: -22)].
+        limit = self.keep_alive * 1.5
+        idle = self.loop.time() - self.last_rx
+        if idle >= limit:
+            self._timer = None
+            self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+        else:
+            self._timer = self.loop.call_later(limit - idle, self._check_keepalive)
+
+    # -- inbound packets ------------------------------------------------------------------------
+
+    def _on_connect(self, packet: p.Connect) -> None:
+        self.version = packet.protocol_level
+        self.broker.accept_connect(self, packet)
+
+    def _on_publish(self, packet: p.Publish) -> None:
+        if not self.connected:
+            raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.0-1] PUBLISH before CONNECT")
+        qos = packet.qos
+        config = self.config
+        if qos > config.maximum_qos:
+            raise ProtocolError(ReasonCode.QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] QoS above Maximum QoS")
+        if packet.retain and not config.retain_available:
+            raise ProtocolError(ReasonCode.RETAIN_NOT_SUPPORTED, "[MQTT-3.2.2-14] retain is not available")
+        props = packet.properties
+        topic = packet.topic
+        expires_at = None
+        if props:
+            if _SUB_ID in props:
+                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.3.4-6] subscription identifier from a client")
+            alias = props.get(_TOPIC_ALIAS)
+            if alias is not None:
+                if not alias or alias > self.topic_alias_max_in:
+                    raise ProtocolError(
+                        ReasonCode.TOPIC_ALIAS_INVALID, f"[MQTT-3.3.2-9] topic alias {alias} out of range"
+                    )
+                if topic:
+                    self.topic_aliases[alias] = topic
+                else:
+                    topic = self.topic_aliases.get(alias, "")
+                    if not topic:
+                        raise ProtocolError(ReasonCode.PROTOCOL_ERROR, f"[MQTT-3.3.4-?] unknown topic alias {alias}")
+                props = {k: v for k, v in props.items() if k != _TOPIC_ALIAS}
+            expiry = props.get(_EXPIRY)
+            if expiry is not None:
+                expires_at = self.loop.time() + expiry
+        session = self.session
+        assert session is not None
+        if qos == 2 and packet.packet_id in session.inbound_qos2:
+            # A resent QoS 2 PUBLISH we already own: acknowledge, do not deliver twice [MQTT-4.3.3-9].
+            self._ack(bytes((0x50, 2)) + PACKET_ID_BYTES[packet.packet_id])  # type: ignore[index]
+            return
+        if qos:
+            self._inbound_unacked += 1
+            if self._inbound_unacked + len(session.inbound_qos2) > config.receive_maximum:
+                raise ProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] receive maximum exceeded")
+        message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
+        self.broker.stats.messages_received += 1
+        matched = self.broker.route(message, self)
+        if not qos:
+            return
+        pid = PACKET_ID_BYTES[packet.packet_id]  # type: ignore[index]
+        if qos == 1:
+            if self.version == 5 and not matched:
+                self._ack(b"\x40\x03" + pid + b"\x10")  # No matching subscribers
+            else:
+                self._ack(b"\x40\x02" + pid)
+            if not self._pending_acks:
+                self._inbound_unacked -= 1
+        else:
+            session.inbound_qos2.add(packet.packet_id)  # type: ignore[arg-type]
+            if session.persistent:
+                self.broker.persist.inbound_add(session, packet.packet_id)  # type: ignore[arg-type]
+            self._inbound_unacked -= 1
+            if self.version == 5 and not matched:
+                self._ack(b"\x50\x03" + pid + b"\x10")
+            else:
+                self._ack(b"\x50\x02" + pid)
+
+    def _on_puback(self, packet: p.Puback) -> None:
+        session = self.session
+        assert session is not None
+        if session.acknowledge(packet.packet_id, SENT) is not None and session.queue:
+            session.fill(self.loop.time())
+
+    def _on_pubrec(self, packet: p.Pubrec) -> None:
+        session = self.session
+        assert session is not None
+        delivery = session.inflight_out.get(packet.packet_id)
+        if delivery is None or delivery.state != SENT:
+            if delivery is None and self.version == 5:
+                self._write(encode(p.Pubrel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND), 5))
+            return
+        if packet.reason_code >= 0x80:
+            # The receiver refused the message: the flow ends here [MQTT-4.3.3-4 (5.0)].
+            session.acknowledge(packet.packet_id, SENT)
+            if session.queue:
+                session.fill(self.loop.time())
+            return
+        delivery.state = RECEIVED
+        if session.persistent:
+            self.broker.persist.message_update(session, delivery)
+        self.send_pubrel(packet.packet_id)
+
+    def _on_pubrel(self, packet: p.Pubrel) -> None:
+        session = self.session
+        assert session is not None
+        pid = PACKET_ID_BYTES[packet.packet_id]
+        if packet.packet_id in session.inbound_qos2:
+            session.inbound_qos2.discard(packet.packet_id)
+            if session.persistent:
+                self.broker.persist.inbound_delete(session, packet.packet_id)
+            self._ack(b"\x70\x02" + pid)
+        elif self.version == 5:
+            self._ack(b"\x70\x03" + pid + bytes((ReasonCode.PACKET_IDENTIFIER_NOT_FOUND,)))
+        else:
+            self._ack(b"\x70\x02" + pid)
+
+    def _on_pubcomp(self, packet: p.Pubcomp) -> None:
+        session = self.session
+        assert session is not None
+        if session.acknowledge(packet.packet_id, RECEIVED) is not None and session.queue:
+            session.fill(self.loop.time())
+
+    def _on_subscribe(self, packet: p.Subscribe) -> None:
+        self.broker.subscribe(self, packet)
+
+    def _on_unsubscribe(self, packet: p.Unsubscribe) -> None:
+        self.broker.unsubscribe(self, packet)
+
+    def _on_pingreq(self, packet: p.Pingreq) -> None:
+        self._write(_PINGRESP)
+
+    def _on_disconnect(self, packet: p.Disconnect) -> None:
+        session = self.session
+        props = packet.properties
+        expiry = props.get(PropertyId.SESSION_EXPIRY_INTERVAL) if props else None
+        if expiry is not None and session is not None:
+            if session.expiry_interval == 0 and expiry != 0:
+                # [MQTT-3.14.2-2]: cannot turn a non-persistent session into a persistent one.
+                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.14.2-2] session expiry set on DISCONNECT")
+            session.expiry_interval = min(expiry, self.config.max_session_expiry_interval)
+        if packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
+            self.will = None  # a normal DISCONNECT discards the will [MQTT-3.1.2-10]
+            self.disconnect_reason = "client disconnected"
+        else:
+            self.disconnect_reason = "client disconnected with will"
+        self.close(self.disconnect_reason)
+
+    def _on_auth(self, packet: p.Auth) -> None:
+        raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-4.12.0-1] AUTH without an authentication method")
+
+    def _on_connect_again(self, packet: p.Connect) -> None:
+        raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.0-2] second CONNECT")
+
+
+_HANDLERS: dict[int, Any] = {
+    p.CONNECT: Connection._on_connect_again,
+    p.PUBACK: Connection._on_puback,
+    p.PUBREC: Connection._on_pubrec,
+    p.PUBREL: Connection._on_pubrel,
+    p.PUBCOMP: Connection._on_pubcomp,
+    p.SUBSCRIBE: Connection._on_subscribe,
+    p.UNSUBSCRIBE: Connection._on_unsubscribe,
+    p.PINGREQ: Connection._on_pingreq,
+    p.DISCONNECT: Connection._on_disconnect,
+    p.AUTH: Connection._on_auth,
+}

@@ -1,0 +1,102 @@
+"""An application message inside the broker, and its outgoing PUBLISH encodings.
+
+A message is encoded once per variant (protocol version, QoS, retain flag) and the bytes are
+shared by every subscriber that gets that variant; a QoS 1/2 PUBLISH is written as
+``head + packet id + tail`` so the packet id is the only per-subscriber part.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..mqtt.properties import PropertyId, encode_properties, encode_varint
+
+_EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
+_SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
+
+# Two-byte packet identifiers, built once: the hot path indexes instead of allocating.
+PACKET_ID_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
+
+
+class Message:
+    __slots__ = (
+        "_stored",
+        "_wire",
+        "expires_at",
+        "origin",
+        "payload",
+        "properties",
+        "qos",
+        "retain",
+        "topic",
+        "topic_bytes",
+    )
+
+    def __init__(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: dict[int, Any] | None = None,
+        expires_at: float | None = None,
+        origin: str | None = None,
+    ) -> None:
+        self.topic = topic
+        self.topic_bytes = topic.encode()
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        # Per-hop properties (Topic Alias, Subscription Identifier) never belong to the message.
+        self.properties = properties or {}
+        self.expires_at = expires_at  # event-loop time, None = never
+        self.origin = origin  # client id of the publisher, for No Local
+        self._wire: dict[int, tuple[bytes, bytes]] | None = None
+        self._stored: object | None = None  # its storage record, built once (see persist.py)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def wire(self, version: int, qos: int, retain: bool) -> tuple[bytes, bytes]:
+        """(head, tail) of the PUBLISH for this variant; a QoS > 0 packet id goes between them.
+
+        For QoS 0 the whole packet is ``head`` and ``tail`` is empty.
+        """
+        key = (version << 3) | (qos << 1) | retain
+        cache = self._wire
+        if cache is None:
+            cache = self._wire = {}
+        else:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit
+        result = self._encode(version, qos, retain, self.properties if version == 5 else None)
+        cache[key] = result
+        return result
+
+    def wire_at(
+        self, version: int, qos: int, retain: bool, now: float, sub_ids: list[int] | None
+    ) -> tuple[bytes, bytes]:
+        """Like :meth:`wire` but for a delivery that needs per-delivery properties: the remaining
+        Message Expiry Interval [MQTT-3.3.2-6] and the Subscription Identifiers [MQTT-3.3.4-3]."""
+        if version != 5 or (not sub_ids and self.expires_at is None):
+            return self.wire(version, qos, retain)
+        props = dict(self.properties)
+        if self.expires_at is not None:
+            props[_EXPIRY] = max(0, math.ceil(self.expires_at - now))
+        if sub_ids:
+            props[_SUB_ID] = sub_ids
+        return self._encode(version, qos, retain, props)
+
+    def _encode(self, version: int, qos: int, retain: bool, props: dict[int, Any] | None) -> tuple[bytes, bytes]:
+        tb = self.topic_bytes
+        tail = (encode_properties(props) + self.payload) if version == 5 else self.payload
+        length = 2 + len(tb) + (2 if qos else 0) + len(tail)
+        head = bytes((0x30 | (qos << 1) | retain,)) + encode_varint(length) + len(tb).to_bytes(2, "big") + tb
+        if not qos:
+            return head + tail, b""
+        return head, tail
+
+    def __repr__(self) -> str:
+        return f"Message({self.topic!r}, {self.payload[:32]!r}, qos={self.qos}, retain={self.retain})"

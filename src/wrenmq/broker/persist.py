@@ -1,0 +1,145 @@
+"""The bridge between the broker's live state and the storage records.
+
+Every change to a persistent session or to the retained set is reported here; this module turns
+live objects into :mod:`wrenmq.storage` records (once per message, shared by every session that
+stores it) and back again at start-up. ``writes`` counts enqueued writes so the connection can
+tell whether routing a PUBLISH made anything that strict durability must wait for.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..mqtt.properties import WILL, decode_properties, encode_properties
+from ..storage import MemoryStorage, Storage, StoredMessage, StoredSession, StoredSessionMessage, StoredSubscription
+from .message import Message
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .router import Subscriber
+    from .session import Delivery, Session
+
+# A delivery's RETAIN flag can differ from the message's (Retain As Published, retained-on-subscribe),
+# so it travels in bit 2 of the stored delivery QoS.
+_RETAIN_BIT = 4
+
+
+class Persistence:
+    def __init__(self, storage: Storage, loop: asyncio.AbstractEventLoop, strict: bool) -> None:
+        self.storage = storage
+        self.loop = loop
+        self.enabled = not isinstance(storage, MemoryStorage)
+        self.strict = strict and self.enabled
+        self.writes = 0
+
+    @staticmethod
+    def split_qos(stored_qos: int) -> tuple[int, bool]:
+        return stored_qos & 3, bool(stored_qos & _RETAIN_BIT)
+
+    # -- records ------------------------------------------------------------------------
+
+    def stored_message(self, message: Message) -> StoredMessage:
+        record = message._stored
+        if record is None:
+            expiry_at = None
+            if message.expires_at is not None:
+                expiry_at = time.time() + (message.expires_at - self.loop.time())
+            record = StoredMessage(
+                message.topic,
+                bytes(message.payload),
+                message.qos,
+                message.retain,
+                encode_properties(message.properties) if message.properties else b"",
+                expiry_at,
+            )
+            message._stored = record
+        return record  # type: ignore[return-value]
+
+    def live_message(self, record: StoredMessage, origin: str | None = None) -> Message:
+        props = {}
+        if record.properties:
+            props, _ = decode_properties(record.properties, 0, len(record.properties), WILL)
+        expires_at = None
+        if record.expiry_at is not None:
+            expires_at = self.loop.time() + (record.expiry_at - time.time())
+        message = Message(record.topic, record.payload, record.qos, record.retain, props, expires_at, origin)
+        message._stored = record
+        return message
+
+    def stored_session(self, session: Session, connected: bool) -> StoredSession:
+        subs = [_stored_sub(s) for s in session.subscriptions.values()]
+        will = self.stored_message(session.will) if session.will is not None else None
+        return StoredSession(
+            session.client_id,
+            session.protocol_version,
+            session.expiry_interval,
+            None if connected else time.time(),
+            subs,
+            will,
+            session.will_delay,
+            session.next_seq,
+        )
+
+    # -- writes -------------------------------------------------------------------------
+
+    def session_put(self, session: Session, connected: bool) -> None:
+        if self.enabled and session.persistent:
+            self.writes += 1
+            self.storage.session_put(self.stored_session(session, connected))
+
+    def session_delete(self, client_id: str) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.session_delete(client_id)
+
+    def message_add(self, session: Session, delivery: Delivery) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.message_add(
+                session.client_id,
+                StoredSessionMessage(
+                    delivery.seq,
+                    delivery.qos | (_RETAIN_BIT if delivery.retain else 0),
+                    delivery.packet_id or None,
+                    delivery.state,
+                    self.stored_message(delivery.message),
+                ),
+            )
+
+    def message_update(self, session: Session, delivery: Delivery) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.message_update(session.client_id, delivery.seq, delivery.packet_id or None, delivery.state)
+
+    def message_delete(self, session: Session, delivery: Delivery) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.message_delete(session.client_id, delivery.seq)
+
+    def inbound_add(self, session: Session, packet_id: int) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.inbound_add(session.client_id, packet_id)
+
+    def inbound_delete(self, session: Session, packet_id: int) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.inbound_delete(session.client_id, packet_id)
+
+    def retain_set(self, message: Message) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.retain_set(self.stored_message(message))
+
+    def retain_delete(self, topic: str) -> None:
+        if self.enabled:
+            self.writes += 1
+            self.storage.retain_delete(topic)
+
+
+def _stored_sub(sub: Subscriber) -> StoredSubscription:
+    return StoredSubscription(
+        sub.topic_filter, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id
+    )

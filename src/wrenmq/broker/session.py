@@ -1,0 +1,202 @@
+"""Session state (section 4.1): subscriptions, outbound QoS 1/2 in flight, the offline queue and
+inbound QoS 2 packet ids. A session outlives its connections when its expiry interval allows."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .message import Message
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .connection import Connection
+    from .router import SharedGroup, Subscriber
+
+NEVER_EXPIRES = 0xFFFFFFFF
+
+QUEUED, SENT, RECEIVED = 0, 1, 2  # Delivery.state: not sent / PUBLISH sent / PUBREC received
+
+
+class Delivery:
+    """One QoS 1/2 message on its way to one session."""
+
+    __slots__ = ("message", "packet_id", "qos", "retain", "seq", "share", "state", "sub_ids")
+
+    def __init__(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: list[int] | None,
+        share: SharedGroup | None,
+        seq: int,
+    ) -> None:
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.share = share
+        self.seq = seq
+        self.packet_id = 0
+        self.state = QUEUED
+
+
+class Session:
+    __slots__ = (
+        "_next_pid",
+        "broker",
+        "client_id",
+        "connection",
+        "dropped",
+        "expiry_handle",
+        "expiry_interval",
+        "inbound_qos2",
+        "inflight_out",
+        "next_seq",
+        "protocol_version",
+        "queue",
+        "subscriptions",
+        "will",
+        "will_delay",
+        "will_handle",
+    )
+
+    def __init__(self, broker: Broker, client_id: str, protocol_version: int, expiry_interval: int) -> None:
+        self.broker = broker
+        self.client_id = client_id
+        self.protocol_version = protocol_version
+        self.expiry_interval = expiry_interval
+        self.connection: Connection | None = None
+        self.subscriptions: dict[str, Subscriber] = {}
+        self.inflight_out: dict[int, Delivery] = {}  # packet id -> delivery, in send order
+        self.queue: deque[Delivery] = deque()
+        self.inbound_qos2: set[int] = set()
+        self.next_seq = 0
+        self.dropped = 0
+        self.will: Message | None = None  # a will waiting out its delay
+        self.will_delay = 0
+        self.will_handle: object | None = None
+        self.expiry_handle: object | None = None
+        self._next_pid = 0
+
+    @property
+    def persistent(self) -> bool:
+        """Whether the session outlives its connection, and so must be stored."""
+        return self.expiry_interval > 0
+
+    def allocate_packet_id(self) -> int:
+        """The next free packet id [MQTT-2.2.1-3]; the caller guarantees fewer than 65535 in flight."""
+        inflight = self.inflight_out
+        pid = self._next_pid
+        while True:
+            pid = pid + 1 if pid < 65535 else 1
+            if pid not in inflight:
+                self._next_pid = pid
+                return pid
+
+    # -- outbound -------------------------------------------------------------------------
+
+    def deliver(
+        self,
+        message: Message,
+        qos: int,
+        retain: bool,
+        sub_ids: list[int] | None,
+        share: SharedGroup | None,
+        now: float,
+        publisher: Connection | None,
+    ) -> None:
+        conn = self.connection
+        if not qos:
+            if conn is not None:
+                conn.send_qos0(message, retain, sub_ids, now, publisher)
+            return
+        delivery = Delivery(message, qos, retain, sub_ids, share, self.next_seq)
+        self.next_seq += 1
+        if conn is not None and len(self.inflight_out) < conn.send_quota and not conn.congested:
+            self._send(conn, delivery, now, publisher)
+        else:
+            self.enqueue(delivery)
+
+    def _send(self, conn: Connection, delivery: Delivery, now: float, publisher: Connection | None) -> None:
+        pid = self.allocate_packet_id()
+        delivery.packet_id = pid
+        delivery.state = SENT
+        self.inflight_out[pid] = delivery
+        if self.persistent:
+            self.broker.persist.message_add(self, delivery)
+        conn.send_publish(delivery, now, publisher, False)
+
+    def enqueue(self, delivery: Delivery) -> None:
+        """Queue a QoS 1/2 delivery, bounded by ``max_queued_messages`` with the configured policy."""
+        queue = self.queue
+        config = self.broker.config
+        if len(queue) >= config.max_queued_messages:
+            self.dropped += 1
+            self.broker.stats.messages_dropped += 1
+            if config.queue_drop_policy == "drop_new" or not queue:
+                return
+            old = queue.popleft()
+            if self.persistent:
+                self.broker.persist.message_delete(self, old)
+        queue.append(delivery)
+        if self.persistent:
+            self.broker.persist.message_add(self, delivery)
+
+    def fill(self, now: float) -> None:
+        """Move queued deliveries into flight while the client's Receive Maximum allows [MQTT-4.9.0-2]."""
+        conn = self.connection
+        queue = self.queue
+        if conn is None:
+            return
+        inflight = self.inflight_out
+        quota = conn.send_quota
+        persistent = self.persistent
+        while queue and len(inflight) < quota and not conn.congested:
+            delivery = queue.popleft()
+            if delivery.message.expired(now):  # [MQTT-3.3.2-5]
+                self.broker.stats.messages_expired += 1
+                if persistent:
+                    self.broker.persist.message_delete(self, delivery)
+                continue
+            pid = self.allocate_packet_id()
+            delivery.packet_id = pid
+            delivery.state = SENT
+            inflight[pid] = delivery
+            if persistent:
+                self.broker.persist.message_update(self, delivery)
+            conn.send_publish(delivery, now, None, False)
+
+    def acknowledge(self, packet_id: int, state: int) -> Delivery | None:
+        """Complete (PUBACK/PUBCOMP) the delivery with ``packet_id`` if it is in ``state``."""
+        delivery = self.inflight_out.get(packet_id)
+        if delivery is None or delivery.state != state:
+            return None
+        del self.inflight_out[packet_id]
+        if self.persistent:
+            self.broker.persist.message_delete(self, delivery)
+        return delivery
+
+    def resend_inflight(self, conn: Connection, now: float) -> None:
+        """On reconnect, resend unacknowledged PUBLISH (DUP=1) and PUBREL in order [MQTT-4.4.0-1]."""
+        for delivery in list(self.inflight_out.values()):
+            if delivery.state == SENT:
+                conn.send_publish(delivery, now, None, True)
+            else:
+                conn.send_pubrel(delivery.packet_id)
+
+    def take_shared(self) -> list[Delivery]:
+        """Remove and return the not-yet-received deliveries that came through a shared
+        subscription, so another member of the group can have them."""
+        taken = [d for d in self.inflight_out.values() if d.share is not None and d.state == SENT]
+        for d in taken:
+            del self.inflight_out[d.packet_id]
+        queued = [d for d in self.queue if d.share is not None]
+        if queued:
+            self.queue = deque(d for d in self.queue if d.share is None)
+            taken.extend(queued)
+        if self.persistent:
+            for d in taken:
+                self.broker.persist.message_delete(self, d)
+        return taken

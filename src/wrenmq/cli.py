@@ -1,0 +1,160 @@
+"""The ``wrenmq`` command: one function registers each subcommand, one function runs it.
+
+New subcommands (``passwd``, ``apikey``, ``bench``, ``pub``, ``sub``) add an ``_add_<name>`` function
+to ``_SUBCOMMANDS``; the parser stores the runner in ``args.run`` so ``main`` stays a dispatcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import typing
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from wrenmq import __version__
+from wrenmq.config import Config, ConfigError, env_var, load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+CONFIG_ENV = "WRENMQ_CONFIG"
+
+Runner = Callable[[argparse.Namespace], int]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; the return value is the process exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    run: Runner | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"wrenmq: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wrenmq", description="wrenmq, an MQTT 3.1.1/5.0 broker.")
+    parser.add_argument("--version", action="version", version=f"wrenmq {__version__}")
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(subcommands)
+    return parser
+
+
+# --- serve ---------------------------------------------------------------------------------------
+
+# Config fields that `serve` exposes as flags; every other key comes from the file or environment.
+_SERVE_FLAGS = (
+    "host",
+    "port",
+    "data_dir",
+    "log_level",
+    "storage",
+    "durability",
+    "allow_anonymous",
+    "max_packet_size",
+    "sys_interval",
+)
+
+
+def _add_serve(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "serve",
+        help="run the broker",
+        description="Run the broker until SIGINT or SIGTERM. Settings come from flags, then "
+        f"WRENMQ_* environment variables, then the config file (--config or ${CONFIG_ENV}).",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file; keys are field names")
+    for key in _SERVE_FLAGS:
+        _add_config_flag(parser, key)
+    parser.set_defaults(run=_run_serve)
+
+
+def _add_config_flag(parser: argparse.ArgumentParser, key: str) -> None:
+    """A flag whose help, choices and type come from the Config field, so they cannot drift."""
+    field = Config.model_fields[key]
+    default = field.get_default(call_default_factory=True)
+    help_text = f"{field.description} (default: {default}; env {env_var(key)})"
+    flag = "--" + key.replace("_", "-")
+    kwargs: dict[str, Any] = {"dest": key, "default": None, "help": help_text}
+    annotation = field.annotation
+    if annotation is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(annotation) is typing.Literal:
+        kwargs["choices"] = typing.get_args(annotation)
+    else:
+        kwargs["type"] = annotation
+        kwargs["metavar"] = key.upper()
+    parser.add_argument(flag, **kwargs)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    config_file = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
+    config = load_config(config_file, overrides={key: getattr(args, key) for key in _SERVE_FLAGS})
+    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    try:
+        _run_async(_serve(config))
+    except OSError as exc:  # typically the port is taken or the data directory is not writable
+        print(f"wrenmq: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+async def _serve(config: Config) -> None:
+    """Start the broker, wait for SIGINT/SIGTERM, then stop it so queued writes are committed."""
+    from wrenmq.broker import Broker  # lazily: the CLI must work (e.g. --help) without the broker
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stopping.set)
+        except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            pass
+
+    broker = Broker(config)
+    await broker.start()
+    log.info(
+        "wrenmq %s listening on %s:%d (storage=%s, durability=%s)",
+        __version__,
+        config.host,
+        broker.port,
+        config.storage,
+        config.durability,
+    )
+    try:
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        await broker.stop()
+    log.info("stopped")
+
+
+def _run_async(coro: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (it is a dependency everywhere but Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
+
+
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_serve,
+)

@@ -1,0 +1,242 @@
+"""Typed broker settings, read once at start-up from a TOML file, the environment and flags.
+
+Precedence is flags > environment > file > defaults. Every error names the key, where it came from
+and what is wrong, so a bad deployment fails at start-up with a message a person can act on.
+TOML values must already have the right type (``port = "1883"`` is an error); environment
+variables are strings and are parsed leniently (``WRENMQ_ALLOW_ANONYMOUS=false``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import platformdirs
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+__all__ = ["ENV_PREFIX", "Config", "ConfigError", "env_var", "load_config"]
+
+ENV_PREFIX = "WRENMQ_"
+KiB = 1024
+MiB = 1024 * KiB
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or invalid; the message names the key and its source."""
+
+
+def _expand_path(value: Any) -> Any:
+    """Accept strings (TOML and env have no Path type) and expand ``~`` the way a shell would."""
+    if isinstance(value, str | Path):
+        return Path(value).expanduser()
+    raise ValueError("expected a path string")
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("wrenmq"))
+
+
+class Config(BaseModel):
+    """Every broker setting; frozen so the running broker can read attributes without re-checking."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: Annotated[str, Field(description="Address the TCP listener binds to.")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free port.")] = 1883
+    data_dir: Annotated[
+        Path, BeforeValidator(_expand_path), Field(description="Directory for the SQLite database.")
+    ] = Field(default_factory=_default_data_dir)
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], Field(description="Logging threshold.")
+    ] = "info"
+    storage: Annotated[
+        Literal["sqlite", "memory"], Field(description="Where sessions, queued and retained messages live.")
+    ] = "sqlite"
+    durability: Annotated[
+        Literal["strict", "relaxed"],
+        Field(description="strict: acknowledge stored QoS 1/2 messages after commit; relaxed: at once."),
+    ] = "strict"
+    commit_interval: Annotated[
+        float, Field(gt=0, description="Seconds a relaxed-mode write may wait before it is committed.")
+    ] = 0.05
+    max_packet_size: Annotated[
+        int, Field(ge=64, le=268435460, description="Largest MQTT packet accepted or sent, in bytes.")
+    ] = 16 * MiB
+    receive_maximum: Annotated[
+        int, Field(ge=1, le=65535, description="Receive Maximum: inbound QoS 1/2 in flight per client.")
+    ] = 1024
+    max_inflight_messages: Annotated[
+        int, Field(ge=1, le=65535, description="Cap on outbound QoS 1/2 messages in flight per client.")
+    ] = 1024
+    max_queued_messages: Annotated[
+        int, Field(ge=0, description="Bound on each session's queue of undelivered messages.")
+    ] = 100_000
+    queue_drop_policy: Annotated[
+        Literal["drop_new", "drop_oldest"], Field(description="Which message a full session queue drops.")
+    ] = "drop_new"
+    max_session_expiry_interval: Annotated[
+        int, Field(ge=0, le=4294967295, description="Upper bound on a client's Session Expiry Interval.")
+    ] = 4294967295
+    connect_timeout: Annotated[
+        float, Field(gt=0, description="Seconds a new connection has to send CONNECT.")
+    ] = 10.0
+    max_keepalive: Annotated[
+        int, Field(ge=0, le=65535, description="Largest Keep Alive granted, enforced with Server Keep Alive.")
+    ] = 65535
+    allow_anonymous: Annotated[bool, Field(description="Accept clients that send no username.")] = True
+    sys_interval: Annotated[
+        float, Field(ge=0, description="Seconds between $SYS updates; 0 disables $SYS.")
+    ] = 10.0
+    retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
+    maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
+    topic_alias_maximum: Annotated[
+        int, Field(ge=0, le=65535, description="Topic aliases a client may use towards the server.")
+    ] = 64
+    max_write_buffer: Annotated[
+        int, Field(ge=1, description="Per-connection write buffer hard cap, for slow subscribers.")
+    ] = 4 * MiB
+    write_buffer_high: Annotated[
+        int, Field(ge=1, description="Write buffer size above which the client's reads pause.")
+    ] = 256 * KiB
+    write_buffer_low: Annotated[
+        int, Field(ge=0, description="Write buffer size below which the client's reads resume.")
+    ] = 64 * KiB
+
+    @model_validator(mode="after")
+    def _check_write_buffer(self) -> Config:
+        """Flow control needs low < high <= cap, or reading would never resume or never pause."""
+        if self.write_buffer_high <= self.write_buffer_low:
+            raise _CrossFieldError(
+                ("write_buffer_high", "write_buffer_low"),
+                f"write_buffer_high ({self.write_buffer_high}) must be greater than "
+                f"write_buffer_low ({self.write_buffer_low})",
+            )
+        if self.write_buffer_high > self.max_write_buffer:
+            raise _CrossFieldError(
+                ("write_buffer_high", "max_write_buffer"),
+                f"write_buffer_high ({self.write_buffer_high}) must not exceed "
+                f"max_write_buffer ({self.max_write_buffer})",
+            )
+        return self
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The SQLite database file used when ``storage == "sqlite"``."""
+        return self.data_dir / "wrenmq.db"
+
+
+class _CrossFieldError(ValueError):
+    """A rule over several keys; carries the keys so the error can name their sources."""
+
+    def __init__(self, keys: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.message = message
+
+
+def env_var(key: str) -> str:
+    """The environment variable that sets ``key``."""
+    return ENV_PREFIX + key.upper()
+
+
+def load_config(
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Merge file, ``WRENMQ_*`` environment and overrides (CLI flags; None ignored) into a Config."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    errors: list[str] = []
+
+    if config_file is not None:
+        where = f"config file {config_file}"
+        for key, value in _read_toml(config_file).items():
+            if _check_known(key, where, errors):
+                values[key], origins[key] = value, f"{where}: key {key!r}"
+
+    for key in Config.model_fields:
+        name = env_var(key)
+        if name in env:
+            try:
+                values[key] = _field_adapter(key).validate_python(env[name])
+                origins[key] = f"environment {name}"
+            except ValidationError as exc:
+                errors.extend(f"environment {name}: {_message(err)}" for err in exc.errors())
+
+    for key, value in (overrides or {}).items():
+        if value is not None and _check_known(key, "overrides", errors):
+            values[key], origins[key] = value, f"option --{key.replace('_', '-')}"
+
+    try:
+        # Strict: TOML and flags carry real types; env strings were converted above.
+        config = Config.model_validate(values, strict=True)
+    except ValidationError as exc:
+        errors.extend(_describe(err, origins) for err in exc.errors())
+    else:
+        if not errors:
+            return config
+    raise ConfigError("\n".join(errors))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8: {exc}") from None
+
+
+def _check_known(key: str, where: str, errors: list[str]) -> bool:
+    if key in Config.model_fields:
+        return True
+    hint = difflib.get_close_matches(key, Config.model_fields, n=1)
+    errors.append(f"{where}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return False
+
+
+@functools.cache
+def _field_adapter(key: str) -> TypeAdapter[Any]:
+    """A lenient validator for one field, with its constraints, for parsing environment strings."""
+    info = Config.model_fields[key]
+    if not info.metadata:
+        return TypeAdapter(info.annotation)
+    return TypeAdapter(Annotated[(info.annotation, *info.metadata)])
+
+
+def _message(err: ErrorDetails) -> str:
+    ctx_error = err.get("ctx", {}).get("error")
+    if isinstance(ctx_error, _CrossFieldError):
+        return ctx_error.message
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _describe(err: ErrorDetails, origins: Mapping[str, str]) -> str:
+    """Prefix a pydantic error with where its key(s) came from."""
+    loc = err["loc"]
+    if loc:
+        key = str(loc[0])
+        return f"{origins.get(key, f'key {key!r}')}: {_message(err)}"
+    ctx_error = err.get("ctx", {}).get("error")
+    keys = ctx_error.keys if isinstance(ctx_error, _CrossFieldError) else ()
+    sources = [origins[k] for k in keys if k in origins] or ["configuration"]
+    return f"{', '.join(sources)}: {_message(err)}"

@@ -1,0 +1,65 @@
+"""The MQTT protocol, sans-I/O: packets, properties, reason codes, the codec and topic rules."""
+
+from .codec import MAX_PACKET_SIZE, Parser, UnsupportedProtocolVersion, encode, encode_publish
+from .errors import ProtocolError
+from .packets import (
+    MQTT_3_1,
+    MQTT_3_1_1,
+    MQTT_5,
+    Auth,
+    Connack,
+    Connect,
+    Disconnect,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Subscription,
+    Unsuback,
+    Unsubscribe,
+    Will,
+)
+from .properties import PropertyId, encode_properties
+from .reason_codes import ConnackReturnCode, ReasonCode
+from .topics import parse_shared, topic_matches, valid_topic_filter
+
+__all__ = [
+    "MAX_PACKET_SIZE",
+    "MQTT_3_1",
+    "MQTT_3_1_1",
+    "MQTT_5",
+    "Auth",
+    "Connack",
+    "ConnackReturnCode",
+    "Connect",
+    "Disconnect",
+    "Parser",
+    "Pingreq",
+    "Pingresp",
+    "PropertyId",
+    "ProtocolError",
+    "Puback",
+    "Pubcomp",
+    "Publish",
+    "Pubrec",
+    "Pubrel",
+    "ReasonCode",
+    "Suback",
+    "Subscribe",
+    "Subscription",
+    "Unsuback",
+    "Unsubscribe",
+    "UnsupportedProtocolVersion",
+    "Will",
+    "encode",
+    "encode_properties",
+    "encode_publish",
+    "parse_shared",
+    "topic_matches",
+    "valid_topic_filter",
+]

@@ -1,0 +1,543 @@
+"""The sans-I/O codec: bytes in, packets out (:class:`Parser`); packets in, bytes out (:func:`encode`).
+
+Nothing here knows about sockets or event loops. :meth:`Parser.feed` takes whatever a read
+returned (part of a packet, or many packets) and returns every complete packet in one pass, so
+the connection does one Python call per read, not one per packet. Violations raise
+:class:`~wrenmq.mqtt.errors.ProtocolError` carrying the reason code the spec prescribes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import packets as p
+from .errors import ProtocolError, malformed, protocol_error
+from .properties import (
+    WILL,
+    PropertyId,
+    decode_properties,
+    decode_utf8,
+    encode_properties,
+    encode_varint,
+)
+from .reason_codes import ReasonCode
+
+MAX_REMAINING_LENGTH = 268_435_455
+MAX_PACKET_SIZE = MAX_REMAINING_LENGTH + 5
+
+# Fixed-header flags that every packet but PUBLISH must carry [MQTT-2.2.2-1], [MQTT-2.2.2-2].
+_REQUIRED_FLAGS = {
+    p.CONNECT: 0,
+    p.CONNACK: 0,
+    p.PUBACK: 0,
+    p.PUBREC: 0,
+    p.PUBREL: 2,
+    p.PUBCOMP: 0,
+    p.SUBSCRIBE: 2,
+    p.SUBACK: 0,
+    p.UNSUBSCRIBE: 2,
+    p.UNSUBACK: 0,
+    p.PINGREQ: 0,
+    p.PINGRESP: 0,
+    p.DISCONNECT: 0,
+    p.AUTH: 0,
+}
+
+
+class UnsupportedProtocolVersion(ProtocolError):
+    """CONNECT named a protocol level we do not speak; answered with CONNACK 0x01 / 0x84."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, f"[MQTT-3.1.2-2] unsupported protocol level {level}")
+        self.level = level
+
+
+def _string(data: bytes, pos: int, end: int, what: str) -> tuple[str, int]:
+    if pos + 2 > end:
+        raise malformed(f"truncated {what}")
+    n = (data[pos] << 8) | data[pos + 1]
+    pos += 2
+    if pos + n > end:
+        raise malformed(f"truncated {what}")
+    return decode_utf8(data[pos : pos + n], what), pos + n
+
+
+def _binary(data: bytes, pos: int, end: int, what: str) -> tuple[bytes, int]:
+    if pos + 2 > end:
+        raise malformed(f"truncated {what}")
+    n = (data[pos] << 8) | data[pos + 1]
+    pos += 2
+    if pos + n > end:
+        raise malformed(f"truncated {what}")
+    return bytes(data[pos : pos + n]), pos + n
+
+
+def _packet_id(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    if pos + 2 > end:
+        raise malformed("truncated packet identifier")
+    pid = (data[pos] << 8) | data[pos + 1]
+    if pid == 0:
+        raise protocol_error("[MQTT-2.3.1-1] packet identifier is zero")
+    return pid, pos + 2
+
+
+class Parser:
+    """Incremental decoder for one byte stream.
+
+    ``protocol_level`` is learned from CONNECT on the server side (or set by a client after it
+    sends CONNECT); it decides whether properties and reason codes are on the wire.
+    """
+
+    __slots__ = ("_buf", "max_packet_size", "protocol_level")
+
+    def __init__(self, max_packet_size: int = MAX_PACKET_SIZE, protocol_level: int = 0) -> None:
+        self._buf = b""
+        self.max_packet_size = max_packet_size
+        self.protocol_level = protocol_level
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a packet."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[p.AnyPacket]:
+        """Consume ``data`` and return every packet it completes, in order."""
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        out: list[p.AnyPacket] = []
+        pos = 0
+        size = len(data)
+        decoders = _DECODERS
+        while pos < size:
+            if size - pos < 2:
+                break
+            first = data[pos]
+            # Remaining Length: a Variable Byte Integer of at most four bytes [MQTT-1.5.5-1].
+            byte = data[pos + 1]
+            if byte < 0x80:
+                length = byte
+                start = pos + 2
+            else:
+                length = byte & 0x7F
+                shift = 7
+                i = pos + 2
+                while True:
+                    if i >= size:
+                        length = -1
+                        break
+                    byte = data[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    if not byte & 0x80:
+                        break
+                    shift += 7
+                    if shift > 21:
+                        raise malformed("[MQTT-1.5.5-1] remaining length longer than four bytes")
+                if length < 0:
+                    break
+                start = i
+            end = start + length
+            if end - pos > self.max_packet_size:
+                raise ProtocolError(
+                    ReasonCode.PACKET_TOO_LARGE,
+                    f"packet of {end - pos} bytes exceeds the maximum packet size {self.max_packet_size}",
+                )
+            if end > size:
+                break
+            ptype = first >> 4
+            if ptype == 3:
+                out.append(self._publish(data, first, start, end))
+            else:
+                decoder = decoders.get(ptype)
+                if decoder is None:
+                    raise malformed(f"reserved packet type {ptype}")
+                if first & 0x0F != _REQUIRED_FLAGS[ptype]:
+                    raise malformed(f"[MQTT-2.2.2-2] reserved flags 0x{first & 0x0F:X} in packet type {ptype}")
+                out.append(decoder(self, data, start, end))
+            pos = end
+        if pos < size:
+            self._buf = data[pos:]
+        return out
+
+    def _publish(self, data: bytes, first: int, pos: int, end: int) -> p.Publish:
+        qos = (first >> 1) & 3
+        if qos == 3:
+            raise malformed("[MQTT-3.3.1-4] PUBLISH with QoS 3")
+        dup = bool(first & 8)
+        if dup and not qos:
+            raise malformed("[MQTT-3.3.1-2] DUP set on a QoS 0 PUBLISH")
+        if pos + 2 > end:
+            raise malformed("truncated topic name")
+        n = (data[pos] << 8) | data[pos + 1]
+        pos += 2
+        if pos + n > end:
+            raise malformed("truncated topic name")
+        try:
+            topic = data[pos : pos + n].decode("utf-8")
+        except UnicodeDecodeError:
+            raise malformed("[MQTT-1.5.4-1] topic name is not valid UTF-8") from None
+        pos += n
+        if "+" in topic or "#" in topic:
+            raise ProtocolError(ReasonCode.TOPIC_NAME_INVALID, "[MQTT-3.3.2-2] wildcard in a PUBLISH topic name")
+        if "\x00" in topic:
+            raise malformed("[MQTT-1.5.4-2] topic name contains U+0000")
+        packet_id = None
+        if qos:
+            if pos + 2 > end:
+                raise malformed("truncated packet identifier")
+            packet_id = (data[pos] << 8) | data[pos + 1]
+            if not packet_id:
+                raise protocol_error("[MQTT-2.3.1-1] PUBLISH with packet identifier 0")
+            pos += 2
+        if self.protocol_level == 5:
+            if pos < end and data[pos] == 0:
+                props: dict[int, Any] = {}
+                pos += 1
+            else:
+                props, pos = decode_properties(data, pos, end, p.PUBLISH)
+        else:
+            props = {}
+        if not topic and PropertyId.TOPIC_ALIAS not in props:
+            raise ProtocolError(ReasonCode.TOPIC_NAME_INVALID, "[MQTT-4.7.3-1] empty topic name without a topic alias")
+        return p.Publish(topic, data[pos:end], qos, bool(first & 1), packet_id, dup, props)
+
+    def _connect(self, data: bytes, pos: int, end: int) -> p.Connect:
+        name, pos = _string(data, pos, end, "protocol name")
+        if pos >= end:
+            raise malformed("truncated CONNECT")
+        level = data[pos]
+        pos += 1
+        if (name, level) not in (("MQTT", 4), ("MQTT", 5), ("MQIsdp", 3)):
+            if name in ("MQTT", "MQIsdp"):
+                raise UnsupportedProtocolVersion(level)
+            raise protocol_error(f"[MQTT-3.1.2-1] unknown protocol name {name!r}")
+        if pos + 3 > end:
+            raise malformed("truncated CONNECT")
+        flags = data[pos]
+        keep_alive = (data[pos + 1] << 8) | data[pos + 2]
+        pos += 3
+        if flags & 1:
+            raise malformed("[MQTT-3.1.2-3] reserved CONNECT flag set")
+        will_flag = bool(flags & 0x04)
+        will_qos = (flags >> 3) & 3
+        will_retain = bool(flags & 0x20)
+        if not will_flag and (will_qos or will_retain):
+            raise malformed("[MQTT-3.1.2-11] Will QoS or Will Retain set without the Will Flag")
+        if will_qos == 3:
+            raise malformed("[MQTT-3.1.2-12] Will QoS 3")
+        has_username = bool(flags & 0x80)
+        has_password = bool(flags & 0x40)
+        if level != 5 and has_password and not has_username:
+            raise malformed("[MQTT-3.1.2-22] password flag set without the user name flag")
+        props: dict[int, Any] = {}
+        if level == 5:
+            props, pos = decode_properties(data, pos, end, p.CONNECT)
+        client_id, pos = _string(data, pos, end, "client identifier")
+        will = None
+        if will_flag:
+            will_props: dict[int, Any] = {}
+            if level == 5:
+                will_props, pos = decode_properties(data, pos, end, WILL)
+            will_topic, pos = _string(data, pos, end, "will topic")
+            if "+" in will_topic or "#" in will_topic or not will_topic:
+                raise ProtocolError(ReasonCode.TOPIC_NAME_INVALID, "[MQTT-3.1.3-11] invalid will topic")
+            will_payload, pos = _binary(data, pos, end, "will payload")
+            will = p.Will(will_topic, will_payload, will_qos, will_retain, will_props)
+        username = password = None
+        if has_username:
+            username, pos = _string(data, pos, end, "user name")
+        if has_password:
+            password, pos = _binary(data, pos, end, "password")
+        if pos != end:
+            raise malformed("trailing bytes after CONNECT payload")
+        self.protocol_level = level
+        return p.Connect(client_id, level, bool(flags & 2), keep_alive, will, username, password, props, name)
+
+    def _connack(self, data: bytes, pos: int, end: int) -> p.Connack:
+        if pos + 2 > end:
+            raise malformed("truncated CONNACK")
+        ack_flags = data[pos]
+        if ack_flags & 0xFE:
+            raise malformed("[MQTT-3.2.2-1] reserved CONNACK flags set")
+        code = data[pos + 1]
+        pos += 2
+        props: dict[int, Any] = {}
+        if self.protocol_level == 5 and pos < end:
+            props, pos = decode_properties(data, pos, end, p.CONNACK)
+        return p.Connack(bool(ack_flags & 1), code, props)
+
+    def _ack(self, cls: type[p._Ack], data: bytes, pos: int, end: int) -> p._Ack:
+        pid, pos = _packet_id(data, pos, end)
+        if self.protocol_level != 5:
+            if pos != end:
+                raise malformed(f"{cls.__name__} of the wrong length")
+            return cls(pid)
+        code = 0
+        props: dict[int, Any] = {}
+        if pos < end:
+            code = data[pos]
+            pos += 1
+            if pos < end:
+                props, pos = decode_properties(data, pos, end, cls.type)
+        if pos != end:
+            raise malformed(f"trailing bytes after {cls.__name__}")
+        return cls(pid, code, props)
+
+    def _subscribe(self, data: bytes, pos: int, end: int) -> p.Subscribe:
+        pid, pos = _packet_id(data, pos, end)
+        props: dict[int, Any] = {}
+        v5 = self.protocol_level == 5
+        if v5:
+            props, pos = decode_properties(data, pos, end, p.SUBSCRIBE)
+            if PropertyId.SUBSCRIPTION_IDENTIFIER in props and props[PropertyId.SUBSCRIPTION_IDENTIFIER] == 0:
+                raise protocol_error("[MQTT-3.8.2-1] subscription identifier 0")
+        subs: list[p.Subscription] = []
+        while pos < end:
+            topic_filter, pos = _string(data, pos, end, "topic filter")
+            if pos >= end:
+                raise malformed("missing subscription options")
+            opts = data[pos]
+            pos += 1
+            qos = opts & 3
+            if qos == 3:
+                raise malformed("[MQTT-3-8.3-4] subscription with QoS 3")
+            if v5:
+                if opts & 0xC0:
+                    raise malformed("[MQTT-3.8.3-5] reserved subscription option bits set")
+                retain_handling = (opts >> 4) & 3
+                if retain_handling == 3:
+                    raise protocol_error("[MQTT-3.8.3-5] retain handling 3")
+                subs.append(p.Subscription(topic_filter, qos, bool(opts & 4), bool(opts & 8), retain_handling))
+            else:
+                if opts & 0xFC:
+                    raise malformed("[MQTT-3.8.3-4] reserved subscription option bits set")
+                subs.append(p.Subscription(topic_filter, qos))
+        if not subs:
+            raise protocol_error("[MQTT-3.8.3-3] SUBSCRIBE with no topic filter")
+        return p.Subscribe(pid, subs, props)
+
+    def _suback(self, data: bytes, pos: int, end: int) -> p.Suback:
+        pid, pos = _packet_id(data, pos, end)
+        props: dict[int, Any] = {}
+        if self.protocol_level == 5:
+            props, pos = decode_properties(data, pos, end, p.SUBACK)
+        return p.Suback(pid, list(data[pos:end]), props)
+
+    def _unsubscribe(self, data: bytes, pos: int, end: int) -> p.Unsubscribe:
+        pid, pos = _packet_id(data, pos, end)
+        props: dict[int, Any] = {}
+        if self.protocol_level == 5:
+            props, pos = decode_properties(data, pos, end, p.UNSUBSCRIBE)
+        filters: list[str] = []
+        while pos < end:
+            topic_filter, pos = _string(data, pos, end, "topic filter")
+            filters.append(topic_filter)
+        if not filters:
+            raise protocol_error("[MQTT-3.10.3-2] UNSUBSCRIBE with no topic filter")
+        return p.Unsubscribe(pid, filters, props)
+
+    def _unsuback(self, data: bytes, pos: int, end: int) -> p.Unsuback:
+        pid, pos = _packet_id(data, pos, end)
+        props: dict[int, Any] = {}
+        if self.protocol_level == 5:
+            props, pos = decode_properties(data, pos, end, p.UNSUBACK)
+            return p.Unsuback(pid, list(data[pos:end]), props)
+        return p.Unsuback(pid, [], props)
+
+    def _empty(self, cls: type[p.Pingreq] | type[p.Pingresp], data: bytes, pos: int, end: int) -> p.AnyPacket:
+        if pos != end:
+            raise malformed(f"{cls.__name__} with a payload")
+        return cls()
+
+    def _disconnect(self, data: bytes, pos: int, end: int) -> p.Disconnect:
+        if self.protocol_level != 5:
+            if pos != end:
+                raise malformed("DISCONNECT with a payload")
+            return p.Disconnect()
+        code = 0
+        props: dict[int, Any] = {}
+        if pos < end:
+            code = data[pos]
+            pos += 1
+            if pos < end:
+                props, pos = decode_properties(data, pos, end, p.DISCONNECT)
+        if pos != end:
+            raise malformed("trailing bytes after DISCONNECT")
+        return p.Disconnect(code, props)
+
+    def _auth(self, data: bytes, pos: int, end: int) -> p.Auth:
+        if self.protocol_level != 5:
+            raise malformed("reserved packet type 15 before MQTT 5")
+        code = 0
+        props: dict[int, Any] = {}
+        if pos < end:
+            code = data[pos]
+            pos += 1
+            if pos < end:
+                props, pos = decode_properties(data, pos, end, p.AUTH)
+        if pos != end:
+            raise malformed("trailing bytes after AUTH")
+        return p.Auth(code, props)
+
+
+_Decoder = Callable[[Parser, bytes, int, int], Any]
+_DECODERS: dict[int, _Decoder] = {
+    p.CONNECT: Parser._connect,
+    p.CONNACK: Parser._connack,
+    p.PUBACK: lambda s, d, a, b: s._ack(p.Puback, d, a, b),
+    p.PUBREC: lambda s, d, a, b: s._ack(p.Pubrec, d, a, b),
+    p.PUBREL: lambda s, d, a, b: s._ack(p.Pubrel, d, a, b),
+    p.PUBCOMP: lambda s, d, a, b: s._ack(p.Pubcomp, d, a, b),
+    p.SUBSCRIBE: Parser._subscribe,
+    p.SUBACK: Parser._suback,
+    p.UNSUBSCRIBE: Parser._unsubscribe,
+    p.UNSUBACK: Parser._unsuback,
+    p.PINGREQ: lambda s, d, a, b: s._empty(p.Pingreq, d, a, b),
+    p.PINGRESP: lambda s, d, a, b: s._empty(p.Pingresp, d, a, b),
+    p.DISCONNECT: Parser._disconnect,
+    p.AUTH: Parser._auth,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _str(value: str) -> bytes:
+    b = value.encode()
+    return len(b).to_bytes(2, "big") + b
+
+
+def _frame(first: int, body: bytes) -> bytes:
+    return bytes((first,)) + encode_varint(len(body)) + body
+
+
+def encode_publish(packet: p.Publish, version: int) -> bytes:
+    first = 0x30 | (packet.qos << 1) | (8 if packet.dup else 0) | (1 if packet.retain else 0)
+    parts = [_str(packet.topic)]
+    if packet.qos:
+        if not packet.packet_id:
+            raise ValueError("QoS > 0 PUBLISH needs a packet identifier")
+        parts.append(packet.packet_id.to_bytes(2, "big"))
+    if version == 5:
+        parts.append(encode_properties(packet.properties))
+    parts.append(bytes(packet.payload))
+    return _frame(first, b"".join(parts))
+
+
+def _encode_connect(packet: p.Connect, version: int) -> bytes:
+    level = packet.protocol_level
+    flags = 0x02 if packet.clean_start else 0
+    will = packet.will
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+    if packet.username is not None:
+        flags |= 0x80
+    if packet.password is not None:
+        flags |= 0x40
+    parts = [_str(packet.protocol_name), bytes((level, flags)), packet.keep_alive.to_bytes(2, "big")]
+    if level == 5:
+        parts.append(encode_properties(packet.properties))
+    parts.append(_str(packet.client_id))
+    if will is not None:
+        if level == 5:
+            parts.append(encode_properties(will.properties))
+        parts.append(_str(will.topic))
+        parts.append(len(will.payload).to_bytes(2, "big") + bytes(will.payload))
+    if packet.username is not None:
+        parts.append(_str(packet.username))
+    if packet.password is not None:
+        parts.append(len(packet.password).to_bytes(2, "big") + bytes(packet.password))
+    return _frame(0x10, b"".join(parts))
+
+
+def _encode_connack(packet: p.Connack, version: int) -> bytes:
+    body = bytes((1 if packet.session_present else 0, packet.reason_code))
+    if version == 5:
+        body += encode_properties(packet.properties)
+    return _frame(0x20, body)
+
+
+def _encode_ack(packet: p._Ack, version: int) -> bytes:
+    first = (packet.type << 4) | (2 if packet.type == p.PUBREL else 0)
+    pid = packet.packet_id.to_bytes(2, "big")
+    if version != 5 or (packet.reason_code == 0 and not packet.properties):
+        return bytes((first, 2)) + pid
+    if not packet.properties:
+        return bytes((first, 3)) + pid + bytes((packet.reason_code,))
+    return _frame(first, pid + bytes((packet.reason_code,)) + encode_properties(packet.properties))
+
+
+def _encode_subscribe(packet: p.Subscribe, version: int) -> bytes:
+    parts = [packet.packet_id.to_bytes(2, "big")]
+    if version == 5:
+        parts.append(encode_properties(packet.properties))
+    for sub in packet.subscriptions:
+        opts = sub.qos
+        if version == 5:
+            opts |= (4 if sub.no_local else 0) | (8 if sub.retain_as_published else 0) | (sub.retain_handling << 4)
+        parts.append(_str(sub.topic_filter) + bytes((opts,)))
+    return _frame(0x82, b"".join(parts))
+
+
+def _encode_suback(packet: p.Suback, version: int) -> bytes:
+    body = packet.packet_id.to_bytes(2, "big")
+    if version == 5:
+        body += encode_properties(packet.properties)
+    return _frame(0x90, body + bytes(packet.reason_codes))
+
+
+def _encode_unsubscribe(packet: p.Unsubscribe, version: int) -> bytes:
+    parts = [packet.packet_id.to_bytes(2, "big")]
+    if version == 5:
+        parts.append(encode_properties(packet.properties))
+    parts.extend(_str(f) for f in packet.topic_filters)
+    return _frame(0xA2, b"".join(parts))
+
+
+def _encode_unsuback(packet: p.Unsuback, version: int) -> bytes:
+    body = packet.packet_id.to_bytes(2, "big")
+    if version == 5:
+        body += encode_properties(packet.properties) + bytes(packet.reason_codes)
+    return _frame(0xB0, body)
+
+
+def _encode_disconnect(packet: p.Disconnect, version: int) -> bytes:
+    if version != 5 or (packet.reason_code == 0 and not packet.properties):
+        return b"\xe0\x00"
+    body = bytes((packet.reason_code,))
+    if packet.properties:
+        body += encode_properties(packet.properties)
+    return _frame(0xE0, body)
+
+
+def _encode_auth(packet: p.Auth, version: int) -> bytes:
+    if packet.reason_code == 0 and not packet.properties:
+        return b"\xf0\x00"
+    return _frame(0xF0, bytes((packet.reason_code,)) + encode_properties(packet.properties))
+
+
+_ENCODERS: dict[int, Callable[[Any, int], bytes]] = {
+    p.CONNECT: _encode_connect,
+    p.CONNACK: _encode_connack,
+    p.PUBLISH: encode_publish,
+    p.PUBACK: _encode_ack,
+    p.PUBREC: _encode_ack,
+    p.PUBREL: _encode_ack,
+    p.PUBCOMP: _encode_ack,
+    p.SUBSCRIBE: _encode_subscribe,
+    p.SUBACK: _encode_suback,
+    p.UNSUBSCRIBE: _encode_unsubscribe,
+    p.UNSUBACK: _encode_unsuback,
+    p.PINGREQ: lambda packet, version: b"\xc0\x00",
+    p.PINGRESP: lambda packet, version: b"\xd0\x00",
+    p.DISCONNECT: _encode_disconnect,
+    p.AUTH: _encode_auth,
+}
+
+
+def encode(packet: p.AnyPacket, version: int = p.MQTT_3_1_1) -> bytes:
+    """Encode ``packet`` for a peer speaking protocol level ``version`` (3, 4 or 5)."""
+    return _ENCODERS[packet.type](packet, version)

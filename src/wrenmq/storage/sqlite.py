@@ -1,0 +1,481 @@
+"""SQLite persistence with one writer thread and group commit.
+
+The event loop only appends ops to a list; the writer takes everything queued, folds it (``batch.fold``),
+writes it in one transaction and then runs the barrier callbacks that were waiting for it. In strict mode
+it commits as soon as there is work, so batches grow by themselves while a commit (an fsync) runs; in
+relaxed mode it also waits up to ``commit_interval`` after the first op to gather more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import batch as ops
+from .base import (
+    LoadedSession,
+    LoadedState,
+    Storage,
+    StoredMessage,
+    StoredSession,
+    StoredSessionMessage,
+    StoredSubscription,
+)
+
+log = logging.getLogger("wrenmq.storage")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+BEGIN;
+CREATE TABLE retained (
+    topic TEXT PRIMARY KEY,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    properties BLOB NOT NULL,
+    expiry_at REAL
+);
+CREATE TABLE sessions (
+    client_id TEXT PRIMARY KEY,
+    protocol_version INTEGER NOT NULL,
+    expiry_interval INTEGER NOT NULL,
+    disconnected_at REAL,
+    subscriptions TEXT NOT NULL,
+    will_topic TEXT,
+    will_payload BLOB,
+    will_qos INTEGER,
+    will_retain INTEGER,
+    will_properties BLOB,
+    will_expiry_at REAL,
+    will_delay INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL
+);
+CREATE TABLE session_messages (
+    client_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    packet_id INTEGER,
+    state INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    msg_qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    properties BLOB NOT NULL,
+    expiry_at REAL,
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE inbound_qos2 (
+    client_id TEXT NOT NULL,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, packet_id)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+COMMIT;
+"""
+
+_SESSION_COLUMNS = (
+    "client_id, protocol_version, expiry_interval, disconnected_at, subscriptions, will_topic, will_payload,"
+    " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq"
+)
+_MESSAGE_COLUMNS = (
+    "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at"
+)
+_RETAIN_UPSERT = "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)"
+_RETAIN_DELETE = "DELETE FROM retained WHERE topic = ?"
+_SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_SESSION_DELETES = (
+    "DELETE FROM sessions WHERE client_id = ?",
+    "DELETE FROM session_messages WHERE client_id = ?",
+    "DELETE FROM inbound_qos2 WHERE client_id = ?",
+)
+_MESSAGE_UPSERT = (
+    f"INSERT OR REPLACE INTO session_messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+)
+_QUEUED_MESSAGE_UPSERT = (
+    "INSERT OR REPLACE INTO session_messages (client_id, seq, qos, state, topic, payload, msg_qos, retain,"
+    " properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_MESSAGE_UPDATE = "UPDATE session_messages SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?"
+_MESSAGE_DELETE = "DELETE FROM session_messages WHERE client_id = ? AND seq = ?"
+_INBOUND_ADD = "INSERT OR IGNORE INTO inbound_qos2 VALUES (?, ?)"
+_INBOUND_DELETE = "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"
+
+# One statement of a batch: SQL, the items it applies to, and how an item becomes parameters.
+_Step = tuple[str, list[Any], Callable[[Any], tuple[Any, ...]]]
+
+
+def _same(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    return item
+
+
+# Row builders hand sqlite3 bytearray and int where the record has bytes and bool: CPython 3.11's sqlite3
+# binds only exact int/float/str/bytearray directly and sends bytes, bool and None through its adapter
+# lookup, which made binding most of a message row's cost. Hot rows also avoid binding NULL (see _plan).
+
+
+def _retain_row(item: tuple[str, StoredMessage]) -> tuple[Any, ...]:
+    topic, m = item
+    return (topic, bytearray(m.payload), m.qos, bytearray(m.properties), m.expiry_at)
+
+
+def _queued_message_row(item: tuple[str, StoredSessionMessage]) -> tuple[Any, ...]:
+    """A message not sent yet and without expiry: the bulk of an offline client's queue."""
+    client_id, sm = item
+    m = sm.message
+    return (client_id, sm.seq, sm.qos, sm.state, m.topic, bytearray(m.payload), m.qos, 1 if m.retain else 0,
+            bytearray(m.properties))  # fmt: skip
+
+
+def _message_row(item: tuple[str, StoredSessionMessage]) -> tuple[Any, ...]:
+    client_id, sm = item
+    m = sm.message
+    return (client_id, sm.seq, sm.qos, sm.packet_id, sm.state, m.topic, bytearray(m.payload), m.qos,
+            1 if m.retain else 0, bytearray(m.properties), m.expiry_at)  # fmt: skip
+
+
+def _session_row(s: StoredSession) -> tuple[Any, ...]:
+    subs = json.dumps(
+        [
+            [x.topic_filter, x.qos, x.no_local, x.retain_as_published, x.retain_handling, x.subscription_id]
+            for x in s.subscriptions
+        ],
+        separators=(",", ":"),
+    )
+    w = s.will
+    will = (None,) * 6 if w is None else (w.topic, w.payload, w.qos, int(w.retain), w.properties, w.expiry_at)
+    return (s.client_id, s.protocol_version, s.expiry_interval, s.disconnected_at, subs, *will,
+            s.will_delay, s.next_seq)  # fmt: skip
+
+
+def _plan(b: ops.Batch) -> list[_Step]:
+    """The statements that apply ``b``, session deletes first (see ``batch`` for why that order is safe)."""
+    deletes = [(c,) for c in b.session_deletes]
+    steps: list[_Step] = [(sql, deletes, _same) for sql in _SESSION_DELETES]
+    steps.append((_RETAIN_UPSERT, [(t, m) for t, m in b.retained.items() if m is not None], _retain_row))
+    steps.append((_RETAIN_DELETE, [(t,) for t, m in b.retained.items() if m is None], _same))
+    steps.append((_SESSION_UPSERT, list(b.sessions.values()), _session_row))
+    upserts, updates, message_deletes = b.split_messages()
+    steps.append((_MESSAGE_DELETE, message_deletes, _same))
+    queued = [u for u in upserts if u[1].packet_id is None and u[1].message.expiry_at is None]
+    if len(queued) < len(upserts):
+        upserts = [u for u in upserts if u[1].packet_id is not None or u[1].message.expiry_at is not None]
+        steps.append((_MESSAGE_UPSERT, upserts, _message_row))
+    steps.append((_QUEUED_MESSAGE_UPSERT, queued, _queued_message_row))
+    steps.append((_MESSAGE_UPDATE, updates, _same))
+    inbound = [(c, pid, add) for c, rows in b.inbound.items() for pid, add in rows.items()]
+    steps.append((_INBOUND_ADD, [(c, p) for c, p, add in inbound if add], _same))
+    steps.append((_INBOUND_DELETE, [(c, p) for c, p, add in inbound if not add], _same))
+    return [step for step in steps if step[1]]
+
+
+def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception("storage barrier callback %r failed", callback)
+
+
+class SqliteStorage(Storage):
+    """Persistent sessions and retained messages in one SQLite file (WAL mode)."""
+
+    def __init__(self, path: Path, durability: str = "strict", commit_interval: float = 0.05) -> None:
+        if durability not in ("strict", "relaxed"):
+            raise ValueError(f"durability must be 'strict' or 'relaxed', not {durability!r}")
+        if commit_interval < 0:
+            raise ValueError(f"commit_interval must be >= 0, not {commit_interval!r}")
+        self.path = Path(path)
+        self.durability = durability
+        # Strict mode never waits on purpose: the fsync of the previous batch is the batching window.
+        self._interval = commit_interval if durability == "relaxed" else 0.0
+        self.commits = 0
+        self.ops_written = 0
+        self.ops_enqueued = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._ops: list[ops.Op] = []  # guarded by _cond, like every field down to _barriers
+        self._first_op_at = 0.0
+        self._committed = 0  # ops_enqueued as of the last completed batch
+        self._barriers: deque[tuple[int, Callable[[], None]]] = deque()
+        self._urgent = False
+        self._stopping = False
+        self._closed = False
+        self._close_task: asyncio.Future[None] | None = None
+
+    # -- start-up ---------------------------------------------------------------------------------------
+
+    def open(self, loop: asyncio.AbstractEventLoop) -> LoadedState:
+        if self._conn is not None or self._closed:
+            raise RuntimeError("SqliteStorage.open() may be called once")
+        self._loop = loop
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The loading thread hands the connection to the writer thread and never touches it again.
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._prepare(conn)
+            state = _load(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._thread = threading.Thread(target=self._run, name="wrenmq-storage", daemon=True)
+        self._thread.start()
+        return state
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            log.warning("SQLite at %s refused WAL mode (got %r); commits will be slower", self.path, mode)
+        conn.execute(f"PRAGMA synchronous = {'FULL' if self.durability == 'strict' else 'NORMAL'}")
+        conn.execute("PRAGMA cache_size = -32768")  # 32 MiB: a large offline queue stays in memory
+        conn.execute("PRAGMA temp_store = MEMORY")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.executescript(_SCHEMA)
+        elif version != SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has storage schema version {version}; this wrenmq understands {SCHEMA_VERSION}"
+            )
+
+    # -- the event loop's side: enqueue only -------------------------------------------------------------
+
+    def _enqueue(self, op: ops.Op) -> None:
+        with self._cond:
+            if self._stopping or self._closed:
+                log.warning("storage is closed; dropped a write (op kind %d)", op[0])
+                return
+            self._ops.append(op)
+            self.ops_enqueued += 1
+            if len(self._ops) == 1:
+                self._first_op_at = time.monotonic()
+                self._cond.notify()
+
+    def retain_set(self, msg: StoredMessage) -> None:
+        self._enqueue((ops.RETAIN_SET, msg.topic, msg))
+
+    def retain_delete(self, topic: str) -> None:
+        self._enqueue((ops.RETAIN_DELETE, topic))
+
+    def session_put(self, session: StoredSession) -> None:
+        self._enqueue((ops.SESSION_PUT, session.client_id, session))
+
+    def session_delete(self, client_id: str) -> None:
+        self._enqueue((ops.SESSION_DELETE, client_id))
+
+    def message_add(self, client_id: str, msg: StoredSessionMessage) -> None:
+        self._enqueue((ops.MESSAGE_ADD, client_id, msg))
+
+    def message_update(self, client_id: str, seq: int, packet_id: int | None, state: int) -> None:
+        self._enqueue((ops.MESSAGE_UPDATE, client_id, seq, packet_id, state))
+
+    def message_delete(self, client_id: str, seq: int) -> None:
+        self._enqueue((ops.MESSAGE_DELETE, client_id, seq))
+
+    def inbound_add(self, client_id: str, packet_id: int) -> None:
+        self._enqueue((ops.INBOUND_ADD, client_id, packet_id))
+
+    def inbound_delete(self, client_id: str, packet_id: int) -> None:
+        self._enqueue((ops.INBOUND_DELETE, client_id, packet_id))
+
+    @property
+    def dirty(self) -> bool:
+        return self.ops_enqueued != self._committed
+
+    def barrier(self, callback: Callable[[], None]) -> None:
+        loop = self._loop or asyncio.get_running_loop()
+        with self._cond:
+            if self.ops_enqueued == self._committed:
+                loop.call_soon(callback)
+            else:
+                self._barriers.append((self.ops_enqueued, callback))
+
+    async def flush(self) -> None:
+        """Like ``Storage.flush``, but a relaxed-mode writer stops waiting for more ops and commits now."""
+        with self._cond:
+            if self._ops:
+                self._urgent = True
+                self._cond.notify()
+        await super().flush()
+
+    async def close(self) -> None:
+        if self._close_task is None:
+            self._close_task = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._close_task)
+
+    async def _close(self) -> None:
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            await self.flush()
+        with self._cond:
+            self._closed = self._stopping = True
+            self._cond.notify()
+        if thread is not None:  # the writer closes its connection on the way out
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+
+    # -- the writer thread -----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._conn is not None
+        try:
+            while (taken := self._take()) is not None:
+                batch_ops, upto = taken
+                self._write(batch_ops)
+                self._complete(upto)
+        except BaseException:
+            log.critical("storage writer thread died; writes are no longer persisted", exc_info=True)
+            raise
+        finally:
+            self._conn.close()
+
+    def _take(self) -> tuple[list[ops.Op], int] | None:
+        """Wait for work (and in relaxed mode for the commit window); None once stopping and idle."""
+        with self._cond:
+            while not self._ops and not self._stopping:
+                self._cond.wait()
+            if not self._ops:
+                return None
+            if self._interval > 0:
+                deadline = self._first_op_at + self._interval
+                while not (self._urgent or self._stopping) and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+            taken, self._ops, self._urgent = self._ops, [], False
+            return taken, self.ops_enqueued
+
+    def _complete(self, upto: int) -> None:
+        with self._cond:
+            self._committed = upto
+            ready = []
+            while self._barriers and self._barriers[0][0] <= upto:
+                ready.append(self._barriers.popleft()[1])
+            if ready and self._loop is not None:
+                # Scheduled under the lock, so a later barrier() that finds nothing pending and uses
+                # call_soon lands behind these callbacks.
+                try:
+                    self._loop.call_soon_threadsafe(_run_callbacks, ready)
+                except RuntimeError:
+                    log.error("event loop closed; %d storage barrier callbacks dropped", len(ready))
+
+    def _write(self, batch_ops: list[ops.Op]) -> None:
+        try:
+            steps = _plan(ops.fold(batch_ops))
+        except Exception:
+            log.exception("could not prepare a storage batch; %d writes lost", len(batch_ops))
+            return
+        if not steps:
+            return  # everything cancelled out; nothing to commit
+        try:
+            self.ops_written += self._apply(steps, self._execute_many)
+        except Exception:
+            log.exception("storage batch failed; retrying it row by row")
+            self._rollback()
+            try:
+                self.ops_written += self._apply(steps, self._execute_each)
+            except Exception:
+                log.exception("storage batch failed again; %d writes lost", len(batch_ops))
+                self._rollback()
+                return
+        self.commits += 1
+
+    def _apply(self, steps: list[_Step], execute: Callable[[_Step], int]) -> int:
+        assert self._conn is not None
+        self._conn.execute("BEGIN")
+        written = sum(execute(step) for step in steps)
+        self._conn.execute("COMMIT")
+        return written
+
+    def _execute_many(self, step: _Step) -> int:
+        assert self._conn is not None
+        sql, items, to_row = step
+        rows: Iterable[tuple[Any, ...]] = items if to_row is _same else map(to_row, items)
+        self._conn.executemany(sql, rows)
+        return len(items)
+
+    def _execute_each(self, step: _Step) -> int:
+        """The fallback: a row that cannot be written is logged and skipped; the rest of the batch lands."""
+        assert self._conn is not None
+        sql, items, to_row = step
+        written = 0
+        for item in items:
+            try:
+                self._conn.execute(sql, to_row(item))
+                written += 1
+            except (sqlite3.InterfaceError, sqlite3.IntegrityError, sqlite3.DataError, TypeError,
+                    ValueError, OverflowError):  # fmt: skip
+                log.error("storage dropped an unwritable row for %r", sql, exc_info=True)
+        return written
+
+    def _rollback(self) -> None:
+        assert self._conn is not None
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("storage rollback failed")
+
+
+def _load(conn: sqlite3.Connection) -> LoadedState:
+    """Everything the store holds; a session's ``next_seq`` is raised past its highest stored message."""
+    retained = [
+        StoredMessage(topic, payload, qos, True, properties, expiry_at)
+        for topic, payload, qos, properties, expiry_at in conn.execute(
+            "SELECT topic, payload, qos, properties, expiry_at FROM retained"
+        )
+    ]
+    loaded: dict[str, LoadedSession] = {}
+    for row in conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY client_id"):
+        session = _session_from_row(row)
+        loaded[session.client_id] = LoadedSession(session, [], [])
+    orphans = 0
+    for row in conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM session_messages ORDER BY client_id, seq"):
+        owner = loaded.get(row[0])
+        if owner is None:
+            orphans += 1
+            continue
+        message = StoredMessage(row[5], row[6], row[7], bool(row[8]), row[9], row[10])
+        owner.messages.append(StoredSessionMessage(row[1], row[2], row[3], row[4], message))
+    for client_id, packet_id in conn.execute("SELECT client_id, packet_id FROM inbound_qos2"):
+        owner = loaded.get(client_id)
+        if owner is None:
+            orphans += 1
+        else:
+            owner.inbound_qos2.append(packet_id)
+    if orphans:
+        log.warning("ignored %d stored rows that belong to no session", orphans)
+    for owner in loaded.values():
+        if owner.messages:
+            owner.session.next_seq = max(owner.session.next_seq, owner.messages[-1].seq + 1)
+    return LoadedState(retained=retained, sessions=list(loaded.values()))
+
+
+def _session_from_row(row: tuple[Any, ...]) -> StoredSession:
+    (client_id, protocol_version, expiry_interval, disconnected_at, subs, will_topic, will_payload, will_qos,
+     will_retain, will_properties, will_expiry_at, will_delay, next_seq) = row  # fmt: skip
+    subscriptions = [
+        StoredSubscription(f, qos, bool(nl), bool(rap), rh, sid)
+        for f, qos, nl, rap, rh, sid in json.loads(subs)
+    ]
+    will = None
+    if will_topic is not None:
+        will = StoredMessage(
+            will_topic, will_payload, will_qos, bool(will_retain), will_properties, will_expiry_at
+        )
+    return StoredSession(
+        client_id,
+        protocol_version,
+        expiry_interval,
+        disconnected_at,
+        subscriptions,
+        will,
+        will_delay,
+        next_seq,
+    )
