@@ -101,7 +101,9 @@ class RawClient:
         self.send(p.Connect(client_id, self.version, clean, keep_alive, **kwargs))
         return self.expect(p.Connack)
 
-    def subscribe(self, topic_filter: str, qos: int = 0, properties: dict[int, Any] | None = None, **opts: Any) -> p.Suback:
+    def subscribe(
+        self, topic_filter: str, qos: int = 0, properties: dict[int, Any] | None = None, **opts: Any
+    ) -> p.Suback:
         self.send(p.Subscribe(self.pid(), [p.Subscription(topic_filter, qos, **opts)], properties))
         return self.expect(p.Suback)
 
