@@ -128,20 +128,11 @@ async def _serve(config: Config) -> None:
 
     broker = Broker(config)
     await broker.start()
-    log.info(
-        "wrenmq %s listening on %s:%d (storage=%s, durability=%s)",
-        __version__,
-        config.host,
-        broker.port,
-        config.storage,
-        config.durability,
-    )
     try:
         await stopping.wait()
         log.info("stopping")
     finally:
         await broker.stop()
-    log.info("stopped")
 
 
 def _run_async(coro: Coroutine[Any, Any, None]) -> None:
@@ -155,6 +146,16 @@ def _run_async(coro: Coroutine[Any, Any, None]) -> None:
         runner.run(coro)
 
 
+# --- bench ---------------------------------------------------------------------------------------
+
+
+def _add_bench(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from wrenmq.bench.cli import add_parser  # the benchmark lives in its own package
+
+    add_parser(subcommands)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_serve,
+    _add_bench,
 )

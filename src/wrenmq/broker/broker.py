@@ -19,7 +19,7 @@ from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode, connack_v3_code
-from ..mqtt.topics import parse_shared, valid_topic_filter
+from ..mqtt.topics import parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
 from .connection import Connection
 from .message import Message
@@ -95,7 +95,10 @@ class Broker:
         if config.sys_interval > 0:
             self._sys = SysTopics(self, config.sys_interval)
             self._sys.start()
-        log.info("wrenmq %s listening on %s:%d (storage: %s)", __version__, config.host, self.port, config.storage)
+        where = "memory"
+        if config.storage == "sqlite":
+            where = f"sqlite {config.sqlite_path}, durability {config.durability}"
+        log.info("wrenmq %s listening on %s:%d (storage: %s)", __version__, config.host, self.port, where)
 
     async def stop(self) -> None:
         if self._server is None:
@@ -287,6 +290,10 @@ class Broker:
         keep_alive = packet.keep_alive
         server_keep_alive = None
         if keep_alive > config.max_keepalive or (keep_alive == 0 and config.max_keepalive < 65535):
+            if version != 5:
+                # 3.1.x cannot be told a Server Keep Alive, and holding a client to a shorter one than
+                # it asked for would cut it off while it obeys [MQTT-3.1.2-24]: refuse (as Mosquitto does).
+                return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "keep alive above max_keepalive")
             server_keep_alive = keep_alive = config.max_keepalive
         conn.keep_alive = keep_alive
         conn.client_id = client_id
@@ -507,6 +514,9 @@ class Broker:
         assert session is not None
         codes = []
         for topic_filter in packet.topic_filters:
+            if not _valid_filter(topic_filter):  # answered per filter, not by closing [MQTT-3.11.3-2]
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
+                continue
             existed = self.router.unsubscribe(session.client_id, topic_filter)
             session.subscriptions.pop(topic_filter, None)
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
@@ -541,7 +551,8 @@ class Broker:
             next_seq = stored.next_seq
             for record in loaded.messages:
                 qos, retain = persist.split_qos(record.qos)
-                delivery = Delivery(persist.live_message(record.message), qos, retain, None, None, record.seq)
+                message = persist.live_message(record.message)
+                delivery = Delivery(message, qos, retain, _subscription_ids(session, message.topic), None, record.seq)
                 next_seq = max(next_seq, record.seq + 1)
                 if record.state == QUEUED or not record.packet_id:
                     session.queue.append(delivery)
@@ -564,4 +575,26 @@ class Broker:
             log.info("restored %d sessions and %d retained messages", len(state.sessions), len(self.retained))
 
 
+def _subscription_ids(session: Session, topic: str) -> list[int] | None:
+    """The Subscription Identifiers a restored delivery carries [MQTT-3.3.4-3]: storage keeps none per
+    message, so they are taken again from the session's matching subscriptions."""
+    if session.protocol_version != 5:
+        return None
+    ids = [
+        sub.subscription_id
+        for sub in session.subscriptions.values()
+        if sub.subscription_id is not None and topic_matches(parse_shared(sub.topic_filter)[1], topic)
+    ]
+    return ids or None
+
+
 _VERSION_NAMES = {3: "3.1", 4: "3.1.1", 5: "5.0"}
+
+
+def _valid_filter(topic_filter: str) -> bool:
+    """A well-formed topic filter, shared [MQTT-4.8.2-1], [MQTT-4.8.2-2] or not [MQTT-4.7.1-1]."""
+    try:
+        _, inner = parse_shared(topic_filter)
+    except ProtocolError:
+        return False
+    return valid_topic_filter(inner)

@@ -105,6 +105,8 @@ class Connection(asyncio.Protocol):
                             ReasonCode.PROTOCOL_ERROR, f"{p.PACKET_NAMES[ptype]} is not sent by a client"
                         )
                     handler(self, packet)
+            if self.parser.error is not None and not self.closed:
+                raise self.parser.error  # a bad packet after the good ones handled above
         except UnsupportedProtocolVersion as exc:
             # [MQTT-3.1.2-2]: answer with CONNACK 0x01 (3.1.1 form) / 0x84 and close.
             if exc.level == 5:
@@ -255,8 +257,8 @@ class Connection(asyncio.Protocol):
 
     def _ack(self, data: bytes) -> None:
         """Send an acknowledgement of an inbound PUBLISH, keeping acks in order behind any that
-        wait for a storage commit [MQTT-4.6.0-2]."""
-        if self._pending_acks or self.broker.storage.dirty:
+        wait for a storage commit [MQTT-4.6.0-2]. Only strict durability waits for the commit."""
+        if self._pending_acks or (self.broker.persist.strict and self.broker.storage.dirty):
             self._pending_acks.append(data)
         else:
             self._write(data)
@@ -301,6 +303,8 @@ class Connection(asyncio.Protocol):
     def protocol_violation(self, exc: ProtocolError) -> None:
         log.info("protocol violation by %s (%s): %s", self.client_id or "-", self.peer, exc)
         self.broker.stats.protocol_errors += 1
+        if not self.version:
+            self.version = self.parser.protocol_level  # a bad CONNECT: answer in its protocol level
         self.close_with(exc.reason_code, str(exc.args[0]))
 
     def _connect_timeout(self) -> None:

@@ -84,7 +84,9 @@ class Message:
             return self.wire(version, qos, retain)
         props = dict(self.properties)
         if self.expires_at is not None:
-            props[_EXPIRY] = max(0, math.ceil(self.expires_at - now))
+            # Round away float noise first: (t + 300) - t can be 300.00000000000006, and the
+            # remaining interval must never exceed the one received [MQTT-3.3.2-6].
+            props[_EXPIRY] = max(0, math.ceil(round(self.expires_at - now, 6)))
         if sub_ids:
             props[_SUB_ID] = sub_ids
         return self._encode(version, qos, retain, props)

@@ -188,8 +188,11 @@ class Session:
 
     def take_shared(self) -> list[Delivery]:
         """Remove and return the not-yet-received deliveries that came through a shared
-        subscription, so another member of the group can have them."""
-        taken = [d for d in self.inflight_out.values() if d.share is not None and d.state == SENT]
+        subscription, so another member of the group can have them.
+
+        A QoS 2 PUBLISH already sent stays: its delivery is completed to this client when it
+        reconnects, and never handed to another member [MQTT-4.8.2-4], [MQTT-4.8.2-5]."""
+        taken = [d for d in self.inflight_out.values() if d.share is not None and d.state == SENT and d.qos == 1]
         for d in taken:
             del self.inflight_out[d.packet_id]
         queued = [d for d in self.queue if d.share is not None]

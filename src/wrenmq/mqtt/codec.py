@@ -89,76 +89,110 @@ class Parser:
     sends CONNECT); it decides whether properties and reason codes are on the wire.
     """
 
-    __slots__ = ("_buf", "max_packet_size", "protocol_level")
+    __slots__ = ("_buf", "_chunks", "_have", "_need", "error", "max_packet_size", "protocol_level")
 
     def __init__(self, max_packet_size: int = MAX_PACKET_SIZE, protocol_level: int = 0) -> None:
         self._buf = b""
+        # A packet whose length is known but whose body is still arriving is collected as chunks
+        # and joined once, so a large packet read in small pieces costs linear, not quadratic, copying.
+        self._chunks: list[bytes] = []
+        self._have = 0
+        self._need = 0
+        self.error: ProtocolError | None = None
         self.max_packet_size = max_packet_size
         self.protocol_level = protocol_level
 
     @property
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a packet."""
-        return len(self._buf)
+        return len(self._buf) + self._have
 
     def feed(self, data: bytes) -> list[p.AnyPacket]:
-        """Consume ``data`` and return every packet it completes, in order."""
-        if self._buf:
+        """Consume ``data`` and return every packet it completes, in order.
+
+        A violation raises :class:`ProtocolError`. If complete packets came before it in ``data``,
+        they are returned first and the error is kept in :attr:`error` (and raised by the next
+        call), so a caller handles everything the peer sent before the bad packet, in order.
+        """
+        if self.error is not None:
+            raise self.error
+        if self._need:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            data = b"".join(self._chunks)
+            self._chunks = []
+            self._have = self._need = 0
+        elif self._buf:
             data = self._buf + data
             self._buf = b""
         out: list[p.AnyPacket] = []
         pos = 0
         size = len(data)
         decoders = _DECODERS
-        while pos < size:
-            if size - pos < 2:
-                break
-            first = data[pos]
-            # Remaining Length: a Variable Byte Integer of at most four bytes [MQTT-1.5.5-1].
-            byte = data[pos + 1]
-            if byte < 0x80:
-                length = byte
-                start = pos + 2
-            else:
-                length = byte & 0x7F
-                shift = 7
-                i = pos + 2
-                while True:
-                    if i >= size:
-                        length = -1
-                        break
-                    byte = data[i]
-                    i += 1
-                    length |= (byte & 0x7F) << shift
-                    if not byte & 0x80:
-                        break
-                    shift += 7
-                    if shift > 21:
-                        raise malformed("[MQTT-1.5.5-1] remaining length longer than four bytes")
-                if length < 0:
+        try:
+            while pos < size:
+                if size - pos < 2:
                     break
-                start = i
-            end = start + length
-            if end - pos > self.max_packet_size:
-                raise ProtocolError(
-                    ReasonCode.PACKET_TOO_LARGE,
-                    f"packet of {end - pos} bytes exceeds the maximum packet size {self.max_packet_size}",
-                )
-            if end > size:
-                break
-            ptype = first >> 4
-            if ptype == 3:
-                out.append(self._publish(data, first, start, end))
-            else:
-                decoder = decoders.get(ptype)
-                if decoder is None:
-                    raise malformed(f"reserved packet type {ptype}")
-                if first & 0x0F != _REQUIRED_FLAGS[ptype]:
-                    raise malformed(f"[MQTT-2.2.2-2] reserved flags 0x{first & 0x0F:X} in packet type {ptype}")
-                out.append(decoder(self, data, start, end))
-            pos = end
+                first = data[pos]
+                ptype = first >> 4
+                if ptype != 3:
+                    # Checked before the body arrives, so a stream that is not MQTT fails fast.
+                    required = _REQUIRED_FLAGS.get(ptype)
+                    if required is None:
+                        raise malformed(f"reserved packet type {ptype}")
+                    if first & 0x0F != required:
+                        raise malformed(f"[MQTT-2.2.2-2] reserved flags 0x{first & 0x0F:X} in packet type {ptype}")
+                # Remaining Length: a Variable Byte Integer of at most four bytes [MQTT-1.5.5-1].
+                byte = data[pos + 1]
+                if byte < 0x80:
+                    length = byte
+                    start = pos + 2
+                else:
+                    length = byte & 0x7F
+                    shift = 7
+                    i = pos + 2
+                    while True:
+                        if i >= size:
+                            length = -1
+                            break
+                        byte = data[i]
+                        i += 1
+                        length |= (byte & 0x7F) << shift
+                        if not byte & 0x80:
+                            break
+                        shift += 7
+                        if shift > 21:
+                            raise malformed("[MQTT-1.5.5-1] remaining length longer than four bytes")
+                    if length < 0:
+                        break
+                    start = i
+                end = start + length
+                if end - pos > self.max_packet_size:
+                    raise ProtocolError(
+                        ReasonCode.PACKET_TOO_LARGE,
+                        f"packet of {end - pos} bytes exceeds the maximum packet size {self.max_packet_size}",
+                    )
+                if end > size:
+                    self._need = end - pos
+                    break
+                if ptype == 3:
+                    out.append(self._publish(data, first, start, end))
+                else:
+                    out.append(decoders[ptype](self, data, start, end))
+                pos = end
+        except ProtocolError as exc:
+            self.error = exc
+            if not out:
+                raise
+            return out
         if pos < size:
-            self._buf = data[pos:]
+            if self._need:
+                self._chunks.append(data[pos:])
+                self._have = size - pos
+            else:
+                self._buf = data[pos:]
         return out
 
     def _publish(self, data: bytes, first: int, pos: int, end: int) -> p.Publish:
@@ -200,7 +234,8 @@ class Parser:
         else:
             props = {}
         if not topic and PropertyId.TOPIC_ALIAS not in props:
-            raise ProtocolError(ReasonCode.TOPIC_NAME_INVALID, "[MQTT-4.7.3-1] empty topic name without a topic alias")
+            # MQTT 5 section 3.3.2.1: a Protocol Error; MQTT 3.1.1: [MQTT-4.7.3-1].
+            raise protocol_error("[MQTT-4.7.3-1] empty topic name without a topic alias")
         return p.Publish(topic, data[pos:end], qos, bool(first & 1), packet_id, dup, props)
 
     def _connect(self, data: bytes, pos: int, end: int) -> p.Connect:
@@ -213,6 +248,9 @@ class Parser:
             if name in ("MQTT", "MQIsdp"):
                 raise UnsupportedProtocolVersion(level)
             raise protocol_error(f"[MQTT-3.1.2-1] unknown protocol name {name!r}")
+        # Known from here on, so a violation later in this CONNECT can be answered in the
+        # client's own protocol level (a CONNACK with the reason code for MQTT 5).
+        self.protocol_level = level
         if pos + 3 > end:
             raise malformed("truncated CONNECT")
         flags = data[pos]
@@ -302,6 +340,8 @@ class Parser:
             pos += 1
             qos = opts & 3
             if qos == 3:
+                if v5:
+                    raise protocol_error("subscription with Maximum QoS 3 (a Protocol Error, section 3.8.3.1)")
                 raise malformed("[MQTT-3-8.3-4] subscription with QoS 3")
             if v5:
                 if opts & 0xC0:

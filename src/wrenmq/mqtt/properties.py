@@ -122,6 +122,20 @@ ALLOWED: dict[int, frozenset[int]] = {
 }
 
 
+# Byte properties where any value but 0 or 1 is a Protocol Error (sections 3.1.2.11, 3.2.2.3).
+_ZERO_OR_ONE = frozenset(
+    (
+        _P.REQUEST_PROBLEM_INFORMATION,
+        _P.REQUEST_RESPONSE_INFORMATION,
+        _P.MAXIMUM_QOS,
+        _P.RETAIN_AVAILABLE,
+        _P.WILDCARD_SUBSCRIPTION_AVAILABLE,
+        _P.SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+        _P.SHARED_SUBSCRIPTION_AVAILABLE,
+    )
+)
+
+
 def decode_utf8(raw: bytes, what: str) -> str:
     try:
         text = raw.decode("utf-8")
@@ -150,12 +164,15 @@ def decode_properties(data: bytes, pos: int, end: int, packet_type: int) -> tupl
         if kind is None:
             raise malformed(f"unknown property identifier 0x{pid:02X}")
         if packet_type not in ALLOWED[pid]:
-            raise protocol_error(f"property 0x{pid:02X} is not allowed in this packet")
+            # An identifier not valid for its packet type makes a Malformed Packet (section 2.2.2.2).
+            raise malformed(f"property 0x{pid:02X} is not allowed in this packet")
         if kind == BYTE:
             if pos + 1 > stop:
                 raise malformed("truncated property")
             value: Any = data[pos]
             pos += 1
+            if value > 1 and pid in _ZERO_OR_ONE:
+                raise protocol_error(f"property 0x{pid:02X} has the value {value}, not 0 or 1")
         elif kind == TWO:
             if pos + 2 > stop:
                 raise malformed("truncated property")

@@ -140,8 +140,13 @@ class Storage(abc.ABC):
 
     async def flush(self) -> None:
         """Wait until everything enqueued so far is committed."""
-        future = asyncio.get_running_loop().create_future()
-        self.barrier(lambda: future.done() or future.set_result(None))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def release() -> None:
+            if not future.done():  # the waiter may have been cancelled
+                future.set_result(None)
+
+        self.barrier(release)
         await future
 
     @abc.abstractmethod

@@ -85,9 +85,7 @@ _SESSION_COLUMNS = (
     "client_id, protocol_version, expiry_interval, disconnected_at, subscriptions, will_topic, will_payload,"
     " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq"
 )
-_MESSAGE_COLUMNS = (
-    "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at"
-)
+_MESSAGE_COLUMNS = "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at"
 _RETAIN_UPSERT = "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)"
 _RETAIN_DELETE = "DELETE FROM retained WHERE topic = ?"
 _SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 13)})"
@@ -96,9 +94,7 @@ _SESSION_DELETES = (
     "DELETE FROM session_messages WHERE client_id = ?",
     "DELETE FROM inbound_qos2 WHERE client_id = ?",
 )
-_MESSAGE_UPSERT = (
-    f"INSERT OR REPLACE INTO session_messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 11)})"
-)
+_MESSAGE_UPSERT = f"INSERT OR REPLACE INTO session_messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 11)})"
 _QUEUED_MESSAGE_UPSERT = (
     "INSERT OR REPLACE INTO session_messages (client_id, seq, qos, state, topic, payload, msg_qos, retain,"
     " properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -211,6 +207,7 @@ class SqliteStorage(Storage):
         self._stopping = False
         self._closed = False
         self._close_task: asyncio.Future[None] | None = None
+        self._dropped_after_close = 0
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -252,7 +249,9 @@ class SqliteStorage(Storage):
     def _enqueue(self, op: ops.Op) -> None:
         with self._cond:
             if self._stopping or self._closed:
-                log.warning("storage is closed; dropped a write (op kind %d)", op[0])
+                self._dropped_after_close += 1
+                if self._dropped_after_close == 1:  # once: a shutdown can race many late writes
+                    log.warning("storage is closed; dropping writes (first: op kind %d)", op[0])
                 return
             self._ops.append(op)
             self.ops_enqueued += 1
@@ -461,14 +460,11 @@ def _session_from_row(row: tuple[Any, ...]) -> StoredSession:
     (client_id, protocol_version, expiry_interval, disconnected_at, subs, will_topic, will_payload, will_qos,
      will_retain, will_properties, will_expiry_at, will_delay, next_seq) = row  # fmt: skip
     subscriptions = [
-        StoredSubscription(f, qos, bool(nl), bool(rap), rh, sid)
-        for f, qos, nl, rap, rh, sid in json.loads(subs)
+        StoredSubscription(f, qos, bool(nl), bool(rap), rh, sid) for f, qos, nl, rap, rh, sid in json.loads(subs)
     ]
     will = None
     if will_topic is not None:
-        will = StoredMessage(
-            will_topic, will_payload, will_qos, bool(will_retain), will_properties, will_expiry_at
-        )
+        will = StoredMessage(will_topic, will_payload, will_qos, bool(will_retain), will_properties, will_expiry_at)
     return StoredSession(
         client_id,
         protocol_version,

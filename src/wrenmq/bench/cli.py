@@ -1,0 +1,37 @@
+"""``wrenmq bench`` command-line glue: the flags; :mod:`wrenmq.bench.runner` does the work.
+
+Kept import-light because ``wrenmq`` builds every subcommand's parser on each invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "bench",
+        help="benchmark wrenmq, optionally side by side with Mosquitto",
+        description="Run the benchmark scenarios against a fresh wrenmq (and Mosquitto) per measurement "
+        "and print a Markdown table. Progress goes to stderr.",
+    )
+    parser.add_argument("--compare", choices=["mosquitto"], help="also run every scenario against this broker")
+    parser.add_argument("--scenarios", metavar="A,B", help="comma-separated scenarios (default: all); see --list")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and sub-second runs: a smoke test")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw results as JSON")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N", help="measurements per broker (median)")
+    parser.add_argument("--duration", type=float, metavar="S", help="measured seconds per throughput run")
+    parser.add_argument("--warmup", type=float, metavar="S", help="seconds of load before measuring")
+    parser.add_argument("--broker-cpus", metavar="LIST", help="CPUs for the broker (default: the first)")
+    parser.add_argument("--generator-cpus", metavar="LIST", help="CPUs for the load generator (default: the rest)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .runner import main
+
+    return main(args)

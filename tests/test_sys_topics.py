@@ -1,0 +1,176 @@
+"""``$SYS/broker/...``: broker statistics published as retained messages every ``sys_interval`` seconds.
+
+$SYS is a convention (MQTT 5.0 section 4.7.2, non-normative) except for one rule: a Topic Filter
+starting with a wildcard never matches a ``$`` topic [MQTT-4.7.2-1].
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import paho.mqtt.client as paho
+import pytest
+
+import wrenmq
+from mqttraw import RawClient
+from wrenmq.mqtt import packets as p
+
+INTERVAL = 0.2
+
+
+@pytest.fixture
+def sys_broker(wrenmq_server_factory):  # type: ignore[no-untyped-def]
+    return wrenmq_server_factory(sys_interval=INTERVAL)
+
+
+@pytest.fixture
+def client(sys_broker) -> Callable[..., RawClient]:  # type: ignore[no-untyped-def]
+    clients: list[RawClient] = []
+
+    def make(client_id: str, version: int = 4) -> RawClient:
+        c = RawClient(sys_broker.port, version)
+        clients.append(c)
+        assert c.connect(client_id).reason_code == 0
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def next_value(c: RawClient, topic: str, timeout: float = 3.0) -> tuple[str, bool]:
+    """The next value published on ``topic`` (other $SYS topics are skipped), with its RETAIN flag."""
+    deadline = time.monotonic() + timeout
+    while True:
+        packet = c.recv(max(0.01, deadline - time.monotonic()))
+        if isinstance(packet, p.Publish) and packet.topic == topic:
+            return packet.payload.decode(), packet.retain
+
+
+def wait_for_value(c: RawClient, topic: str, accept: Callable[[str], bool], timeout: float = 3.0) -> str:
+    """Read updates of ``topic`` until one satisfies ``accept``."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            value, _ = next_value(c, topic, deadline - time.monotonic())
+        except TimeoutError:
+            break
+        if accept(value):
+            return value
+        seen.append(value)
+    raise AssertionError(f"{topic}: no acceptable value; saw {seen}")
+
+
+def test_version_is_published_retained(client):  # [MQTT-3.3.1-9]: retained, sent to a new subscriber
+    c = client("v")
+    c.subscribe("$SYS/broker/version")
+    value, retain = next_value(c, "$SYS/broker/version")
+    assert retain is True
+    assert value == f"wrenmq {wrenmq.__version__}"
+
+
+def test_uptime_is_retained_and_advances(client):  # [MQTT-3.3.1-9]
+    c = client("up")
+    c.subscribe("$SYS/broker/uptime")
+    first, retain = next_value(c, "$SYS/broker/uptime")
+    assert retain and first.endswith(" seconds")
+    later = wait_for_value(c, "$SYS/broker/uptime", lambda v: int(v.split()[0]) > int(first.split()[0]))
+    assert later.endswith(" seconds")
+
+
+def test_clients_connected_follows_connections(client, sys_broker):  # [MQTT-4.7.2-1] ($SYS/# matches)
+    watcher = client("watcher")
+    watcher.subscribe("$SYS/broker/clients/connected")
+    topic = "$SYS/broker/clients/connected"
+    wait_for_value(watcher, topic, lambda v: v == "1")
+    other = client("other")
+    wait_for_value(watcher, topic, lambda v: v == "2")
+    other.disconnect()
+    wait_for_value(watcher, topic, lambda v: v == "1")
+
+
+def test_messages_and_bytes_received_count_up(client):  # statistics; [MQTT-4.7.2-1] ($SYS/# matches)
+    watcher = client("watcher")
+    watcher.subscribe("$SYS/broker/messages/received")
+    before = int(next_value(watcher, "$SYS/broker/messages/received")[0])
+    watcher.subscribe("$SYS/broker/bytes/received")
+    bytes_before = int(next_value(watcher, "$SYS/broker/bytes/received")[0])
+    pub = client("pub")
+    for _ in range(5):
+        pub.publish("counted/x", b"x" * 100, qos=1)
+    wait_for_value(watcher, "$SYS/broker/messages/received", lambda v: int(v) >= before + 5)
+    wait_for_value(watcher, "$SYS/broker/bytes/received", lambda v: int(v) >= bytes_before + 5 * 100)
+
+
+def test_subscription_count_follows_subscribes(client):  # statistics
+    watcher = client("watcher")
+    watcher.subscribe("$SYS/broker/subscriptions/count")
+    topic = "$SYS/broker/subscriptions/count"
+    base = int(wait_for_value(watcher, topic, lambda v: int(v) >= 1))
+    other = client("other")
+    other.subscribe("a/+")
+    other.subscribe("b/#")
+    wait_for_value(watcher, topic, lambda v: int(v) == base + 2)
+    other.send(p.Unsubscribe(other.pid(), ["a/+"]))
+    other.expect(p.Unsuback)
+    wait_for_value(watcher, topic, lambda v: int(v) == base + 1)
+
+
+def test_retained_message_count_follows_the_retain_store(client):  # [MQTT-3.3.1-5], [MQTT-3.3.1-6]
+    watcher = client("watcher")
+    topic = "$SYS/broker/retained messages/count"
+    watcher.subscribe(topic)
+    base = int(next_value(watcher, topic)[0])
+    pub = client("pub")
+    pub.publish("kept/1", b"one", qos=1, retain=True)
+    pub.publish("kept/2", b"two", qos=1, retain=True)
+    wait_for_value(watcher, topic, lambda v: int(v) == base + 2)
+    pub.publish("kept/1", b"", qos=1, retain=True)  # cleared
+    wait_for_value(watcher, topic, lambda v: int(v) == base + 1)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_hash_does_not_match_sys_but_sys_hash_does(client, version):  # [MQTT-4.7.2-1]
+    everything = client("everything", version)
+    everything.subscribe("#")
+    plus = client("plus", version)
+    plus.subscribe("+/broker/#")
+    sys_all = client("sys-all", version)
+    sys_all.subscribe("$SYS/#")
+    # The retained values arrive at once for $SYS/#; the wildcard subscribers get none of them.
+    value, retain = next_value(sys_all, "$SYS/broker/version")
+    assert retain
+    client("newcomer")  # changes clients/connected: a live $SYS update follows
+    wait_for_value(sys_all, "$SYS/broker/clients/connected", lambda v: v == "4")
+    everything.nothing(timeout=2 * INTERVAL)
+    plus.nothing(timeout=0.05)
+    # ...while ordinary topics still reach "#".
+    sys_all.publish("plain/topic", b"x")
+    packet = everything.expect(p.Publish)
+    assert packet.topic == "plain/topic"
+
+
+@pytest.mark.parametrize("protocol", [paho.MQTTv311, paho.MQTTv5], ids=["3.1.1", "5.0"])
+def test_paho_reads_sys_topics(sys_broker, protocol):  # [MQTT-4.7.2-1]
+    import queue
+
+    got: queue.Queue[paho.MQTTMessage] = queue.Queue()
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, protocol=protocol)
+    c.on_connect = lambda cl, u, f, rc, props: cl.subscribe([("#", 0), ("$SYS/broker/version", 0)])
+    c.on_message = lambda cl, u, msg: got.put(msg)
+    c.connect("127.0.0.1", sys_broker.port, keepalive=30)
+    c.loop_start()
+    try:
+        msg = got.get(timeout=3)
+        assert msg.topic == "$SYS/broker/version" and msg.retain
+        assert msg.payload == f"wrenmq {wrenmq.__version__}".encode()
+        time.sleep(2 * INTERVAL)
+        topics = set()
+        while not got.empty():
+            topics.add(got.get().topic)
+        assert topics <= {"$SYS/broker/version"}  # nothing else of $SYS came through "#"
+    finally:
+        c.disconnect()
+        c.loop_stop()
