@@ -308,6 +308,7 @@ def test_raw_v5_session_keeps_subscription_options_across_kill_9(server):  # [MQ
     broker = server()
     sub = persistent_raw(broker.port, "raw5", 5)
     sub.subscribe("s/#", qos=2, properties={_P.SUBSCRIPTION_IDENTIFIER: 7}, no_local=True)
+    sub.subscribe("$share/group/shared/#", qos=1)
     sub.disconnect()
     settle(broker.port)
     with broker.raw(4) as pub:
@@ -326,8 +327,10 @@ def test_raw_v5_session_keeps_subscription_options_across_kill_9(server):  # [MQ
         with broker.raw(4) as pub:
             pub.connect("pub")
             pub.publish("s/3", b"three", qos=1)
-        [fresh] = receive_all(sub, 1)
+            pub.publish("shared/x", b"to the group", qos=1)
+        fresh, shared = receive_all(sub, 2)
         assert fresh.topic == "s/3" and fresh.properties[_P.SUBSCRIPTION_IDENTIFIER] == [7]
+        assert shared.topic == "shared/x" and shared.qos == 1  # the shared subscription came back too
         assert drain(sub) == []
 
 
@@ -352,6 +355,26 @@ def test_strict_durability_every_acknowledged_qos1_message_survives_kill_9(serve
         got = receive_all(sub, count)
         assert [m.payload for m in got] == [str(i).encode() for i in range(count)]
         assert drain(sub) == []
+
+
+def test_sigterm_keeps_a_connected_session_and_its_inflight_message(server):  # [MQTT-4.4.0-1], [MQTT-3.14.2-1]
+    broker = server()
+    sub = persistent_raw(broker.port, "stayer", 5)
+    sub.subscribe("g/#", qos=1)
+    with broker.raw(4) as pub:
+        pub.connect("pub")
+        pub.publish("g/1", b"unacked", qos=1)
+    first = sub.expect(p.Publish)
+    broker.stop()  # while the client is connected and the PUBLISH is unacknowledged
+    [goodbye] = sub.expect_closed()
+    assert isinstance(goodbye, p.Disconnect) and goodbye.reason_code == 0x8B  # Server shutting down
+    broker.start()
+
+    with persistent_raw(broker.port, "stayer", 5, clean=False) as sub:
+        again = sub.expect(p.Publish)
+        assert (again.topic, again.dup, again.packet_id) == ("g/1", True, first.packet_id)
+        sub.send(p.Puback(again.packet_id))
+        sub.nothing(0.2)
 
 
 def test_qos2_exactly_once_across_kill_9(server):  # [MQTT-4.3.3-8], [MQTT-4.3.3-10], [MQTT-4.3.3-11], [MQTT-4.3.3-12]
@@ -428,7 +451,7 @@ def test_inflight_resent_with_dup_after_kill_9(server, version):  # [MQTT-4.4.0-
         sub.nothing()  # every flow completed: nothing is resent a second time
 
 
-def test_session_expiry_counts_across_restart(server):  # [MQTT-4.1.0-2], [MQTT-3.1.2-23]
+def test_session_and_message_expiry_count_across_restart(server):  # [MQTT-4.1.0-2], [MQTT-3.3.2-5]
     broker = server()
     for client_id, expiry in (("short", 1), ("mid", 2), ("long", 60)):
         client = persistent_raw(broker.port, client_id, 5, expiry=expiry)
@@ -436,12 +459,20 @@ def test_session_expiry_counts_across_restart(server):  # [MQTT-4.1.0-2], [MQTT-
         client.disconnect()
     disconnected = time.monotonic()
     settle(broker.port)
+    with broker.raw(5) as pub:
+        pub.connect("pub")
+        pub.publish("exp/brief", b"brief", qos=1, properties={_P.MESSAGE_EXPIRY_INTERVAL: 1})
+        pub.publish("exp/lasting", b"lasting", qos=1, properties={_P.MESSAGE_EXPIRY_INTERVAL: 100})
     broker.kill()
-    time.sleep(1.0)  # "short" expires while the broker is down
+    time.sleep(1.0)  # "short" and "exp/brief" expire while the broker is down
     broker.start()
 
     assert session_present(broker.port, "short") is False
-    assert session_present(broker.port, "long") is True
+    with persistent_raw(broker.port, "long", 5, clean=False) as long_lived:
+        [queued] = receive_all(long_lived, 1)
+        assert drain(long_lived) == []
+    assert queued.topic == "exp/lasting"
+    assert queued.properties[_P.MESSAGE_EXPIRY_INTERVAL] <= 99  # the downtime counted [MQTT-3.3.2-6]
     # "mid" has 2 s from its disconnect, not from the restart: a clock restarted at start-up
     # would keep it until about 1.5 s from now.
     time.sleep(max(0.0, disconnected + 2.4 - time.monotonic()))

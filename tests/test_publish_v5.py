@@ -59,6 +59,38 @@ def test_receive_maximum_limits_unacked_qos1(broker, raw):  # [MQTT-3.3.4-9], [M
     assert got == [str(i).encode() for i in range(6)]  # and order is kept [MQTT-4.6.0-5]
 
 
+def test_receive_maximum_of_reconnecting_client_limits_resend(broker, raw):  # [MQTT-3.3.4-9], [MQTT-4.4.0-1]
+    sub = connected(raw, "sub", receive_maximum=4, session_expiry_interval=60)
+    sub.subscribe("rm/t", 2)
+    for i in range(4):
+        broker.publish("rm/t", f"{i}", qos=1 + i % 2)
+    first = [sub.expect(p.Publish) for _ in range(4)]
+    sub.send(p.Pubrec(first[3].packet_id))  # the last (QoS 2) moves on to PUBREL
+    assert sub.expect(p.Pubrel).packet_id == first[3].packet_id
+    sub.close()
+    broker.publish("rm/t", b"new", qos=1)
+
+    again = connected(raw, "sub", receive_maximum=2, session_expiry_interval=60)
+    # The PUBREL is resent and its message still holds a slot: room for one PUBLISH only.
+    got = [again.recv(), again.recv()]
+    again.nothing(0.2)
+    assert [type(x) for x in got] == [p.Publish, p.Pubrel]
+    assert (got[0].payload, got[0].dup, got[0].packet_id) == (b"0", True, first[0].packet_id)
+    order = [got[0]]
+    again.send(p.Pubcomp(first[3].packet_id))
+    while len(order) < 4:
+        msg = again.expect(p.Publish)
+        again.nothing(0.1)  # each acknowledgement lets one more through
+        order.append(msg)
+        previous = order[-2]
+        again.send(p.Puback(previous.packet_id) if previous.qos == 1 else p.Pubrec(previous.packet_id))
+        if previous.qos == 2:
+            assert again.expect(p.Pubrel).packet_id == previous.packet_id
+            again.send(p.Pubcomp(previous.packet_id))
+    assert [(m.payload, m.dup) for m in order] == [(b"0", True), (b"1", True), (b"2", True), (b"new", False)]
+    assert [m.packet_id for m in order[:3]] == [m.packet_id for m in first[:3]]  # original ids [MQTT-4.4.0-1]
+
+
 def test_receive_maximum_counts_qos2_until_pubcomp(broker, raw):  # [MQTT-3.3.4-9]
     sub = connected(raw, "sub", receive_maximum=1)
     sub.subscribe("rm/t", 2)
@@ -141,6 +173,15 @@ def test_large_qos1_discarded_as_if_delivered(broker, raw):  # [MQTT-3.1.2-25]
     assert (resent.payload, resent.dup) == (b"small", True)
     again.send(p.Puback(resent.packet_id))
     again.nothing()
+
+
+def test_retained_message_too_large_for_client_not_sent(broker, raw):  # [MQTT-3.1.2-25]
+    broker.publish("mps/big", b"x" * 100, retain=True)
+    broker.publish("mps/small", b"y", retain=True)
+    sub = connected(raw, "sub", maximum_packet_size=64)
+    sub.subscribe("mps/#", 1)
+    assert sub.expect(p.Publish).topic == "mps/small"
+    sub.nothing()
 
 
 def test_packet_size_limit_counts_the_whole_packet(broker, raw):  # [MQTT-3.1.2-24]
@@ -322,6 +363,15 @@ def test_in_process_publish_properties(broker, raw):  # [MQTT-3.3.2-17], [MQTT-3
     sub.subscribe("props/api", 0)
     broker.publish("props/api", b"x", properties=dict(APP_PROPERTIES))
     assert sub.expect(p.Publish).properties == APP_PROPERTIES
+
+
+@pytest.mark.parametrize("per_hop", [{P.TOPIC_ALIAS: 1}, {P.SUBSCRIPTION_IDENTIFIER: 3}])
+def test_in_process_publish_refuses_per_hop_properties(broker, raw, per_hop):  # [MQTT-3.3.2-11], [MQTT-3.3.4-3]
+    sub = connected(raw, "sub")
+    sub.subscribe("props/api", 0)
+    with pytest.raises(ValueError):
+        broker.publish("props/api", b"x", properties=per_hop)
+    sub.nothing()
 
 
 def test_paho_v5_properties_round_trip(paho):  # [MQTT-3.3.2-15..18], [MQTT-3.3.2-20], interop with paho

@@ -198,6 +198,26 @@ def test_in_process_publish_retained(broker, raw, version):  # [MQTT-3.3.1-5]
     assert retained_on_subscribe(raw, version, "r/api") == []
 
 
+def test_retained_messages_survive_restart_with_sqlite(wrenmq_server_factory, tmp_path):  # [MQTT-3.3.1-5]
+    props = {EXPIRY: 300, PropertyId.CONTENT_TYPE: "text/plain", PropertyId.USER_PROPERTY: [("k", "v")]}
+    first = wrenmq_server_factory(storage="sqlite", data_dir=tmp_path)
+    with RawClient(first.port, 5) as pub:
+        pub.connect("pub")
+        pub.publish("r/a", b"kept", 2, retain=True, properties=props)
+        pub.publish("r/b", b"gone", 1, retain=True)
+        pub.publish("r/b", b"", 1, retain=True)
+    first.stop()
+    second = wrenmq_server_factory(storage="sqlite", data_dir=tmp_path)
+    with RawClient(second.port, 5) as sub:
+        sub.connect("sub")
+        sub.subscribe("r/#", 2)
+        msg = sub.expect(p.Publish)
+        assert (msg.topic, msg.payload, msg.qos, msg.retain) == ("r/a", b"kept", 2, True)
+        assert 290 <= msg.properties.pop(EXPIRY) <= 300
+        assert msg.properties == {k: v for k, v in props.items() if k != EXPIRY}
+        sub.nothing()
+
+
 def test_retain_not_available_disconnects_0x9a(wrenmq_server_factory):  # [MQTT-3.2.2-14], section 3.2.2.3.5
     server = wrenmq_server_factory(retain_available=False)
     with RawClient(server.port, 5) as pub:

@@ -177,6 +177,20 @@ def test_qos1_unacked_by_departing_member_goes_to_another(raw):  # section 4.8.2
     assert all(not m.dup for m in rest)  # a first delivery to this client [MQTT-3.3.1-3]
 
 
+def test_handed_over_message_follows_new_members_subscription(raw):  # [MQTT-4.8.2-3], [MQTT-3.3.4-3]
+    leaving = connected(raw, "leaving")
+    leaving.subscribe("$share/g/sh/h", 1, properties={SUB_ID: 1})
+    publish_numbered(connected(raw, "pub"), "sh/h", 1, qos=2)
+    [msg] = drain(leaving)
+    assert (msg.qos, msg.properties[SUB_ID]) == (1, [1])
+    taker = connected(raw, "taker")
+    taker.subscribe("$share/g/sh/h", 2, properties={SUB_ID: 2})
+    leaving.close()
+    handed = taker.expect(p.Publish)
+    assert (handed.payload, handed.qos, handed.properties[SUB_ID]) == (b"0", 2, [2])
+    ack_all(taker, [handed])
+
+
 def test_qos1_refused_by_member_not_sent_to_another(raw):  # [MQTT-4.8.2-6]
     refuser = connected(raw, "refuser")
     other = connected(raw, "other")

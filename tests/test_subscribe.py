@@ -143,6 +143,21 @@ def test_resubscribe_replaces_subscription_qos(raw, version):  # [MQTT-3.8.4-3]
     sub.nothing()
 
 
+def test_resubscribe_loses_no_messages(broker, raw):  # [MQTT-3.8.4-4]
+    sub = raw(5)
+    sub.connect("sub", properties={PropertyId.RECEIVE_MAXIMUM: 1})
+    sub.subscribe("re/t", 1)
+    for i in range(3):
+        broker.publish("re/t", f"{i}", qos=1)
+    first = sub.expect(p.Publish)  # the other two wait for the Receive Maximum
+    assert sub.subscribe("re/t", 1, retain_handling=2).reason_codes == [1]
+    got = [first]
+    for _ in range(2):
+        sub.send(p.Puback(got[-1].packet_id))
+        got.append(sub.expect(p.Publish))
+    assert [m.payload for m in got] == [b"0", b"1", b"2"]
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_overlapping_subscriptions_one_copy_at_max_qos(raw, version):  # [MQTT-3.3.4-2] (3.1.1: [MQTT-3.3.5-1])
     sub = connected(raw, version, "sub")

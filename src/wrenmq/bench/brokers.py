@@ -117,8 +117,10 @@ class BrokerProcess:
                 self.proc.wait(5)
 
 
-def _preexec(cpus: set[int]) -> Callable[[], None]:
+def _preexec(cpus: set[int], nice: int) -> Callable[[], None]:
     def setup() -> None:
+        if nice:
+            os.nice(nice)
         if cpus and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, cpus)
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -152,7 +154,7 @@ BROKERS: dict[str, Callable[[Path, int], list[str]]] = {
 }
 
 
-def start_broker(name: str, workdir: Path, cpus: set[int]) -> BrokerProcess:
+def start_broker(name: str, workdir: Path, cpus: set[int], nice: int = 0) -> BrokerProcess:
     """Start broker ``name`` on a free port and return once it answers an MQTT CONNECT."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o777)  # Mosquitto started as root drops to the mosquitto user
@@ -162,7 +164,12 @@ def start_broker(name: str, workdir: Path, cpus: set[int]) -> BrokerProcess:
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_preexec(cpus)
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_preexec(cpus, nice),
         )
     broker = BrokerProcess(name, proc, port, log_path)
     deadline = time.monotonic() + START_TIMEOUT

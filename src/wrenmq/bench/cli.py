@@ -28,6 +28,9 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--warmup", type=float, metavar="S", help="seconds of load before measuring")
     parser.add_argument("--broker-cpus", metavar="LIST", help="CPUs for the broker (default: the first)")
     parser.add_argument("--generator-cpus", metavar="LIST", help="CPUs for the load generator (default: the rest)")
+    parser.add_argument(
+        "--nice", type=int, metavar="N", help="niceness for brokers and generator (e.g. -10 on a shared machine; root)"
+    )
     parser.set_defaults(run=run)
 
 

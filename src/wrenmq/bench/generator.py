@@ -181,6 +181,8 @@ def _report(body: Any, spec: Any, ctl: Control) -> None:
     except BaseException:
         ctl.pipe.send(("error", traceback.format_exc()))
     else:
+        times = os.times()
+        result["cpu_seconds"] = times.user + times.system  # the coordinator's figure once we are gone
         ctl.pipe.send(("result", result))
     finally:
         ctl.pipe.close()

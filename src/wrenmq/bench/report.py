@@ -16,6 +16,7 @@ from .scenarios import SCENARIOS
 __all__ = ["machine_info", "summary_rows", "table", "write_json"]
 
 SATURATED = 85.0  # CPU % above which a process counts as the one that ran out of core
+CONTENDED = 15.0  # CPU % used by other processes on the broker's core that makes a figure suspect
 
 
 def summary_rows(medians: dict[tuple[str, str], dict[str, Any]], brokers: list[str]) -> list[dict[str, Any]]:
@@ -48,10 +49,14 @@ def bound_notes(medians: dict[tuple[str, str], dict[str, Any]], scenario: str, b
         gen, brk = m.get("generator_cpu"), m.get("broker_cpu")
         if gen is None or brk is None:
             continue
-        if gen >= SATURATED and brk < SATURATED:
+        if gen >= SATURATED and brk >= SATURATED:
+            notes.append(f"{broker}: both saturated")
+        elif gen >= SATURATED:
             notes.append(f"{broker}: generator-bound")
         elif brk >= SATURATED:
             notes.append(f"{broker}: broker-bound")
+        if m.get("other_cpu_broker_core", 0.0) >= CONTENDED:
+            notes.append(f"{broker}: broker core shared")
     return notes
 
 

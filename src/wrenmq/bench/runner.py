@@ -55,12 +55,14 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.quick:
         settings = settings.quick()
-    overrides = {k: getattr(args, k) for k in ("duration", "warmup") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("duration", "warmup", "nice") if getattr(args, k) is not None}
     if overrides:
         settings = Settings(**{**asdict(settings), **overrides})
     if settings.generator_cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, settings.generator_cpus)  # the coordinator stays off the broker's core
     raise_nofile_limit()
+    if settings.nice:
+        os.nice(settings.nice)
     brokers = ["wrenmq"] + ([args.compare] if args.compare else [])
 
     started = time.monotonic()
@@ -115,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"note: {line}")
     print(
         "ratio = wrenmq / mosquitto of the raw figure; 'better' says which direction wins. "
-        "'generator-bound': the load generator saturated its core first, so that broker's figure is a lower bound."
+        "'generator-bound': the load generator saturated its core first, so that broker's figure is a lower bound; "
+        "'broker core shared': other processes used the broker's core during the run."
         if "mosquitto" in brokers
         else "'generator-bound': the load generator saturated its core first, so the figure is a lower bound."
     )
@@ -153,7 +156,7 @@ def _measure(
     workdir = tmp / f"{scenario.name}-{broker_name}-{round_no}"
     progress("starting broker")
     try:
-        broker = start_broker(broker_name, workdir, set(settings.broker_cpus))
+        broker = start_broker(broker_name, workdir, set(settings.broker_cpus), settings.nice)
     except Exception as exc:
         record["error"] = str(exc)
         progress(f"error: {exc}")

@@ -156,6 +156,9 @@ class Broker:
             raise ValueError(f"invalid QoS {qos}")
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         props = dict(properties or {})
+        if _P.TOPIC_ALIAS in props or _P.SUBSCRIPTION_IDENTIFIER in props:
+            # Per-hop properties: the broker sets them for each subscriber [MQTT-3.3.2-11], [MQTT-3.3.4-3].
+            raise ValueError("Topic Alias and Subscription Identifier are not message properties")
         expires_at = None
         if _P.MESSAGE_EXPIRY_INTERVAL in props:
             expires_at = self.loop.time() + props[_P.MESSAGE_EXPIRY_INTERVAL]
@@ -411,8 +414,13 @@ class Broker:
             if session.persistent:
                 session.enqueue(delivery)  # nobody else can take it: keep it for this member
             return
-        qos = min(delivery.qos, other.qos)
-        other.session.deliver(delivery.message, qos, delivery.retain, None, group, now, None)
+        # The new member's own subscription decides QoS, RETAIN and Subscription Identifier
+        # [MQTT-4.8.2-3], [MQTT-3.3.1-12], [MQTT-3.3.4-3].
+        message = delivery.message
+        qos = min(message.qos, other.qos)
+        retain = message.retain and other.retain_as_published
+        sid = other.subscription_id
+        other.session.deliver(message, qos, retain, None if sid is None else [sid], group, now, None)
 
     def _schedule_expiry(self, session: Session, delay: float) -> None:
         if session.expiry_interval != NEVER_EXPIRES:

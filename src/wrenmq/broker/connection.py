@@ -154,7 +154,7 @@ class Connection(asyncio.Protocol):
             publisher.resume_from_backpressure()
         self._blocked.clear()
         session = self.session
-        if session is not None and session.queue and session.connection is self:
+        if session is not None and session.backlog and session.connection is self:
             session.fill(self.loop.time())
 
     # -- output --------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ class Connection(asyncio.Protocol):
     def _on_puback(self, packet: p.Puback) -> None:
         session = self.session
         assert session is not None
-        if session.acknowledge(packet.packet_id, SENT) is not None and session.queue:
+        if session.acknowledge(packet.packet_id, SENT) is not None and session.backlog:
             session.fill(self.loop.time())
 
     def _on_pubrec(self, packet: p.Pubrec) -> None:
@@ -415,7 +415,7 @@ class Connection(asyncio.Protocol):
         if packet.reason_code >= 0x80:
             # The receiver refused the message: the flow ends here [MQTT-4.3.3-4 (5.0)].
             session.acknowledge(packet.packet_id, SENT)
-            if session.queue:
+            if session.backlog:
                 session.fill(self.loop.time())
             return
         delivery.state = RECEIVED
@@ -440,7 +440,7 @@ class Connection(asyncio.Protocol):
     def _on_pubcomp(self, packet: p.Pubcomp) -> None:
         session = self.session
         assert session is not None
-        if session.acknowledge(packet.packet_id, RECEIVED) is not None and session.queue:
+        if session.acknowledge(packet.packet_id, RECEIVED) is not None and session.backlog:
             session.fill(self.loop.time())
 
     def _on_subscribe(self, packet: p.Subscribe) -> None:

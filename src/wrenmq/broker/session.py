@@ -56,6 +56,7 @@ class Session:
         "next_seq",
         "protocol_version",
         "queue",
+        "resend",
         "subscriptions",
         "will",
         "will_delay",
@@ -71,6 +72,7 @@ class Session:
         self.subscriptions: dict[str, Subscriber] = {}
         self.inflight_out: dict[int, Delivery] = {}  # packet id -> delivery, in send order
         self.queue: deque[Delivery] = deque()
+        self.resend: deque[Delivery] = deque()  # in flight from an earlier connection, not yet resent
         self.inbound_qos2: set[int] = set()
         self.next_seq = 0
         self.dropped = 0
@@ -79,6 +81,11 @@ class Session:
         self.will_handle: object | None = None
         self.expiry_handle: object | None = None
         self._next_pid = 0
+
+    @property
+    def backlog(self) -> bool:
+        """Whether deliveries wait for the client's Receive Maximum to allow them."""
+        return bool(self.queue or self.resend)
 
     @property
     def persistent(self) -> bool:
@@ -152,6 +159,14 @@ class Session:
             return
         inflight = self.inflight_out
         quota = conn.send_quota
+        resend = self.resend
+        if resend:  # sent on an earlier connection, so they go first [MQTT-4.6.0-5]
+            while resend and len(inflight) - len(resend) < quota and not conn.congested:
+                delivery = resend.popleft()
+                if inflight.get(delivery.packet_id) is delivery:
+                    conn.send_publish(delivery, now, None, True)
+            if resend:
+                return
         persistent = self.persistent
         while queue and len(inflight) < quota and not conn.congested:
             delivery = queue.popleft()
@@ -174,17 +189,31 @@ class Session:
         if delivery is None or delivery.state != state:
             return None
         del self.inflight_out[packet_id]
+        if self.resend and delivery in self.resend:
+            self.resend.remove(delivery)
         if self.persistent:
             self.broker.persist.message_delete(self, delivery)
         return delivery
 
     def resend_inflight(self, conn: Connection, now: float) -> None:
-        """On reconnect, resend unacknowledged PUBLISH (DUP=1) and PUBREL in order [MQTT-4.4.0-1]."""
-        for delivery in list(self.inflight_out.values()):
-            if delivery.state == SENT:
+        """On reconnect, resend unacknowledged PUBLISH (DUP=1) and PUBREL in order [MQTT-4.4.0-1].
+
+        The client may have announced a smaller Receive Maximum this time: PUBLISHes beyond it wait
+        in ``resend`` for acknowledgements [MQTT-3.3.4-9]; PUBRELs are never held back [MQTT-3.3.4-10].
+        """
+        resend = self.resend
+        resend.clear()
+        deliveries = list(self.inflight_out.values())
+        outstanding = sum(1 for d in deliveries if d.state != SENT)  # a PUBREL's message counts until PUBCOMP
+        quota = conn.send_quota
+        for delivery in deliveries:
+            if delivery.state != SENT:
+                conn.send_pubrel(delivery.packet_id)
+            elif outstanding < quota:
+                outstanding += 1
                 conn.send_publish(delivery, now, None, True)
             else:
-                conn.send_pubrel(delivery.packet_id)
+                resend.append(delivery)
 
     def take_shared(self) -> list[Delivery]:
         """Remove and return the not-yet-received deliveries that came through a shared
