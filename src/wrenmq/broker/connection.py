@@ -65,6 +65,7 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._blocked: set[Connection] = set()  # publishers paused on this connection's buffer
         self._pending_acks: list[bytes] = []  # acks waiting for a storage commit (strict durability)
+        self._acks_covered = 0  # how many of them a registered storage barrier will release
         self._inbound_unacked = 0
         self._timer: asyncio.TimerHandle | None = None
         self._pause_timer: asyncio.TimerHandle | None = None
@@ -119,11 +120,11 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("internal error handling a packet from %s", self.client_id or self.peer)
             self.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-        if self._pending_acks and not self._barrier_set:
-            self._barrier_set = True
-            self.broker.storage.barrier(self._release_acks)
-
-    _barrier_set = False
+        uncovered = len(self._pending_acks) - self._acks_covered
+        if uncovered > 0:
+            # One barrier per read covers every ack this read deferred; barriers fire in order.
+            self._acks_covered += uncovered
+            self.broker.storage.barrier(lambda: self._release_acks(uncovered))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed and self.transport is None:
@@ -255,23 +256,25 @@ class Connection(asyncio.Protocol):
     def send_pubrel(self, packet_id: int) -> None:
         self._write(b"\x62\x02" + PACKET_ID_BYTES[packet_id])
 
-    def _ack(self, data: bytes) -> None:
-        """Send an acknowledgement of an inbound PUBLISH, keeping acks in order behind any that
-        wait for a storage commit [MQTT-4.6.0-2]. Only strict durability waits for the commit."""
-        if self._pending_acks or (self.broker.persist.strict and self.broker.storage.dirty):
+    def _ack(self, data: bytes, durable: bool = False) -> None:
+        """Send an acknowledgement of an inbound PUBLISH. ``durable`` acks (strict durability,
+        the message was stored) wait for the commit; later acks queue behind them so acks keep
+        the order of the PUBLISHes [MQTT-4.6.0-2]."""
+        if durable or self._pending_acks:
             self._pending_acks.append(data)
         else:
             self._write(data)
 
-    def _release_acks(self) -> None:
-        self._barrier_set = False
-        acks = self._pending_acks
-        if not acks or self.closed:
-            self._pending_acks = []
+    def _release_acks(self, count: int) -> None:
+        """A storage commit covered the first ``count`` deferred acks: send them."""
+        acks = self._pending_acks[:count]
+        del self._pending_acks[:count]
+        self._acks_covered -= count
+        if self.closed:
             return
-        self._pending_acks = []
-        self._inbound_unacked = 0
         for data in acks:
+            if data[0] == 0x40:
+                self._inbound_unacked -= 1
             self._write(data)
 
     # -- closing --------------------------------------------------------------------------------
@@ -377,26 +380,30 @@ class Connection(asyncio.Protocol):
                 raise ProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] receive maximum exceeded")
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         self.broker.stats.messages_received += 1
+        persist = self.broker.persist
+        writes = persist.writes
         matched = self.broker.route(message, self)
         if not qos:
             return
+        # Strict durability: a message that had to be stored is acknowledged after its commit.
+        durable = persist.strict and persist.writes != writes
         pid = PACKET_ID_BYTES[packet.packet_id]  # type: ignore[index]
         if qos == 1:
             if self.version == 5 and not matched:
-                self._ack(b"\x40\x03" + pid + b"\x10")  # No matching subscribers
+                self._ack(b"\x40\x03" + pid + b"\x10", durable)  # No matching subscribers
             else:
-                self._ack(b"\x40\x02" + pid)
+                self._ack(b"\x40\x02" + pid, durable)
             if not self._pending_acks:
                 self._inbound_unacked -= 1
         else:
             session.inbound_qos2.add(packet.packet_id)  # type: ignore[arg-type]
             if session.persistent:
-                self.broker.persist.inbound_add(session, packet.packet_id)  # type: ignore[arg-type]
+                persist.inbound_add(session, packet.packet_id)  # type: ignore[arg-type]
             self._inbound_unacked -= 1
             if self.version == 5 and not matched:
-                self._ack(b"\x50\x03" + pid + b"\x10")
+                self._ack(b"\x50\x03" + pid + b"\x10", durable)
             else:
-                self._ack(b"\x50\x02" + pid)
+                self._ack(b"\x50\x02" + pid, durable)
 
     def _on_puback(self, packet: p.Puback) -> None:
         session = self.session
