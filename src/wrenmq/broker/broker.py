@@ -111,7 +111,11 @@ class Broker:
             conn.disconnect_reason = "server shutting down"
             conn.will = None  # a restart is not the client going away
             conn.close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down")
-        await asyncio.sleep(0)
+        # Give the transports a moment to flush their DISCONNECTs and report connection_lost.
+        for _ in range(50):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.01)
         for session in self.sessions.values():
             for handle in (session.expiry_handle, session.will_handle):
                 if handle is not None:
@@ -119,7 +123,8 @@ class Broker:
             if session.connection is not None:
                 session.connection = None
                 self.persist.session_put(session, connected=False)
-        await server.wait_closed() if not self.connections else None
+        if not self.connections:
+            await server.wait_closed()
         await self.storage.close()
         log.info("wrenmq stopped")
 
@@ -377,7 +382,13 @@ class Broker:
         session = conn.session
         if not conn.connected or session is None:
             return
-        log.info("client %s disconnected (%s)", conn.client_id, conn.disconnect_reason)
+        log.info(
+            "client %s disconnected from %s (MQTT %s): %s",
+            conn.client_id,
+            conn.peer,
+            _VERSION_NAMES.get(conn.version, conn.version),
+            conn.disconnect_reason,
+        )
         if session.connection is conn:
             self._detach(conn, session_continues=True)
 
