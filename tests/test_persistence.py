@@ -108,14 +108,15 @@ def settle(port: int) -> None:
     """Let the broker commit what a client did that it does not acknowledge (a SUBSCRIBE's session row,
     a DISCONNECT, a PUBREC it received).
 
-    Under strict durability a QoS 1 PUBLISH is acknowledged only once the writes queued before it are
-    committed, so after a short pause for the other connection's packets to be read, one PUBACK is a
-    commit barrier.
+    Under strict durability a QoS 1 PUBLISH that had to be stored (here: a retained message, then its
+    removal) is acknowledged only after a commit, and commits go in order; so after a short pause for
+    the other connection's packets to be read, its PUBACK is a commit barrier.
     """
     time.sleep(0.1)
     with RawClient(port) as probe:
         probe.connect("settle-probe")
-        probe.publish("settle/probe", b"", qos=1)
+        probe.publish("settle/probe", b"x", qos=1, retain=True)
+        probe.publish("settle/probe", b"", qos=1, retain=True)
 
 
 def persistent_raw(port: int, client_id: str, version: int, clean: bool = True, expiry: int = 300) -> RawClient:
@@ -411,6 +412,32 @@ def test_qos2_exactly_once_across_kill_9(server):  # [MQTT-4.3.3-8], [MQTT-4.3.3
         got = receive_all(sub, 4)
         assert drain(sub) == []
     assert [(m.topic, m.payload) for m in got] == [("x/a", b"a"), ("x/b", b"b"), ("x/c", b"c"), ("x/a", b"a again")]
+
+
+def test_qos2_packet_id_of_unrouted_message_survives_kill_9(server):  # [MQTT-4.3.3-10], [MQTT-4.3.3-11]
+    # Nothing stores the message itself (no subscriber), but the packet id awaiting PUBREL is session
+    # state: PUBREC must wait for it to be committed. A burst of retained writes keeps the writer busy
+    # so that an early PUBREC would reach us before the commit.
+    broker = server()
+    pub = persistent_raw(broker.port, "lonely-pub", 5)
+    settle(broker.port)
+    with broker.raw(4) as flood:
+        flood.connect("flood")
+        big = b"x" * 10_000
+        flood.send(b"".join(encode(p.Publish(f"flood/{i}", big, 0, True), 4) for i in range(2000)))
+        flood.send(p.Pingreq())
+        flood.expect(p.Pingresp)  # the burst has been routed and handed to the writer
+        pub.send(p.Publish("nobody/listens", b"x", 2, False, 9))
+        rec = pub.expect(p.Pubrec)
+        broker.kill()
+    assert (rec.packet_id, rec.reason_code) == (9, 0x10)  # No matching subscribers
+    pub.close()
+    broker.start()
+
+    with persistent_raw(broker.port, "lonely-pub", 5, clean=False) as pub:
+        pub.send(p.Pubrel(9))
+        comp = pub.expect(p.Pubcomp)
+        assert (comp.packet_id, comp.reason_code) == (9, 0)  # not 0x92 Packet Identifier not found
 
 
 @pytest.mark.parametrize("version", [4, 5])

@@ -310,6 +310,7 @@ class Broker:
         conn.max_packet_out = props.get(_P.MAXIMUM_PACKET_SIZE, 0)
         conn.topic_alias_max_in = config.topic_alias_maximum if version == 5 else 0
         conn.request_problem_info = props.get(_P.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        conn.connect_expiry = expiry
 
         session = self.sessions.get(client_id)
         if session is not None and session.connection is not None:

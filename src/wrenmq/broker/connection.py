@@ -61,6 +61,7 @@ class Connection(asyncio.Protocol):
         self.writing_paused = False
         self.reading_paused = False
         self.request_problem_info = True
+        self.connect_expiry = 0  # the Session Expiry Interval the client asked for in CONNECT
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._blocked: set[Connection] = set()  # publishers paused on this connection's buffer
@@ -324,6 +325,8 @@ class Connection(asyncio.Protocol):
     def _check_keepalive(self) -> None:
         # One timer per keep-alive period rather than one reschedule per packet [MQTT-3.1.2-22 (5.0: -22)].
         limit = self.keep_alive * 1.5
+        if self.reading_paused:
+            self.last_rx = self.loop.time()  # we stopped reading, not the client: not idle
         idle = self.loop.time() - self.last_rx
         if idle >= limit:
             self._timer = None
@@ -399,6 +402,9 @@ class Connection(asyncio.Protocol):
             session.inbound_qos2.add(packet.packet_id)  # type: ignore[arg-type]
             if session.persistent:
                 persist.inbound_add(session, packet.packet_id)  # type: ignore[arg-type]
+                # The packet id is what makes a resent PUBLISH a duplicate [MQTT-4.3.3-10]: PUBREC
+                # waits for it to be committed even when nothing stored the message itself.
+                durable = persist.strict
             self._inbound_unacked -= 1
             if self.version == 5 and not matched:
                 self._ack(b"\x50\x03" + pid + b"\x10", durable)
@@ -464,7 +470,7 @@ class Connection(asyncio.Protocol):
         props = packet.properties
         expiry = props.get(PropertyId.SESSION_EXPIRY_INTERVAL) if props else None
         if expiry is not None and session is not None:
-            if session.expiry_interval == 0 and expiry != 0:
+            if self.connect_expiry == 0 and expiry != 0:
                 # [MQTT-3.14.2-2]: cannot turn a non-persistent session into a persistent one.
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.14.2-2] session expiry set on DISCONNECT")
             session.expiry_interval = min(expiry, self.config.max_session_expiry_interval)
