@@ -129,6 +129,12 @@ def test_round_trip_at_each_qos(broker, version, qos):  # [MQTT-3.8.4-8], [MQTT-
     assert all(ack in log for ack in expected_acks), log
 
 
+def test_mqtt_3_1_round_trip(broker):  # MQTT 3.1 has no numbered statements: "MQIsdp", level 3, still accepted
+    sub = start_mosquitto_sub(broker, "mqttv31", "-t", "old/x", "-q", "2", "-C", "1", "-W", "5", "-F", "%t|%p|%q")
+    mosquitto_pub(broker, "mqttv31", "-t", "old/x", "-q", "2", "-m", "legacy")
+    assert output(sub) == ["old/x|legacy|2"]
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_large_binary_payload_round_trip(broker, version):  # [MQTT-3.3.2-3], payload carried unaltered
     payload = bytes(range(256)) * 1024  # 256 KiB, every byte value

@@ -21,7 +21,9 @@ PACKET_ID_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
 
 class Message:
     __slots__ = (
+        "_key",
         "_stored",
+        "_value",
         "_wire",
         "expires_at",
         "origin",
@@ -30,7 +32,6 @@ class Message:
         "qos",
         "retain",
         "topic",
-        "topic_bytes",
     )
 
     def __init__(
@@ -44,7 +45,6 @@ class Message:
         origin: str | None = None,
     ) -> None:
         self.topic = topic
-        self.topic_bytes = topic.encode()
         self.payload = payload
         self.qos = qos
         self.retain = retain
@@ -52,6 +52,9 @@ class Message:
         self.properties = properties or {}
         self.expires_at = expires_at  # event-loop time, None = never
         self.origin = origin  # client id of the publisher, for No Local
+        # Encodings by variant: the first in two slots (most messages have one), the rest in a dict.
+        self._key = -1
+        self._value: tuple[bytes, bytes] = (b"", b"")
         self._wire: dict[int, tuple[bytes, bytes]] | None = None
         self._stored: object | None = None  # its storage record, built once (see persist.py)
 
@@ -64,15 +67,21 @@ class Message:
         For QoS 0 the whole packet is ``head`` and ``tail`` is empty.
         """
         key = (version << 3) | (qos << 1) | retain
+        if key == self._key:
+            return self._value
         cache = self._wire
-        if cache is None:
-            cache = self._wire = {}
-        else:
+        if cache is not None:
             hit = cache.get(key)
             if hit is not None:
                 return hit
         result = self._encode(version, qos, retain, self.properties if version == 5 else None)
-        cache[key] = result
+        if self._key < 0:
+            self._key = key
+            self._value = result
+        else:
+            if cache is None:
+                cache = self._wire = {}
+            cache[key] = result
         return result
 
     def wire_at(
@@ -92,10 +101,15 @@ class Message:
         return self._encode(version, qos, retain, props)
 
     def _encode(self, version: int, qos: int, retain: bool, props: dict[int, Any] | None) -> tuple[bytes, bytes]:
-        tb = self.topic_bytes
+        tb = self.topic.encode()
         tail = (encode_properties(props) + self.payload) if version == 5 else self.payload
         length = 2 + len(tb) + (2 if qos else 0) + len(tail)
-        head = bytes((0x30 | (qos << 1) | retain,)) + encode_varint(length) + len(tb).to_bytes(2, "big") + tb
+        first = 0x30 | (qos << 1) | retain
+        n = len(tb)
+        if length < 128:
+            head = bytes((first, length, n >> 8, n & 0xFF)) + tb
+        else:
+            head = bytes((first,)) + encode_varint(length) + bytes((n >> 8, n & 0xFF)) + tb
         if not qos:
             return head + tail, b""
         return head, tail
