@@ -49,8 +49,14 @@ class Stats:
     )
 
     def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.clients_total = 0
+        self.messages_dropped = 0
+        self.messages_expired = 0
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.protocol_errors = 0
 
 
 class Broker:
@@ -205,9 +211,10 @@ class Broker:
                     )
                     count += 1
         for group in match.groups:
-            sub = group.pick()
-            if sub is None:
+            member = group.pick()
+            if member is None:
                 continue
+            sub = member
             sid = sub.subscription_id
             sub.session.deliver(
                 message,
@@ -532,7 +539,7 @@ class Broker:
     def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
         session = conn.session
         assert session is not None
-        codes = []
+        codes: list[int] = []
         for topic_filter in packet.topic_filters:
             if not _valid_filter(topic_filter):  # answered per filter, not by closing [MQTT-3.11.3-2]
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID)
@@ -569,17 +576,17 @@ class Broker:
                 self.router.subscribe(sub)
                 session.subscriptions[s.topic_filter] = sub
             next_seq = stored.next_seq
-            for record in loaded.messages:
-                qos, retain = persist.split_qos(record.qos)
-                message = persist.live_message(record.message)
-                delivery = Delivery(message, qos, retain, _subscription_ids(session, message.topic), None, record.seq)
-                next_seq = max(next_seq, record.seq + 1)
-                if record.state == QUEUED or not record.packet_id:
+            for queued in loaded.messages:
+                qos, retain = persist.split_qos(queued.qos)
+                message = persist.live_message(queued.message)
+                delivery = Delivery(message, qos, retain, _subscription_ids(session, message.topic), None, queued.seq)
+                next_seq = max(next_seq, queued.seq + 1)
+                if queued.state == QUEUED or not queued.packet_id:
                     session.queue.append(delivery)
                 else:
-                    delivery.packet_id = record.packet_id
-                    delivery.state = record.state
-                    session.inflight_out[record.packet_id] = delivery
+                    delivery.packet_id = queued.packet_id
+                    delivery.state = queued.state
+                    session.inflight_out[queued.packet_id] = delivery
             session.next_seq = next_seq
             session.inbound_qos2 = set(loaded.inbound_qos2)
             elapsed = now_wall - (stored.disconnected_at or now_wall)

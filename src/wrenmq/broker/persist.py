@@ -9,7 +9,7 @@ tell whether routing a PUBLISH made anything that strict durability must wait fo
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..mqtt.properties import WILL, decode_properties, encode_properties
 from ..storage import MemoryStorage, Storage, StoredMessage, StoredSession, StoredSessionMessage, StoredSubscription
@@ -58,7 +58,7 @@ class Persistence:
         return record  # type: ignore[return-value]
 
     def live_message(self, record: StoredMessage, origin: str | None = None) -> Message:
-        props = {}
+        props: dict[int, Any] = {}
         if record.properties:
             props, _ = decode_properties(record.properties, 0, len(record.properties), WILL)
         expires_at = None

@@ -93,9 +93,9 @@ class RetainStore:
                     continue
                 yield from self._walk(child, levels, i + 1)
             return
-        child = node.children.get(level)
-        if child is not None:
-            yield from self._walk(child, levels, i + 1)
+        found = node.children.get(level)
+        if found is not None:
+            yield from self._walk(found, levels, i + 1)
 
     def _all(self, node: _Node, skip_dollar: bool) -> Iterator[Message]:
         """Everything at and below ``node`` ('#' matches the parent level too [MQTT-4.7.1-2])."""

@@ -58,15 +58,19 @@ class Packet:
     type: int = 0
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _slots(self))
         return f"{type(self).__name__}({fields})"
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in _slots(self))
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def _slots(obj: object) -> tuple[str, ...]:
+    return tuple(getattr(obj, "__slots__", ()))
 
 
 class Will:

@@ -72,7 +72,7 @@ def connack_v3_code(reason: int) -> int:
     return _V5_TO_V3.get(reason, ConnackReturnCode.SERVER_UNAVAILABLE)
 
 
-_V5_TO_V3 = {
+_V5_TO_V3: dict[int, int] = {
     ReasonCode.UNSUPPORTED_PROTOCOL_VERSION: ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION,
     ReasonCode.CLIENT_IDENTIFIER_NOT_VALID: ConnackReturnCode.IDENTIFIER_REJECTED,
     ReasonCode.BAD_USER_NAME_OR_PASSWORD: ConnackReturnCode.BAD_USERNAME_OR_PASSWORD,
