@@ -524,9 +524,13 @@ class Broker:
             # subscription, 2 never; never for shared subscriptions [MQTT-3.3.1-9..11], [MQTT-3.8.4-4].
             if group is None and (request.retain_handling == 0 or (request.retain_handling == 1 and not existed)):
                 retained.extend((sub, m) for m in self.retained.match(inner))
-        conn._write(encode(p.Suback(packet.packet_id, codes), conn.version))
+        suback = encode(p.Suback(packet.packet_id, codes), conn.version)
         self.persist.session_put(session, connected=True)
-        if retained:
+
+        def acknowledge() -> None:
+            if conn.closed:
+                return
+            conn._write(suback)
             now = self.loop.time()
             for sub, message in retained:
                 if message.expired(now):
@@ -535,6 +539,13 @@ class Broker:
                 qos = sub.qos if sub.qos < message.qos else message.qos
                 # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
                 session.deliver(message, qos, True, None if sid is None else [sid], None, now, None)
+
+        if self.persist.strict and session.persistent:
+            # Strict durability covers subscriptions too: SUBACK only once they are committed.
+            # (Matching messages may flow before the SUBACK, as section 3.8.4 allows.)
+            self.storage.barrier(acknowledge)
+        else:
+            acknowledge()
 
     def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
         session = conn.session
