@@ -10,7 +10,14 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .config import Config, load_config
 
-__all__ = ["Broker", "Config", "__version__", "load_config"]
+__all__ = ["Broker", "Config", "__version__", "hot_path", "load_config"]
+
+
+def hot_path() -> str:
+    """Whether the per-message modules run compiled (mypyc) or as plain Python."""
+    from .broker import connection
+
+    return "compiled (mypyc)" if not connection.__file__ or not connection.__file__.endswith(".py") else "pure Python"
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ import secrets
 import time
 from typing import Any
 
-from .. import __version__
+from .. import __version__, hot_path
 from ..config import Config
 from ..mqtt import packets as p
 from ..mqtt.codec import encode
@@ -104,7 +104,14 @@ class Broker:
         where = "memory"
         if config.storage == "sqlite":
             where = f"sqlite {config.sqlite_path}, durability {config.durability}"
-        log.info("wrenmq %s listening on %s:%d (storage: %s)", __version__, config.host, self.port, where)
+        log.info(
+            "wrenmq %s listening on %s:%d (storage: %s; hot path: %s)",
+            __version__,
+            config.host,
+            self.port,
+            where,
+            hot_path(),
+        )
 
     async def stop(self) -> None:
         if self._server is None:

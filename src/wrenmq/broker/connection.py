@@ -110,13 +110,13 @@ class Connection(asyncio.Protocol):
                     handler(self, packet)
             if self.parser.error is not None and not self.closed:
                 raise self.parser.error  # a bad packet after the good ones handled above
-        except UnsupportedProtocolVersion as exc:
+        except UnsupportedProtocolVersion as unsupported:  # (a name of its own: mypyc types it)
             # [MQTT-3.1.2-2]: answer with CONNACK 0x01 (3.1.1 form) / 0x84 and close.
-            if exc.level == 5:
+            if unsupported.level == 5:
                 self._write(encode(p.Connack(False, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), 5))
             else:
                 self._write(encode(p.Connack(False, ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4))
-            self.close(f"unsupported protocol version {exc.level}")
+            self.close(f"unsupported protocol version {unsupported.level}")
         except ProtocolError as exc:
             self.protocol_violation(exc)
         except Exception:

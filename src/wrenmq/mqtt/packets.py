@@ -8,7 +8,7 @@ repeatable ones (User Property, Subscription Identifier) hold lists.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 Properties = dict[int, Any]
 
@@ -55,7 +55,7 @@ MQTT_5 = 5
 
 class Packet:
     __slots__ = ()
-    type: int = 0
+    type: ClassVar[int] = 0
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _slots(self))
