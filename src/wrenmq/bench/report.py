@@ -96,6 +96,9 @@ def machine_info() -> dict[str, Any]:
         uvloop_version = uvloop.__version__
     except ImportError:
         uvloop_version = "not installed"
+    import wrenmq
+
+    hot_path = getattr(wrenmq, "hot_path", None)
     return {
         "nproc": os.cpu_count(),
         "cpu": model,
@@ -103,6 +106,7 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "uvloop": uvloop_version,
         "wrenmq": __version__,
+        "wrenmq_hot_path": hot_path() if hot_path is not None else "pure Python",
         "mosquitto": mosquitto_version(),
     }
 

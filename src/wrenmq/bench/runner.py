@@ -77,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"wrenmq bench: {', '.join(names)} on {' vs '.join(brokers)}; broker CPUs {sorted(settings.broker_cpus)}, "
         f"generator CPUs {sorted(settings.generator_cpus)}; {machine['nproc']} CPUs, Python {machine['python']}, "
-        f"mosquitto {machine['mosquitto']}",
+        f"wrenmq hot path {machine['wrenmq_hot_path']}, mosquitto {machine['mosquitto']}",
         file=sys.stderr,
     )
     if not settings.broker_cpus:
