@@ -218,9 +218,11 @@ def _check_known(key: str, where: str, errors: list[str]) -> bool:
 def _field_adapter(key: str) -> TypeAdapter[Any]:
     """A lenient validator for one field, with its constraints, for parsing environment strings."""
     info = Config.model_fields[key]
+    annotation: Any = info.annotation
     if not info.metadata:
-        return TypeAdapter(info.annotation)
-    return TypeAdapter(Annotated[(info.annotation, *info.metadata)])
+        return TypeAdapter(annotation)
+    constrained: Any = Annotated[(annotation, *info.metadata)]
+    return TypeAdapter(constrained)
 
 
 def _message(err: ErrorDetails) -> str:

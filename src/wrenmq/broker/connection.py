@@ -32,6 +32,7 @@ _EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
 _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
 _PINGRESP = b"\xd0\x00"
 _MAX_PAUSE = 2.0  # seconds a publisher may be held back by a slow subscriber before reading resumes
+_CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output before it is aborted
 
 
 class Connection(asyncio.Protocol):
@@ -63,7 +64,9 @@ class Connection(asyncio.Protocol):
         self.request_problem_info = True
         self.connect_expiry = 0  # the Session Expiry Interval the client asked for in CONNECT
         self._out: list[bytes] = []
+        self._out_size = 0  # bytes in _out; past write_buffer_high they are flushed at once
         self._flush_scheduled = False
+        self._stalled_since = 0.0  # when the write buffer last passed its high-water mark
         self._blocked: set[Connection] = set()  # publishers paused on this connection's buffer
         self._pending_acks: list[bytes] = []  # acks waiting for a storage commit (strict durability)
         self._acks_covered = 0  # how many of them a registered storage barrier will release
@@ -147,6 +150,7 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self._stalled_since = self.loop.time()
         if self.transport is not None and self.transport.get_write_buffer_size() >= self.config.max_write_buffer:
             self.congested = True
 
@@ -164,7 +168,10 @@ class Connection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         self._out.append(data)
-        if not self._flush_scheduled:
+        self._out_size += len(data)
+        if self._out_size >= self.config.write_buffer_high:
+            self._flush()  # the transport sees it now, so pause_writing can stop what follows
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
@@ -174,10 +181,11 @@ class Connection(asyncio.Protocol):
         if not out:
             return
         self._out = []
+        size, self._out_size = self._out_size, 0
         transport = self.transport
         if transport is None:
             return
-        self.broker.stats.bytes_sent += sum(map(len, out))
+        self.broker.stats.bytes_sent += size
         transport.writelines(out)
 
     def _backpressure(self, publisher: Connection | None) -> None:
@@ -186,6 +194,11 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and transport.get_write_buffer_size() >= self.config.max_write_buffer:
             self.congested = True
+        elif self.loop.time() - self._stalled_since >= _MAX_PAUSE:
+            # Past high-water for as long as a publisher may be held: a slow consumer, not a burst.
+            # It takes no more until it drains, and holds no publisher back again [issue 3].
+            self.congested = True
+            return
         if publisher is not None and publisher is not self and not publisher.closed:
             self._blocked.add(publisher)
             publisher.pause_for_backpressure()
@@ -222,7 +235,10 @@ class Connection(asyncio.Protocol):
             self.broker.stats.messages_dropped += 1
             return
         self._out.append(data)
-        if not self._flush_scheduled:
+        self._out_size += len(data)
+        if self._out_size >= self.config.write_buffer_high:
+            self._flush()  # one read can carry megabytes: let the transport count them now
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
         self.broker.stats.messages_sent += 1
@@ -248,7 +264,10 @@ class Connection(asyncio.Protocol):
         out.append(head)
         out.append(PACKET_ID_BYTES[delivery.packet_id])
         out.append(tail)
-        if not self._flush_scheduled:
+        self._out_size += len(head) + 2 + len(tail)
+        if self._out_size >= self.config.write_buffer_high:
+            self._flush()
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
         self.broker.stats.messages_sent += 1
@@ -288,8 +307,16 @@ class Connection(asyncio.Protocol):
         self.closed = True
         self.disconnect_reason = reason
         self._flush()
+        transport = self.transport
+        if transport is not None:
+            transport.close()
+            if transport.get_write_buffer_size():
+                # A client that stops reading would keep the connection (and its session) forever.
+                self.loop.call_later(_CLOSE_LINGER, self._abort)
+
+    def _abort(self) -> None:
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     def close_with(self, code: int, reason: str, properties: dict[int, Any] | None = None) -> None:
         """Close, telling an MQTT 5 client why with a DISCONNECT [MQTT-4.13.2-1]."""
