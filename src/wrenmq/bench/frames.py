@@ -15,7 +15,7 @@ Both speak MQTT 3.1.1, whose acknowledgements are exactly four bytes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..mqtt import packets as p
 from ..mqtt.codec import Parser, encode, encode_publish
@@ -183,6 +183,7 @@ class Inbox:
             now = time.monotonic_ns()
             to = self.ts_offset + pos
             tsb = TIMESTAMP_BYTES
+            starts: Iterable[int]
             if self.sample_all:
                 starts = range(to, end, length)
             else:  # the oldest and the newest frame of this read
@@ -194,7 +195,7 @@ class Inbox:
         for packet in packets:
             if isinstance(packet, p.Publish):
                 self.count += 1
-                if packet.qos:
+                if packet.qos and packet.packet_id is not None:
                     ack = p.Puback if packet.qos == 1 else p.Pubrec
                     self.out += encode(ack(packet.packet_id), VERSION)
                 if self.sampling and len(packet.payload) >= TIMESTAMP_BYTES:

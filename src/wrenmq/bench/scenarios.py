@@ -106,7 +106,7 @@ class Workers:
         proc = self.mp.Process(target=target, args=(spec, ctl), name=f"bench-{role}-{spec.slot}", daemon=True)
         proc.start()
         writer.close()
-        if self.nice:
+        if self.nice and proc.pid is not None:
             os.setpriority(os.PRIO_PROCESS, proc.pid, self.nice)
         self.procs.append(proc)
         self.pipes.append(reader)
