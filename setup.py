@@ -29,6 +29,7 @@ COMPILED_MODULES = [
     "src/wrenmq/broker/retain.py",
     "src/wrenmq/broker/session.py",
     "src/wrenmq/broker/connection.py",
+    "src/wrenmq/broker/broker.py",
 ]
 
 

@@ -116,7 +116,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 async def _serve(config: Config) -> None:
     """Start the broker, wait for SIGINT/SIGTERM, then stop it so queued writes are committed."""
-    from wrenmq.broker import Broker  # lazily: the CLI must work (e.g. --help) without the broker
+    from wrenmq.broker import Broker, tune_gc  # lazily: the CLI must work (e.g. --help) without the broker
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -128,6 +128,7 @@ async def _serve(config: Config) -> None:
 
     broker = Broker(config)
     await broker.start()
+    tune_gc()
     try:
         await stopping.wait()
         log.info("stopping")

@@ -1,5 +1,5 @@
 """The broker's policy: lifecycle, connections, sessions, routing, retained messages and wills."""
 
-from .broker import Broker, Stats
+from .broker import Broker, Stats, tune_gc
 
-__all__ = ["Broker", "Stats"]
+__all__ = ["Broker", "Stats", "tune_gc"]

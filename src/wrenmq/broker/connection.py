@@ -1,10 +1,11 @@
 """One client connection: an ``asyncio.Protocol`` that feeds the codec and speaks for the session.
 
 Reads are parsed in one pass per ``data_received``; writes are appended to a list and flushed
-with one ``writelines`` per event-loop turn. Flow control is explicit: when a subscriber's write
-buffer passes its high-water mark, publishers sending to it are paused until it drains, and
-past ``max_write_buffer`` QoS 0 messages to it are dropped (counted) and QoS 1/2 wait in its
-session queue.
+with one ``writelines`` per event-loop turn, or at once when they pass the high-water mark (one
+turn can carry megabytes). Flow control is explicit: when a subscriber's write buffer passes its
+high-water mark, publishers sending to it are paused until it drains (for ``_MAX_PAUSE`` at
+most), and past ``max_write_buffer``, or once it has not drained for ``_MAX_PAUSE``, QoS 0
+messages to it are dropped (counted) and QoS 1/2 wait in its session queue.
 """
 
 from __future__ import annotations
