@@ -19,12 +19,12 @@ from typing import Any
 
 from wrenmq import __version__
 from wrenmq.config import Config, ConfigError, env_var, load_config
+from wrenmq.logs import setup_logging
 
 __all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 CONFIG_ENV = "WRENMQ_CONFIG"
 
@@ -105,7 +105,7 @@ def _add_config_flag(parser: argparse.ArgumentParser, key: str) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     config_file = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     config = load_config(config_file, overrides={key: getattr(args, key) for key in _SERVE_FLAGS})
-    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    setup_logging(config.log_level)
     try:
         _run_async(_serve(config))
     except OSError as exc:  # typically the port is taken or the data directory is not writable
