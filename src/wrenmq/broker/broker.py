@@ -147,6 +147,10 @@ class Broker:
             if not self.connections:
                 break
             await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.abort()  # a client that stopped reading: its output will never be flushed
+        if self.connections:
+            await asyncio.sleep(0)  # connection_lost runs on the next turn
         for session in self.sessions.values():
             for handle in (session.expiry_handle, session.will_handle):
                 if handle is not None:

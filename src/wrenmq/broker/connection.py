@@ -313,9 +313,10 @@ class Connection(asyncio.Protocol):
             transport.close()
             if transport.get_write_buffer_size():
                 # A client that stops reading would keep the connection (and its session) forever.
-                self.loop.call_later(_CLOSE_LINGER, self._abort)
+                self.loop.call_later(_CLOSE_LINGER, self.abort)
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Drop the network connection at once, discarding unsent output."""
         if self.transport is not None:
             self.transport.abort()
 
