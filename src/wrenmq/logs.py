@@ -83,7 +83,13 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = BatchedStreamHandler(stream if stream is not None else sys.stderr)
+    if stream is None:
+        # sys.stderr is line-buffered (a write system call per line); write through a buffer of our own
+        # on the same file descriptor and let the handler decide when to flush.
+        stream = open(  # noqa: SIM115 - lives as long as the process
+            sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace", closefd=False
+        )
+    handler = BatchedStreamHandler(stream)
     handler.setFormatter(CachedTimeFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

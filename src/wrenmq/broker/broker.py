@@ -32,6 +32,9 @@ from .sys_topics import SysTopics
 
 log = logging.getLogger("wrenmq.broker")
 
+# How often connect timeouts and keep alives are checked: they are enforced up to this much late.
+SWEEP_INTERVAL = 0.25
+
 _P = PropertyId
 
 
@@ -101,6 +104,7 @@ class Broker:
         self.started_at = 0.0
         self._server: asyncio.Server | None = None
         self._sys: SysTopics | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -119,6 +123,7 @@ class Broker:
         if config.sys_interval > 0:
             self._sys = SysTopics(self, config.sys_interval)
             self._sys.start()
+        self._sweep_handle = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
         where = "memory"
         if config.storage == "sqlite":
             where = f"sqlite {config.sqlite_path}, durability {config.durability}"
@@ -138,6 +143,9 @@ class Broker:
         server.close()
         if self._sys is not None:
             self._sys.stop()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+            self._sweep_handle = None
         for conn in list(self.connections):
             conn.disconnect_reason = "server shutting down"
             conn.will = None  # a restart is not the client going away
@@ -162,6 +170,13 @@ class Broker:
             await server.wait_closed()
         await self.storage.close()
         log.info("wrenmq stopped")
+
+    def _sweep(self) -> None:
+        """Enforce connect timeouts and keep alives for every connection (see check_timeouts)."""
+        now = self.loop.time()
+        for conn in tuple(self.connections):
+            conn.check_timeouts(now)
+        self._sweep_handle = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def __aenter__(self) -> Broker:
         await self.start()
@@ -392,7 +407,7 @@ class Broker:
                 ack_props[_P.MAXIMUM_QOS] = config.maximum_qos
             if not config.retain_available:
                 ack_props[_P.RETAIN_AVAILABLE] = 0
-        conn._write(encode(p.Connack(session_present, 0, ack_props), version))
+        conn.write_now(encode(p.Connack(session_present, 0, ack_props), version))
         conn.start_keepalive()
         log.info(
             "client %s connected from %s (MQTT %s, clean=%s, keep_alive=%d%s)",

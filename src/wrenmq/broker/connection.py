@@ -72,7 +72,8 @@ class Connection(asyncio.Protocol):
         self._pending_acks: list[bytes] = []  # acks waiting for a storage commit (strict durability)
         self._acks_covered = 0  # how many of them a registered storage barrier will release
         self._inbound_unacked = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self.opened_at = 0.0
+        self.idle_limit = 0.0  # 1.5 x keep alive; 0: no limit
         self._pause_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -85,9 +86,8 @@ class Connection(asyncio.Protocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         config = self.config
         transport.set_write_buffer_limits(config.write_buffer_high, config.write_buffer_low)
-        self.last_rx = self.loop.time()
-        # CONNECT must arrive within the connect timeout [MQTT-3.1.0-1 context; section 4.8 of 3.1.1].
-        self._timer = self.loop.call_later(config.connect_timeout, self._connect_timeout)
+        self.last_rx = self.opened_at = self.loop.time()
+        # The connect timeout and keep alive are enforced by the broker's sweep (check_timeouts).
         self.broker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -137,8 +137,6 @@ class Connection(asyncio.Protocol):
             return
         self.closed = True
         self.transport = None
-        if self._timer is not None:
-            self._timer.cancel()
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
@@ -341,28 +339,37 @@ class Connection(asyncio.Protocol):
             self.version = self.parser.protocol_level  # a bad CONNECT: answer in its protocol level
         self.close_with(exc.reason_code, str(exc.args[0]))
 
-    def _connect_timeout(self) -> None:
-        if not self.connected and not self.closed:
-            self.close("no CONNECT within the connect timeout")
-
     def start_keepalive(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.keep_alive:
-            self._timer = self.loop.call_later(self.keep_alive * 1.5, self._check_keepalive)
+        self.idle_limit = self.keep_alive * 1.5
 
-    def _check_keepalive(self) -> None:
-        # One timer per keep-alive period rather than one reschedule per packet [MQTT-3.1.2-22 (5.0: -22)].
-        limit = self.keep_alive * 1.5
+    def check_timeouts(self, now: float) -> None:
+        """Called by the broker's periodic sweep rather than from a timer per connection: timers
+        would cost a libuv handle each, set and cancelled on every connect and disconnect.
+
+        A socket must send CONNECT within the connect timeout; a client silent for 1.5 x its Keep
+        Alive is disconnected [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]).
+        """
+        if self.closed:
+            return
+        if not self.connected:
+            if now - self.opened_at >= self.config.connect_timeout:
+                self.close("no CONNECT within the connect timeout")
+            return
+        limit = self.idle_limit
+        if not limit:
+            return
         if self.reading_paused:
-            self.last_rx = self.loop.time()  # we stopped reading, not the client: not idle
-        idle = self.loop.time() - self.last_rx
-        if idle >= limit:
-            self._timer = None
+            self.last_rx = now  # we stopped reading, not the client: not idle
+        elif now - self.last_rx >= limit:
             self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+
+    def write_now(self, data: bytes) -> None:
+        """Write at once when nothing is queued (CONNACK): saves a loop callback per connection."""
+        if self._out or self.transport is None:
+            self._write(data)
         else:
-            self._timer = self.loop.call_later(limit - idle, self._check_keepalive)
+            self.broker.stats.bytes_sent += len(data)
+            self.transport.write(data)
 
     # -- inbound packets ------------------------------------------------------------------------
 
