@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from mqttraw import RawClient
+from paho_sync import PahoFactory
 
 
 @pytest.fixture
@@ -27,4 +29,27 @@ def raw(broker) -> Iterator[Callable[..., RawClient]]:  # type: ignore[no-untype
 
     yield make
     for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def paho(broker) -> Iterator[PahoFactory]:  # type: ignore[no-untyped-def]
+    """Factory for paho-mqtt clients (3.1.1 or 5.0) connected to ``broker``; stopped after the test."""
+    factory = PahoFactory(broker.port)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., RawClient]]:
+    """Raw clients for brokers started with ``wrenmq_server_factory``; closed after the test."""
+    made: list[RawClient] = []
+
+    def make(server: Any, version: int = 5) -> RawClient:
+        client = RawClient(server.port, version)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
         client.close()

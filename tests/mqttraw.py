@@ -124,3 +124,11 @@ class RawClient:
     def disconnect(self, reason_code: int = 0, properties: dict[int, Any] | None = None) -> None:
         self.send(p.Disconnect(reason_code, properties))
         self.close()
+
+
+def connected(raw: Any, version: int, client_id: str = "", persistent: bool = False) -> RawClient:
+    """A raw client from the ``raw`` fixture, connected; ``persistent`` keeps its session after it goes away."""
+    client: RawClient = raw(version)
+    props = {0x11: 300} if persistent and version == 5 else None  # Session Expiry Interval
+    assert client.connect(client_id, clean=not persistent, properties=props).reason_code == 0
+    return client

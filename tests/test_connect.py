@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,21 +21,6 @@ from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ConnackReturnCode, ReasonCode
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    """Raw clients for brokers started with ``wrenmq_server_factory``; closed after the test."""
-    made: list[RawClient] = []
-
-    def make(server: Any, version: int = 5) -> RawClient:
-        client = RawClient(server.port, version)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def assert_alive(client: RawClient) -> None:

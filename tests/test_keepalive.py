@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -18,21 +16,6 @@ from mqttraw import RawClient
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ReasonCode
-
-
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    """Raw clients for brokers started with ``wrenmq_server_factory``; closed after the test."""
-    made: list[RawClient] = []
-
-    def make(server: Any, version: int = 5) -> RawClient:
-        client = RawClient(server.port, version)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def closed_after(client: RawClient, timeout: float = 3.0) -> tuple[float, list[p.AnyPacket]]:

@@ -416,7 +416,6 @@ def test_packets_before_the_violation_are_handled(broker, client):  # section 4.
     assert_still_served(good)
 
 
-
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["paho-3.1.1", "paho-5.0"])
 def test_paho_bystander_unaffected_and_gets_the_will(broker, client, protocol):  # [MQTT-3.1.2-8], section 4.13
     messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from mqttraw import RawClient
-from paho_sync import PROTOCOLS, PahoFactory
+from mqttraw import connected
+from paho_sync import PROTOCOLS
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.codec import encode
 from wrenmq.mqtt.reason_codes import ReasonCode
 
 VERSIONS = [4, 5]
-
-
-@pytest.fixture
-def paho(broker):  # type: ignore[no-untyped-def]
-    factory = PahoFactory(broker.port)
-    yield factory
-    factory.close()
-
-
-def connected(raw, version: int, client_id: str = "") -> RawClient:  # type: ignore[no-untyped-def]
-    client = raw(version)
-    assert client.connect(client_id).reason_code == 0
-    return client
 
 
 @pytest.mark.parametrize("version", VERSIONS)

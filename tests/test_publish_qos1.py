@@ -5,28 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from mqttraw import RawClient
-from paho_sync import PROTOCOLS, PahoFactory
+from mqttraw import connected
+from paho_sync import PROTOCOLS
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.codec import encode
-from wrenmq.mqtt.properties import PropertyId
 
 VERSIONS = [4, 5]
-
-
-@pytest.fixture
-def paho(broker):  # type: ignore[no-untyped-def]
-    factory = PahoFactory(broker.port)
-    yield factory
-    factory.close()
-
-
-def connected(raw, version: int, client_id: str = "", persistent: bool = False) -> RawClient:  # type: ignore[no-untyped-def]
-    """A connected raw client; ``persistent`` keeps its session after it goes away."""
-    client = raw(version)
-    props = {PropertyId.SESSION_EXPIRY_INTERVAL: 300} if persistent and version == 5 else None
-    assert client.connect(client_id, clean=not persistent, properties=props).reason_code == 0
-    return client
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -8,20 +8,13 @@ import time
 import pytest
 
 from mqttraw import RawClient
-from paho_sync import MQTTv5, PahoFactory
+from paho_sync import MQTTv5
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.codec import encode
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ReasonCode
 
 P = PropertyId
-
-
-@pytest.fixture
-def paho(broker):  # type: ignore[no-untyped-def]
-    factory = PahoFactory(broker.port)
-    yield factory
-    factory.close()
 
 
 def connected(raw, client_id: str = "", version: int = 5, **props: int) -> RawClient:  # type: ignore[no-untyped-def]

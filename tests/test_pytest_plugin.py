@@ -32,9 +32,7 @@ def test_server_listens_on_a_free_port(wrenmq_server: WrenmqServer) -> None:
 
 def test_server_publish_reaches_a_synchronous_subscriber(wrenmq_server: WrenmqServer) -> None:
     wrenmq_server.publish("greetings", b"hello", qos=1, retain=True)
-    message = subscribe.simple(
-        "greetings", hostname=wrenmq_server.host, port=wrenmq_server.port, keepalive=10
-    )
+    message = subscribe.simple("greetings", hostname=wrenmq_server.host, port=wrenmq_server.port, keepalive=10)
     assert (message.topic, message.payload, message.retain) == ("greetings", b"hello", True)
 
 

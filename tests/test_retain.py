@@ -12,27 +12,14 @@ import time
 
 import pytest
 
-from mqttraw import RawClient
-from paho_sync import PROTOCOLS, PahoFactory
+from mqttraw import RawClient, connected
+from paho_sync import PROTOCOLS
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ReasonCode
 
 VERSIONS = [4, 5]
 EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
-
-
-@pytest.fixture
-def paho(broker):  # type: ignore[no-untyped-def]
-    factory = PahoFactory(broker.port)
-    yield factory
-    factory.close()
-
-
-def connected(raw, version: int, client_id: str = "") -> RawClient:  # type: ignore[no-untyped-def]
-    client = raw(version)
-    assert client.connect(client_id).reason_code == 0
-    return client
 
 
 def retained_on_subscribe(raw, version: int, topic_filter: str, qos: int = 0) -> list[p.Publish]:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,21 +21,6 @@ from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ReasonCode
 
 _P = PropertyId
-
-
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    """Raw clients for brokers started with ``wrenmq_server_factory``; closed after the test."""
-    made: list[RawClient] = []
-
-    def make(server: Any, version: int = 5) -> RawClient:
-        client = RawClient(server.port, version)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def persistent(version: int, expiry: int = 60) -> dict[str, Any]:

@@ -8,19 +8,12 @@ import time
 import pytest
 
 from mqttraw import RawClient
-from paho_sync import MQTTv5, PahoFactory
+from paho_sync import MQTTv5
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ReasonCode
 
 SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
-
-
-@pytest.fixture
-def paho(broker):  # type: ignore[no-untyped-def]
-    factory = PahoFactory(broker.port)
-    yield factory
-    factory.close()
 
 
 def connected(raw, client_id: str = "", version: int = 5, persistent: bool = False) -> RawClient:  # type: ignore[no-untyped-def]

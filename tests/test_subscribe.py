@@ -5,27 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from mqttraw import RawClient
-from paho_sync import PROTOCOLS, MQTTv5, PahoFactory
+from mqttraw import RawClient, connected
+from paho_sync import PROTOCOLS, MQTTv5
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ReasonCode
 
 VERSIONS = [4, 5]
 SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
-
-
-@pytest.fixture
-def paho(broker):  # type: ignore[no-untyped-def]
-    factory = PahoFactory(broker.port)
-    yield factory
-    factory.close()
-
-
-def connected(raw, version: int, client_id: str = "") -> RawClient:  # type: ignore[no-untyped-def]
-    client = raw(version)
-    assert client.connect(client_id).reason_code == 0
-    return client
 
 
 def subscribe_many(client: RawClient, *subs: p.Subscription, properties: dict | None = None) -> p.Suback:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,21 +22,6 @@ from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ConnackReturnCode, ReasonCode
 
 _P = PropertyId
-
-
-@pytest.fixture
-def clients() -> Iterator[Callable[..., RawClient]]:
-    """Raw clients for brokers started with ``wrenmq_server_factory``; closed after the test."""
-    made: list[RawClient] = []
-
-    def make(server: Any, version: int = 5) -> RawClient:
-        client = RawClient(server.port, version)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def watcher(raw: Callable[..., RawClient], topic: str, qos: int = 2) -> RawClient:
