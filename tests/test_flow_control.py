@@ -411,3 +411,25 @@ def test_stuck_subscriber_closed_on_keep_alive_and_will_sent(wrenmq_server_facto
     assert not state(server, "stuck")["connected"]
     again = client(server, "stuck")  # the client id is free again
     again.disconnect()
+
+
+def test_client_that_never_reads_its_replies_is_dropped(wrenmq_server_factory):  # section 4.13: bounded resources
+    """Replies the broker owes (here PINGRESP to a PINGREQ flood) are never dropped like QoS 0 messages, so a
+    client that sends without ever reading would grow its output buffer without bound: past twice
+    max_write_buffer it is disconnected as a stuck consumer, its will is published, others carry on."""
+    server = start(wrenmq_server_factory)
+    watcher = client(server, "watcher")
+    watcher.subscribe("will/flooder", 0)
+    flooder = client(server, "flooder", slow=True, will=p.Will("will/flooder", b"dropped"))
+    burst = b"\xc0\x00" * 8192  # 8,192 PINGREQs; each owes a 2-byte PINGRESP
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline:
+            flooder.sock.sendall(burst)
+    except OSError:
+        pass  # the broker dropped the connection mid-send: the point of the test
+    will = watcher.expect(p.Publish, timeout=5.0)
+    assert (will.topic, will.payload) == ("will/flooder", b"dropped")
+    assert not state(server, "flooder")["connected"]
+    assert server.broker.stats.slow_consumers_dropped == 1
+    assert_working(server, "after-flood")

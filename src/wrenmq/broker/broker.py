@@ -65,6 +65,7 @@ class Stats:
         "messages_received",
         "messages_sent",
         "protocol_errors",
+        "slow_consumers_dropped",
     )
 
     def __init__(self) -> None:
@@ -76,6 +77,7 @@ class Stats:
         self.messages_received = 0
         self.messages_sent = 0
         self.protocol_errors = 0
+        self.slow_consumers_dropped = 0
 
 
 class Broker:

@@ -33,6 +33,7 @@ _EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
 _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
 _PINGRESP = b"\xd0\x00"
 _MAX_PAUSE = 2.0  # seconds a publisher may be held back by a slow subscriber before reading resumes
+_STUCK_FACTOR = 2  # a connection whose unsent output passes this many max_write_buffer is dropped
 _CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output before it is aborted
 
 
@@ -186,6 +187,14 @@ class Connection(asyncio.Protocol):
             return
         self.broker.stats.bytes_sent += size
         transport.writelines(out)
+        if self.writing_paused and transport.get_write_buffer_size() > _STUCK_FACTOR * self.config.max_write_buffer:
+            # Past the limit only replies we owe (acks, PINGRESP, SUBACK) keep growing the buffer, so a
+            # client this far behind is reading nothing: stuck, not slow. Drop it rather than buffer forever.
+            self.broker.stats.slow_consumers_dropped += 1
+            if not self.closed:
+                self.closed = True
+                self.disconnect_reason = "slow consumer: output buffer limit exceeded"
+            self.abort()
 
     def _backpressure(self, publisher: Connection | None) -> None:
         """Our buffer is past high-water: hold back the publisher feeding it, and count the
