@@ -168,9 +168,14 @@ class Connection(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         self._out.append(data)
-        self._out_size += len(data)
+        self._queued(len(data))
+
+    def _queued(self, size: int) -> None:
+        """``size`` more bytes were appended to ``_out``: flush on this loop turn, or at once past
+        high-water (one read can carry megabytes) so pause_writing can stop what follows."""
+        self._out_size += size
         if self._out_size >= self.config.write_buffer_high:
-            self._flush()  # the transport sees it now, so pause_writing can stop what follows
+            self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -242,13 +247,7 @@ class Connection(asyncio.Protocol):
         if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
             self.broker.stats.messages_dropped += 1
             return
-        self._out.append(data)
-        self._out_size += len(data)
-        if self._out_size >= self.config.write_buffer_high:
-            self._flush()  # one read can carry megabytes: let the transport count them now
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        self._write(data)
         self.broker.stats.messages_sent += 1
         if self.writing_paused:
             self._backpressure(publisher)
@@ -272,12 +271,7 @@ class Connection(asyncio.Protocol):
         out.append(head)
         out.append(PACKET_ID_BYTES[delivery.packet_id])
         out.append(tail)
-        self._out_size += len(head) + 2 + len(tail)
-        if self._out_size >= self.config.write_buffer_high:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        self._queued(len(head) + 2 + len(tail))
         self.broker.stats.messages_sent += 1
         if self.writing_paused:
             self._backpressure(publisher)
