@@ -162,9 +162,7 @@ class Broker:
         if self.connections:
             await asyncio.sleep(0)  # connection_lost runs on the next turn
         for session in self.sessions.values():
-            for handle in (session.expiry_handle, session.will_handle):
-                if handle is not None:
-                    handle.cancel()  # type: ignore[attr-defined]
+            session.cancel_timers()
             if session.connection is not None:
                 session.connection = None
                 self.persist.session_put(session, connected=False)
@@ -378,7 +376,7 @@ class Broker:
         session_present = False
         if session is not None and not clean:
             session_present = True  # [MQTT-3.2.2-2]
-            self._cancel_timers(session)
+            session.cancel_timers()
             session.will = None  # the client is back in time: its delayed will is cancelled [MQTT-3.1.3-9]
         else:
             if session is not None:
@@ -515,16 +513,9 @@ class Broker:
         self.stats.messages_received += 1
         self.route(will)
 
-    def _cancel_timers(self, session: Session) -> None:
-        for name in ("expiry_handle", "will_handle"):
-            handle = getattr(session, name)
-            if handle is not None:
-                handle.cancel()
-                setattr(session, name, None)
-
     def _end_session(self, session: Session) -> None:
         """Discard a session; a will still waiting out its delay is sent now [MQTT-3.1.3-9]."""
-        self._cancel_timers(session)
+        session.cancel_timers()
         for topic_filter in session.subscriptions:
             self.router.unsubscribe(session.client_id, topic_filter)
         session.subscriptions.clear()

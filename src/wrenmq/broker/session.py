@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from .message import Message
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .broker import Broker
     from .connection import Connection
     from .router import SharedGroup, Subscriber
@@ -78,8 +80,8 @@ class Session:
         self.dropped = 0
         self.will: Message | None = None  # a will waiting out its delay
         self.will_delay = 0
-        self.will_handle: object | None = None
-        self.expiry_handle: object | None = None
+        self.will_handle: asyncio.TimerHandle | None = None  # fires a delayed will
+        self.expiry_handle: asyncio.TimerHandle | None = None  # ends the session once it expires
         self._next_pid = 0
 
     @property
@@ -91,6 +93,15 @@ class Session:
     def persistent(self) -> bool:
         """Whether the session outlives its connection, and so must be stored."""
         return self.expiry_interval > 0
+
+    def cancel_timers(self) -> None:
+        """Stop the session's expiry clock and any delayed will."""
+        if self.expiry_handle is not None:
+            self.expiry_handle.cancel()
+            self.expiry_handle = None
+        if self.will_handle is not None:
+            self.will_handle.cancel()
+            self.will_handle = None
 
     def allocate_packet_id(self) -> int:
         """The next free packet id [MQTT-2.2.1-3]; the caller guarantees fewer than 65535 in flight."""
