@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,21 +26,6 @@ from wrenmq.mqtt.reason_codes import ReasonCode
 P = PropertyId
 MALFORMED = ReasonCode.MALFORMED_PACKET
 PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR
-
-
-@pytest.fixture
-def client() -> Iterator[Callable[..., RawClient]]:
-    """``client(server, version)``: a raw TCP client for any broker (fixture or factory); closed after."""
-    made: list[RawClient] = []
-
-    def make(server: Any, version: int = 5) -> RawClient:
-        c = RawClient(server.port, version)
-        made.append(c)
-        return c
-
-    yield make
-    for c in made:
-        c.close()
 
 
 def bystander(make: Callable[..., RawClient], server: Any, version: int = 5) -> RawClient:
@@ -166,9 +151,9 @@ V5_VIOLATIONS = {
 
 
 @pytest.mark.parametrize(("data", "code"), V5_VIOLATIONS.values(), ids=V5_VIOLATIONS)
-def test_v5_violation_disconnects_with_reason_code(broker, client, data, code):  # [MQTT-4.13.1-1]
-    good = bystander(client, broker)
-    bad = offender(client, broker, 5)
+def test_v5_violation_disconnects_with_reason_code(broker, clients, data, code):  # [MQTT-4.13.1-1]
+    good = bystander(clients, broker)
+    bad = offender(clients, broker, 5)
     bad.send(data)
     assert_disconnected_with(bad, code)
     assert_still_served(good)
@@ -199,9 +184,9 @@ V4_VIOLATIONS = {
 
 
 @pytest.mark.parametrize("data", V4_VIOLATIONS.values(), ids=V4_VIOLATIONS)
-def test_v311_violation_closes_connection(broker, client, data):  # [MQTT-4.8.0-1] (3.1.1): close, no reply
-    good = bystander(client, broker, 4)
-    bad = offender(client, broker, 4)
+def test_v311_violation_closes_connection(broker, clients, data):  # [MQTT-4.8.0-1] (3.1.1): close, no reply
+    good = bystander(clients, broker, 4)
+    bad = offender(clients, broker, 4)
     bad.send(data)
     assert bad.expect_closed() == []
     assert_still_served(good)
@@ -211,10 +196,10 @@ def test_v311_violation_closes_connection(broker, client, data):  # [MQTT-4.8.0-
 
 
 @pytest.mark.parametrize("version", [4, 5])
-def test_packet_too_large(wrenmq_server_factory, client, version):  # [MQTT-3.2.2-15]: 0x95 Packet too large
+def test_packet_too_large(wrenmq_server_factory, clients, version):  # [MQTT-3.2.2-15]: 0x95 Packet too large
     server = wrenmq_server_factory(max_packet_size=256)
-    good = bystander(client, server, version)
-    bad = client(server, version)
+    good = bystander(clients, server, version)
+    bad = clients(server, version)
     ack = bad.connect("big")
     if version == 5:
         assert ack.properties[P.MAXIMUM_PACKET_SIZE] == 256  # section 3.2.2.3.6: announced in CONNACK
@@ -231,17 +216,17 @@ def test_packet_too_large(wrenmq_server_factory, client, version):  # [MQTT-3.2.
     assert_still_served(good)
 
 
-def test_packet_too_large_refused_from_its_header(wrenmq_server_factory, client):  # [MQTT-3.2.2-15]
+def test_packet_too_large_refused_from_its_header(wrenmq_server_factory, clients):  # [MQTT-3.2.2-15]
     server = wrenmq_server_factory(max_packet_size=1024)
-    bad = offender(client, server, 5)
+    bad = offender(clients, server, 5)
     bad.send(b"\x30\x80\x80\x40")  # a fixed header announcing 1 MiB: refused without waiting for the body
     assert_disconnected_with(bad, ReasonCode.PACKET_TOO_LARGE)
 
 
-def test_receive_maximum_exceeded(wrenmq_server_factory, client):  # [MQTT-3.3.4-9]: 0x93 Receive Maximum exceeded
+def test_receive_maximum_exceeded(wrenmq_server_factory, clients):  # [MQTT-3.3.4-9]: 0x93 Receive Maximum exceeded
     server = wrenmq_server_factory(receive_maximum=2)
-    good = bystander(client, server)
-    bad = client(server, 5)
+    good = bystander(clients, server)
+    bad = clients(server, 5)
     assert bad.connect("greedy").properties[P.RECEIVE_MAXIMUM] == 2
     for pid in (1, 2):
         bad.send(p.Publish("bystander/q2", b"%d" % pid, 2, False, pid))
@@ -256,10 +241,10 @@ def test_receive_maximum_exceeded(wrenmq_server_factory, client):  # [MQTT-3.3.4
     assert_still_served(good)
 
 
-def test_topic_alias_when_the_server_allows_none(wrenmq_server_factory, client):  # [MQTT-3.3.2-9]: 0x94
+def test_topic_alias_when_the_server_allows_none(wrenmq_server_factory, clients):  # [MQTT-3.3.2-9]: 0x94
     server = wrenmq_server_factory(topic_alias_maximum=0)
-    good = bystander(client, server)
-    bad = client(server, 5)
+    good = bystander(clients, server)
+    bad = clients(server, 5)
     assert P.TOPIC_ALIAS_MAXIMUM not in bad.connect("aliased").properties  # absent means 0 (section 3.2.2.3.8)
     bad.send(publish_bytes("t", properties=props(prop(P.TOPIC_ALIAS, b"\x00\x01"))))
     assert_disconnected_with(bad, ReasonCode.TOPIC_ALIAS_INVALID)
@@ -279,9 +264,9 @@ def test_topic_alias_when_the_server_allows_none(wrenmq_server_factory, client):
         pytest.param(b"\xe0\x00", id="DISCONNECT"),
     ],
 )
-def test_first_packet_not_connect(broker, client, version, first):  # [MQTT-3.1.0-1]
-    good = bystander(client, broker, version)
-    bad = client(broker, version)
+def test_first_packet_not_connect(broker, clients, version, first):  # [MQTT-3.1.0-1]
+    good = bystander(clients, broker, version)
+    bad = clients(broker, version)
     bad.send(first)
     assert bad.expect_closed() == []  # no CONNACK, and no DISCONNECT before a CONNACK [MQTT-3.14.0-1]
     good.nothing(0.2)  # the PUBLISH was not routed
@@ -289,9 +274,9 @@ def test_first_packet_not_connect(broker, client, version, first):  # [MQTT-3.1.
 
 
 @pytest.mark.parametrize("version", [4, 5])
-def test_second_connect_is_a_protocol_error(broker, client, version):  # [MQTT-3.1.0-2]
-    good = bystander(client, broker, version)
-    bad = offender(client, broker, version)
+def test_second_connect_is_a_protocol_error(broker, clients, version):  # [MQTT-3.1.0-2]
+    good = bystander(clients, broker, version)
+    bad = offender(clients, broker, version)
     bad.send(p.Connect("offender", version))
     if version == 5:
         assert_disconnected_with(bad, PROTOCOL_ERROR)
@@ -301,26 +286,26 @@ def test_second_connect_is_a_protocol_error(broker, client, version):  # [MQTT-3
 
 
 @pytest.mark.parametrize("level", [6, 0, 255])
-def test_unsupported_protocol_level(broker, client, level):  # [MQTT-3.1.2-2]: CONNACK 0x01 (3.1.1 form), close
-    good = bystander(client, broker)
-    bad = client(broker, 4)
+def test_unsupported_protocol_level(broker, clients, level):  # [MQTT-3.1.2-2]: CONNACK 0x01 (3.1.1 form), close
+    good = bystander(clients, broker)
+    bad = clients(broker, 4)
     bad.send(frame(0x10, utf8("MQTT"), bytes((level, 0x02)), b"\x00\x3c", utf8("future")))
     assert read_until_closed(bad) == b"\x20\x02\x00\x01"
     assert_still_served(good)
 
 
 @pytest.mark.parametrize("name", ["MQTX", "mqtt", "HTTP"])
-def test_bad_protocol_name_closes(broker, client, name):  # [MQTT-3.1.2-1]
-    good = bystander(client, broker)
-    bad = client(broker, 4)
+def test_bad_protocol_name_closes(broker, clients, name):  # [MQTT-3.1.2-1]
+    good = bystander(clients, broker)
+    bad = clients(broker, 4)
     bad.send(connect_bytes(4, name=name))
     sent = bad.expect_closed()
     assert all(isinstance(x, p.Connack) and x.reason_code != 0 for x in sent), sent  # never accepted
     assert_still_served(good)
 
 
-def test_http_request_closes(broker, client):  # [MQTT-3.1.0-1]: "GET / HTTP/1.1" is not a CONNECT
-    bad = client(broker, 4)
+def test_http_request_closes(broker, clients):  # [MQTT-3.1.0-1]: "GET / HTTP/1.1" is not a CONNECT
+    bad = clients(broker, 4)
     bad.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert bad.expect_closed() == []
 
@@ -352,9 +337,9 @@ BAD_CONNECTS = {
 
 
 @pytest.mark.parametrize(("data", "code"), BAD_CONNECTS.values(), ids=BAD_CONNECTS)
-def test_v5_bad_connect_gets_connack_with_reason(broker, client, data, code):  # [MQTT-3.1.4-1], section 4.13.1
-    good = bystander(client, broker)
-    bad = client(broker, 5)
+def test_v5_bad_connect_gets_connack_with_reason(broker, clients, data, code):  # [MQTT-3.1.4-1], section 4.13.1
+    good = bystander(clients, broker)
+    bad = clients(broker, 5)
     bad.send(data)
     sent = bad.expect_closed()
     assert [type(x) for x in sent] == [p.Connack], sent
@@ -374,9 +359,9 @@ def test_v5_bad_connect_gets_connack_with_reason(broker, client, data, code):  #
     ],
     ids=["invalid UTF-8 client id", "reserved flag", "password without user name", "will QoS", "trailing bytes"],
 )
-def test_v311_bad_connect_closes_without_connack(broker, client, data):  # [MQTT-3.1.4-1] (3.1.1)
-    good = bystander(client, broker, 4)
-    bad = client(broker, 4)
+def test_v311_bad_connect_closes_without_connack(broker, clients, data):  # [MQTT-3.1.4-1] (3.1.1)
+    good = bystander(clients, broker, 4)
+    bad = clients(broker, 4)
     bad.send(data)
     assert bad.expect_closed() == []
     assert_still_served(good)
@@ -386,9 +371,9 @@ def test_v311_bad_connect_closes_without_connack(broker, client, data):  # [MQTT
 
 
 @pytest.mark.parametrize("version", [4, 5])
-def test_will_published_on_protocol_error(broker, client, version):  # [MQTT-3.1.2-8]
-    good = bystander(client, broker, version)
-    bad = client(broker, version)
+def test_will_published_on_protocol_error(broker, clients, version):  # [MQTT-3.1.2-8]
+    good = bystander(clients, broker, version)
+    bad = clients(broker, version)
     will = p.Will("bystander/will", b"offender gone", 1)
     assert bad.connect("willing", will=will).reason_code == 0
     bad.send(publish_bytes(b"bad/\xff", level=version))
@@ -402,9 +387,9 @@ def test_will_published_on_protocol_error(broker, client, version):  # [MQTT-3.1
     assert_still_served(good)
 
 
-def test_packets_before_the_violation_are_handled(broker, client):  # section 4.13.1, [MQTT-4.6.0-1 context]
-    good = bystander(client, broker)
-    bad = offender(client, broker, 5)
+def test_packets_before_the_violation_are_handled(broker, clients):  # section 4.13.1, [MQTT-4.6.0-1 context]
+    good = bystander(clients, broker)
+    bad = offender(clients, broker, 5)
     # One write: a valid QoS 1 PUBLISH, then a malformed packet. The first is honoured in order.
     bad.send(publish_bytes("bystander/before", qos=1, packet_id=7, payload=b"first") + b"\x36\x00")
     sent = bad.expect_closed()
@@ -417,7 +402,7 @@ def test_packets_before_the_violation_are_handled(broker, client):  # section 4.
 
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["paho-3.1.1", "paho-5.0"])
-def test_paho_bystander_unaffected_and_gets_the_will(broker, client, protocol):  # [MQTT-3.1.2-8], section 4.13
+def test_paho_bystander_unaffected_and_gets_the_will(broker, clients, protocol):  # [MQTT-3.1.2-8], section 4.13
     messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
     events: queue.Queue[str] = queue.Queue()
     paho = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="paho-bystander", protocol=protocol)
@@ -430,7 +415,7 @@ def test_paho_bystander_unaffected_and_gets_the_will(broker, client, protocol): 
         assert events.get(timeout=5) == "connack"
         paho.subscribe("paho/#", 1)
         assert events.get(timeout=5) == "suback"
-        bad = client(broker, 5)
+        bad = clients(broker, 5)
         assert bad.connect("willing", will=p.Will("paho/will", b"offender gone", 1)).reason_code == 0
         bad.send(b"\x00\x00")  # reserved packet type 0
         assert_disconnected_with(bad, MALFORMED)
