@@ -60,9 +60,7 @@ class Config(BaseModel):
     data_dir: Annotated[
         Path, BeforeValidator(_expand_path), Field(description="Directory for the SQLite database.")
     ] = Field(default_factory=_default_data_dir)
-    log_level: Annotated[
-        Literal["debug", "info", "warning", "error"], Field(description="Logging threshold.")
-    ] = "info"
+    log_level: Annotated[Literal["debug", "info", "warning", "error"], Field(description="Logging threshold.")] = "info"
     storage: Annotated[
         Literal["sqlite", "memory"], Field(description="Where sessions, queued and retained messages live.")
     ] = "sqlite"
@@ -91,16 +89,12 @@ class Config(BaseModel):
     max_session_expiry_interval: Annotated[
         int, Field(ge=0, le=4294967295, description="Upper bound on a client's Session Expiry Interval.")
     ] = 4294967295
-    connect_timeout: Annotated[
-        float, Field(gt=0, description="Seconds a new connection has to send CONNECT.")
-    ] = 10.0
+    connect_timeout: Annotated[float, Field(gt=0, description="Seconds a new connection has to send CONNECT.")] = 10.0
     max_keepalive: Annotated[
         int, Field(ge=0, le=65535, description="Largest Keep Alive granted, enforced with Server Keep Alive.")
     ] = 65535
     allow_anonymous: Annotated[bool, Field(description="Accept clients that send no username.")] = True
-    sys_interval: Annotated[
-        float, Field(ge=0, description="Seconds between $SYS updates; 0 disables $SYS.")
-    ] = 10.0
+    sys_interval: Annotated[float, Field(ge=0, description="Seconds between $SYS updates; 0 disables $SYS.")] = 10.0
     retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
     maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
     topic_alias_maximum: Annotated[

@@ -23,6 +23,7 @@ from ..mqtt.reason_codes import ReasonCode, connack_v3_code
 from ..mqtt.topics import parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
 from .connection import Connection
+from .limits import Limits
 from .message import Message
 from .persist import Persistence
 from .retain import RetainStore
@@ -98,6 +99,7 @@ class Broker:
         elif overrides:
             config = Config(**{**config.model_dump(), **overrides})
         self.config = config
+        self.limits = Limits(config)
         self.router = Router()
         self.retained = RetainStore()
         self.sessions: dict[str, Session] = {}
@@ -311,7 +313,7 @@ class Broker:
     # -- CONNECT ---------------------------------------------------------------------------
 
     def accept_connect(self, conn: Connection, packet: p.Connect) -> None:
-        config = self.config
+        limits = self.limits
         version = packet.protocol_level
         props = packet.properties
         client_id = packet.client_id
@@ -324,11 +326,15 @@ class Broker:
             if props.get(_P.MAXIMUM_PACKET_SIZE) == 0:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-24] Maximum Packet Size of 0")
             expiry = props.get(_P.SESSION_EXPIRY_INTERVAL, 0)
-        else:
+            receive_maximum = props.get(_P.RECEIVE_MAXIMUM, 65535)
+            max_packet_out = props.get(_P.MAXIMUM_PACKET_SIZE, 0)
+            problem_info = props.get(_P.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        else:  # 3.1.x has no properties (reading the enum's members costs more than the rest here)
             expiry = 0 if clean else NEVER_EXPIRES
-        if not config.allow_anonymous and packet.username is None:
+            receive_maximum, max_packet_out, problem_info = 65535, 0, True
+        if not limits.allow_anonymous and packet.username is None:
             return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
-        granted_expiry = min(expiry, config.max_session_expiry_interval)
+        granted_expiry = min(expiry, limits.max_session_expiry_interval)
         assigned = None
         if not client_id:
             if version == 5 or (version == 4 and clean):  # [MQTT-3.1.3-6], [MQTT-3.1.3-7]
@@ -337,9 +343,9 @@ class Broker:
                 return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
         will = packet.will
         if will is not None:
-            if will.qos > config.maximum_qos:
+            if will.qos > limits.maximum_qos:
                 return self._refuse(conn, ReasonCode.QOS_NOT_SUPPORTED, "will QoS above Maximum QoS")
-            if will.retain and not config.retain_available:
+            if will.retain and not limits.retain_available:
                 return self._refuse(conn, ReasonCode.RETAIN_NOT_SUPPORTED, "will retain unsupported")
             will_props = {k: v for k, v in will.properties.items() if k != _P.WILL_DELAY_INTERVAL}
             expires_at = None
@@ -351,19 +357,19 @@ class Broker:
         # Keep alive: the server may impose its own value [MQTT-3.2.2-21].
         keep_alive = packet.keep_alive
         server_keep_alive = None
-        if keep_alive > config.max_keepalive or (keep_alive == 0 and config.max_keepalive < 65535):
+        if keep_alive > limits.max_keepalive or (keep_alive == 0 and limits.max_keepalive < 65535):
             if version != 5:
                 # 3.1.x cannot be told a Server Keep Alive, and holding a client to a shorter one than
                 # it asked for would cut it off while it obeys [MQTT-3.1.2-24]: refuse (as Mosquitto does).
                 return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "keep alive above max_keepalive")
-            server_keep_alive = keep_alive = config.max_keepalive
+            server_keep_alive = keep_alive = limits.max_keepalive
         conn.keep_alive = keep_alive
         conn.client_id = client_id
         conn.username = packet.username
-        conn.send_quota = min(props.get(_P.RECEIVE_MAXIMUM, 65535), config.max_inflight_messages)
-        conn.max_packet_out = props.get(_P.MAXIMUM_PACKET_SIZE, 0)
-        conn.topic_alias_max_in = config.topic_alias_maximum if version == 5 else 0
-        conn.request_problem_info = props.get(_P.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        conn.send_quota = min(receive_maximum, limits.max_inflight_messages)
+        conn.max_packet_out = max_packet_out
+        conn.topic_alias_max_in = limits.topic_alias_maximum if version == 5 else 0
+        conn.request_problem_info = problem_info
         conn.connect_expiry = expiry
 
         session = self.sessions.get(client_id)
@@ -390,34 +396,37 @@ class Broker:
         conn.connected = True
         self.stats.clients_total += 1
 
-        ack_props: dict[int, Any] = {}
         if version == 5:
+            ack_props: dict[int, Any] = {}
             if assigned:
                 ack_props[_P.ASSIGNED_CLIENT_IDENTIFIER] = assigned
             if server_keep_alive is not None:
                 ack_props[_P.SERVER_KEEP_ALIVE] = server_keep_alive
             if granted_expiry != expiry:
                 ack_props[_P.SESSION_EXPIRY_INTERVAL] = granted_expiry
-            if config.receive_maximum != 65535:
-                ack_props[_P.RECEIVE_MAXIMUM] = config.receive_maximum
-            ack_props[_P.MAXIMUM_PACKET_SIZE] = config.max_packet_size
-            if config.topic_alias_maximum:
-                ack_props[_P.TOPIC_ALIAS_MAXIMUM] = config.topic_alias_maximum
-            if config.maximum_qos < 2:
-                ack_props[_P.MAXIMUM_QOS] = config.maximum_qos
-            if not config.retain_available:
+            if limits.receive_maximum != 65535:
+                ack_props[_P.RECEIVE_MAXIMUM] = limits.receive_maximum
+            ack_props[_P.MAXIMUM_PACKET_SIZE] = limits.max_packet_size
+            if limits.topic_alias_maximum:
+                ack_props[_P.TOPIC_ALIAS_MAXIMUM] = limits.topic_alias_maximum
+            if limits.maximum_qos < 2:
+                ack_props[_P.MAXIMUM_QOS] = limits.maximum_qos
+            if not limits.retain_available:
                 ack_props[_P.RETAIN_AVAILABLE] = 0
-        conn.write_now(encode(p.Connack(session_present, 0, ack_props), version))
+            conn.write_now(encode(p.Connack(session_present, 0, ack_props), version))
+        else:
+            conn.write_now(_CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED)
         conn.start_keepalive()
-        log.info(
-            "client %s connected from %s (MQTT %s, clean=%s, keep_alive=%d%s)",
-            client_id,
-            conn.peer,
-            _VERSION_NAMES.get(version, version),
-            clean,
-            keep_alive,
-            ", session present" if session_present else "",
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "client %s connected from %s (MQTT %s, clean=%s, keep_alive=%d%s)",
+                client_id,
+                conn.peer,
+                _VERSION_NAMES.get(version, version),
+                clean,
+                keep_alive,
+                ", session present" if session_present else "",
+            )
         self.persist.session_put(session, connected=True)
         if session_present:
             now = self.loop.time()
@@ -437,13 +446,14 @@ class Broker:
         session = conn.session
         if not conn.connected or session is None:
             return
-        log.info(
-            "client %s disconnected from %s (MQTT %s): %s",
-            conn.client_id,
-            conn.peer,
-            _VERSION_NAMES.get(conn.version, conn.version),
-            conn.disconnect_reason,
-        )
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "client %s disconnected from %s (MQTT %s): %s",
+                conn.client_id,
+                conn.peer,
+                _VERSION_NAMES.get(conn.version, conn.version),
+                conn.disconnect_reason,
+            )
         if session.connection is conn:
             self._detach(conn, session_continues=True)
 
@@ -547,7 +557,7 @@ class Broker:
                 continue
             if group is not None and request.no_local:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.8.3-4] No Local on a shared subscription")
-            qos = min(request.qos, self.config.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]
+            qos = min(request.qos, self.limits.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]
             sub = Subscriber(
                 session,
                 topic_filter,
@@ -667,6 +677,9 @@ def _subscription_ids(session: Session, topic: str) -> list[int] | None:
 
 
 _VERSION_NAMES = {3: "3.1", 4: "3.1.1", 5: "5.0"}
+# CONNACK for 3.1/3.1.1, return code 0, without and with Session Present: the same four bytes every time.
+_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
+_CONNACK_SESSION_PRESENT = b"\x20\x02\x01\x00"
 
 
 def _valid_filter(topic_filter: str) -> bool:

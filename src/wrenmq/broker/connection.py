@@ -41,13 +41,13 @@ class Connection(asyncio.Protocol):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.loop = broker.loop
-        self.config = broker.config
+        self.limits = limits = broker.limits
         self.transport: asyncio.Transport | None = None
-        self.parser = Parser(self.config.max_packet_size)
+        self.parser = Parser(limits.max_packet_size)
         self.version = 0
         self.client_id = ""
         self.username: str | None = None
-        self.peer = "?"
+        self._peer: str | None = None  # "host:port", resolved on first use (a syscall or two)
         self.session: Session | None = None
         self.connected = False  # CONNACK accepted
         self.closed = False
@@ -82,14 +82,29 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but they are duck-typed as one.
         self.transport = transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        if peer:
-            self.peer = f"{peer[0]}:{peer[1]}"
-        config = self.config
-        transport.set_write_buffer_limits(config.write_buffer_high, config.write_buffer_low)
+        if log.isEnabledFor(logging.INFO):
+            self._peer = self._resolve_peer()  # the disconnect line names it after the socket is gone
+        limits = self.limits
+        transport.set_write_buffer_limits(limits.write_buffer_high, limits.write_buffer_low)
         self.last_rx = self.opened_at = self.loop.time()
         # The connect timeout and keep alive are enforced by the broker's sweep (check_timeouts).
         self.broker.connections.add(self)
+
+    def eof_received(self) -> bool | None:
+        return None  # MQTT has no half-closed state: let the transport close
+
+    @property
+    def peer(self) -> str:
+        """The client's address, looked up only when someone asks (logs, the API)."""
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = self._resolve_peer()
+        return peer
+
+    def _resolve_peer(self) -> str:
+        transport = self.transport
+        address = transport.get_extra_info("peername") if transport is not None else None
+        return f"{address[0]}:{address[1]}" if address else "?"
 
     def data_received(self, data: bytes) -> None:
         self.last_rx = self.loop.time()
@@ -151,7 +166,7 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writing_paused = True
         self._stalled_since = self.loop.time()
-        if self.transport is not None and self.transport.get_write_buffer_size() >= self.config.max_write_buffer:
+        if self.transport is not None and self.transport.get_write_buffer_size() >= self.limits.max_write_buffer:
             self.congested = True
 
     def resume_writing(self) -> None:
@@ -174,7 +189,7 @@ class Connection(asyncio.Protocol):
         """``size`` more bytes were appended to ``_out``: flush on this loop turn, or at once past
         high-water (one read can carry megabytes) so pause_writing can stop what follows."""
         self._out_size += size
-        if self._out_size >= self.config.write_buffer_high:
+        if self._out_size >= self.limits.write_buffer_high:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
@@ -192,7 +207,7 @@ class Connection(asyncio.Protocol):
             return
         self.broker.stats.bytes_sent += size
         transport.writelines(out)
-        if self.writing_paused and transport.get_write_buffer_size() > _STUCK_FACTOR * self.config.max_write_buffer:
+        if self.writing_paused and transport.get_write_buffer_size() > _STUCK_FACTOR * self.limits.max_write_buffer:
             # Past the limit only replies we owe (acks, PINGRESP, SUBACK) keep growing the buffer, so a
             # client this far behind is reading nothing: stuck, not slow. Drop it rather than buffer forever.
             self.broker.stats.slow_consumers_dropped += 1
@@ -205,7 +220,7 @@ class Connection(asyncio.Protocol):
         """Our buffer is past high-water: hold back the publisher feeding it, and count the
         buffer against the hard limit."""
         transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() >= self.config.max_write_buffer:
+        if transport is not None and transport.get_write_buffer_size() >= self.limits.max_write_buffer:
             self.congested = True
         elif self.loop.time() - self._stalled_since >= _MAX_PAUSE:
             # Past high-water for as long as a publisher may be held: a slow consumer, not a burst.
@@ -355,7 +370,7 @@ class Connection(asyncio.Protocol):
         if self.closed:
             return
         if not self.connected:
-            if now - self.opened_at >= self.config.connect_timeout:
+            if now - self.opened_at >= self.limits.connect_timeout:
                 self.close("no CONNECT within the connect timeout")
             return
         limit = self.idle_limit
@@ -384,10 +399,10 @@ class Connection(asyncio.Protocol):
         if not self.connected:
             raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.0-1] PUBLISH before CONNECT")
         qos = packet.qos
-        config = self.config
-        if qos > config.maximum_qos:
+        limits = self.limits
+        if qos > limits.maximum_qos:
             raise ProtocolError(ReasonCode.QOS_NOT_SUPPORTED, "[MQTT-3.2.2-11] QoS above Maximum QoS")
-        if packet.retain and not config.retain_available:
+        if packet.retain and not limits.retain_available:
             raise ProtocolError(ReasonCode.RETAIN_NOT_SUPPORTED, "[MQTT-3.2.2-14] retain is not available")
         props = packet.properties
         topic = packet.topic
@@ -419,7 +434,7 @@ class Connection(asyncio.Protocol):
             return
         if qos:
             self._inbound_unacked += 1
-            if self._inbound_unacked + len(session.inbound_qos2) > config.receive_maximum:
+            if self._inbound_unacked + len(session.inbound_qos2) > limits.receive_maximum:
                 raise ProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] receive maximum exceeded")
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         self.broker.stats.messages_received += 1
@@ -513,7 +528,7 @@ class Connection(asyncio.Protocol):
             if self.connect_expiry == 0 and expiry != 0:
                 # [MQTT-3.14.2-2]: cannot turn a non-persistent session into a persistent one.
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.14.2-2] session expiry set on DISCONNECT")
-            session.expiry_interval = min(expiry, self.config.max_session_expiry_interval)
+            session.expiry_interval = min(expiry, self.limits.max_session_expiry_interval)
         if packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
             self.will = None  # a normal DISCONNECT discards the will [MQTT-3.1.2-10]
             self.disconnect_reason = "client disconnected"

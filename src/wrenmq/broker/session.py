@@ -149,11 +149,11 @@ class Session:
     def enqueue(self, delivery: Delivery) -> None:
         """Queue a QoS 1/2 delivery, bounded by ``max_queued_messages`` with the configured policy."""
         queue = self.queue
-        config = self.broker.config
-        if len(queue) >= config.max_queued_messages:
+        limits = self.broker.limits
+        if len(queue) >= limits.max_queued_messages:
             self.dropped += 1
             self.broker.stats.messages_dropped += 1
-            if config.queue_drop_policy == "drop_new" or not queue:
+            if not limits.queue_drop_oldest or not queue:
                 return
             old = queue.popleft()
             if self.persistent:
