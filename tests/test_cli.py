@@ -109,7 +109,8 @@ def test_serve_stops_gracefully_on_signal(tmp_path: Path, signum: signal.Signals
     if not hasattr(pytest.importorskip("wrenmq.broker"), "Broker"):
         pytest.skip("wrenmq.broker.Broker does not exist yet")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
-    args = ["serve", "--port", "0", "--storage", "memory", "--sys-interval", "0", "--data-dir", str(tmp_path)]
+    args = ["serve", "--port", "0", "--ws-port", "off", "--storage", "memory", "--sys-interval", "0"]
+    args += ["--data-dir", str(tmp_path)]
     with subprocess.Popen(
         [sys.executable, "-m", "wrenmq", *args], env=clean, stderr=subprocess.PIPE, text=True
     ) as proc:
@@ -120,7 +121,7 @@ def test_serve_stops_gracefully_on_signal(tmp_path: Path, signum: signal.Signals
             lines.append(proc.stderr.readline())
             if not lines[-1] and proc.poll() is not None:
                 break
-        assert "listening on 127.0.0.1:" in lines[-1], "".join(lines)
+        assert "listening on mqtt://127.0.0.1:" in lines[-1], "".join(lines)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

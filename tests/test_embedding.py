@@ -34,7 +34,7 @@ def subscriber(port: int, topic_filter: str, qos: int = 1, version: int = 4, cli
 
 
 async def test_async_with_broker_publish_reaches_subscriber():  # [MQTT-3.8.4-8]
-    async with wrenmq.Broker(port=0, storage="memory") as broker:
+    async with wrenmq.Broker(port=0, ws_port=None, storage="memory") as broker:
         sub = await blocking(subscriber, broker.port, "emb/#", 1)
         try:
             matched = await broker.publish("emb/x", b"hello", qos=1)
@@ -47,7 +47,7 @@ async def test_async_with_broker_publish_reaches_subscriber():  # [MQTT-3.8.4-8]
 
 
 async def test_publish_returns_the_match_count():  # [MQTT-3.3.4-2]: one copy per client, however many filters
-    async with wrenmq.Broker(port=0, storage="memory", sys_interval=0) as broker:
+    async with wrenmq.Broker(port=0, ws_port=None, storage="memory", sys_interval=0) as broker:
         one = await blocking(subscriber, broker.port, "count/+", 0, 4, "one")
         two = await blocking(subscriber, broker.port, "count/#", 0, 4, "two")
         try:
@@ -63,7 +63,7 @@ async def test_publish_returns_the_match_count():  # [MQTT-3.3.4-2]: one copy pe
 
 
 async def test_in_process_retained_publish():  # [MQTT-3.3.1-5], [MQTT-3.3.1-9]
-    async with wrenmq.Broker(port=0, storage="memory") as broker:
+    async with wrenmq.Broker(port=0, ws_port=None, storage="memory") as broker:
         assert await broker.publish("state/lamp", b"on", qos=1, retain=True) == 0
         sub = await blocking(subscriber, broker.port, "state/#", 1, 5)
         try:
@@ -74,7 +74,7 @@ async def test_in_process_retained_publish():  # [MQTT-3.3.1-5], [MQTT-3.3.1-9]
 
 
 async def test_in_process_publish_with_properties():  # [MQTT-3.3.2-17], [MQTT-3.3.2-6]
-    async with wrenmq.Broker(port=0, storage="memory") as broker:
+    async with wrenmq.Broker(port=0, ws_port=None, storage="memory") as broker:
         sub = await blocking(subscriber, broker.port, "props/#", 1, 5)
         try:
             props = {PropertyId.USER_PROPERTY: [("k", "v")], PropertyId.MESSAGE_EXPIRY_INTERVAL: 30}
@@ -88,19 +88,21 @@ async def test_in_process_publish_with_properties():  # [MQTT-3.3.2-17], [MQTT-3
 
 @pytest.mark.parametrize("topic", ["", "a/+", "a/#", "#", "a\x00b"])
 async def test_publish_to_an_invalid_topic_raises_value_error(topic):  # [MQTT-3.3.2-2], [MQTT-4.7.3-1..2]
-    async with wrenmq.Broker(port=0, storage="memory", sys_interval=0) as broker:
+    async with wrenmq.Broker(port=0, ws_port=None, storage="memory", sys_interval=0) as broker:
         with pytest.raises(ValueError):
             await broker.publish(topic, b"x")
 
 
 async def test_publish_with_an_invalid_qos_raises_value_error():  # [MQTT-3.3.1-4]
-    async with wrenmq.Broker(port=0, storage="memory", sys_interval=0) as broker:
+    async with wrenmq.Broker(port=0, ws_port=None, storage="memory", sys_interval=0) as broker:
         with pytest.raises(ValueError):
             await broker.publish("a/b", b"x", qos=3)
 
 
 async def test_broker_from_a_config_object(tmp_path: Path):
-    config = wrenmq.Config(port=0, storage="memory", sys_interval=0, max_packet_size=1024, data_dir=tmp_path)
+    config = wrenmq.Config(
+        port=0, ws_port=None, storage="memory", sys_interval=0, max_packet_size=1024, data_dir=tmp_path
+    )
     broker = wrenmq.Broker(config)
     assert broker.config is config
     overridden = wrenmq.Broker(config, receive_maximum=10)
@@ -115,7 +117,7 @@ async def test_broker_from_a_config_object(tmp_path: Path):
 
 
 async def test_stop_is_idempotent_and_disconnects_clients():  # [MQTT-4.13.2-1] (DISCONNECT 0x8B, then close)
-    broker = wrenmq.Broker(port=0, storage="memory", sys_interval=0)
+    broker = wrenmq.Broker(port=0, ws_port=None, storage="memory", sys_interval=0)
     await broker.stop()  # never started: nothing to do
     await broker.start()
     port = broker.port
@@ -134,8 +136,8 @@ async def test_stop_is_idempotent_and_disconnects_clients():  # [MQTT-4.13.2-1] 
 
 async def test_two_brokers_in_one_loop():
     async with (
-        wrenmq.Broker(port=0, storage="memory", sys_interval=0) as first,
-        wrenmq.Broker(port=0, storage="memory", sys_interval=0) as second,
+        wrenmq.Broker(port=0, ws_port=None, storage="memory", sys_interval=0) as first,
+        wrenmq.Broker(port=0, ws_port=None, storage="memory", sys_interval=0) as second,
     ):
         assert first.port != second.port
         sub_first = await blocking(subscriber, first.port, "same/topic", 0)
@@ -153,7 +155,13 @@ async def test_two_brokers_in_one_loop():
 
 
 async def test_embedded_sqlite_broker_restores_retained_and_sessions(tmp_path: Path):  # [MQTT-3.1.2-23]
-    settings: dict[str, Any] = {"port": 0, "storage": "sqlite", "data_dir": tmp_path, "sys_interval": 0}
+    settings: dict[str, Any] = {
+        "port": 0,
+        "ws_port": None,
+        "storage": "sqlite",
+        "data_dir": tmp_path,
+        "sys_interval": 0,
+    }
     async with wrenmq.Broker(**settings) as broker:
         sub = RawClient(broker.port, 5)
         ack = await blocking(lambda: sub.connect("keeper", properties={PropertyId.SESSION_EXPIRY_INTERVAL: 60}))

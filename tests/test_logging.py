@@ -132,6 +132,8 @@ def test_serve_writes_the_connect_line_to_stderr_promptly(tmp_path: Path):
             "serve",
             "--port",
             str(port),
+            "--ws-port",
+            "off",
             "--storage",
             "memory",
             "--data-dir",

@@ -61,6 +61,14 @@ def _build_parser() -> argparse.ArgumentParser:
 _SERVE_FLAGS = (
     "host",
     "port",
+    "ws_port",
+    "tls_port",
+    "wss_port",
+    "certfile",
+    "keyfile",
+    "cafile",
+    "password_file",
+    "acl_file",
     "data_dir",
     "log_level",
     "storage",
@@ -92,14 +100,27 @@ def _add_config_flag(parser: argparse.ArgumentParser, key: str) -> None:
     flag = "--" + key.replace("_", "-")
     kwargs: dict[str, Any] = {"dest": key, "default": None, "help": help_text}
     annotation = field.annotation
+    optional = type(None) in typing.get_args(annotation)
+    if optional:  # X | None: the flag takes an X (or "off", which the field's validator maps to None)
+        annotation = next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+        while typing.get_origin(annotation) is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
     if annotation is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(annotation) is typing.Literal:
         kwargs["choices"] = typing.get_args(annotation)
     else:
-        kwargs["type"] = annotation
+        kwargs["type"] = _off_or(annotation) if optional and annotation is int else annotation
         kwargs["metavar"] = key.upper()
     parser.add_argument(flag, **kwargs)
+
+
+def _off_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return "off" if text.strip().lower() == "off" else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
+    return parse
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -111,6 +132,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     except OSError as exc:  # typically the port is taken or the data directory is not writable
         print(f"wrenmq: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except ConfigError as exc:  # found at start-up: a TLS file that does not load
+        print(f"wrenmq: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

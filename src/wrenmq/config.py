@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-__all__ = ["ENV_PREFIX", "Config", "ConfigError", "env_var", "load_config"]
+__all__ = ["ENV_PREFIX", "Config", "ConfigError", "ListenerConfig", "env_var", "load_config"]
 
 ENV_PREFIX = "WRENMQ_"
 KiB = 1024
@@ -48,6 +48,70 @@ def _expand_path(value: Any) -> Any:
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("wrenmq"))
+
+
+def _optional_port(value: Any) -> Any:
+    """``false``, ``"off"`` or ``"none"`` switch a listener off (TOML has no null)."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "none", "false", "")):
+        return None
+    return value
+
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+OptionalPort = Annotated[Port | None, BeforeValidator(_optional_port)]
+OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v is None else _expand_path(v))]
+TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class ListenerConfig(BaseModel):
+    """One listener: a transport on an address, with its own TLS and auth settings.
+
+    Unset auth settings (None) inherit the top-level ones, as Mosquitto's per-listener settings do.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Annotated[Literal["tcp", "tls", "ws", "wss"], Field(description="Transport.")] = "tcp"
+    host: Annotated[str, Field(description="Address to bind.")] = "127.0.0.1"
+    port: Annotated[Port, Field(description="Port; 0 picks a free port.")] = 1883
+    name: Annotated[str, Field(description="Name in logs and the API (default: type:port).")] = ""
+    path: Annotated[str, Field(description='WebSocket path ("/" is accepted too).')] = "/mqtt"
+    certfile: Annotated[OptionalPath, Field(description="TLS certificate chain (PEM).")] = None
+    keyfile: Annotated[OptionalPath, Field(description="TLS private key (PEM).")] = None
+    cafile: Annotated[OptionalPath, Field(description="CA bundle that client certificates must chain to.")] = None
+    require_certificate: Annotated[bool, Field(description="Refuse TLS clients without a valid certificate.")] = False
+    use_identity_as_username: Annotated[bool, Field(description="Use the client certificate's CN as the username.")] = (
+        False
+    )
+    tls_version: Annotated[TlsVersion, Field(description="Lowest TLS version accepted.")] = "TLSv1.2"
+    ciphers: Annotated[str | None, Field(description="OpenSSL cipher list for TLS 1.2.")] = None
+    allow_anonymous: Annotated[bool | None, Field(description="Override the top-level allow_anonymous.")] = None
+    password_file: Annotated[OptionalPath, Field(description="Override the top-level password_file.")] = None
+    acl_file: Annotated[OptionalPath, Field(description="Override the top-level acl_file.")] = None
+    max_connections: Annotated[int, Field(ge=0, description="Connections at once on this listener; 0: no limit.")] = 0
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.type}:{self.port}"
+
+    @property
+    def secure(self) -> bool:
+        return self.type in ("tls", "wss")
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ListenerConfig:
+        if self.secure and (self.certfile is None or self.keyfile is None):
+            raise ValueError(f"a {self.type} listener needs certfile and keyfile")
+        if self.require_certificate and self.cafile is None:
+            raise ValueError("require_certificate needs cafile (the CA client certificates chain to)")
+        if self.use_identity_as_username and not self.require_certificate:
+            raise ValueError("use_identity_as_username needs require_certificate = true")
+        return self
 
 
 class Config(BaseModel):
@@ -93,7 +157,41 @@ class Config(BaseModel):
     max_keepalive: Annotated[
         int, Field(ge=0, le=65535, description="Largest Keep Alive granted, enforced with Server Keep Alive.")
     ] = 65535
-    allow_anonymous: Annotated[bool, Field(description="Accept clients that send no username.")] = True
+    allow_anonymous: Annotated[
+        bool | None,
+        Field(description="Accept clients that send no username (default: only while every listener is on loopback)."),
+    ] = None
+    ws_port: Annotated[OptionalPort, Field(description="WebSocket listener port on host (off: none).")] = 9001
+    ws_path: Annotated[str, Field(description="WebSocket path of the ws/wss listeners.")] = "/mqtt"
+    tls_port: Annotated[OptionalPort, Field(description="TLS listener port on host (needs certfile, keyfile).")] = None
+    wss_port: Annotated[OptionalPort, Field(description="Secure WebSocket listener port on host.")] = None
+    certfile: Annotated[OptionalPath, Field(description="TLS certificate chain (PEM) for tls/wss.")] = None
+    keyfile: Annotated[OptionalPath, Field(description="TLS private key (PEM) for tls/wss.")] = None
+    cafile: Annotated[OptionalPath, Field(description="CA bundle for client certificates.")] = None
+    require_certificate: Annotated[bool, Field(description="tls/wss clients must present a certificate.")] = False
+    use_identity_as_username: Annotated[bool, Field(description="Use a client certificate's CN as the username.")] = (
+        False
+    )
+    tls_version: Annotated[TlsVersion, Field(description="Lowest TLS version accepted.")] = "TLSv1.2"
+    ciphers: Annotated[str | None, Field(description="OpenSSL cipher list for TLS 1.2.")] = None
+    listeners: Annotated[
+        list[ListenerConfig], Field(description="More listeners ([[listeners]] tables), beside the ones above.")
+    ] = []
+    password_file: Annotated[OptionalPath, Field(description="Password file (argon2id; wrenmq passwd).")] = None
+    acl_file: Annotated[OptionalPath, Field(description="ACL rules file (Mosquitto acl_file syntax).")] = None
+    sys_readers: Annotated[list[str], Field(description="Users who may subscribe to $SYS/# once ACLs are on.")] = []
+    auth_failure_limit: Annotated[
+        int, Field(ge=0, description="Failed logins per source address per minute before refusing it; 0: no limit.")
+    ] = 10
+    max_connections: Annotated[int, Field(ge=0, description="Connections at once, all listeners; 0: no limit.")] = 0
+    max_topic_length: Annotated[
+        int, Field(ge=1, le=65535, description="Longest topic name or filter, in UTF-8 bytes.")
+    ] = 65535
+    max_topic_levels: Annotated[int, Field(ge=1, description="Most levels in a topic name or filter.")] = 128
+    max_subscriptions: Annotated[int, Field(ge=0, description="Subscriptions per client; 0: no limit.")] = 0
+    max_publish_rate: Annotated[
+        float, Field(ge=0, description="Messages per second a client may publish (token bucket); 0: no limit.")
+    ] = 0.0
     sys_interval: Annotated[float, Field(ge=0, description="Seconds between $SYS updates; 0 disables $SYS.")] = 10.0
     retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
     maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
@@ -124,6 +222,52 @@ class Config(BaseModel):
                 ("write_buffer_high", "max_write_buffer"),
                 f"write_buffer_high ({self.write_buffer_high}) must not exceed "
                 f"max_write_buffer ({self.max_write_buffer})",
+            )
+        return self
+
+    def effective_listeners(self) -> list[ListenerConfig]:
+        """The shorthand listeners (port, ws_port, tls_port, wss_port on host) and then ``listeners``."""
+        tls: dict[str, Any] = {
+            "certfile": self.certfile,
+            "keyfile": self.keyfile,
+            "cafile": self.cafile,
+            "require_certificate": self.require_certificate,
+            "use_identity_as_username": self.use_identity_as_username,
+            "tls_version": self.tls_version,
+            "ciphers": self.ciphers,
+        }
+        found = [ListenerConfig(type="tcp", host=self.host, port=self.port)]
+        if self.ws_port is not None:
+            found.append(ListenerConfig(type="ws", host=self.host, port=self.ws_port, path=self.ws_path))
+        if self.tls_port is not None:
+            found.append(ListenerConfig(type="tls", host=self.host, port=self.tls_port, **tls))
+        if self.wss_port is not None:
+            found.append(ListenerConfig(type="wss", host=self.host, port=self.wss_port, path=self.ws_path, **tls))
+        return found + list(self.listeners)
+
+    def anonymous_allowed(self, listener: ListenerConfig) -> bool:
+        """Per listener, then top level; unset everywhere: only while every listener is on loopback."""
+        if listener.allow_anonymous is not None:
+            return listener.allow_anonymous
+        if self.allow_anonymous is not None:
+            return self.allow_anonymous
+        return all(found.loopback for found in self.effective_listeners())
+
+    @model_validator(mode="after")
+    def _check_listeners(self) -> Config:
+        """TLS shorthand ports need a certificate; build the listener list once to surface errors."""
+        needs_cert = [k for k in ("tls_port", "wss_port") if getattr(self, k) is not None]
+        if needs_cert and (self.certfile is None or self.keyfile is None):
+            raise _CrossFieldError(
+                (*needs_cert, "certfile", "keyfile"),
+                f"{' and '.join(needs_cert)} {'needs' if len(needs_cert) == 1 else 'need'} certfile and keyfile",
+            )
+        if self.require_certificate and self.cafile is None:
+            raise _CrossFieldError(("require_certificate", "cafile"), "require_certificate needs cafile")
+        if self.use_identity_as_username and not self.require_certificate:
+            raise _CrossFieldError(
+                ("use_identity_as_username", "require_certificate"),
+                "use_identity_as_username needs require_certificate = true",
             )
         return self
 
@@ -231,7 +375,9 @@ def _describe(err: ErrorDetails, origins: Mapping[str, str]) -> str:
     loc = err["loc"]
     if loc:
         key = str(loc[0])
-        return f"{origins.get(key, f'key {key!r}')}: {_message(err)}"
+        inner = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+        where = origins.get(key, f"key {key!r}")
+        return f"{where}{' at ' + key + inner if inner else ''}: {_message(err)}"
     ctx_error = err.get("ctx", {}).get("error")
     keys = ctx_error.keys if isinstance(ctx_error, _CrossFieldError) else ()
     sources = [origins[k] for k in keys if k in origins] or ["configuration"]

@@ -39,6 +39,7 @@ def server_config(data_dir: Path, **overrides: Any) -> Config:
     settings: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
+        "ws_port": "off",  # (None would mean "not set" to load_config)
         "storage": "memory",
         "sys_interval": 0,
         "data_dir": data_dir,

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import __version__, hot_path
 from ..config import Config
+from ..hooks import READ, WRITE, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
@@ -22,7 +23,9 @@ from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode, connack_v3_code
 from ..mqtt.topics import parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
+from ..transports import Listener
 from .connection import Connection
+from .hookset import HookSet
 from .limits import Limits
 from .message import Message
 from .persist import Persistence
@@ -35,6 +38,8 @@ log = logging.getLogger("wrenmq.broker")
 
 # How often connect timeouts and keep alives are checked: they are enforced up to this much late.
 SWEEP_INTERVAL = 0.25
+# Failed logins are counted per source address over this many seconds (auth_failure_limit).
+AUTH_FAILURE_WINDOW = 60.0
 
 _P = PropertyId
 
@@ -58,6 +63,8 @@ class Stats:
     """Counters for $SYS, the API and metrics; plain attributes so the hot path pays one add."""
 
     __slots__ = (
+        "acl_denied",
+        "auth_failures",
         "bytes_received",
         "bytes_sent",
         "clients_total",
@@ -70,6 +77,8 @@ class Stats:
     )
 
     def __init__(self) -> None:
+        self.acl_denied = 0
+        self.auth_failures = 0
         self.bytes_received = 0
         self.bytes_sent = 0
         self.clients_total = 0
@@ -106,7 +115,10 @@ class Broker:
         self.connections: set[Connection] = set()
         self.stats = Stats()
         self.started_at = 0.0
-        self._server: asyncio.Server | None = None
+        self.hooks = HookSet()
+        self.listeners: list[Listener] = []
+        self._running = False
+        self._auth_failures: dict[str, list[float]] = {}  # source host -> recent failed logins
         self._sys: SysTopics | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
 
@@ -121,9 +133,19 @@ class Broker:
         self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
         self._restore(self.storage.open(self.loop))
         self.started_at = time.time()
-        self._server = await self.loop.create_server(
-            lambda: Connection(self), config.host, config.port, reuse_address=True, backlog=4096
-        )
+        try:
+            for listener_config in config.effective_listeners():
+                listener = Listener(listener_config, config.anonymous_allowed(listener_config))
+                await listener.start(self)
+                self.listeners.append(listener)
+        except BaseException:
+            for listener in self.listeners:
+                listener.close()
+            self.listeners = []
+            await self.storage.close()
+            raise
+        self._running = True
+        self.hooks.notify(self.hooks.start, self)
         if config.sys_interval > 0:
             self._sys = SysTopics(self, config.sys_interval)
             self._sys.start()
@@ -132,19 +154,21 @@ class Broker:
         if config.storage == "sqlite":
             where = f"sqlite {config.sqlite_path}, durability {config.durability}"
         log.info(
-            "wrenmq %s listening on %s:%d (storage: %s; hot path: %s)",
+            "wrenmq %s listening on %s (storage: %s; hot path: %s)",
             __version__,
-            config.host,
-            self.port,
+            ", ".join(listener.url for listener in self.listeners),
             where,
             hot_path(),
         )
 
     async def stop(self) -> None:
-        if self._server is None:
+        if not self._running:
             return
-        server, self._server = self._server, None
-        server.close()
+        self._running = False
+        listeners, self.listeners = self.listeners, []
+        for listener in listeners:
+            listener.close()
+        self.hooks.notify(self.hooks.stop)
         if self._sys is not None:
             self._sys.stop()
         if self._sweep_handle is not None:
@@ -169,7 +193,8 @@ class Broker:
                 session.connection = None
                 self.persist.session_put(session, connected=False)
         if not self.connections:
-            await server.wait_closed()
+            for listener in listeners:
+                await listener.wait_closed()
         await self.storage.close()
         log.info("wrenmq stopped")
 
@@ -178,6 +203,9 @@ class Broker:
         now = self.loop.time()
         for conn in tuple(self.connections):
             conn.check_timeouts(now)
+        if self._auth_failures:
+            for host in [h for h, t in self._auth_failures.items() if t[-1] < now - AUTH_FAILURE_WINDOW]:
+                del self._auth_failures[host]
         self._sweep_handle = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     async def __aenter__(self) -> Broker:
@@ -189,12 +217,17 @@ class Broker:
 
     @property
     def port(self) -> int:
-        """The TCP port actually bound (useful with ``port=0``)."""
-        assert self._server is not None, "broker not started"
-        # Untyped on purpose: uvloop's Server.sockets is a list where typeshed (and so mypyc) says tuple.
-        server: Any = self._server
-        port: int = server.sockets[0].getsockname()[1]
-        return port
+        """The port of the first tcp listener, as bound (useful with ``port=0``)."""
+        return self.listener_port("tcp")
+
+    def listener_port(self, kind: str) -> int:
+        """The bound port of the first listener of this type (tcp, tls, ws or wss)."""
+        assert self._running, "broker not started"
+        for listener in self.listeners:
+            if listener.type == kind:
+                port: int = listener.port
+                return port
+        raise LookupError(f"no {kind} listener")
 
     # -- in-process API -------------------------------------------------------------------
 
@@ -222,8 +255,11 @@ class Broker:
         expires_at = None
         if _P.MESSAGE_EXPIRY_INTERVAL in props:
             expires_at = self.loop.time() + props[_P.MESSAGE_EXPIRY_INTERVAL]
+        message = Message(topic, data, qos, retain, props, expires_at)
+        if self.hooks.publish:
+            message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
         before = self.persist.writes
-        matched = self.route(Message(topic, data, qos, retain, props, expires_at))
+        matched = self.route(message)
         if self.persist.strict and qos and self.persist.writes != before:
             await self.storage.flush()
         return matched
@@ -332,8 +368,6 @@ class Broker:
         else:  # 3.1.x has no properties (reading the enum's members costs more than the rest here)
             expiry = 0 if clean else NEVER_EXPIRES
             receive_maximum, max_packet_out, problem_info = 65535, 0, True
-        if not limits.allow_anonymous and packet.username is None:
-            return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
         granted_expiry = min(expiry, limits.max_session_expiry_interval)
         assigned = None
         if not client_id:
@@ -341,8 +375,15 @@ class Broker:
                 client_id = assigned = "wrenmq-" + secrets.token_hex(8)
             else:  # [MQTT-3.1.3-8]
                 return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
+        conn.client_id = client_id
+        conn.username = packet.username
+        if not self._authenticate(conn, packet):
+            return
         will = packet.will
         if will is not None:
+            if self.hooks.acl_check and not self.hooks.run_acl_check(conn, will.topic, WRITE):
+                self.stats.acl_denied += 1
+                return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, f"may not publish its will to {will.topic}")
             if will.qos > limits.maximum_qos:
                 return self._refuse(conn, ReasonCode.QOS_NOT_SUPPORTED, "will QoS above Maximum QoS")
             if will.retain and not limits.retain_available:
@@ -364,8 +405,6 @@ class Broker:
                 return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "keep alive above max_keepalive")
             server_keep_alive = keep_alive = limits.max_keepalive
         conn.keep_alive = keep_alive
-        conn.client_id = client_id
-        conn.username = packet.username
         conn.send_quota = min(receive_maximum, limits.max_inflight_messages)
         conn.max_packet_out = max_packet_out
         conn.topic_alias_max_in = limits.topic_alias_maximum if version == 5 else 0
@@ -428,10 +467,66 @@ class Broker:
                 ", session present" if session_present else "",
             )
         self.persist.session_put(session, connected=True)
+        if self.hooks.connect:
+            self.hooks.notify(self.hooks.connect, conn, packet)
         if session_present:
             now = self.loop.time()
             session.resend_inflight(conn, now)
             session.fill(now)
+
+    def _authenticate(self, conn: Connection, packet: p.Connect) -> bool:
+        """Connection limits, failed-login throttling, certificate identity, then the hooks; on
+        False the client has been refused. See ``wrenmq.hooks`` for how hooks decide."""
+        if conn.over_limit:
+            self._refuse(conn, ReasonCode.SERVER_BUSY, "too many connections")
+            return False
+        failures = self._auth_failures
+        if failures and self._throttled(conn.peer_host):
+            self._refuse(conn, ReasonCode.CONNECTION_RATE_EXCEEDED, "too many failed logins from this address")
+            return False
+        listener = conn.listener
+        if listener is not None and listener.use_identity_as_username:
+            if conn.cert_identity is None:
+                self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "no client certificate")
+                return False
+            conn.username = conn.cert_identity
+        hooks = self.hooks
+        result = hooks.run_authenticate(conn, packet) if hooks.authenticate else None
+        if result is None:
+            anonymous = listener.anonymous if listener is not None else self.config.allow_anonymous is not False
+            if conn.username is None and not anonymous:
+                self._login_failed(conn)
+                self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
+                return False
+            return True
+        if not result.allowed:
+            self._login_failed(conn)
+            self._refuse(conn, result.reason_code, result.reason or "bad credentials")
+            return False
+        conn.auth = result
+        if result.username is not None:
+            conn.username = result.username
+        if result.expires_at is not None:
+            conn.auth_expires_at = self.loop.time() + max(0.001, result.expires_at - time.time())
+        return True
+
+    def _login_failed(self, conn: Connection) -> None:
+        self.stats.auth_failures += 1
+        if self.config.auth_failure_limit:
+            self._auth_failures.setdefault(conn.peer_host, []).append(self.loop.time())
+
+    def _throttled(self, host: str) -> bool:
+        """``auth_failure_limit`` failed logins from ``host`` within a minute refuse it for the rest."""
+        times = self._auth_failures.get(host)
+        if not times:
+            return False
+        horizon = self.loop.time() - AUTH_FAILURE_WINDOW
+        while times and times[0] < horizon:
+            del times[0]
+        if not times:
+            del self._auth_failures[host]
+            return False
+        return len(times) >= self.config.auth_failure_limit
 
     def _refuse(self, conn: Connection, code: int, reason: str) -> None:
         version = conn.version
@@ -456,6 +551,9 @@ class Broker:
             )
         if session.connection is conn:
             self._detach(conn, session_continues=True)
+        if self.hooks.disconnect:
+            expected = conn.disconnect_reason == "client disconnected"
+            self.hooks.notify(self.hooks.disconnect, conn, conn.disconnect_reason, expected)
 
     def _detach(self, conn: Connection, session_continues: bool) -> None:
         """The session loses its connection: hand shared deliveries on, settle the will, and
@@ -521,6 +619,12 @@ class Broker:
         if expiry is not None:
             will.expires_at = self.loop.time() + expiry
         self.stats.messages_received += 1
+        if self.hooks.publish:
+            try:
+                will = self.hooks.run_publish(None, will)
+            except Reject as reject:
+                log.info("will on %s rejected by a hook: %s", will.topic, reject)
+                return
         self.route(will)
 
     def _end_session(self, session: Session) -> None:
@@ -535,6 +639,8 @@ class Broker:
         will, session.will = session.will, None
         if will is not None:
             self._publish_will(will)
+        if self.hooks.session_expired:
+            self.hooks.notify(self.hooks.session_expired, session.client_id)
 
     # -- SUBSCRIBE / UNSUBSCRIBE -------------------------------------------------------------
 
@@ -543,6 +649,8 @@ class Broker:
         assert session is not None
         v5 = conn.version == 5
         sub_id = packet.properties.get(_P.SUBSCRIPTION_IDENTIFIER) if v5 else None
+        hooks = self.hooks
+        granted: list[tuple[str, int]] = []
         codes: list[int] = []
         retained: list[tuple[Subscriber, Message]] = []
         for request in packet.subscriptions:
@@ -557,6 +665,11 @@ class Broker:
                 continue
             if group is not None and request.no_local:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.8.3-4] No Local on a shared subscription")
+            if hooks.acl_check and not hooks.run_acl_check(conn, inner, READ):
+                self.stats.acl_denied += 1
+                log.info("client %s may not subscribe to %s", conn.client_id, topic_filter)
+                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
+                continue
             qos = min(request.qos, self.limits.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]
             sub = Subscriber(
                 session,
@@ -570,12 +683,16 @@ class Broker:
             existed = self.router.subscribe(sub)
             session.subscriptions[topic_filter] = sub
             codes.append(qos)
+            granted.append((topic_filter, qos))
             # Retained messages on subscribe: Retain Handling 0 always, 1 only for a new
             # subscription, 2 never; never for shared subscriptions [MQTT-3.3.1-9..11], [MQTT-3.8.4-4].
             if group is None and (request.retain_handling == 0 or (request.retain_handling == 1 and not existed)):
                 retained.extend((sub, m) for m in self.retained.match(inner))
         suback = encode(p.Suback(packet.packet_id, codes), conn.version)
         self.persist.session_put(session, connected=True)
+        if hooks.subscribe:
+            for topic_filter, qos in granted:
+                hooks.notify(hooks.subscribe, conn, topic_filter, qos)
 
         def acknowledge() -> None:
             if conn.closed:
@@ -607,6 +724,8 @@ class Broker:
                 continue
             existed = self.router.unsubscribe(session.client_id, topic_filter)
             session.subscriptions.pop(topic_filter, None)
+            if existed and self.hooks.unsubscribe:
+                self.hooks.notify(self.hooks.unsubscribe, conn, topic_filter)
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         conn._write(encode(p.Unsuback(packet.packet_id, codes), conn.version))  # [MQTT-3.10.4-4]
         self.persist.session_put(session, connected=True)

@@ -14,11 +14,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
+from ..hooks import WRITE, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
+from ..transports.tls import certificate_identity
 from .message import PACKET_ID_BYTES, Message
 from .session import RECEIVED, SENT, Delivery
 
@@ -38,8 +40,14 @@ _CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output befo
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, listener: Any = None) -> None:
         self.broker = broker
+        self.listener = listener  # the transports.Listener that accepted it (None: embedded/tests)
+        self.auth: Any = None  # the AuthResult of the hook that let the client in
+        self.cert_identity: str | None = None  # CN of a verified TLS client certificate
+        self.over_limit = False  # accepted past max_connections: CONNECT is refused with Server busy
+        self.auth_expires_at = 0.0  # loop time at which the login expires (0: never)
+        self._published: Message | None = None  # what the publish hooks made of the last PUBLISH
         self.loop = broker.loop
         self.limits = limits = broker.limits
         self.transport: asyncio.Transport | None = None
@@ -88,7 +96,18 @@ class Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(limits.write_buffer_high, limits.write_buffer_low)
         self.last_rx = self.opened_at = self.loop.time()
         # The connect timeout and keep alive are enforced by the broker's sweep (check_timeouts).
-        self.broker.connections.add(self)
+        connections = self.broker.connections
+        if limits.max_connections and len(connections) >= limits.max_connections:
+            self.over_limit = True
+        connections.add(self)
+        listener = self.listener
+        if listener is not None:
+            if listener.max_connections and listener.connections >= listener.max_connections:
+                self.over_limit = True
+            listener.connections += 1
+            listener.connections_total += 1
+            if listener.type in ("tls", "wss"):
+                self.cert_identity = certificate_identity(transport)
 
     def eof_received(self) -> bool | None:
         return None  # MQTT has no half-closed state: let the transport close
@@ -100,6 +119,11 @@ class Connection(asyncio.Protocol):
         if peer is None:
             peer = self._peer = self._resolve_peer()
         return peer
+
+    @property
+    def peer_host(self) -> str:
+        """The client's address without the port (the key for per-address limits)."""
+        return self.peer.rpartition(":")[0] or self.peer
 
     def _resolve_peer(self) -> str:
         transport = self.transport
@@ -156,6 +180,8 @@ class Connection(asyncio.Protocol):
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
+        if self.listener is not None:
+            self.listener.connections -= 1
         for publisher in self._blocked:
             publisher.resume_from_backpressure()
         self._blocked.clear()
@@ -263,7 +289,10 @@ class Connection(asyncio.Protocol):
             self.broker.stats.messages_dropped += 1
             return
         self._write(data)
-        self.broker.stats.messages_sent += 1
+        broker = self.broker
+        broker.stats.messages_sent += 1
+        if broker.hooks.delivered:
+            broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
             self._backpressure(publisher)
 
@@ -287,7 +316,10 @@ class Connection(asyncio.Protocol):
         out.append(PACKET_ID_BYTES[delivery.packet_id])
         out.append(tail)
         self._queued(len(head) + 2 + len(tail))
-        self.broker.stats.messages_sent += 1
+        broker = self.broker
+        broker.stats.messages_sent += 1
+        if broker.hooks.delivered:
+            broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
             self._backpressure(publisher)
 
@@ -373,6 +405,10 @@ class Connection(asyncio.Protocol):
             if now - self.opened_at >= self.limits.connect_timeout:
                 self.close("no CONNECT within the connect timeout")
             return
+        if self.auth_expires_at and now >= self.auth_expires_at:
+            # The token or credentials the client logged in with ran out: 0xA0 Maximum connect time.
+            self.close_with(ReasonCode.MAXIMUM_CONNECT_TIME, "credentials expired")
+            return
         limit = self.idle_limit
         if not limit:
             return
@@ -437,10 +473,20 @@ class Connection(asyncio.Protocol):
             if self._inbound_unacked + len(session.inbound_qos2) > limits.receive_maximum:
                 raise ProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] receive maximum exceeded")
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
-        self.broker.stats.messages_received += 1
-        persist = self.broker.persist
+        broker = self.broker
+        broker.stats.messages_received += 1
+        persist = broker.persist
         writes = persist.writes
-        matched = self.broker.route(message, self)
+        hooks = broker.hooks
+        if hooks.acl_check or hooks.publish:
+            denied = self._check_publish(message)
+            if denied:
+                self._deny_publish(packet, denied)
+                return
+            published = self._published
+            assert published is not None
+            message = published
+        matched = broker.route(message, self)
         if not qos:
             return
         # Strict durability: a message that had to be stored is acknowledged after its commit.
@@ -465,6 +511,44 @@ class Connection(asyncio.Protocol):
                 self._ack(b"\x50\x03" + pid + b"\x10", durable)
             else:
                 self._ack(b"\x50\x02" + pid, durable)
+
+    def _check_publish(self, message: Message) -> int:
+        """ACL and publish hooks: 0 and the (possibly replaced) message in ``_published``, or the
+        reason code of a denial."""
+        hooks = self.broker.hooks
+        if hooks.acl_check and not hooks.run_acl_check(self, message.topic, WRITE):
+            self.broker.stats.acl_denied += 1
+            log.info("client %s may not publish to %s", self.client_id, message.topic)
+            return ReasonCode.NOT_AUTHORIZED
+        if hooks.publish:
+            try:
+                self._published = hooks.run_publish(self, message)
+            except Reject as reject:  # (a name of its own: mypyc types the except variable)
+                log.info("publish by %s to %s rejected: %s", self.client_id, message.topic, reject)
+                return reject.reason_code if reject.reason_code >= 0x80 else ReasonCode.UNSPECIFIED_ERROR
+        else:
+            self._published = message
+        return 0
+
+    def _deny_publish(self, packet: p.Publish, code: int) -> None:
+        """A denied PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
+        3.1.1 there is no way to say no, so the ack is the usual one (as Mosquitto does)."""
+        self.broker.stats.messages_dropped += 1
+        qos = packet.qos
+        if not qos:
+            return
+        pid = PACKET_ID_BYTES[packet.packet_id]  # type: ignore[index]
+        self._inbound_unacked -= 1
+        if self.version == 5:
+            # A PUBREC with a failure code ends the QoS 2 exchange [MQTT-4.3.3-4 context].
+            self._ack(bytes((0x40 if qos == 1 else 0x50, 3)) + pid + bytes((code,)))
+        elif qos == 1:
+            self._ack(b"\x40\x02" + pid)
+        else:
+            session = self.session
+            if session is not None:
+                session.inbound_qos2.add(packet.packet_id)  # type: ignore[arg-type]
+            self._ack(b"\x50\x02" + pid)
 
     def _on_puback(self, packet: p.Puback) -> None:
         session = self.session

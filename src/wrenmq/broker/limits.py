@@ -24,7 +24,11 @@ class Limits:
         self.max_session_expiry_interval: int = config.max_session_expiry_interval
         self.connect_timeout: float = config.connect_timeout
         self.max_keepalive: int = config.max_keepalive
-        self.allow_anonymous: bool = config.allow_anonymous
+        self.max_connections: int = config.max_connections
+        self.max_topic_length: int = config.max_topic_length
+        self.max_topic_levels: int = config.max_topic_levels
+        self.max_subscriptions: int = config.max_subscriptions
+        self.max_publish_rate: float = config.max_publish_rate
         self.retain_available: bool = config.retain_available
         self.maximum_qos: int = config.maximum_qos
         self.topic_alias_maximum: int = config.topic_alias_maximum

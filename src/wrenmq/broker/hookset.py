@@ -1,0 +1,124 @@
+"""The broker's side of the hook interface (``wrenmq.hooks``): registration and dispatch.
+
+For every event the set keeps a list of the bound methods of the hooks that override it, so the
+hot path asks ``if hooks.publish:`` (an empty list when no hook cares) and pays nothing more.
+Compiled with the hot path; the ``Hook`` classes themselves are plain Python.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..hooks import AuthResult, Hook, Reject
+from .message import Message
+
+log = logging.getLogger("wrenmq.hooks")
+
+_EVENTS = (
+    "on_start",
+    "on_stop",
+    "on_connect_authenticate",
+    "on_acl_check",
+    "on_connect",
+    "on_subscribe",
+    "on_unsubscribe",
+    "on_publish",
+    "on_message_delivered",
+    "on_disconnect",
+    "on_session_expired",
+)
+
+
+class HookSet:
+    def __init__(self) -> None:
+        self.hooks: list[Any] = []
+        self.start: list[Any] = []
+        self.stop: list[Any] = []
+        self.authenticate: list[Any] = []
+        self.acl_check: list[Any] = []
+        self.connect: list[Any] = []
+        self.subscribe: list[Any] = []
+        self.unsubscribe: list[Any] = []
+        self.publish: list[Any] = []
+        self.delivered: list[Any] = []
+        self.disconnect: list[Any] = []
+        self.session_expired: list[Any] = []
+
+    def add(self, hook: Any, first: bool = False) -> None:
+        """Register ``hook`` (a ``wrenmq.hooks.Hook``) after the others, or before them."""
+        if not isinstance(hook, Hook):
+            raise TypeError(f"{hook!r} is not a wrenmq.hooks.Hook")
+        if first:
+            self.hooks.insert(0, hook)
+        else:
+            self.hooks.append(hook)
+        self._index()
+
+    def remove(self, hook: Any) -> None:
+        self.hooks.remove(hook)
+        self._index()
+
+    def find(self, kind: type) -> list[Any]:
+        """The registered hooks that are instances of ``kind``."""
+        return [hook for hook in self.hooks if isinstance(hook, kind)]
+
+    def _index(self) -> None:
+        lists = [self._handlers(event) for event in _EVENTS]
+        self.start, self.stop, self.authenticate, self.acl_check = lists[0], lists[1], lists[2], lists[3]
+        self.connect, self.subscribe, self.unsubscribe, self.publish = lists[4], lists[5], lists[6], lists[7]
+        self.delivered, self.disconnect, self.session_expired = lists[8], lists[9], lists[10]
+
+    def _handlers(self, event: str) -> list[Any]:
+        base = getattr(Hook, event)
+        return [getattr(hook, event) for hook in self.hooks if getattr(type(hook), event) is not base]
+
+    # -- dispatch: decisions ---------------------------------------------------------------------
+
+    def run_authenticate(self, client: Any, packet: Any) -> Any:
+        """The first decision (an ``AuthResult``), or None when no hook decides. A hook that fails
+        denies: a broken credential store must not let everyone in."""
+        for handler in self.authenticate:
+            try:
+                result = handler(client, packet)
+            except Exception:
+                log.exception("authentication hook %r failed; refusing the client", handler)
+                return AuthResult.deny(0x80, "authentication failed")
+            if result is not None:
+                return result
+        return None
+
+    def run_acl_check(self, client: Any, topic: str, access: int) -> bool:
+        """True unless a hook answers False first; a hook that fails denies."""
+        for handler in self.acl_check:
+            try:
+                result = handler(client, topic, access)
+            except Exception:
+                log.exception("ACL hook %r failed; denying", handler)
+                return False
+            if result is not None:
+                return bool(result)
+        return True
+
+    def run_publish(self, client: Any, message: Message) -> Message:
+        """Each hook may replace the message; ``Reject`` propagates to the caller."""
+        for handler in self.publish:
+            try:
+                replaced = handler(client, message)
+            except Reject:
+                raise
+            except Exception:
+                log.exception("publish hook %r failed; message passed on unchanged", handler)
+                continue
+            if replaced is not None:
+                message = replaced
+        return message
+
+    # -- dispatch: notifications -----------------------------------------------------------------
+
+    def notify(self, handlers: list[Any], *args: Any) -> None:
+        for handler in handlers:
+            try:
+                handler(*args)
+            except Exception:
+                log.exception("hook %r failed", handler)

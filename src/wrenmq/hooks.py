@@ -1,0 +1,149 @@
+"""The one extension interface: authentication, authorisation and every service plug in here.
+
+Subclass ``Hook``, override the events you handle, and register it with ``broker.hooks.add(hook)``
+(before or after ``start()``). Hooks run in the order they were added; ``add(hook, first=True)``
+puts one in front. An event that no hook overrides costs the broker nothing: the hot path checks
+one list that is empty.
+
+The events, in the order a client meets them:
+
+``on_start(broker)`` / ``on_stop()``
+    The broker started (listeners are bound) or is stopping.
+``on_connect_authenticate(client, packet) -> AuthResult | None``
+    A CONNECT passed protocol checks. Return ``AuthResult.allow(...)`` or ``AuthResult.deny(...)``
+    to decide, ``None`` to leave it to the next hook. The first decision wins. If no hook decides, a
+    client without a username is let in only where anonymous access is allowed, and a client with
+    one is let in (no credential store is configured).
+``on_acl_check(client, topic, access) -> bool | None``
+    May ``client`` publish to (``WRITE``) or subscribe to (``READ``, ``topic`` is then the filter)
+    this topic? First non-None answer wins; no answer allows. A deny is answered with reason code
+    0x87 (PUBACK/PUBREC, SUBACK; 0x80 in a 3.1.1 SUBACK).
+``on_connect(client, packet)``
+    The CONNACK was sent.
+``on_subscribe(client, topic_filter, qos)`` / ``on_unsubscribe(client, topic_filter)``
+    A subscription was granted (with this QoS) or removed.
+``on_publish(client, message) -> Message``
+    A message is about to be routed (``client`` is None when the broker itself publishes: the API,
+    wills, $SYS). Return it, or a new ``Message`` to change it; raise ``Reject`` to drop it (the
+    publisher gets the reason code in MQTT 5). Runs after the ACL check.
+``on_message_delivered(client, message)``
+    A PUBLISH was written to ``client``.
+``on_disconnect(client, reason, expected)``
+    The connection closed; ``expected`` is True for a DISCONNECT without will.
+``on_session_expired(client_id)``
+    A session ended: expired, or discarded by a clean start.
+
+``client`` is the broker's connection object; hooks read ``client_id``, ``username``, ``peer``,
+``version``, ``listener`` (its ``ListenerConfig``) and ``auth`` (what the deciding hook returned),
+and nothing else. Hooks run on the event loop: they must not block. Exceptions from a hook are
+logged and treated as no answer (or, for ``on_connect_authenticate``, as a deny).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .mqtt.reason_codes import ReasonCode
+
+if TYPE_CHECKING:
+    from .broker.broker import Broker
+    from .broker.connection import Connection
+    from .broker.message import Message
+    from .mqtt import packets as p
+
+__all__ = ["READ", "WRITE", "AuthResult", "Hook", "Reject"]
+
+READ = 1  # subscribe (topic is the filter) and receive
+WRITE = 2  # publish
+
+
+class Reject(Exception):
+    """Raised by ``on_publish`` to drop a message; ``reason_code`` goes to an MQTT 5 publisher."""
+
+    def __init__(self, reason_code: int = ReasonCode.NOT_AUTHORIZED, reason: str = "") -> None:
+        super().__init__(reason or f"rejected (0x{reason_code:02x})")
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+class AuthResult:
+    """What an authenticating hook decided about a CONNECT.
+
+    ``username`` replaces the one the client sent (a certificate CN, a JWT claim); ``acl`` is an
+    object the hook's own ``on_acl_check`` may consult (per-token rules); ``expires_at`` (wall-clock
+    seconds) ends the connection then, with reason 0x87 Not authorized in MQTT 5.
+    """
+
+    __slots__ = ("acl", "allowed", "expires_at", "reason", "reason_code", "username")
+
+    def __init__(
+        self,
+        allowed: bool,
+        reason_code: int = ReasonCode.SUCCESS,
+        reason: str = "",
+        username: str | None = None,
+        acl: Any = None,
+        expires_at: float | None = None,
+    ) -> None:
+        self.allowed = allowed
+        self.reason_code = reason_code
+        self.reason = reason
+        self.username = username
+        self.acl = acl
+        self.expires_at = expires_at
+
+    @classmethod
+    def allow(cls, username: str | None = None, acl: Any = None, expires_at: float | None = None) -> AuthResult:
+        return cls(True, ReasonCode.SUCCESS, "", username, acl, expires_at)
+
+    @classmethod
+    def deny(cls, reason_code: int = ReasonCode.BAD_USER_NAME_OR_PASSWORD, reason: str = "") -> AuthResult:
+        """0x86 Bad user name or password (3.1.1: 4) or 0x87 Not authorized (3.1.1: 5)."""
+        return cls(False, reason_code, reason)
+
+    def __repr__(self) -> str:
+        if self.allowed:
+            return f"AuthResult.allow(username={self.username!r})"
+        return f"AuthResult.deny(0x{self.reason_code:02x}, {self.reason!r})"
+
+
+class Hook:
+    """Base class of every extension; each method is an event, and the defaults do nothing."""
+
+    name = "hook"
+
+    def on_start(self, broker: Broker) -> None:
+        pass
+
+    def on_stop(self) -> None:
+        pass
+
+    def on_connect_authenticate(self, client: Connection, packet: p.Connect) -> AuthResult | None:
+        return None
+
+    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | None:
+        return None
+
+    def on_connect(self, client: Connection, packet: p.Connect) -> None:
+        pass
+
+    def on_subscribe(self, client: Connection, topic_filter: str, qos: int) -> None:
+        pass
+
+    def on_unsubscribe(self, client: Connection, topic_filter: str) -> None:
+        pass
+
+    def on_publish(self, client: Connection | None, message: Message) -> Message:
+        return message
+
+    def on_message_delivered(self, client: Connection, message: Message) -> None:
+        pass
+
+    def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
+        pass
+
+    def on_session_expired(self, client_id: str) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
