@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from .. import __version__, hot_path
+from .. import __version__, auth, hot_path
 from ..config import Config
 from ..hooks import READ, WRITE, Reject
 from ..mqtt import packets as p
@@ -133,6 +133,7 @@ class Broker:
         self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
         self._restore(self.storage.open(self.loop))
         self.started_at = time.time()
+        auth.install(self)
         try:
             for listener_config in config.effective_listeners():
                 listener = Listener(listener_config, config.anonymous_allowed(listener_config))

@@ -1,0 +1,28 @@
+"""Authentication and authorisation, all reached through hooks (``wrenmq.hooks``).
+
+``install(broker)`` registers the hooks the configuration asks for, before the listeners open:
+password files and ACL files (``files.py``). Each is an ordinary ``Hook``; an application can
+register its own beside them or instead of them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+__all__ = ["install"]
+
+
+def install(broker: Broker) -> None:
+    config = broker.config
+    listeners = config.effective_listeners()
+    if (
+        config.password_file is not None
+        or config.acl_file is not None
+        or any(found.password_file is not None or found.acl_file is not None for found in listeners)
+    ):
+        from .files import FileAuthHook
+
+        broker.hooks.add(FileAuthHook(config))
