@@ -62,6 +62,15 @@ OptionalPort = Annotated[Port | None, BeforeValidator(_optional_port)]
 OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v is None else _expand_path(v))]
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
+JWT_MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key at least as long as the hash
+
+
+def _comma_list(value: Any) -> Any:
+    """``"RS256,ES256"`` (an environment variable) as a list; TOML lists pass through."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
 
 
 class ListenerConfig(BaseModel):
@@ -180,12 +189,32 @@ class Config(BaseModel):
     password_file: Annotated[OptionalPath, Field(description="Password file (argon2id; wrenmq passwd).")] = None
     acl_file: Annotated[OptionalPath, Field(description="ACL rules file (Mosquitto acl_file syntax).")] = None
     sys_readers: Annotated[list[str], Field(description="Users who may subscribe to $SYS/# once ACLs are on.")] = []
+    jwt_algorithms: Annotated[
+        list[JwtAlgorithm],
+        BeforeValidator(_comma_list),
+        Field(description="JWT signature algorithms accepted: HS256, RS256, ES256."),
+    ] = ["HS256"]
+    jwt_secret: Annotated[
+        str | None, Field(description="HS256 shared secret (at least 32 bytes); JWT passwords are checked with it.")
+    ] = None
+    jwt_public_key_file: Annotated[OptionalPath, Field(description="PEM public key for RS256 or ES256 tokens.")] = None
+    jwt_jwks_file: Annotated[OptionalPath, Field(description="JWKS file (JSON); a token's kid picks its key.")] = None
+    jwt_username_claim: Annotated[
+        str, Field(min_length=1, description="JWT claim that becomes the client's username.")
+    ] = "sub"
+    jwt_audience: Annotated[
+        str | None, Field(description="Required JWT aud claim (unset: tokens that name an audience are refused).")
+    ] = None
+    jwt_issuer: Annotated[str | None, Field(description="Required JWT iss claim (unset: not checked).")] = None
+    jwt_acl_claims: Annotated[
+        bool, Field(description="A token's publish/subscribe claims (topic filter lists) restrict its client.")
+    ] = True
     auth_failure_limit: Annotated[
         int, Field(ge=0, description="Failed logins per source address per minute before refusing it; 0: no limit.")
     ] = 10
     max_connections: Annotated[int, Field(ge=0, description="Connections at once, all listeners; 0: no limit.")] = 0
     max_topic_length: Annotated[
-        int, Field(ge=1, le=65535, description="Longest topic name or filter, in UTF-8 bytes.")
+        int, Field(ge=1, le=65535, description="Longest topic name or filter, in characters.")
     ] = 65535
     max_topic_levels: Annotated[int, Field(ge=1, description="Most levels in a topic name or filter.")] = 128
     max_subscriptions: Annotated[int, Field(ge=0, description="Subscriptions per client; 0: no limit.")] = 0
@@ -269,6 +298,47 @@ class Config(BaseModel):
                 ("use_identity_as_username", "require_certificate"),
                 "use_identity_as_username needs require_certificate = true",
             )
+        return self
+
+    @property
+    def jwt_configured(self) -> bool:
+        """JWT authentication is on once a key source is set."""
+        return self.jwt_secret is not None or self.jwt_public_key_file is not None or self.jwt_jwks_file is not None
+
+    @model_validator(mode="after")
+    def _check_jwt(self) -> Config:
+        """Every accepted algorithm needs a key source, and every key source an algorithm that uses it."""
+        if not self.jwt_configured:
+            return self
+        algorithms = set(self.jwt_algorithms)
+        if not algorithms:
+            raise _CrossFieldError(("jwt_algorithms",), "jwt_algorithms must list at least one algorithm")
+        if self.jwt_secret is not None:
+            if "HS256" not in algorithms:
+                raise _CrossFieldError(
+                    ("jwt_secret", "jwt_algorithms"), "jwt_secret is an HS256 key but jwt_algorithms has no HS256"
+                )
+            if len(self.jwt_secret.encode()) < JWT_MIN_SECRET_BYTES:
+                raise _CrossFieldError(
+                    ("jwt_secret",), f"jwt_secret must be at least {JWT_MIN_SECRET_BYTES} bytes long (RFC 7518 3.2)"
+                )
+        if self.jwt_public_key_file is not None and not algorithms & {"RS256", "ES256"}:
+            raise _CrossFieldError(
+                ("jwt_public_key_file", "jwt_algorithms"),
+                "jwt_public_key_file is for RS256 or ES256 but jwt_algorithms lists neither",
+            )
+        for algorithm in sorted(algorithms):
+            if self.jwt_jwks_file is not None:
+                break  # which algorithms a JWKS serves is known once it is read (at start-up)
+            if algorithm == "HS256" and self.jwt_secret is None:
+                raise _CrossFieldError(
+                    ("jwt_algorithms", "jwt_secret"), "jwt_algorithms lists HS256 but jwt_secret is not set"
+                )
+            if algorithm != "HS256" and self.jwt_public_key_file is None:
+                raise _CrossFieldError(
+                    ("jwt_algorithms", "jwt_public_key_file"),
+                    f"jwt_algorithms lists {algorithm} but neither jwt_public_key_file nor jwt_jwks_file is set",
+                )
         return self
 
     @property

@@ -68,6 +68,7 @@ class Stats:
         "bytes_received",
         "bytes_sent",
         "clients_total",
+        "internal_errors",
         "messages_dropped",
         "messages_expired",
         "messages_received",
@@ -82,6 +83,7 @@ class Stats:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.clients_total = 0
+        self.internal_errors = 0
         self.messages_dropped = 0
         self.messages_expired = 0
         self.messages_received = 0
@@ -208,6 +210,18 @@ class Broker:
             for host in [h for h, t in self._auth_failures.items() if t[-1] < now - AUTH_FAILURE_WINDOW]:
                 del self._auth_failures[host]
         self._sweep_handle = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def reload(self) -> None:
+        """Have every hook that reads files (password files, ACLs, keys) re-read them: SIGHUP in
+        ``wrenmq serve``. A hook keeps what it had loaded if its files turn out bad."""
+        log.info("reloading hooks' files")
+        for hook in list(self.hooks.hooks):
+            reload = getattr(hook, "reload", None)
+            if callable(reload):
+                try:
+                    reload()
+                except Exception:
+                    log.exception("reloading %r failed", hook)
 
     async def __aenter__(self) -> Broker:
         await self.start()
@@ -651,6 +665,7 @@ class Broker:
         v5 = conn.version == 5
         sub_id = packet.properties.get(_P.SUBSCRIPTION_IDENTIFIER) if v5 else None
         hooks = self.hooks
+        limits = self.limits
         granted: list[tuple[str, int]] = []
         codes: list[int] = []
         retained: list[tuple[Subscriber, Message]] = []
@@ -663,6 +678,17 @@ class Broker:
                 continue
             if not valid_topic_filter(inner):
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
+                continue
+            if len(inner) > limits.max_topic_length or inner.count("/") >= limits.max_topic_levels:
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)  # beyond our limits
+                continue
+            if (
+                limits.max_subscriptions
+                and topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= limits.max_subscriptions
+            ):
+                log.info("client %s is at max_subscriptions", conn.client_id)
+                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else 0x80)
                 continue
             if group is not None and request.no_local:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.8.3-4] No Local on a shared subscription")

@@ -48,6 +48,8 @@ class Connection(asyncio.Protocol):
         self.over_limit = False  # accepted past max_connections: CONNECT is refused with Server busy
         self.auth_expires_at = 0.0  # loop time at which the login expires (0: never)
         self._published: Message | None = None  # what the publish hooks made of the last PUBLISH
+        self._rate_tokens = 1e9  # max_publish_rate bucket (capped to its burst on first use)
+        self._rate_at = 0.0
         self.loop = broker.loop
         self.limits = limits = broker.limits
         self.transport: asyncio.Transport | None = None
@@ -164,6 +166,7 @@ class Connection(asyncio.Protocol):
         except ProtocolError as exc:
             self.protocol_violation(exc)
         except Exception:
+            self.broker.stats.internal_errors += 1
             log.exception("internal error handling a packet from %s", self.client_id or self.peer)
             self.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
         uncovered = len(self._pending_acks) - self._acks_covered
@@ -472,6 +475,15 @@ class Connection(asyncio.Protocol):
             self._inbound_unacked += 1
             if self._inbound_unacked + len(session.inbound_qos2) > limits.receive_maximum:
                 raise ProtocolError(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "[MQTT-3.3.4-7] receive maximum exceeded")
+        if limits.max_publish_rate:
+            self._rate_limit(limits.max_publish_rate)
+        # Levels are at most len + 1: count them only for a topic long enough to have too many.
+        if len(topic) > limits.max_topic_length or (
+            len(topic) >= limits.max_topic_levels and topic.count("/") >= limits.max_topic_levels
+        ):
+            log.info("client %s published to a topic beyond max_topic_length/levels", self.client_id)
+            self._deny_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
+            return
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         broker = self.broker
         broker.stats.messages_received += 1
@@ -529,6 +541,26 @@ class Connection(asyncio.Protocol):
         else:
             self._published = message
         return 0
+
+    def _rate_limit(self, rate: float) -> None:
+        """Token bucket for ``max_publish_rate`` (a burst of one second's worth): a client over its
+        rate loses nothing and is not cut off; its reads pause until the bucket has refilled."""
+        now = self.loop.time()
+        burst = rate if rate > 1.0 else 1.0
+        tokens = self._rate_tokens + (now - self._rate_at) * rate
+        if tokens > burst:
+            tokens = burst
+        tokens -= 1.0
+        self._rate_tokens = tokens
+        self._rate_at = now
+        transport = self.transport
+        if tokens < 0.0 and transport is not None:
+            if not self.reading_paused:
+                self.reading_paused = True
+                transport.pause_reading()
+            if self._pause_timer is not None:  # the rest of this read deepened the deficit
+                self._pause_timer.cancel()
+            self._pause_timer = self.loop.call_later(-tokens / rate, self.resume_from_backpressure)
 
     def _deny_publish(self, packet: p.Publish, code: int) -> None:
         """A denied PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
