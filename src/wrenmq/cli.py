@@ -110,7 +110,7 @@ def _add_config_flag(parser: argparse.ArgumentParser, key: str) -> None:
     elif typing.get_origin(annotation) is typing.Literal:
         kwargs["choices"] = typing.get_args(annotation)
     else:
-        kwargs["type"] = _off_or(annotation) if optional and annotation is int else annotation
+        kwargs["type"] = _off_or(int) if optional and annotation is int else annotation
         kwargs["metavar"] = key.upper()
     parser.add_argument(flag, **kwargs)
 
@@ -152,6 +152,8 @@ async def _serve(config: Config) -> None:
 
     broker = Broker(config)
     await broker.start()
+    if hasattr(signal, "SIGHUP"):  # re-read password and ACL files, as Mosquitto does
+        loop.add_signal_handler(signal.SIGHUP, broker.reload)
     tune_gc()
     try:
         await stopping.wait()
@@ -180,7 +182,17 @@ def _add_bench(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     add_parser(subcommands)
 
 
+# --- passwd --------------------------------------------------------------------------------------
+
+
+def _add_passwd(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from wrenmq.auth.passwd_cli import add_parser  # password files live with the rest of auth
+
+    add_parser(subcommands)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_serve,
     _add_bench,
+    _add_passwd,
 )

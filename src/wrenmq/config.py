@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -61,7 +62,6 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 OptionalPort = Annotated[Port | None, BeforeValidator(_optional_port)]
 OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v is None else _expand_path(v))]
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
-LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
 JWT_MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key at least as long as the hash
 
@@ -110,7 +110,13 @@ class ListenerConfig(BaseModel):
 
     @property
     def loopback(self) -> bool:
-        return self.host in LOOPBACK_HOSTS
+        """Bound to a loopback address only (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 are not."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:  # a host name, or "" (every interface)
+            return False
 
     @model_validator(mode="after")
     def _check_tls(self) -> ListenerConfig:

@@ -34,9 +34,11 @@ The events, in the order a client meets them:
     A session ended: expired, or discarded by a clean start.
 
 ``client`` is the broker's connection object; hooks read ``client_id``, ``username``, ``peer``,
-``version``, ``listener`` (its ``ListenerConfig``) and ``auth`` (what the deciding hook returned),
-and nothing else. Hooks run on the event loop: they must not block. Exceptions from a hook are
-logged and treated as no answer (or, for ``on_connect_authenticate``, as a deny).
+``version``, ``listener`` (the ``transports.Listener``; ``listener.config`` is its
+``ListenerConfig``; None in-process), ``cert_identity`` (a TLS client certificate's CN) and
+``auth`` (what the deciding hook returned), and nothing else. Hooks run on the event loop: they
+must not block. Exceptions from a hook are logged and treated as no answer (or, for
+``on_connect_authenticate``, as a deny).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class AuthResult:
 
     ``username`` replaces the one the client sent (a certificate CN, a JWT claim); ``acl`` is an
     object the hook's own ``on_acl_check`` may consult (per-token rules); ``expires_at`` (wall-clock
-    seconds) ends the connection then, with reason 0x87 Not authorized in MQTT 5.
+    seconds) ends the connection then, with DISCONNECT 0xA0 Maximum connect time in MQTT 5.
     """
 
     __slots__ = ("acl", "allowed", "expires_at", "reason", "reason_code", "username")
@@ -111,6 +113,14 @@ class Hook:
     """Base class of every extension; each method is an event, and the defaults do nothing."""
 
     name = "hook"
+
+    def handles(self, event: str) -> bool:
+        """Whether this hook takes part in ``event`` (an ``on_*`` name), asked once when it is added.
+
+        By default: if it overrides the method. A hook whose configuration leaves an event without
+        work (an auth hook with no ACL rules) says False, and the broker never calls it for it.
+        """
+        return getattr(type(self), event) is not getattr(Hook, event)
 
     def on_start(self, broker: Broker) -> None:
         pass

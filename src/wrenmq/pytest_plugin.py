@@ -74,6 +74,25 @@ class WrenmqServer:
         """The bound TCP port (the config asks for port 0, so this is what clients must use)."""
         return self.broker.port
 
+    def listener_port(self, kind: str) -> int:
+        """The bound port of the first listener of type ``kind`` (tcp, tls, ws or wss)."""
+        return self.broker.listener_port(kind)
+
+    @property
+    def ws_port(self) -> int:
+        """The bound WebSocket port (start the server with ``ws_port=0``)."""
+        return self.listener_port("ws")
+
+    @property
+    def tls_port(self) -> int:
+        """The bound TLS port (start the server with ``tls_port=0`` and a certificate)."""
+        return self.listener_port("tls")
+
+    @property
+    def wss_port(self) -> int:
+        """The bound secure WebSocket port (start the server with ``wss_port=0`` and a certificate)."""
+        return self.listener_port("wss")
+
     def start(self) -> WrenmqServer:
         self._thread.start()
         if not self._started.wait(TIMEOUT):
@@ -93,7 +112,7 @@ class WrenmqServer:
         payload: bytes | str,
         qos: int = 0,
         retain: bool = False,
-        properties: dict[str, Any] | None = None,
+        properties: dict[int, Any] | None = None,
     ) -> int:
         """Publish as the server would (no client), e.g. to feed subscribers under test."""
         return self.call(self.broker.publish(topic, payload, qos=qos, retain=retain, properties=properties))

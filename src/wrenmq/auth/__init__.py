@@ -1,8 +1,9 @@
 """Authentication and authorisation, all reached through hooks (``wrenmq.hooks``).
 
 ``install(broker)`` registers the hooks the configuration asks for, before the listeners open:
-password files and ACL files (``files.py``). Each is an ordinary ``Hook``; an application can
-register its own beside them or instead of them.
+JWT passwords (``jwt.py``), then password files and ACL files (``files.py``), so a token is checked
+before a password file is consulted. Each is an ordinary ``Hook``; an application can register its
+own beside them or instead of them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ __all__ = ["install"]
 def install(broker: Broker) -> None:
     config = broker.config
     listeners = config.effective_listeners()
+    if config.jwt_configured:
+        from .jwt import JwtAuthHook
+
+        broker.hooks.add(JwtAuthHook(config))  # reads its key files now: a bad one stops start-up
     if (
         config.password_file is not None
         or config.acl_file is not None

@@ -135,8 +135,8 @@ class Broker:
         self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
         self._restore(self.storage.open(self.loop))
         self.started_at = time.time()
-        auth.install(self)
         try:
+            auth.install(self)
             for listener_config in config.effective_listeners():
                 listener = Listener(listener_config, config.anonymous_allowed(listener_config))
                 await listener.start(self)
@@ -564,11 +564,11 @@ class Broker:
                 _VERSION_NAMES.get(conn.version, conn.version),
                 conn.disconnect_reason,
             )
-        if session.connection is conn:
-            self._detach(conn, session_continues=True)
-        if self.hooks.disconnect:
+        if self.hooks.disconnect:  # before the session may end (on_session_expired comes second)
             expected = conn.disconnect_reason == "client disconnected"
             self.hooks.notify(self.hooks.disconnect, conn, conn.disconnect_reason, expected)
+        if session.connection is conn:
+            self._detach(conn, session_continues=True)
 
     def _detach(self, conn: Connection, session_continues: bool) -> None:
         """The session loses its connection: hand shared deliveries on, settle the will, and

@@ -70,8 +70,7 @@ class HookSet:
         self.delivered, self.disconnect, self.session_expired = lists[8], lists[9], lists[10]
 
     def _handlers(self, event: str) -> list[Any]:
-        base = getattr(Hook, event)
-        return [getattr(hook, event) for hook in self.hooks if getattr(type(hook), event) is not base]
+        return [getattr(hook, event) for hook in self.hooks if hook.handles(event)]
 
     # -- dispatch: decisions ---------------------------------------------------------------------
 

@@ -55,7 +55,14 @@ class Listener:
 
         try:
             self._server = await loop.create_server(
-                factory, config.host, config.port, ssl=ssl_context, reuse_address=True, backlog=4096
+                factory,
+                config.host,
+                config.port,
+                ssl=ssl_context,
+                # A socket that stalls its handshake gets no longer than one that never sends CONNECT.
+                ssl_handshake_timeout=broker.config.connect_timeout if ssl_context is not None else None,
+                reuse_address=True,
+                backlog=4096,
             )
         except OSError as exc:
             raise OSError(exc.errno, f"listener {self.name} on {config.host}:{config.port}: {exc.strerror}") from exc

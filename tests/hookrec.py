@@ -1,0 +1,30 @@
+"""A test hook that records who logged in, and a way to add hooks to a broker running in its thread."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+from wrenmq.hooks import Hook
+from wrenmq.pytest_plugin import WrenmqServer
+
+
+class RecordUsernames(Hook):
+    """Records the username of every client that connects (after the authentication hooks ran)."""
+
+    name = "record-usernames"
+
+    def __init__(self) -> None:
+        self.usernames: queue.Queue[str | None] = queue.Queue()
+
+    def on_connect(self, client: Any, packet: Any) -> None:
+        self.usernames.put(client.username)
+
+
+def add_hook(server: WrenmqServer, hook: Hook) -> None:
+    """Register ``hook`` on the running broker, from its own event loop."""
+
+    async def add() -> None:
+        server.broker.hooks.add(hook)
+
+    server.call(add())
