@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..hooks import READ, WRITE
 from ..mqtt.topics import valid_topic_filter
+from .errors import AclFileError
 
 __all__ = ["DENY", "READWRITE", "AclFileError", "AclRules", "Rule", "covers", "overlaps"]
 
@@ -41,16 +42,6 @@ READWRITE = READ | WRITE
 ACCESS_WORDS = {"read": READ, "write": WRITE, "readwrite": READWRITE, "deny": DENY}
 CLIENT_ID, USERNAME = "%c", "%u"
 SYS_LEVELS = ("$SYS", "#")
-
-
-class AclFileError(ValueError):
-    """An ACL file cannot be read or a line in it is malformed; the message names the file and line."""
-
-    def __init__(self, path: Path, problem: str, line: int | None = None) -> None:
-        where = f"ACL file {path}" + (f", line {line}" if line is not None else "")
-        super().__init__(f"{where}: {problem}")
-        self.path = path
-        self.line = line
 
 
 @dataclass(frozen=True, slots=True)

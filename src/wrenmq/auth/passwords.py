@@ -21,19 +21,11 @@ from pathlib import Path
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from .errors import PasswordFileError
+
 __all__ = ["PasswordFile", "PasswordFileError", "check_username", "hasher"]
 
 ARGON2ID_PREFIX = "$argon2id$"
-
-
-class PasswordFileError(ValueError):
-    """A password file cannot be read or a line in it is malformed; the message names the file and line."""
-
-    def __init__(self, path: Path, problem: str, line: int | None = None) -> None:
-        where = f"password file {path}" + (f", line {line}" if line is not None else "")
-        super().__init__(f"{where}: {problem}")
-        self.path = path
-        self.line = line
 
 
 @functools.cache
