@@ -30,6 +30,7 @@ COMPILED_MODULES = [
     "src/wrenmq/broker/router.py",
     "src/wrenmq/broker/retain.py",
     "src/wrenmq/broker/session.py",
+    "src/wrenmq/broker/persist.py",
     "src/wrenmq/broker/connection.py",
     "src/wrenmq/broker/broker.py",
 ]

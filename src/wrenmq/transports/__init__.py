@@ -6,6 +6,7 @@ the event loop's, WebSocket framing is an adapter in front of the connection (``
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +44,7 @@ class Listener:
         ssl_context = server_context(config) if config.secure else None
         factory: Any
         if config.type in ("tcp", "tls"):
-
-            def factory() -> Connection:
-                return Connection(broker, self)
-
+            factory = functools.partial(Connection, broker, self)  # no Python frame per accepted socket
         else:
             from .websocket import WebSocketAdapter
 
