@@ -152,13 +152,21 @@ async def _serve(config: Config) -> None:
 
     broker = Broker(config)
     await broker.start()
-    if hasattr(signal, "SIGHUP"):  # re-read password and ACL files, as Mosquitto does
-        loop.add_signal_handler(signal.SIGHUP, broker.reload)
-    tune_gc()
+    api = None
     try:
+        if config.api_port is not None:
+            from wrenmq.api import ApiServer
+
+            api = ApiServer(broker)
+            await api.start()
+        if hasattr(signal, "SIGHUP"):  # re-read password and ACL files, as Mosquitto does
+            loop.add_signal_handler(signal.SIGHUP, broker.reload)
+        tune_gc()
         await stopping.wait()
         log.info("stopping")
     finally:
+        if api is not None:
+            await api.stop()
         await broker.stop()
 
 
@@ -191,8 +199,15 @@ def _add_passwd(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     add_parser(subcommands)
 
 
+def _add_apikey(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from wrenmq.api.apikey_cli import add_parser  # the API's keys live with the API
+
+    add_parser(subcommands)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_serve,
     _add_bench,
     _add_passwd,
+    _add_apikey,
 )

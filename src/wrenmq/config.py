@@ -228,6 +228,16 @@ class Config(BaseModel):
         float, Field(ge=0, description="Messages per second a client may publish (token bucket); 0: no limit.")
     ] = 0.0
     sys_interval: Annotated[float, Field(ge=0, description="Seconds between $SYS updates; 0 disables $SYS.")] = 10.0
+    api_host: Annotated[str, Field(description="Address the HTTP management API binds to.")] = "127.0.0.1"
+    api_port: Annotated[OptionalPort, Field(description="HTTP management API port (off: no API).")] = 8080
+    api_certfile: Annotated[OptionalPath, Field(description="TLS certificate for the API (unset: plain HTTP).")] = None
+    api_keyfile: Annotated[OptionalPath, Field(description="TLS private key for the API.")] = None
+    api_keys_file: Annotated[
+        OptionalPath, Field(description="Hashed API keys (wrenmq apikey); default: <data_dir>/api_keys.json.")
+    ] = None
+    stream_buffer: Annotated[
+        int, Field(ge=1, description="Messages an API stream may hold for a slow reader before it drops.")
+    ] = 1000
     retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
     maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
     topic_alias_maximum: Annotated[
@@ -351,6 +361,11 @@ class Config(BaseModel):
     def sqlite_path(self) -> Path:
         """The SQLite database file used when ``storage == "sqlite"``."""
         return self.data_dir / "wrenmq.db"
+
+    @property
+    def api_keys_path(self) -> Path:
+        """Where ``wrenmq apikey`` and the API keep the hashed API keys."""
+        return self.api_keys_file or self.data_dir / "api_keys.json"
 
 
 class _CrossFieldError(ValueError):

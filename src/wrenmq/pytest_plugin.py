@@ -26,6 +26,7 @@ import pytest
 from wrenmq.config import Config, load_config
 
 if TYPE_CHECKING:
+    from wrenmq.api import ApiServer
     from wrenmq.broker import Broker
 
 __all__ = ["WrenmqServer", "server_config"]
@@ -39,6 +40,7 @@ def server_config(data_dir: Path, **overrides: Any) -> Config:
     settings: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 0,
+        "api_port": "off",  # tests that use the API ask for api_port=0
         "ws_port": "off",  # (None would mean "not set" to load_config)
         "storage": "memory",
         "sys_interval": 0,
@@ -55,6 +57,7 @@ class WrenmqServer:
         self.config = config
         self.loop = _new_event_loop()
         self._broker: Broker | None = None
+        self.api: ApiServer | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"wrenmq-{id(self):x}", daemon=True)
@@ -122,8 +125,7 @@ class WrenmqServer:
         if not self._thread.is_alive():
             return
         try:
-            if self._broker is not None:
-                self.call(self._broker.stop())
+            self.call(self._stop())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(TIMEOUT)
@@ -149,6 +151,24 @@ class WrenmqServer:
         broker = Broker(self.config)  # built on its own loop, in case it binds loop objects
         await broker.start()
         self._broker = broker
+        if self.config.api_port is not None:
+            from wrenmq.api import ApiServer
+
+            self.api = ApiServer(broker)
+            await self.api.start()
+
+    async def _stop(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
+        if self._broker is not None:
+            await self._broker.stop()
+
+    @property
+    def api_url(self) -> str:
+        """``http://127.0.0.1:<port>`` of the management API (start with ``api_port=0``)."""
+        if self.api is None:
+            raise RuntimeError("the API is off: start the server with api_port=0")
+        return self.api.url
 
     def __repr__(self) -> str:
         port = self._broker.port if self._broker is not None else None

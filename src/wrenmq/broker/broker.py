@@ -231,6 +231,10 @@ class Broker:
         await self.stop()
 
     @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
     def port(self) -> int:
         """The port of the first tcp listener, as bound (useful with ``port=0``)."""
         return self.listener_port("tcp")

@@ -131,6 +131,10 @@ class Storage(abc.ABC):
     def dirty(self) -> bool:
         """True while some enqueued write is not yet committed."""
 
+    def writable(self) -> bool:
+        """Whether writes are being accepted and committed (readiness checks ask this)."""
+        return True
+
     @abc.abstractmethod
     def barrier(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the loop once everything enqueued before this call is committed.

@@ -290,6 +290,10 @@ class SqliteStorage(Storage):
     def dirty(self) -> bool:
         return self.ops_enqueued != self._committed
 
+    def writable(self) -> bool:
+        thread = self._thread
+        return not self._closed and thread is not None and thread.is_alive()
+
     def barrier(self, callback: Callable[[], None]) -> None:
         loop = self._loop or asyncio.get_running_loop()
         with self._cond:

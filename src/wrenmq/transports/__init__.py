@@ -77,6 +77,11 @@ class Listener:
             self._server = None
 
     @property
+    def bound(self) -> bool:
+        """Accepting connections."""
+        return self._server is not None and self._server.is_serving()
+
+    @property
     def url(self) -> str:
         config = self.config
         scheme = {"tcp": "mqtt", "tls": "mqtts", "ws": "ws", "wss": "wss"}[config.type]

@@ -1,0 +1,104 @@
+"""The management HTTP API: FastAPI on the broker's own event loop, on its own listener.
+
+``create_app(broker)`` builds the ASGI app; ``ApiServer`` runs it with uvicorn inside the running
+loop (no thread, no second loop), so request handlers read and change broker state directly.
+Everything the API does to the broker goes through the broker's public methods and hooks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from .keys import ApiKeyStore
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ..broker.broker import Broker
+
+__all__ = ["ApiServer", "create_app"]
+
+log = logging.getLogger("wrenmq.api")
+
+
+def create_app(broker: Broker) -> FastAPI:
+    """The API app for ``broker``; each area of the API adds its routes in ``install``."""
+    from fastapi import FastAPI  # imported here: every `wrenmq` command imports this package
+
+    from . import health
+
+    app = FastAPI(
+        title="wrenmq management API",
+        version=__version__,
+        openapi_url="/api/openapi.json",
+        docs_url=None,  # served from local assets, not a CDN (see docs.py)
+        redoc_url=None,
+    )
+    app.state.broker = broker
+    app.state.api_keys = ApiKeyStore(broker.config.api_keys_path)
+    health.install(app, broker)
+    return app
+
+
+class ApiServer:
+    """uvicorn serving ``create_app(broker)`` on ``config.api_host:api_port`` in the current loop."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.app = create_app(broker)
+        self.port = 0
+        self._server: Any = None
+        self._socket: socket.socket | None = None
+        self._main_loop: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        import uvicorn
+
+        config = self.broker.config
+        assert config.api_port is not None, "the API is off (api_port)"
+        ssl: dict[str, Any] = {}
+        if config.api_certfile is not None:
+            ssl = {"ssl_certfile": str(config.api_certfile), "ssl_keyfile": str(config.api_keyfile)}
+        server_config = uvicorn.Config(
+            self.app,
+            host=config.api_host,
+            port=config.api_port,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            **ssl,
+        )
+        server = uvicorn.Server(server_config)
+        # Bound here, so a taken port is an OSError naming it rather than uvicorn's sys.exit().
+        family = socket.AF_INET6 if ":" in config.api_host else socket.AF_INET
+        sock = socket.create_server((config.api_host, config.api_port), family=family, backlog=1024)
+        sock.setblocking(False)
+        # What uvicorn's serve() does, less taking over the process's signal handlers: load the
+        # config, start serving on this loop, and run main_loop() (Date header, should_exit).
+        server_config.load()
+        server.lifespan = server_config.lifespan_class(server_config)
+        await server.startup(sockets=[sock])
+        self._server, self._socket = server, sock
+        self.port = sock.getsockname()[1]
+        self._main_loop = asyncio.get_running_loop().create_task(server.main_loop())
+        scheme = "https" if ssl else "http"
+        log.info("API listening on %s://%s:%d/api/v1", scheme, config.api_host, self.port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.should_exit = True
+        if self._main_loop is not None:
+            await self._main_loop
+        await server.shutdown(sockets=[self._socket] if self._socket is not None else None)
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.broker.config.api_certfile is not None else "http"
+        return f"{scheme}://{self.broker.config.api_host}:{self.port}"

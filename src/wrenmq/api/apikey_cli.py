@@ -1,0 +1,62 @@
+"""``wrenmq apikey create|list|delete``: manage the management API's keys.
+
+The keys file is ``api_keys_file`` from the config (``--config``, ``WRENMQ_*``), by default
+``<data_dir>/api_keys.json``. A running broker sees new and deleted keys at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subcommands.add_parser(
+        "apikey",
+        help="manage API keys for the management API",
+        description="Create, list or delete the bearer tokens the HTTP API accepts. Keys are stored hashed; "
+        "a new key is printed once.",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (for data_dir, api_keys_file)")
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", dest="action", required=True)
+    create = actions.add_parser("create", help="create a key and print it", description="Create the key NAME.")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--read-only", action="store_true", help="the key may read but not change anything (403)")
+    actions.add_parser("list", help="list the keys (names, not the keys)")
+    delete = actions.add_parser("delete", help="delete a key", description="Delete the key NAME.")
+    delete.add_argument("name", metavar="NAME")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from wrenmq.config import ConfigError, load_config
+
+    from .keys import ApiKeyStore
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"wrenmq apikey: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    store = ApiKeyStore(config.api_keys_path)
+    try:
+        if args.action == "create":
+            token = store.create(args.name, read_only=args.read_only)
+            print(token)
+            kind = "read-only key" if args.read_only else "key"
+            print(f"created {kind} {args.name!r} in {store.path}; it is shown only now", file=sys.stderr)
+        elif args.action == "list":
+            for key in store.all():
+                print(f"{key.name}\t{'read-only' if key.read_only else 'read-write'}")
+        elif not store.delete(args.name):
+            print(f"wrenmq apikey: no key named {args.name!r} in {store.path}", file=sys.stderr)
+            return EXIT_FAILURE
+    except (ValueError, OSError) as exc:
+        print(f"wrenmq apikey: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK

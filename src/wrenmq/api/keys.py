@@ -1,0 +1,115 @@
+"""API keys: bearer tokens for the management API, stored hashed.
+
+A key is ``wmq_`` plus 32 random bytes (URL-safe base64), shown once by ``wrenmq apikey create``.
+The file keeps each key's name, SHA-256 and whether it is read-only: a key has 256 bits of entropy,
+so a fast hash is enough (no password stretching needed), and a stolen file reveals no key. The
+file is re-read when it changes on disk, so keys created while the broker runs work at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["PREFIX", "ApiKey", "ApiKeyStore", "describe"]
+
+PREFIX = "wmq_"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    sha256: str
+    read_only: bool
+    created: float
+
+
+class ApiKeyStore:
+    """The keys in one JSON file (``Config.api_keys_path``), re-read when its mtime or size changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._keys: dict[str, ApiKey] = {}
+        self._stamp: tuple[int, int] | None = None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def all(self) -> list[ApiKey]:
+        self._refresh()
+        return sorted(self._keys.values(), key=lambda key: key.name)
+
+    def verify(self, token: str) -> ApiKey | None:
+        """The key ``token`` belongs to, or None (compared in constant time)."""
+        self._refresh()
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        found = None
+        for key in self._keys.values():
+            if hmac.compare_digest(key.sha256, digest):
+                found = key
+        return found
+
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._keys, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            raw = json.loads(self.path.read_text())
+            keys = {item["name"]: ApiKey(**item) for item in raw.get("keys", [])}
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"API keys file {self.path}: cannot read: {exc}") from None
+        self._keys, self._stamp = keys, stamp
+
+    # -- editing ------------------------------------------------------------------------------
+
+    def create(self, name: str, read_only: bool = False) -> str:
+        """Add a key named ``name``; returns the token (the only time it exists in clear)."""
+        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ValueError("a key name is 1-64 letters, digits, '-', '_' or '.'")
+        self._refresh()
+        if name in self._keys:
+            raise ValueError(f"an API key named {name!r} exists; delete it first")
+        token = PREFIX + secrets.token_urlsafe(32)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        self._keys[name] = ApiKey(name, digest, read_only, time.time())
+        self._save()
+        return token
+
+    def delete(self, name: str) -> bool:
+        self._refresh()
+        if self._keys.pop(name, None) is None:
+            return False
+        self._save()
+        return True
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps({"keys": [asdict(key) for key in self._keys.values()]}, indent=2) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=".api_keys.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._stamp = None  # re-read (and re-stamp) on next use
+
+
+def describe(key: ApiKey) -> dict[str, Any]:
+    return {"name": key.name, "read_only": key.read_only, "created": key.created}
