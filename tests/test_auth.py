@@ -197,7 +197,19 @@ def test_serve_with_bad_password_file_exits_2(tmp_path):
     """wrenmq feature: ``wrenmq serve`` reports a bad password file as a configuration error (exit 2)."""
     path = tmp_path / "passwd"
     path.write_text("alice\n")
-    result = run_wrenmq("serve", "--port", "0", "--ws-port", "off", "--storage", "memory", "--password-file", str(path))
+    result = run_wrenmq(
+        "serve",
+        "--port",
+        "0",
+        "--ws-port",
+        "off",
+        "--api-port",
+        "off",
+        "--storage",
+        "memory",
+        "--password-file",
+        str(path),
+    )
     assert result.returncode == 2, result.stderr
     assert f"password file {path}, line 1: expected user:hash" in result.stderr
 
@@ -426,7 +438,19 @@ def test_sighup_reloads_password_file(tmp_path, password_file):
     """wrenmq feature: ``wrenmq serve`` re-reads its password file on SIGHUP (as Mosquitto does)."""
     port = free_port()
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
-    args = ["serve", "--port", str(port), "--ws-port", "off", "--storage", "memory", "--sys-interval", "0"]
+    args = [
+        "serve",
+        "--port",
+        str(port),
+        "--ws-port",
+        "off",
+        "--api-port",
+        "off",
+        "--storage",
+        "memory",
+        "--sys-interval",
+        "0",
+    ]
     args += ["--data-dir", str(tmp_path / "data"), "--password-file", str(password_file)]
     with subprocess.Popen(
         [sys.executable, "-m", "wrenmq", *args], env=clean, stderr=subprocess.PIPE, text=True

@@ -109,7 +109,19 @@ def test_serve_stops_gracefully_on_signal(tmp_path: Path, signum: signal.Signals
     if not hasattr(pytest.importorskip("wrenmq.broker"), "Broker"):
         pytest.skip("wrenmq.broker.Broker does not exist yet")
     clean = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
-    args = ["serve", "--port", "0", "--ws-port", "off", "--storage", "memory", "--sys-interval", "0"]
+    args = [
+        "serve",
+        "--port",
+        "0",
+        "--ws-port",
+        "off",
+        "--api-port",
+        "0",  # on, on a free port: uvicorn must leave wrenmq's logging alone
+        "--storage",
+        "memory",
+        "--sys-interval",
+        "0",
+    ]
     args += ["--data-dir", str(tmp_path)]
     with subprocess.Popen(
         [sys.executable, "-m", "wrenmq", *args], env=clean, stderr=subprocess.PIPE, text=True

@@ -51,7 +51,19 @@ def broker_process(tmp_path: Path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
     env.update(WRENMQ_CONNECT_TIMEOUT="1", WRENMQ_MAX_PACKET_SIZE=str(64 * 1024), WRENMQ_LOG_LEVEL="error")
-    args = ["serve", "--port", str(port), "--ws-port", "off", "--storage", "memory", "--sys-interval", "0"]
+    args = [
+        "serve",
+        "--port",
+        str(port),
+        "--ws-port",
+        "off",
+        "--api-port",
+        "off",
+        "--storage",
+        "memory",
+        "--sys-interval",
+        "0",
+    ]
     proc = subprocess.Popen([sys.executable, "-m", "wrenmq", *args, "--data-dir", str(tmp_path)], env=env)
     deadline = time.monotonic() + 15
     while True:

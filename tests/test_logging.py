@@ -134,6 +134,8 @@ def test_serve_writes_the_connect_line_to_stderr_promptly(tmp_path: Path):
             str(port),
             "--ws-port",
             "off",
+            "--api-port",
+            "off",
             "--storage",
             "memory",
             "--data-dir",

@@ -53,7 +53,18 @@ class BrokerProcess:
 
     def start(self) -> BrokerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = [sys.executable, "-m", "wrenmq", "serve", "--port", str(self.port), "--ws-port", "off"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "wrenmq",
+            "serve",
+            "--port",
+            str(self.port),
+            "--ws-port",
+            "off",
+            "--api-port",
+            "off",
+        ]
         cmd += ["--data-dir", str(self.data_dir), "--log-level", "info", *self.args]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)

@@ -414,6 +414,8 @@ def test_bad_certfile_stops_serve(tmp_path, pki):
             "0",
             "--ws-port",
             "off",
+            "--api-port",
+            "off",
             "--storage",
             "memory",
             "--data-dir",

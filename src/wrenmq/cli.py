@@ -69,6 +69,8 @@ _SERVE_FLAGS = (
     "cafile",
     "password_file",
     "acl_file",
+    "api_host",
+    "api_port",
     "data_dir",
     "log_level",
     "storage",

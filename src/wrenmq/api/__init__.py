@@ -29,7 +29,19 @@ def create_app(broker: Broker) -> FastAPI:
     """The API app for ``broker``; each area of the API adds its routes in ``install``."""
     from fastapi import FastAPI  # imported here: every `wrenmq` command imports this package
 
-    from . import health
+    from . import (
+        docs,
+        health,
+        metrics,
+        problems,
+        routes_admin,
+        routes_broker,
+        routes_clients,
+        routes_publish,
+        routes_retained,
+        routes_topics,
+        streams,
+    )
 
     app = FastAPI(
         title="wrenmq management API",
@@ -40,7 +52,18 @@ def create_app(broker: Broker) -> FastAPI:
     )
     app.state.broker = broker
     app.state.api_keys = ApiKeyStore(broker.config.api_keys_path)
+    app.state.on_stop = []  # callables ApiServer.stop runs first: uvicorn's shutdown waits for open responses
+    problems.install(app, broker)
     health.install(app, broker)
+    metrics.install(app, broker)
+    streams.install(app, broker)
+    routes_broker.install(app, broker)
+    routes_clients.install(app, broker)
+    routes_topics.install(app, broker)
+    routes_retained.install(app, broker)
+    routes_publish.install(app, broker)
+    routes_admin.install(app, broker)
+    docs.install(app, broker)
     return app
 
 
@@ -69,6 +92,7 @@ class ApiServer:
             port=config.api_port,
             lifespan="off",
             access_log=False,
+            log_config=None,  # keep wrenmq's logging: uvicorn's dictConfig would close its handlers
             log_level="warning",
             server_header=False,
             **ssl,
@@ -94,6 +118,8 @@ class ApiServer:
         if server is None:
             return
         server.should_exit = True
+        for stop in self.app.state.on_stop:  # end streams, which would otherwise hold shutdown open
+            stop()
         if self._main_loop is not None:
             await self._main_loop
         await server.shutdown(sockets=[self._socket] if self._socket is not None else None)

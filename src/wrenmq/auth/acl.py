@@ -28,6 +28,9 @@ How a check is decided:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,11 +38,24 @@ from ..hooks import READ, WRITE
 from ..mqtt.topics import valid_topic_filter
 from .errors import AclFileError
 
-__all__ = ["DENY", "READWRITE", "AclFileError", "AclRules", "Rule", "covers", "overlaps"]
+__all__ = [
+    "DENY",
+    "READWRITE",
+    "AclFileError",
+    "AclRules",
+    "Rule",
+    "covers",
+    "insert_rule",
+    "overlaps",
+    "remove_line",
+    "rule_line",
+    "save_acl_text",
+]
 
 DENY = 0
 READWRITE = READ | WRITE
 ACCESS_WORDS = {"read": READ, "write": WRITE, "readwrite": READWRITE, "deny": DENY}
+ACCESS_NAMES = {access: word for word, access in ACCESS_WORDS.items()}
 CLIENT_ID, USERNAME = "%c", "%u"
 SYS_LEVELS = ("$SYS", "#")
 
@@ -174,6 +190,84 @@ class AclRules:
 
     def __len__(self) -> int:
         return len(self.anonymous) + sum(map(len, self.users.values())) + len(self.patterns)
+
+    def entries(self) -> list[tuple[str | None, Rule]]:
+        """Every rule with the user whose section it is in (None: anonymous, and every pattern),
+        in file order."""
+        found: list[tuple[str | None, Rule]] = [(None, rule) for rule in self.anonymous + self.patterns]
+        found += [(user, rule) for user, rules in self.users.items() for rule in rules]
+        return sorted(found, key=lambda entry: entry[1].line)
+
+
+# -- editing the file's text (the management API): comments and layout are kept -----------------
+
+
+def rule_line(access: int, topic: str, pattern: bool = False) -> str:
+    """A rule as a line of the file (what ``AclRules.parse`` reads back as that rule)."""
+    return f"{'pattern' if pattern else 'topic'} {ACCESS_NAMES[access]} {topic}"
+
+
+def insert_rule(text: str, line: str, user: str | None) -> str:
+    """``text`` with the rule ``line`` added: a pattern at the end; a topic rule after the last
+    line of ``user``'s section (None: the anonymous rules before the first ``user`` line), or in a
+    new ``user`` section at the end."""
+    lines = text.splitlines()
+    section: str | None = None
+    last: int | None = None  # the last line of the wanted section (its header or a topic rule)
+    first_user: int | None = None
+    for number, raw in enumerate(lines):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        keyword, rest = _split(stripped)
+        if keyword == "user":
+            section = rest
+            first_user = number if first_user is None else first_user
+            if rest == user:
+                last = number
+        elif keyword == "topic" and section == user:
+            last = number
+    if line.startswith("pattern "):
+        at = len(lines)
+    elif last is not None:
+        at = last + 1
+    elif user is None:
+        at = len(lines) if first_user is None else first_user
+    else:
+        if lines and lines[-1].strip():
+            lines.append("")
+        lines.append(f"user {user}")
+        at = len(lines)
+    lines.insert(at, line)
+    return "".join(entry + "\n" for entry in lines)
+
+
+def remove_line(text: str, number: int) -> str:
+    """``text`` without its line ``number`` (1-based, as ``Rule.line``)."""
+    lines = text.splitlines(keepends=True)
+    del lines[number - 1]
+    return "".join(lines)
+
+
+def save_acl_text(path: Path, text: str) -> None:
+    """Replace the file atomically (a temporary file in the same directory, then rename), keeping
+    its permissions."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _split(text: str) -> tuple[str, str]:

@@ -67,12 +67,19 @@ class Stats:
         "auth_failures",
         "bytes_received",
         "bytes_sent",
+        "clients_by_version",
         "clients_total",
+        "dropped_congested",
+        "dropped_denied",
+        "dropped_queue_full",
+        "dropped_too_large",
         "internal_errors",
         "messages_dropped",
         "messages_expired",
         "messages_received",
+        "messages_received_qos",
         "messages_sent",
+        "messages_sent_qos",
         "protocol_errors",
         "slow_consumers_dropped",
     )
@@ -83,11 +90,20 @@ class Stats:
         self.bytes_received = 0
         self.bytes_sent = 0
         self.clients_total = 0
+        self.clients_by_version = [0] * 6  # accepted CONNECTs by protocol level (3: 3.1, 4: 3.1.1, 5: 5.0)
+        # messages_dropped by cause: QoS 0 to a congested client, publish denied (ACL, hook, topic
+        # limits), session queue full (max_queued_messages), over the client's Maximum Packet Size.
+        self.dropped_congested = 0
+        self.dropped_denied = 0
+        self.dropped_queue_full = 0
+        self.dropped_too_large = 0
         self.internal_errors = 0
         self.messages_dropped = 0
         self.messages_expired = 0
         self.messages_received = 0
+        self.messages_received_qos = [0, 0, 0]  # messages_received by QoS
         self.messages_sent = 0
+        self.messages_sent_qos = [0, 0, 0]  # messages_sent by QoS
         self.protocol_errors = 0
         self.slow_consumers_dropped = 0
 
@@ -277,11 +293,41 @@ class Broker:
         message = Message(topic, data, qos, retain, props, expires_at)
         if self.hooks.publish:
             message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
+        self.stats.messages_received += 1  # in-process publications (the API) are messages in too
+        self.stats.messages_received_qos[qos] += 1
         before = self.persist.writes
         matched = self.route(message)
         if self.persist.strict and qos and self.persist.writes != before:
             await self.storage.flush()
         return matched
+
+    def disconnect_client(self, client_id: str, discard_session: bool = False) -> bool:
+        """Disconnect ``client_id`` as an administrator: an MQTT 5 client is sent DISCONNECT 0x98
+        Administrative action, a 3.1.x connection is closed; its will is published as for any
+        connection the server closes. ``discard_session`` ends the session too (else it stays for
+        its expiry interval). False if there is no such client (session)."""
+        session = self.sessions.get(client_id)
+        if session is None:
+            return False
+        conn = session.connection
+        if conn is not None:
+            conn.close_with(ReasonCode.ADMINISTRATIVE_ACTION, "disconnected by an administrator")
+            self._detach(conn, session_continues=not discard_session)
+        elif discard_session:
+            self._end_session(session)
+        return True
+
+    async def delete_retained(self, topic: str) -> bool:
+        """Clear ``topic``'s retained message as a retained PUBLISH with an empty payload would
+        [MQTT-3.3.1-6]; with strict durability, returns once the deletion is committed. False if
+        there was none."""
+        if self.retained.get(topic) is None:
+            return False
+        before = self.persist.writes
+        self._retain(Message(topic, b"", 0, True))
+        if self.persist.strict and self.persist.writes != before:
+            await self.storage.flush()
+        return True
 
     # -- the hot path -----------------------------------------------------------------------
 
@@ -453,6 +499,7 @@ class Broker:
         conn.session = session
         conn.connected = True
         self.stats.clients_total += 1
+        self.stats.clients_by_version[version] += 1
 
         if version == 5:
             ack_props: dict[int, Any] = {}
@@ -638,6 +685,7 @@ class Broker:
         if expiry is not None:
             will.expires_at = self.loop.time() + expiry
         self.stats.messages_received += 1
+        self.stats.messages_received_qos[will.qos] += 1
         if self.hooks.publish:
             try:
                 will = self.hooks.run_publish(None, will)

@@ -283,6 +283,7 @@ class Connection(asyncio.Protocol):
     ) -> None:
         if self.congested:
             self.broker.stats.messages_dropped += 1
+            self.broker.stats.dropped_congested += 1
             return
         if sub_ids is None and message.expires_at is None:
             data = message.wire(self.version, 0, retain)[0]
@@ -290,10 +291,12 @@ class Connection(asyncio.Protocol):
             data = message.wire_at(self.version, 0, retain, now, sub_ids)[0]
         if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
             self.broker.stats.messages_dropped += 1
+            self.broker.stats.dropped_too_large += 1
             return
         self._write(data)
         broker = self.broker
         broker.stats.messages_sent += 1
+        broker.stats.messages_sent_qos[0] += 1
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
@@ -308,6 +311,7 @@ class Connection(asyncio.Protocol):
         if self.max_packet_out and len(head) + 2 + len(tail) > self.max_packet_out:
             # Too large for this client: discard as if delivered [MQTT-3.1.2-25].
             self.broker.stats.messages_dropped += 1
+            self.broker.stats.dropped_too_large += 1
             session = self.session
             if session is not None:
                 session.acknowledge(delivery.packet_id, SENT)
@@ -321,6 +325,7 @@ class Connection(asyncio.Protocol):
         self._queued(len(head) + 2 + len(tail))
         broker = self.broker
         broker.stats.messages_sent += 1
+        broker.stats.messages_sent_qos[delivery.qos] += 1
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
@@ -487,6 +492,7 @@ class Connection(asyncio.Protocol):
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         broker = self.broker
         broker.stats.messages_received += 1
+        broker.stats.messages_received_qos[qos] += 1
         persist = broker.persist
         writes = persist.writes
         hooks = broker.hooks
@@ -566,6 +572,7 @@ class Connection(asyncio.Protocol):
         """A denied PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
         3.1.1 there is no way to say no, so the ack is the usual one (as Mosquitto does)."""
         self.broker.stats.messages_dropped += 1
+        self.broker.stats.dropped_denied += 1
         qos = packet.qos
         if not qos:
             return

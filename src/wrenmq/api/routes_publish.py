@@ -1,0 +1,158 @@
+"""``POST /api/v1/publish`` and ``/api/v1/publish/batch``: publish as the broker itself (no client,
+so no ACL applies: an API key that may write may publish anywhere but ``$`` topics; publish hooks
+still run). Also ``POST /publish``, the body existing integrations send (``{"broker": "internal",
+...}``).
+
+A request is checked against the MQTT rules (models.py) and then against this broker's settings
+(Maximum QoS, retain available, topic length and levels, max_packet_size); anything refused is a
+422 naming the field. A ``Reject`` from a publish hook is a 403 (0x87 Not authorized) or 422 with
+its reason and reason code.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from ..hooks import Reject
+from ..mqtt.properties import encode_properties, encode_varint
+from ..mqtt.reason_codes import ReasonCode
+from .models import (
+    BatchItemResult,
+    BatchResult,
+    CompatPublishRequest,
+    CompatPublishResult,
+    PublishBatch,
+    PublishRequest,
+    PublishResult,
+)
+from .problems import FieldError, Problem, field_error, problem_responses
+from .routing import BODY_RESPONSES, WRITE, WRITE_RESPONSES, authenticated_router, v1_router
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+INTERNAL = "internal"
+
+
+def publish_size(topic: bytes, payload: bytes, qos: int, properties: bytes) -> int:
+    """Bytes of the PUBLISH packet an MQTT 5 subscriber would get (the largest variant)."""
+    remaining = 2 + len(topic) + (2 if qos else 0) + len(properties) + len(payload)
+    return 1 + len(encode_varint(remaining)) + remaining
+
+
+def broker_problems(broker: Broker, request: PublishRequest, loc: tuple[str | int, ...]) -> list[FieldError]:
+    """What this broker's settings refuse in ``request`` (the schema has checked the rest)."""
+    config = broker.config
+    errors = []
+    if request.qos > config.maximum_qos:
+        message = f"QoS {request.qos} is above the broker's maximum_qos ({config.maximum_qos})"
+        errors.append(field_error((*loc, "qos"), message))
+    if request.retain and not config.retain_available:
+        errors.append(field_error((*loc, "retain"), "retained messages are not available (retain_available)"))
+    topic = request.topic
+    if len(topic) > config.max_topic_length:
+        message = f"the topic is {len(topic)} characters, over max_topic_length ({config.max_topic_length})"
+        errors.append(field_error((*loc, "topic"), message))
+    if topic.count("/") >= config.max_topic_levels:
+        message = f"the topic has {topic.count('/') + 1} levels, over max_topic_levels ({config.max_topic_levels})"
+        errors.append(field_error((*loc, "topic"), message))
+    payload = request.payload_bytes()
+    size = publish_size(topic.encode(), payload, request.qos, encode_properties(request.properties.to_mqtt()))
+    if size > config.max_packet_size:
+        given = [name for name in ("payload_base64", "payload_json") if getattr(request, name) is not None]
+        message = f"the PUBLISH would be {size} bytes, over the broker's max_packet_size ({config.max_packet_size})"
+        errors.append(field_error((*loc, given[0] if given else "payload"), message))
+    return errors
+
+
+async def publish(broker: Broker, request: PublishRequest) -> PublishResult:
+    """Publish ``request`` (already checked); a hook's Reject is raised as a Problem."""
+    payload = request.payload_bytes()
+    try:
+        matched = await broker.publish(
+            request.topic, payload, request.qos, request.retain, request.properties.to_mqtt()
+        )
+    except Reject as reject:
+        status = 403 if reject.reason_code == ReasonCode.NOT_AUTHORIZED else 422
+        raise Problem(
+            status,
+            f"a publish hook refused the message: {reject}",
+            kind="publish-rejected",
+            title="Publish rejected",
+            reason_code=reject.reason_code,
+        ) from None
+    return PublishResult(
+        topic=request.topic, qos=request.qos, retain=request.retain, payload_size=len(payload), matched=matched
+    )
+
+
+def install(app: FastAPI, broker: Broker) -> None:
+    router = v1_router("publish")
+    compat = authenticated_router("", "compatibility")
+    rejected = {**WRITE_RESPONSES, **BODY_RESPONSES}
+
+    @router.post("/publish", summary="Publish a message", dependencies=WRITE, responses=rejected)
+    async def publish_message(request: PublishRequest) -> PublishResult:
+        """The payload is given as ``payload`` (text), ``payload_base64`` or ``payload_json``; MQTT 5
+        subscribers get the ``properties``. ``matched`` counts the subscriptions it reached."""
+        errors = broker_problems(broker, request, ("body",))
+        if errors:
+            raise Problem.invalid(errors)
+        return await publish(broker, request)
+
+    @router.post("/publish/batch", summary="Publish several messages", dependencies=WRITE, responses=rejected)
+    async def publish_batch(batch: PublishBatch) -> BatchResult:
+        """Every message is checked first: if any is invalid, none is published (422 naming each
+        field as ``body.messages.<index>.<field>``). Then they are published in order; a message a
+        publish hook refuses is reported in its result and the others are still published."""
+        errors = [
+            error
+            for index, request in enumerate(batch.messages)
+            for error in broker_problems(broker, request, ("body", "messages", index))
+        ]
+        if errors:
+            raise Problem.invalid(errors)
+        results = []
+        for index, request in enumerate(batch.messages):
+            try:
+                result = await publish(broker, request)
+            except Problem as problem:
+                results.append(
+                    BatchItemResult(
+                        index=index, published=False, problem=problem.detail, reason_code=problem.reason_code
+                    )
+                )
+            else:
+                results.append(BatchItemResult(index=index, published=True, result=result))
+        published = sum(1 for item in results if item.published)
+        return BatchResult(published=published, rejected=len(results) - published, results=results)
+
+    @compat.post(
+        "/publish",
+        summary="Publish (the body integrations send: broker, topic, payload, qos, retain)",
+        dependencies=WRITE,
+        responses={**rejected, **problem_responses(404)},
+    )
+    async def compat_publish(request: CompatPublishRequest) -> CompatPublishResult:
+        """``broker`` must be ``internal`` (404 "unknown broker" otherwise). ``payload`` is sent as
+        text if it is a string, as compact JSON text if it is any other JSON value."""
+        if request.broker != INTERNAL:
+            # External brokers (bridges to other MQTT brokers, the integrations issue) will be
+            # looked up by name here and published to; until then only this broker exists.
+            raise Problem(
+                404,
+                f"unknown broker {request.broker!r}: only {INTERNAL!r} (this broker) is configured",
+                kind="unknown-broker",
+                title="Unknown broker",
+            )
+        inner = request.as_request()
+        errors = broker_problems(broker, inner, ("body",))
+        if errors:
+            raise Problem.invalid(errors)
+        result = await publish(broker, inner)
+        return CompatPublishResult(**result.model_dump(), broker=INTERNAL)
+
+    app.include_router(router)
+    app.include_router(compat)

@@ -1,0 +1,82 @@
+"""``/api/v1/retained``: list the retained messages a topic filter matches (paged), read one, or
+clear one (as a retained PUBLISH with an empty payload would, and persisted)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, FastAPI, Query, Response
+
+from ..mqtt.topics import valid_topic_filter
+from .models import MessageProperties, Page, RetainedMessage, RetainedSummary, string_problem, topic_problem
+from .problems import Problem, field_error, problem_responses
+from .routing import WRITE, WRITE_RESPONSES, Paging, v1_router
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+
+def _check_topic(topic: str) -> None:
+    problem = topic_problem(topic)
+    if problem:
+        raise Problem.invalid([field_error(("path", "topic"), problem)])
+
+
+def install(app: FastAPI, broker: Broker) -> None:
+    router = v1_router("retained")
+
+    @router.get("/retained", summary="List retained messages matching a topic filter")
+    async def list_retained(
+        paging: Annotated[Paging, Depends()],
+        topic_filter: Annotated[
+            str,
+            Query(alias="filter", description="A topic filter (+ and # wildcards); '#' does not include $SYS/..."),
+        ] = "#",
+    ) -> Page[RetainedSummary]:
+        problem = string_problem(topic_filter)
+        if problem is None and not valid_topic_filter(topic_filter):
+            problem = f"{topic_filter!r} is not a valid topic filter (+ and # must be whole levels, # the last)"
+        if problem:
+            raise Problem.invalid([field_error(("query", "filter"), problem)])
+        now = broker.loop.time()
+        found = (message for message in broker.retained.match(topic_filter) if not message.expired(now))
+        page, total = paging.page(found, key=lambda message: message.topic)
+        items = []
+        for message in page:
+            properties = MessageProperties.from_message(message, now)
+            items.append(
+                RetainedSummary(
+                    topic=message.topic,
+                    qos=message.qos,
+                    payload_size=len(message.payload),
+                    content_type=properties.content_type,
+                    message_expiry_interval=properties.message_expiry_interval,
+                )
+            )
+        return Page[RetainedSummary](items=items, total=total, limit=paging.limit, offset=paging.offset)
+
+    @router.get("/retained/{topic:path}", summary="One retained message", responses=problem_responses(404))
+    async def get_retained(topic: str) -> RetainedMessage:
+        _check_topic(topic)
+        message = broker.retained.get(topic)
+        now = broker.loop.time()
+        if message is None or message.expired(now):
+            raise Problem(404, f"no retained message on {topic!r}")
+        return RetainedMessage.from_message(message, now)
+
+    @router.delete(
+        "/retained/{topic:path}",
+        summary="Clear a retained message",
+        status_code=204,
+        dependencies=WRITE,
+        responses={**WRITE_RESPONSES, **problem_responses(404)},
+    )
+    async def delete_retained(topic: str) -> Response:
+        """As a retained PUBLISH with an empty payload would: new subscribers no longer receive it,
+        and the deletion is stored (with strict durability, committed before the response)."""
+        _check_topic(topic)
+        if not await broker.delete_retained(topic):
+            raise Problem(404, f"no retained message on {topic!r}")
+        return Response(status_code=204)
+
+    app.include_router(router)

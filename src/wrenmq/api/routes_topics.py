@@ -1,0 +1,104 @@
+"""``/api/v1/subscriptions`` (every session's subscriptions, filterable) and ``/api/v1/topics``.
+
+A topic is *active* when a session (connected or not) subscribes to it as a topic filter, or a
+retained message is stored on it. ``/topics`` lists each such string once, with how many sessions
+subscribe with exactly that filter (plainly or through ``$share`` groups, counted apart) and
+whether a retained message is stored there. Subscribers are not matched across filters: a
+retained ``a/b`` shows the subscribers of the filter ``a/b``, while those of ``a/#`` are listed
+under ``a/#``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, FastAPI, Query
+
+from ..mqtt.topics import parse_shared
+from .models import Page, SubscriptionEntry, TopicInfo
+from .routes_clients import subscription_info
+from .routing import Paging, v1_router
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+
+@dataclass
+class _Topic:
+    subscribers: int = 0
+    shared: int = 0
+    retained: bool = False
+
+
+def active_topics(broker: Broker) -> dict[str, _Topic]:
+    topics: dict[str, _Topic] = {}
+    for session in broker.sessions.values():
+        for topic_filter in session.subscriptions:
+            group, inner = parse_shared(topic_filter)
+            entry = topics.setdefault(inner, _Topic())
+            if group is None:
+                entry.subscribers += 1
+            else:
+                entry.shared += 1
+    for message in broker.retained:
+        topics.setdefault(message.topic, _Topic()).retained = True
+    return topics
+
+
+def install(app: FastAPI, broker: Broker) -> None:
+    router = v1_router("topics")
+
+    @router.get("/subscriptions", summary="List subscriptions")
+    async def list_subscriptions(
+        paging: Annotated[Paging, Depends()],
+        client_id: Annotated[str | None, Query(description="Only this client's subscriptions.")] = None,
+        prefix: Annotated[
+            str | None, Query(description="Only topic filters starting with this (as subscribed, $share/ included).")
+        ] = None,
+    ) -> Page[SubscriptionEntry]:
+        if client_id is not None:
+            session = broker.sessions.get(client_id)
+            sessions = [session] if session is not None else []
+        else:
+            sessions = list(broker.sessions.values())
+        subs = [
+            sub
+            for session in sessions
+            for topic_filter, sub in session.subscriptions.items()
+            if prefix is None or topic_filter.startswith(prefix)
+        ]
+        page, total = paging.page(subs, key=lambda sub: (sub.topic_filter, sub.session.client_id))
+        items = [
+            SubscriptionEntry(
+                **subscription_info(sub).model_dump(),
+                client_id=sub.session.client_id,
+                connected=sub.session.connection is not None,
+            )
+            for sub in page
+        ]
+        return Page[SubscriptionEntry](items=items, total=total, limit=paging.limit, offset=paging.offset)
+
+    @router.get("/topics", summary="Active topics: subscribed filters and retained topics")
+    async def list_topics(
+        paging: Annotated[Paging, Depends()],
+        prefix: Annotated[str | None, Query(description="Only topics starting with this.")] = None,
+    ) -> Page[TopicInfo]:
+        """A topic is active when a session subscribes to it as a filter or a retained message is
+        stored on it; subscriber counts are of sessions subscribed with exactly that filter."""
+        active = active_topics(broker).items()
+        topics = [(topic, entry) for topic, entry in active if prefix is None or topic.startswith(prefix)]
+        page, total = paging.page(topics, key=lambda item: item[0])
+        items = [
+            TopicInfo(
+                topic=topic,
+                wildcard="+" in topic or "#" in topic,  # topic names cannot contain them
+                subscribers=entry.subscribers,
+                shared_subscribers=entry.shared,
+                retained=entry.retained,
+            )
+            for topic, entry in page
+        ]
+        return Page[TopicInfo](items=items, total=total, limit=paging.limit, offset=paging.offset)
+
+    app.include_router(router)

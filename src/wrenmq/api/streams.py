@@ -1,0 +1,397 @@
+"""Live message streams: ``GET /api/v1/stream?filter=...`` as Server-Sent Events, and the same as
+JSON messages over a WebSocket at ``/api/v1/stream/ws?filter=...``.
+
+A stream sees what an MQTT subscriber to its filters would see from the moment it opens (no
+retained messages, and not ``$SYS``, which the broker routes without hooks), under the same ACL:
+the filters are checked with ``READ`` access for a client named ``api-stream:<key name>`` whose
+username is the API key's name. Messages reach streams through a publish hook that is registered
+only while a stream is open, so the broker pays nothing for streams when there are none.
+
+Each stream buffers at most ``stream_buffer`` messages for its reader. A reader slower than the
+messages loses the *oldest* ones (what it gets next is the newest), and before the next message it
+is told how many it lost (SSE: ``event: dropped``; WebSocket: ``{"type": "dropped"}``).
+
+Browsers cannot set an Authorization header on ``EventSource`` or ``WebSocket``, so both accept the
+API key as ``?token=`` too. A query string ends up in access logs and browser history: prefer the
+header where the client can send one, and a read-only key for browsers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Security
+from fastapi.responses import Response, StreamingResponse
+from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..hooks import READ, Hook
+from ..mqtt.properties import PropertyId
+from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
+from .keys import ApiKey, ApiKeyStore
+from .problems import Problem, field_error, problem_responses
+from .routing import BEARER
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+    from ..broker.connection import Connection
+    from ..broker.message import Message
+
+__all__ = ["HEARTBEAT", "MAX_FILTERS", "Stream", "StreamClient", "StreamHub", "install"]
+
+log = logging.getLogger("wrenmq.api.streams")
+
+HEARTBEAT = 15.0  # seconds of silence after which a stream sends a keep-alive (proxies close idle ones)
+MAX_FILTERS = 16  # filters per stream: each costs a match per published message
+
+_P = PropertyId
+
+
+class StreamClient:
+    """What ACL hooks see of a stream: the attributes they read on a ``Connection``."""
+
+    __slots__ = ("auth", "cert_identity", "client_id", "listener", "peer", "peer_host", "username", "version")
+
+    def __init__(self, key_name: str) -> None:
+        self.client_id = f"api-stream:{key_name}"
+        self.username: str | None = key_name
+        self.listener = None
+        self.auth = None
+        self.cert_identity = None
+        self.version = 5
+        self.peer = self.peer_host = "api"
+
+
+class Stream:
+    """One open stream: its filters and a bounded buffer of (sequence number, time, message)."""
+
+    def __init__(self, hub: StreamHub, filters: tuple[str, ...], capacity: int) -> None:
+        self.hub = hub
+        self.filters = filters
+        self.capacity = capacity
+        self.buffer: deque[tuple[int, float, Message]] = deque()
+        self.seq = 0  # numbers every matching message, dropped ones too: a gap shows what was lost
+        self.dropped = 0  # dropped since the reader was last told
+        self.closed = False
+        self._wake = asyncio.Event()
+
+    def offer(self, message: Message, now: float) -> None:
+        topic = message.topic
+        for topic_filter in self.filters:
+            if topic_matches(topic_filter, topic):  # `$`-topics only match `$` filters [MQTT-4.7.2-1]
+                break
+        else:
+            return
+        self.seq += 1
+        buffer = self.buffer
+        if len(buffer) >= self.capacity:
+            buffer.popleft()
+            self.dropped += 1
+            self.hub.messages_dropped += 1
+        buffer.append((self.seq, now, message))
+        self._wake.set()
+
+    async def take(self, timeout: float) -> tuple[list[tuple[int, float, Message]], int] | None:
+        """What arrived (and how many were dropped before it) once there is something or ``timeout``
+        passed (then both are empty); None once the stream is closed."""
+        if not self.buffer and not self.dropped and not self.closed:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+        if self.closed:
+            return None
+        batch = list(self.buffer)
+        self.buffer.clear()
+        dropped, self.dropped = self.dropped, 0
+        self.hub.messages_sent += len(batch)
+        return batch, dropped
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+
+class StreamHub(Hook):
+    """The open streams of one API, and the publish hook that feeds them while there are any."""
+
+    name = "api-streams"
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.streams: set[Stream] = set()
+        self.closed = False  # the API is stopping: streams end, and no new ones open
+        self.messages_sent = 0
+        self.messages_dropped = 0
+
+    def open(self, filters: tuple[str, ...]) -> Stream:
+        stream = Stream(self, filters, self.broker.config.stream_buffer)
+        if self.closed:
+            stream.close()
+            return stream
+        if not self.streams:
+            self.broker.hooks.add(self)
+        self.streams.add(stream)
+        return stream
+
+    def release(self, stream: Stream) -> None:
+        stream.close()
+        self.streams.discard(stream)
+        if not self.streams and self in self.broker.hooks.hooks:
+            self.broker.hooks.remove(self)
+
+    def close(self) -> None:
+        """End every stream (the API or the broker is stopping: uvicorn waits for open responses)."""
+        self.closed = True
+        for stream in list(self.streams):
+            stream.close()
+
+    # -- hook events ----------------------------------------------------------------------------
+
+    def on_publish(self, client: Connection | None, message: Message) -> Message:
+        now = time.time()
+        for stream in self.streams:
+            stream.offer(message, now)
+        return message
+
+    def on_stop(self) -> None:
+        self.close()
+
+
+# -- the routes ---------------------------------------------------------------------------------
+
+
+def install(app: FastAPI, broker: Broker) -> None:
+    hub = StreamHub(broker)
+    app.state.streams = hub
+    app.state.on_stop.append(hub.close)
+
+    @app.get(
+        "/api/v1/stream",
+        tags=["streams"],
+        summary="Live messages matching topic filters, as Server-Sent Events",
+        description=(
+            "Each message is an SSE event whose `id` is the stream's sequence number and whose `data` is JSON: "
+            "`topic`, `qos`, `retain`, `payload` (text when it is valid UTF-8, else base64, as `encoding` says), "
+            "`properties` (MQTT 5: content_type, payload_format_indicator, message_expiry_interval, "
+            "response_topic, correlation_data as base64, user_properties as [name, value] pairs) and "
+            "`timestamp` (Unix time). A reader too slow for the messages loses the oldest beyond "
+            "`stream_buffer` and gets an `event: dropped` with their count. A comment is sent every "
+            f"{HEARTBEAT:.0f} s of silence. The filters are checked against the ACL as a subscription by "
+            "the API key's name would be (403 when denied). The key may be passed as `?token=` for EventSource."
+        ),
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
+            **problem_responses(401, 422),
+            403: {"description": "The ACL does not let the API key's name read a filter"},
+        },
+        dependencies=[Security(BEARER)],
+    )
+    async def stream_sse(
+        key: Annotated[ApiKey, Depends(stream_key)],
+        filter: Annotated[list[str], Query(description="MQTT topic filter; repeat for several (at most 16).")],
+    ) -> StreamingResponse:
+        filters = _check(broker, key, filter)
+        return StreamingResponse(
+            _sse(hub, filters),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # nginx: do not buffer
+        )
+
+    @app.websocket("/api/v1/stream/ws")
+    async def stream_ws(websocket: WebSocket) -> None:
+        try:
+            key = stream_key(websocket, websocket.query_params.get("token"))
+            filters = _check(broker, key, websocket.query_params.getlist("filter"))
+        except HTTPException as exc:
+            headers = dict(exc.headers) if exc.headers else None
+            await _refuse(websocket, Problem(exc.status_code, str(exc.detail)).response(headers))
+            return
+        except Problem as problem:
+            await _refuse(websocket, problem.response())
+            return
+        await websocket.accept()
+        await _websocket(hub, websocket, filters)
+
+
+def stream_key(
+    connection: HTTPConnection,
+    token: Annotated[
+        str | None,
+        Query(description="The API key, for clients that cannot send an Authorization header (it is logged)."),
+    ] = None,
+) -> ApiKey:
+    """The API key from ``Authorization: Bearer`` or ``?token=``, else 401."""
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        token = credentials.strip()
+    store: ApiKeyStore = connection.app.state.api_keys
+    key = store.verify(token) if token else None
+    if key is None:
+        raise HTTPException(
+            401,
+            "a valid API key is required (Authorization: Bearer <key>, or ?token=<key> where headers cannot be set)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return key
+
+
+def _check(broker: Broker, key: ApiKey, filters: list[str]) -> tuple[str, ...]:
+    """The filters, if well-formed (else 422) and readable by ``key`` under the ACL (else 403)."""
+    where = ("query", "filter")
+    if not filters:
+        raise Problem.invalid([field_error(where, "give at least one topic filter: ?filter=sensors/%23", "missing")])
+    if len(filters) > MAX_FILTERS:
+        raise Problem.invalid([field_error(where, f"at most {MAX_FILTERS} filters per stream")])
+    limits = broker.limits
+    errors = []
+    for topic_filter in filters:
+        if topic_filter.startswith(SHARE_PREFIX):
+            errors.append(field_error(where, f"{topic_filter!r}: a stream cannot join a shared subscription"))
+        elif not valid_topic_filter(topic_filter):
+            errors.append(field_error(where, f"{topic_filter!r} is not a valid topic filter [MQTT-4.7.1-1]"))
+        elif len(topic_filter) > limits.max_topic_length or topic_filter.count("/") >= limits.max_topic_levels:
+            errors.append(field_error(where, f"{topic_filter!r} is beyond max_topic_length or max_topic_levels"))
+    if errors:
+        raise Problem.invalid(errors)
+    hooks = broker.hooks
+    if hooks.acl_check:
+        client = StreamClient(key.name)
+        for topic_filter in filters:
+            if not hooks.run_acl_check(client, topic_filter, READ):
+                broker.stats.acl_denied += 1
+                log.info("API key %s may not stream %s", key.name, topic_filter)
+                raise Problem(403, f"API key {key.name!r} may not read {topic_filter!r} (ACL)")
+    return tuple(dict.fromkeys(filters))
+
+
+# -- formats ------------------------------------------------------------------------------------
+
+
+def message_json(seq: int, timestamp: float, message: Message) -> dict[str, Any]:
+    """A message as a stream sends it (SSE data and WebSocket messages alike)."""
+    payload = message.payload
+    try:
+        text, encoding = payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+    data: dict[str, Any] = {
+        "id": seq,
+        "topic": message.topic,
+        "qos": message.qos,
+        "retain": message.retain,
+        "payload": text,
+        "encoding": encoding,
+        "timestamp": round(timestamp, 6),
+    }
+    props = message.properties
+    if props:
+        found: dict[str, Any] = {}
+        for pid, name in _PROPERTIES:
+            value = props.get(pid)
+            if value is None:
+                continue
+            if pid == _P.CORRELATION_DATA:
+                value = base64.b64encode(value).decode("ascii")
+            elif pid == _P.USER_PROPERTY:
+                value = [[k, v] for k, v in value]
+            found[name] = value
+        if found:
+            data["properties"] = found
+    return data
+
+
+_PROPERTIES = (
+    (_P.PAYLOAD_FORMAT_INDICATOR, "payload_format_indicator"),
+    (_P.MESSAGE_EXPIRY_INTERVAL, "message_expiry_interval"),
+    (_P.CONTENT_TYPE, "content_type"),
+    (_P.RESPONSE_TOPIC, "response_topic"),
+    (_P.CORRELATION_DATA, "correlation_data"),
+    (_P.USER_PROPERTY, "user_properties"),
+)
+
+
+def _dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _sse(hub: StreamHub, filters: tuple[str, ...]) -> AsyncIterator[bytes]:
+    """The event stream. The stream is registered here, so it lives exactly as long as this
+    generator: until the client goes away (Starlette cancels it) or the API stops (``hub.close``)."""
+    stream = hub.open(filters)
+    try:
+        # First bytes at once: the client knows it is subscribed, and proxies see a live response.
+        yield f": wrenmq stream {_dumps({'filters': list(filters)})}\n\n".encode()
+        while True:
+            got = await stream.take(HEARTBEAT)
+            if got is None:
+                return
+            batch, dropped = got
+            if not batch and not dropped:
+                yield b": keep-alive\n\n"
+                continue
+            parts = []
+            if dropped:
+                parts.append(f"event: dropped\ndata: {_dumps({'dropped': dropped, 'next_id': batch[0][0]})}\n\n")
+            for seq, timestamp, message in batch:
+                parts.append(f"id: {seq}\ndata: {_dumps(message_json(seq, timestamp, message))}\n\n")
+            yield "".join(parts).encode()
+    finally:
+        hub.release(stream)
+
+
+async def _websocket(hub: StreamHub, websocket: WebSocket, filters: tuple[str, ...]) -> None:
+    """Send JSON messages until either side closes; what the client sends is read and ignored
+    (reading is how a close from the client is noticed)."""
+    stream = hub.open(filters)
+
+    async def read_until_closed() -> None:
+        with contextlib.suppress(WebSocketDisconnect):
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+        stream.close()
+
+    reader = asyncio.get_running_loop().create_task(read_until_closed())
+    try:
+        await websocket.send_text(_dumps({"type": "subscribed", "filters": list(filters)}))
+        while True:
+            got = await stream.take(HEARTBEAT)
+            if got is None:
+                break
+            batch, dropped = got
+            if not batch and not dropped:
+                await websocket.send_text('{"type":"keep-alive"}')
+                continue
+            if dropped:
+                await websocket.send_text(_dumps({"type": "dropped", "dropped": dropped, "next_id": batch[0][0]}))
+            for seq, timestamp, message in batch:
+                await websocket.send_text(_dumps({"type": "message", **message_json(seq, timestamp, message)}))
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        pass  # the client went away mid-send
+    finally:
+        hub.release(stream)
+        if not reader.done():
+            reader.cancel()
+            # The server is stopping (or the stream was closed here): say so with 1001 Going away.
+            with contextlib.suppress(Exception):
+                await websocket.close(1001 if hub.closed else 1000)
+
+
+async def _refuse(websocket: WebSocket, response: Response) -> None:
+    """Refuse the upgrade with the problem's HTTP status and body where the server can (browsers
+    only see that it failed); else close before accepting (the server then answers 403)."""
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:
+        await websocket.close(1008)
