@@ -85,7 +85,7 @@ def secure_server(tmp_path: Path) -> Any:
     )
     config_file = tmp_path / "wrenmq.toml"
     config_file.write_text(to_test_ports(toml))
-    server = WrenmqServer(load_config(config_file, env={})).start()
+    server = WrenmqServer(load_config(config_file, env={}, overrides={"api_port": "off"})).start()
     server.ca = ca.cert  # type: ignore[attr-defined]
     yield server
     server.stop()
@@ -157,7 +157,7 @@ def test_readme_jwt_config_and_token(tmp_path):
     toml = replace_all(block_after("jwt-config", "toml"), {'"/etc/wrenmq/jwt/issuer.pem"': json.dumps(str(pem))})
     config_file = tmp_path / "jwt.toml"
     config_file.write_text(f'port = 0\nws_port = "off"\nstorage = "memory"\nsys_interval = 0\n{toml}')
-    server = WrenmqServer(load_config(config_file, env={})).start()
+    server = WrenmqServer(load_config(config_file, env={}, overrides={"api_port": "off"})).start()
     try:
         claims = json.loads(block_after("jwt-config", "json")) | {"exp": int(time.time()) + 60}
         token = jwt.encode(claims, private, algorithm="RS256")

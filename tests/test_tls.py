@@ -458,7 +458,7 @@ keyfile = "{pki.server[1]}"
 tls_version = "TLSv1.3"
 """
     )
-    server = WrenmqServer(load_config(config_file, env={})).start()
+    server = WrenmqServer(load_config(config_file, env={}, overrides={"api_port": "off"})).start()
     try:
         (listener,) = [found for found in server.broker.listeners if found.type == "tls"]
         assert listener.name == "devices"

@@ -32,6 +32,7 @@ START_TIMEOUT = 15.0
 WRENMQ_SETTINGS = {
     "host": "127.0.0.1",
     "ws_port": "off",  # one TCP listener, as Mosquitto's configuration has
+    "api_port": "off",  # and no HTTP API
     "storage": "memory",  # = persistence false
     "sys_interval": 0.0,  # = sys_interval 0
     "log_level": "error",  # = log_type error

@@ -25,11 +25,12 @@ class RetainStore:
         return self._count
 
     def get(self, topic: str) -> Message | None:
-        node = self._root
+        node: _Node | None = self._root
         for level in topic.split("/"):
-            node = node.children.get(level)  # type: ignore[assignment]
+            assert node is not None
+            node = node.children.get(level)
             if node is None:
-                return None
+                return None  # (typed as Optional: compiled code checks the type of every assignment)
         return node.message
 
     def set(self, message: Message) -> None:
