@@ -25,12 +25,12 @@ class RetainStore:
         return self._count
 
     def get(self, topic: str) -> Message | None:
-        node: _Node | None = self._root
+        node = self._root
         for level in topic.split("/"):
-            assert node is not None
-            node = node.children.get(level)
-            if node is None:
-                return None  # (typed as Optional: compiled code checks the type of every assignment)
+            child = node.children.get(level)
+            if child is None:  # (not assigned to node: compiled code checks the type of every assignment)
+                return None
+            node = child
         return node.message
 
     def set(self, message: Message) -> None:
