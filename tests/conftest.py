@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from mosquitto_fixture import mosquitto, mosquitto_factory  # noqa: F401  (fixtures: a real Mosquitto)
 from mqttraw import RawClient
 from paho_sync import PahoFactory
 

@@ -207,9 +207,26 @@ def _add_apikey(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     add_parser(subcommands)
 
 
+# --- pub / sub -----------------------------------------------------------------------------------
+
+
+def _add_pub(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from wrenmq.client.cli import add_pub_parser  # flags only: the client is imported when the command runs
+
+    add_pub_parser(subcommands)
+
+
+def _add_sub(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from wrenmq.client.cli import add_sub_parser
+
+    add_sub_parser(subcommands)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_serve,
     _add_bench,
     _add_passwd,
     _add_apikey,
+    _add_pub,
+    _add_sub,
 )
