@@ -155,7 +155,11 @@ async def _serve(config: Config) -> None:
     broker = Broker(config)
     await broker.start()
     api = None
+    from wrenmq.services.brokers import BrokerConnections  # external brokers and bridges ([[brokers]])
+
+    connections = BrokerConnections(broker)
     try:
+        await connections.start()
         if config.api_port is not None:
             from wrenmq.api import ApiServer
 
@@ -169,6 +173,7 @@ async def _serve(config: Config) -> None:
     finally:
         if api is not None:
             await api.stop()
+        await connections.stop()
         await broker.stop()
 
 

@@ -12,13 +12,16 @@ import difflib
 import functools
 import ipaddress
 import os
+import shlex
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import platformdirs
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -29,7 +32,19 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-__all__ = ["ENV_PREFIX", "Config", "ConfigError", "ListenerConfig", "env_var", "load_config"]
+from .mqtt.topics import topic_matches, valid_topic_filter
+
+__all__ = [
+    "ENV_PREFIX",
+    "Bridge",
+    "Config",
+    "ConfigError",
+    "ExternalBrokerConfig",
+    "ListenerConfig",
+    "env_var",
+    "load_config",
+    "parse_bridge",
+]
 
 ENV_PREFIX = "WRENMQ_"
 KiB = 1024
@@ -129,6 +144,145 @@ class ListenerConfig(BaseModel):
         return self
 
 
+BRIDGE_SYNTAX = "topic <pattern> [in|out|both [<qos> [<local-prefix> <remote-prefix>]]]"
+
+
+@dataclass(frozen=True, slots=True)
+class Bridge:
+    """One bridge line, Mosquitto's ``topic`` syntax: messages on ``local_prefix + pattern`` here
+    go to ``remote_prefix + pattern`` there (``out``), the other way (``in``), or both. An empty
+    pattern (``""``) makes the prefixes whole topic names, mapped onto each other."""
+
+    pattern: str
+    direction: Literal["in", "out", "both"]
+    qos: int
+    local_prefix: str
+    remote_prefix: str
+
+    @property
+    def local_filter(self) -> str:
+        return self.local_prefix + self.pattern
+
+    @property
+    def remote_filter(self) -> str:
+        return self.remote_prefix + self.pattern
+
+    def to_remote(self, topic: str) -> str | None:
+        """The remote topic for local ``topic``, or None if this bridge does not send it out."""
+        return _swap_prefix(topic, self.local_filter, self.local_prefix, self.remote_prefix)
+
+    def to_local(self, topic: str) -> str | None:
+        """The local topic for remote ``topic``, or None if this bridge does not bring it in."""
+        return _swap_prefix(topic, self.remote_filter, self.remote_prefix, self.local_prefix)
+
+    def __str__(self) -> str:
+        quoted = [f'"{part}"' if not part or " " in part else part for part in (self.local_prefix, self.remote_prefix)]
+        pattern = self.pattern or '""'
+        return f"topic {pattern} {self.direction} {self.qos} {quoted[0]} {quoted[1]}"
+
+
+def _swap_prefix(topic: str, topic_filter: str, old: str, new: str) -> str | None:
+    # "a/#" matches "a" too: a topic outside the prefix is not this bridge's.
+    if not topic.startswith(old) or not topic_matches(topic_filter, topic):
+        return None
+    swapped = new + topic[len(old) :]
+    return swapped or None
+
+
+def parse_bridge(line: str) -> Bridge:
+    """Parse one bridge line; ``ValueError`` says what is wrong with it."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise ValueError(f"{line!r}: {exc}") from None
+    if not words or words[0] != "topic" or len(words) not in (2, 3, 4, 6):
+        raise ValueError(f"{line!r}: expected {BRIDGE_SYNTAX}")
+    pattern = words[1]
+    direction = words[2] if len(words) > 2 else "out"
+    if direction not in ("in", "out", "both"):
+        raise ValueError(f"{line!r}: the direction must be in, out or both, not {direction!r}")
+    qos_word = words[3] if len(words) > 3 else "0"
+    if qos_word not in ("0", "1", "2"):
+        raise ValueError(f"{line!r}: the QoS must be 0, 1 or 2, not {qos_word!r}")
+    local_prefix, remote_prefix = (words[4], words[5]) if len(words) == 6 else ("", "")
+    for what, prefix in (("local prefix", local_prefix), ("remote prefix", remote_prefix)):
+        if "+" in prefix or "#" in prefix or "\x00" in prefix:
+            raise ValueError(f"{line!r}: the {what} {prefix!r} must not contain wildcards")
+    if not pattern:
+        if not local_prefix or not remote_prefix:
+            raise ValueError(f'{line!r}: an empty pattern ("") needs a local and a remote prefix (whole topics)')
+    elif pattern.startswith("$share/") or not valid_topic_filter(local_prefix + pattern):
+        raise ValueError(f"{line!r}: {pattern!r} is not a valid topic filter here")
+    return Bridge(pattern, direction, int(qos_word), local_prefix, remote_prefix)  # type: ignore[arg-type]
+
+
+def _check_bridge(line: str) -> str:
+    parse_bridge(line)
+    return line
+
+
+def _check_broker_url(url: str) -> str:
+    from .client.url import parse_url  # the client's URL rules: mqtt, mqtts, ws, wss
+
+    parse_url(url)
+    return url
+
+
+class ExternalBrokerConfig(BaseModel):
+    """A named connection to another MQTT broker (``[[brokers]]``), with its bridges."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+            description="The connection's name in the API and in POST /publish ('internal' is this broker).",
+        ),
+    ]
+    url: Annotated[
+        str,
+        AfterValidator(_check_broker_url),
+        Field(description="mqtt://, mqtts://, ws:// or wss://host[:port][/path]; may carry user:password@."),
+    ]
+    username: Annotated[str | None, Field(description="Username (overrides the URL's).")] = None
+    password: Annotated[str | None, Field(description="Password (overrides the URL's).")] = None
+    client_id: Annotated[
+        str | None, Field(min_length=1, description="Client identifier at the remote (default: <hostname>.<name>).")
+    ] = None
+    version: Annotated[Literal[4, 5], Field(description="MQTT version: 5, or 4 (3.1.1).")] = 5
+    cafile: Annotated[OptionalPath, Field(description="CA bundle the remote's certificate must chain to.")] = None
+    queue_size: Annotated[
+        int, Field(ge=1, description="Messages kept (durably) for the remote while it is down; more are refused.")
+    ] = 10_000
+    reconnect_max: Annotated[
+        float, Field(gt=0, description="Longest wait between reconnection attempts, in seconds (backoff grows to it).")
+    ] = 30.0
+    bridges: Annotated[
+        list[Annotated[str, AfterValidator(_check_bridge)]],
+        Field(description=f"Bridge lines: {BRIDGE_SYNTAX}."),
+    ] = []
+
+    @model_validator(mode="after")
+    def _check_name(self) -> ExternalBrokerConfig:
+        if self.name == "internal":
+            raise ValueError("the name 'internal' means this broker; choose another")
+        if self.cafile is not None and not self.url.lower().startswith(("mqtts:", "wss:", "ssl:", "tls:")):
+            raise ValueError("cafile needs a TLS url (mqtts:// or wss://)")
+        from .client.url import parse_url
+
+        url = parse_url(self.url)
+        has_password = self.password is not None or url.password is not None
+        if self.version == 4 and has_password and self.username is None and url.username is None:
+            raise ValueError("MQTT 3.1.1 sends a password only with a username [MQTT-3.1.2-22]")
+        return self
+
+    def parsed_bridges(self) -> list[Bridge]:
+        return [parse_bridge(line) for line in self.bridges]
+
+
 class Config(BaseModel):
     """Every broker setting; frozen so the running broker can read attributes without re-checking."""
 
@@ -192,6 +346,10 @@ class Config(BaseModel):
     listeners: Annotated[
         list[ListenerConfig], Field(description="More listeners ([[listeners]] tables), beside the ones above.")
     ] = []
+    brokers: Annotated[
+        list[ExternalBrokerConfig],
+        Field(description="Connections to other MQTT brokers ([[brokers]] tables), with their bridges."),
+    ] = []
     password_file: Annotated[OptionalPath, Field(description="Password file (argon2id; wrenmq passwd).")] = None
     acl_file: Annotated[OptionalPath, Field(description="ACL rules file (Mosquitto acl_file syntax).")] = None
     sys_readers: Annotated[list[str], Field(description="Users who may subscribe to $SYS/# once ACLs are on.")] = []
@@ -238,6 +396,16 @@ class Config(BaseModel):
     stream_buffer: Annotated[
         int, Field(ge=1, description="Messages an API stream may hold for a slow reader before it drops.")
     ] = 1000
+    events_prefix: Annotated[
+        str,
+        Field(
+            min_length=1,
+            pattern=r"^[^+#\x00]+$",
+            description="Topic prefix of resource change events: <prefix>/all and <prefix>/<kind>/<id>.",
+        ),
+    ] = "events"
+    events_qos: Annotated[int, Field(ge=0, le=2, description="QoS of resource change events.")] = 1
+    events_retain: Annotated[bool, Field(description="Whether resource change events are published retained.")] = False
     retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
     maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
     topic_alias_maximum: Annotated[
@@ -314,6 +482,14 @@ class Config(BaseModel):
                 ("use_identity_as_username", "require_certificate"),
                 "use_identity_as_username needs require_certificate = true",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_brokers(self) -> Config:
+        names = [found.name for found in self.brokers]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise _CrossFieldError(("brokers",), f"two or more connections are named {', '.join(map(repr, twice))}")
         return self
 
     @property

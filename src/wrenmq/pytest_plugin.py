@@ -28,6 +28,7 @@ from wrenmq.config import Config, load_config
 if TYPE_CHECKING:
     from wrenmq.api import ApiServer
     from wrenmq.broker import Broker
+    from wrenmq.services.brokers import BrokerConnections
 
 __all__ = ["WrenmqServer", "server_config"]
 
@@ -58,6 +59,7 @@ class WrenmqServer:
         self.loop = _new_event_loop()
         self._broker: Broker | None = None
         self.api: ApiServer | None = None
+        self.connections: BrokerConnections | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"wrenmq-{id(self):x}", daemon=True)
@@ -151,6 +153,10 @@ class WrenmqServer:
         broker = Broker(self.config)  # built on its own loop, in case it binds loop objects
         await broker.start()
         self._broker = broker
+        from wrenmq.services.brokers import BrokerConnections
+
+        self.connections = BrokerConnections(broker)  # external brokers and bridges ([[brokers]])
+        await self.connections.start()
         if self.config.api_port is not None:
             from wrenmq.api import ApiServer
 
@@ -160,6 +166,8 @@ class WrenmqServer:
     async def _stop(self) -> None:
         if self.api is not None:
             await self.api.stop()
+        if self.connections is not None:
+            await self.connections.stop()
         if self._broker is not None:
             await self._broker.stop()
 

@@ -36,8 +36,10 @@ def create_app(broker: Broker) -> FastAPI:
         problems,
         routes_admin,
         routes_broker,
+        routes_brokers,
         routes_clients,
         routes_publish,
+        routes_resources,
         routes_retained,
         routes_topics,
         streams,
@@ -58,9 +60,11 @@ def create_app(broker: Broker) -> FastAPI:
     metrics.install(app, broker)
     streams.install(app, broker)
     routes_broker.install(app, broker)
+    routes_brokers.install(app, broker)
     routes_clients.install(app, broker)
     routes_topics.install(app, broker)
     routes_retained.install(app, broker)
+    routes_resources.install(app, broker)
     routes_publish.install(app, broker)
     routes_admin.install(app, broker)
     docs.install(app, broker)

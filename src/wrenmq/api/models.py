@@ -389,11 +389,18 @@ class BatchResult(BaseModel):
 class CompatPublishRequest(BaseModel):
     """The body existing integrations send to ``POST /publish``."""
 
-    broker: str = Field(default="internal", description="'internal' (this broker); external brokers come later.")
+    broker: str = Field(
+        default="internal", description="'internal' (this broker) or the name of an external broker connection."
+    )
     topic: str
     payload: JsonValue = Field(default=None, description="A string is sent as text, any other JSON value as JSON text.")
     qos: Literal[0, 1, 2] = 0
     retain: bool = False
+    queue: bool = Field(
+        default=False,
+        description="External broker only: while it is unreachable, keep the message in its bounded durable "
+        "queue (202) instead of answering 503.",
+    )
 
     @field_validator("topic")
     @classmethod
@@ -418,6 +425,11 @@ class CompatPublishRequest(BaseModel):
 
 class CompatPublishResult(PublishResult):
     broker: str
+    matched: int | None = Field(  # type: ignore[assignment]
+        description="Subscriptions the message matched here; null for an external broker (not known here)."
+    )
+    queued: bool = Field(default=False, description="External broker: the message waits in its queue (202).")
+    reason_code: int | None = Field(default=None, description="External broker: the reason code of its PUBACK.")
 
 
 # -- users and ACL rules -----------------------------------------------------------------------

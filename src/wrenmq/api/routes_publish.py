@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 
 from ..hooks import Reject
 from ..mqtt.properties import encode_properties, encode_varint
@@ -131,23 +131,39 @@ def install(app: FastAPI, broker: Broker) -> None:
 
     @compat.post(
         "/publish",
-        summary="Publish (the body integrations send: broker, topic, payload, qos, retain)",
+        summary="Publish (the body integrations send: broker, topic, payload, qos, retain, queue)",
         dependencies=WRITE,
-        responses={**rejected, **problem_responses(404)},
+        responses={**rejected, **problem_responses(404, 502, 503), 202: {"model": CompatPublishResult}},
     )
-    async def compat_publish(request: CompatPublishRequest) -> CompatPublishResult:
-        """``broker`` must be ``internal`` (404 "unknown broker" otherwise). ``payload`` is sent as
-        text if it is a string, as compact JSON text if it is any other JSON value."""
-        if request.broker != INTERNAL:
-            # External brokers (bridges to other MQTT brokers, the integrations issue) will be
-            # looked up by name here and published to; until then only this broker exists.
-            raise Problem(
-                404,
-                f"unknown broker {request.broker!r}: only {INTERNAL!r} (this broker) is configured",
-                kind="unknown-broker",
-                title="Unknown broker",
-            )
+    async def compat_publish(request: CompatPublishRequest, response: Response) -> CompatPublishResult:
+        """``broker`` is ``internal`` (this broker) or the name of an external broker connection
+        (``GET /api/v1/brokers``; 404 "unknown broker" otherwise). ``payload`` is sent as text if it
+        is a string, as compact JSON text if it is any other JSON value.
+
+        Through an external broker the answer comes once the remote has acknowledged the message
+        (``reason_code``); 503 if it is not connected, unless ``queue`` is true: then the message
+        waits in the connection's bounded durable queue and the answer is 202 (503 if the queue
+        is full). 502 if the remote refuses the message."""
         inner = request.as_request()
+        if request.broker != INTERNAL:
+            from .routes_brokers import publish_external
+
+            payload = inner.payload_bytes()
+            code = await publish_external(
+                broker, request.broker, inner.topic, payload, inner.qos, inner.retain, request.queue
+            )
+            if code is None:
+                response.status_code = 202
+            return CompatPublishResult(
+                topic=inner.topic,
+                qos=inner.qos,
+                retain=inner.retain,
+                payload_size=len(payload),
+                matched=None,
+                broker=request.broker,
+                queued=code is None,
+                reason_code=code,
+            )
         errors = broker_problems(broker, inner, ("body",))
         if errors:
             raise Problem.invalid(errors)

@@ -5,7 +5,7 @@
     ClientError
      ├── ConnectError      the connection could not be made (``reason_code``: the CONNACK's, if it came)
      ├── Disconnected      the connection is gone and the operation cannot complete
-     ├── ProtocolError     the broker broke the protocol (also a :class:`wrenmq.mqtt.ProtocolError`)
+     ├── ProtocolError     the broker broke the protocol (``reason_code``: the one the client sent)
      ├── PublishError      PUBACK / PUBREC / PUBCOMP carried a failure reason code
      ├── QueueFull         the offline queue is at its bound (``queue_full="raise"``)
      └── MessageDropped    a queued message was pushed out by a newer one (``queue_full="drop_oldest"``)
@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-from ..mqtt.errors import ProtocolError as _MqttProtocolError
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
 
 __all__ = [
@@ -65,11 +64,16 @@ class Disconnected(_WithReason):
     """The connection ended; ``reason_code`` is that of the broker's DISCONNECT (MQTT 5), if it sent one."""
 
 
-class ProtocolError(ClientError, _MqttProtocolError):
-    """The broker sent something the specification forbids; the client closed the connection."""
+class ProtocolError(ClientError):
+    """The broker sent something the specification forbids; the client closed the connection.
+
+    Not a subclass of :class:`wrenmq.mqtt.ProtocolError`: that one is compiled (mypyc) with the
+    codec, and compiled classes cannot be subclassed from Python code.
+    """
 
     def __init__(self, reason_code: int, message: str) -> None:
-        _MqttProtocolError.__init__(self, reason_code, message)
+        super().__init__(message)
+        self.reason_code = reason_code
 
 
 class PublishError(_WithReason):

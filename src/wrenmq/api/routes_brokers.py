@@ -1,0 +1,149 @@
+"""``/api/v1/brokers``: the connections to external brokers (and their bridges), with their status;
+add one at runtime, remove one. ``POST /publish`` with ``"broker": "<name>"`` publishes through
+one (routes_publish.py calls :func:`publish_external`).
+
+A connection added here is validated like a ``[[brokers]]`` table in the config file (422 naming
+the field, e.g. ``body.bridges.0``) and lasts until the broker stops.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from fastapi import FastAPI, Response
+from pydantic import BaseModel, Field
+
+from ..config import ConfigError, ExternalBrokerConfig
+from ..services.brokers import BrokerConnection, BrokerConnections, Outgoing, Unavailable, connections_of
+from .problems import Problem, field_error, problem_responses
+from .routing import BODY_RESPONSES, WRITE, WRITE_RESPONSES, v1_router
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+__all__ = ["BrokerStatus", "install", "publish_external"]
+
+PUBLISH_TIMEOUT = 10.0  # seconds POST /publish waits for the remote's acknowledgement
+
+
+class BrokerStatus(BaseModel):
+    """An external broker connection and how it is doing."""
+
+    name: str
+    url: str = Field(description="The broker's URL (any password in it masked).")
+    source: Literal["config", "api"] = Field(description="From the config file, or added through the API.")
+    version: int = Field(description="MQTT version: 5, or 4 (3.1.1).")
+    client_id: str
+    state: Literal["connecting", "connected", "reconnecting", "stopped"]
+    connected: bool
+    next_attempt_at: str | None = Field(description="Reconnecting: when the next attempt is made (RFC 3339).")
+    last_error: str | None = Field(description="Why the last connection ended or the last attempt failed.")
+    subscribed: bool = Field(description="In bridges: the remote granted their subscriptions.")
+    subscribe_error: str | None = Field(description="In bridges: the remote refused a subscription.")
+    messages_in: int = Field(description="Messages received from the remote and published here.")
+    messages_out: int = Field(description="Messages the remote acknowledged (QoS 1/2) or was sent (QoS 0).")
+    queued: int = Field(description="Messages waiting for the remote (stored durably), in flight included.")
+    queue_size: int
+    dropped: int = Field(description="Bridged messages dropped because the queue was full.")
+    refused: int = Field(description="Messages refused by the remote (PUBACK failure) or, coming in, by this broker.")
+    bridges: list[str]
+
+
+class BrokerList(BaseModel):
+    brokers: list[BrokerStatus]
+
+
+def _service(broker: Broker) -> BrokerConnections:
+    service = connections_of(broker)
+    if service is None:
+        raise Problem(
+            409,
+            "external broker connections are not running on this broker",
+            kind="not-configured",
+            title="Not running",
+        )
+    return service
+
+
+def _find(broker: Broker, name: str) -> BrokerConnection:
+    service = connections_of(broker)
+    connection = service.get(name) if service is not None else None
+    if connection is None:
+        raise Problem(404, f"unknown broker {name!r}", kind="unknown-broker", title="Unknown broker")
+    return connection
+
+
+def _status(connection: BrokerConnection) -> BrokerStatus:
+    return BrokerStatus.model_validate(connection.status())
+
+
+async def publish_external(
+    broker: Broker, name: str, topic: str, payload: bytes, qos: int, retain: bool, queue: bool
+) -> int | None:
+    """Publish through the connection ``name``: the remote's reason code, or None if queued.
+    404 for an unknown name; 503 when it is down (without ``queue``) or its queue is full; 502
+    when the remote refuses the message."""
+    from ..client import PublishError
+
+    connection = _find(broker, name)
+    try:
+        return await connection.publish(Outgoing(topic, payload, qos, retain, {}), queue, PUBLISH_TIMEOUT)
+    except Unavailable as exc:
+        raise Problem(503, str(exc), kind="broker-unavailable", title="Broker unavailable") from None
+    except PublishError as exc:
+        raise Problem(
+            502,
+            f"broker {name!r} refused the message: {exc}",
+            kind="publish-rejected",
+            title="Publish rejected",
+            reason_code=exc.reason_code,
+        ) from None
+
+
+def install(app: FastAPI, broker: Broker) -> None:
+    router = v1_router("brokers")
+
+    @router.get("/brokers", summary="External broker connections and their status")
+    async def list_brokers() -> BrokerList:
+        service = connections_of(broker)
+        connections = sorted(service.connections.values(), key=lambda c: c.name) if service is not None else []
+        return BrokerList(brokers=[_status(connection) for connection in connections])
+
+    @router.get("/brokers/{name}", summary="One external broker connection", responses=problem_responses(404))
+    async def get_broker(name: str) -> BrokerStatus:
+        return _status(_find(broker, name))
+
+    @router.post(
+        "/brokers",
+        summary="Add an external broker connection",
+        status_code=201,
+        dependencies=WRITE,
+        responses={**WRITE_RESPONSES, **BODY_RESPONSES, **problem_responses(409, 422)},
+    )
+    async def add_broker(config: ExternalBrokerConfig) -> BrokerStatus:
+        """The body is a ``[[brokers]]`` table as JSON. The connection is made in the background:
+        the answer says ``connecting``; poll ``GET /api/v1/brokers/{name}``. 409 if the name is taken."""
+        service = _service(broker)
+        if service.get(config.name) is not None:
+            raise Problem(409, f"a broker named {config.name!r} exists already", title="Name taken")
+        try:
+            return _status(service.add(config, source="api"))
+        except ConfigError as exc:
+            raise Problem.invalid([field_error(("body",), str(exc))]) from None
+
+    @router.delete(
+        "/brokers/{name}",
+        summary="Remove an external broker connection",
+        status_code=204,
+        dependencies=WRITE,
+        responses={**WRITE_RESPONSES, **problem_responses(404)},
+    )
+    async def delete_broker(name: str) -> Response:
+        """Disconnects and forgets the connection and the messages its queue held. One from the
+        config file comes back when the broker restarts."""
+        service = connections_of(broker)
+        if service is None or not await service.remove(name):
+            raise Problem(404, f"unknown broker {name!r}", kind="unknown-broker", title="Unknown broker")
+        return Response(status_code=204)
+
+    app.include_router(router)

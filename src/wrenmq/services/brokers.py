@@ -1,0 +1,459 @@
+"""Named connections to other MQTT brokers, and bridges to and from them (Mosquitto's bridge style).
+
+Each ``[[brokers]]`` entry (or one added at runtime through ``POST /api/v1/brokers``) is a
+:class:`BrokerConnection`: one :class:`wrenmq.client.Client` that connects in the background and
+reconnects with backoff, an :class:`Outbox` of messages for the remote, and the connection's
+bridges (:class:`wrenmq.config.Bridge`).
+
+* ``out`` (and ``both``): a local message whose topic matches ``local_prefix + pattern`` is put in
+  the outbox with the prefix swapped, at ``min(its QoS, the bridge's)``. The outbox is bounded
+  (``queue_size``) and durable (a table in ``<data_dir>/bridges.db``; in memory with
+  ``storage = "memory"``): a message leaves it only when the remote has acknowledged it, so
+  nothing waiting or in flight is lost when the remote, or wrenmq, goes away; what waited is sent
+  in order once the connection is back. A full outbox drops the new message and counts it.
+* ``in`` (and ``both``): the client subscribes on the remote to ``remote_prefix + pattern`` and
+  each message it receives is published here with the prefix swapped (``await broker.publish``).
+* Loops: at MQTT 5 the remote subscriptions carry No Local, so the remote does not send back what
+  this connection published there; locally, a message that came in over a connection is not sent
+  out over that same connection (:meth:`BrokerConnections.on_publish` knows it by the marker set
+  around the ``broker.publish`` that brought it in). At 3.1.1 (no No Local) a message that comes
+  in right after the same topic and payload went out is taken for the echo and dropped.
+
+The service is a hook (``on_publish`` only while some connection has an out bridge), started and
+stopped beside the broker by ``wrenmq serve`` and the pytest plugin, like the API server:
+``connections = BrokerConnections(broker); await connections.start()``. Connections added at
+runtime last until the broker stops (put them in the config file to keep them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from ..config import Bridge, ConfigError, ExternalBrokerConfig
+from ..hooks import Hook, Reject
+from ..mqtt.properties import PropertyId
+from .outbox import Outbox, OutboxFull, OutboxStore, Outgoing
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+    from ..broker.connection import Connection
+    from ..broker.message import Message
+    from ..client import Client
+    from ..client import Message as RemoteMessage
+
+__all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "connections_of"]
+
+log = logging.getLogger("wrenmq.brokers")
+
+WINDOW = 100  # messages handed to the client at once (in flight or waiting in its own queue)
+SESSION_EXPIRY = 86_400  # MQTT 5: the remote keeps our session (and what it queued for us) a day
+ECHO_MEMORY = 10_000  # 3.1.1: how many sent (topic, payload) pairs are remembered to spot echoes
+_PER_HOP = (PropertyId.TOPIC_ALIAS, PropertyId.SUBSCRIPTION_IDENTIFIER)
+
+State = Literal["connecting", "connected", "reconnecting", "stopped"]
+
+
+class Unavailable(Exception):
+    """The remote cannot take a message now (not connected, or its queue is full): HTTP 503."""
+
+
+class BrokerConnection:
+    """One named external broker: its client, its outbox and its bridges."""
+
+    def __init__(self, config: ExternalBrokerConfig, service: BrokerConnections, source: str) -> None:
+        self.config = config
+        self.name = config.name
+        self.source = source  # "config" or "api"
+        self.bridges: list[Bridge] = config.parsed_bridges()
+        self.out_bridges = [bridge for bridge in self.bridges if bridge.direction != "in"]
+        self.in_bridges = [bridge for bridge in self.bridges if bridge.direction != "out"]
+        self.service = service
+        self.client = _make_client(config)
+        self.outbox = Outbox(config.name, config.queue_size, service.store)
+        self.messages_in = 0  # received from the remote and published here
+        self.messages_out = 0  # acknowledged (QoS 1/2) or sent (QoS 0) by the remote
+        self.dropped = 0  # bridged messages dropped because the outbox was full
+        self.refused = 0  # messages the remote refused (a PUBACK failure code), or this broker refused
+        self.subscribed = False  # the in bridges' subscriptions were granted
+        self.subscribe_error: str | None = None
+        # 3.1.1 has no No Local: remember what went out where an in bridge could bring it back.
+        self._echoes: Counter[tuple[str, bytes]] | None = None
+        self._echo_order: deque[tuple[str, bytes]] = deque()
+        if config.version < 5 and self.in_bridges and self.out_bridges:
+            self._echoes = Counter()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._window = asyncio.Semaphore(WINDOW)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.client.start()
+        self._spawn(self._pump())
+        if self.in_bridges:
+            self._spawn(self._bring_in())
+
+    async def stop(self) -> None:
+        # Disconnecting fails what the client holds; those messages stay stored (Outbox.returned).
+        await self.client.disconnect()
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"wrenmq broker {self.name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- status -----------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        client = self.client
+        if client.state == "connected":
+            return "connected"
+        if client.state == "closed":
+            return "stopped"
+        return "reconnecting" if client.next_attempt_at is not None else "connecting"
+
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
+
+    def status(self) -> dict[str, Any]:
+        client = self.client
+        return {
+            "name": self.name,
+            "url": _public_url(self.config.url),
+            "source": self.source,
+            "version": self.config.version,
+            "client_id": client.client_id,
+            "state": self.state,
+            "connected": client.connected,
+            "next_attempt_at": _rfc3339(client.next_attempt_at) if client.next_attempt_at else None,
+            "last_error": str(client.last_error) if client.last_error is not None else None,
+            "subscribed": self.subscribed,
+            "subscribe_error": self.subscribe_error,
+            "messages_in": self.messages_in,
+            "messages_out": self.messages_out,
+            "queued": len(self.outbox),
+            "queue_size": self.outbox.size,
+            "dropped": self.dropped,
+            "refused": self.refused,
+            "bridges": [str(bridge) for bridge in self.bridges],
+        }
+
+    # --- out: this broker to the remote -----------------------------------------------------------
+
+    def bridge_out(self, message: Message) -> None:
+        """Queue ``message`` for the remote if an out bridge takes its topic (the first that does)."""
+        for bridge in self.out_bridges:
+            remote = bridge.to_remote(message.topic)
+            if remote is None:
+                continue
+            props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
+            item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), message.retain, props)
+            try:
+                self.outbox.put(item)
+            except OutboxFull:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("broker %s: the queue is full; %d bridged messages dropped", self.name, self.dropped)
+            return
+
+    async def publish(self, item: Outgoing, queue: bool, timeout: float) -> int | None:
+        """Publish through this connection for the API: the remote's reason code once it has
+        acknowledged, or None if the message was queued (``queue``: the remote is down, or slow)."""
+        if not self.client.connected:
+            if not queue:
+                raise Unavailable(f"broker {self.name!r} is not connected{_why(self.client)}")
+            self._queue(item, commit=True)  # the 202 promises it is stored
+            return None
+        item.done = asyncio.get_running_loop().create_future()
+        self._queue(item)
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(item.done)
+        except TimeoutError:
+            if queue:
+                return None
+            raise Unavailable(
+                f"broker {self.name!r} did not acknowledge within {timeout:g}s; the message stays queued"
+            ) from None
+
+    def _queue(self, item: Outgoing, commit: bool = False) -> None:
+        try:
+            self.outbox.put(item, commit)
+        except OutboxFull as exc:
+            raise Unavailable(str(exc)) from None
+
+    async def _pump(self) -> None:
+        """Hand queued messages to the client in order, up to WINDOW at a time."""
+        while True:
+            item = await self.outbox.take()
+            await self._window.acquire()
+            if self._echoes is not None:
+                self._remember_echo(item)
+            self._spawn(self._send(item))  # tasks start in the order they are made: the order holds
+
+    async def _send(self, item: Outgoing) -> None:
+        from ..client import ClientError, PublishError
+
+        try:
+            code = await self.client.publish(item.topic, item.payload, item.qos, item.retain, item.properties)
+        except PublishError as exc:
+            self.refused += 1
+            log.warning("broker %s refused a message: %s", self.name, exc)
+            self.outbox.done(item)
+            _settle(item, exc)
+        except ClientError as exc:  # the client is closed (we are stopping): keep it for the next start
+            self.outbox.returned(item)
+            _settle(item, exc)
+        except asyncio.CancelledError:
+            self.outbox.returned(item)
+            raise
+        except Exception as exc:  # a message the client will never take (e.g. a bad stored row)
+            log.exception("broker %s: dropping a message the client refused", self.name)
+            self.refused += 1
+            self.outbox.done(item)
+            _settle(item, exc)
+        else:
+            self.messages_out += 1
+            self.outbox.done(item)
+            if item.done is not None and not item.done.done():
+                item.done.set_result(code)
+        finally:
+            self._window.release()
+
+    def _remember_echo(self, item: Outgoing) -> None:
+        assert self._echoes is not None
+        if not any(bridge.to_local(item.topic) is not None for bridge in self.in_bridges):
+            return
+        key = (item.topic, item.payload)
+        self._echoes[key] += 1
+        self._echo_order.append(key)
+        if len(self._echo_order) > ECHO_MEMORY:
+            self._forget_echo(self._echo_order.popleft())
+
+    def _forget_echo(self, key: tuple[str, bytes]) -> None:
+        assert self._echoes is not None
+        self._echoes[key] -= 1
+        if self._echoes[key] <= 0:
+            del self._echoes[key]
+
+    # --- in: the remote to this broker ------------------------------------------------------------
+
+    async def _bring_in(self) -> None:
+        from ..client import ClientError, Subscription
+
+        stream = self.client.messages()  # opened first: nothing that arrives after SUBACK is missed
+        subscriptions = [Subscription(b.remote_filter, b.qos, True, True, 0) for b in self.in_bridges]
+        self._spawn(self._subscribe(subscriptions))
+        try:
+            async for message in stream:
+                await self._receive(message)
+        except ClientError:
+            pass  # the client closed
+
+    async def _subscribe(self, subscriptions: list[Any]) -> None:
+        from ..client import ClientError
+
+        try:
+            codes = await self.client.subscribe(subscriptions)
+        except ClientError:
+            return
+        failed = [
+            f"{sub.topic_filter} (0x{code:02X})"
+            for sub, code in zip(subscriptions, codes, strict=False)
+            if code >= 0x80
+        ]
+        if failed:
+            self.subscribe_error = "the remote refused: " + ", ".join(failed)
+            log.warning("broker %s: %s", self.name, self.subscribe_error)
+        else:
+            self.subscribed = True
+
+    async def _receive(self, message: RemoteMessage) -> None:
+        if self._echoes is not None and (message.topic, message.payload) in self._echoes:
+            self._forget_echo((message.topic, message.payload))
+            return
+        for bridge in self.in_bridges:
+            local = bridge.to_local(message.topic)
+            if local is not None:
+                break
+        else:
+            return
+        props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
+        try:
+            await self.service.bring_in(self, local, message.payload, message.qos, message.retain, props)
+        except (Reject, ValueError) as exc:
+            self.refused += 1
+            log.info("broker %s: a message for %s was refused here: %s", self.name, local, exc)
+        else:
+            self.messages_in += 1
+
+
+class BrokerConnections(Hook):
+    """The external broker connections of one broker (a hook: ``on_publish`` feeds out bridges)."""
+
+    name = "brokers"
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.connections: dict[str, BrokerConnection] = {}
+        self.store: OutboxStore
+        self._senders: list[BrokerConnection] = []  # connections with out bridges
+        self._bringing_in: BrokerConnection | None = None
+        self._running = False
+
+    async def start(self) -> None:
+        """Open the outbox store, start every configured connection and register the hook."""
+        config = self.broker.config
+        path = config.data_dir / "bridges.db" if config.storage == "sqlite" else None
+        self.store = OutboxStore(path, asyncio.get_running_loop())
+        self._running = True
+        self.broker.hooks.add(self)
+        for found in config.brokers:
+            self.add(found, source="config")
+
+    async def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        connections, self.connections = list(self.connections.values()), {}
+        await asyncio.gather(*(connection.stop() for connection in connections))
+        self._senders = []
+        self.broker.hooks.remove(self)
+        self.store.close()
+
+    def add(self, config: ExternalBrokerConfig, source: str = "api") -> BrokerConnection:
+        """Start a connection; ``KeyError`` if the name is taken, ``ConfigError`` if its settings
+        do not load (a cafile that is not a CA bundle)."""
+        if not self._running:
+            raise RuntimeError("the external broker connections are not running")
+        if config.name in self.connections:
+            raise KeyError(config.name)
+        try:
+            connection = BrokerConnection(config, self, source)
+        except (ValueError, OSError) as exc:  # e.g. a cafile that does not load
+            raise ConfigError(f"broker {config.name!r}: {exc}") from None
+        self.connections[config.name] = connection
+        connection.start()
+        if connection.out_bridges:
+            self._senders.append(connection)
+            self._reindex()
+        log.info("broker %s: connecting to %s", config.name, _public_url(config.url))
+        return connection
+
+    async def remove(self, name: str) -> bool:
+        """Stop and forget a connection, with what its queue held; False if there is none."""
+        connection = self.connections.pop(name, None)
+        if connection is None:
+            return False
+        if connection in self._senders:
+            self._senders.remove(connection)
+            self._reindex()
+        await connection.stop()
+        connection.outbox.clear()
+        return True
+
+    def get(self, name: str) -> BrokerConnection | None:
+        return self.connections.get(name)
+
+    def _reindex(self) -> None:
+        """Re-register, so the hook set asks ``handles("on_publish")`` again."""
+        hooks = self.broker.hooks
+        if self in hooks.hooks:
+            hooks.remove(self)
+            hooks.add(self)
+
+    # --- the hook ---------------------------------------------------------------------------------
+
+    def handles(self, event: str) -> bool:
+        return event == "on_publish" and bool(self._senders)
+
+    def on_publish(self, client: Connection | None, message: Message) -> Message:
+        came_in_over, self._bringing_in = self._bringing_in, None
+        for connection in self._senders:
+            if connection is not came_in_over:  # not back out where it came from
+                connection.bridge_out(message)
+        return message
+
+    async def bring_in(
+        self, connection: BrokerConnection, topic: str, payload: bytes, qos: int, retain: bool, props: dict[int, Any]
+    ) -> None:
+        """Publish a message that came in over ``connection``. The publish hooks run before
+        ``broker.publish`` first yields, so ``on_publish`` sees the marker for this message only."""
+        self._bringing_in = connection
+        try:
+            await self.broker.publish(topic, payload, qos, retain, props)
+        finally:
+            if self._bringing_in is connection:
+                self._bringing_in = None
+
+
+def connections_of(broker: Broker) -> BrokerConnections | None:
+    """The running :class:`BrokerConnections` of ``broker``, if any."""
+    found = broker.hooks.find(BrokerConnections)
+    return found[0] if found else None
+
+
+def _make_client(config: ExternalBrokerConfig) -> Client:
+    from ..client import Client
+
+    settings: dict[str, Any] = {
+        "client_id": config.client_id or f"{socket.gethostname()}.{config.name}",
+        "version": config.version,
+        "clean_start": False,  # keep the session at the remote: what it queues for us while we are away
+        "session_expiry": SESSION_EXPIRY if config.version == 5 else 0,
+        "reconnect": True,
+        "backoff": (min(0.5, config.reconnect_max), config.reconnect_max),
+        "max_queued": WINDOW,
+    }
+    if config.username is not None:
+        settings["username"] = config.username
+    if config.password is not None:
+        settings["password"] = config.password
+    if config.cafile is not None:
+        import ssl
+
+        try:
+            settings["tls"] = ssl.create_default_context(cafile=str(config.cafile))
+        except OSError as exc:  # ssl.SSLError too
+            raise ValueError(f"cafile {config.cafile}: cannot load it: {exc.strerror or exc}") from None
+    return Client.from_url(config.url, **settings)
+
+
+def _settle(item: Outgoing, exc: BaseException) -> None:
+    if item.done is not None and not item.done.done():
+        item.done.set_exception(exc)
+        item.done.exception()  # retrieved: nobody may be waiting any more
+
+
+def _why(client: Client) -> str:
+    parts = []
+    if client.last_error is not None:
+        parts.append(f"last error: {client.last_error}")
+    if client.next_attempt_at is not None:
+        parts.append(f"next attempt at {_rfc3339(client.next_attempt_at)}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _public_url(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _rfc3339(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
