@@ -79,7 +79,9 @@ def install(app: FastAPI, broker: Broker) -> None:
     @router.get("/resources/{kind}/events", summary="Events after a seq (what a reconnecting client missed)")
     async def list_resource_events(
         kind: str,
-        since: Annotated[int, Query(ge=0, description="The last seq the client has seen (0: from the start).")] = 0,
+        since: Annotated[
+            int, Query(ge=0, le=2**63 - 1, description="The last seq the client has seen (0: from the start).")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000, description="Most events in this page.")] = 100,
     ) -> EventPage:
         _check(kind)

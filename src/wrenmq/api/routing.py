@@ -89,7 +89,7 @@ class Paging:
     def __init__(
         self,
         limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
-        offset: Annotated[int, Query(ge=0, description="Items to skip (the sort order is stable).")] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**63 - 1, description="Items to skip (the sort order is stable).")] = 0,
     ) -> None:
         self.limit = limit
         self.offset = offset
