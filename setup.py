@@ -25,6 +25,7 @@ COMPILED_MODULES = [
     "src/wrenmq/mqtt/codec.py",
     "src/wrenmq/mqtt/topics.py",
     "src/wrenmq/broker/limits.py",
+    "src/wrenmq/broker/stats.py",
     "src/wrenmq/broker/hookset.py",
     "src/wrenmq/broker/message.py",
     "src/wrenmq/broker/router.py",

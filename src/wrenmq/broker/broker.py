@@ -32,6 +32,7 @@ from .persist import Persistence
 from .retain import RetainStore
 from .router import Router, Subscriber
 from .session import NEVER_EXPIRES, Delivery, Session
+from .stats import Stats
 from .sys_topics import SysTopics
 
 log = logging.getLogger("wrenmq.broker")
@@ -57,55 +58,6 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000, 50, 1000)
-
-
-class Stats:
-    """Counters for $SYS, the API and metrics; plain attributes so the hot path pays one add."""
-
-    __slots__ = (
-        "acl_denied",
-        "auth_failures",
-        "bytes_received",
-        "bytes_sent",
-        "clients_by_version",
-        "clients_total",
-        "dropped_congested",
-        "dropped_denied",
-        "dropped_queue_full",
-        "dropped_too_large",
-        "internal_errors",
-        "messages_dropped",
-        "messages_expired",
-        "messages_received",
-        "messages_received_qos",
-        "messages_sent",
-        "messages_sent_qos",
-        "protocol_errors",
-        "slow_consumers_dropped",
-    )
-
-    def __init__(self) -> None:
-        self.acl_denied = 0
-        self.auth_failures = 0
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.clients_total = 0
-        self.clients_by_version = [0] * 6  # accepted CONNECTs by protocol level (3: 3.1, 4: 3.1.1, 5: 5.0)
-        # messages_dropped by cause: QoS 0 to a congested client, publish denied (ACL, hook, topic
-        # limits), session queue full (max_queued_messages), over the client's Maximum Packet Size.
-        self.dropped_congested = 0
-        self.dropped_denied = 0
-        self.dropped_queue_full = 0
-        self.dropped_too_large = 0
-        self.internal_errors = 0
-        self.messages_dropped = 0
-        self.messages_expired = 0
-        self.messages_received = 0
-        self.messages_received_qos = [0, 0, 0]  # messages_received by QoS
-        self.messages_sent = 0
-        self.messages_sent_qos = [0, 0, 0]  # messages_sent by QoS
-        self.protocol_errors = 0
-        self.slow_consumers_dropped = 0
 
 
 class Broker:
@@ -293,7 +245,6 @@ class Broker:
         message = Message(topic, data, qos, retain, props, expires_at)
         if self.hooks.publish:
             message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
-        self.stats.messages_received += 1  # in-process publications (the API) are messages in too
         self.stats.messages_received_qos[qos] += 1
         before = self.persist.writes
         matched = self.route(message)
@@ -498,7 +449,6 @@ class Broker:
         session.connection = conn
         conn.session = session
         conn.connected = True
-        self.stats.clients_total += 1
         self.stats.clients_by_version[version] += 1
 
         if version == 5:
@@ -684,7 +634,6 @@ class Broker:
         expiry = will.properties.get(_P.MESSAGE_EXPIRY_INTERVAL)
         if expiry is not None:
             will.expires_at = self.loop.time() + expiry
-        self.stats.messages_received += 1
         self.stats.messages_received_qos[will.qos] += 1
         if self.hooks.publish:
             try:

@@ -282,7 +282,6 @@ class Connection(asyncio.Protocol):
         self, message: Message, retain: bool, sub_ids: list[int] | None, now: float, publisher: Connection | None
     ) -> None:
         if self.congested:
-            self.broker.stats.messages_dropped += 1
             self.broker.stats.dropped_congested += 1
             return
         if sub_ids is None and message.expires_at is None:
@@ -290,12 +289,10 @@ class Connection(asyncio.Protocol):
         else:
             data = message.wire_at(self.version, 0, retain, now, sub_ids)[0]
         if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
-            self.broker.stats.messages_dropped += 1
             self.broker.stats.dropped_too_large += 1
             return
         self._write(data)
         broker = self.broker
-        broker.stats.messages_sent += 1
         broker.stats.messages_sent_qos[0] += 1
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
@@ -310,7 +307,6 @@ class Connection(asyncio.Protocol):
             head, tail = message.wire_at(self.version, delivery.qos, delivery.retain, now, delivery.sub_ids)
         if self.max_packet_out and len(head) + 2 + len(tail) > self.max_packet_out:
             # Too large for this client: discard as if delivered [MQTT-3.1.2-25].
-            self.broker.stats.messages_dropped += 1
             self.broker.stats.dropped_too_large += 1
             session = self.session
             if session is not None:
@@ -324,7 +320,6 @@ class Connection(asyncio.Protocol):
         out.append(tail)
         self._queued(len(head) + 2 + len(tail))
         broker = self.broker
-        broker.stats.messages_sent += 1
         broker.stats.messages_sent_qos[delivery.qos] += 1
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
@@ -491,7 +486,6 @@ class Connection(asyncio.Protocol):
             return
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         broker = self.broker
-        broker.stats.messages_received += 1
         broker.stats.messages_received_qos[qos] += 1
         persist = broker.persist
         writes = persist.writes
@@ -571,7 +565,6 @@ class Connection(asyncio.Protocol):
     def _deny_publish(self, packet: p.Publish, code: int) -> None:
         """A denied PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
         3.1.1 there is no way to say no, so the ack is the usual one (as Mosquitto does)."""
-        self.broker.stats.messages_dropped += 1
         self.broker.stats.dropped_denied += 1
         qos = packet.qos
         if not qos:

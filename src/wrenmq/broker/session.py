@@ -152,7 +152,6 @@ class Session:
         limits = self.broker.limits
         if len(queue) >= limits.max_queued_messages:
             self.dropped += 1
-            self.broker.stats.messages_dropped += 1
             self.broker.stats.dropped_queue_full += 1
             if not limits.queue_drop_oldest or not queue:
                 return
