@@ -47,7 +47,6 @@ class Connection(asyncio.Protocol):
         self.cert_identity: str | None = None  # CN of a verified TLS client certificate
         self.over_limit = False  # accepted past max_connections: CONNECT is refused with Server busy
         self.auth_expires_at = 0.0  # loop time at which the login expires (0: never)
-        self._published: Message | None = None  # what the publish hooks made of the last PUBLISH
         self._rate_tokens = 1e9  # max_publish_rate bucket (capped to its burst on first use)
         self._rate_at = 0.0
         self.loop = broker.loop
@@ -491,13 +490,10 @@ class Connection(asyncio.Protocol):
         writes = persist.writes
         hooks = broker.hooks
         if hooks.acl_check or hooks.publish:
-            denied = self._check_publish(message)
-            if denied:
-                self._deny_publish(packet, denied)
+            screened = self._screen_publish(packet, message)
+            if screened is None:
                 return
-            published = self._published
-            assert published is not None
-            message = published
+            message = screened
         matched = broker.route(message, self)
         if not qos:
             return
@@ -524,23 +520,24 @@ class Connection(asyncio.Protocol):
             else:
                 self._ack(b"\x50\x02" + pid, durable)
 
-    def _check_publish(self, message: Message) -> int:
-        """ACL and publish hooks: 0 and the (possibly replaced) message in ``_published``, or the
-        reason code of a denial."""
+    def _screen_publish(self, packet: p.Publish, message: Message) -> Message | None:
+        """ACL and publish hooks: the message to route (a hook may have replaced it), or None once
+        the PUBLISH has been denied and answered."""
         hooks = self.broker.hooks
         if hooks.acl_check and not hooks.run_acl_check(self, message.topic, WRITE):
             self.broker.stats.acl_denied += 1
             log.info("client %s may not publish to %s", self.client_id, message.topic)
-            return ReasonCode.NOT_AUTHORIZED
-        if hooks.publish:
-            try:
-                self._published = hooks.run_publish(self, message)
-            except Reject as reject:  # (a name of its own: mypyc types the except variable)
-                log.info("publish by %s to %s rejected: %s", self.client_id, message.topic, reject)
-                return reject.reason_code if reject.reason_code >= 0x80 else ReasonCode.UNSPECIFIED_ERROR
-        else:
-            self._published = message
-        return 0
+            self._deny_publish(packet, ReasonCode.NOT_AUTHORIZED)
+            return None
+        if not hooks.publish:
+            return message
+        try:
+            return hooks.run_publish(self, message)
+        except Reject as reject:  # (a name of its own: mypyc types the except variable)
+            log.info("publish by %s to %s rejected: %s", self.client_id, message.topic, reject)
+            code = reject.reason_code if reject.reason_code >= 0x80 else ReasonCode.UNSPECIFIED_ERROR
+            self._deny_publish(packet, code)
+            return None
 
     def _rate_limit(self, rate: float) -> None:
         """Token bucket for ``max_publish_rate`` (a burst of one second's worth): a client over its
