@@ -29,6 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from certs import make_ca, make_cert
 from mqttraw import RawClient
 from paho_sync import PROTOCOLS
+from serveproc import clean_env, free_port, serve_command
 from wrenmq.auth import passwords as passwords_module
 from wrenmq.auth.files import POLL_INTERVAL
 from wrenmq.auth.passwords import PasswordFile, PasswordFileError
@@ -84,10 +85,9 @@ def can_login(port: int, username: str, password: bytes) -> bool:
 
 def run_wrenmq(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m wrenmq`` in its own session (no controlling terminal: getpass reads stdin)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
     return subprocess.run(
         [sys.executable, "-m", "wrenmq", *args],
-        env=clean,
+        env=clean_env(),
         input=stdin,
         capture_output=True,
         text=True,
@@ -427,34 +427,12 @@ def test_password_file_reloaded_when_changed(wrenmq_server_factory, password_fil
     assert can_login(server.port, "carol", b"carols-secret")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sighup_reloads_password_file(tmp_path, password_file):
     """wrenmq feature: ``wrenmq serve`` re-reads its password file on SIGHUP (as Mosquitto does)."""
     port = free_port()
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
-    args = [
-        "serve",
-        "--port",
-        str(port),
-        "--ws-port",
-        "off",
-        "--api-port",
-        "off",
-        "--storage",
-        "memory",
-        "--sys-interval",
-        "0",
-    ]
-    args += ["--data-dir", str(tmp_path / "data"), "--password-file", str(password_file)]
-    with subprocess.Popen(
-        [sys.executable, "-m", "wrenmq", *args], env=clean, stderr=subprocess.PIPE, text=True
-    ) as proc:
+    command = serve_command(port, tmp_path / "data", "--password-file", str(password_file))
+    with subprocess.Popen(command, env=clean_env(), stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stderr is not None
         try:
             lines = read_until(proc, "listening on")

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from serveproc import clean_env
 from wrenmq import __version__
 from wrenmq.cli import main
 
 
 def run_wrenmq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m wrenmq`` with WRENMQ_* variables removed unless given, so the host cannot leak in."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
     return subprocess.run(
         [sys.executable, "-m", "wrenmq", *args],
-        env=clean | (env or {}),
+        env=clean_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=30,

@@ -27,6 +27,7 @@ from certs import make_ca, make_cert
 from mosquitto_fixture import MosquittoBroker, free_port, port_open
 from mqttproxy import MqttProxy
 from paho_sync import MQTTv5, PahoClient
+from serveproc import clean_env, serve_command
 from wrenmq.client import (
     Client,
     ConnectError,
@@ -364,13 +365,12 @@ class WrenmqProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WrenmqProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")} | {"WRENMQ_API_PORT": "off"}
-        args = ["--port", str(self.port), "--ws-port", "off", "--storage", "sqlite", "--data-dir", str(self.data_dir)]
+        env = clean_env()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "serve.log"
         with log.open("ab") as output:  # a file, not a pipe nobody reads: the broker must never block on it
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "wrenmq", "serve", *args, "--sys-interval", "0"],
+                serve_command(self.port, self.data_dir, storage="sqlite"),
                 env=env,
                 stdout=output,
                 stderr=output,

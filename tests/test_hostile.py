@@ -13,7 +13,6 @@ import os
 import random
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,17 +21,12 @@ from pathlib import Path
 import pytest
 
 from mqttraw import RawClient
+from serveproc import clean_env, free_port, serve_command
 from wrenmq.mqtt import encode
 from wrenmq.mqtt import packets as p
 
 WAVE_SECONDS = 3.0
 CONNECT = encode(p.Connect("drip", 4, True, 30), 4)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _rss_kib(pid: int) -> int:
@@ -48,23 +42,9 @@ def _open_fds(pid: int) -> int:
 
 @pytest.fixture
 def broker_process(tmp_path: Path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
-    env.update(WRENMQ_CONNECT_TIMEOUT="1", WRENMQ_MAX_PACKET_SIZE=str(64 * 1024), WRENMQ_LOG_LEVEL="error")
-    args = [
-        "serve",
-        "--port",
-        str(port),
-        "--ws-port",
-        "off",
-        "--api-port",
-        "off",
-        "--storage",
-        "memory",
-        "--sys-interval",
-        "0",
-    ]
-    proc = subprocess.Popen([sys.executable, "-m", "wrenmq", *args, "--data-dir", str(tmp_path)], env=env)
+    port = free_port()
+    env = clean_env(WRENMQ_CONNECT_TIMEOUT="1", WRENMQ_MAX_PACKET_SIZE=str(64 * 1024), WRENMQ_LOG_LEVEL="error")
+    proc = subprocess.Popen(serve_command(port, tmp_path), env=env)
     deadline = time.monotonic() + 15
     while True:
         try:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mqttraw import RawClient
+from serveproc import clean_env, free_port, serve_command
 from wrenmq.logs import FLUSH_DELAY, BatchedStreamHandler, CachedTimeFormatter
 from wrenmq.mqtt import packets as p
 
@@ -115,36 +113,9 @@ def test_info_lines_are_flushed_in_a_batch_and_warnings_at_once():
         logger.removeHandler(handler)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_writes_the_connect_line_to_stderr_promptly(tmp_path: Path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wrenmq",
-            "serve",
-            "--port",
-            str(port),
-            "--ws-port",
-            "off",
-            "--api-port",
-            "off",
-            "--storage",
-            "memory",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    port = free_port()
+    proc = subprocess.Popen(serve_command(port, tmp_path), stderr=subprocess.PIPE, text=True, env=clean_env())
     try:
         deadline = time.monotonic() + 10
         while True:

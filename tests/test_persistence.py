@@ -8,12 +8,10 @@ there afterwards. The normative statements named are the ones whose behaviour mu
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mqttraw import RawClient
+from serveproc import clean_env, free_port, serve_command
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.codec import encode
 from wrenmq.mqtt.properties import PropertyId
@@ -33,39 +32,20 @@ _P = PropertyId
 START_TIMEOUT = 10.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class BrokerProcess:
     """``python -m wrenmq serve`` on a fixed port and data directory, so it can be restarted in place."""
 
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
-        self.port = _free_port()
+        self.port = free_port()
         self.args = args
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
-        self.env.update(env or {})
+        self.env = clean_env(**(env or {}))
         self.log_path = data_dir / "broker.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BrokerProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = [
-            sys.executable,
-            "-m",
-            "wrenmq",
-            "serve",
-            "--port",
-            str(self.port),
-            "--ws-port",
-            "off",
-            "--api-port",
-            "off",
-        ]
-        cmd += ["--data-dir", str(self.data_dir), "--log-level", "info", *self.args]
+        cmd = serve_command(self.port, self.data_dir, "--log-level", "info", *self.args, storage=None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + START_TIMEOUT

@@ -9,7 +9,6 @@ printing the events of a PUT and a PATCH.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from paho_sync import MQTTv5, MQTTv311, PahoClient
+from serveproc import clean_env
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
@@ -294,7 +294,7 @@ def test_events_prefix_qos_and_retain_settings(wrenmq_server_factory: Callable[.
 def test_wrenmq_sub_prints_the_events_of_a_put_and_a_patch(api: Api) -> None:
     """The issue's "done when": `wrenmq sub -t 'events/#' -v -C 2` prints the events of a PUT
     (created) and then a PATCH (updated) made over HTTP."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
+    env = clean_env()
     command = [sys.executable, "-m", "wrenmq", "sub", "-p", str(api.server.port), "-t", "events/flow/#", "-v", "-C"]
     sub = subprocess.Popen([*command, "2", "-d"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert sub.stderr is not None

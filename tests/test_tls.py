@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from certs import CA, make_ca, make_cert
 from hookrec import RecordUsernames, add_hook
 from paho_sync import PROTOCOLS, MQTTv5, MQTTv311
+from serveproc import serve_command
 from wrenmq.config import ConfigError, load_config
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.codec import encode
@@ -405,28 +406,7 @@ def test_bad_certfile_stops_serve(tmp_path, pki):
     """`wrenmq serve` with a certfile that does not exist exits 2 with a message naming certfile."""
     missing = tmp_path / "missing.pem"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wrenmq",
-            "serve",
-            "--port",
-            "0",
-            "--ws-port",
-            "off",
-            "--api-port",
-            "off",
-            "--storage",
-            "memory",
-            "--data-dir",
-            str(tmp_path),
-            "--tls-port",
-            "0",
-            "--certfile",
-            str(missing),
-            "--keyfile",
-            str(pki.server[1]),
-        ],
+        serve_command(0, tmp_path, "--tls-port", "0", "--certfile", str(missing), "--keyfile", str(pki.server[1])),
         capture_output=True,
         text=True,
         timeout=30,
