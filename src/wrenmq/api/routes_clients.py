@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI, Query, Response
 from ..mqtt.topics import parse_shared
 from .models import ClientDetail, ClientSummary, Page, SubscriptionInfo
 from .problems import Problem, problem_responses
-from .routing import WRITE, WRITE_RESPONSES, Paging, v1_router
+from .routing import WRITE_RESPONSES, Paging, v1_router
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -101,7 +101,6 @@ def install(app: FastAPI, broker: Broker) -> None:
         "/clients/{client_id:path}",
         summary="Disconnect a client (MQTT 5: reason 0x98 Administrative action)",
         status_code=204,
-        dependencies=WRITE,
         responses={**WRITE_RESPONSES, **problem_responses(404)},
     )
     async def disconnect_client(

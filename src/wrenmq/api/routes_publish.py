@@ -28,7 +28,7 @@ from .models import (
     PublishResult,
 )
 from .problems import FieldError, Problem, field_error, problem_responses
-from .routing import BODY_RESPONSES, WRITE, WRITE_RESPONSES, authenticated_router, v1_router
+from .routing import BODY_RESPONSES, WRITE_RESPONSES, authenticated_router, v1_router
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -93,7 +93,7 @@ def install(app: FastAPI, broker: Broker) -> None:
     compat = authenticated_router("", "compatibility")
     rejected = {**WRITE_RESPONSES, **BODY_RESPONSES}
 
-    @router.post("/publish", summary="Publish a message", dependencies=WRITE, responses=rejected)
+    @router.post("/publish", summary="Publish a message", responses=rejected)
     async def publish_message(request: PublishRequest) -> PublishResult:
         """The payload is given as ``payload`` (text), ``payload_base64`` or ``payload_json``; MQTT 5
         subscribers get the ``properties``. ``matched`` counts the subscriptions it reached."""
@@ -102,7 +102,7 @@ def install(app: FastAPI, broker: Broker) -> None:
             raise Problem.invalid(errors)
         return await publish(broker, request)
 
-    @router.post("/publish/batch", summary="Publish several messages", dependencies=WRITE, responses=rejected)
+    @router.post("/publish/batch", summary="Publish several messages", responses=rejected)
     async def publish_batch(batch: PublishBatch) -> BatchResult:
         """Every message is checked first: if any is invalid, none is published (422 naming each
         field as ``body.messages.<index>.<field>``). Then they are published in order; a message a
@@ -132,7 +132,6 @@ def install(app: FastAPI, broker: Broker) -> None:
     @compat.post(
         "/publish",
         summary="Publish (the body integrations send: broker, topic, payload, qos, retain, queue)",
-        dependencies=WRITE,
         responses={**rejected, **problem_responses(404, 502, 503), 202: {"model": CompatPublishResult}},
     )
     async def compat_publish(request: CompatPublishRequest, response: Response) -> CompatPublishResult:

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI, Query, Response
 from ..mqtt.topics import valid_topic_filter
 from .models import MessageProperties, Page, RetainedMessage, RetainedSummary, string_problem, topic_problem
 from .problems import Problem, field_error, problem_responses
-from .routing import WRITE, WRITE_RESPONSES, Paging, v1_router
+from .routing import WRITE_RESPONSES, Paging, v1_router
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -68,7 +68,6 @@ def install(app: FastAPI, broker: Broker) -> None:
         "/retained/{topic:path}",
         summary="Clear a retained message",
         status_code=204,
-        dependencies=WRITE,
         responses={**WRITE_RESPONSES, **problem_responses(404)},
     )
     async def delete_retained(topic: str) -> Response:

@@ -13,7 +13,7 @@ import heapq
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi import APIRouter, Query, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 
@@ -24,7 +24,6 @@ __all__ = [
     "API_V1",
     "BEARER",
     "BODY_RESPONSES",
-    "WRITE",
     "WRITE_RESPONSES",
     "Paging",
     "authenticated_router",
@@ -35,15 +34,14 @@ T = TypeVar("T")
 
 API_V1 = "/api/v1"
 
-# Documents the scheme; require_key does the checking (and answers 401 as a problem).
+# Documents the scheme; KeyCheckedRoute does the checking (and answers 401 as a problem).
 BEARER = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
     description="An API key from `wrenmq apikey create NAME`, sent as `Authorization: Bearer <key>`.",
 )
 
-# For routes that change something: a read-only key gets 403.
-WRITE: list[Any] = [Depends(require_write)]
+# For routes that change something (KeyCheckedRoute gives a read-only key 403 on them): documents it.
 WRITE_RESPONSES = problem_responses(403)
 # For routes with a JSON body: FastAPI answers 400 for a body it cannot decode (not UTF-8).
 BODY_RESPONSES = problem_responses(400)
@@ -72,7 +70,7 @@ def authenticated_router(prefix: str, tag: str) -> APIRouter:
     return APIRouter(
         prefix=prefix,
         tags=[tag],
-        dependencies=[Depends(require_key), Security(BEARER)],
+        dependencies=[Security(BEARER)],  # documents the scheme; KeyCheckedRoute checks the key, once
         responses=problem_responses(401),
         route_class=KeyCheckedRoute,
         generate_unique_id_function=lambda route: route.name,
