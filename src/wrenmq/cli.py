@@ -154,26 +154,18 @@ async def _serve(config: Config) -> None:
 
     broker = Broker(config)
     await broker.start()
-    api = None
-    from wrenmq.services.brokers import BrokerConnections  # external brokers and bridges ([[brokers]])
+    from wrenmq.services import Services
 
-    connections = BrokerConnections(broker)
+    services = Services(broker)  # external brokers and bridges, the API
     try:
-        await connections.start()
-        if config.api_port is not None:
-            from wrenmq.api import ApiServer
-
-            api = ApiServer(broker)
-            await api.start()
+        await services.start()
         if hasattr(signal, "SIGHUP"):  # re-read password and ACL files, as Mosquitto does
             loop.add_signal_handler(signal.SIGHUP, broker.reload)
         tune_gc()
         await stopping.wait()
         log.info("stopping")
     finally:
-        if api is not None:
-            await api.stop()
-        await connections.stop()
+        await services.stop()
         await broker.stop()
 
 

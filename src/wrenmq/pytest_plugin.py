@@ -28,6 +28,7 @@ from wrenmq.config import Config, load_config
 if TYPE_CHECKING:
     from wrenmq.api import ApiServer
     from wrenmq.broker import Broker
+    from wrenmq.services import Services
     from wrenmq.services.brokers import BrokerConnections
 
 __all__ = ["WrenmqServer", "server_config"]
@@ -58,8 +59,7 @@ class WrenmqServer:
         self.config = config
         self.loop = _new_event_loop()
         self._broker: Broker | None = None
-        self.api: ApiServer | None = None
-        self.connections: BrokerConnections | None = None
+        self.services: Services | None = None
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"wrenmq-{id(self):x}", daemon=True)
@@ -153,30 +153,34 @@ class WrenmqServer:
         broker = Broker(self.config)  # built on its own loop, in case it binds loop objects
         await broker.start()
         self._broker = broker
-        from wrenmq.services.brokers import BrokerConnections
+        from wrenmq.services import Services
 
-        self.connections = BrokerConnections(broker)  # external brokers and bridges ([[brokers]])
-        await self.connections.start()
-        if self.config.api_port is not None:
-            from wrenmq.api import ApiServer
-
-            self.api = ApiServer(broker)
-            await self.api.start()
+        self.services = Services(broker)  # external brokers and bridges, the API
+        await self.services.start()
 
     async def _stop(self) -> None:
-        if self.api is not None:
-            await self.api.stop()
-        if self.connections is not None:
-            await self.connections.stop()
+        if self.services is not None:
+            await self.services.stop()
         if self._broker is not None:
             await self._broker.stop()
 
     @property
+    def api(self) -> ApiServer | None:
+        """The HTTP API server (None unless started with ``api_port``)."""
+        return self.services.api if self.services is not None else None
+
+    @property
+    def connections(self) -> BrokerConnections | None:
+        """External broker connections and bridges."""
+        return self.services.connections if self.services is not None else None
+
+    @property
     def api_url(self) -> str:
         """``http://127.0.0.1:<port>`` of the management API (start with ``api_port=0``)."""
-        if self.api is None:
+        api = self.api
+        if api is None:
             raise RuntimeError("the API is off: start the server with api_port=0")
-        return self.api.url
+        return api.url
 
     def __repr__(self) -> str:
         port = self._broker.port if self._broker is not None else None
