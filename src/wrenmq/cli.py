@@ -219,6 +219,15 @@ def _add_sub(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     add_sub_parser(subcommands)
 
 
+# --- simulate ------------------------------------------------------------------------------------
+
+
+def _add_simulate(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from wrenmq.simulate.cli import add_parser  # flags only: the fleet is imported when the command runs
+
+    add_parser(subcommands)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
     _add_serve,
     _add_bench,
@@ -226,4 +235,5 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _add_apikey,
     _add_pub,
     _add_sub,
+    _add_simulate,
 )

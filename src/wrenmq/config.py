@@ -406,6 +406,58 @@ class Config(BaseModel):
     ] = "events"
     events_qos: Annotated[int, Field(ge=0, le=2, description="QoS of resource change events.")] = 1
     events_retain: Annotated[bool, Field(description="Whether resource change events are published retained.")] = False
+    realtime: Annotated[
+        bool, Field(description="Socket.IO and HTTP long polling for browsers, on the API listener.")
+    ] = True
+    realtime_cors_origins: Annotated[
+        list[str], Field(description="Origins other than the API's own that may open Socket.IO connections.")
+    ] = []
+    realtime_journal_size: Annotated[
+        int, Field(ge=0, description="Recent messages kept for realtime clients that resume (0: none).")
+    ] = 10_000
+    realtime_journal_bytes: Annotated[int, Field(ge=0, description="Payload bytes the realtime journal may hold.")] = (
+        16 * MiB
+    )
+    realtime_journal_seconds: Annotated[
+        float, Field(gt=0, description="Seconds a message stays in the realtime journal.")
+    ] = 300.0
+    realtime_presence_prefix: Annotated[
+        str,
+        Field(
+            min_length=1,
+            pattern=r"^[^+#\x00]+$",
+            description="Topic prefix of application users' presence: <prefix>/<id>, retained.",
+        ),
+    ] = "presence"
+    realtime_poll_expiry: Annotated[
+        float, Field(gt=0, description="Seconds a long-poll session lives without a poll.")
+    ] = 30.0
+    realtime_ack_timeout: Annotated[
+        float,
+        Field(gt=0, description="Seconds to wait for a Socket.IO client's ack of a QoS 1 message before resending."),
+    ] = 10.0
+    presence: Annotated[bool, Field(description="Track devices (announce, status, heartbeats, wills): issue 8.")] = True
+    presence_devices_root: Annotated[
+        str, Field(pattern=r"^[^/+#\x00]+$", description="First topic level of device topics (one level).")
+    ] = "devices"
+    presence_admin_root: Annotated[
+        str, Field(pattern=r"^[^/+#\x00]+$", description="First topic level of the snapshot and its request.")
+    ] = "admin"
+    presence_sessions_root: Annotated[
+        str, Field(pattern=r"^[^/+#\x00]+$", description="First topic level of session commands.")
+    ] = "sessions"
+    presence_heartbeat_interval: Annotated[
+        float, Field(gt=0, le=86400, description="Seconds between a device's heartbeats.")
+    ] = 15.0
+    presence_missed_heartbeats: Annotated[
+        int, Field(ge=1, le=1000, description="Heartbeat intervals without a message before a device is offline.")
+    ] = 3
+    presence_snapshot_debounce: Annotated[
+        float, Field(ge=0, le=60, description="Seconds registry changes are gathered before the snapshot is published.")
+    ] = 0.25
+    presence_events_kept: Annotated[
+        int, Field(ge=0, le=100000, description="Recent events kept per device (devices/<id>/events).")
+    ] = 50
     retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
     maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
     topic_alias_maximum: Annotated[

@@ -38,7 +38,9 @@ def create_app(broker: Broker) -> FastAPI:
         routes_broker,
         routes_brokers,
         routes_clients,
+        routes_devices,
         routes_publish,
+        routes_realtime,
         routes_resources,
         routes_retained,
         routes_topics,
@@ -65,8 +67,10 @@ def create_app(broker: Broker) -> FastAPI:
     routes_topics.install(app, broker)
     routes_retained.install(app, broker)
     routes_resources.install(app, broker)
+    routes_devices.install(app, broker)
     routes_publish.install(app, broker)
     routes_admin.install(app, broker)
+    routes_realtime.install(app, broker)
     docs.install(app, broker)
     return app
 
@@ -90,8 +94,9 @@ class ApiServer:
         ssl: dict[str, Any] = {}
         if config.api_certfile is not None:
             ssl = {"ssl_certfile": str(config.api_certfile), "ssl_keyfile": str(config.api_keyfile)}
+        bridge = getattr(self.app.state, "socketio", None)  # Socket.IO at /socket.io/, the API around it
         server_config = uvicorn.Config(
-            self.app,
+            bridge.asgi(self.app) if bridge is not None else self.app,
             host=config.api_host,
             port=config.api_port,
             lifespan="off",
@@ -111,6 +116,9 @@ class ApiServer:
         server_config.load()
         server.lifespan = server_config.lifespan_class(server_config)
         await server.startup(sockets=[sock])
+        start_realtime = getattr(self.app.state, "realtime_start", None)
+        if start_realtime is not None:
+            start_realtime()
         self._server, self._socket = server, sock
         self.port = sock.getsockname()[1]
         self._main_loop = asyncio.get_running_loop().create_task(server.main_loop())
@@ -124,6 +132,9 @@ class ApiServer:
         server.should_exit = True
         for stop in self.app.state.on_stop:  # end streams, which would otherwise hold shutdown open
             stop()
+        stop_realtime = getattr(self.app.state, "realtime_stop", None)
+        if stop_realtime is not None:
+            await stop_realtime()
         if self._main_loop is not None:
             await self._main_loop
         await server.shutdown(sockets=[self._socket] if self._socket is not None else None)

@@ -1,0 +1,334 @@
+"""The Socket.IO bridge: python-socketio on the API listener (``/socket.io/``), on the broker's loop.
+
+A Socket.IO client joins rooms named by MQTT topic filters and gets the messages an MQTT
+subscriber to them would get; what it emits is published to MQTT. Everything goes through the
+realtime service (``services.realtime``): the same sign-in, ACL and journal as long polling.
+
+Connecting (``io(url, {auth: {...}})``), all optional:
+    ``token`` (an API key) or ``username`` + ``password`` (the broker's users); ``clientId``;
+    ``presence``: ``{"id": "alice", "name": "Alice"}`` makes the user present while connected.
+    A refused connection gets ``connect_error`` with the reason. The server then emits
+    ``welcome``: ``{"clientId", "username", "now"}`` (``now`` is server time in seconds).
+
+Client to server, each answering through the Socket.IO acknowledgement:
+    ``subscribe`` ``{"filters": [...], "qos": 0|1, "replay": <seconds>, "retained": true}`` ->
+        ``{"ok": true, "filters": [...], "now": ...}`` or ``{"ok": false, "status": 403, "error": "..."}``.
+        Rooms are the filters (ACL-checked as READ). ``replay`` first sends the journal's messages of
+        the last so many seconds (or ``since``, a server time), for a client that resumes;
+        ``retained`` (default true) sends the new filters' retained messages, as MQTT does.
+    ``unsubscribe`` ``{"filters": [...]}`` -> ``{"ok": true}``.
+    ``publish`` with the body of ``POST /api/v1/publish`` (``topic``, ``payload`` | ``payload_json``
+        | ``payload_base64``, ``qos``, ``retain``, ``properties``) -> ``{"ok": true, "matched": n}``.
+    Any other event name is a topic: ``socket.emit("chat/room1", {...})`` publishes the data as JSON
+        at QoS 0 (QoS 1 when the client asks for an acknowledgement).
+
+Server to client:
+    ``message``: the JSON a stream sends (``api.streams``): ``id`` (journal seq; 0 for a retained
+        message sent on subscribe), ``topic``, ``qos``, ``retain``, ``payload``, ``encoding``,
+        ``properties``, ``timestamp``. At QoS 1 the server asks for an acknowledgement and resends
+        (``"dup": true``) after ``realtime_ack_timeout`` until it gets one, at most 3 times.
+    ``dropped``: ``{"count": n}`` when a client too slow for its messages lost the oldest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import socketio  # type: ignore[import-untyped]
+from pydantic import ValidationError
+
+from ..services.realtime import Denied, RealtimeService, Subscriber, message_json
+from .models import PublishRequest
+from .routes_publish import broker_problems
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+__all__ = ["SocketIOBridge"]
+
+log = logging.getLogger("wrenmq.socketio")
+
+RESENDS = 3  # times an unacknowledged QoS 1 message is sent again
+MAX_INFLIGHT = 1000  # unacknowledged QoS 1 messages per socket; beyond it they go out unacknowledged
+RESERVED = frozenset({"connect", "disconnect", "connect_error", "subscribe", "unsubscribe", "publish", "message"})
+
+
+class _Inflight:
+    __slots__ = ("attempts", "data", "sent_at")
+
+    def __init__(self, data: dict[str, Any], sent_at: float) -> None:
+        self.data = data
+        self.sent_at = sent_at
+        self.attempts = 1
+
+
+class SocketIOBridge:
+    """The Socket.IO server and the task that sends each socket what its inbox holds."""
+
+    def __init__(self, broker: Broker, service: RealtimeService) -> None:
+        config = broker.config
+        self.broker = broker
+        self.service = service
+        self.accepting = True  # False: new connections are refused (operators, and the fallback tests)
+        self.ack_timeout = config.realtime_ack_timeout
+        origins: list[str] | None = list(config.realtime_cors_origins) or None  # None: same origin only
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            cors_allowed_origins=origins,
+            logger=False,
+            engineio_logger=False,
+            ping_interval=10,
+            ping_timeout=10,
+            max_http_buffer_size=config.max_packet_size,
+        )
+        self.sio.on("connect", self._connect)
+        self.sio.on("disconnect", self._disconnect)
+        self.sio.on("subscribe", self._subscribe)
+        self.sio.on("unsubscribe", self._unsubscribe)
+        self.sio.on("publish", self._publish)
+        self.sio.on("*", self._any_event)
+        self.inflight: dict[str, dict[int, _Inflight]] = {}
+        self._ready: dict[str, Subscriber] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.messages_sent = 0
+        self.resent = 0
+
+    def asgi(self, other: Any) -> Any:
+        """The ASGI app serving ``/socket.io/`` and passing everything else to ``other``."""
+        return socketio.ASGIApp(self.sio, other_asgi_app=other, socketio_path="socket.io")
+
+    def start(self) -> None:
+        self.service.listeners.append(self._inbox_filled)
+        self._task = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def stop(self) -> None:
+        self.accepting = False
+        with contextlib.suppress(ValueError):
+            self.service.listeners.remove(self._inbox_filled)
+        for sid in list(self.inflight):
+            with contextlib.suppress(Exception):
+                await self.sio.disconnect(sid)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def disconnect_all(self) -> None:
+        """End every Socket.IO connection (their clients reconnect, or fall back)."""
+        for sid in list(self.inflight):
+            await self.sio.disconnect(sid)
+
+    @property
+    def connected(self) -> int:
+        return len(self.inflight)
+
+    # -- connection ---------------------------------------------------------------------------------
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if not self.accepting:
+            raise socketio.exceptions.ConnectionRefusedError("Socket.IO is not accepting connections")
+        auth = auth if isinstance(auth, dict) else {}
+        scope = environ.get("asgi.scope") or {}
+        client_addr = scope.get("client")
+        peer = f"{client_addr[0]}:{client_addr[1]}" if client_addr else "socketio"
+        try:
+            client = self.service.authenticate(
+                token=_text(auth.get("token")),
+                username=_text(auth.get("username")),
+                password=_text(auth.get("password")),
+                client_id=_text(auth.get("clientId")) or "sio-" + sid,
+                peer=peer,
+            )
+        except Denied as denied:
+            log.info("Socket.IO connection from %s refused: %s", peer, denied.reason)
+            raise socketio.exceptions.ConnectionRefusedError(denied.reason) from None
+        key = "sio:" + sid
+        subscriber = self.service.open(key, client)
+        self.inflight[sid] = {}
+        presence = auth.get("presence")
+        if isinstance(presence, dict) and isinstance(presence.get("id"), str) and _one_level(presence["id"]):
+            subscriber.presence_id = presence["id"]
+            self.service.presence.attach(presence["id"], key, "socketio", presence)
+        await self.sio.emit(
+            "welcome", {"clientId": client.client_id, "username": client.username, "now": time.time()}, to=sid
+        )
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        self.service.close("sio:" + sid)
+        self.inflight.pop(sid, None)
+        self._ready.pop(sid, None)
+
+    # -- requests -------------------------------------------------------------------------------------
+
+    async def _subscribe(self, sid: str, data: Any) -> dict[str, Any]:
+        subscriber = self.service.subscribers.get("sio:" + sid)
+        if subscriber is None or not isinstance(data, dict):
+            return _error(422, "subscribe takes {filters: [...], qos, since, retained}")
+        filters = data.get("filters", data.get("filter"))
+        if isinstance(filters, str):
+            filters = [filters]
+        qos = data.get("qos", 0)
+        since = data.get("since")
+        if not isinstance(filters, list) or not filters:
+            return _error(422, "give at least one topic filter")
+        if qos not in (0, 1, 2):
+            return _error(422, "qos must be 0, 1 or 2")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+            return _error(422, "since is a server time in seconds")
+        replay = data.get("replay")
+        if replay is not None:
+            if isinstance(replay, bool) or not isinstance(replay, int | float) or replay < 0:
+                return _error(422, "replay is a number of seconds")
+            since = time.time() - replay
+        try:
+            checked = self.service.check_filters(subscriber.client, filters)
+        except Denied as denied:
+            return _error(denied.status, denied.reason)
+        for topic_filter in checked:
+            await self.sio.enter_room(sid, topic_filter)
+        granted = min(int(qos), 1)  # QoS 2 is delivered as QoS 1: Socket.IO acks are one-way
+        self.service.subscribe(
+            subscriber, dict.fromkeys(checked, granted), since=since, retained=data.get("retained", True) is not False
+        )
+        return {"ok": True, "filters": checked, "qos": granted, "now": time.time()}
+
+    async def _unsubscribe(self, sid: str, data: Any) -> dict[str, Any]:
+        subscriber = self.service.subscribers.get("sio:" + sid)
+        filters = data.get("filters", data.get("filter")) if isinstance(data, dict) else None
+        if isinstance(filters, str):
+            filters = [filters]
+        if subscriber is None or not isinstance(filters, list):
+            return _error(422, "unsubscribe takes {filters: [...]}")
+        for topic_filter in filters:
+            if isinstance(topic_filter, str):
+                await self.sio.leave_room(sid, topic_filter)
+        self.service.unsubscribe(subscriber, [f for f in filters if isinstance(f, str)])
+        return {"ok": True}
+
+    async def _publish(self, sid: str, data: Any) -> dict[str, Any]:
+        subscriber = self.service.subscribers.get("sio:" + sid)
+        if subscriber is None:
+            return _error(401, "not connected")
+        return await publish_for(self.broker, self.service, subscriber, data)
+
+    async def _any_event(self, event: str, sid: str, data: Any = None) -> dict[str, Any] | None:
+        """An event that is not one of ours: its name is the topic, its data the JSON payload."""
+        if event in RESERVED:
+            return None
+        subscriber = self.service.subscribers.get("sio:" + sid)
+        if subscriber is None:
+            return _error(401, "not connected")
+        result = await publish_for(self.broker, self.service, subscriber, {"topic": event, "payload_json": data})
+        return result
+
+    # -- delivery -------------------------------------------------------------------------------------
+
+    def _inbox_filled(self, subscriber: Subscriber) -> None:
+        if subscriber.key.startswith("sio:"):
+            self._ready[subscriber.key[4:]] = subscriber
+            self._wake.set()
+
+    async def _send_loop(self) -> None:
+        """One task sends everything, in order per socket (python-socketio's emit is not meant to be
+        called concurrently for one client), and resends what was not acknowledged."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._wake.wait()
+            self._wake.clear()
+            ready, self._ready = self._ready, {}
+            for sid, subscriber in ready.items():
+                try:
+                    await self._drain(sid, subscriber)
+                except Exception:  # one socket's trouble must not stop the others' delivery
+                    log.exception("Socket.IO delivery to %s failed", sid)
+            await self._resend_overdue()
+
+    async def _drain(self, sid: str, subscriber: Subscriber) -> None:
+        inbox = subscriber.inbox
+        if inbox.closed:
+            return
+        batch, dropped = list(inbox.buffer), inbox.dropped
+        inbox.buffer.clear()
+        inbox.dropped = 0
+        if dropped:
+            await self.sio.emit("dropped", {"count": dropped}, to=sid)
+        inflight = self.inflight.get(sid)
+        now = time.time()
+        for seq, stamp, message, qos in batch:
+            data = message_json(seq, stamp, message, qos)
+            if qos and inflight is not None and seq and len(inflight) < MAX_INFLIGHT:
+                inflight[seq] = _Inflight(data, now)
+                await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq))
+            else:
+                await self.sio.emit("message", data, to=sid)
+        self.messages_sent += len(batch)
+
+    def _acked(self, sid: str, seq: int, *args: Any) -> None:
+        inflight = self.inflight.get(sid)
+        if inflight is not None:
+            inflight.pop(seq, None)
+
+    async def _resend_overdue(self) -> None:
+        deadline = time.time() - self.ack_timeout
+        for sid, inflight in list(self.inflight.items()):
+            for seq, entry in list(inflight.items()):
+                if entry.sent_at > deadline:
+                    continue
+                if entry.attempts > RESENDS:
+                    del inflight[seq]
+                    self.service.messages_dropped += 1
+                    log.info("Socket.IO client %s never acknowledged message %d", sid, seq)
+                    continue
+                entry.attempts += 1
+                entry.sent_at = time.time()
+                self.resent += 1
+                data = {**entry.data, "dup": True}
+                await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq))
+
+
+async def publish_for(broker: Broker, service: RealtimeService, subscriber: Subscriber, data: Any) -> dict[str, Any]:
+    """Publish ``data`` (the body of ``POST /api/v1/publish``) for a realtime client: the answer
+    is ``{"ok": true, "matched": n}`` or ``{"ok": false, "status", "error"}``."""
+    if not isinstance(data, dict):
+        return _error(422, "publish takes {topic, payload | payload_json | payload_base64, qos, retain}")
+    try:
+        request = PublishRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "body"
+        return _error(422, f"{where}: {first['msg']}")
+    problems = broker_problems(broker, request, ())
+    if problems:
+        return _error(422, "; ".join(f"{error.field}: {error.message}" for error in problems))
+    try:
+        matched = await service.publish(
+            subscriber.client,
+            request.topic,
+            request.payload_bytes(),
+            request.qos,
+            request.retain,
+            request.properties.to_mqtt(),
+        )
+    except Denied as denied:
+        return _error(denied.status, denied.reason)
+    return {"ok": True, "matched": matched}
+
+
+def _error(status: int, reason: str) -> dict[str, Any]:
+    return {"ok": False, "status": status, "error": reason}
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _one_level(value: str) -> bool:
+    return bool(value) and len(value) <= 128 and not any(c in value for c in "/+#\x00")

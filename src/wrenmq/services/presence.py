@@ -1,0 +1,500 @@
+"""Device presence (issue 8): which devices exist, which are online, and what they last reported.
+
+Devices follow a topic scheme (roots configurable; see README "Device presence"): a Last Will on
+``devices/{id}/lwt``, ``devices/discovery/announce`` after connecting, a retained
+``devices/{id}/status``, heartbeats on ``devices/{id}/heartbeat`` and events on
+``devices/{id}/events``. ``Presence`` is a hook that watches those publishes (it observes; it never
+changes or refuses a message) and keeps a registry of devices, with ``admin/devices/snapshot``
+(retained) kept current and republished at once on ``admin/request/snapshot``.
+
+A device is offline when its will fires (a non-empty ``lwt``), when its connection ends with a
+clean DISCONNECT, or when nothing came from it for ``presence_heartbeat_interval *
+presence_missed_heartbeats`` seconds. In the last two cases no will is sent, so the service
+publishes the will-shaped offline message itself: subscribers to ``devices/+/lwt`` see one signal
+for every cause. Anything a device publishes brings it back online, and its stale offline ``lwt``
+is cleared with an empty retained message [MQTT-3.3.1-6].
+
+The registry is SQLite (``<data_dir>/presence.db``; in memory with ``storage = "memory"``), and all
+database work runs on one dedicated thread, as in ``services.changes``. The registry itself lives
+in memory on the event loop: the hook only updates dicts and hands writes to that thread. After a
+restart every device is offline until it shows up again (no connection survives a restart).
+
+The hot path: ``on_publish`` runs for every message; for one that is not on a device or admin topic
+it costs one ``str.startswith``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..hooks import Hook
+from ..mqtt.properties import PropertyId
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..broker.broker import Broker
+    from ..broker.connection import Connection
+    from ..broker.message import Message
+
+__all__ = ["DeviceStore", "Presence", "presence_of", "utc_timestamp"]
+
+log = logging.getLogger("wrenmq.services.presence")
+
+T = TypeVar("T")
+
+ANNOUNCE = "discovery"  # devices/discovery/announce: "discovery" is not a device id
+_JSON: dict[int, Any] = {PropertyId.CONTENT_TYPE: "application/json"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_device ON events (device, seq);
+"""
+
+
+def utc_timestamp(when: float | None = None) -> str:
+    """ISO-8601 UTC with milliseconds and a Z, as the topic scheme's timestamps."""
+    moment = datetime.fromtimestamp(time.time() if when is None else when, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class DeviceStore:
+    """The registry and each device's recent events in SQLite. Blocking: call from one thread."""
+
+    def __init__(self, path: Path | None) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def load(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for (body,) in self.db.execute("SELECT body FROM devices ORDER BY id")]
+
+    def put(self, entries: list[dict[str, Any]]) -> None:
+        """Store these registry entries in one transaction."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO devices (id, body) VALUES (?, ?)",
+                [(entry["deviceId"], json.dumps(entry)) for entry in entries],
+            )
+
+    def delete(self, device_id: str) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+            self.db.execute("DELETE FROM events WHERE device = ?", (device_id,))
+
+    def add_event(self, device_id: str, event: dict[str, Any], kept: int) -> None:
+        """Store ``event`` and drop the device's events beyond the newest ``kept``."""
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute("INSERT INTO events (device, body) VALUES (?, ?)", (device_id, json.dumps(event)))
+            self.db.execute(
+                "DELETE FROM events WHERE device = ? AND seq NOT IN "
+                "(SELECT seq FROM events WHERE device = ? ORDER BY seq DESC LIMIT ?)",
+                (device_id, device_id, kept),
+            )
+
+    def events(self, device_id: str, limit: int) -> list[dict[str, Any]]:
+        """The device's recent events, newest first."""
+        rows = self.db.execute(
+            "SELECT body FROM events WHERE device = ? ORDER BY seq DESC LIMIT ?", (device_id, limit)
+        ).fetchall()
+        return [json.loads(body) for (body,) in rows]
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Presence(Hook):
+    """The presence service: ``await Presence(broker).start()`` registers it, ``stop()`` removes it."""
+
+    name = "presence"
+
+    def __init__(self, broker: Broker) -> None:
+        config = broker.config
+        self.broker = broker
+        self.devices_root = config.presence_devices_root
+        self.sessions_root = config.presence_sessions_root
+        self.interval = config.presence_heartbeat_interval
+        self.timeout = config.presence_heartbeat_interval * config.presence_missed_heartbeats
+        self.debounce = config.presence_snapshot_debounce
+        self.events_kept = config.presence_events_kept
+        self.snapshot_topic = f"{config.presence_admin_root}/devices/snapshot"
+        self.request_topic = f"{config.presence_admin_root}/request/snapshot"
+        self._device_prefix = self.devices_root + "/"
+        self._announce_topic = f"{self.devices_root}/{ANNOUNCE}/announce"
+        # The one check every message pays (str.startswith with a tuple is one call).
+        self._prefixes = (self._device_prefix, self.request_topic)
+        self.devices: dict[str, dict[str, Any]] = {}
+        self._seen_at: dict[str, float] = {}  # loop time of the last message from each online device
+        self._lwt_set: set[str] = set()  # devices whose retained lwt may hold an offline will
+        self._bound: dict[str, str] = {}  # client id of a publishing connection -> device id
+        self._dirty: set[str] = set()  # entries to write at the next flush
+        self._snapshot_due = False
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._path = None if config.storage == "memory" else config.data_dir / "presence.db"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wrenmq-presence")
+        self._store: DeviceStore | None = None
+        self.snapshots_published = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the registry (every device offline), register the hook, start the heartbeat sweep."""
+        self._loop = asyncio.get_running_loop()
+        self._store = store = await self._run(DeviceStore, self._path)
+        stale: list[str] = []
+        for entry in await self._run(store.load):
+            device_id = entry["deviceId"]
+            if entry.get("online"):
+                stale.append(device_id)  # its connection did not survive the restart
+            entry["online"] = False
+            entry["client_id"] = None
+            self.devices[device_id] = entry
+            self._lwt_set.add(device_id)  # a will may be retained: cleared when the device is back
+        self.broker.hooks.add(self)
+        for device_id in stale:
+            self._dirty.add(device_id)
+            self._spawn(self._publish_offline(device_id))
+        self._snapshot_due = True  # a retained snapshot from before the restart is stale
+        self._changed()
+        self._sweep_handle = self._loop.call_later(self._sweep_period(), self._sweep)
+        log.info("presence: %d devices known, heartbeat timeout %gs", len(self.devices), self.timeout)
+
+    async def stop(self) -> None:
+        if self in self.broker.hooks.hooks:
+            self.broker.hooks.remove(self)
+        for handle in (self._sweep_handle, self._flush_handle):
+            if handle is not None:
+                handle.cancel()
+        self._sweep_handle = self._flush_handle = None
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._write_dirty()
+        if self._store is not None:
+            await self._run(self._store.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _db(self) -> DeviceStore:
+        assert self._store is not None, "presence is not started"
+        return self._store
+
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """A database write on the presence thread, in submission order; failures are logged."""
+        self._executor.submit(fn, *args).add_done_callback(_log_failure)
+
+    # -- hook events (on the event loop; never block) -----------------------------------------
+
+    def on_publish(self, client: Connection | None, message: Message) -> Message:
+        topic = message.topic
+        if not topic.startswith(self._prefixes):
+            return message
+        try:
+            if topic == self.request_topic:
+                self._answer_request(message)
+            elif topic.startswith(self._device_prefix):
+                self._device_message(client, topic, message)
+        except Exception:  # presence observes: never let it get in the way of the message
+            log.exception("presence could not handle a message on %s", topic)
+        return message
+
+    def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
+        device_id = self._bound.get(client.client_id)
+        if device_id is None:
+            return
+        del self._bound[client.client_id]
+        entry = self.devices.get(device_id)
+        if not expected or entry is None or entry.get("client_id") != client.client_id:
+            return  # an abrupt end is the will's to report (or the heartbeat sweep's)
+        if entry["online"]:
+            self._set_offline(device_id)
+            self._spawn(self._publish_offline(device_id))
+
+    # -- the registry ---------------------------------------------------------------------------
+
+    def _device_message(self, client: Connection | None, topic: str, message: Message) -> None:
+        if topic == self._announce_topic:
+            body = _json_object(message.payload)
+            device_id = body.get("deviceId") if body is not None else None
+            if not isinstance(device_id, str) or not _single_level(device_id) or body is None:
+                return
+            entry = self._entry(device_id)
+            changed = self._set_fields(entry, type=body.get("type"), name=body.get("name"))
+            if client is not None:
+                self._seen(client, device_id, entry, changed)
+            elif changed:
+                self._changed(device_id)
+            return
+        rest = topic[len(self._device_prefix) :]
+        device_id, _, kind = rest.partition("/")
+        if not device_id or device_id == ANNOUNCE:
+            return
+        if kind == "lwt":
+            self._lwt(client, device_id, message)
+        elif kind in ("status", "heartbeat", "events"):
+            body = _json_object(message.payload)
+            entry = self._entry(device_id)
+            changed = False
+            if kind == "status" and body is not None:
+                changed = self._status(entry, body)
+            elif kind == "heartbeat":
+                entry["last_heartbeat"] = utc_timestamp()
+            elif kind == "events" and body is not None and self.events_kept:
+                self._submit(self._db().add_event, device_id, body, self.events_kept)
+            if client is not None:
+                self._seen(client, device_id, entry, changed)
+            else:
+                self._dirty.add(device_id)
+                self._changed(device_id if changed else None)
+
+    def _lwt(self, client: Connection | None, device_id: str, message: Message) -> None:
+        if message.payload:  # a will fired (or the service's own offline message came back)
+            if message.retain:
+                self._lwt_set.add(device_id)
+            entry = self.devices.get(device_id)
+            if entry is None:
+                entry = self._entry(device_id)
+                self._changed(device_id)
+            if entry["online"]:
+                self._set_offline(device_id)
+            return
+        if message.retain:
+            self._lwt_set.discard(device_id)  # the stale will is cleared (by the device or by us)
+        if client is not None and device_id in self.devices:
+            self._seen(client, device_id, self.devices[device_id], False)
+
+    def _entry(self, device_id: str) -> dict[str, Any]:
+        entry = self.devices.get(device_id)
+        if entry is None:
+            now = utc_timestamp()
+            entry = self.devices[device_id] = {
+                "deviceId": device_id,
+                "type": None,
+                "name": None,
+                "status": None,
+                "online": False,
+                "sessionId": None,
+                "positionMs": None,
+                "first_seen": now,
+                "last_seen": now,
+                "last_heartbeat": None,
+                "client_id": None,
+                "last_status": None,
+            }
+            self._dirty.add(device_id)
+            self._snapshot_due = True
+        return entry
+
+    @staticmethod
+    def _set_fields(entry: dict[str, Any], **fields: Any) -> bool:
+        changed = False
+        for key, value in fields.items():
+            if value is not None and entry.get(key) != value:
+                entry[key] = value
+                changed = True
+        return changed
+
+    def _status(self, entry: dict[str, Any], body: dict[str, Any]) -> bool:
+        changed = entry.get("last_status") != body
+        entry["last_status"] = body
+        status = body.get("status")
+        if isinstance(status, str) and entry["status"] != status:
+            entry["status"] = status
+            changed = True
+        position = body.get("positionMs")
+        if isinstance(position, int) and not isinstance(position, bool):
+            entry["positionMs"] = position
+        if "sessionId" in body:
+            session = body["sessionId"]
+            if (session is None or isinstance(session, str)) and entry["sessionId"] != session:
+                entry["sessionId"] = session
+                changed = True
+        return changed
+
+    def _seen(self, client: Connection, device_id: str, entry: dict[str, Any], changed: bool) -> None:
+        """Something came from ``device_id`` over ``client``: it is online, and bound to it."""
+        assert self._loop is not None
+        self._seen_at[device_id] = self._loop.time()
+        entry["last_seen"] = utc_timestamp()
+        client_id = client.client_id
+        self._bound[client_id] = device_id
+        if entry["client_id"] != client_id:
+            entry["client_id"] = client_id
+            changed = True
+        if not entry["online"]:
+            entry["online"] = True
+            changed = True
+            if device_id in self._lwt_set:
+                self._lwt_set.discard(device_id)
+                self._spawn(self._publish(f"{self._device_prefix}{device_id}/lwt", b"", 1, True))
+        self._dirty.add(device_id)
+        self._changed(device_id if changed else None)
+
+    def _set_offline(self, device_id: str) -> None:
+        entry = self.devices[device_id]
+        entry["online"] = False
+        client_id = entry.get("client_id")
+        if client_id is not None and self._bound.get(client_id) == device_id:
+            del self._bound[client_id]
+        self._seen_at.pop(device_id, None)
+        self._dirty.add(device_id)
+        self._changed(device_id)
+
+    def _changed(self, device_id: str | None = None) -> None:
+        """Schedule a flush of dirty entries; with ``device_id``, the snapshot is due too. Changes
+        within ``presence_snapshot_debounce`` seconds make one snapshot, built when it is sent."""
+        if device_id is not None:
+            self._snapshot_due = True
+        if self._flush_handle is None and self._loop is not None and (self._dirty or self._snapshot_due):
+            self._flush_handle = self._loop.call_later(self.debounce, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self._write_dirty()
+        if self._snapshot_due:
+            self._snapshot_due = False
+            self._spawn(self._publish_snapshot())
+
+    def _write_dirty(self) -> None:
+        if self._dirty:
+            entries = [dict(self.devices[d]) for d in sorted(self._dirty) if d in self.devices]
+            self._dirty.clear()
+            if entries:
+                self._submit(self._db().put, entries)
+
+    def _sweep_period(self) -> float:
+        return max(min(self.interval / 2, 60.0), 0.05)
+
+    def _sweep(self) -> None:
+        """Devices silent for longer than the heartbeat timeout are offline, announced on their lwt."""
+        assert self._loop is not None
+        deadline = self._loop.time() - self.timeout
+        for device_id in [d for d, seen in self._seen_at.items() if seen < deadline]:
+            entry = self.devices.get(device_id)
+            if entry is not None and entry["online"]:
+                log.info("device %s missed its heartbeats: offline", device_id)
+                self._set_offline(device_id)
+                self._spawn(self._publish_offline(device_id))
+            else:
+                self._seen_at.pop(device_id, None)
+        self._sweep_handle = self._loop.call_later(self._sweep_period(), self._sweep)
+
+    # -- what the service publishes -------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(
+        self, topic: str, payload: bytes, qos: int, retain: bool, properties: dict[int, Any] | None = None
+    ) -> int:
+        try:
+            return await self.broker.publish(topic, payload, qos, retain, properties)
+        except Exception as exc:  # a hook refused it, or the broker is stopping
+            log.warning("presence could not publish to %s: %s", topic, exc)
+            return 0
+
+    async def _publish_offline(self, device_id: str) -> None:
+        """The offline message a will carries, retained at QoS 1, for an end the will did not report."""
+        payload = {"deviceId": device_id, "status": "offline", "timestamp": utc_timestamp()}
+        self._lwt_set.add(device_id)
+        await self._publish(f"{self._device_prefix}{device_id}/lwt", json.dumps(payload).encode(), 1, True, _JSON)
+
+    def snapshot(self) -> dict[str, Any]:
+        devices = [dict(self.devices[d]) for d in sorted(self.devices)]
+        online = sum(1 for entry in devices if entry["online"])
+        return {"devices": devices, "online": online, "total": len(devices), "timestamp": utc_timestamp()}
+
+    async def _publish_snapshot(self, response: tuple[str, bytes | None] | None = None) -> None:
+        payload = json.dumps(self.snapshot()).encode()
+        self.snapshots_published += 1
+        await self._publish(self.snapshot_topic, payload, 1, True, _JSON)
+        if response is not None:
+            topic, correlation = response
+            properties: dict[int, Any] = dict(_JSON)
+            if correlation is not None:
+                properties[PropertyId.CORRELATION_DATA] = correlation
+            await self._publish(topic, payload, 1, False, properties)
+
+    def _answer_request(self, message: Message) -> None:
+        response = None
+        topic = message.properties.get(PropertyId.RESPONSE_TOPIC)
+        if isinstance(topic, str) and _valid_topic_name(topic) and topic != self.request_topic:
+            response = (topic, message.properties.get(PropertyId.CORRELATION_DATA))
+        self._spawn(self._publish_snapshot(response))
+
+    # -- for the API ----------------------------------------------------------------------------
+
+    def get(self, device_id: str) -> dict[str, Any] | None:
+        entry = self.devices.get(device_id)
+        return dict(entry) if entry is not None else None
+
+    async def events(self, device_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return await self._run(self._db().events, device_id, limit or self.events_kept)
+
+    async def delete(self, device_id: str) -> bool:
+        """Forget ``device_id`` and its events; clear its retained status and lwt. False if unknown."""
+        entry = self.devices.pop(device_id, None)
+        if entry is None:
+            return False
+        self._seen_at.pop(device_id, None)
+        self._dirty.discard(device_id)
+        self._lwt_set.discard(device_id)
+        for client_id in [c for c, d in self._bound.items() if d == device_id]:
+            del self._bound[client_id]
+        self._submit(self._db().delete, device_id)
+        for kind in ("status", "lwt"):
+            await self.broker.delete_retained(f"{self._device_prefix}{device_id}/{kind}")
+        self._changed(device_id)
+        return True
+
+
+def _single_level(value: str) -> bool:
+    return bool(value) and not any(bad in value for bad in ("/", "+", "#", "\x00"))
+
+
+def _valid_topic_name(topic: str) -> bool:
+    return bool(topic) and not any(bad in topic for bad in ("+", "#", "\x00"))
+
+
+def _log_failure(future: Future[Any]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("presence database write failed: %s", exc)
+
+
+def presence_of(broker: Broker) -> Presence | None:
+    """The running :class:`Presence` of ``broker``, if any."""
+    found = broker.hooks.find(Presence)
+    return found[0] if found else None

@@ -1,0 +1,550 @@
+"""Realtime for applications that cannot always speak MQTT: the shared parts of the Socket.IO
+bridge (``services.socketio_bridge``) and HTTP long polling (``api.routes_realtime``).
+
+* **Who.** A realtime client signs in with an API key (its name is the username) or with a user
+  name and password checked by the same authentication hooks as an MQTT CONNECT; without either it
+  is anonymous, allowed where the broker allows anonymous MQTT clients. Its filters and topics are
+  checked by the same ACL hooks as an MQTT client's, as ``READ`` and ``WRITE``.
+* **The journal.** Every message the broker routes (not ``$SYS``) is kept for a while, bounded by
+  count, bytes and age (``realtime_journal_*``), numbered by ``seq``. A client that opens a
+  realtime connection with ``since`` (a server timestamp) first gets what it missed from there: a
+  browser that falls back from MQTT to Socket.IO, or from Socket.IO to polling, loses nothing
+  between the two. The browser client removes what it then sees twice (``wrenmq-realtime.js``).
+* **Inboxes.** What a Socket.IO client or a poll session is sent goes through an :class:`Inbox`: a
+  bounded buffer that drops the oldest when its reader is too slow and says how many it dropped.
+* **Presence.** Application users announce themselves with a presence id; each of their live
+  connections (a Socket.IO socket, a poll session, an MQTT connection that published its own
+  online presence) is an attachment. The first attachment publishes a retained
+  ``<realtime_presence_prefix>/<id>`` ``{"status": "online"}``, the last one to go the offline
+  one. An offline message (an MQTT will) for a user still attached by another transport is
+  dropped: a browser that moved from MQTT to Socket.IO stays online.
+
+Messages reach all of this through one publish hook; its cost per message is one append to the
+journal while no realtime client is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..hooks import READ, WRITE, Hook, Reject
+from ..mqtt import packets as p
+from ..mqtt.properties import PropertyId
+from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
+
+if TYPE_CHECKING:
+    from ..api.keys import ApiKeyStore
+    from ..broker.broker import Broker
+    from ..broker.connection import Connection
+    from ..broker.message import Message
+
+__all__ = [
+    "MAX_FILTERS",
+    "Denied",
+    "Inbox",
+    "Journal",
+    "PresenceBoard",
+    "RealtimeClient",
+    "RealtimeService",
+    "message_json",
+    "realtime_of",
+]
+
+log = logging.getLogger("wrenmq.realtime")
+
+MAX_FILTERS = 64  # filters per realtime client: each costs a match per routed message
+_P = PropertyId
+
+
+class Denied(Exception):
+    """A realtime request refused: ``status`` is the HTTP status it maps to (401, 403, 422)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class RealtimeClient:
+    """A signed-in realtime client, as ACL hooks see it (the attributes they read on a Connection)."""
+
+    __slots__ = (
+        "auth",
+        "can_write",
+        "cert_identity",
+        "client_id",
+        "listener",
+        "peer",
+        "peer_host",
+        "username",
+        "version",
+    )
+
+    def __init__(self, client_id: str, username: str | None, can_write: bool = True, peer: str = "realtime") -> None:
+        self.client_id = client_id
+        self.username = username
+        self.can_write = can_write
+        self.listener = None
+        self.auth: Any = None
+        self.cert_identity = None
+        self.version = 5
+        self.peer = self.peer_host = peer
+
+
+class Journal:
+    """Recent routed messages, numbered, bounded by count, total payload bytes and age."""
+
+    def __init__(self, size: int, max_bytes: int, seconds: float) -> None:
+        self.size = size
+        self.max_bytes = max_bytes
+        self.seconds = seconds
+        self.entries: deque[tuple[int, float, Message]] = deque()
+        self.bytes = 0
+        self.seq = 0
+
+    def append(self, message: Message, now: float) -> int:
+        self.seq += 1
+        if self.size:
+            entries = self.entries
+            entries.append((self.seq, now, message))
+            self.bytes += len(message.payload)
+            while len(entries) > self.size or self.bytes > self.max_bytes or now - entries[0][1] > self.seconds:
+                self.bytes -= len(entries.popleft()[2].payload)
+        return self.seq
+
+    def since(self, timestamp: float) -> Iterator[tuple[int, float, Message]]:
+        """Entries newer than ``timestamp`` (server time), oldest first."""
+        entries = self.entries
+        if not entries or entries[-1][1] <= timestamp:
+            return
+        # Newest entries are the likely ask (a client that just fell back): scan from the end.
+        start = len(entries)
+        while start and entries[start - 1][1] > timestamp:
+            start -= 1
+        for i in range(start, len(entries)):
+            yield entries[i]
+
+    @property
+    def oldest(self) -> float | None:
+        return self.entries[0][1] if self.entries else None
+
+
+class Inbox:
+    """What one realtime reader has not taken yet: bounded; a full inbox drops its oldest message."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.buffer: deque[tuple[int, float, Message, int]] = deque()  # seq, time, message, qos
+        self.dropped = 0
+        self.closed = False
+        self._wake = asyncio.Event()
+
+    def put(self, seq: int, now: float, message: Message, qos: int) -> bool:
+        """Add one; False if the oldest had to go to make room."""
+        buffer = self.buffer
+        full = len(buffer) >= self.capacity
+        if full:
+            buffer.popleft()
+            self.dropped += 1
+        buffer.append((seq, now, message, qos))
+        self._wake.set()
+        return not full
+
+    async def take(self, timeout: float) -> tuple[list[tuple[int, float, Message, int]], int] | None:
+        """What is waiting (and how many were dropped before it) once there is something or
+        ``timeout`` passed; None once the inbox is closed."""
+        if not self.buffer and not self.dropped and not self.closed:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+        if self.closed:
+            return None
+        batch = list(self.buffer)
+        self.buffer.clear()
+        dropped, self.dropped = self.dropped, 0
+        return batch, dropped
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+
+class Subscriber:
+    """A realtime reader (a Socket.IO socket or a poll session): its filters, with QoS, and inbox."""
+
+    def __init__(self, key: str, client: RealtimeClient, capacity: int) -> None:
+        self.key = key
+        self.client = client
+        self.filters: dict[str, int] = {}
+        self.inbox = Inbox(capacity)
+        self.presence_id: str | None = None
+
+    def qos_for(self, topic: str) -> int:
+        """The highest QoS among this reader's filters that match ``topic``; -1 if none does."""
+        best = -1
+        for topic_filter, qos in self.filters.items():
+            if qos > best and topic_matches(topic_filter, topic):
+                best = qos
+        return best
+
+
+class PresenceBoard:
+    """Which application users are present, over which connections (see the module docstring)."""
+
+    def __init__(self, service: RealtimeService, prefix: str) -> None:
+        self.service = service
+        self.prefix = prefix
+        self.topic_prefix = prefix + "/"
+        self.attachments: dict[str, dict[str, str]] = {}  # presence id -> {attachment key: transport}
+        self.by_key: dict[str, str] = {}  # attachment key -> presence id
+        self.meta: dict[str, dict[str, Any]] = {}
+
+    def topic(self, presence_id: str) -> str:
+        return self.topic_prefix + presence_id
+
+    def attach(self, presence_id: str, key: str, transport: str, meta: dict[str, Any] | None = None) -> None:
+        if self.by_key.get(key) == presence_id:
+            return
+        self.detach(key)
+        present = self.attachments.setdefault(presence_id, {})
+        first = not present
+        present[key] = transport
+        self.by_key[key] = presence_id
+        if meta:
+            self.meta[presence_id] = {k: v for k, v in meta.items() if k not in ("id", "status", "timestamp")}
+        if first and not key.startswith("mqtt:"):  # an MQTT client published its own online message
+            self._announce(presence_id, "online", transport)
+
+    def detach(self, key: str) -> None:
+        presence_id = self.by_key.pop(key, None)
+        if presence_id is None:
+            return
+        present = self.attachments.get(presence_id, {})
+        transport = present.pop(key, "")
+        if present:
+            if key.startswith("mqtt:"):  # its will may have said offline: say online again
+                self._announce(presence_id, "online", next(iter(present.values())))
+            return
+        self.attachments.pop(presence_id, None)
+        if not key.startswith("mqtt:"):  # an MQTT client's will says offline for it
+            self._announce(presence_id, "offline", transport)
+        self.meta.pop(presence_id, None)
+
+    def present_elsewhere(self, presence_id: str) -> bool:
+        """Whether the user is attached by something other than MQTT (which its will speaks for)."""
+        return any(not key.startswith("mqtt:") for key in self.attachments.get(presence_id, ()))
+
+    def _announce(self, presence_id: str, status: str, transport: str) -> None:
+        body = {**self.meta.get(presence_id, {}), "id": presence_id, "status": status, "transport": transport}
+        body["timestamp"] = _iso(time.time())
+        self.service.publish_soon(self.topic(presence_id), json.dumps(body).encode(), qos=1, retain=True)
+
+
+class RealtimeService(Hook):
+    """The journal, the realtime readers and presence; the Socket.IO bridge and the poll routes
+    are its two faces. One per API server."""
+
+    name = "realtime"
+
+    def __init__(self, broker: Broker, api_keys: ApiKeyStore) -> None:
+        config = broker.config
+        self.broker = broker
+        self.api_keys = api_keys
+        self.journal = Journal(
+            config.realtime_journal_size, config.realtime_journal_bytes, config.realtime_journal_seconds
+        )
+        self.presence = PresenceBoard(self, config.realtime_presence_prefix)
+        self.subscribers: dict[str, Subscriber] = {}
+        self.listeners: list[Any] = []  # called with (subscriber) when its inbox gets something
+        self.messages_sent = 0
+        self.messages_dropped = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self.broker.hooks.add(self)
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            if self in self.broker.hooks.hooks:
+                self.broker.hooks.remove(self)
+        for subscriber in list(self.subscribers.values()):
+            subscriber.inbox.close()
+
+    # -- signing in -----------------------------------------------------------------------------------
+
+    def authenticate(
+        self,
+        token: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "",
+        peer: str = "realtime",
+    ) -> RealtimeClient:
+        """The client these credentials sign in, or :class:`Denied` (401)."""
+        broker = self.broker
+        client_id = client_id or "realtime-" + secrets.token_hex(6)
+        if token:
+            key = self.api_keys.verify(token)
+            if key is None:
+                raise Denied(401, "invalid API key")
+            return RealtimeClient(client_id, key.name, can_write=not key.read_only, peer=peer)
+        client = RealtimeClient(client_id, username, peer=peer)
+        hooks = broker.hooks
+        if hooks.authenticate:
+            packet = p.Connect(
+                client_id=client_id,
+                protocol_level=5,
+                username=username,
+                password=password.encode() if password is not None else None,
+            )
+            result = hooks.run_authenticate(client, packet)  # type: ignore[arg-type]
+            if result is not None:
+                if not result.allowed:
+                    broker.stats.auth_failures += 1
+                    raise Denied(401, result.reason or "bad user name or password")
+                client.auth = result
+                if result.username is not None:
+                    client.username = result.username
+                return client
+        if username is None and not self.anonymous_allowed():
+            broker.stats.auth_failures += 1
+            raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
+        return client
+
+    def anonymous_allowed(self) -> bool:
+        """As for an MQTT client: ``allow_anonymous``, or when unset, while everything is on loopback."""
+        config = self.broker.config
+        if config.allow_anonymous is not None:
+            return config.allow_anonymous
+        loopback = config.api_host in ("127.0.0.1", "::1", "localhost")
+        return loopback and all(found.loopback for found in config.effective_listeners())
+
+    def check_filters(self, client: RealtimeClient, filters: list[str]) -> list[str]:
+        """The filters, if well-formed (else Denied 422) and readable by ``client`` (else 403)."""
+        if len(filters) > MAX_FILTERS:
+            raise Denied(422, f"at most {MAX_FILTERS} topic filters")
+        limits = self.broker.limits
+        for topic_filter in filters:
+            if not isinstance(topic_filter, str) or not topic_filter:
+                raise Denied(422, "a topic filter is a non-empty string")
+            if topic_filter.startswith(SHARE_PREFIX):
+                raise Denied(422, f"{topic_filter!r}: realtime clients cannot join shared subscriptions")
+            if not valid_topic_filter(topic_filter):
+                raise Denied(422, f"{topic_filter!r} is not a valid topic filter [MQTT-4.7.1-1]")
+            if len(topic_filter) > limits.max_topic_length or topic_filter.count("/") >= limits.max_topic_levels:
+                raise Denied(422, f"{topic_filter!r} is beyond max_topic_length or max_topic_levels")
+            self._acl(client, topic_filter, READ)
+        return list(dict.fromkeys(filters))
+
+    def _acl(self, client: RealtimeClient, topic: str, access: int) -> None:
+        hooks = self.broker.hooks
+        if hooks.acl_check and not hooks.run_acl_check(client, topic, access):  # type: ignore[arg-type]
+            self.broker.stats.acl_denied += 1
+            verb = "read" if access == READ else "publish to"
+            log.info("realtime client %s (%s) may not %s %s", client.client_id, client.username, verb, topic)
+            raise Denied(403, f"not authorized to {verb} {topic!r} (ACL)")
+
+    # -- readers ------------------------------------------------------------------------------------
+
+    def open(self, key: str, client: RealtimeClient) -> Subscriber:
+        subscriber = Subscriber(key, client, self.broker.config.stream_buffer)
+        self.subscribers[key] = subscriber
+        return subscriber
+
+    def close(self, key: str) -> None:
+        subscriber = self.subscribers.pop(key, None)
+        if subscriber is not None:
+            subscriber.inbox.close()
+        self.presence.detach(key)
+
+    def subscribe(
+        self, subscriber: Subscriber, filters: dict[str, int], since: float | None = None, retained: bool = True
+    ) -> int:
+        """Add filters (already checked) and queue what they should see first: messages after
+        ``since`` from the journal, then (``retained``) the retained messages of the new filters.
+        Returns how many were queued."""
+        new = [f for f in filters if f not in subscriber.filters]
+        subscriber.filters.update(filters)
+        queued = 0
+        inbox = subscriber.inbox
+        if since is not None:
+            for seq, stamp, message in self.journal.since(since):
+                qos = _qos_in(filters, message.topic)
+                if qos >= 0:
+                    inbox.put(seq, stamp, message, min(qos, message.qos))
+                    queued += 1
+        if retained:
+            now = time.time()
+            seen: set[str] = set()
+            for topic_filter in new:
+                for message in self.broker.retained.match(topic_filter):
+                    if message.topic not in seen:
+                        seen.add(message.topic)
+                        inbox.put(0, now, message, min(filters[topic_filter], message.qos))
+                        queued += 1
+        if queued:
+            self._notify(subscriber)
+        return queued
+
+    def unsubscribe(self, subscriber: Subscriber, filters: list[str]) -> None:
+        for topic_filter in filters:
+            subscriber.filters.pop(topic_filter, None)
+
+    def _notify(self, subscriber: Subscriber) -> None:
+        for listener in self.listeners:
+            listener(subscriber)
+
+    # -- publishing ---------------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        client: RealtimeClient,
+        topic: str,
+        payload: bytes,
+        qos: int = 0,
+        retain: bool = False,
+        properties: dict[int, Any] | None = None,
+    ) -> int:
+        """Publish for ``client`` under its ACL; returns the subscriptions it reached."""
+        if not client.can_write:
+            raise Denied(403, f"API key {client.username!r} is read-only")
+        if not topic or topic.startswith("$") or any(c in topic for c in "+#\x00"):
+            raise Denied(422, f"{topic!r} is not a topic a client may publish to")
+        if qos not in (0, 1, 2):
+            raise Denied(422, f"QoS must be 0, 1 or 2, not {qos!r}")
+        self._acl(client, topic, WRITE)
+        try:
+            return await self.broker.publish(topic, payload, qos, retain, properties)
+        except Reject as exc:
+            raise Denied(403, exc.reason or f"rejected (0x{exc.reason_code:02x})") from None
+
+    def publish_soon(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+        """Publish from a hook (which cannot await); failures are logged."""
+        task = asyncio.get_running_loop().create_task(self.broker.publish(topic, payload, qos, retain))
+        self._tasks.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("realtime publish failed: %s", task.exception())
+
+    # -- hook events --------------------------------------------------------------------------------
+
+    def on_publish(self, client: Connection | None, message: Message) -> Message:
+        topic = message.topic
+        if topic.startswith(self.presence.topic_prefix):
+            self._presence_message(client, message)
+        now = time.time()
+        seq = self.journal.append(message, now)
+        if self.subscribers:
+            for subscriber in self.subscribers.values():
+                qos = subscriber.qos_for(topic)
+                if qos >= 0:
+                    if not subscriber.inbox.put(seq, now, message, min(qos, message.qos)):
+                        self.messages_dropped += 1
+                    self._notify(subscriber)
+        return message
+
+    def _presence_message(self, client: Connection | None, message: Message) -> None:
+        presence_id = message.topic[len(self.presence.topic_prefix) :]
+        if not presence_id or "/" in presence_id or not message.payload:
+            return
+        try:
+            status = json.loads(message.payload).get("status")
+        except (ValueError, AttributeError):
+            return
+        if status == "offline" and self.presence.present_elsewhere(presence_id):
+            raise Reject(reason=f"{presence_id} is still present over another transport")
+        if status == "online" and client is not None:
+            self.presence.attach(presence_id, "mqtt:" + client.client_id, "mqtt")
+
+    def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
+        if self.presence.by_key:
+            self.presence.detach("mqtt:" + client.client_id)
+
+    def on_stop(self) -> None:
+        self.stop()
+
+
+def realtime_of(broker: Broker) -> RealtimeService | None:
+    """The running realtime service of ``broker``'s API, if there is one."""
+    for hook in broker.hooks.hooks:
+        if isinstance(hook, RealtimeService):
+            return hook
+    return None
+
+
+def _qos_in(filters: dict[str, int], topic: str) -> int:
+    best = -1
+    for topic_filter, qos in filters.items():
+        if qos > best and topic_matches(topic_filter, topic):
+            best = qos
+    return best
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
+
+
+# -- formats --------------------------------------------------------------------------------------
+
+
+def message_json(seq: int, timestamp: float, message: Message, qos: int | None = None) -> dict[str, Any]:
+    """A message as the API's streams, Socket.IO and polling send it. ``id`` is the sender's
+    sequence number (0 for a retained message sent on subscribe)."""
+    payload = message.payload
+    try:
+        text, encoding = payload.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+    data: dict[str, Any] = {
+        "id": seq,
+        "topic": message.topic,
+        "qos": message.qos if qos is None else qos,
+        "retain": message.retain,
+        "payload": text,
+        "encoding": encoding,
+        "timestamp": round(timestamp, 6),
+    }
+    props = message.properties
+    if props:
+        found: dict[str, Any] = {}
+        for pid, name in _PROPERTIES:
+            value = props.get(pid)
+            if value is None:
+                continue
+            if pid == _P.CORRELATION_DATA:
+                value = base64.b64encode(value).decode("ascii")
+            elif pid == _P.USER_PROPERTY:
+                value = [[k, v] for k, v in value]
+            found[name] = value
+        if found:
+            data["properties"] = found
+    return data
+
+
+_PROPERTIES = (
+    (_P.PAYLOAD_FORMAT_INDICATOR, "payload_format_indicator"),
+    (_P.MESSAGE_EXPIRY_INTERVAL, "message_expiry_interval"),
+    (_P.CONTENT_TYPE, "content_type"),
+    (_P.RESPONSE_TOPIC, "response_topic"),
+    (_P.CORRELATION_DATA, "correlation_data"),
+    (_P.USER_PROPERTY, "user_properties"),
+)
