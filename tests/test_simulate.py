@@ -7,6 +7,7 @@ the simulator leans on (wills) are cited where they are.
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from mosquitto_fixture import MosquittoBroker
 from serveproc import clean_env, free_port, serve_command
 from wrenmq.cli import main
+from wrenmq.config import Config
 from wrenmq.pytest_plugin import WrenmqServer
 from wrenmq.simulate.state import DeviceState, DeviceTopics, timestamp
 
@@ -185,13 +187,21 @@ def retained(port: int, topic_filter: str, count: int, observers: Callable[..., 
 # --- against wrenmq ----------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def broker_port(wrenmq_server_factory: Callable[..., WrenmqServer]) -> int:
+    """A wrenmq broker without its presence service, which publishes a will-shaped offline message
+    of its own when a device disconnects: here every offline message on an lwt topic is a will."""
+    overrides = {"presence": False} if "presence" in Config.model_fields else {}
+    return wrenmq_server_factory(**overrides).port
+
+
 def test_devices_announce_status_and_beat_then_stop_without_wills(
-    wrenmq_server: WrenmqServer, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
+    broker_port: int, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
     """Five devices announce themselves, publish a retained idle status and heartbeat at about the
     interval; SIGTERM makes every device DISCONNECT and the simulator exit 0, so no will fires
     ([MQTT-3.1.2-10]: the will is deleted on a DISCONNECT)."""
-    port = wrenmq_server.port
+    port = broker_port
     observer = observers(port, "devices/#")
     simulator = simulators(port, "--count", "5", "--heartbeat", "0.5", "--duration", "60")
     observer.wait(lambda seen: announced(seen) == set(IDS5), what="5 announces")
@@ -207,7 +217,7 @@ def test_devices_announce_status_and_beat_then_stop_without_wills(
     beats = observer.wait(lambda _: len(observer.on("devices/sim-0003/heartbeat")) >= 5, what="5 heartbeats")
     assert beats
     times = [s.at for s in observer.on("devices/sim-0003/heartbeat")]
-    gaps = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    gaps = sorted(b - a for a, b in itertools.pairwise(times))
     assert 0.2 < gaps[len(gaps) // 2] < 1.5, gaps  # about 0.5 s apart
     beat = observer.on("devices/sim-0003/heartbeat")[-1].json()
     assert beat["deviceId"] == "sim-0003" and isinstance(beat["uptimeMs"], int)
@@ -220,10 +230,10 @@ def test_devices_announce_status_and_beat_then_stop_without_wills(
 
 
 def test_duration_ends_cleanly(
-    wrenmq_server: WrenmqServer, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
+    broker_port: int, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
     """--duration runs, then stops every device with DISCONNECT and exits 0: no will fires [MQTT-3.1.2-10]."""
-    port = wrenmq_server.port
+    port = broker_port
     observer = observers(port, "devices/#")
     simulator = simulators(port, "--count", "3", "--duration", "2", "--quiet")
     assert simulator.process.wait(TIMEOUT) == 0
@@ -234,12 +244,12 @@ def test_duration_ends_cleanly(
 
 
 def test_play_pause_and_bad_commands(
-    wrenmq_server: WrenmqServer, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
+    broker_port: int, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
     """A play command makes the device's retained status "playing", and positionMs advances with time;
     every command is answered with an event carrying its commandId. Unknown commands and malformed
     payloads produce an event and change nothing; the device keeps obeying afterwards."""
-    port = wrenmq_server.port
+    port = broker_port
     observer = observers(port, "devices/#")
     simulators(port, "--count", "2", "--duration", "60")
     observer.wait(lambda seen: len(announced(seen)) == 2 and len(of(seen, "devices/sim-0002/status")) >= 1)
@@ -268,11 +278,11 @@ def test_play_pause_and_bad_commands(
 
 
 def test_join_then_session_commands_reach_members_only(
-    wrenmq_server: WrenmqServer, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
+    broker_port: int, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
     """After join, a device obeys its session's commands (and reports the session in its status);
     devices not in the session ignore them; after leave, it does too."""
-    port = wrenmq_server.port
+    port = broker_port
     observer = observers(port, "devices/#")
     simulators(port, "--count", "3", "--duration", "60")
     observer.wait(lambda seen: len(of(seen, "devices/sim-0003/status")) >= 1 and len(announced(seen)) == 3)
@@ -299,11 +309,11 @@ def test_join_then_session_commands_reach_members_only(
 
 
 def test_killed_simulator_fires_every_will(
-    wrenmq_server: WrenmqServer, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
+    broker_port: int, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
     """SIGKILL closes every device's socket without DISCONNECT, so the broker publishes each device's
     will: a retained offline message on devices/{id}/lwt.  # [MQTT-3.1.2-8]"""
-    port = wrenmq_server.port
+    port = broker_port
     observer = observers(port, "devices/+/lwt", "devices/+/status")
     simulator = simulators(port, "--count", "5", "--duration", "60")
     observer.wait(lambda seen: all(of(seen, f"devices/{i}/status") for i in IDS5), what="5 statuses")
@@ -320,11 +330,11 @@ def test_killed_simulator_fires_every_will(
 
 
 def test_drop_outs_fire_the_will_and_the_device_returns(
-    wrenmq_server: WrenmqServer, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
+    broker_port: int, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
     """With --drop-rate 1 a device soon drops its socket (the broker publishes its will, [MQTT-3.1.2-8])
     and comes back 2-10 s later: it clears the will with an empty retained message and announces again."""
-    port = wrenmq_server.port
+    port = broker_port
     observer = observers(port, "devices/#")
     simulator = simulators(port, "--count", "2", "--drop-rate", "1", "--duration", "60", "--seed", "7")
 

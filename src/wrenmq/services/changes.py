@@ -188,7 +188,12 @@ class ChangeService:
 
     async def _publish(self, kind: str, resource_id: str, event: dict[str, Any]) -> None:
         payload = encode_event(event)
-        properties: dict[int, Any] = {PropertyId.CONTENT_TYPE: "application/json"}
+        properties: dict[int, Any] = {
+            PropertyId.CONTENT_TYPE: "application/json",
+            # The same event reaches a browser over MQTT and again over a fallback transport: the
+            # realtime client (wrenmq-realtime.js) shows it once by this id.
+            PropertyId.USER_PROPERTY: [("event-id", event["id"])],
+        }
         for topic in topics(self.prefix, kind, resource_id):
             try:
                 await self.broker.publish(topic, payload, self.qos, self.retain, properties)

@@ -137,7 +137,7 @@ class SimulatedDevice:
             version=settings.version,
             username=settings.username,
             password=settings.password,
-            will=self._will(),
+            will=None,
             tls=settings.tls,
             max_queued=100,
             queue_full="drop_oldest",
