@@ -387,8 +387,9 @@ def test_unreachable_broker_is_retried_and_reported(
 def test_against_mosquitto_at_311(
     mosquitto: MosquittoBroker, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
-    """The simulator speaks plain MQTT: against Mosquitto at 3.1.1 the devices announce, obey a command
-    and, when the simulator is killed, Mosquitto publishes their wills [MQTT-3.1.2-8]."""
+    """The simulator speaks plain MQTT: against Mosquitto at 3.1.1 the devices announce, obey a command,
+    reconnect after a broker restart and publish their status again, and, when the simulator is killed,
+    Mosquitto publishes their wills [MQTT-3.1.2-8]."""
     port = mosquitto.port
     observer = observers(port, "devices/#", protocol=MQTTProtocolVersion.MQTTv311)
     simulator = simulators(port, "--count", "3", "-V", "311", "--heartbeat", "0.5", "--duration", "60")
@@ -398,6 +399,18 @@ def test_against_mosquitto_at_311(
     observer.wait(lambda seen: of(seen, "devices/sim-0002/events", commandId=play_id), what="play event")
     assert of(observer.seen, "devices/sim-0002/status")[-1]["status"] == "playing"
     observer.wait(lambda _: len(observer.on("devices/sim-0001/heartbeat")) >= 2, what="heartbeats")
+
+    observer.close()
+    mosquitto.restart()  # no persistence: the retained statuses are gone, until the devices reconnect
+    observer = observers(port, "devices/#", protocol=MQTTProtocolVersion.MQTTv311)
+    statuses = observer.wait(
+        lambda seen: (
+            {s.topic for s in seen if s.topic.endswith("/status")} == {f"devices/{i}/status" for i in ids} and seen
+        ),
+        timeout=40,
+        what="statuses after the restart",
+    )
+    assert of(statuses, "devices/sim-0002/status")[-1]["status"] == "playing"  # the state survived
     simulator.process.kill()
     simulator.process.wait(TIMEOUT)
     observer.wait(
@@ -545,3 +558,19 @@ def test_state_refuses_bad_commands_without_changing(name: str, payload: bytes, 
     assert reaction.event["event"] == event and reaction.event["command"] == name
     assert reaction.status is None and reaction.warning and not reaction.subscribe
     assert device.status(5.0) == before
+
+
+def test_seed_makes_the_randomness_repeatable() -> None:
+    """--seed gives each device the same random numbers (heartbeat jitter, drop-outs) on every run, and
+    different devices different ones; device ids are <prefix>-0001 and wider for big fleets."""
+    from wrenmq.simulate.device import Fleet, FleetSettings
+
+    def draws(seed: int | None) -> list[list[float]]:
+        fleet = Fleet(FleetSettings(count=3, seed=seed))
+        return [[device.rng.random() for _ in range(3)] for device in fleet.devices]
+
+    assert draws(7) == draws(7) != draws(8)
+    assert len({tuple(d) for d in draws(7)}) == 3
+    assert draws(None) != draws(None)
+    assert [d.device_id for d in Fleet(FleetSettings(count=2, prefix="hs")).devices] == ["hs-0001", "hs-0002"]
+    assert Fleet(FleetSettings(count=12_000)).devices[-1].device_id == "sim-12000"

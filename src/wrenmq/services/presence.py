@@ -215,9 +215,9 @@ class Presence(Hook):
     # -- hook events (on the event loop; never block) -----------------------------------------
 
     def on_publish(self, client: Connection | None, message: Message) -> Message:
-        topic = message.topic
-        if not topic.startswith(self._prefixes):
+        if not message.topic.startswith(self._prefixes):  # the hot path: every message pays this line
             return message
+        topic = message.topic
         try:
             if topic == self.request_topic:
                 self._answer_request(message)

@@ -100,6 +100,7 @@ class SimulatedDevice:
         self.state = DeviceState(topics, settings.device_type, name, time.time())
         self.topics = topics
         self.client: DeviceClient | None = None
+        self.away = False  # dropped out, and not back yet
 
     @property
     def device_id(self) -> str:
@@ -117,11 +118,13 @@ class SimulatedDevice:
             client.start()
             await self._live(client)  # returns at a drop-out
             self.counters.dropouts += 1
+            self.away = True
             client.drop()
             await client.disconnect()  # the socket is gone already: this only closes the Client object
             downtime = self.rng.uniform(*DROP_DOWNTIME)
             log.info("%s dropped out; back in %.1fs", self.device_id, downtime)
             await asyncio.sleep(downtime)
+            self.away = False
 
     async def stop(self) -> None:
         """Disconnect cleanly (DISCONNECT: the broker discards the will). Cancel :meth:`run` first."""
@@ -137,14 +140,14 @@ class SimulatedDevice:
             version=settings.version,
             username=settings.username,
             password=settings.password,
-            will=None,
+            will=self._will(),
             tls=settings.tls,
             max_queued=100,
             queue_full="drop_oldest",
         )
 
     def _will(self) -> Will:
-        payload = json.dumps(self.state.will(time.time())).encode()
+        payload = json.dumps(self.state.will(time.time()), separators=(",", ":")).encode()
         return Will(self.topics.lwt, payload, qos=1, retain=True)
 
     async def _live(self, client: DeviceClient) -> None:
@@ -285,10 +288,11 @@ class Fleet:
         return sum(device.connected for device in self.devices)
 
     def last_error(self) -> str | None:
-        """Why a started device that is not connected is not (e.g. the broker is unreachable)."""
+        """Why a started device that is not connected (and not away after a drop-out) is not: e.g.
+        the broker is unreachable, or refuses the connection."""
         for device in self.devices:
             client = device.client
-            if client is not None and not client.connected and client.last_error is not None:
+            if client is not None and not device.away and not client.connected and client.last_error is not None:
                 return str(client.last_error)
         return None
 
@@ -300,9 +304,12 @@ class Fleet:
         )
         if counters.commands_refused:
             line += f", {counters.commands_refused} commands refused"
+        away = sum(device.away for device in self.devices)
+        if away:
+            line += f", {away} away after a drop-out"
         if self.started < len(self.devices):
             line += f", {self.started} started"
         error = self.last_error()
-        if error is not None and self.connected < self.started:
+        if error is not None:
             line += f"; not connected: {error} (retrying)"
         return line

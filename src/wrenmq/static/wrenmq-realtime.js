@@ -419,7 +419,8 @@
       this.probeTimer = null;
       this.probing = false;
       this.lastAliveAt = 0;
-      this._connectLoop();
+      // Start once the caller's first subscribe() calls are in, so the first transport opens with them.
+      setTimeout(() => this._connectLoop(), 0);
     }
 
     trace(line) { if (this.options.log) this.options.log(line); }
@@ -573,7 +574,8 @@
       if (!Transport) throw new Error("unknown transport " + name);
       const transport = new Transport(this);
       transport.index = index;
-      await transport.open(Array.from(this.handlers.keys()), this._replaySeconds());
+      transport.filters = Array.from(this.handlers.keys());
+      await transport.open(transport.filters, this._replaySeconds());
       return transport;
     }
 
@@ -605,6 +607,9 @@
       this.lastAliveAt = Date.now();
       this.backoff = this.options.backoffInitial;
       if (previous && previous !== transport) { this.stats.switches++; previous.close(true); }
+      // Filters subscribed to while it was opening.
+      const missing = Array.from(this.handlers.keys()).filter((f) => !transport.filters.includes(f));
+      if (missing.length) transport.subscribe(missing).catch((err) => this._emit("error", err));
       this.trace("using " + transport.name);
       this._setState("connected", transport.name);
       this._flushQueue();

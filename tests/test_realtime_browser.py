@@ -1,0 +1,308 @@
+"""wrenmq-realtime.js in headless Chromium: one browser API over MQTT, Socket.IO and long polling.
+
+Everything the page runs is what wrenmq serves: ``/static/wrenmq-realtime.js`` and the vendored
+MQTT.js and socket.io-client bundles. The page itself is put on the API's origin by Playwright
+(``page.route``), as an application's own page would be. A paho-mqtt publisher streams numbered
+QoS 1 events while the test takes transports away and gives them back: the WebSocket listener
+(MQTT) is stopped, then Socket.IO refuses connections, then MQTT returns. The page must move
+MQTT -> Socket.IO -> polling -> MQTT by itself and show every event exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from paho_sync import MQTTv5, PahoClient
+from serveproc import free_port
+from wrenmq.pytest_plugin import WrenmqServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+# The page is put in by Playwright, not loaded from the network, so Chromium gives it no address
+# space and would block its connections to 127.0.0.1 as local network access.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-features=LocalNetworkAccessChecks",
+]
+TIMEOUT_MS = 20_000
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>wrenmq realtime test page</title>
+<script src="/static/vendor/mqtt.min.js"></script>
+<script src="/static/vendor/socket.io.min.js"></script>
+<script src="/static/wrenmq-realtime.js"></script>
+<script>
+window.report = { numbers: [], transports: [], errors: [], presence: {}, trace: [] };
+window.start = function (options, filter) {
+  const report = window.report;
+  options.log = (line) => report.trace.push(line);
+  const rt = WrenmqRealtime.connect(options);
+  window.rt = rt;
+  rt.on("status", (s) => { if (s.state === "connected") report.transports.push(s.transport); });
+  rt.on("error", (e) => report.errors.push(String(e)));
+  rt.subscribe(filter, (msg) => {
+    if (msg.json && typeof msg.json.n === "number") report.numbers.push(msg.json.n);
+  });
+  rt.onPresence((user) => { report.presence[user.id] = user.status; });
+};
+</script>
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def server(wrenmq_server_factory: Callable[..., WrenmqServer]) -> WrenmqServer:
+    # A fixed WebSocket port: the listener is stopped and started again on it.
+    return wrenmq_server_factory(api_port=0, ws_port=free_port())
+
+
+@pytest.fixture
+def open_page(browser: Any, server: WrenmqServer) -> Iterator[Callable[[], Any]]:
+    contexts: list[Any] = []
+
+    def open_one() -> Any:
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+        page.route(server.api_url + "/test", lambda route: route.fulfill(body=PAGE, content_type="text/html"))
+        page.goto(server.api_url + "/test")
+        return page
+
+    yield open_one
+    for context in contexts:
+        context.close()
+
+
+def options(server: WrenmqServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "url": server.api_url,
+        "mqttUrl": f"ws://127.0.0.1:{server.ws_port}/mqtt",
+        "probeInterval": 400,
+        "backoffInitial": 200,
+        "backoffMax": 1500,
+        "connectTimeout": 3000,
+        "pollTimeout": 5,
+        **extra,
+    }
+
+
+def wait_for(page: Any, expression: str, arg: Any = None) -> None:
+    """Wait until ``expression`` is true in the page; on timeout, fail with what the page saw."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(expression, arg=arg, timeout=TIMEOUT_MS)
+    except PlaywrightTimeout:
+        found = report(page)
+        found["numbers"] = f"{len(found['numbers'])} numbers, {len(set(found['numbers']))} distinct"
+        raise AssertionError(f"timed out waiting for {expression} ({arg!r}); the page saw {found}") from None
+
+
+def wait_transport(page: Any, name: str, count: int = 1) -> None:
+    """Wait until the page has been connected over ``name`` ``count`` times in all."""
+    wait_for(
+        page, "([name, count]) => window.report.transports.filter((t) => t === name).length >= count", [name, count]
+    )
+
+
+def report(page: Any) -> dict[str, Any]:
+    found: dict[str, Any] = page.evaluate("() => window.report")
+    return found
+
+
+# -- taking transports away and giving them back ----------------------------------------------------
+
+
+def stop_websocket(server: WrenmqServer) -> None:
+    """Close the ws listener and drop its connections abruptly (as a failed proxy would)."""
+
+    async def stop() -> None:
+        broker = server.broker
+        listener = next(found for found in broker.listeners if found.type == "ws")
+        listener.close()
+        for conn in list(broker.connections):
+            if conn.listener is listener and conn.transport is not None:
+                conn.transport.abort()
+        await listener.wait_closed()
+
+    server.call(stop())
+
+
+def start_websocket(server: WrenmqServer) -> None:
+    async def start() -> None:
+        listener = next(found for found in server.broker.listeners if found.type == "ws")
+        await listener.start(server.broker)
+
+    server.call(start())
+
+
+def refuse_socketio(server: WrenmqServer, refuse: bool = True) -> None:
+    assert server.api is not None
+    bridge = server.api.app.state.socketio
+
+    async def apply() -> None:
+        bridge.accepting = not refuse
+        if refuse:
+            await bridge.disconnect_all()
+
+    server.call(apply())
+
+
+class Publisher:
+    """paho (MQTT 5) publishing {"n": i} at QoS 1 on feed/<i % 3>, each with an event-id user property."""
+
+    def __init__(self, port: int, event_ids: bool = True) -> None:
+        self.client = PahoClient(port, MQTTv5, client_id="feed-publisher")
+        self.event_ids = event_ids
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feed-publisher", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.sent < 5000:
+            self.publish_next()
+            time.sleep(0.02)
+
+    def publish_next(self) -> None:
+        n = self.sent
+        properties = None
+        if self.event_ids:
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.UserProperty = [("event-id", f"feed-{n}")]
+        self.client.publish(f"feed/{n % 3}", json.dumps({"n": n}).encode(), qos=1, properties=properties)
+        self.sent += 1
+
+    def __enter__(self) -> Publisher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.close()
+
+
+def test_realtime_falls_back_mqtt_socketio_polling_and_returns_without_loss_or_duplicates(
+    server: WrenmqServer, open_page: Callable[[], Any]
+) -> None:
+    """wrenmq feature: the hybrid client moves MQTT -> Socket.IO -> polling -> MQTT as transports
+    fail and recover, and shows each event once. QoS 1 throughout, so the MQTT session keeps what
+    arrives while the browser is on a fallback [MQTT-3.1.2-5]."""
+    page = open_page()
+    page.evaluate("([o, f]) => window.start(o, f)", [options(server), "feed/#"])
+    wait_transport(page, "mqtt")
+    with Publisher(server.port) as publisher:
+        time.sleep(0.5)
+        stop_websocket(server)
+        wait_transport(page, "socketio")
+        time.sleep(0.5)
+        refuse_socketio(server)
+        wait_transport(page, "polling")
+        time.sleep(0.5)
+        start_websocket(server)
+        wait_transport(page, "mqtt", 2)
+        time.sleep(0.5)
+    sent = publisher.sent
+    wait_for(page, "(sent) => new Set(window.report.numbers).size >= sent", sent)
+    time.sleep(0.5)  # anything shown twice would arrive now
+    found = report(page)
+    numbers = found["numbers"]
+    assert sorted(numbers) == list(range(sent)), found["trace"]
+    assert found["transports"] == ["mqtt", "socketio", "polling", "mqtt"], found["trace"]
+    assert not found["errors"]
+
+
+def test_realtime_without_event_ids_still_shows_each_message_once(
+    server: WrenmqServer, open_page: Callable[[], Any]
+) -> None:
+    """wrenmq feature: messages without an event id are deduplicated by topic and payload in the
+    window after a switch (where replays overlap), so distinct payloads are shown once each."""
+    page = open_page()
+    page.evaluate("([o, f]) => window.start(o, f)", [options(server), "feed/#"])
+    wait_transport(page, "mqtt")
+    with Publisher(server.port, event_ids=False) as publisher:
+        time.sleep(0.3)
+        stop_websocket(server)
+        wait_transport(page, "socketio")
+        time.sleep(0.3)
+        start_websocket(server)
+        wait_transport(page, "mqtt", 2)
+        time.sleep(0.3)
+    sent = publisher.sent
+    wait_for(page, "(sent) => new Set(window.report.numbers).size >= sent", sent)
+    time.sleep(0.5)
+    numbers = report(page)["numbers"]
+    assert sorted(numbers) == list(range(sent))
+
+
+def test_realtime_starts_on_polling_when_mqtt_and_socketio_are_unavailable(
+    server: WrenmqServer, open_page: Callable[[], Any]
+) -> None:
+    """wrenmq feature: with no WebSocket listener and Socket.IO refusing, the client starts on
+    polling; its publishes reach an MQTT subscriber."""
+    stop_websocket(server)
+    refuse_socketio(server)
+    watcher = PahoClient(server.port, MQTTv5, client_id="watcher")
+    watcher.subscribe("chat/#", qos=1)
+    page = open_page()
+    page.evaluate("([o, f]) => window.start(o, f)", [options(server), "chat/#"])
+    wait_transport(page, "polling")
+    page.evaluate("() => window.rt.publish('chat/room1', {text: 'hi', n: 1}, {qos: 1})")
+    (message,) = watcher.receive(1)
+    assert message.topic == "chat/room1"
+    assert json.loads(message.payload) == {"text": "hi", "n": 1}
+    wait_for(page, "() => window.report.numbers.includes(1)")
+    watcher.close()
+
+
+def test_realtime_presence_across_transports(server: WrenmqServer, open_page: Callable[[], Any]) -> None:
+    """wrenmq feature: users appear online to each other over MQTT (with a will) and Socket.IO,
+    stay online while their browser moves from MQTT to Socket.IO, and go offline when it closes."""
+    alice = open_page()
+    bob = open_page()
+    alice.evaluate(
+        "([o, f]) => window.start(o, f)", [options(server, presence={"id": "alice", "name": "Alice"}), "none/x"]
+    )
+    wait_transport(alice, "mqtt")
+    bob.evaluate("([o, f]) => window.start(o, f)", [options(server, presence={"id": "bob"}), "none/x"])
+    wait_transport(bob, "mqtt")
+    wait_for(bob, "() => window.report.presence.alice === 'online'")
+    wait_for(alice, "() => window.report.presence.bob === 'online'")
+    # Alice's MQTT connection dies (her will says offline) and she comes back over Socket.IO.
+    refuse_socketio(server, refuse=False)
+    bob_transport_before = report(bob)["transports"]
+    stop_websocket(server)
+    wait_transport(alice, "socketio")
+    wait_transport(bob, "socketio")
+    assert bob_transport_before == ["mqtt"]
+    wait_for(bob, "() => window.report.presence.alice === 'online'")
+    time.sleep(1.0)
+    assert report(bob)["presence"]["alice"] == "online"
+    alice.evaluate("() => window.rt.close()")
+    wait_for(bob, "() => window.report.presence.alice === 'offline'")
