@@ -37,7 +37,7 @@
   } else {
     root.WrenmqRealtime = factory(root.mqtt || null, root.io || null);
   }
-})(typeof self !== "undefined" ? self : this, function (mqttLib, ioLib) {
+})(typeof globalThis !== "undefined" ? globalThis : this, function (mqttLib, ioLib) {
   "use strict";
 
   const DEFAULTS = {
@@ -66,12 +66,12 @@
 
   function randomId(prefix) {
     const bytes = new Uint8Array(8);
-    (self.crypto || window.crypto).getRandomValues(bytes);
+    globalThis.crypto.getRandomValues(bytes);
     return prefix + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
   function uuid() {
-    const c = self.crypto || window.crypto;
+    const c = globalThis.crypto;
     if (c.randomUUID) return c.randomUUID();
     return randomId("") + randomId("");
   }
