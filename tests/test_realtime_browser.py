@@ -131,6 +131,16 @@ def wait_transport(page: Any, name: str, count: int = 1) -> None:
     )
 
 
+def wait_all_below(page: Any, count: int) -> None:
+    """Wait until the page has shown every number below ``count``, over the transport it is on."""
+    wait_for(
+        page,
+        "([count, transport]) => window.rt.status.transport === transport &&"
+        " new Set(window.report.numbers.filter((n) => n < count)).size >= count",
+        [count, report(page)["transports"][-1]],
+    )
+
+
 def report(page: Any) -> dict[str, Any]:
     found: dict[str, Any] = page.evaluate("() => window.report")
     return found
@@ -221,10 +231,12 @@ def test_realtime_falls_back_mqtt_socketio_polling_and_returns_without_loss_or_d
         time.sleep(0.5)
         stop_websocket(server)
         wait_transport(page, "socketio")
-        time.sleep(0.5)
+        # Still on Socket.IO, so what was published around the switch came from the journal's
+        # replay, not from the MQTT session's queue.
+        wait_all_below(page, publisher.sent)
         refuse_socketio(server)
         wait_transport(page, "polling")
-        time.sleep(0.5)
+        wait_all_below(page, publisher.sent)
         start_websocket(server)
         wait_transport(page, "mqtt", 2)
         time.sleep(0.5)
