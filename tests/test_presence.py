@@ -265,12 +265,12 @@ def test_heartbeat_timeout_then_back(fleet_factory: Callable[..., Fleet]) -> Non
     admin = fleet.admin("admin/devices/snapshot", "devices/+/lwt")
     device = fleet.device("hb-1")
     for _ in range(3):
-        device.heartbeat()
         time.sleep(0.1)
-    snapshot_until(admin, is_online("hb-1"))
+        device.heartbeat()
     silent_since = time.monotonic()
+    snapshot_until(admin, is_online("hb-1"))
     body = json.loads(next_on(admin, "devices/hb-1/lwt").payload)
-    assert time.monotonic() - silent_since >= 0.3  # not before the timeout (0.4 s after the last heartbeat)
+    assert time.monotonic() - silent_since >= 0.35  # not before the timeout: 0.4 s after the last heartbeat
     assert (body["deviceId"], body["status"]) == ("hb-1", "offline")
     snapshot_until(admin, is_online("hb-1", False))
     assert retained_lwts(fleet)["hb-1"]["status"] == "offline"
@@ -293,6 +293,26 @@ def test_device_back_after_its_will_is_online_and_lwt_cleared(fleet: Fleet, prot
     fleet.device("r-1", protocol)  # announces; does not clear its lwt itself
     snapshot_until(admin, is_online("r-1"))
     assert "r-1" not in retained_lwts(fleet)
+
+
+def test_clean_disconnect_after_a_session_takeover(fleet: Fleet) -> None:
+    """A device that reconnects with its client id takes the session over (the old connection is
+    closed [MQTT-3.1.4-3]); when the old connection's end is reported, the device stays bound to
+    the new one, whose clean DISCONNECT then marks it offline (wrenmq feature)."""
+    admin = fleet.admin("admin/devices/snapshot", "devices/+/lwt")
+    old = fleet.device("to-1")
+    snapshot_until(admin, is_online("to-1"))
+    old.client.loop_stop()  # no automatic reconnection: the new client takes over
+    new = fleet.device("to-1")
+    new.status("idle")
+    snapshot_until(admin, lambda s: by_id(s).get("to-1", {}).get("status") == "idle" and is_online("to-1")(s))
+    time.sleep(0.2)  # the old connection's end has been reported
+    while not admin.messages.empty():
+        admin.messages.get()
+    new.disconnect()
+    body = json.loads(next_on(admin, "devices/to-1/lwt").payload)
+    assert body["status"] == "offline"
+    snapshot_until(admin, is_online("to-1", False))
 
 
 # -- the snapshot -----------------------------------------------------------------------------
@@ -491,3 +511,45 @@ def test_roots_are_configurable(fleet_factory: Callable[..., Fleet]) -> None:
     while "x-1" not in by_id(snapshot):
         snapshot = json.loads(next_on(admin, "ops/devices/snapshot").payload)
     assert by_id(snapshot)["x-1"]["type"] == "probe"
+
+
+def test_publish_hooks_with_topic_prefixes_see_only_those_topics(fleet: Fleet) -> None:
+    """A hook's publish_topics keeps it (presence among them) off every other topic: what keeps
+    presence off the hot path of non-device traffic (wrenmq feature)."""
+    from wrenmq.hooks import Hook
+
+    seen: list[tuple[str, str]] = []
+
+    class Only(Hook):
+        publish_topics = ("x/",)
+
+        def on_publish(self, client: Any, message: Any) -> Any:
+            seen.append(("only", message.topic))
+            return message
+
+    class Every(Hook):
+        def on_publish(self, client: Any, message: Any) -> Any:
+            seen.append(("every", message.topic))
+            return message
+
+    server = fleet.server
+    broker = server.broker
+    presence = presence_of(broker)
+    assert presence is not None and broker.hooks.publish_prefixes == presence.publish_topics
+    only, every = Only(), Every()
+
+    async def add(hook: Hook) -> None:
+        broker.hooks.add(hook)
+
+    server.call(add(only))
+    assert set(broker.hooks.publish_prefixes or ()) == {"x/", "devices/", "admin/request/snapshot"}
+    client = fleet.admin()
+    client.publish("y/1", b"a", qos=1)
+    client.publish("x/1", b"b", qos=1)
+    assert seen == [("only", "x/1")]
+    server.call(add(every))
+    assert broker.hooks.publish_prefixes is None  # a hook that wants every topic: all are screened
+    client.publish("y/2", b"c", qos=1)
+    client.publish("x/2", b"d", qos=1)
+    server.publish("y/3", b"e")
+    assert seen[1:] == [("every", "y/2"), ("only", "x/2"), ("every", "x/2"), ("every", "y/3")]

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["install"]
 
 MAX_POLL_WAIT = 60.0
+CHALLENGE = {"WWW-Authenticate": 'Bearer, Basic realm="wrenmq"'}  # on every 401 (RFC 9110, 11.6.1)
 
 
 class PresenceInfo(BaseModel):
@@ -198,18 +199,26 @@ def install(app: FastAPI, broker: Broker) -> None:
         messages = [message_json(seq, stamp, message, qos) for seq, stamp, message, qos in batch]
         return PollBatch(messages=messages, dropped=dropped, now=time.time())
 
-    @router.post("/poll/{id}/subscribe", summary="Add topic filters", responses=problem_responses(403, 404))
+    @router.post(
+        "/poll/{id}/subscribe",
+        summary="Add topic filters",
+        responses={**problem_responses(403, 404), **BODY_RESPONSES},
+    )
     async def poll_subscribe(id: str, body: PollSubscribe) -> PollSession:
         found = session_of(id)
         subscriber = found.subscriber
         try:
-            filters = service.check_filters(subscriber.client, body.filters)
+            filters = service.check_filters(subscriber.client, body.filters, subscriber)
         except Denied as denied:
             raise Problem(denied.status, denied.reason) from None
         service.subscribe(subscriber, dict.fromkeys(filters, body.qos), _since(body.since, body.replay), body.retained)
         return _session(id, subscriber, expiry)
 
-    @router.post("/poll/{id}/unsubscribe", summary="Remove topic filters", responses=problem_responses(404))
+    @router.post(
+        "/poll/{id}/unsubscribe",
+        summary="Remove topic filters",
+        responses={**problem_responses(404), **BODY_RESPONSES},
+    )
     async def poll_unsubscribe(id: str, body: PollFilters) -> PollSession:
         found = session_of(id)
         service.unsubscribe(found.subscriber, body.filters)
@@ -271,10 +280,10 @@ def _sign_in(service: RealtimeService, request: Request, client_id: str | None) 
         try:
             username, _, password = base64.b64decode(credentials.strip(), validate=True).decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
-            raise Problem(401, "the Basic credentials are not base64 of user:password") from None
+            raise HTTPException(401, "the Basic credentials are not base64 of user:password", CHALLENGE) from None
     client_addr = request.client
     peer = f"{client_addr.host}:{client_addr.port}" if client_addr else "http"
     try:
         return service.authenticate(token, username, password, client_id or "", peer)
     except Denied as denied:
-        raise HTTPException(401, denied.reason, headers={"WWW-Authenticate": 'Bearer, Basic realm="wrenmq"'}) from None
+        raise HTTPException(401, denied.reason, CHALLENGE) from None

@@ -188,7 +188,7 @@ class SocketIOBridge:
                 return _error(422, "replay is a number of seconds")
             since = time.time() - replay
         try:
-            checked = self.service.check_filters(subscriber.client, filters)
+            checked = self.service.check_filters(subscriber.client, filters, subscriber)
         except Denied as denied:
             return _error(denied.status, denied.reason)
         for topic_filter in checked:

@@ -489,7 +489,8 @@ class Connection(asyncio.Protocol):
         persist = broker.persist
         writes = persist.writes
         hooks = broker.hooks
-        if hooks.acl_check or hooks.publish:
+        prefixes = hooks.publish_prefixes  # publish hooks that want some topics only (presence)
+        if hooks.acl_check or (hooks.publish and (prefixes is None or topic.startswith(prefixes))):
             screened = self._screen_publish(packet, message)
             if screened is None:
                 return

@@ -41,6 +41,9 @@ class HookSet:
         self.subscribe: list[Any] = []
         self.unsubscribe: list[Any] = []
         self.publish: list[Any] = []
+        # The prefixes of every topic some publish hook wants (None: all topics), and each hook's.
+        self.publish_prefixes: tuple[str, ...] | None = None
+        self._publish_topics: list[tuple[str, ...] | None] = []
         self.delivered: list[Any] = []
         self.disconnect: list[Any] = []
         self.session_expired: list[Any] = []
@@ -68,6 +71,14 @@ class HookSet:
         self.start, self.stop, self.authenticate, self.acl_check = lists[0], lists[1], lists[2], lists[3]
         self.connect, self.subscribe, self.unsubscribe, self.publish = lists[4], lists[5], lists[6], lists[7]
         self.delivered, self.disconnect, self.session_expired = lists[8], lists[9], lists[10]
+        self._publish_topics = [hook.publish_topics for hook in self.hooks if hook.handles("on_publish")]
+        wanted: list[str] = []
+        for topics in self._publish_topics:
+            if topics is None:
+                self.publish_prefixes = None
+                return
+            wanted.extend(topics)
+        self.publish_prefixes = tuple(wanted)
 
     def _handlers(self, event: str) -> list[Any]:
         return [getattr(hook, event) for hook in self.hooks if hook.handles(event)]
@@ -101,7 +112,9 @@ class HookSet:
 
     def run_publish(self, client: Any, message: Message) -> Message:
         """Each hook may replace the message; ``Reject`` propagates to the caller."""
-        for handler in self.publish:
+        for handler, topics in zip(self.publish, self._publish_topics, strict=True):
+            if topics is not None and not message.topic.startswith(topics):
+                continue
             try:
                 replaced = handler(client, message)
             except Reject:

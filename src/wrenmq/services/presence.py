@@ -12,15 +12,15 @@ clean DISCONNECT, or when nothing came from it for ``presence_heartbeat_interval
 presence_missed_heartbeats`` seconds. In the last two cases no will is sent, so the service
 publishes the will-shaped offline message itself: subscribers to ``devices/+/lwt`` see one signal
 for every cause. Anything a device publishes brings it back online, and its stale offline ``lwt``
-is cleared with an empty retained message [MQTT-3.3.1-6].
+is cleared with an empty retained message (5.0 [MQTT-3.3.1-6], 3.1.1 [MQTT-3.3.1-10]).
 
 The registry is SQLite (``<data_dir>/presence.db``; in memory with ``storage = "memory"``), and all
 database work runs on one dedicated thread, as in ``services.changes``. The registry itself lives
 in memory on the event loop: the hook only updates dicts and hands writes to that thread. After a
 restart every device is offline until it shows up again (no connection survives a restart).
 
-The hot path: ``on_publish`` runs for every message; for one that is not on a device or admin topic
-it costs one ``str.startswith``.
+The hot path: the hook declares ``publish_topics`` (the device root and the request topic), so the
+broker calls ``on_publish`` for those topics only; every other message costs one ``str.startswith``.
 """
 
 from __future__ import annotations
@@ -145,12 +145,14 @@ class Presence(Hook):
         self.request_topic = f"{config.presence_admin_root}/request/snapshot"
         self._device_prefix = self.devices_root + "/"
         self._announce_topic = f"{self.devices_root}/{ANNOUNCE}/announce"
-        # The one check every message pays (str.startswith with a tuple is one call).
-        self._prefixes = (self._device_prefix, self.request_topic)
+        # The hot path calls on_publish for these topics only (one str.startswith for the rest).
+        self.publish_topics: tuple[str, ...] = (self._device_prefix, self.request_topic)
         self.devices: dict[str, dict[str, Any]] = {}
         self._seen_at: dict[str, float] = {}  # loop time of the last message from each online device
         self._lwt_set: set[str] = set()  # devices whose retained lwt may hold an offline will
-        self._bound: dict[str, str] = {}  # client id of a publishing connection -> device id
+        # A connection that published for a device -> that device (until the connection ends);
+        # by connection, not client id: a session takeover ends the old one after the new one began.
+        self._bound: dict[Connection, str] = {}
         self._dirty: set[str] = set()  # entries to write at the next flush
         self._snapshot_due = False
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -160,7 +162,6 @@ class Presence(Hook):
         self._path = None if config.storage == "memory" else config.data_dir / "presence.db"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wrenmq-presence")
         self._store: DeviceStore | None = None
-        self.snapshots_published = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class Presence(Hook):
         for device_id in stale:
             self._dirty.add(device_id)
             self._spawn(self._publish_offline(device_id))
-        self._snapshot_due = True  # a retained snapshot from before the restart is stale
+        self._snapshot_due = bool(self.devices)  # a retained snapshot from before the restart is stale
         self._changed()
         self._sweep_handle = self._loop.call_later(self._sweep_period(), self._sweep)
         log.info("presence: %d devices known, heartbeat timeout %gs", len(self.devices), self.timeout)
@@ -215,7 +216,7 @@ class Presence(Hook):
     # -- hook events (on the event loop; never block) -----------------------------------------
 
     def on_publish(self, client: Connection | None, message: Message) -> Message:
-        if not message.topic.startswith(self._prefixes):  # the hot path: every message pays this line
+        if not message.topic.startswith(self.publish_topics):  # the hook set filters too: for direct calls
             return message
         topic = message.topic
         try:
@@ -228,10 +229,9 @@ class Presence(Hook):
         return message
 
     def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
-        device_id = self._bound.get(client.client_id)
+        device_id = self._bound.pop(client, None)
         if device_id is None:
             return
-        del self._bound[client.client_id]
         entry = self.devices.get(device_id)
         if not expected or entry is None or entry.get("client_id") != client.client_id:
             return  # an abrupt end is the will's to report (or the heartbeat sweep's)
@@ -245,8 +245,9 @@ class Presence(Hook):
         if topic == self._announce_topic:
             body = _json_object(message.payload)
             device_id = body.get("deviceId") if body is not None else None
-            if not isinstance(device_id, str) or not _single_level(device_id) or body is None:
+            if not isinstance(device_id, str) or not _single_level(device_id) or device_id == ANNOUNCE:
                 return
+            assert body is not None
             entry = self._entry(device_id)
             changed = self._set_fields(entry, type=body.get("type"), name=body.get("name"))
             if client is not None:
@@ -346,7 +347,7 @@ class Presence(Hook):
         self._seen_at[device_id] = self._loop.time()
         entry["last_seen"] = utc_timestamp()
         client_id = client.client_id
-        self._bound[client_id] = device_id
+        self._bound[client] = device_id
         if entry["client_id"] != client_id:
             entry["client_id"] = client_id
             changed = True
@@ -362,9 +363,6 @@ class Presence(Hook):
     def _set_offline(self, device_id: str) -> None:
         entry = self.devices[device_id]
         entry["online"] = False
-        client_id = entry.get("client_id")
-        if client_id is not None and self._bound.get(client_id) == device_id:
-            del self._bound[client_id]
         self._seen_at.pop(device_id, None)
         self._dirty.add(device_id)
         self._changed(device_id)
@@ -438,7 +436,6 @@ class Presence(Hook):
 
     async def _publish_snapshot(self, response: tuple[str, bytes | None] | None = None) -> None:
         payload = json.dumps(self.snapshot()).encode()
-        self.snapshots_published += 1
         await self._publish(self.snapshot_topic, payload, 1, True, _JSON)
         if response is not None:
             topic, correlation = response
@@ -471,8 +468,8 @@ class Presence(Hook):
         self._seen_at.pop(device_id, None)
         self._dirty.discard(device_id)
         self._lwt_set.discard(device_id)
-        for client_id in [c for c, d in self._bound.items() if d == device_id]:
-            del self._bound[client_id]
+        for conn in [c for c, d in self._bound.items() if d == device_id]:
+            del self._bound[conn]
         self._submit(self._db().delete, device_id)
         for kind in ("status", "lwt"):
             await self.broker.delete_retained(f"{self._device_prefix}{device_id}/{kind}")

@@ -117,7 +117,9 @@ class Journal:
             entries = self.entries
             entries.append((self.seq, now, message))
             self.bytes += len(message.payload)
-            while len(entries) > self.size or self.bytes > self.max_bytes or now - entries[0][1] > self.seconds:
+            while entries and (
+                len(entries) > self.size or self.bytes > self.max_bytes or now - entries[0][1] > self.seconds
+            ):
                 self.bytes -= len(entries.popleft()[2].payload)
         return self.seq
 
@@ -335,8 +337,11 @@ class RealtimeService(Hook):
         loopback = config.api_host in ("127.0.0.1", "::1", "localhost")
         return loopback and all(found.loopback for found in config.effective_listeners())
 
-    def check_filters(self, client: RealtimeClient, filters: list[str]) -> list[str]:
-        """The filters, if well-formed (else Denied 422) and readable by ``client`` (else 403)."""
+    def check_filters(
+        self, client: RealtimeClient, filters: list[str], subscriber: Subscriber | None = None
+    ) -> list[str]:
+        """The filters, if well-formed (else Denied 422) and readable by ``client`` (else 403);
+        with ``subscriber``, if it would then hold at most MAX_FILTERS."""
         if len(filters) > MAX_FILTERS:
             raise Denied(422, f"at most {MAX_FILTERS} topic filters")
         limits = self.broker.limits
@@ -350,6 +355,8 @@ class RealtimeService(Hook):
             if len(topic_filter) > limits.max_topic_length or topic_filter.count("/") >= limits.max_topic_levels:
                 raise Denied(422, f"{topic_filter!r} is beyond max_topic_length or max_topic_levels")
             self._acl(client, topic_filter, READ)
+        if subscriber is not None and len(subscriber.filters.keys() | set(filters)) > MAX_FILTERS:
+            raise Denied(422, f"at most {MAX_FILTERS} topic filters per client")
         return list(dict.fromkeys(filters))
 
     def _acl(self, client: RealtimeClient, topic: str, access: int) -> None:
@@ -451,7 +458,7 @@ class RealtimeService(Hook):
         topic = message.topic
         if topic.startswith(self.presence.topic_prefix):
             self._presence_message(client, message)
-        now = time.time()
+        now = round(time.time(), 6)  # as message_json sends it: `since` = a timestamp seen excludes that message
         seq = self.journal.append(message, now)
         if self.subscribers:
             for subscriber in self.subscribers.values():
