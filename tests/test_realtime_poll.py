@@ -274,6 +274,35 @@ def test_invalid_requests(poller: Poller) -> None:
     problem(poller.http.get(f"{POLL}/{sid}", params={"timeout": -1}), 422)
 
 
+def test_filters_per_session_are_bounded(poller: Poller) -> None:
+    """wrenmq feature: a session holds at most 64 filters over all its subscribe requests (each costs
+    a match per routed message): a subscribe that would go beyond is 422 and adds none."""
+    sid = poller.open({"filters": [f"a/{i}" for i in range(60)]})["id"]
+    response = poller.http.post(f"{POLL}/{sid}/subscribe", json={"filters": [f"a/{i}" for i in range(58, 64)]})
+    assert response.status_code == 200 and len(response.json()["filters"]) == 64
+    problem(poller.http.post(f"{POLL}/{sid}/subscribe", json={"filters": ["b", "a/1"]}), 422)
+    poller.server.publish("b", b"not held")
+    assert poller.poll(sid, 0.3)["messages"] == []
+
+
+def test_server_stop_ends_a_waiting_poll(poller: Poller) -> None:
+    """wrenmq feature: stopping the server ends the sessions: a GET waiting on one answers (404)
+    rather than holding the shutdown for its whole timeout."""
+    sid = poller.open({"filters": ["a"]})["id"]
+    answers: list[int] = []
+    waiting = threading.Thread(
+        target=lambda: answers.append(poller.http.get(f"{POLL}/{sid}", params={"timeout": 30}).status_code)
+    )
+    waiting.start()
+    deadline = time.monotonic() + TIMEOUT
+    while not poller.sessions[sid].polling:
+        assert time.monotonic() < deadline, "the poll did not start"
+        time.sleep(0.02)
+    poller.server.stop()  # bounded: WrenmqServer.stop waits at most 10 s
+    waiting.join(TIMEOUT)
+    assert answers == [404]
+
+
 # -- signing in -------------------------------------------------------------------------------------
 
 

@@ -89,6 +89,9 @@ class Sio:
     async def close(self) -> None:
         if self.client.connected:
             await self.client.disconnect()
+        http = self.client.eio.http  # a refused client's HTTP session stays open
+        if http is not None and not http.closed:
+            await http.close()
 
 
 class Realtime:
@@ -270,12 +273,14 @@ async def test_socketio_does_not_open_the_rest_api(rt: Realtime) -> None:
 
 async def test_cross_origin_refused_unless_listed(realtime_factory: Callable[..., Realtime]) -> None:
     """wrenmq feature: a connection whose Origin is another site is refused (CORS, same origin by
-    default) unless realtime_cors_origins lists it; the API's own origin is accepted."""
+    default) unless realtime_cors_origins lists it; the API's own origin is always accepted (the
+    setting lists origins *other* than the API's own)."""
     rt = realtime_factory()
     await rt.refused(headers={"Origin": "http://evil.example"})
     await rt.sio(headers={"Origin": rt.url})
     listed = realtime_factory(realtime_cors_origins=["http://app.example"])
     await listed.sio(headers={"Origin": "http://app.example"})
+    await listed.sio(headers={"Origin": listed.url})
     await listed.refused(headers={"Origin": "http://evil.example"})
     for transports in (["polling"], ["websocket"]):
         await rt.refused(headers={"Origin": "http://evil.example"}, transports=transports)
@@ -692,3 +697,11 @@ async def test_filters_per_client_are_bounded(rt: Realtime) -> None:
     rt.server.publish("a/64", b"not held")
     assert (await client.message())["topic"] == "a/63"
     await client.nothing()
+
+
+async def test_server_stop_disconnects_clients(rt: Realtime) -> None:
+    """wrenmq feature: stopping the server ends its Socket.IO connections (the clients see the
+    disconnect and can fall back) instead of holding the shutdown open."""
+    client = await rt.sio({"presence": {"id": "erin"}})
+    await asyncio.to_thread(rt.server.stop)  # bounded: WrenmqServer.stop waits at most 10 s
+    await wait_until(lambda: not client.client.connected, "the client saw the disconnect")

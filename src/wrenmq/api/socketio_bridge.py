@@ -76,10 +76,10 @@ class SocketIOBridge:
         self.service = service
         self.accepting = True  # False: new connections are refused (operators, and the fallback tests)
         self.ack_timeout = config.realtime_ack_timeout
-        origins: list[str] | None = list(config.realtime_cors_origins) or None  # None: same origin only
+        listed = frozenset(config.realtime_cors_origins)  # besides the API's own origin
         self.sio = socketio.AsyncServer(
             async_mode="asgi",
-            cors_allowed_origins=origins,
+            cors_allowed_origins=partial(_origin_allowed, listed) if listed else None,  # None: same origin only
             logger=False,
             engineio_logger=False,
             ping_interval=10,
@@ -324,6 +324,12 @@ async def publish_for(broker: Broker, service: RealtimeService, subscriber: Subs
 
 def _error(status: int, reason: str) -> dict[str, Any]:
     return {"ok": False, "status": status, "error": reason}
+
+
+def _origin_allowed(listed: frozenset[str], origin: str | None, environ: dict[str, Any]) -> bool:
+    """The API's own origin (python-engineio's default, which a list would replace) or a listed one."""
+    own = f"{environ.get('wsgi.url_scheme', 'http')}://{environ.get('HTTP_HOST', '')}"
+    return origin == own or origin in listed or "*" in listed
 
 
 def _text(value: Any) -> str | None:
