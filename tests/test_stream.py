@@ -89,7 +89,8 @@ class Api:
         return sse
 
     def hooks_publish(self) -> list[Any]:
-        return list(self.broker.hooks.publish)
+        """The stream hook's publish handler while it is registered (other services have their own)."""
+        return [hook for hook in self.broker.hooks.hooks if isinstance(hook, streams.StreamHub)]
 
     def wait_no_stream_hook(self) -> None:
         deadline = time.monotonic() + TIMEOUT

@@ -19,7 +19,6 @@ header where the client can send one, and a read-only key for browsers.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
@@ -36,6 +35,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..hooks import READ, Hook
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
+from ..services.realtime import message_json
 from .keys import ApiKey, ApiKeyStore
 from .problems import Problem, field_error, problem_responses
 from .routing import BEARER
@@ -275,49 +275,6 @@ def _check(broker: Broker, key: ApiKey, filters: list[str]) -> tuple[str, ...]:
 
 
 # -- formats ------------------------------------------------------------------------------------
-
-
-def message_json(seq: int, timestamp: float, message: Message) -> dict[str, Any]:
-    """A message as a stream sends it (SSE data and WebSocket messages alike)."""
-    payload = message.payload
-    try:
-        text, encoding = payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
-    data: dict[str, Any] = {
-        "id": seq,
-        "topic": message.topic,
-        "qos": message.qos,
-        "retain": message.retain,
-        "payload": text,
-        "encoding": encoding,
-        "timestamp": round(timestamp, 6),
-    }
-    props = message.properties
-    if props:
-        found: dict[str, Any] = {}
-        for pid, name in _PROPERTIES:
-            value = props.get(pid)
-            if value is None:
-                continue
-            if pid == _P.CORRELATION_DATA:
-                value = base64.b64encode(value).decode("ascii")
-            elif pid == _P.USER_PROPERTY:
-                value = [[k, v] for k, v in value]
-            found[name] = value
-        if found:
-            data["properties"] = found
-    return data
-
-
-_PROPERTIES = (
-    (_P.PAYLOAD_FORMAT_INDICATOR, "payload_format_indicator"),
-    (_P.MESSAGE_EXPIRY_INTERVAL, "message_expiry_interval"),
-    (_P.CONTENT_TYPE, "content_type"),
-    (_P.RESPONSE_TOPIC, "response_topic"),
-    (_P.CORRELATION_DATA, "correlation_data"),
-    (_P.USER_PROPERTY, "user_properties"),
-)
 
 
 def _dumps(data: dict[str, Any]) -> str:
