@@ -705,3 +705,46 @@ async def test_server_stop_disconnects_clients(rt: Realtime) -> None:
     client = await rt.sio({"presence": {"id": "erin"}})
     await asyncio.to_thread(rt.server.stop)  # bounded: WrenmqServer.stop waits at most 10 s
     await wait_until(lambda: not client.client.connected, "the client saw the disconnect")
+
+
+async def test_presence_only_for_a_user_the_acl_lets_publish_it(
+    realtime_factory: Callable[..., Realtime], tmp_path: Path
+) -> None:
+    """wrenmq feature: announcing presence publishes ``presence/<id>``, so it needs ACL WRITE on
+    that topic (as an MQTT PUBLISH would, PUBACK 0x87 there): alice may be present as alice, not as
+    bob, and the refusal says why."""
+    acl = tmp_path / "acl"
+    acl.write_text("pattern write presence/%u\npattern read presence/+\n")
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland")
+    rt = realtime_factory(password_file=passwd, acl_file=acl, allow_anonymous=False)
+    alice = await rt.sio({"username": "alice", "password": "wonderland", "presence": {"id": "alice"}})
+    assert "sio:" + _sid(alice) in rt.service.presence.by_key
+    refused = await rt.refused({"username": "alice", "password": "wonderland", "presence": {"id": "bob"}})
+    assert "presence/bob" in refused.errors[0]["message"]
+    assert "bob" not in rt.service.presence.attachments
+    await wait_until(lambda: rt.bridge.connected == 1, "the refused socket is gone")
+
+
+async def test_failed_sign_ins_are_throttled_with_mqtt(
+    realtime_factory: Callable[..., Realtime], users: dict[str, Any]
+) -> None:
+    """wrenmq feature: failed Socket.IO sign-ins count toward ``auth_failure_limit`` per address,
+    with MQTT's: past the limit even the right password is refused for a while, and an MQTT
+    client from the same address gets CONNACK 0x9F."""
+    rt = realtime_factory(auth_failure_limit=3, **users)
+    for _ in range(3):
+        await rt.refused({"username": "alice", "password": "wrong"})
+    refused = await rt.refused({"username": "alice", "password": "wonderland"})
+    assert "too many failed logins" in refused.errors[0]["message"]
+    paho = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="late", protocol=MQTTv5)
+    paho.username_pw_set("alice", "wonderland")
+    codes: list[Any] = []
+    paho.on_connect = lambda _c, _u, _f, rc, _p: codes.append(rc)
+    paho.connect("127.0.0.1", rt.server.port)
+    paho.loop_start()
+    try:
+        await wait_until(lambda: bool(codes), "a CONNACK")
+    finally:
+        paho.loop_stop()
+        paho.disconnect()
+    assert codes[0].value == 0x9F  # [MQTT-3.2.2-8]: a refusing CONNACK carries the reason

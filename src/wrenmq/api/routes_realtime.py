@@ -155,7 +155,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         "/poll",
         status_code=201,
         summary="Open a long-poll session",
-        responses={**problem_responses(401, 403), **BODY_RESPONSES},
+        responses={**problem_responses(401, 403, 429), **BODY_RESPONSES},
     )
     async def open_poll(request: Request, body: PollOpen) -> PollSession:
         client = _sign_in(service, request, body.client_id)
@@ -167,10 +167,12 @@ def install(app: FastAPI, broker: Broker) -> None:
         subscriber = service.open("poll:" + session_id, client)
         sessions[session_id] = _Session(subscriber)
         if body.presence is not None:
-            subscriber.presence_id = body.presence.id
-            service.presence.attach(
-                body.presence.id, subscriber.key, "polling", body.presence.model_dump(exclude_none=True)
-            )
+            try:
+                service.join_presence(subscriber, body.presence.model_dump(exclude_none=True), "polling")
+            except Denied as denied:
+                service.close(subscriber.key)
+                del sessions[session_id]
+                raise Problem(denied.status, denied.reason) from None
         service.subscribe(subscriber, dict.fromkeys(filters, body.qos), _since(body.since, body.replay), body.retained)
         return PollSession(
             id=session_id,
@@ -284,6 +286,10 @@ def _sign_in(service: RealtimeService, request: Request, client_id: str | None) 
     client_addr = request.client
     peer = f"{client_addr.host}:{client_addr.port}" if client_addr else "http"
     try:
-        return service.authenticate(token, username, password, client_id or "", peer)
+        return service.authenticate(
+            token, username, password, client_id or "", peer, client_addr.host if client_addr else None
+        )
     except Denied as denied:
+        if denied.status == 429:
+            raise Problem(429, denied.reason) from None
         raise HTTPException(401, denied.reason, CHALLENGE) from None

@@ -138,6 +138,8 @@ class SocketIOBridge:
         scope = environ.get("asgi.scope") or {}
         client_addr = scope.get("client")
         peer = f"{client_addr[0]}:{client_addr[1]}" if client_addr else "socketio"
+        presence = auth.get("presence")
+        key = "sio:" + sid
         try:
             client = self.service.authenticate(
                 token=_text(auth.get("token")),
@@ -145,17 +147,16 @@ class SocketIOBridge:
                 password=_text(auth.get("password")),
                 client_id=_text(auth.get("clientId")) or "sio-" + sid,
                 peer=peer,
+                host=client_addr[0] if client_addr else None,
             )
+            subscriber = self.service.open(key, client)
+            if isinstance(presence, dict):
+                self.service.join_presence(subscriber, presence, "socketio")
         except Denied as denied:
+            self.service.close(key)
             log.info("Socket.IO connection from %s refused: %s", peer, denied.reason)
             raise socketio.exceptions.ConnectionRefusedError(denied.reason) from None
-        key = "sio:" + sid
-        subscriber = self.service.open(key, client)
         self.inflight[sid] = {}
-        presence = auth.get("presence")
-        if isinstance(presence, dict) and isinstance(presence.get("id"), str) and _one_level(presence["id"]):
-            subscriber.presence_id = presence["id"]
-            self.service.presence.attach(presence["id"], key, "socketio", presence)
         await self.sio.emit(
             "welcome", {"clientId": client.client_id, "username": client.username, "now": time.time()}, to=sid
         )
@@ -334,7 +335,3 @@ def _origin_allowed(listed: frozenset[str], origin: str | None, environ: dict[st
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _one_level(value: str) -> bool:
-    return bool(value) and len(value) <= 128 and not any(c in value for c in "/+#\x00")

@@ -496,8 +496,7 @@ class Broker:
         if conn.over_limit:
             self._refuse(conn, ReasonCode.SERVER_BUSY, "too many connections")
             return False
-        failures = self._auth_failures
-        if failures and self._throttled(conn.peer_host):
+        if self.login_throttled(conn.peer_host):
             self._refuse(conn, ReasonCode.CONNECTION_RATE_EXCEEDED, "too many failed logins from this address")
             return False
         listener = conn.listener
@@ -511,12 +510,12 @@ class Broker:
         if result is None:
             anonymous = listener.anonymous if listener is not None else self.config.allow_anonymous is not False
             if conn.username is None and not anonymous:
-                self._login_failed(conn)
+                self.login_failed(conn.peer_host)
                 self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
                 return False
             return True
         if not result.allowed:
-            self._login_failed(conn)
+            self.login_failed(conn.peer_host)
             self._refuse(conn, result.reason_code, result.reason or "bad credentials")
             return False
         conn.auth = result
@@ -526,13 +525,17 @@ class Broker:
             conn.auth_expires_at = self.loop.time() + max(0.001, result.expires_at - time.time())
         return True
 
-    def _login_failed(self, conn: Connection) -> None:
+    def login_failed(self, host: str) -> None:
+        """Count a failed login from ``host``. Services that sign clients in their own way (Socket.IO,
+        long polling) report here too, so one throttle covers every way in."""
         self.stats.auth_failures += 1
         if self.config.auth_failure_limit:
-            self._auth_failures.setdefault(conn.peer_host, []).append(self.loop.time())
+            self._auth_failures.setdefault(host, []).append(self.loop.time())
 
-    def _throttled(self, host: str) -> bool:
+    def login_throttled(self, host: str) -> bool:
         """``auth_failure_limit`` failed logins from ``host`` within a minute refuse it for the rest."""
+        if not self._auth_failures:
+            return False
         times = self._auth_failures.get(host)
         if not times:
             return False

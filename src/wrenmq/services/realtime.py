@@ -297,13 +297,19 @@ class RealtimeService(Hook):
         password: str | None = None,
         client_id: str = "",
         peer: str = "realtime",
+        host: str | None = None,
     ) -> RealtimeClient:
-        """The client these credentials sign in, or :class:`Denied` (401)."""
+        """The client these credentials sign in, or :class:`Denied` (401; 429 while ``host`` is
+        throttled for failed logins, which count with MQTT's: ``auth_failure_limit``)."""
         broker = self.broker
+        host = host or peer
+        if broker.login_throttled(host):
+            raise Denied(429, "too many failed logins from this address; try again in a minute")
         client_id = client_id or "realtime-" + secrets.token_hex(6)
         if token:
             key = self.api_keys.verify(token)
             if key is None:
+                broker.login_failed(host)
                 raise Denied(401, "invalid API key")
             return RealtimeClient(client_id, key.name, can_write=not key.read_only, peer=peer)
         client = RealtimeClient(client_id, username, peer=peer)
@@ -318,16 +324,28 @@ class RealtimeService(Hook):
             result = hooks.run_authenticate(client, packet)  # type: ignore[arg-type]
             if result is not None:
                 if not result.allowed:
-                    broker.stats.auth_failures += 1
+                    broker.login_failed(host)
                     raise Denied(401, result.reason or "bad user name or password")
                 client.auth = result
                 if result.username is not None:
                     client.username = result.username
                 return client
         if username is None and not self.anonymous_allowed():
-            broker.stats.auth_failures += 1
+            broker.login_failed(host)
             raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
         return client
+
+    def join_presence(self, subscriber: Subscriber, presence: dict[str, Any], transport: str) -> None:
+        """Make ``subscriber``'s user present as ``presence["id"]``: allowed where its client may
+        publish that user's presence topic (ACL ``WRITE``), so no one speaks for someone else."""
+        presence_id = presence.get("id")
+        if not isinstance(presence_id, str) or not presence_id or len(presence_id) > 128:
+            raise Denied(422, "presence.id is a string of 1 to 128 characters")
+        if any(c in presence_id for c in "/+#\x00"):
+            raise Denied(422, "presence.id must be one topic level (no / + # or NUL)")
+        self._acl(subscriber.client, self.presence.topic(presence_id), WRITE)
+        subscriber.presence_id = presence_id
+        self.presence.attach(presence_id, subscriber.key, transport, presence)
 
     def anonymous_allowed(self) -> bool:
         """As for an MQTT client: ``allow_anonymous``, or when unset, while everything is on loopback."""
