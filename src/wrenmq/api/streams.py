@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,7 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from ..hooks import READ, Hook
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
-from ..services.realtime import message_json
+from ..services.realtime import Inbox, message_json
 from .keys import ApiKey, ApiKeyStore
 from .problems import Problem, field_error, problem_responses
 from .routing import BEARER
@@ -70,18 +69,15 @@ class StreamClient:
         self.peer = self.peer_host = "api"
 
 
-class Stream:
-    """One open stream: its filters and a bounded buffer of (sequence number, time, message)."""
+class Stream(Inbox):
+    """One open stream: its filters, and the bounded inbox (``services.realtime.Inbox``) its reader
+    takes (sequence number, time, message, QoS) from."""
 
     def __init__(self, hub: StreamHub, filters: tuple[str, ...], capacity: int) -> None:
+        super().__init__(capacity)
         self.hub = hub
         self.filters = filters
-        self.capacity = capacity
-        self.buffer: deque[tuple[int, float, Message]] = deque()
         self.seq = 0  # numbers every matching message, dropped ones too: a gap shows what was lost
-        self.dropped = 0  # dropped since the reader was last told
-        self.closed = False
-        self._wake = asyncio.Event()
 
     def offer(self, message: Message, now: float) -> None:
         topic = message.topic
@@ -91,33 +87,14 @@ class Stream:
         else:
             return
         self.seq += 1
-        buffer = self.buffer
-        if len(buffer) >= self.capacity:
-            buffer.popleft()
-            self.dropped += 1
+        if not self.put(self.seq, now, message, message.qos):
             self.hub.messages_dropped += 1
-        buffer.append((self.seq, now, message))
-        self._wake.set()
 
-    async def take(self, timeout: float) -> tuple[list[tuple[int, float, Message]], int] | None:
-        """What arrived (and how many were dropped before it) once there is something or ``timeout``
-        passed (then both are empty); None once the stream is closed."""
-        if not self.buffer and not self.dropped and not self.closed:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-        if self.closed:
-            return None
-        batch = list(self.buffer)
-        self.buffer.clear()
-        dropped, self.dropped = self.dropped, 0
-        self.hub.messages_sent += len(batch)
-        return batch, dropped
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake.set()
+    async def take(self, timeout: float) -> tuple[list[tuple[int, float, Message, int]], int] | None:
+        got = await super().take(timeout)
+        if got is not None:
+            self.hub.messages_sent += len(got[0])
+        return got
 
 
 class StreamHub(Hook):
@@ -299,7 +276,7 @@ async def _sse(hub: StreamHub, filters: tuple[str, ...]) -> AsyncIterator[bytes]
             parts = []
             if dropped:
                 parts.append(f"event: dropped\ndata: {_dumps({'dropped': dropped, 'next_id': batch[0][0]})}\n\n")
-            for seq, timestamp, message in batch:
+            for seq, timestamp, message, _qos in batch:
                 parts.append(f"id: {seq}\ndata: {_dumps(message_json(seq, timestamp, message))}\n\n")
             yield "".join(parts).encode()
     finally:
@@ -332,7 +309,7 @@ async def _websocket(hub: StreamHub, websocket: WebSocket, filters: tuple[str, .
                 continue
             if dropped:
                 await websocket.send_text(_dumps({"type": "dropped", "dropped": dropped, "next_id": batch[0][0]}))
-            for seq, timestamp, message in batch:
+            for seq, timestamp, message, _qos in batch:
                 await websocket.send_text(_dumps({"type": "message", **message_json(seq, timestamp, message)}))
     except (WebSocketDisconnect, OSError, RuntimeError):
         pass  # the client went away mid-send
