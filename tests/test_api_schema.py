@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -23,12 +22,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
+from browser import chromium
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer, server_config
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 # Not ours: live streams and metrics have their own tests (and a stream does not end by itself).
 OTHERS = re.compile(r"^/(api/v1/stream|metrics)")
 
@@ -140,21 +138,14 @@ def test_docs_assets_are_served_locally(live: LiveApi) -> None:
 def test_docs_render_in_a_browser_from_local_assets(live: LiveApi) -> None:
     """Chromium renders the operations of the OpenAPI 3.1 document, and every request the page makes
     goes to the API's own address."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
     requested: list[str] = []
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.on("request", lambda request: requested.append(request.url))
-            page.goto(live.url + "/api/docs")
-            page.get_by_text("/api/v1/publish/batch", exact=True).wait_for(timeout=15_000)
-            text = page.inner_text("body")
-            assert "Unable to render" not in text
-            assert "Authorize" in text and "/api/v1/clients/{client_id}" in text
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.on("request", lambda request: requested.append(request.url))
+        page.goto(live.url + "/api/docs")
+        page.get_by_text("/api/v1/publish/batch", exact=True).wait_for(timeout=15_000)
+        text = page.inner_text("body")
+        assert "Unable to render" not in text
+        assert "Authorize" in text and "/api/v1/clients/{client_id}" in text
     origin = urlsplit(live.url).netloc
     assert requested and all(urlsplit(url).netloc == origin for url in requested), requested

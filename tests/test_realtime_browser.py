@@ -14,28 +14,17 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from browser import chromium
 from paho_sync import MQTTv5, PahoClient
 from serveproc import free_port
 from wrenmq.pytest_plugin import WrenmqServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-# The page is put in by Playwright, not loaded from the network, so Chromium gives it no address
-# space and would block its connections to 127.0.0.1 as local network access.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-features=LocalNetworkAccessChecks",
-]
 TIMEOUT_MS = 20_000
 
 PAGE = """<!doctype html>
@@ -64,16 +53,8 @@ window.start = function (options, filter) {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture

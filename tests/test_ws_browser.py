@@ -17,22 +17,12 @@ from typing import Any
 
 import pytest
 
+from browser import CHROMIUM, chromium
 from paho_sync import MQTTv5, MQTTv311, PahoClient
 from wrenmq.broker import Broker
 from wrenmq.pytest_plugin import WrenmqServer
 
-CHROMIUM = Path("/usr/bin/chromium")
 MQTTJS = Path(__file__).resolve().parent.parent / "node_modules" / "mqtt" / "dist" / "mqtt.min.js"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 10_000
 
 PAGE = b"""<!doctype html>
@@ -100,14 +90,8 @@ def page_server() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser(page_server: str) -> Iterator[Any]:
     """Debian's Chromium, headless, launched once for the module."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture
