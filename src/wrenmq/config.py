@@ -432,6 +432,15 @@ class Config(BaseModel):
     realtime_poll_expiry: Annotated[
         float, Field(gt=0, description="Seconds a long-poll session lives without a poll.")
     ] = 30.0
+    console_users: Annotated[
+        list[str], Field(description="Broker users who may sign in to the web console, read-only.")
+    ] = []
+    console_admins: Annotated[
+        list[str], Field(description="Broker users who may sign in to the web console and change things.")
+    ] = []
+    console_session_hours: Annotated[
+        float, Field(gt=0, le=24 * 30, description="Hours a console sign-in by user name and password lasts.")
+    ] = 12.0
     realtime_ack_timeout: Annotated[
         float,
         Field(gt=0, description="Seconds to wait for a Socket.IO client's ack of a QoS 1 message before resending."),

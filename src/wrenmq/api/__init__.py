@@ -30,6 +30,7 @@ def create_app(broker: Broker) -> FastAPI:
     from fastapi import FastAPI  # imported here: every `wrenmq` command imports this package
 
     from . import (
+        console,
         docs,
         health,
         metrics,
@@ -43,6 +44,7 @@ def create_app(broker: Broker) -> FastAPI:
         routes_realtime,
         routes_resources,
         routes_retained,
+        routes_session,
         routes_topics,
         streams,
     )
@@ -71,7 +73,9 @@ def create_app(broker: Broker) -> FastAPI:
     routes_publish.install(app, broker)
     routes_admin.install(app, broker)
     routes_realtime.install(app, broker)
+    routes_session.install(app, broker)
     docs.install(app, broker)
+    console.install(app, broker)
     return app
 
 

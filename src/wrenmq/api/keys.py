@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PREFIX", "ApiKey", "ApiKeyStore", "describe"]
+__all__ = ["PREFIX", "SESSION_PREFIX", "ApiKey", "ApiKeyStore", "describe"]
 
 PREFIX = "wmq_"
+SESSION_PREFIX = "wms_"  # a console sign-in by user name and password (POST /api/v1/session)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,21 @@ class ApiKeyStore:
         self.path = path
         self._keys: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int] | None = None
+        self._sessions: dict[str, tuple[ApiKey, float]] = {}  # SHA-256 of the token -> key, expiry
+
+    # -- sessions: short-lived keys for users who signed in; in memory only ----------------------
+
+    def open_session(self, name: str, read_only: bool, seconds: float) -> str:
+        """A token that works as a key named ``name`` for ``seconds`` (until the process ends)."""
+        token = SESSION_PREFIX + secrets.token_urlsafe(32)
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        now = time.time()
+        self._sessions = {d: s for d, s in self._sessions.items() if s[1] > now}  # drop expired ones
+        self._sessions[digest] = (ApiKey(name, digest, read_only, now), now + seconds)
+        return token
+
+    def close_session(self, token: str) -> bool:
+        return self._sessions.pop(hashlib.sha256(token.encode()).hexdigest(), None) is not None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -49,8 +65,13 @@ class ApiKeyStore:
 
     def verify(self, token: str) -> ApiKey | None:
         """The key ``token`` belongs to, or None (compared in constant time)."""
-        self._refresh()
         digest = hashlib.sha256(token.encode()).hexdigest()
+        if token.startswith(SESSION_PREFIX):
+            session = self._sessions.get(digest)
+            if session is None or session[1] <= time.time():
+                return None
+            return session[0]
+        self._refresh()
         found = None
         for key in self._keys.values():
             if hmac.compare_digest(key.sha256, digest):

@@ -50,7 +50,9 @@ class PresenceInfo(BaseModel):
 
 
 class PollOpen(BaseModel):
-    filters: list[str] = Field(min_length=1, max_length=64, description="MQTT topic filters to receive.")
+    filters: list[str] = Field(
+        default_factory=list, max_length=64, description="MQTT topic filters to receive (more can be added later)."
+    )
     qos: Literal[0, 1] = Field(default=1, description="Highest QoS to receive with (as in an MQTT subscription).")
     since: float | None = Field(
         default=None, description="Server time (seconds) to replay recent messages from, as a resuming client does."

@@ -57,6 +57,7 @@ __all__ = [
     "RealtimeService",
     "message_json",
     "realtime_of",
+    "sign_in_user",
 ]
 
 log = logging.getLogger("wrenmq.realtime")
@@ -312,28 +313,7 @@ class RealtimeService(Hook):
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")
             return RealtimeClient(client_id, key.name, can_write=not key.read_only, peer=peer)
-        client = RealtimeClient(client_id, username, peer=peer)
-        hooks = broker.hooks
-        if hooks.authenticate:
-            packet = p.Connect(
-                client_id=client_id,
-                protocol_level=5,
-                username=username,
-                password=password.encode() if password is not None else None,
-            )
-            result = hooks.run_authenticate(client, packet)  # type: ignore[arg-type]
-            if result is not None:
-                if not result.allowed:
-                    broker.login_failed(host)
-                    raise Denied(401, result.reason or "bad user name or password")
-                client.auth = result
-                if result.username is not None:
-                    client.username = result.username
-                return client
-        if username is None and not self.anonymous_allowed():
-            broker.login_failed(host)
-            raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
-        return client
+        return sign_in_user(broker, username, password, client_id, peer, host)
 
     def join_presence(self, subscriber: Subscriber, presence: dict[str, Any], transport: str) -> None:
         """Make ``subscriber``'s user present as ``presence["id"]``: allowed where its client may
@@ -346,14 +326,6 @@ class RealtimeService(Hook):
         self._acl(subscriber.client, self.presence.topic(presence_id), WRITE)
         subscriber.presence_id = presence_id
         self.presence.attach(presence_id, subscriber.key, transport, presence)
-
-    def anonymous_allowed(self) -> bool:
-        """As for an MQTT client: ``allow_anonymous``, or when unset, while everything is on loopback."""
-        config = self.broker.config
-        if config.allow_anonymous is not None:
-            return config.allow_anonymous
-        loopback = config.api_host in ("127.0.0.1", "::1", "localhost")
-        return loopback and all(found.loopback for found in config.effective_listeners())
 
     def check_filters(
         self, client: RealtimeClient, filters: list[str], subscriber: Subscriber | None = None
@@ -506,6 +478,45 @@ class RealtimeService(Hook):
 
     def on_stop(self) -> None:
         self.stop()
+
+
+def sign_in_user(
+    broker: Broker, username: str | None, password: str | None, client_id: str, peer: str, host: str
+) -> RealtimeClient:
+    """Check a user name and password with the broker's authentication hooks, as for an MQTT
+    CONNECT; anonymous (no user name) where MQTT allows it. Failures count toward the broker's
+    failed-login throttle. Raises :class:`Denied` (401)."""
+    client = RealtimeClient(client_id, username, peer=peer)
+    hooks = broker.hooks
+    if hooks.authenticate:
+        packet = p.Connect(
+            client_id=client_id,
+            protocol_level=5,
+            username=username,
+            password=password.encode() if password is not None else None,
+        )
+        result = hooks.run_authenticate(client, packet)  # type: ignore[arg-type]
+        if result is not None:
+            if not result.allowed:
+                broker.login_failed(host)
+                raise Denied(401, result.reason or "bad user name or password")
+            client.auth = result
+            if result.username is not None:
+                client.username = result.username
+            return client
+    if username is None and not anonymous_allowed(broker):
+        broker.login_failed(host)
+        raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
+    return client
+
+
+def anonymous_allowed(broker: Broker) -> bool:
+    """As for an MQTT client: ``allow_anonymous``, or when unset, while everything is on loopback."""
+    config = broker.config
+    if config.allow_anonymous is not None:
+        return config.allow_anonymous
+    loopback = config.api_host in ("127.0.0.1", "::1", "localhost")
+    return loopback and all(found.loopback for found in config.effective_listeners())
 
 
 def realtime_of(broker: Broker) -> RealtimeService | None:

@@ -279,7 +279,8 @@
         });
         socket.on("welcome", () => {
           this.lastAlive = Date.now();
-          this.request("subscribe", { filters, qos: o.qos, replay }).then(() => {
+          const subscribed = filters.length ? this.request("subscribe", { filters, qos: o.qos, replay }) : Promise.resolve();
+          subscribed.then(() => {
             clearTimeout(timer);
             if (!settled) { settled = true; resolve(); }
           }, (err) => { clearTimeout(timer); fail(err); });

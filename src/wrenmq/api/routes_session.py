@@ -1,0 +1,87 @@
+"""``/api/v1/session``: signing in to the web console (or any API client) with a broker user's name
+and password instead of an API key.
+
+The credentials are checked by the broker's authentication hooks, as for an MQTT CONNECT, and
+count toward its failed-login throttle. Only users named in ``console_admins`` (read-write) or
+``console_users`` (read-only) get a session: a device's credentials must not open the management
+API. The answer is a token that works as an API key named after the user, for
+``console_session_hours``, held in memory (a restart signs everyone out). What the session
+publishes and subscribes to over Socket.IO and polling is checked by the ACL as that user.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, Security
+from pydantic import BaseModel, Field
+
+from ..services.realtime import Denied, sign_in_user
+from .deps import require_key
+from .keys import ApiKeyStore
+from .problems import Problem, problem_responses
+from .routing import API_V1, BEARER, BODY_RESPONSES
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+__all__ = ["install"]
+
+
+class Credentials(BaseModel):
+    username: str = Field(min_length=1, max_length=65535)
+    password: str = Field(max_length=65535)
+
+
+class Session(BaseModel):
+    token: str = Field(description="Send as `Authorization: Bearer <token>`, like an API key.")
+    name: str = Field(description="The user: the name the session acts as (and the ACL sees).")
+    read_only: bool
+    expires: float = Field(description="Unix time the session ends.")
+
+
+def install(app: FastAPI, broker: Broker) -> None:
+    keys: ApiKeyStore = app.state.api_keys
+    router = APIRouter(prefix=API_V1, tags=["session"], generate_unique_id_function=lambda route: route.name)
+
+    @router.post(
+        "/session",
+        status_code=201,
+        summary="Sign in with a broker user's name and password",
+        responses={**problem_responses(401, 403, 429), **BODY_RESPONSES},
+    )
+    async def sign_in(request: Request, credentials: Credentials) -> Session:
+        config = broker.config
+        host = request.client.host if request.client else "http"
+        if broker.login_throttled(host):
+            raise Problem(429, "too many failed logins from this address; try again in a minute")
+        try:
+            client = sign_in_user(broker, credentials.username, credentials.password, "console", host, host)
+        except Denied as denied:
+            raise HTTPException(401, denied.reason, {"WWW-Authenticate": "Bearer"}) from None
+        name = client.username or credentials.username
+        if name in config.console_admins:
+            read_only = False
+        elif name in config.console_users:
+            read_only = True
+        else:
+            raise Problem(403, f"user {name!r} may not use the console (list it in console_users or console_admins)")
+        seconds = config.console_session_hours * 3600
+        token = keys.open_session(name, read_only, seconds)
+        return Session(token=token, name=name, read_only=read_only, expires=time.time() + seconds)
+
+    @router.delete(
+        "/session",
+        status_code=204,
+        summary="Sign out (end this session)",
+        responses=problem_responses(401),
+        dependencies=[Security(BEARER)],
+    )
+    async def sign_out(request: Request) -> Response:
+        require_key(request)
+        token = request.headers["authorization"].partition(" ")[2].strip()
+        keys.close_session(token)
+        return Response(status_code=204)
+
+    app.include_router(router)
