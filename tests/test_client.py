@@ -451,10 +451,10 @@ async def test_start_retries_until_the_broker_appears(wrenmq_server_factory: Cal
     client.start()
     try:
         publishing = asyncio.create_task(client.publish("early/x", b"queued before connecting", 1))
-        await wait_until(lambda: client.stats.connect_attempts >= 3)
+        # Between attempts (during one, there is no next attempt yet): waiting, with the next one set.
+        await wait_until(lambda: client.stats.connect_attempts >= 3 and client.next_attempt_at is not None)
         assert client.state == "connecting"  # never connected yet
         assert isinstance(client.last_error, ConnectError)
-        assert client.next_attempt_at is not None
         wrenmq_server_factory(port=port)
         await client.wait_connected(TIMEOUT)
         async with asyncio.timeout(TIMEOUT):
