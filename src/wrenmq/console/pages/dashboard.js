@@ -1,0 +1,223 @@
+// Dashboard: the broker at a glance, live.
+//
+// GET /api/v1/broker/status every POLL_MS gives the counters; message and byte rates are the
+// differences between two polls (a counter that went down, after a restart, counts as 0). The
+// charts keep a bounded ring of WINDOW_S seconds of points (uPlot, global `uPlot`) and follow the
+// width of their card. External broker connections come from GET /api/v1/brokers.
+// The broker has no total of queued messages, so "Queued" sums the sessions of GET /api/v1/clients
+// (at most QUEUE_SCAN sessions, every QUEUE_POLL_MS; past that the card says "at least").
+
+export const title = "Dashboard";
+
+export const POLL_MS = 2000;
+export const WINDOW_S = 300;                             // the charts show the last 5 minutes
+const MAX_POINTS = Math.ceil(WINDOW_S * 1000 / POLL_MS) + 1;
+const QUEUE_POLL_MS = 10000;
+const QUEUE_SCAN = 1000;
+const CHART_HEIGHT = 200;
+const MIN_SPAN_S = 30;
+
+function duration(seconds) {
+  const s = Math.floor(seconds);
+  const d = Math.floor(s / 86400), hh = Math.floor((s % 86400) / 3600), mm = Math.floor((s % 3600) / 60);
+  if (d) return d + " d " + hh + " h";
+  if (hh) return hh + " h " + mm + " min";
+  if (mm) return mm + " min " + (s % 60) + " s";
+  return s + " s";
+}
+
+export function render(root, ctx) {
+  const { h, api, fmt } = ctx;
+  let closed = false;
+  const timers = [];
+  const charts = [];
+
+  // -- stat cards --------------------------------------------------------------------------------
+  const stats = {};
+  const stat = (key, label) => {
+    const value = h("div", { class: "value", id: "stat-" + key }, "–");
+    const note = h("div", { class: "label dash-note" });
+    stats[key] = { value, note };
+    return h("div", { class: "card stat" }, h("div", { class: "label" }, label), value, note);
+  };
+  const cards = h("div", { class: "grid dash-stats" },
+    stat("connections", "Connections now"), stat("sessions", "Sessions"), stat("subscriptions", "Subscriptions"),
+    stat("retained", "Retained messages"), stat("queued", "Queued messages"), stat("dropped", "Dropped messages"),
+    stat("in", "Messages in / s"), stat("out", "Messages out / s"), stat("uptime", "Uptime"));
+  const problem = h("p", { class: "error", role: "alert", hidden: true });
+  const meta = h("p", { class: "muted dash-meta" }, "Loading…");
+
+  // -- charts ------------------------------------------------------------------------------------
+  const ring = { t: [], msgIn: [], msgOut: [], bytesIn: [], bytesOut: [] };
+  const chartBox = (id, heading) => {
+    const box = h("div", { class: "dash-chart", id });
+    return [box, h("div", { class: "card dash-chart-card" }, h("h2", {}, heading), box)];
+  };
+  const [msgBox, msgCard] = chartBox("chart-messages", "Messages per second");
+  const [byteBox, byteCard] = chartBox("chart-bytes", "Bytes per second");
+
+  function makeChart(box, names, format, floor) {
+    if (typeof uPlot !== "function") {
+      box.append(h("p", { class: "error" }, "The chart library (uPlot) did not load."));
+      return null;
+    }
+    const style = getComputedStyle(document.documentElement);
+    const colors = [style.getPropertyValue("--accent").trim() || "#2f6f8f", style.getPropertyValue("--ok").trim() || "#2e7d4f"];
+    const chart = new uPlot({
+      width: Math.max(200, box.clientWidth),
+      height: CHART_HEIGHT,
+      scales: {
+        // The newest point at the right edge; the span grows with the data to WINDOW_S (at least MIN_SPAN_S).
+        // (From the data itself: for a single point uPlot offers a span of 1000 days.)
+        x: { time: true, range: (u) => {
+          const t = u.data[0];
+          const end = t && t.length ? t[t.length - 1] : Date.now() / 1000;
+          const start = t && t.length ? t[0] : end;
+          return [Math.max(end - WINDOW_S, Math.min(start, end - MIN_SPAN_S)), end];
+        } },
+        y: { range: (u, min, max) => [0, Math.max(floor, (max || 0) * 1.15)] },
+      },
+      axes: [
+        { stroke: "#5d6677", grid: { stroke: "#eef0f3" }, space: 70, values: (u, ticks) => ticks.map((t) => fmt.time(t)) },
+        { stroke: "#5d6677", grid: { stroke: "#eef0f3" }, size: 60, values: (u, ticks) => ticks.map(format) },
+      ],
+      series: [
+        {},
+        { label: names[0], stroke: colors[0], width: 2, fill: colors[0] + "14", value: (u, v) => (v == null ? "–" : format(v)) },
+        { label: names[1], stroke: colors[1], width: 2, value: (u, v) => (v == null ? "–" : format(v)) },
+      ],
+      legend: { live: true },
+      cursor: { drag: { x: false, y: false } },
+    }, [[], [], []], box);
+    charts.push({ chart, box });
+    return chart;
+  }
+
+  const resize = () => {
+    for (const { chart, box } of charts) {
+      const width = Math.max(200, box.clientWidth);
+      if (Math.abs(width - chart.width) > 1) chart.setSize({ width, height: CHART_HEIGHT });
+    }
+  };
+  const observer = typeof ResizeObserver === "function" ? new ResizeObserver(ctx.batch(resize)) : null;
+
+  // -- listeners and external brokers -------------------------------------------------------------
+  const listenerRows = h("tbody", {});
+  const listeners = h("div", { class: "card stack" }, h("h2", {}, "Listeners"),
+    h("div", { class: "table-wrap" }, h("table", { id: "listener-table" },
+      h("thead", {}, h("tr", {}, ...["Listener", "Type", "Address", "State", "Connections", "Accepted"].map(
+        (t) => h("th", { scope: "col" }, t)))),
+      listenerRows)));
+  const brokerRows = h("tbody", {});
+  const brokerEmpty = h("p", { class: "muted", hidden: true },
+    "No external broker connections. Add one in the config file ([[brokers]]) or with POST /api/v1/brokers.");
+  const brokerTable = h("div", { class: "table-wrap" }, h("table", { id: "broker-table" },
+    h("thead", {}, h("tr", {}, ...["Broker", "State", "In", "Out", "Queued", "Last error"].map(
+      (t) => h("th", { scope: "col" }, t)))),
+    brokerRows));
+  const brokers = h("div", { class: "card stack" }, h("h2", {}, "External brokers"), brokerEmpty, brokerTable);
+
+  root.append(h("div", { class: "stack" },
+    h("div", { class: "row dash-head" }, h("h1", {}, "Dashboard"), meta),
+    problem, cards,
+    h("div", { class: "dash-charts" }, msgCard, byteCard),
+    h("div", { class: "dash-tables" }, listeners, brokers)));
+
+  const msgChart = makeChart(msgBox, ["in", "out"], (v) => fmt.rate(v), 5);
+  const byteChart = makeChart(byteBox, ["in", "out"], (v) => fmt.bytes(Math.round(v)), 1024);
+  if (observer) for (const { box } of charts) observer.observe(box);
+  window.addEventListener("resize", resize);
+
+  // -- polling ------------------------------------------------------------------------------------
+  let previous = null;  // { at (ms), counts }
+
+  function push(at, counts) {
+    if (previous) {
+      const dt = (at - previous.at) / 1000;
+      const rate = (key) => Math.max(0, counts[key] - previous.counts[key]) / dt;
+      if (dt > 0) {
+        ring.t.push(at / 1000);
+        ring.msgIn.push(rate("messages_received"));
+        ring.msgOut.push(rate("messages_sent"));
+        ring.bytesIn.push(rate("bytes_received"));
+        ring.bytesOut.push(rate("bytes_sent"));
+        while (ring.t.length > MAX_POINTS) for (const series of Object.values(ring)) series.shift();
+        const last = ring.t.length - 1;
+        stats.in.value.textContent = fmt.rate(ring.msgIn[last]);
+        stats.out.value.textContent = fmt.rate(ring.msgOut[last]);
+        if (msgChart) msgChart.setData([ring.t, ring.msgIn, ring.msgOut]);
+        if (byteChart) byteChart.setData([ring.t, ring.bytesIn, ring.bytesOut]);
+      }
+    }
+    previous = { at, counts };
+  }
+
+  function showStatus(status) {
+    const c = status.counts;
+    for (const key of ["connections", "sessions", "subscriptions", "retained"]) stats[key].value.textContent = fmt.number(c[key]);
+    stats.dropped.value.textContent = fmt.number(c.messages_dropped);
+    stats.dropped.note.textContent = c.messages_expired ? fmt.number(c.messages_expired) + " expired" : "";
+    stats.uptime.value.textContent = duration(status.uptime);
+    stats.connections.note.textContent = fmt.number(c.clients_total) + " since start";
+    meta.textContent = "wrenmq " + status.version + " · " + (status.running ? "running" : "stopped") +
+      " · hot path " + status.hot_path + " · updated " + fmt.time(Date.now() / 1000);
+    const rows = status.listeners.map((l) => h("tr", {},
+      h("td", {}, l.name), h("td", {}, l.type), h("td", { class: "mono" }, l.url),
+      h("td", {}, h("span", { class: "badge " + (status.running ? "ok" : "bad") }, status.running ? "listening" : "stopped")),
+      h("td", {}, fmt.number(l.connections)), h("td", {}, fmt.number(l.connections_total))));
+    listenerRows.replaceChildren(...(rows.length ? rows
+      : [h("tr", {}, h("td", { colspan: "6", class: "muted" }, "No listeners are bound."))]));
+  }
+
+  function showBrokers(list) {
+    brokerEmpty.hidden = list.length > 0;
+    brokerTable.hidden = list.length === 0;
+    brokerRows.replaceChildren(...list.map((b) => h("tr", {},
+      h("td", {}, h("div", {}, b.name), h("div", { class: "muted mono" }, b.url)),
+      h("td", {}, h("span", { class: "badge " + (b.connected ? "ok" : b.state === "stopped" ? "bad" : "") }, b.state),
+        b.state === "reconnecting" && b.next_attempt_at ? h("div", { class: "muted" }, "next " + fmt.time(b.next_attempt_at)) : null),
+      h("td", {}, fmt.number(b.messages_in)), h("td", {}, fmt.number(b.messages_out)),
+      h("td", {}, fmt.number(b.queued), b.dropped ? h("div", { class: "muted" }, fmt.number(b.dropped) + " dropped") : null),
+      h("td", { class: "dash-error" }, b.last_error || b.subscribe_error || "–"))));
+  }
+
+  async function poll() {
+    try {
+      const [status, external] = await Promise.all([api("broker/status"), api("brokers")]);
+      if (closed) return;
+      problem.hidden = true;
+      showStatus(status);
+      push(Date.now(), status.counts);
+      showBrokers(external.brokers);
+    } catch (err) {
+      if (closed || err.status === 401) return;
+      problem.hidden = false;
+      problem.textContent = "The broker's status could not be read: " + err.message;
+    }
+  }
+
+  async function pollQueued() {
+    try {
+      const page = await api("clients", { query: { limit: QUEUE_SCAN } });
+      if (closed) return;
+      const queued = page.items.reduce((sum, item) => sum + item.queued, 0);
+      const partial = page.total > page.items.length;
+      stats.queued.value.textContent = (partial ? "≥ " : "") + fmt.number(queued);
+      stats.queued.note.textContent = partial ? "in the first " + fmt.number(page.items.length) + " sessions" : "";
+    } catch (err) {
+      if (!closed && err.status !== 401) stats.queued.note.textContent = "could not be read";
+    }
+  }
+
+  poll();
+  pollQueued();
+  timers.push(setInterval(poll, POLL_MS), setInterval(pollQueued, QUEUE_POLL_MS));
+
+  return () => {
+    closed = true;
+    for (const timer of timers) clearInterval(timer);
+    window.removeEventListener("resize", resize);
+    if (observer) observer.disconnect();
+    for (const { chart } of charts) chart.destroy();
+  };
+}
