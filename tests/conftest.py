@@ -54,3 +54,12 @@ def clients() -> Iterator[Callable[..., RawClient]]:
     yield make
     for client in made:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, launched once per test module (see tests/browser.py)."""
+    from browser import chromium
+
+    with chromium() as launched:
+        yield launched

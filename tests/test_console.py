@@ -13,19 +13,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from browser import chromium
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 PAGES = ["dashboard", "clients", "topics", "mqtt", "devices", "resources"]
 TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from browser import chromium
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.hooks import Hook, Reject
 from wrenmq.pytest_plugin import WrenmqServer
@@ -32,12 +31,6 @@ TIMEOUT = 5.0
 TIMEOUT_MS = 15_000
 ARTIFACTS = Path(__file__).parent / "artifacts"
 KIND_KEY = "wrenmq.console.resources.kind"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from browser import chromium
 from paho_sync import MQTTv5, MQTTv311, PahoFactory
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.auth.passwords import PasswordFile
@@ -26,12 +25,6 @@ TIMEOUT_MS = 15_000
 ARTIFACTS = Path(__file__).parent / "artifacts"
 PANEL = "section.mqtt-connection:not([hidden])"
 RECONNECT_WAIT_MS = 2500  # longer than the page's reconnect period (2 s)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from browser import chromium
 from paho_sync import MQTTv5, MQTTv311, PahoClient
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
@@ -28,12 +27,6 @@ from wrenmq.pytest_plugin import WrenmqServer
 TIMEOUT = 5.0
 TIMEOUT_MS = 15_000
 ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture

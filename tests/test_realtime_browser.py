@@ -20,7 +20,6 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from browser import chromium
 from paho_sync import MQTTv5, PahoClient
 from serveproc import free_port
 from wrenmq.pytest_plugin import WrenmqServer
@@ -49,12 +48,6 @@ window.start = function (options, filter) {
 };
 </script>
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture
