@@ -296,13 +296,30 @@ def test_broker_status(api: Api) -> None:
     [listener] = status["listeners"]
     assert listener["type"] == "tcp" and listener["url"] == f"mqtt://127.0.0.1:{api.server.port}"
     assert listener["connections"] == 2 and listener["connections_total"] == 2
+    assert listener["listening"] is True
     counts = status["counts"]
     assert counts["connections"] == 2 and counts["sessions"] == 2
     assert counts["subscriptions"] == 1 and counts["retained"] == 1
     assert counts["messages_received"] == 1 and counts["messages_sent"] == 1
     assert counts["messages_dropped"] == 0
+    assert counts["queued"] == 0
     compat = api.http.get("/broker/status").json()
     assert compat.keys() == status.keys() and compat["counts"]["retained"] == 1
+
+
+def test_broker_status_counts_queued_messages(api: Api) -> None:
+    """``queued`` counts the QoS 1 messages waiting for a disconnected persistent session [MQTT-3.1.2-5]."""
+    away = api.raw("away", properties={_P.SESSION_EXPIRY_INTERVAL: 300})
+    away.subscribe("q/#", 1)
+    away.disconnect()
+    wait_offline(api, "away")
+    publisher = api.raw("queue-pub")
+    for n in range(3):
+        publisher.publish(f"q/{n}", b"x", 1)
+    deadline = time.monotonic() + 5
+    while api.http.get("/api/v1/broker/status").json()["counts"]["queued"] != 3:
+        assert time.monotonic() < deadline, "the three messages were not counted as queued"
+        time.sleep(0.05)
 
 
 # -- clients -----------------------------------------------------------------------------------

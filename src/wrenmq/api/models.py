@@ -178,6 +178,7 @@ class ListenerInfo(BaseModel):
     url: str
     connections: int = Field(description="Network connections open now (including ones not yet CONNECTed).")
     connections_total: int = Field(description="Connections accepted since start.")
+    listening: bool = Field(description="Accepting connections now.")
 
 
 class BrokerCounts(BaseModel):
@@ -185,6 +186,7 @@ class BrokerCounts(BaseModel):
     sessions: int = Field(description="Sessions, with or without a connection.")
     subscriptions: int
     retained: int = Field(description="Retained messages stored.")
+    queued: int = Field(description="QoS 1 and 2 messages waiting in sessions' offline queues.")
     messages_received: int = Field(description="PUBLISH packets received from clients, and wills.")
     messages_sent: int = Field(description="PUBLISH packets sent to clients.")
     messages_dropped: int = Field(description="Messages dropped: queues full, slow consumers, denied, too large.")

@@ -25,6 +25,7 @@ def broker_status(broker: Broker) -> BrokerStatus:
             url=found.url,
             connections=found.connections,
             connections_total=found.connections_total,
+            listening=found.bound,
         )
         for found in broker.listeners
     ]
@@ -33,6 +34,7 @@ def broker_status(broker: Broker) -> BrokerStatus:
         sessions=len(broker.sessions),
         subscriptions=broker.router.count,
         retained=len(broker.retained),
+        queued=sum(len(session.queue) for session in broker.sessions.values()),
         messages_received=stats.messages_received,
         messages_sent=stats.messages_sent,
         messages_dropped=stats.messages_dropped,

@@ -4,16 +4,12 @@
 // differences between two polls (a counter that went down, after a restart, counts as 0). The
 // charts keep a bounded ring of WINDOW_S seconds of points (uPlot, global `uPlot`) and follow the
 // width of their card. External broker connections come from GET /api/v1/brokers.
-// The broker has no total of queued messages, so "Queued" sums the sessions of GET /api/v1/clients
-// (at most QUEUE_SCAN sessions, every QUEUE_POLL_MS; past that the card says "at least").
 
 export const title = "Dashboard";
 
 export const POLL_MS = 2000;
 export const WINDOW_S = 300;                             // the charts show the last 5 minutes
 const MAX_POINTS = Math.ceil(WINDOW_S * 1000 / POLL_MS) + 1;
-const QUEUE_POLL_MS = 10000;
-const QUEUE_SCAN = 1000;
 const CHART_HEIGHT = 200;
 const MIN_SPAN_S = 30;
 
@@ -154,7 +150,9 @@ export function render(root, ctx) {
 
   function showStatus(status) {
     const c = status.counts;
-    for (const key of ["connections", "sessions", "subscriptions", "retained"]) stats[key].value.textContent = fmt.number(c[key]);
+    for (const key of ["connections", "sessions", "subscriptions", "retained", "queued"]) {
+      stats[key].value.textContent = fmt.number(c[key]);
+    }
     stats.dropped.value.textContent = fmt.number(c.messages_dropped);
     stats.dropped.note.textContent = c.messages_expired ? fmt.number(c.messages_expired) + " expired" : "";
     stats.uptime.value.textContent = duration(status.uptime);
@@ -163,7 +161,7 @@ export function render(root, ctx) {
       " · hot path " + status.hot_path + " · updated " + fmt.time(Date.now() / 1000);
     const rows = status.listeners.map((l) => h("tr", {},
       h("td", {}, l.name), h("td", {}, l.type), h("td", { class: "mono" }, l.url),
-      h("td", {}, h("span", { class: "badge " + (status.running ? "ok" : "bad") }, status.running ? "listening" : "stopped")),
+      h("td", {}, h("span", { class: "badge " + (l.listening ? "ok" : "bad") }, l.listening ? "listening" : "stopped")),
       h("td", {}, fmt.number(l.connections)), h("td", {}, fmt.number(l.connections_total))));
     listenerRows.replaceChildren(...(rows.length ? rows
       : [h("tr", {}, h("td", { colspan: "6", class: "muted" }, "No listeners are bound."))]));
@@ -196,22 +194,8 @@ export function render(root, ctx) {
     }
   }
 
-  async function pollQueued() {
-    try {
-      const page = await api("clients", { query: { limit: QUEUE_SCAN } });
-      if (closed) return;
-      const queued = page.items.reduce((sum, item) => sum + item.queued, 0);
-      const partial = page.total > page.items.length;
-      stats.queued.value.textContent = (partial ? "≥ " : "") + fmt.number(queued);
-      stats.queued.note.textContent = partial ? "in the first " + fmt.number(page.items.length) + " sessions" : "";
-    } catch (err) {
-      if (!closed && err.status !== 401) stats.queued.note.textContent = "could not be read";
-    }
-  }
-
   poll();
-  pollQueued();
-  timers.push(setInterval(poll, POLL_MS), setInterval(pollQueued, QUEUE_POLL_MS));
+  timers.push(setInterval(poll, POLL_MS));
 
   return () => {
     closed = true;
