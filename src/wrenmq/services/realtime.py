@@ -34,6 +34,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Iterator
+from time import time as _now
 from typing import TYPE_CHECKING, Any
 
 from ..hooks import READ, WRITE, Hook, Reject
@@ -108,24 +109,31 @@ class Journal:
         self.size = size
         self.max_bytes = max_bytes
         self.seconds = seconds
-        self.entries: deque[tuple[int, float, Message]] = deque()
+        self.entries: deque[tuple[int, float, Message]] = deque(maxlen=size)  # size 0: no journal
         self.bytes = 0
         self.seq = 0
 
     def append(self, message: Message, now: float) -> int:
         self.seq += 1
-        if self.size:
-            entries = self.entries
+        entries = self.entries
+        if entries.maxlen:
+            if len(entries) == entries.maxlen:  # the deque drops the oldest itself: account for it
+                self.bytes -= len(entries[0][2].payload)
             entries.append((self.seq, now, message))
             self.bytes += len(message.payload)
-            while entries and (
-                len(entries) > self.size or self.bytes > self.max_bytes or now - entries[0][1] > self.seconds
-            ):
-                self.bytes -= len(entries.popleft()[2].payload)
+            if self.bytes > self.max_bytes or now - entries[0][1] > self.seconds:
+                self._trim(now)
         return self.seq
 
+    def _trim(self, now: float) -> None:
+        entries = self.entries
+        while entries and (self.bytes > self.max_bytes or now - entries[0][1] > self.seconds):
+            self.bytes -= len(entries.popleft()[2].payload)
+
     def since(self, timestamp: float) -> Iterator[tuple[int, float, Message]]:
-        """Entries newer than ``timestamp`` (server time), oldest first."""
+        """Entries newer than ``timestamp`` (server time), oldest first. ``timestamp`` may be one a
+        client was sent, rounded to the microsecond: the entry it came from is not sent again."""
+        timestamp += 5e-7
         entries = self.entries
         if not entries or entries[-1][1] <= timestamp:
             return
@@ -267,6 +275,7 @@ class RealtimeService(Hook):
             config.realtime_journal_size, config.realtime_journal_bytes, config.realtime_journal_seconds
         )
         self.presence = PresenceBoard(self, config.realtime_presence_prefix)
+        self._presence_prefix = self.presence.topic_prefix
         self.subscribers: dict[str, Subscriber] = {}
         self.listeners: list[Any] = []  # called with (subscriber) when its inbox gets something
         self.messages_sent = 0
@@ -446,9 +455,9 @@ class RealtimeService(Hook):
 
     def on_publish(self, client: Connection | None, message: Message) -> Message:
         topic = message.topic
-        if topic.startswith(self.presence.topic_prefix):
+        if topic.startswith(self._presence_prefix):
             self._presence_message(client, message)
-        now = round(time.time(), 6)  # as message_json sends it: `since` = a timestamp seen excludes that message
+        now = _now()
         seq = self.journal.append(message, now)
         if self.subscribers:
             for subscriber in self.subscribers.values():
