@@ -24,6 +24,7 @@ import pytest
 
 from mqttraw import RawClient
 from paho_sync import MQTTv5, MQTTv311, PahoClient
+from problems import problem
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.auth.passwords import PasswordFile
 from wrenmq.hooks import Hook, Reject
@@ -33,7 +34,6 @@ from wrenmq.mqtt.reason_codes import ReasonCode
 from wrenmq.pytest_plugin import WrenmqServer
 
 _P = PropertyId
-PROBLEM = "application/problem+json"
 TIMEOUT = 5.0
 
 
@@ -97,16 +97,6 @@ def api_factory(wrenmq_server_factory: Callable[..., WrenmqServer]) -> Iterator[
 @pytest.fixture
 def api(api_factory: Callable[..., Api]) -> Api:
     return api_factory()
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    """Assert ``response`` is an RFC 9457 problem with ``status``; returns its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["title"] and body["detail"] and body["type"]
-    return body
 
 
 def fields(body: dict[str, Any]) -> dict[str, str]:

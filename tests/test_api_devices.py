@@ -20,11 +20,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from paho_sync import MQTTv5, MQTTv311, PahoClient
+from problems import problem
 from test_presence import Device, by_id, snapshot_until
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
-PROBLEM = "application/problem+json"
 TIMEOUT = 10.0
 D = "/api/v1/devices"
 PROTOCOLS = [pytest.param(MQTTv311, id="3.1.1"), pytest.param(MQTTv5, id="5.0")]
@@ -98,14 +98,6 @@ def api_factory(wrenmq_server_factory: Callable[..., WrenmqServer]) -> Iterator[
 @pytest.fixture
 def api(api_factory: Callable[..., Api]) -> Api:
     return api_factory()
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"]
-    return body
 
 
 def fields(body: dict[str, Any]) -> dict[str, str]:

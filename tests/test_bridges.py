@@ -22,11 +22,11 @@ from paho.mqtt.properties import Properties
 
 from mosquitto_fixture import MOSQUITTO, MosquittoBroker
 from paho_sync import MQTTv5, MQTTv311, PahoClient
+from problems import PROBLEM
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.config import ConfigError, load_config
 from wrenmq.pytest_plugin import WrenmqServer
 
-PROBLEM = "application/problem+json"
 TIMEOUT = 10.0
 
 pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed")

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from paho_sync import MQTTv5, MQTTv311, PahoClient
+from problems import problem
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
@@ -28,7 +29,6 @@ from wrenmq.pytest_plugin import WrenmqServer
 TIMEOUT = 5.0
 POLL = "/api/v1/realtime/poll"
 ROOT = Path(__file__).resolve().parents[1]
-PROBLEM = "application/problem+json"
 
 
 class Poller:
@@ -128,14 +128,6 @@ def users(tmp_path: Path) -> dict[str, Any]:
 
 def basic(username: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
-
-
-def problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status and body["detail"]
-    return body
 
 
 # -- sessions ---------------------------------------------------------------------------------------

@@ -22,11 +22,11 @@ import httpx
 import pytest
 
 from paho_sync import MQTTv5, MQTTv311, PahoClient
+from problems import PROBLEM
 from serveproc import clean_env
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
-PROBLEM = "application/problem+json"
 TIMEOUT = 10.0
 R = "/api/v1/resources"
 
