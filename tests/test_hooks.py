@@ -153,6 +153,40 @@ def test_hooks_run_in_order_and_first_can_go_in_front(wrenmq_server, clients):
     assert calls == ["first", "a", "b"]
 
 
+def test_hooks_that_run_last_stay_behind_hooks_added_later(wrenmq_server, clients):
+    """wrenmq feature: a ``runs_last`` hook (one that passes messages on, like the realtime service)
+    runs after every other hook, even one added after it, so it never sees a message that a later
+    hook refuses."""
+    calls: list[str] = []
+
+    class Tag(Hook):
+        def __init__(self, tag: str, last: bool = False, refuse: bool = False) -> None:
+            self.tag = tag
+            self.runs_last = last
+            self.refuse = refuse
+
+        def on_publish(self, client: Any, message: Message) -> Message:
+            calls.append(self.tag)
+            if self.refuse and message.topic.startswith("no/"):
+                raise Reject(ReasonCode.NOT_AUTHORIZED, "no")
+            return message
+
+    add_hook(wrenmq_server, Tag("passer-on", last=True))
+    add_hook(wrenmq_server, Tag("a"))
+    add_hook(wrenmq_server, Tag("gate", refuse=True))
+
+    async def front() -> None:
+        wrenmq_server.broker.hooks.add(Tag("first"), first=True)
+
+    wrenmq_server.call(front())
+    wrenmq_server.publish("order/x", b"")
+    assert calls == ["first", "a", "gate", "passer-on"]
+    calls.clear()
+    with pytest.raises(Reject):
+        wrenmq_server.publish("no/x", b"")
+    assert calls == ["first", "a", "gate"]
+
+
 class Gatekeeper(Hook):
     """Lets in only user 'ok' (password 'pw'); may publish only under 'own/'; may read only 'own/#'."""
 

@@ -448,3 +448,28 @@ def test_static_files_are_package_data() -> None:
     assert all(package / "static" / name in covered for name in STATIC)
     uncovered = [str(path) for path in served if path not in covered]
     assert not uncovered, uncovered
+
+
+def test_a_message_refused_by_a_later_hook_reaches_no_poll_session(poller: Poller) -> None:
+    """wrenmq feature: the realtime service runs after every other publish hook (``runs_last``), so
+    a hook added after the API started that refuses a message keeps it from browsers too, as from
+    MQTT subscribers."""
+    from wrenmq.hooks import Hook, Reject
+
+    class Censor(Hook):
+        def on_publish(self, client: Any, message: Any) -> Any:
+            if message.topic.startswith("secret/"):
+                raise Reject(reason="censored")
+            return message
+
+    session = poller.open({"filters": ["#"], "retained": False})
+
+    async def add() -> None:
+        poller.server.broker.hooks.add(Censor())
+
+    poller.server.call(add())
+    with pytest.raises(Reject):
+        poller.server.publish("secret/plans", b"x")
+    poller.server.publish("public/news", b"y")
+    (message,) = poller.messages(session["id"], 1)
+    assert message["topic"] == "public/news"

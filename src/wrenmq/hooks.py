@@ -25,9 +25,11 @@ The events, in the order a client meets them:
 ``on_publish(client, message) -> Message``
     A message is about to be routed (``client`` is None when the broker itself publishes: the API,
     wills, $SYS). Return it, or a new ``Message`` to change it; raise ``Reject`` to drop it (the
-    publisher gets the reason code in MQTT 5). Runs after the ACL check. A hook that cares about
-    some topics only sets ``publish_topics`` to their prefixes: it is called for those alone, and
-    a message on no hook's prefix skips the publish hooks for one ``str.startswith``.
+    publisher gets the reason code in MQTT 5). Runs after the ACL check. A hook with ``runs_last``
+    (one that passes messages on) runs after every hook without it, whatever order they came in.
+    A hook that cares about some topics only sets ``publish_topics`` to their prefixes: it is
+    called for those alone, and a message on no hook's prefix skips the publish hooks for one
+    ``str.startswith``.
 ``on_message_delivered(client, message)``
     A PUBLISH was written to ``client``.
 ``on_disconnect(client, reason, expected)``
@@ -116,6 +118,9 @@ class Hook:
 
     name = "hook"
     publish_topics: tuple[str, ...] | None = None  # on_publish only for topics with these prefixes
+    # Hooks that pass messages on (to browsers, streams) run after every hook that may change or
+    # refuse a message, so what they pass on is what the broker routes.
+    runs_last = False
 
     def handles(self, event: str) -> bool:
         """Whether this hook takes part in ``event`` (an ``on_*`` name), asked once when it is added.

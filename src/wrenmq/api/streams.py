@@ -101,6 +101,7 @@ class StreamHub(Hook):
     """The open streams of one API, and the publish hook that feeds them while there are any."""
 
     name = "api-streams"
+    runs_last = True  # browsers get only what no other hook refused
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker

@@ -49,13 +49,20 @@ class HookSet:
         self.session_expired: list[Any] = []
 
     def add(self, hook: Any, first: bool = False) -> None:
-        """Register ``hook`` (a ``wrenmq.hooks.Hook``) after the others, or before them."""
+        """Register ``hook`` (a ``wrenmq.hooks.Hook``) after the others, or before them. Hooks that
+        say ``runs_last`` stay behind every hook that does not, whenever either was added."""
         if not isinstance(hook, Hook):
             raise TypeError(f"{hook!r} is not a wrenmq.hooks.Hook")
-        if first:
-            self.hooks.insert(0, hook)
+        hooks = self.hooks
+        if first and not hook.runs_last:
+            hooks.insert(0, hook)
+        elif hook.runs_last:
+            hooks.append(hook)
         else:
-            self.hooks.append(hook)
+            at = len(hooks)
+            while at and hooks[at - 1].runs_last:
+                at -= 1
+            hooks.insert(at, hook)
         self._index()
 
     def remove(self, hook: Any) -> None:

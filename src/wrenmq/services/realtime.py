@@ -266,6 +266,7 @@ class RealtimeService(Hook):
     are its two faces. One per API server."""
 
     name = "realtime"
+    runs_last = True  # browsers get only what no other hook refused
 
     def __init__(self, broker: Broker, api_keys: ApiKeyStore) -> None:
         config = broker.config
