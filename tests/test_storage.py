@@ -533,3 +533,15 @@ async def test_throughput_sanity(tmp_path: Path, capsys: pytest.CaptureFixture[s
         await store.close()
     with capsys.disabled():
         print("\nstorage throughput (100k messages of 100 B):", *lines, sep="\n  ")
+
+
+async def test_ops_of_one_loop_callback_commit_together(store: SqliteStorage) -> None:
+    """What one packet changes (a routed message and its publisher's QoS 2 packet id) lands in one
+    commit, however the writer thread is scheduled meanwhile: split across a crash, it would deliver
+    the message twice [MQTT-4.3.3-9]."""
+    commits = store.commits
+    store.message_add("sub", queued(0))
+    time.sleep(0.1)  # the writer thread is idle and free to run: it must not take half the packet
+    store.inbound_add("pub", 7)
+    await store.flush()
+    assert store.commits == commits + 1

@@ -725,25 +725,17 @@ class Broker:
             for topic_filter, qos in granted:
                 hooks.notify(hooks.subscribe, conn, topic_filter, qos)
 
-        def acknowledge() -> None:
-            if conn.closed:
-                return
-            conn._write(suback)
-            now = self.loop.time()
-            for sub, message in retained:
-                if message.expired(now):
-                    continue
-                sid = sub.subscription_id
-                qos = sub.qos if sub.qos < message.qos else message.qos
-                # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
-                session.deliver(message, qos, True, None if sid is None else [sid], None, now, None)
-
-        if self.persist.strict and session.persistent:
-            # Strict durability covers subscriptions too: SUBACK only once they are committed.
-            # (Matching messages may flow before the SUBACK, as section 3.8.4 allows.)
-            self.storage.barrier(acknowledge)
-        else:
-            acknowledge()
+        # Strict durability covers subscriptions too: a persistent session's SUBACK (and all that
+        # follows it on the connection, retained messages included) waits for their commit.
+        conn.send_suback(suback)
+        now = self.loop.time()
+        for sub, message in retained:
+            if message.expired(now):
+                continue
+            sid = sub.subscription_id
+            qos = sub.qos if sub.qos < message.qos else message.qos
+            # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
+            session.deliver(message, qos, True, None if sid is None else [sid], None, now, None)
 
     def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
         session = conn.session
@@ -758,8 +750,8 @@ class Broker:
             if existed and self.hooks.unsubscribe:
                 self.hooks.notify(self.hooks.unsubscribe, conn, topic_filter)
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
-        conn._write(encode(p.Unsuback(packet.packet_id, codes), conn.version))  # [MQTT-3.10.4-4]
         self.persist.session_put(session, connected=True)
+        conn.send_suback(encode(p.Unsuback(packet.packet_id, codes), conn.version))  # [MQTT-3.10.4-4]
 
     # -- restore -------------------------------------------------------------------------
 

@@ -79,8 +79,8 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._stalled_since = 0.0  # when the write buffer last passed its high-water mark
         self._blocked: set[Connection] = set()  # publishers paused on this connection's buffer
-        self._pending_acks: list[bytes] = []  # acks waiting for a storage commit (strict durability)
-        self._acks_covered = 0  # how many of them a registered storage barrier will release
+        self._held: list[bytes] = []  # output waiting for a storage commit (strict durability)
+        self._held_covered = 0  # how many of them a registered storage barrier will release
         self._inbound_unacked = 0
         self.opened_at = 0.0
         self.idle_limit = 0.0  # 1.5 x keep alive; 0: no limit
@@ -168,11 +168,9 @@ class Connection(asyncio.Protocol):
             self.broker.stats.internal_errors += 1
             log.exception("internal error handling a packet from %s", self.client_id or self.peer)
             self.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-        uncovered = len(self._pending_acks) - self._acks_covered
-        if uncovered > 0:
-            # One barrier per read covers every ack this read deferred; barriers fire in order.
-            self._acks_covered += uncovered
-            self.broker.storage.barrier(lambda: self._release_acks(uncovered))
+        persist = self.broker.persist
+        if persist.held:
+            persist.seal()  # one barrier covers all output this read held back, on every connection
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed and self.transport is None:
@@ -210,6 +208,15 @@ class Connection(asyncio.Protocol):
     # -- output --------------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        """Send ``data`` after everything before it: behind held output while there is some."""
+        if self._held:
+            self._hold(data)
+        else:
+            self._out.append(data)
+            self._queued(len(data))
+
+    def _emit(self, data: bytes) -> None:
+        """Send ``data`` now, ahead of any held output (the last words of a closing connection)."""
         self._out.append(data)
         self._queued(len(data))
 
@@ -313,11 +320,16 @@ class Connection(asyncio.Protocol):
             return
         if dup:
             head = bytes((head[0] | 0x08,)) + head[1:]
-        out = self._out
-        out.append(head)
-        out.append(PACKET_ID_BYTES[delivery.packet_id])
-        out.append(tail)
-        self._queued(len(head) + 2 + len(tail))
+        if self._held or self._durable_session():
+            # The client may hold on to this packet id (QoS 2) across our crash: the record that
+            # says which message it names must be committed before the id goes out.
+            self._hold(head + PACKET_ID_BYTES[delivery.packet_id] + tail)
+        else:
+            out = self._out
+            out.append(head)
+            out.append(PACKET_ID_BYTES[delivery.packet_id])
+            out.append(tail)
+            self._queued(len(head) + 2 + len(tail))
         broker = self.broker
         broker.stats.messages_sent_qos[delivery.qos] += 1
         if broker.hooks.delivered:
@@ -326,28 +338,71 @@ class Connection(asyncio.Protocol):
             self._backpressure(publisher)
 
     def send_pubrel(self, packet_id: int) -> None:
-        self._write(b"\x62\x02" + PACKET_ID_BYTES[packet_id])
-
-    def _ack(self, data: bytes, durable: bool = False) -> None:
-        """Send an acknowledgement of an inbound PUBLISH. ``durable`` acks (strict durability,
-        the message was stored) wait for the commit; later acks queue behind them so acks keep
-        the order of the PUBLISHes [MQTT-4.6.0-2]."""
-        if durable or self._pending_acks:
-            self._pending_acks.append(data)
+        data = b"\x62\x02" + PACKET_ID_BYTES[packet_id]
+        if self._durable_session():
+            self._hold(data)  # after the PUBREC's state change is committed: see send_publish
         else:
             self._write(data)
 
-    def _release_acks(self, count: int) -> None:
-        """A storage commit covered the first ``count`` deferred acks: send them."""
-        acks = self._pending_acks[:count]
-        del self._pending_acks[:count]
-        self._acks_covered -= count
-        if self.closed:
-            return
-        for data in acks:
+    def send_suback(self, data: bytes) -> None:
+        """SUBACK or UNSUBACK: a persistent session's subscriptions are committed first."""
+        if self._durable_session():
+            self._hold(data)
+        else:
+            self._write(data)
+
+    def _durable_session(self) -> bool:
+        """Whether output that announces a change to this client's session must wait for its commit."""
+        if not self.broker.persist.strict:
+            return False
+        session = self.session
+        return session is not None and session.expiry_interval > 0
+
+    def _ack(self, data: bytes, durable: bool = False) -> None:
+        """Send an acknowledgement of an inbound packet. ``durable`` acks (strict durability: what
+        they acknowledge was stored) wait for the commit; every later output queues behind held
+        output, so acks keep the order of the packets they answer [MQTT-4.6.0-2]."""
+        if durable or self._held:
+            self._hold(data)
+        else:
             if data[0] == 0x40:
                 self._inbound_unacked -= 1
-            self._write(data)
+            self._out.append(data)
+            self._queued(len(data))
+
+    # -- output held for a storage commit (strict durability) -------------------------------------
+    # What the broker tells a client (PUBACK, PUBREC, PUBCOMP, SUBACK, a PUBLISH or PUBREL to a
+    # persistent session) must never run ahead of what it has committed: after a kill -9 the broker
+    # restarts from its store and must agree with what every client was told. Such output, and all
+    # output after it on the same connection, waits in ``_held`` until a storage barrier releases it.
+
+    def _hold(self, data: bytes) -> None:
+        held = self._held
+        held.append(data)
+        if len(held) - self._held_covered == 1:
+            self.broker.persist.hold(self)  # the first item no barrier covers yet
+
+    def cover_held(self) -> int:
+        """How many held items the barrier being registered now will release (all of them so far)."""
+        count = len(self._held) - self._held_covered
+        self._held_covered += count
+        return count
+
+    def release_held(self, count: int) -> None:
+        """A storage commit covered the first ``count`` held items: send them."""
+        items = self._held[:count]
+        del self._held[:count]
+        self._held_covered -= count
+        if self.closed:
+            return  # the session keeps its state; the client is told again when it resumes
+        out = self._out
+        size = 0
+        for data in items:
+            if data[0] == 0x40:
+                self._inbound_unacked -= 1
+            out.append(data)
+            size += len(data)
+        self._queued(size)
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -378,10 +433,10 @@ class Connection(asyncio.Protocol):
             props = dict(properties or {})
             if self.request_problem_info:
                 props[PropertyId.REASON_STRING] = reason[:256]
-            self._write(encode(p.Disconnect(code, props), 5))
+            self._emit(encode(p.Disconnect(code, props), 5))
         elif self.version == 5 and not self.connected and code >= 0x80:
             # A violation before CONNACK is answered with a CONNACK carrying the reason [MQTT-4.13.1-1].
-            self._write(encode(p.Connack(False, code), 5))
+            self._emit(encode(p.Connack(False, code), 5))
         self.close(reason)
 
     def protocol_violation(self, exc: ProtocolError) -> None:
@@ -421,7 +476,7 @@ class Connection(asyncio.Protocol):
 
     def write_now(self, data: bytes) -> None:
         """Write at once when nothing is queued (CONNACK): saves a loop callback per connection."""
-        if self._out or self.transport is None:
+        if self._out or self._held or self.transport is None:
             self._write(data)
         else:
             self.broker.stats.bytes_sent += len(data)
@@ -506,8 +561,6 @@ class Connection(asyncio.Protocol):
                 self._ack(b"\x40\x03" + pid + b"\x10", durable)  # No matching subscribers
             else:
                 self._ack(b"\x40\x02" + pid, durable)
-            if not self._pending_acks:
-                self._inbound_unacked -= 1
         else:
             session.inbound_qos2.add(packet.packet_id)  # type: ignore[arg-type]
             if session.persistent:
@@ -568,7 +621,8 @@ class Connection(asyncio.Protocol):
         if not qos:
             return
         pid = PACKET_ID_BYTES[packet.packet_id]  # type: ignore[index]
-        self._inbound_unacked -= 1
+        if qos == 2:
+            self._inbound_unacked -= 1  # a QoS 1 PUBLISH counts until its PUBACK is written (_ack)
         if self.version == 5:
             # A PUBREC with a failure code ends the QoS 2 exchange [MQTT-4.3.3-4 context].
             self._ack(bytes((0x40 if qos == 1 else 0x50, 3)) + pid + bytes((code,)))
@@ -611,9 +665,13 @@ class Connection(asyncio.Protocol):
         pid = PACKET_ID_BYTES[packet.packet_id]
         if packet.packet_id in session.inbound_qos2:
             session.inbound_qos2.discard(packet.packet_id)
+            durable = False
             if session.persistent:
                 self.broker.persist.inbound_delete(session, packet.packet_id)
-            self._ack(b"\x70\x02" + pid)
+                # The client may reuse the packet id once it has PUBCOMP: the id must be free in the
+                # store by then, or a new message on it is taken for a resend and lost after a crash.
+                durable = self.broker.persist.strict
+            self._ack(b"\x70\x02" + pid, durable)
         elif self.version == 5:
             self._ack(b"\x70\x03" + pid + bytes((ReasonCode.PACKET_IDENTIFIER_NOT_FOUND,)))
         else:

@@ -1,7 +1,11 @@
 """SQLite persistence with one writer thread and group commit.
 
 The event loop only appends ops to a list; the writer takes everything queued, folds it (``batch.fold``),
-writes it in one transaction and then runs the barrier callbacks that were waiting for it. In strict mode
+writes it in one transaction and then runs the barrier callbacks that were waiting for it.
+
+Ops are staged on the loop and handed to the writer together at the end of the loop callback that made
+them (or at a ``barrier``), so what one packet changed lands in one commit: a routed QoS 2 message and
+its publisher's packet id can never be split across a crash, which would deliver the message twice. In strict mode
 it commits as soon as there is work, so batches grow by themselves while a commit (an fsync) runs; in
 relaxed mode it also waits up to ``commit_interval`` after the first op to gather more.
 """
@@ -208,6 +212,8 @@ class SqliteStorage(Storage):
         self._closed = False
         self._close_task: asyncio.Future[None] | None = None
         self._dropped_after_close = 0
+        self._staged: list[ops.Op] = []  # the loop's ops not yet handed to the writer (loop thread only)
+        self._hand_over_scheduled = False
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -247,17 +253,38 @@ class SqliteStorage(Storage):
     # -- the event loop's side: enqueue only -------------------------------------------------------------
 
     def _enqueue(self, op: ops.Op) -> None:
+        if self._closed:
+            self._drop_late(1, op)
+            return
+        staged = self._staged
+        staged.append(op)
+        if not self._hand_over_scheduled:
+            self._hand_over_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Give the writer every op staged so far, in one piece (see the module docstring)."""
+        self._hand_over_scheduled = False
+        staged = self._staged
+        if not staged:
+            return
+        self._staged = []
         with self._cond:
             if self._stopping or self._closed:
-                self._dropped_after_close += 1
-                if self._dropped_after_close == 1:  # once: a shutdown can race many late writes
-                    log.warning("storage is closed; dropping writes (first: op kind %d)", op[0])
+                self._drop_late(len(staged), staged[0])
                 return
-            self._ops.append(op)
-            self.ops_enqueued += 1
-            if len(self._ops) == 1:
+            was_idle = not self._ops
+            self._ops.extend(staged)
+            self.ops_enqueued += len(staged)
+            if was_idle:
                 self._first_op_at = time.monotonic()
                 self._cond.notify()
+
+    def _drop_late(self, count: int, first: ops.Op) -> None:
+        if not self._dropped_after_close:  # once: a shutdown can race many late writes
+            log.warning("storage is closed; dropping writes (first: op kind %d)", first[0])
+        self._dropped_after_close += count
 
     def retain_set(self, msg: StoredMessage) -> None:
         self._enqueue((ops.RETAIN_SET, msg.topic, msg))
@@ -288,7 +315,7 @@ class SqliteStorage(Storage):
 
     @property
     def dirty(self) -> bool:
-        return self.ops_enqueued != self._committed
+        return bool(self._staged) or self.ops_enqueued != self._committed
 
     def writable(self) -> bool:
         thread = self._thread
@@ -296,6 +323,7 @@ class SqliteStorage(Storage):
 
     def barrier(self, callback: Callable[[], None]) -> None:
         loop = self._loop or asyncio.get_running_loop()
+        self._hand_over()
         with self._cond:
             if self.ops_enqueued == self._committed:
                 loop.call_soon(callback)
@@ -304,6 +332,7 @@ class SqliteStorage(Storage):
 
     async def flush(self) -> None:
         """Like ``Storage.flush``, but a relaxed-mode writer stops waiting for more ops and commits now."""
+        self._hand_over()
         with self._cond:
             if self._ops:
                 self._urgent = True
