@@ -421,6 +421,47 @@ def test_packet_id_a_subscriber_holds_names_the_same_message_after_kill_9(server
             sub.send(p.Pubcomp(again.packet_id))
 
 
+def test_session_discarded_by_clean_start_stays_gone_after_kill_9(server):  # [MQTT-3.1.2-4], [MQTT-3.2.2-2]
+    """CONNACK to a Clean Start that discards a stored session is sent once the discard is committed:
+    a kill -9 right after it must not bring the session back with Session Present 1."""
+    broker = server()
+    for n in range(4):
+        with persistent_raw(broker.port, "gone", 5) as client:
+            client.subscribe("gone/#", qos=1)
+        # A burst of retained writes keeps the storage writer busy, as load would.
+        with broker.raw(5) as loader:
+            loader.connect("gone-loader")
+            loader.send(b"".join(encode(p.Publish(f"burst/{i}", bytes(4096), 0, True), 5) for i in range(300)))
+            loader.publish("gone/x", b"queued", qos=1)
+        client = RawClient(broker.port, 5)
+        ack = client.connect("gone", clean=True)  # discards the stored session
+        assert (ack.reason_code, ack.session_present) == (0, False)
+        broker.kill()
+        client.close()
+        broker.start()
+        with RawClient(broker.port, 5) as client:
+            ack = client.connect("gone", clean=False, properties={_P.SESSION_EXPIRY_INTERVAL: 300})
+            assert (ack.reason_code, ack.session_present) == (0, False), f"round {n}: the session came back"
+            client.disconnect()
+        with RawClient(broker.port, 5) as client:
+            client.connect("gone", clean=True)  # start the next round from nothing
+
+
+def test_persistent_session_output_keeps_its_order(server):  # [MQTT-3.8.4-4], [MQTT-3.3.1-9]
+    """Output held for a commit holds back what follows it: SUBACK first, then the retained messages."""
+    broker = server()
+    with broker.raw(5) as setter:
+        setter.connect("order-setter")
+        setter.publish("order/a", b"zero", qos=0, retain=True)
+        setter.publish("order/b", b"one", qos=1, retain=True)
+    with persistent_raw(broker.port, "order-sub", 5) as sub:
+        sub.send(p.Subscribe(1, [p.Subscription("order/#", 1)]))
+        first = sub.recv()
+        assert isinstance(first, p.Suback), first
+        got = receive_all(sub, 2)
+        assert sorted(m.payload for m in got) == [b"one", b"zero"]
+
+
 def test_qos2_packet_id_of_unrouted_message_survives_kill_9(server):  # [MQTT-4.3.3-10], [MQTT-4.3.3-11]
     # Nothing stores the message itself (no subscriber), but the packet id awaiting PUBREL is session
     # state: PUBREC must wait for it to be committed. A burst of retained writes keeps the writer busy

@@ -428,6 +428,9 @@ class Broker:
         conn.connect_expiry = expiry
 
         session = self.sessions.get(client_id)
+        # A stored session discarded by Clean Start: CONNACK must not run ahead of that commit, or a
+        # crash could bring back the session the client was told is gone.
+        discarded = clean and session is not None and session.persistent and self.persist.strict
         if session is not None and session.connection is not None:
             old = session.connection
             old.disconnect_reason = "session taken over"
@@ -468,9 +471,13 @@ class Broker:
                 ack_props[_P.MAXIMUM_QOS] = limits.maximum_qos
             if not limits.retain_available:
                 ack_props[_P.RETAIN_AVAILABLE] = 0
-            conn.write_now(encode(p.Connack(session_present, 0, ack_props), version))
+            connack = encode(p.Connack(session_present, 0, ack_props), version)
         else:
-            conn.write_now(_CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED)
+            connack = _CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED
+        if discarded:
+            conn.send_committed(connack)
+        else:
+            conn.write_now(connack)
         conn.start_keepalive()
         if log.isEnabledFor(logging.INFO):
             log.info(

@@ -382,6 +382,10 @@ class Connection(asyncio.Protocol):
         if len(held) - self._held_covered == 1:
             self.broker.persist.hold(self)  # the first item no barrier covers yet
 
+    def send_committed(self, data: bytes) -> None:
+        """Send ``data`` once everything enqueued for storage so far is committed."""
+        self._hold(data)
+
     def cover_held(self) -> int:
         """How many held items the barrier being registered now will release (all of them so far)."""
         count = len(self._held) - self._held_covered
