@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from .principal import Forbidden
+
 if TYPE_CHECKING:
     from ..broker.broker import Broker
 
@@ -112,6 +114,11 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
+async def _on_forbidden(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Forbidden)
+    return Problem(403, exc.reason).response()
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     phrase = HTTPStatus(exc.status_code).phrase
@@ -141,7 +148,10 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _DESCRIPTIONS = {
     400: "The body could not be decoded (JSON must be UTF-8)",
     401: "No valid API key (Authorization: Bearer <key>)",
-    403: "The API key is read-only, or a publish hook refused the message",
+    403: (
+        "Not allowed: the ACL refuses the topic, the key or session is read-only or may not manage, "
+        "or a publish hook refused the message"
+    ),
     404: "No such resource",
     409: "Not possible in the broker's configuration",
     422: "A request value is invalid: `errors` names each field and why",
@@ -167,6 +177,7 @@ def _document_problems(schema: dict[str, Any]) -> None:
 
 def install(app: FastAPI, broker: Broker) -> None:
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(Forbidden, _on_forbidden)
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
