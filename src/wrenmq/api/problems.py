@@ -154,7 +154,9 @@ _DESCRIPTIONS = {
     ),
     404: "No such resource",
     409: "Not possible in the broker's configuration",
+    413: "The body is over api_max_body_size (a signed-in publish: max_packet_size)",
     422: "A request value is invalid: `errors` names each field and why",
+    503: "Too many requests without credentials at once (api_max_unauthenticated_requests)",
 }
 
 
@@ -168,6 +170,10 @@ def _document_problems(schema: dict[str, Any]) -> None:
     ref = {"$ref": "#/components/schemas/ProblemDetails"}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
+            if "requestBody" in operation:  # the bounds of limits.py, before the route runs
+                responses = operation.setdefault("responses", {})
+                for status in (413, 503):
+                    responses.setdefault(str(status), {"description": _DESCRIPTIONS[status]})
             for status, response in operation.get("responses", {}).items():
                 if str(status)[:1] in ("4", "5"):
                     response["content"] = {MEDIA_TYPE: {"schema": ref}}
