@@ -244,3 +244,24 @@ def test_realtime_polling_with_a_console_session_acts_as_the_user(setup: Setup) 
     session = opened.json()["id"]
     refused = httpx.post(f"{url}/{session}/publish", json={"topic": "public/x", "payload": "x"})
     assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
+
+
+def test_console_session_keeps_a_jwt_s_acl_claims(wrenmq_server_factory: Callable[..., WrenmqServer]) -> None:
+    """Signed in with a JWT as the password, the console session is judged by the token's
+    publish/subscribe claims, as the MQTT client with that token would be (jwt_acl_claims)."""
+    import jwt
+
+    secret = "console-test-secret-of-32-bytes!"
+    server = wrenmq_server_factory(api_port=0, jwt_secret=secret, console_admins=["carol"])
+    server.publish("home/alice/secret-note", b"mat", retain=True)
+    server.publish("public/news", b"hello", retain=True)
+    token = jwt.encode(
+        {"sub": "carol", "exp": 4102444800, "subscribe": ["public/#"], "publish": ["public/#"]}, secret, "HS256"
+    )
+    signed_in = httpx.post(server.api_url + API + "/session", json={"username": "carol", "password": token})
+    assert signed_in.status_code == 201, signed_in.text
+    with httpx.Client(base_url=server.api_url + API, headers=_bearer(signed_in.json()["token"])) as carol:
+        problem(carol.get("/retained/home/alice/secret-note"), 403)
+        assert _topics(carol.get("/retained").json()) == ["public/news"]
+        problem(carol.post("/publish", json={"topic": "home/alice/x", "payload": "x"}), 403)
+        assert carol.post("/publish", json={"topic": "public/x", "payload": "x"}).status_code == 200
