@@ -396,6 +396,17 @@ class Config(BaseModel):
     stream_buffer: Annotated[
         int, Field(ge=1, description="Messages an API stream may hold for a slow reader before it drops.")
     ] = 1000
+    api_max_body_size: Annotated[
+        int,
+        Field(
+            ge=1024,
+            le=2**31,
+            description="Largest API request body in bytes (publishes by a signed-in caller: max_packet_size).",
+        ),
+    ] = 64 * 1024
+    api_max_unauthenticated_requests: Annotated[
+        int, Field(ge=1, description="API requests with a body and no credentials served at once; beyond: 503.")
+    ] = 64
     events_prefix: Annotated[
         str,
         Field(

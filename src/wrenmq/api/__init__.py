@@ -93,14 +93,17 @@ class ApiServer:
     async def start(self) -> None:
         import uvicorn
 
+        from .limits import limit_requests
+
         config = self.broker.config
         assert config.api_port is not None, "the API is off (api_port)"
         ssl: dict[str, Any] = {}
         if config.api_certfile is not None:
             ssl = {"ssl_certfile": str(config.api_certfile), "ssl_keyfile": str(config.api_keyfile)}
         bridge = getattr(self.app.state, "socketio", None)  # Socket.IO at /socket.io/, the API around it
+        served = bridge.asgi(self.app) if bridge is not None else self.app
         server_config = uvicorn.Config(
-            bridge.asgi(self.app) if bridge is not None else self.app,
+            limit_requests(self.app, served),  # bodies and unauthenticated requests bounded first
             host=config.api_host,
             port=config.api_port,
             lifespan="off",

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from .deps import require_key
+from .deps import acting
 from .problems import problem_responses
 from .routing import BEARER
 
@@ -70,7 +70,7 @@ def install(app: FastAPI, broker: Broker) -> None:
             200: {"content": {"text/plain": {}}, "description": "The metrics."},
             **problem_responses(401),
         },
-        dependencies=[Depends(require_key), Security(BEARER)],
+        dependencies=[Depends(acting), Security(BEARER)],
     )
     async def metrics() -> Response:
         # On the event loop, not in a thread: the collector walks broker state the loop changes.

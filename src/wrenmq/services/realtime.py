@@ -37,10 +37,13 @@ from collections.abc import Iterator
 from time import time as _now
 from typing import TYPE_CHECKING, Any
 
+from ..api.principal import Principal
 from ..hooks import READ, WRITE, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
+
+RealtimeClient = Principal  # who a realtime client is: the API's one principal type
 
 if TYPE_CHECKING:
     from ..api.keys import ApiKeyStore
@@ -74,32 +77,6 @@ class Denied(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-class RealtimeClient:
-    """A signed-in realtime client, as ACL hooks see it (the attributes they read on a Connection)."""
-
-    __slots__ = (
-        "auth",
-        "can_write",
-        "cert_identity",
-        "client_id",
-        "listener",
-        "peer",
-        "peer_host",
-        "username",
-        "version",
-    )
-
-    def __init__(self, client_id: str, username: str | None, can_write: bool = True, peer: str = "realtime") -> None:
-        self.client_id = client_id
-        self.username = username
-        self.can_write = can_write
-        self.listener = None
-        self.auth: Any = None
-        self.cert_identity = None
-        self.version = 5
-        self.peer = self.peer_host = peer
 
 
 class Journal:
@@ -318,11 +295,13 @@ class RealtimeService(Hook):
             raise Denied(429, "too many failed logins from this address; try again in a minute")
         client_id = client_id or "realtime-" + secrets.token_hex(6)
         if token:
-            key = self.api_keys.verify(token)
-            if key is None:
+            from ..api.deps import principal_for_token
+
+            principal = principal_for_token(broker, self.api_keys, token, client_id, peer)
+            if principal is None:
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")
-            return RealtimeClient(client_id, key.name, can_write=not key.read_only, peer=peer)
+            return principal
         return sign_in_user(broker, username, password, client_id, peer, host)
 
     def join_presence(self, subscriber: Subscriber, presence: dict[str, Any], transport: str) -> None:
@@ -360,12 +339,9 @@ class RealtimeService(Hook):
         return list(dict.fromkeys(filters))
 
     def _acl(self, client: RealtimeClient, topic: str, access: int) -> None:
-        hooks = self.broker.hooks
-        if hooks.acl_check and not hooks.run_acl_check(client, topic, access):  # type: ignore[arg-type]
-            self.broker.stats.acl_denied += 1
-            verb = "read" if access == READ else "publish to"
-            log.info("realtime client %s (%s) may not %s %s", client.client_id, client.username, verb, topic)
-            raise Denied(403, f"not authorized to {verb} {topic!r} (ACL)")
+        refusal = client.refusal(topic, access)
+        if refusal is not None:
+            raise Denied(403, refusal)
 
     # -- readers ------------------------------------------------------------------------------------
 
@@ -429,8 +405,9 @@ class RealtimeService(Hook):
         properties: dict[int, Any] | None = None,
     ) -> int:
         """Publish for ``client`` under its ACL; returns the subscriptions it reached."""
-        if not client.can_write:
-            raise Denied(403, f"API key {client.username!r} is read-only")
+        refusal = client.change_refusal()
+        if refusal is not None:
+            raise Denied(403, refusal)
         if not topic or topic.startswith("$") or any(c in topic for c in "+#\x00"):
             raise Denied(422, f"{topic!r} is not a topic a client may publish to")
         if qos not in (0, 1, 2):
@@ -496,7 +473,7 @@ def sign_in_user(
     """Check a user name and password with the broker's authentication hooks, as for an MQTT
     CONNECT; anonymous (no user name) where MQTT allows it. Failures count toward the broker's
     failed-login throttle. Raises :class:`Denied` (401)."""
-    client = RealtimeClient(client_id, username, peer=peer)
+    client = Principal.user(broker, client_id, username, peer)
     hooks = broker.hooks
     if hooks.authenticate:
         packet = p.Connect(
@@ -505,7 +482,7 @@ def sign_in_user(
             username=username,
             password=password.encode() if password is not None else None,
         )
-        result = hooks.run_authenticate(client, packet)  # type: ignore[arg-type]
+        result = hooks.run_authenticate(client, packet)
         if result is not None:
             if not result.allowed:
                 broker.login_failed(host)
@@ -513,6 +490,7 @@ def sign_in_user(
             client.auth = result
             if result.username is not None:
                 client.username = result.username
+                client.kind = "user"
             return client
     if username is None and not anonymous_allowed(broker):
         broker.login_failed(host)
