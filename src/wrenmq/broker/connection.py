@@ -20,6 +20,7 @@ from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
+from ..transports.linger import linger
 from ..transports.tls import certificate_identity
 from .message import PACKET_ID_BYTES, Message
 from .session import RECEIVED, SENT, Delivery
@@ -61,7 +62,8 @@ class Connection(asyncio.Protocol):
         self.connected = False  # CONNACK accepted
         self.closed = False
         self.keep_alive = 0
-        self.last_rx = 0.0
+        self.last_rx = 0.0  # when the last complete control packet arrived
+        self._partial_since = 0.0  # when the unfinished packet in the parser began (0: none)
         self.send_quota = 65535  # the client's Receive Maximum, capped by max_inflight_messages
         self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
         self.topic_alias_max_in = 0
@@ -132,10 +134,11 @@ class Connection(asyncio.Protocol):
         return f"{address[0]}:{address[1]}" if address else "?"
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = self.loop.time()
         self.broker.stats.bytes_received += len(data)
         try:
             packets = self.parser.feed(data)
+            if packets or self.parser.buffered:
+                self._progress(bool(packets))
             for packet in packets:
                 if self.closed:
                     return
@@ -161,7 +164,7 @@ class Connection(asyncio.Protocol):
                 self._write(encode(p.Connack(False, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), 5))
             else:
                 self._write(encode(p.Connack(False, ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4))
-            self.close(f"unsupported protocol version {unsupported.level}")
+            self.close_gracefully(f"unsupported protocol version {unsupported.level}")
         except ProtocolError as exc:
             self.protocol_violation(exc)
         except Exception:
@@ -174,11 +177,27 @@ class Connection(asyncio.Protocol):
             self._acks_covered += uncovered
             self.broker.storage.barrier(lambda: self._release_acks(uncovered))
 
+    def _progress(self, completed: bool) -> None:
+        """Keep alive counts complete control packets only [MQTT-3.1.2-24], so bytes trickled into
+        a packet that never finishes do not keep a client connected; the unfinished packet gets
+        its own deadline (``packet_read_timeout``, checked in ``check_timeouts``)."""
+        now = self.loop.time()
+        if completed:
+            self.last_rx = now
+        if not self.parser.buffered:
+            self._partial_since = 0.0
+        elif completed or not self._partial_since:
+            self._partial_since = now
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed and self.transport is None:
-            return
+            return  # already forgotten (close_gracefully handed the socket on)
         self.closed = True
         self.transport = None
+        self._forget(exc)
+
+    def _forget(self, exc: Exception | None) -> None:
+        """The connection is over for the broker: release what it holds and tell the broker."""
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
@@ -365,6 +384,24 @@ class Connection(asyncio.Protocol):
                 # A client that stops reading would keep the connection (and its session) forever.
                 self.loop.call_later(_CLOSE_LINGER, self.abort)
 
+    def close_gracefully(self, reason: str) -> None:
+        """Close after a last packet that must reach the client (a DISCONNECT with a reason, a
+        refusing CONNACK): the socket goes to a ``Linger`` that sends what is queued, shuts down
+        writing and discards what the client still sends for a bounded time, so unread input
+        cannot make the kernel reset the connection and throw the packet away. The broker is
+        done with the connection at once (``connection_lost`` comes on the next turn)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.disconnect_reason = reason
+        self._flush()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # aborted while flushing (stuck): connection_lost comes the usual way
+        self.transport = None  # nothing more is written: the socket is the linger's now
+        linger(transport, self.broker.lingering, self.loop)
+        self.loop.call_soon(self._forget, None)
+
     def abort(self) -> None:
         """Drop the network connection at once, discarding unsent output."""
         if self.transport is not None:
@@ -382,7 +419,7 @@ class Connection(asyncio.Protocol):
         elif self.version == 5 and not self.connected and code >= 0x80:
             # A violation before CONNACK is answered with a CONNACK carrying the reason [MQTT-4.13.1-1].
             self._write(encode(p.Connack(False, code), 5))
-        self.close(reason)
+        self.close_gracefully(reason)
 
     def protocol_violation(self, exc: ProtocolError) -> None:
         log.info("protocol violation by %s (%s): %s", self.client_id or "-", self.peer, exc)
@@ -398,8 +435,9 @@ class Connection(asyncio.Protocol):
         """Called by the broker's periodic sweep rather than from a timer per connection: timers
         would cost a libuv handle each, set and cancelled on every connect and disconnect.
 
-        A socket must send CONNECT within the connect timeout; a client silent for 1.5 x its Keep
-        Alive is disconnected [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]).
+        A socket must send CONNECT within the connect timeout; a client that sends no complete
+        control packet for 1.5 x its Keep Alive is disconnected [MQTT-3.1.2-24] (5.0:
+        [MQTT-3.1.2-22]), and so is one whose unfinished packet takes ``packet_read_timeout``.
         """
         if self.closed:
             return
@@ -411,13 +449,20 @@ class Connection(asyncio.Protocol):
             # The token or credentials the client logged in with ran out: 0xA0 Maximum connect time.
             self.close_with(ReasonCode.MAXIMUM_CONNECT_TIME, "credentials expired")
             return
-        limit = self.idle_limit
-        if not limit:
-            return
         if self.reading_paused:
-            self.last_rx = now  # we stopped reading, not the client: not idle
-        elif now - self.last_rx >= limit:
+            # We stopped reading, not the client: not idle, and its packet cannot progress.
+            self.last_rx = now
+            if self._partial_since:
+                self._partial_since = now
+            return
+        limit = self.idle_limit
+        if limit and now - self.last_rx >= limit:
             self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+            return
+        deadline = self.limits.packet_read_timeout
+        if self._partial_since and deadline and now - self._partial_since >= deadline:
+            # A started packet that does not finish holds up to max_packet_size: bound its time.
+            self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, f"packet not completed within {deadline:g} s")
 
     def write_now(self, data: bytes) -> None:
         """Write at once when nothing is queued (CONNACK): saves a loop callback per connection."""

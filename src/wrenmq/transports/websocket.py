@@ -37,6 +37,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from .linger import linger
+
 if TYPE_CHECKING:
     from ..broker.connection import Connection
 
@@ -298,6 +300,23 @@ class WebSocketAdapter(asyncio.Protocol):
             pass
         transport.close()
 
+    def close_gracefully(self, lingering: set[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """The MQTT side closes with a reason: a normal Close frame after what is buffered, then
+        the socket is closed as ``transports.linger`` closes one, so a client that sent more than
+        it read still gets the last packet and the Close frame. The adapter is done at once: the
+        socket's further input is the linger's (a client's Close frame included: we answered first)."""
+        if self.closing:
+            return
+        self.closing = True
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            transport.write(self._ws.send(CloseConnection(code=_NORMAL)))
+        except LocalProtocolError:
+            pass
+        linger(transport, lingering, loop)
+
     def _peer(self) -> str:
         address = self._transport.get_extra_info("peername") if self._transport is not None else None
         return f"{address[0]}:{address[1]}" if address else "?"
@@ -334,6 +353,10 @@ class WebSocketTransport(asyncio.Transport):
 
     def close(self) -> None:
         self._adapter.close_from_mqtt()
+
+    def close_gracefully(self, lingering: set[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """See ``transports.linger``: called instead of ``close`` when the connection ends with a reason."""
+        self._adapter.close_gracefully(lingering, loop)
 
     def abort(self) -> None:
         self._adapter.closing = True
