@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from wsproto.events import BytesMessage
+from wsproto.events import BytesMessage, CloseConnection, TextMessage
 
 from certs import make_ca, make_cert
 from mqttraw import ConnectionClosed, RawClient
@@ -185,3 +185,44 @@ def test_tls_receive_maximum_disconnect_reaches_flooding_client(wrenmq_server_fa
         assert [type(x) for x in packets[:-1]] == [p.Pubrec] * 1024
         assert isinstance(packets[-1], p.Disconnect), packets[-1]
         assert packets[-1].reason_code == ReasonCode.RECEIVE_MAXIMUM_EXCEEDED
+
+
+def read_to_end(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """Everything the broker sends until it closes; a reset raises ConnectionResetError."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_websocket_close_frame_reaches_client_with_unread_data(wrenmq_server_factory):  # [MQTT-6.0.0-1]
+    # A text frame closes the WebSocket with 1003; more data behind it must not cost the client that frame.
+    server = wrenmq_server_factory(ws_port=0)
+    with WsRawClient(server.ws_port, version=5) as client:
+        client.handshake()
+        assert client.connect("texter").reason_code == 0
+        junk = client.ws.send(BytesMessage(data=qos0_filler(BURST)))
+        error = send_all(client.sock, client.ws.send(TextMessage(data="not mqtt")) + junk)
+        assert error is None, f"broker reset the connection while the client was sending: {error!r}"
+        client.ws.receive_data(read_to_end(client.sock))
+        closes = [e for e in client.ws.events() if isinstance(e, CloseConnection)]
+        assert [e.code for e in closes] == [1003]
+
+
+def test_websocket_refused_upgrade_answer_reaches_client(wrenmq_server_factory):
+    # An upgrade request over 16 KiB is answered 431; the rest of it, unread, must not reset the answer away.
+    server = wrenmq_server_factory(ws_port=0)
+    with socket.create_connection(("127.0.0.1", server.ws_port), timeout=10.0) as sock:
+        request = (
+            b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            + b"X-Filler: "
+            + b"f" * BURST
+            + b"\r\n\r\n"
+        )
+        error = send_all(sock, request)
+        assert error is None, f"broker reset the connection while the client was sending: {error!r}"
+        assert read_to_end(sock).startswith(b"HTTP/1.1 431 ")

@@ -475,6 +475,9 @@ class Config(BaseModel):
     topic_alias_maximum: Annotated[
         int, Field(ge=0, le=65535, description="Topic aliases a client may use towards the server.")
     ] = 64
+    topic_alias_out_maximum: Annotated[
+        int, Field(ge=0, le=65535, description="Topic aliases the server may use towards a client (0: none).")
+    ] = 32
     max_write_buffer: Annotated[
         int, Field(ge=1, description="Per-connection write buffer hard cap, for slow subscribers.")
     ] = 4 * MiB

@@ -427,6 +427,8 @@ class Broker:
         conn.send_quota = min(receive_maximum, limits.max_inflight_messages)
         conn.max_packet_out = max_packet_out
         conn.topic_alias_max_in = limits.topic_alias_maximum if version == 5 else 0
+        if version == 5 and limits.topic_alias_out_maximum:  # [MQTT-3.1.2-26], [MQTT-3.1.2-27]
+            conn.topic_alias_out_max = min(props.get(_P.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_out_maximum)
         conn.request_problem_info = problem_info
         conn.connect_expiry = expiry
 

@@ -18,7 +18,7 @@ from ..hooks import WRITE, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
 from ..mqtt.errors import ProtocolError
-from ..mqtt.properties import PropertyId
+from ..mqtt.properties import PropertyId, encode_varint
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
 from ..transports.linger import linger
 from ..transports.tls import certificate_identity
@@ -68,6 +68,8 @@ class Connection(asyncio.Protocol):
         self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
         self.topic_alias_max_in = 0
         self.topic_aliases: dict[int, str] = {}
+        self.topic_alias_out_max = 0  # aliases we may send: the client's maximum, capped (0: none)
+        self._aliases_out: dict[str, int] | None = None  # topic -> alias, least recently used first
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
@@ -309,7 +311,10 @@ class Connection(asyncio.Protocol):
         if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
             self.broker.stats.dropped_too_large += 1
             return
-        self._write(data)
+        if self.topic_alias_out_max:
+            self._write_aliased(data, b"", b"", message)
+        else:
+            self._write(data)
         broker = self.broker
         broker.stats.messages_sent_qos[0] += 1
         if broker.hooks.delivered:
@@ -332,17 +337,84 @@ class Connection(asyncio.Protocol):
             return
         if dup:
             head = bytes((head[0] | 0x08,)) + head[1:]
-        out = self._out
-        out.append(head)
-        out.append(PACKET_ID_BYTES[delivery.packet_id])
-        out.append(tail)
-        self._queued(len(head) + 2 + len(tail))
+        if self.topic_alias_out_max:
+            self._write_aliased(head, PACKET_ID_BYTES[delivery.packet_id], tail, message)
+        else:
+            out = self._out
+            out.append(head)
+            out.append(PACKET_ID_BYTES[delivery.packet_id])
+            out.append(tail)
+            self._queued(len(head) + 2 + len(tail))
         broker = self.broker
         broker.stats.messages_sent_qos[delivery.qos] += 1
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
             self._backpressure(publisher)
+
+    def _write_aliased(self, head: bytes, pid: bytes, tail: bytes, message: Message) -> None:
+        """Write ``head + pid + tail`` (the PUBLISH as encoded once for every subscriber; for QoS 0
+        ``head`` is all of it) with an outbound Topic Alias, for a client that allows them.
+
+        A topic the connection has an alias for goes as an empty Topic Name and the alias; a new
+        one as the Topic Name and a new alias, 1 up to the client's maximum [MQTT-3.3.2-8],
+        [MQTT-3.3.2-11]; when all are taken, the least recently used alias is given to the new
+        topic (a PUBLISH with both re-maps it), so the aliases follow the topics the client gets
+        now, not the first ones it got (often a burst of retained messages). Only the small parts
+        are built per delivery; the payload is the message's own bytes. Aliases live and die with
+        the connection [MQTT-3.3.2-7].
+        """
+        # head: first byte, Remaining Length, Topic Name; then the properties (in the tail for QoS 1/2).
+        pos = 1
+        while head[pos] & 0x80:
+            pos += 1
+        pos += 1
+        topic_end = pos + 2 + ((head[pos] << 8) | head[pos + 1])
+        props, start = (tail, 0) if pid else (head, topic_end)
+        length = 0
+        shift = 0
+        while True:
+            byte = props[start]
+            start += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        aliases = self._aliases_out
+        if aliases is None:
+            aliases = self._aliases_out = {}
+        topic = message.topic
+        alias = aliases.get(topic, 0)
+        evict = ""
+        if alias:
+            topic_bytes = b""
+        else:
+            topic_bytes = head[pos + 2 : topic_end]
+            if len(aliases) < self.topic_alias_out_max:
+                alias = len(aliases) + 1
+            else:
+                evict = next(iter(aliases))
+                alias = aliases[evict]
+        block = encode_varint(length + 3) + b"\x23" + PACKET_ID_BYTES[alias] + props[start : start + length]
+        payload = message.payload
+        remaining = 2 + len(topic_bytes) + len(pid) + len(block) + len(payload)
+        first = bytes((head[0],)) + encode_varint(remaining)
+        size = len(first) + remaining
+        if topic_bytes and self.max_packet_out and size > self.max_packet_out:
+            # Only the alias made it too large (3 bytes): send it without [MQTT-3.1.2-25].
+            self._out.extend((head, pid, tail) if pid else (head,))
+            self._queued(len(head) + len(pid) + len(tail))
+            return
+        if evict:
+            del aliases[evict]
+        elif not topic_bytes:
+            del aliases[topic]  # re-inserted last: most recently used
+        aliases[topic] = alias
+        out = self._out
+        out.append(first + PACKET_ID_BYTES[len(topic_bytes)] + topic_bytes + pid)  # (2-byte lengths, too)
+        out.append(block)
+        out.append(payload)
+        self._queued(size)
 
     def send_pubrel(self, packet_id: int) -> None:
         self._write(b"\x62\x02" + PACKET_ID_BYTES[packet_id])

@@ -33,6 +33,7 @@ class Limits:
         self.retain_available: bool = config.retain_available
         self.maximum_qos: int = config.maximum_qos
         self.topic_alias_maximum: int = config.topic_alias_maximum
+        self.topic_alias_out_maximum: int = config.topic_alias_out_maximum
         self.max_write_buffer: int = config.max_write_buffer
         self.write_buffer_high: int = config.write_buffer_high
         self.write_buffer_low: int = config.write_buffer_low

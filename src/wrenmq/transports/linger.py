@@ -35,12 +35,15 @@ class Linger(asyncio.Protocol):
         self.closing = False  # close() was called: the transport goes once its buffer is sent
         lingering.add(self)
         transport.set_protocol(self)
-        transport.resume_reading()  # the connection may have paused it (backpressure, rate limit)
-        if transport.can_write_eof():
-            transport.write_eof()  # a FIN after the buffered data
-        else:
-            self._close()  # TLS: close_notify after the buffered data, then the peer's is awaited
         self.timer = loop.call_later(LINGER_SECONDS, self.expire)
+        try:
+            transport.resume_reading()  # the connection may have paused it (backpressure, rate limit)
+            if transport.can_write_eof():
+                transport.write_eof()  # a FIN after the buffered data
+            else:
+                self._close()  # TLS: close_notify after the buffered data, then the peer's is awaited
+        except (OSError, RuntimeError):  # the peer is gone already (asyncio: ENOTCONN on shutdown)
+            transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self.budget -= len(data)

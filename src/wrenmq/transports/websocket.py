@@ -210,7 +210,8 @@ class WebSocketAdapter(asyncio.Protocol):
             response = b""
         if response:
             transport.write(response)
-        transport.close()
+        # The rest of a refused request may be unread: linger, or the reset would lose the answer.
+        linger(transport, self.connection.broker.lingering, self.connection.loop)
 
     def _upgrade_timed_out(self) -> None:
         self._upgrade_timer = None
@@ -282,9 +283,14 @@ class WebSocketAdapter(asyncio.Protocol):
             frame = b""
         if frame:
             transport.write(frame)
+        connection = self.connection
         if self.upgraded:
-            self.connection.close(why)  # its output is dropped: no data may follow a Close frame
-        transport.close()
+            connection.close(why)  # its output is dropped: no data may follow a Close frame
+        # The Close frame must arrive even if the client sent more than it read (see linger.py); the
+        # socket is the linger's from now on, so the connection hears of its end from here.
+        linger(transport, connection.broker.lingering, connection.loop)
+        if self.upgraded:
+            connection.loop.call_soon(connection.connection_lost, None)
 
     def close_from_mqtt(self) -> None:
         """The MQTT side closes: a normal Close frame, then the socket (after what is buffered)."""
