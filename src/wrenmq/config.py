@@ -323,6 +323,9 @@ class Config(BaseModel):
         int, Field(ge=0, le=4294967295, description="Upper bound on a client's Session Expiry Interval.")
     ] = 4294967295
     connect_timeout: Annotated[float, Field(gt=0, description="Seconds a new connection has to send CONNECT.")] = 10.0
+    packet_read_timeout: Annotated[
+        float, Field(ge=0, description="Seconds a packet may take to arrive whole once begun (0: no limit).")
+    ] = 60.0
     max_keepalive: Annotated[
         int, Field(ge=0, le=65535, description="Largest Keep Alive granted, enforced with Server Keep Alive.")
     ] = 65535
@@ -483,6 +486,9 @@ class Config(BaseModel):
     topic_alias_maximum: Annotated[
         int, Field(ge=0, le=65535, description="Topic aliases a client may use towards the server.")
     ] = 64
+    topic_alias_out_maximum: Annotated[
+        int, Field(ge=0, le=65535, description="Topic aliases the server may use towards a client (0: none).")
+    ] = 32
     max_write_buffer: Annotated[
         int, Field(ge=1, description="Per-connection write buffer hard cap, for slow subscribers.")
     ] = 4 * MiB

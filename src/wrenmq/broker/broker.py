@@ -83,6 +83,7 @@ class Broker:
         self.retained = RetainStore()
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
+        self.lingering: set[Any] = set()  # sockets closed with a reason, still being closed (transports.linger)
         self.stats = Stats()
         self.started_at = 0.0
         self.hooks = HookSet()
@@ -151,12 +152,14 @@ class Broker:
             conn.close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down")
         # Give the transports a moment to flush their DISCONNECTs and report connection_lost.
         for _ in range(50):
-            if not self.connections:
+            if not self.connections and not self.lingering:
                 break
             await asyncio.sleep(0.01)
         for conn in list(self.connections):
             conn.abort()  # a client that stopped reading: its output will never be flushed
-        if self.connections:
+        for closing in list(self.lingering):
+            closing.transport.abort()  # nor will a client's that has not closed its side
+        if self.connections or self.lingering:
             await asyncio.sleep(0)  # connection_lost runs on the next turn
         for session in self.sessions.values():
             session.cancel_timers()
@@ -424,6 +427,8 @@ class Broker:
         conn.send_quota = min(receive_maximum, limits.max_inflight_messages)
         conn.max_packet_out = max_packet_out
         conn.topic_alias_max_in = limits.topic_alias_maximum if version == 5 else 0
+        if version == 5 and limits.topic_alias_out_maximum:  # [MQTT-3.1.2-26], [MQTT-3.1.2-27]
+            conn.topic_alias_out_max = min(props.get(_P.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_out_maximum)
         conn.request_problem_info = problem_info
         conn.connect_expiry = expiry
 
@@ -559,7 +564,7 @@ class Broker:
         rc = code if version == 5 else connack_v3_code(code)
         conn._write(encode(p.Connack(False, rc), version))
         log.info("refused client %s from %s: %s", conn.client_id or "-", conn.peer, reason)
-        conn.close(reason)
+        conn.close_gracefully(reason)  # the CONNACK must arrive, whatever the client sent after CONNECT
 
     # -- disconnect, wills and expiry --------------------------------------------------------
 

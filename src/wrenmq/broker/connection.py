@@ -18,8 +18,9 @@ from ..hooks import WRITE, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
 from ..mqtt.errors import ProtocolError
-from ..mqtt.properties import PropertyId
+from ..mqtt.properties import PropertyId, encode_varint
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
+from ..transports.linger import linger
 from ..transports.tls import certificate_identity
 from .message import PACKET_ID_BYTES, Message
 from .session import RECEIVED, SENT, Delivery
@@ -61,11 +62,14 @@ class Connection(asyncio.Protocol):
         self.connected = False  # CONNACK accepted
         self.closed = False
         self.keep_alive = 0
-        self.last_rx = 0.0
+        self.last_rx = 0.0  # when the last complete control packet arrived
+        self._partial_since = 0.0  # when the unfinished packet in the parser began (0: none)
         self.send_quota = 65535  # the client's Receive Maximum, capped by max_inflight_messages
         self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
         self.topic_alias_max_in = 0
         self.topic_aliases: dict[int, str] = {}
+        self.topic_alias_out_max = 0  # aliases we may send: the client's maximum, capped (0: none)
+        self._aliases_out: dict[str, int] | None = None  # topic -> alias, least recently used first
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
@@ -132,10 +136,11 @@ class Connection(asyncio.Protocol):
         return f"{address[0]}:{address[1]}" if address else "?"
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = self.loop.time()
         self.broker.stats.bytes_received += len(data)
         try:
             packets = self.parser.feed(data)
+            if packets or self.parser.buffered:
+                self._progress(bool(packets))
             for packet in packets:
                 if self.closed:
                     return
@@ -161,7 +166,7 @@ class Connection(asyncio.Protocol):
                 self._write(encode(p.Connack(False, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), 5))
             else:
                 self._write(encode(p.Connack(False, ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4))
-            self.close(f"unsupported protocol version {unsupported.level}")
+            self.close_gracefully(f"unsupported protocol version {unsupported.level}")
         except ProtocolError as exc:
             self.protocol_violation(exc)
         except Exception:
@@ -172,11 +177,27 @@ class Connection(asyncio.Protocol):
         if persist.held:
             persist.seal()  # one barrier covers all output this read held back, on every connection
 
+    def _progress(self, completed: bool) -> None:
+        """Keep alive counts complete control packets only [MQTT-3.1.2-24], so bytes trickled into
+        a packet that never finishes do not keep a client connected; the unfinished packet gets
+        its own deadline (``packet_read_timeout``, checked in ``check_timeouts``)."""
+        now = self.loop.time()
+        if completed:
+            self.last_rx = now
+        if not self.parser.buffered:
+            self._partial_since = 0.0
+        elif completed or not self._partial_since:
+            self._partial_since = now
+
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed and self.transport is None:
-            return
+            return  # already forgotten (close_gracefully handed the socket on)
         self.closed = True
         self.transport = None
+        self._forget(exc)
+
+    def _forget(self, exc: Exception | None) -> None:
+        """The connection is over for the broker: release what it holds and tell the broker."""
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
@@ -297,7 +318,10 @@ class Connection(asyncio.Protocol):
         if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
             self.broker.stats.dropped_too_large += 1
             return
-        self._write(data)
+        if self.topic_alias_out_max:
+            self._write_aliased(data, b"", b"", message, False)
+        else:
+            self._write(data)
         broker = self.broker
         broker.stats.messages_sent_qos[0] += 1
         if broker.hooks.delivered:
@@ -320,9 +344,12 @@ class Connection(asyncio.Protocol):
             return
         if dup:
             head = bytes((head[0] | 0x08,)) + head[1:]
-        if self._held or self._durable_session():
-            # The client may hold on to this packet id (QoS 2) across our crash: the record that
-            # says which message it names must be committed before the id goes out.
+        # A persistent session's packet id may be held by the client (QoS 2) across our crash: the
+        # record that says which message it names must be committed before the id goes out.
+        hold = bool(self._held) or self._durable_session()
+        if self.topic_alias_out_max:
+            self._write_aliased(head, PACKET_ID_BYTES[delivery.packet_id], tail, message, hold)
+        elif hold:
             self._hold(head + PACKET_ID_BYTES[delivery.packet_id] + tail)
         else:
             out = self._out
@@ -336,6 +363,74 @@ class Connection(asyncio.Protocol):
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
             self._backpressure(publisher)
+
+    def _write_aliased(self, head: bytes, pid: bytes, tail: bytes, message: Message, hold: bool) -> None:
+        """Write ``head + pid + tail`` (the PUBLISH as encoded once for every subscriber; for QoS 0
+        ``head`` is all of it) with an outbound Topic Alias, for a client that allows them.
+
+        A topic the connection has an alias for goes as an empty Topic Name and the alias; a new
+        one as the Topic Name and a new alias, 1 up to the client's maximum [MQTT-3.3.2-8],
+        [MQTT-3.3.2-11]; when all are taken, the least recently used alias is given to the new
+        topic (a PUBLISH with both re-maps it), so the aliases follow the topics the client gets
+        now, not the first ones it got (often a burst of retained messages). Only the small parts
+        are built per delivery; the payload is the message's own bytes. Aliases live and die with
+        the connection [MQTT-3.3.2-7].
+        """
+        # head: first byte, Remaining Length, Topic Name; then the properties (in the tail for QoS 1/2).
+        pos = 1
+        while head[pos] & 0x80:
+            pos += 1
+        pos += 1
+        topic_end = pos + 2 + ((head[pos] << 8) | head[pos + 1])
+        props, start = (tail, 0) if pid else (head, topic_end)
+        length = 0
+        shift = 0
+        while True:
+            byte = props[start]
+            start += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        aliases = self._aliases_out
+        if aliases is None:
+            aliases = self._aliases_out = {}
+        topic = message.topic
+        alias = aliases.get(topic, 0)
+        evict = ""
+        if alias:
+            topic_bytes = b""
+        else:
+            topic_bytes = head[pos + 2 : topic_end]
+            if len(aliases) < self.topic_alias_out_max:
+                alias = len(aliases) + 1
+            else:
+                evict = next(iter(aliases))
+                alias = aliases[evict]
+        block = encode_varint(length + 3) + b"\x23" + PACKET_ID_BYTES[alias] + props[start : start + length]
+        payload = message.payload
+        remaining = 2 + len(topic_bytes) + len(pid) + len(block) + len(payload)
+        first = bytes((head[0],)) + encode_varint(remaining)
+        size = len(first) + remaining
+        if topic_bytes and self.max_packet_out and size > self.max_packet_out:
+            # Only the alias made it too large (3 bytes): send it without [MQTT-3.1.2-25].
+            self._put((head, pid, tail), len(head) + len(pid) + len(tail), hold)
+            return
+        if evict:
+            del aliases[evict]
+        elif not topic_bytes:
+            del aliases[topic]  # re-inserted last: most recently used
+        aliases[topic] = alias
+        start_bytes = first + PACKET_ID_BYTES[len(topic_bytes)] + topic_bytes + pid  # (2-byte lengths, too)
+        self._put((start_bytes, block, payload), size, hold)
+
+    def _put(self, pieces: tuple[bytes, ...], size: int, hold: bool) -> None:
+        """Write one packet given in pieces: now, or behind held output (see ``_hold``)."""
+        if hold or self._held:
+            self._hold(b"".join(pieces))
+        else:
+            self._out.extend(pieces)
+            self._queued(size)
 
     def send_pubrel(self, packet_id: int) -> None:
         data = b"\x62\x02" + PACKET_ID_BYTES[packet_id]
@@ -424,6 +519,24 @@ class Connection(asyncio.Protocol):
                 # A client that stops reading would keep the connection (and its session) forever.
                 self.loop.call_later(_CLOSE_LINGER, self.abort)
 
+    def close_gracefully(self, reason: str) -> None:
+        """Close after a last packet that must reach the client (a DISCONNECT with a reason, a
+        refusing CONNACK): the socket goes to a ``Linger`` that sends what is queued, shuts down
+        writing and discards what the client still sends for a bounded time, so unread input
+        cannot make the kernel reset the connection and throw the packet away. The broker is
+        done with the connection at once (``connection_lost`` comes on the next turn)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.disconnect_reason = reason
+        self._flush()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # aborted while flushing (stuck): connection_lost comes the usual way
+        self.transport = None  # nothing more is written: the socket is the linger's now
+        linger(transport, self.broker.lingering, self.loop)
+        self.loop.call_soon(self._forget, None)
+
     def abort(self) -> None:
         """Drop the network connection at once, discarding unsent output."""
         if self.transport is not None:
@@ -441,7 +554,7 @@ class Connection(asyncio.Protocol):
         elif self.version == 5 and not self.connected and code >= 0x80:
             # A violation before CONNACK is answered with a CONNACK carrying the reason [MQTT-4.13.1-1].
             self._emit(encode(p.Connack(False, code), 5))
-        self.close(reason)
+        self.close_gracefully(reason)
 
     def protocol_violation(self, exc: ProtocolError) -> None:
         log.info("protocol violation by %s (%s): %s", self.client_id or "-", self.peer, exc)
@@ -457,8 +570,9 @@ class Connection(asyncio.Protocol):
         """Called by the broker's periodic sweep rather than from a timer per connection: timers
         would cost a libuv handle each, set and cancelled on every connect and disconnect.
 
-        A socket must send CONNECT within the connect timeout; a client silent for 1.5 x its Keep
-        Alive is disconnected [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]).
+        A socket must send CONNECT within the connect timeout; a client that sends no complete
+        control packet for 1.5 x its Keep Alive is disconnected [MQTT-3.1.2-24] (5.0:
+        [MQTT-3.1.2-22]), and so is one whose unfinished packet takes ``packet_read_timeout``.
         """
         if self.closed:
             return
@@ -470,13 +584,20 @@ class Connection(asyncio.Protocol):
             # The token or credentials the client logged in with ran out: 0xA0 Maximum connect time.
             self.close_with(ReasonCode.MAXIMUM_CONNECT_TIME, "credentials expired")
             return
-        limit = self.idle_limit
-        if not limit:
-            return
         if self.reading_paused:
-            self.last_rx = now  # we stopped reading, not the client: not idle
-        elif now - self.last_rx >= limit:
+            # We stopped reading, not the client: not idle, and its packet cannot progress.
+            self.last_rx = now
+            if self._partial_since:
+                self._partial_since = now
+            return
+        limit = self.idle_limit
+        if limit and now - self.last_rx >= limit:
             self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+            return
+        deadline = self.limits.packet_read_timeout
+        if self._partial_since and deadline and now - self._partial_since >= deadline:
+            # A started packet that does not finish holds up to max_packet_size: bound its time.
+            self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, f"packet not completed within {deadline:g} s")
 
     def write_now(self, data: bytes) -> None:
         """Write at once when nothing is queued (CONNACK): saves a loop callback per connection."""

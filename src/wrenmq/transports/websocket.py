@@ -37,6 +37,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from .linger import linger
+
 if TYPE_CHECKING:
     from ..broker.connection import Connection
 
@@ -208,7 +210,8 @@ class WebSocketAdapter(asyncio.Protocol):
             response = b""
         if response:
             transport.write(response)
-        transport.close()
+        # The rest of a refused request may be unread: linger, or the reset would lose the answer.
+        linger(transport, self.connection.broker.lingering, self.connection.loop)
 
     def _upgrade_timed_out(self) -> None:
         self._upgrade_timer = None
@@ -280,9 +283,14 @@ class WebSocketAdapter(asyncio.Protocol):
             frame = b""
         if frame:
             transport.write(frame)
+        connection = self.connection
         if self.upgraded:
-            self.connection.close(why)  # its output is dropped: no data may follow a Close frame
-        transport.close()
+            connection.close(why)  # its output is dropped: no data may follow a Close frame
+        # The Close frame must arrive even if the client sent more than it read (see linger.py); the
+        # socket is the linger's from now on, so the connection hears of its end from here.
+        linger(transport, connection.broker.lingering, connection.loop)
+        if self.upgraded:
+            connection.loop.call_soon(connection.connection_lost, None)
 
     def close_from_mqtt(self) -> None:
         """The MQTT side closes: a normal Close frame, then the socket (after what is buffered)."""
@@ -297,6 +305,23 @@ class WebSocketAdapter(asyncio.Protocol):
         except LocalProtocolError:
             pass
         transport.close()
+
+    def close_gracefully(self, lingering: set[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """The MQTT side closes with a reason: a normal Close frame after what is buffered, then
+        the socket is closed as ``transports.linger`` closes one, so a client that sent more than
+        it read still gets the last packet and the Close frame. The adapter is done at once: the
+        socket's further input is the linger's (a client's Close frame included: we answered first)."""
+        if self.closing:
+            return
+        self.closing = True
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            transport.write(self._ws.send(CloseConnection(code=_NORMAL)))
+        except LocalProtocolError:
+            pass
+        linger(transport, lingering, loop)
 
     def _peer(self) -> str:
         address = self._transport.get_extra_info("peername") if self._transport is not None else None
@@ -334,6 +359,10 @@ class WebSocketTransport(asyncio.Transport):
 
     def close(self) -> None:
         self._adapter.close_from_mqtt()
+
+    def close_gracefully(self, lingering: set[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """See ``transports.linger``: called instead of ``close`` when the connection ends with a reason."""
+        self._adapter.close_gracefully(lingering, loop)
 
     def abort(self) -> None:
         self._adapter.closing = True
