@@ -42,31 +42,61 @@ def one_check_seconds(passwords: PasswordFile) -> float:
     return time.perf_counter() - started
 
 
+class LoopLag:
+    """Runs on the broker's loop: a callback due every TICK seconds notes how late it ran. The sum
+    of the lateness is the time the loop spent unable to serve anyone (blocked)."""
+
+    TICK = 0.005
+
+    def __init__(self, server: WrenmqServer) -> None:
+        self.loop = server.loop
+        self.blocked = 0.0
+        self.worst = 0.0
+        self.running = True
+        self.loop.call_soon_threadsafe(self._tick, None)
+
+    def _tick(self, due: float | None) -> None:
+        now = self.loop.time()
+        if due is not None:
+            late = now - due
+            self.worst = max(self.worst, late)
+            if late > self.TICK:
+                self.blocked += late
+        if self.running:
+            self.loop.call_later(self.TICK, self._tick, now + self.TICK)
+
+    def stop(self) -> None:
+        self.running = False
+
+
 def test_failed_logins_do_not_stall_a_healthy_client(server: WrenmqServer, passwords: PasswordFile) -> None:
-    """A burst of wrong passwords whose checks, run on the event loop one after another, would block
-    it for seconds: a healthy client's round trips stay far below that, and every bad login is still
-    refused (0x86)."""
+    """A burst of wrong passwords whose checks, on the event loop, would block it for seconds in
+    all: the loop stays free (the time it is blocked is a small part of the hashing time), a
+    healthy client's pings are answered throughout, and every bad login is still refused (0x86)."""
     cost = one_check_seconds(PasswordFile.load(passwords.path))
     attempts = max(40, int(2.0 / cost))  # at least ~2 s of hashing in all
     healthy = RawClient(server.port, 5)
     assert healthy.connect("healthy").reason_code == 0
+    lag = LoopLag(server)
     attackers = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(attempts)]
     bad = encode(p.Connect("", 5, True, 60, username="alice", password=b"guess"), 5)
     for sock in attackers:
         sock.sendall(bad)
-    worst = 0.0
+    worst_ping = 0.0
     deadline = time.monotonic() + 60
     while server.broker.stats.auth_failures < attempts:
         assert time.monotonic() < deadline, "the checks did not finish"
         started = time.perf_counter()
         healthy.send(p.Pingreq())
         healthy.expect(p.Pingresp)
-        worst = max(worst, time.perf_counter() - started)
+        worst_ping = max(worst_ping, time.perf_counter() - started)
         time.sleep(0.01)
+    lag.stop()
     serial = attempts * cost
-    # On the loop, a ping waits behind the whole batch (~serial). Off it, the loop stays free; the
-    # bound is generous for a loaded machine, and far below what blocking would take.
-    assert worst < max(0.3, serial / 4), f"worst ping {worst:.3f}s while {attempts} checks ({serial:.1f}s) ran"
+    # On the loop, the loop is blocked for about ``serial``; off it, for a small part of that
+    # (generous for a shared, loaded machine).
+    assert lag.blocked < serial / 4, f"loop blocked {lag.blocked:.2f}s of {serial:.2f}s hashing ({attempts} checks)"
+    assert worst_ping < max(0.5, serial / 4), f"worst ping {worst_ping:.3f}s"
     for sock in attackers:
         sock.settimeout(10)
         data = sock.recv(64)  # CONNACK 0x86 Bad user name or password
