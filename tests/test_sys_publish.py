@@ -7,12 +7,15 @@ wills on ``$SYS`` topics (CONNACK 0x87), and publishes to ``$share/...`` (a filt
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mqttraw import RawClient
+from paho_sync import MQTTv5, PahoClient
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.reason_codes import ConnackReturnCode, ReasonCode
 from wrenmq.pytest_plugin import WrenmqServer
@@ -104,3 +107,32 @@ def test_will_on_sys_topic_refused(wrenmq_server: WrenmqServer, version: int) ->
         connack = client.connect("w", will=p.Will("$SYS/broker/clients/connected", b"0", 0, True))
         expected = ReasonCode.NOT_AUTHORIZED if version == 5 else ConnackReturnCode.NOT_AUTHORIZED
         assert connack.reason_code == expected
+
+
+def test_in_bridge_cannot_write_sys(
+    mosquitto_factory: Callable[..., Any], wrenmq_server_factory: Callable[..., WrenmqServer]
+) -> None:
+    """Another broker does not speak for this one's $SYS: an in bridge whose local topic would be
+    `$SYS/...` refuses the message (counted as refused on the connection); others still come in."""
+    mosquitto = mosquitto_factory()
+    bridges = ["topic broker/# in 0 $SYS/ remote/", "topic ok/# in 0"]
+    connection = {"name": "up", "url": f"mqtt://127.0.0.1:{mosquitto.port}", "reconnect_max": 0.5, "bridges": bridges}
+    server = wrenmq_server_factory(brokers=[connection])
+    watcher = RawClient(server.port, 5)
+    assert watcher.connect("watcher").reason_code == 0
+    watcher.subscribe("$SYS/#")
+    watcher.subscribe("ok/#")
+    links = server.connections
+    assert links is not None
+    deadline = time.monotonic() + 10
+    while not links.connections["up"].subscribed:
+        assert time.monotonic() < deadline, "the bridge did not subscribe"
+        time.sleep(0.05)
+    remote = PahoClient(mosquitto.port, MQTTv5, "remote")
+    remote.publish("remote/broker/clients/connected", b"99999", qos=1, retain=True)
+    remote.publish("ok/sentinel", b"end", qos=1)
+    assert watcher.expect(p.Publish).topic == "ok/sentinel"  # and nothing on $SYS before it
+    assert server.broker.retained.get("$SYS/broker/clients/connected") is None
+    assert links.connections["up"].refused == 1
+    remote.close()
+    watcher.close()
