@@ -31,6 +31,7 @@ from wrenmq.storage import (
     open_storage,
 )
 from wrenmq.storage import batch as ops
+from wrenmq.storage.sqlite import SCHEMA_VERSION
 
 # -- helpers ------------------------------------------------------------------------------------------
 
@@ -175,8 +176,8 @@ async def test_next_seq_is_raised_past_stored_messages(db: Path) -> None:
 async def test_newer_schema_is_refused(db: Path) -> None:
     db.parent.mkdir(parents=True)
     with sqlite3.connect(db) as conn:
-        conn.execute("PRAGMA user_version = 2")
-    with pytest.raises(RuntimeError, match="schema version 2"):
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match=f"schema version {SCHEMA_VERSION + 1}"):
         open_store(db)
 
 

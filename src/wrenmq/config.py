@@ -88,6 +88,16 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def is_loopback(host: str) -> bool:
+    """A loopback address (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 (every interface) are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "" (every interface)
+        return False
+
+
 class ListenerConfig(BaseModel):
     """One listener: a transport on an address, with its own TLS and auth settings.
 
@@ -126,12 +136,7 @@ class ListenerConfig(BaseModel):
     @property
     def loopback(self) -> bool:
         """Bound to a loopback address only (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 are not."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host name, or "" (every interface)
-            return False
+        return is_loopback(self.host)
 
     @model_validator(mode="after")
     def _check_tls(self) -> ListenerConfig:
@@ -536,13 +541,17 @@ class Config(BaseModel):
             found.append(ListenerConfig(type="wss", host=self.host, port=self.wss_port, path=self.ws_path, **tls))
         return found + list(self.listeners)
 
-    def anonymous_allowed(self, listener: ListenerConfig) -> bool:
-        """Per listener, then top level; unset everywhere: only while every listener is on loopback."""
-        if listener.allow_anonymous is not None:
+    def anonymous_allowed(self, listener: ListenerConfig | None) -> bool:
+        """Whether clients no authentication source vouches for may come in on ``listener`` (None:
+        the HTTP API's sign-ins: console, Socket.IO, polling): the listener's ``allow_anonymous``,
+        then the top-level one; unset everywhere, only while everything the broker listens on (every
+        MQTT listener, and the API when it is on) is on loopback."""
+        if listener is not None and listener.allow_anonymous is not None:
             return listener.allow_anonymous
         if self.allow_anonymous is not None:
             return self.allow_anonymous
-        return all(found.loopback for found in self.effective_listeners())
+        api_loopback = self.api_port is None or is_loopback(self.api_host)
+        return api_loopback and all(found.loopback for found in self.effective_listeners())
 
     @model_validator(mode="after")
     def _check_listeners(self) -> Config:

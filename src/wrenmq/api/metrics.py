@@ -205,6 +205,11 @@ class BrokerCollector(Collector):
             value=stats.acl_denied,
         )
         yield CounterMetricFamily(
+            "wrenmq_session_owner_conflicts",
+            "CONNECTs naming a client id whose session is another user's (session discarded, or take-over refused).",
+            value=stats.session_owner_conflicts,
+        )
+        yield CounterMetricFamily(
             "wrenmq_protocol_errors", "Connections closed for an MQTT protocol violation.", value=stats.protocol_errors
         )
         yield CounterMetricFamily(

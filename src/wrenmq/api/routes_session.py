@@ -59,7 +59,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         if broker.login_throttled(host):
             raise Problem(429, "too many failed logins from this address; try again in a minute")
         try:
-            client = sign_in_user(broker, credentials.username, credentials.password, "console", host, host)
+            client = await sign_in_user(broker, credentials.username, credentials.password, "console", host, host)
         except Denied as denied:
             raise HTTPException(401, denied.reason, {"WWW-Authenticate": "Bearer"}) from None
         name = client.username or credentials.username

@@ -20,6 +20,7 @@ from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId, encode_varint
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
+from ..mqtt.topics import client_may_publish
 from ..transports.linger import linger
 from ..transports.tls import certificate_identity
 from .message import PACKET_ID_BYTES, Message
@@ -89,6 +90,11 @@ class Connection(asyncio.Protocol):
         self.opened_at = 0.0
         self.idle_limit = 0.0  # 1.5 x keep alive; 0: no limit
         self._pause_timer: asyncio.TimerHandle | None = None
+        # While a login is checked off the loop: the check, the packets that followed CONNECT in its
+        # read, and the reads since (handled in order once it is decided; see hold_for_login).
+        self._login: asyncio.Future[Any] | None = None
+        self._login_packets: list[p.AnyPacket] = []
+        self._login_input: list[bytes] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -136,11 +142,20 @@ class Connection(asyncio.Protocol):
         return f"{address[0]}:{address[1]}" if address else "?"
 
     def data_received(self, data: bytes) -> None:
+        waiting = self._login_input
+        if waiting is not None:  # a login is being checked: keep the bytes, in order, until it is decided
+            waiting.append(data)
+            return
         self.broker.stats.bytes_received += len(data)
+        self._receive(data, None)
+
+    def _receive(self, data: bytes, packets: list[p.AnyPacket] | None) -> None:
+        """Handle the packets ``data`` completes (or ``packets``, parsed before), in order."""
         try:
-            packets = self.parser.feed(data)
-            if packets or self.parser.buffered:
-                self._progress(bool(packets))
+            if packets is None:
+                packets = self.parser.feed(data)
+                if packets or self.parser.buffered:
+                    self._progress(bool(packets))
             for packet in packets:
                 if self.closed:
                     return
@@ -151,6 +166,9 @@ class Connection(asyncio.Protocol):
                     if ptype != p.CONNECT:
                         raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.0-1] first packet is not CONNECT")
                     self._on_connect(packet)  # type: ignore[arg-type]
+                    if self._login_input is not None:  # (CONNECT is always the first packet here)
+                        self._login_packets = packets[1:]
+                        break
                 else:
                     handler = _HANDLERS.get(ptype)
                     if handler is None:
@@ -158,7 +176,7 @@ class Connection(asyncio.Protocol):
                             ReasonCode.PROTOCOL_ERROR, f"{p.PACKET_NAMES[ptype]} is not sent by a client"
                         )
                     handler(self, packet)
-            if self.parser.error is not None and not self.closed:
+            if self.parser.error is not None and not self.closed and self._login_input is None:
                 raise self.parser.error  # a bad packet after the good ones handled above
         except UnsupportedProtocolVersion as unsupported:  # (a name of its own: mypyc types it)
             # [MQTT-3.1.2-2]: answer with CONNACK 0x01 (3.1.1 form) / 0x84 and close.
@@ -198,6 +216,8 @@ class Connection(asyncio.Protocol):
 
     def _forget(self, exc: Exception | None) -> None:
         """The connection is over for the broker: release what it holds and tell the broker."""
+        if self._login is not None:
+            self._login.cancel()  # nobody is waiting for the answer: free the check's place
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
@@ -563,6 +583,30 @@ class Connection(asyncio.Protocol):
             self.version = self.parser.protocol_level  # a bad CONNECT: answer in its protocol level
         self.close_with(exc.reason_code, str(exc.args[0]))
 
+    def hold_for_login(self, login: asyncio.Future[Any]) -> None:
+        """The broker checks this CONNECT off the event loop: read nothing more until it is
+        decided, and keep what already arrived for then (``login_decided``)."""
+        self._login = login
+        self._login_input = []
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def login_decided(self) -> None:
+        """The login is decided (CONNACK sent, or the client refused): handle what the client sent
+        meanwhile, in order, and read again."""
+        self._login = None
+        packets, self._login_packets = self._login_packets, []
+        waiting, self._login_input = self._login_input, None
+        if self.closed:
+            return
+        self.resume_from_backpressure()
+        self._receive(b"", packets)
+        for data in waiting or ():
+            if self.closed:
+                return
+            self.data_received(data)
+
     def start_keepalive(self) -> None:
         self.idle_limit = self.keep_alive * 1.5
 
@@ -662,6 +706,11 @@ class Connection(asyncio.Protocol):
         ):
             log.info("client %s published to a topic beyond max_topic_length/levels", self.client_id)
             self._deny_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
+            return
+        if topic[0] == "$" and not client_may_publish(topic):  # (a topic is never empty here)
+            self.broker.stats.acl_denied += 1
+            log.info("client %s may not publish to %s (the broker's topics)", self.client_id, topic)
+            self._deny_publish(packet, ReasonCode.NOT_AUTHORIZED)
             return
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         broker = self.broker

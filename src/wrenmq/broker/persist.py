@@ -107,6 +107,7 @@ class Persistence:
             will,
             session.will_delay,
             session.next_seq,
+            session.owner,
         )
 
     # -- writes -------------------------------------------------------------------------

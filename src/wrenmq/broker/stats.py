@@ -24,6 +24,7 @@ class Stats:
         "messages_received_qos",
         "messages_sent_qos",
         "protocol_errors",
+        "session_owner_conflicts",
         "slow_consumers_dropped",
     )
 
@@ -44,6 +45,9 @@ class Stats:
         self.messages_received_qos = [0, 0, 0]  # PUBLISHes (and wills, in-process publications) in, by QoS
         self.messages_sent_qos = [0, 0, 0]  # PUBLISHes written to clients, by QoS
         self.protocol_errors = 0
+        # CONNECTs naming a client id whose session belongs to another user: the stored session was
+        # discarded, or (its owner connected) the CONNECT refused.
+        self.session_owner_conflicts = 0
         self.slow_consumers_dropped = 0
 
     @property

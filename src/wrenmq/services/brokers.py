@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..config import Bridge, ConfigError, ExternalBrokerConfig
 from ..hooks import Hook, Reject
 from ..mqtt.properties import PropertyId
+from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, OutboxStore, Outgoing
 
 if TYPE_CHECKING:
@@ -288,6 +289,10 @@ class BrokerConnection:
             if local is not None:
                 break
         else:
+            return
+        if not client_may_publish(local):  # another broker does not speak for this one's $SYS
+            self.refused += 1
+            log.info("broker %s: a message for %s was refused here: $SYS is this broker's", self.name, local)
             return
         props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
         try:

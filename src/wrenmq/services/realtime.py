@@ -38,7 +38,7 @@ from time import time as _now
 from typing import TYPE_CHECKING, Any
 
 from ..api.principal import Principal
-from ..hooks import READ, WRITE, Hook, Reject
+from ..hooks import LET_IN, READ, WRITE, AuthResult, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
@@ -278,7 +278,7 @@ class RealtimeService(Hook):
 
     # -- signing in -----------------------------------------------------------------------------------
 
-    def authenticate(
+    async def authenticate(
         self,
         token: str | None = None,
         username: str | None = None,
@@ -302,7 +302,7 @@ class RealtimeService(Hook):
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")
             return principal
-        return sign_in_user(broker, username, password, client_id, peer, host)
+        return await sign_in_user(broker, username, password, client_id, peer, host)
 
     def join_presence(self, subscriber: Subscriber, presence: dict[str, Any], transport: str) -> None:
         """Make ``subscriber``'s user present as ``presence["id"]``: allowed where its client may
@@ -467,44 +467,33 @@ class RealtimeService(Hook):
         self.stop()
 
 
-def sign_in_user(
+async def sign_in_user(
     broker: Broker, username: str | None, password: str | None, client_id: str, peer: str, host: str
 ) -> RealtimeClient:
-    """Check a user name and password with the broker's authentication hooks, as for an MQTT
-    CONNECT; anonymous (no user name) where MQTT allows it. Failures count toward the broker's
-    failed-login throttle. Raises :class:`Denied` (401)."""
+    """Check a user name and password by the broker's one login rule (``Broker.check_login``), as
+    for an MQTT CONNECT: an authentication source must vouch for the user, or anonymous access be
+    allowed for the API. Password checks run off the event loop. Failures count toward the
+    broker's failed-login throttle. Raises :class:`Denied` (401)."""
     client = Principal.user(broker, client_id, username, peer)
-    hooks = broker.hooks
-    if hooks.authenticate:
-        packet = p.Connect(
-            client_id=client_id,
-            protocol_level=5,
-            username=username,
-            password=password.encode() if password is not None else None,
-        )
-        result = hooks.run_authenticate(client, packet)
-        if result is not None:
-            if not result.allowed:
-                broker.login_failed(host)
-                raise Denied(401, result.reason or "bad user name or password")
-            client.auth = result
-            if result.username is not None:
-                client.username = result.username
-                client.kind = "user"
-            return client
-    if username is None and not anonymous_allowed(broker):
+    packet = p.Connect(
+        client_id=client_id,
+        protocol_level=5,
+        username=username,
+        password=password.encode() if password is not None else None,
+    )
+    decided = broker.check_login(client, packet, broker.anonymous_allowed(None))
+    result = decided if isinstance(decided, AuthResult) else await decided
+    if not result.allowed:
         broker.login_failed(host)
-        raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
+        if username is None:
+            raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
+        raise Denied(401, result.reason or "bad user name or password")
+    if result is not LET_IN:
+        client.auth = result
+    if result.username is not None:
+        client.username = result.username
+        client.kind = "user"
     return client
-
-
-def anonymous_allowed(broker: Broker) -> bool:
-    """As for an MQTT client: ``allow_anonymous``, or when unset, while everything is on loopback."""
-    config = broker.config
-    if config.allow_anonymous is not None:
-        return config.allow_anonymous
-    loopback = config.api_host in ("127.0.0.1", "::1", "localhost")
-    return loopback and all(found.loopback for found in config.effective_listeners())
 
 
 def realtime_of(broker: Broker) -> RealtimeService | None:

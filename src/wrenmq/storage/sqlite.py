@@ -36,7 +36,7 @@ from .base import (
 
 log = logging.getLogger("wrenmq.storage")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 BEGIN;
@@ -60,7 +60,8 @@ CREATE TABLE sessions (
     will_properties BLOB,
     will_expiry_at REAL,
     will_delay INTEGER NOT NULL,
-    next_seq INTEGER NOT NULL
+    next_seq INTEGER NOT NULL,
+    owner TEXT
 );
 CREATE TABLE session_messages (
     client_id TEXT NOT NULL,
@@ -81,18 +82,23 @@ CREATE TABLE inbound_qos2 (
     packet_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 COMMIT;
 """
+# Each step brings a store from the version before it to this one, in one transaction.
+_MIGRATIONS = {
+    # 2: sessions record their owner (the user); older ones have none until a client resumes them.
+    2: "BEGIN; ALTER TABLE sessions ADD COLUMN owner TEXT; PRAGMA user_version = 2; COMMIT;",
+}
 
 _SESSION_COLUMNS = (
     "client_id, protocol_version, expiry_interval, disconnected_at, subscriptions, will_topic, will_payload,"
-    " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq"
+    " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq, owner"
 )
 _MESSAGE_COLUMNS = "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at"
 _RETAIN_UPSERT = "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)"
 _RETAIN_DELETE = "DELETE FROM retained WHERE topic = ?"
-_SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 _SESSION_DELETES = (
     "DELETE FROM sessions WHERE client_id = ?",
     "DELETE FROM session_messages WHERE client_id = ?",
@@ -152,7 +158,7 @@ def _session_row(s: StoredSession) -> tuple[Any, ...]:
     w = s.will
     will = (None,) * 6 if w is None else (w.topic, w.payload, w.qos, int(w.retain), w.properties, w.expiry_at)
     return (s.client_id, s.protocol_version, s.expiry_interval, s.disconnected_at, subs, *will,
-            s.will_delay, s.next_seq)  # fmt: skip
+            s.will_delay, s.next_seq, s.owner)  # fmt: skip
 
 
 def _plan(b: ops.Batch) -> list[_Step]:
@@ -245,7 +251,12 @@ class SqliteStorage(Storage):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             conn.executescript(_SCHEMA)
-        elif version != SCHEMA_VERSION:
+            return
+        while version + 1 in _MIGRATIONS:
+            conn.executescript(_MIGRATIONS[version + 1])
+            version += 1
+            log.info("migrated %s to storage schema version %d", self.path, version)
+        if version != SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path} has storage schema version {version}; this wrenmq understands {SCHEMA_VERSION}"
             )
@@ -491,7 +502,7 @@ def _load(conn: sqlite3.Connection) -> LoadedState:
 
 def _session_from_row(row: tuple[Any, ...]) -> StoredSession:
     (client_id, protocol_version, expiry_interval, disconnected_at, subs, will_topic, will_payload, will_qos,
-     will_retain, will_properties, will_expiry_at, will_delay, next_seq) = row  # fmt: skip
+     will_retain, will_properties, will_expiry_at, will_delay, next_seq, owner) = row  # fmt: skip
     subscriptions = [
         StoredSubscription(f, qos, bool(nl), bool(rap), rh, sid) for f, qos, nl, rap, rh, sid in json.loads(subs)
     ]
@@ -507,4 +518,5 @@ def _session_from_row(row: tuple[Any, ...]) -> StoredSession:
         will,
         will_delay,
         next_seq,
+        owner,
     )
