@@ -25,6 +25,7 @@ class Stats:
         "messages_sent_qos",
         "protocol_errors",
         "slow_consumers_dropped",
+        "websocket_upgrades_refused",
     )
 
     def __init__(self) -> None:
@@ -45,6 +46,7 @@ class Stats:
         self.messages_sent_qos = [0, 0, 0]  # PUBLISHes written to clients, by QoS
         self.protocol_errors = 0
         self.slow_consumers_dropped = 0
+        self.websocket_upgrades_refused = 0  # HTTP requests on a ws/wss listener answered with an error
 
     @property
     def clients_total(self) -> int:
