@@ -99,9 +99,13 @@ def test_existing_open_data_dir_and_database_are_warned_about_and_kept(tmp_path:
     finally:
         os.umask(old)
     assert mode(data / "wrenmq.db") == 0o644
+    keys = data / "api_keys.json"
+    keys.write_text('{"keys": []}\n')
+    os.chmod(keys, 0o644)
     with running(data) as (_, lines):
         pass
     err = "".join(lines)
+    assert f"API key file {keys} has mode 0644: other users on this host can read it; run chmod 600 {keys}" in err
     assert f"data directory {data} has mode 0755: other users on this host can read it; run chmod 700 {data}" in err
     db = data / "wrenmq.db"
     assert f"database file {db} has mode 0644: other users on this host can read it; run chmod 600 {db}" in err
