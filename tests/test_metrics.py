@@ -126,6 +126,7 @@ def test_every_metric_is_named_wrenmq_and_has_help(api: Api) -> None:
         "wrenmq_session_owner_conflicts": "counter",
         "wrenmq_protocol_errors": "counter",
         "wrenmq_internal_errors": "counter",
+        "wrenmq_websocket_upgrades_refused": "counter",
         "wrenmq_api_requests": "counter",
         "wrenmq_api_request_duration_seconds": "histogram",
         "wrenmq_api_streams": "gauge",

@@ -35,6 +35,7 @@ from pydantic_core import ErrorDetails
 from .mqtt.topics import topic_matches, valid_topic_filter
 
 __all__ = [
+    "ENV_NOT_SETTINGS",
     "ENV_PREFIX",
     "Bridge",
     "Config",
@@ -47,6 +48,15 @@ __all__ = [
 ]
 
 ENV_PREFIX = "WRENMQ_"
+# ``WRENMQ_`` variables that are not settings; any other unknown one is an error, as an unknown key in
+# the file is, so a typo (WRENMQ_ALLOW_ANONYMUS=false) cannot leave a setting at its default unseen.
+ENV_NOT_SETTINGS = frozenset(
+    {
+        "WRENMQ_CONFIG",  # the config file, for `wrenmq serve`
+        "WRENMQ_KEY",  # the API token in the README's examples (export WRENMQ_KEY=$(wrenmq apikey create ...))
+        "WRENMQ_PURE_PYTHON",  # a build switch: install without compiling the hot path
+    }
+)
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -397,7 +407,9 @@ class Config(BaseModel):
     api_host: Annotated[str, Field(description="Address the HTTP management API binds to.")] = "127.0.0.1"
     api_port: Annotated[OptionalPort, Field(description="HTTP management API port (off: no API).")] = 8080
     api_certfile: Annotated[OptionalPath, Field(description="TLS certificate for the API (unset: plain HTTP).")] = None
-    api_keyfile: Annotated[OptionalPath, Field(description="TLS private key for the API.")] = None
+    api_keyfile: Annotated[OptionalPath, Field(description="TLS private key for the API (unset: in api_certfile).")] = (
+        None
+    )
     api_keys_file: Annotated[
         OptionalPath, Field(description="Hashed API keys (wrenmq apikey); default: <data_dir>/api_keys.json.")
     ] = None
@@ -572,6 +584,12 @@ class Config(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_api_tls(self) -> Config:
+        if self.api_keyfile is not None and self.api_certfile is None:
+            raise _CrossFieldError(("api_keyfile", "api_certfile"), "api_keyfile needs api_certfile")
+        return self
+
+    @model_validator(mode="after")
     def _check_brokers(self) -> Config:
         names = [found.name for found in self.brokers]
         twice = sorted({name for name in names if names.count(name) > 1})
@@ -662,6 +680,7 @@ def load_config(
             if _check_known(key, where, errors):
                 values[key], origins[key] = value, f"{where}: key {key!r}"
 
+    errors.extend(_unknown_env(env))
     for key in Config.model_fields:
         name = env_var(key)
         if name in env:
@@ -704,6 +723,20 @@ def _check_known(key: str, where: str, errors: list[str]) -> bool:
     hint = difflib.get_close_matches(key, Config.model_fields, n=1)
     errors.append(f"{where}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     return False
+
+
+def _unknown_env(env: Mapping[str, str]) -> list[str]:
+    """An error for each ``WRENMQ_*`` variable that names no setting, with the closest one."""
+    known = {env_var(key) for key in Config.model_fields}
+    errors = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in ENV_NOT_SETTINGS:
+            # Compared without the prefix, which every name shares and which would make all look alike.
+            names = {found.removeprefix(ENV_PREFIX): found for found in known | ENV_NOT_SETTINGS}
+            hint = difflib.get_close_matches(name.removeprefix(ENV_PREFIX).upper(), sorted(names), n=1)
+            suggestion = f" (did you mean {names[hint[0]]}?)" if hint else ""
+            errors.append(f"environment {name}: unknown variable{suggestion}")
+    return errors
 
 
 @functools.cache

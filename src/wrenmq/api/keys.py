@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..storage.private import make_private_dir
+
 __all__ = ["PREFIX", "SESSION_PREFIX", "ApiKey", "ApiKeyStore", "ConsoleSession", "describe"]
 
 PREFIX = "wmq_"
@@ -130,7 +132,7 @@ class ApiKeyStore:
         return True
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)  # the data dir (0700) by default
         data = json.dumps({"keys": [asdict(key) for key in self._keys.values()]}, indent=2) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=".api_keys.", dir=self.path.parent)
         try:

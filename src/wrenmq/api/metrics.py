@@ -217,6 +217,11 @@ class BrokerCollector(Collector):
             "Unexpected errors while handling a packet (see the log).",
             value=stats.internal_errors,
         )
+        yield CounterMetricFamily(
+            "wrenmq_websocket_upgrades_refused",
+            "Requests on a WebSocket listener answered with an HTTP error (malformed, wrong path, too large).",
+            value=stats.websocket_upgrades_refused,
+        )
 
         # API streams (streams.py), when that module is installed.
         hub: Any = getattr(self.app.state, "streams", None)

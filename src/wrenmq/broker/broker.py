@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from .. import __version__, auth, hot_path
-from ..config import Config
+from ..config import Config, ConfigError
 from ..hooks import LET_IN, READ, WRITE, AuthResult, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import encode
@@ -23,6 +23,7 @@ from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode, connack_v3_code
 from ..mqtt.topics import client_may_publish, parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
+from ..storage.private import make_private_dir, warn_if_open
 from ..transports import Listener
 from .connection import Connection
 from .hookset import HookSet
@@ -89,33 +90,87 @@ class Broker:
         self.hooks = HookSet()
         self.listeners: list[Listener] = []
         self._running = False
+        self._bound = False  # listeners bound (bind), not yet serving
+        self._checked: list[str] | None = None  # check()'s answer
         self._auth_failures: dict[str, list[float]] = {}  # source host -> recent failed logins
         self._sys: SysTopics | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def check(self) -> list[str]:
+        """What would stop start-up in the settings that name files (TLS certificates, keys and
+        CAs; password, ACL and JWT key files): one message per problem, naming its key. Nothing is
+        bound or created; the listeners are built and the auth hooks installed, once."""
+        if self._checked is not None:
+            return self._checked
         config = self.config
-        self.loop = asyncio.get_running_loop()
-        if config.storage == "sqlite":
-            config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = open_storage(config.storage, config.sqlite_path, config.durability, config.commit_interval)
-        self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
-        self._restore(self.storage.open(self.loop))
-        self.started_at = time.time()
+        errors: list[str] = []
+        self.listeners = []
+        for listener_config in config.effective_listeners():
+            listener = Listener(listener_config, config.anonymous_allowed(listener_config))
+            try:
+                listener.prepare()
+            except ConfigError as exc:
+                errors.append(str(exc))
+            self.listeners.append(listener)
         try:
             auth.install(self)
-            for listener_config in config.effective_listeners():
-                listener = Listener(listener_config, config.anonymous_allowed(listener_config))
-                await listener.start(self)
-                self.listeners.append(listener)
-        except BaseException:
+        except ConfigError as exc:
+            errors.append(str(exc))
+        password_files = {config.password_file, *(found.password_file for found in config.listeners)}
+        for path in sorted(found for found in password_files if found is not None):
+            warn_if_open(path, "password file")
+        self._checked = errors
+        return errors
+
+    async def bind(self) -> None:
+        """Check the settings (a ``ConfigError`` lists every problem) and bind every listener without
+        accepting anyone (an ``OSError`` names the address): once this returns, no setting and no
+        taken port can stop ``start``, and nothing has been created on disk."""
+        if self._bound:
+            return
+        errors = self.check()
+        if errors:
+            raise ConfigError("\n".join(errors))
+        try:
             for listener in self.listeners:
-                listener.close()
-            self.listeners = []
+                await listener.bind(self)
+        except BaseException:
+            self._unbind()
+            raise
+        self._bound = True
+
+    def _unbind(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []
+        self._bound = False
+        self._checked = None
+
+    async def start(self, serve: bool = True) -> None:
+        """Bind (see ``bind``), open the storage and restore what it holds, then accept clients;
+        with ``serve=False`` the listeners wait for ``serve()`` (services start in between)."""
+        config = self.config
+        self.loop = asyncio.get_running_loop()
+        await self.bind()
+        try:
+            if config.storage == "sqlite":
+                make_private_dir(config.data_dir)  # 0700: queued and retained payloads live there
+                warn_if_open(config.data_dir, "data directory")
+            self.storage = open_storage(config.storage, config.sqlite_path, config.durability, config.commit_interval)
+            self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
+            state = self.storage.open(self.loop)
+        except BaseException:
+            self._unbind()
+            raise
+        try:
+            self._restore(state)
+        except BaseException:
+            self._unbind()
             await self.storage.close()
             raise
+        self.started_at = time.time()
         self._running = True
         self._warn_if_no_one_can_log_in()
         self.hooks.notify(self.hooks.start, self)
@@ -123,6 +178,18 @@ class Broker:
             self._sys = SysTopics(self, config.sys_interval)
             self._sys.start()
         self._sweep_handle = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        if serve:
+            try:
+                await self.serve()
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def serve(self) -> None:
+        """Accept clients on every listener (after ``start(serve=False)``)."""
+        config = self.config
+        for listener in self.listeners:
+            await listener.serve()
         where = "memory"
         if config.storage == "sqlite":
             where = f"sqlite {config.sqlite_path}, durability {config.durability}"
@@ -136,9 +203,12 @@ class Broker:
 
     async def stop(self) -> None:
         if not self._running:
+            self._unbind()  # bound (or checked) but never started
             return
         self._running = False
         listeners, self.listeners = self.listeners, []
+        self._bound = False
+        self._checked = None
         for listener in listeners:
             listener.close()
         self.hooks.notify(self.hooks.stop)

@@ -26,6 +26,7 @@ class Stats:
         "protocol_errors",
         "session_owner_conflicts",
         "slow_consumers_dropped",
+        "websocket_upgrades_refused",
     )
 
     def __init__(self) -> None:
@@ -49,6 +50,7 @@ class Stats:
         # discarded, or (its owner connected) the CONNECT refused.
         self.session_owner_conflicts = 0
         self.slow_consumers_dropped = 0
+        self.websocket_upgrades_refused = 0  # HTTP requests on a ws/wss listener answered with an error
 
     @property
     def clients_total(self) -> int:

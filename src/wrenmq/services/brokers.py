@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ..client import Client
     from ..client import Message as RemoteMessage
 
-__all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "connections_of"]
+__all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "check_connection", "connections_of"]
 
 log = logging.getLogger("wrenmq.brokers")
 
@@ -407,6 +407,15 @@ def connections_of(broker: Broker) -> BrokerConnections | None:
     """The running :class:`BrokerConnections` of ``broker``, if any."""
     found = broker.hooks.find(BrokerConnections)
     return found[0] if found else None
+
+
+def check_connection(config: ExternalBrokerConfig) -> str | None:
+    """What would stop the connection ``config`` from starting (its cafile does not load), or None."""
+    try:
+        _make_client(config)
+    except (ValueError, OSError) as exc:
+        return f"broker {config.name!r}: {exc}"
+    return None
 
 
 def _make_client(config: ExternalBrokerConfig) -> Client:

@@ -33,6 +33,7 @@ from .base import (
     StoredSessionMessage,
     StoredSubscription,
 )
+from .private import connect_sqlite
 
 log = logging.getLogger("wrenmq.storage")
 
@@ -227,9 +228,8 @@ class SqliteStorage(Storage):
         if self._conn is not None or self._closed:
             raise RuntimeError("SqliteStorage.open() may be called once")
         self._loop = loop
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # The loading thread hands the connection to the writer thread and never touches it again.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = connect_sqlite(self.path, isolation_level=None, check_same_thread=False)  # 0600, in a 0700 dir
         try:
             self._prepare(conn)
             state = _load(conn)
