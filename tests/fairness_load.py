@@ -180,15 +180,17 @@ class Hostile:
             thread.daemon = True
             thread.start()
         started = time.monotonic()
+        ended = threading.Event()  # a line on stdin (or its end) stops the load before --duration
+        threading.Thread(target=lambda: (sys.stdin.readline(), ended.set()), daemon=True).start()
         n = 0
-        while time.monotonic() - started < args.duration:
+        while time.monotonic() - started < args.duration and not ended.is_set():
             if n < args.nonreaders:
                 try:
                     self.nonreader(n, n & 1)
                 except (OSError, ConnectionClosed, AssertionError) as exc:
                     self.errors.append(f"nonreader: {exc!r}")
                 n += 1
-            time.sleep(args.nonreader_every)
+            ended.wait(args.nonreader_every)
         now = time.monotonic()
         self.stop.set()
         report = {
@@ -303,11 +305,12 @@ def _add_load_args(parser: argparse.ArgumentParser) -> None:
 
 
 def start_load(port: int, **options: object) -> subprocess.Popen[str]:
-    """The hostile side in a process of its own; ``communicate()`` returns its JSON report."""
+    """The hostile side in a process of its own; ``communicate("stop\\n")`` stops it before its
+    ``duration`` and returns its JSON report."""
     args = [sys.executable, __file__, "load", "--port", str(port)]
     for key, value in options.items():
         args += ["--" + key.replace("_", "-"), str(value)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def _probe(args: argparse.Namespace) -> None:
@@ -319,7 +322,8 @@ def _probe(args: argparse.Namespace) -> None:
             mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
             broker = subprocess.Popen([mosquitto, "-c", str(conf)], stderr=subprocess.DEVNULL)
         else:
-            env = clean_env(WRENMQ_LOG_LEVEL="warning")
+            settings = dict(item.split("=", 1) for item in args.set)
+            env = clean_env(WRENMQ_LOG_LEVEL="warning", **{f"WRENMQ_{k.upper()}": v for k, v in settings.items()})
             broker = subprocess.Popen(serve_command(port, Path(tmp)), env=env)
         try:
             _wait_listening(port)
@@ -335,7 +339,7 @@ def _probe(args: argparse.Namespace) -> None:
             )
             time.sleep(1.0)
             result = healthy_pair(port, args.duration)
-            report = json.loads(load.communicate(timeout=60)[0])
+            report = json.loads(load.communicate("stop\n", timeout=60)[0])
         finally:
             broker.terminate()
             broker.wait(10)
@@ -368,6 +372,7 @@ def main() -> None:
     _add_load_args(load)
     probe = sub.add_parser("probe", help="start a broker, run the hostile side and the healthy pair")
     probe.add_argument("--broker", choices=["wrenmq", "mosquitto"], default="wrenmq")
+    probe.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a wrenmq setting")
     _add_load_args(probe)
     args = parser.parse_args()
     if args.command == "load":

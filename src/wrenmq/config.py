@@ -480,11 +480,11 @@ class Config(BaseModel):
         int, Field(ge=0, le=65535, description="Topic aliases a client may use towards the server.")
     ] = 64
     max_write_buffer: Annotated[
-        int, Field(ge=1, description="Per-connection write buffer cap: past twice this a client is disconnected.")
+        int, Field(ge=1, description="Write buffer past which QoS 0 is dropped; past twice this, disconnected.")
     ] = 4 * MiB
     write_buffer_high: Annotated[
         int,
-        Field(ge=1, description="Write buffer size past which QoS 0 to the client is dropped and QoS 1/2 queued."),
+        Field(ge=1, description="Write buffer size past which QoS 1/2 to the client waits in its session queue."),
     ] = 256 * KiB
     write_buffer_low: Annotated[
         int, Field(ge=0, description="Write buffer size below which the client is sent its queue again.")
