@@ -257,7 +257,7 @@ def healthy_pair(port: int, duration: float, rate: float = 100.0, version: int =
                     try:
                         packet = sub.recv(0.5)
                     except TimeoutError:
-                        if stop.is_set() and time.monotonic() > deadline + 10:
+                        if stop.is_set() and time.monotonic() > deadline + 5:
                             return  # what never came is reported as lost
                         continue
                     if isinstance(packet, p.Publish):

@@ -148,44 +148,45 @@ def broker_process(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 
 
 def test_healthy_qos1_pair_keeps_its_latency_under_hostile_load(broker_process):  # section 4.3.2, issue 14 item 14
-    """Non-reading ``#`` subscribers (a new one every 0.5 s), three publishers sending a thousand
+    """Non-reading ``#`` subscribers (a new one every 0.5 s, all along), three publishers sending a thousand
     1 KiB messages a second each, silent and slowloris connections and connect/close churn: a QoS 1
     pair that reads promptly loses nothing and keeps p99 under 50 ms; every non-reader is
     disconnected about ``slow_consumer_timeout`` (2 s) after it reached its cap, and logged once.
 
     The machine is shared: one 100 ms moment in which the OS runs something else instead of the
     broker says nothing about fairness but spoils a 4-second window's p99. So the pair is measured
-    in windows of 4 s: the median must be low in every one, the p99 in one of up to three. (Before
-    the fix every window had a median near 500 ms and a p99 near 2 s.)"""
+    in windows of 4 s, each with new non-readers arriving: the median must be low in every one, the
+    p99 in one of up to three. (Before the fix every window had a p99 near 2 s.)"""
     port, log_file = broker_process
     load = start_load(
-        port, duration=30, nonreaders=8, nonreader_every=0.5, publishers=3, rate=1000, silent=10, slowloris=10
+        port, duration=30, nonreaders=30, nonreader_every=0.5, publishers=3, rate=1000, silent=10, slowloris=10
     )
     started = time.monotonic()
     windows: list[PairResult] = []
     try:
         time.sleep(1.0)  # the first non-readers are stuck and the publishers at full speed
         while len(windows) < 3 and not (windows and windows[-1].p99 < 50.0):
-            windows.append(healthy_pair(port, duration=4.0, rate=100))
-        time.sleep(max(0.0, started + 9.0 - time.monotonic()))  # the last non-reader's 2 s at its cap, and then some
+            pair = healthy_pair(port, duration=4.0, rate=100)
+            windows.append(pair)
+            figures = [f"p50 {w.p50:.1f} ms, p99 {w.p99:.1f} ms" for w in windows]
+            assert pair.received == list(range(pair.sent)), f"sent {pair.sent}, received {len(pair.received)}"
+            assert pair.sent >= 300
+            assert pair.p50 < 10.0, figures
+        time.sleep(max(0.0, started + 9.0 - time.monotonic()))  # some non-readers 2 s at their cap, and more
         report = json.loads(load.communicate("stop\n", timeout=60)[0])
     finally:
         load.kill()
-    figures = [f"p50 {w.p50:.1f} ms, p99 {w.p99:.1f} ms" for w in windows]
-    for pair in windows:
-        assert pair.received == list(range(pair.sent)), f"sent {pair.sent}, received {len(pair.received)}"
-        assert pair.sent >= 300
-        assert pair.p50 < 10.0, figures
     assert windows[-1].p99 < 50.0, figures
     assert report["published"] >= 3 * 1000 * 4, report  # the hostile publishers were not held back either
     nonreaders = report["nonreaders"]
-    assert len(nonreaders) == 8, report
-    # Each was at its cap within a second of subscribing (the flood fills its buffer fast); 2 s later
-    # and a sweep it is gone. All eight had 5 s or more.
-    assert all(r["closed"] for r in nonreaders), nonreaders
+    # Each is at its cap within a second of subscribing (the flood fills its buffer fast); 2 s later
+    # and a sweep it is gone. Those open for 4 s or more must be.
+    due = [r for r in nonreaders if r["open_s"] >= 4.0]
+    assert len(due) >= 8 and all(r["closed"] for r in due), nonreaders
     warnings = [line for line in log_file.read_text().splitlines() if "slow consumer" in line]
-    assert len(warnings) == len(nonreaders), warnings  # once each
-    assert all("nonreader-" in line for line in warnings), warnings
+    named = [line.split("client ", 1)[1].split()[0] for line in warnings]
+    assert len(named) >= len(due) and len(set(named)) == len(named), warnings  # logged once each
+    assert all(name.startswith("nonreader-") for name in named), warnings
 
 
 # -- a non-reading client is bounded, then disconnected -----------------------------------------------
