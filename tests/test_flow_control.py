@@ -4,7 +4,7 @@ Most of this is the broker's own promise (issues 3 and 14, STYLE.md habit 4) wit
 QoS 0 is "at most once" (section 4.3.1), so a subscriber that cannot keep up may lose QoS 0 messages, and
 MQTT 5 lets a sender suspend QoS 0 when its peer is saturated [MQTT-4.9.0-2]; QoS 1/2 messages pending
 transmission are session state (section 4.1) and arrive in order [MQTT-4.6.0-6]. What the tests hold the
-broker to: a client's write buffer stays near its high-water mark, its session queue within
+broker to: a client's write buffer stays near ``max_write_buffer``, its session queue within
 ``max_queued_messages`` and ``max_queued_bytes``, a publisher is never paused for a subscriber's sake (a slow
 subscriber costs only itself), and every message dropped is counted. The slow-consumer timeout that ends
 such a client's connection is tested in tests/test_fairness.py.

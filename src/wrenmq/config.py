@@ -480,14 +480,14 @@ class Config(BaseModel):
         int, Field(ge=0, le=65535, description="Topic aliases a client may use towards the server.")
     ] = 64
     max_write_buffer: Annotated[
-        int, Field(ge=1, description="Write buffer past which QoS 0 is dropped; past twice this, disconnected.")
+        int, Field(ge=1, description="Write buffer from which QoS 0 is dropped, QoS 1/2 queued; twice: disconnected.")
     ] = 4 * MiB
     write_buffer_high: Annotated[
         int,
-        Field(ge=1, description="Write buffer size past which QoS 1/2 to the client waits in its session queue."),
+        Field(ge=1, description="Write buffer size past which a client is behind (slow_consumer_timeout runs)."),
     ] = 256 * KiB
     write_buffer_low: Annotated[
-        int, Field(ge=0, description="Write buffer size below which the client is sent its queue again.")
+        int, Field(ge=0, description="Write buffer size below which a client is sent its queue again.")
     ] = 64 * KiB
 
     @model_validator(mode="after")

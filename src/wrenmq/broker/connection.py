@@ -2,14 +2,13 @@
 
 Reads are parsed in one pass per ``data_received``; writes are appended to a list and flushed
 with one ``writelines`` per event-loop turn, or at once when they pass the high-water mark (one
-turn can carry megabytes). Flow control is explicit, and a slow client pays for itself only: while
-its write buffer is past ``write_buffer_high`` (until it drains below ``write_buffer_low``) QoS 1/2
-messages to it wait in its session queue, which is bounded (``max_queued_messages``,
-``max_queued_bytes``), and QoS 0 messages fill the buffer up to ``max_write_buffer`` (a burst to a
-fast client is absorbed) and are dropped (counted) past it. No publisher is ever held back for a
-subscriber's sake. A client that stays at its cap (buffer full and not draining, or queue full and not
-acknowledging) for ``slow_consumer_timeout`` seconds is disconnected; past twice
-``max_write_buffer`` (only replies it owes grow it then) it is dropped at once.
+turn can carry megabytes). Flow control is explicit, and a slow client pays for itself only: once
+its write buffer reaches ``max_write_buffer`` (a burst to a fast client fits below it), and until it
+drains below ``write_buffer_low``, QoS 0 messages to it are dropped (counted) and QoS 1/2 wait in its
+session queue, which is bounded (``max_queued_messages``, ``max_queued_bytes``). No publisher is ever
+held back for a subscriber's sake. A client that stays at its cap (buffer past ``write_buffer_high``
+and not draining, or queue full and not acknowledging) for ``slow_consumer_timeout`` seconds is
+disconnected; past twice ``max_write_buffer`` (only replies it owes grow it then) it is dropped at once.
 """
 
 from __future__ import annotations
@@ -72,8 +71,7 @@ class Connection(asyncio.Protocol):
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
-        self.congested = False  # buffer past high-water, not yet back below low: QoS 1/2 queued
-        self.over_cap = False  # ... and past max_write_buffer too: QoS 0 dropped
+        self.congested = False  # buffer reached max_write_buffer, not yet below low: QoS 0 dropped, 1/2 queued
         self.writing_paused = False
         self.reading_paused = False
         self.request_problem_info = True
@@ -193,18 +191,18 @@ class Connection(asyncio.Protocol):
         self.broker.on_connection_closed(self)
 
     def pause_writing(self) -> None:
-        """Past high-water: QoS 1/2 to this client waits in its session queue until it drains (QoS 0
-        until max_write_buffer); its publishers, and everyone else, carry on."""
+        """Past high-water: the client is behind. Its slow-consumer clock runs until it drains, and
+        from max_write_buffer on it is sent no more (see _check_congested); its publishers, and
+        everyone else, carry on."""
         self.writing_paused = True
-        self.congested = True
         self.at_cap()
         if self.transport is not None:
             self._buffer_seen = self.transport.get_write_buffer_size()
+        self._check_congested()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         self.congested = False
-        self.over_cap = False
         self._capped_since = 0.0
         session = self.session
         if session is not None and session.backlog and session.connection is self:
@@ -275,13 +273,12 @@ class Connection(asyncio.Protocol):
             self.close_with(ReasonCode.QUOTA_EXCEEDED, f"slow consumer: {why}")
         return True
 
-    def _check_over_cap(self) -> bool:
-        """Whether the output waiting for this client (past high-water) has reached max_write_buffer,
-        past which QoS 0 messages to it are dropped; it stays so until the buffer drains."""
+    def _check_congested(self) -> None:
+        """Called while writing is paused: once the output waiting for this client reaches
+        max_write_buffer it is congested (QoS 0 dropped, QoS 1/2 queued) until resume_writing."""
         transport = self.transport
-        size = self._out_size + (transport.get_write_buffer_size() if transport is not None else 0)
-        self.over_cap = size >= self.limits.max_write_buffer
-        return self.over_cap
+        if transport is not None and self._out_size + transport.get_write_buffer_size() >= self.limits.max_write_buffer:
+            self.congested = True
 
     def _end_rate_pause(self) -> None:
         """The ``max_publish_rate`` bucket has refilled: read from the client again."""
@@ -306,7 +303,7 @@ class Connection(asyncio.Protocol):
     def send_qos0(
         self, message: Message, retain: bool, sub_ids: list[int] | None, now: float, publisher: Connection | None
     ) -> None:
-        if self.congested and (self.over_cap or self._check_over_cap()):
+        if self.congested:
             self.broker.stats.dropped_congested += 1
             return
         if sub_ids is None and message.expires_at is None:
@@ -321,6 +318,8 @@ class Connection(asyncio.Protocol):
         broker.stats.messages_sent_qos[0] += 1
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
+        if self.writing_paused:
+            self._check_congested()
 
     def send_publish(self, delivery: Delivery, now: float, publisher: Connection | None, dup: bool) -> None:
         message = delivery.message
@@ -346,6 +345,8 @@ class Connection(asyncio.Protocol):
         broker.stats.messages_sent_qos[delivery.qos] += 1
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
+        if self.writing_paused:
+            self._check_congested()
 
     def send_pubrel(self, packet_id: int) -> None:
         self._write(b"\x62\x02" + PACKET_ID_BYTES[packet_id])
