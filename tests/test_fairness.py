@@ -312,3 +312,25 @@ def test_slow_consumer_timeout_zero_keeps_a_stuck_client(wrenmq_server_factory):
     time.sleep(SLOW_CONSUMER_TIMEOUT + 2 * SWEEP)
     assert state(server, "stuck")["connected"]
     assert server.broker.stats.slow_consumers_dropped == 0
+
+
+def test_shared_subscription_passes_over_a_congested_member(wrenmq_server_factory):  # [MQTT-4.8.2-3]
+    """The server may choose any member for each message; it does not choose one that cannot take it
+    while another can: a stuck member would only queue (or drop) its share."""
+    server = wrenmq_server_factory(**LIMITS)
+    stuck = client(server, "stuck-member", small=True)
+    stuck.subscribe("flood/#", 0)
+    stuck.subscribe("$share/g/work", 1)
+    healthy = client(server, "healthy-member")
+    healthy.subscribe("$share/g/work", 1)
+    server.call(_publish_many(server.broker, "flood/t", 6000, KiB, 0))  # fills the stuck member's buffer
+    server.call(_publish_many(server.broker, "work", 200, 100, 1))
+    got = []
+    while len(got) < 200:
+        packet = healthy.expect(p.Publish)
+        got.append(int(packet.payload[:8]))
+        healthy.send(p.Puback(packet.packet_id))
+    assert got == list(range(200))
+    stuck_state = state(server, "stuck-member")
+    assert stuck_state["connected"] and stuck_state["queued"] == 0, stuck_state
+    assert server.broker.stats.dropped_queue_full == 0
