@@ -63,3 +63,7 @@ def browser() -> Iterator[Any]:
 
     with chromium() as launched:
         yield launched
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", help="longer crash-suite runs (tests/test_crash.py)")

@@ -83,6 +83,15 @@ def test_bad_environment_exits_2_naming_variable() -> None:
     assert result.stderr.startswith("wrenmq: error: environment WRENMQ_STORAGE: ")
 
 
+def test_mistyped_environment_variable_stops_serve_with_exit_2(tmp_path: Path) -> None:
+    """A typo in a security setting must not leave the broker at its default (issue 14, item 15)."""
+    args = ("serve", "--port", "0", "--ws-port", "off", "--api-port", "off", "--data-dir", str(tmp_path / "data"))
+    result = run_wrenmq(*args, env={"WRENMQ_ALLOW_ANONYMUS": "false"})
+    assert result.returncode == 2
+    assert "environment WRENMQ_ALLOW_ANONYMUS: unknown variable (did you mean WRENMQ_ALLOW_ANONYMOUS?)" in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
 def test_config_file_from_environment(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("port = 65536\n")
@@ -129,7 +138,7 @@ def test_serve_stops_gracefully_on_signal(tmp_path: Path, signum: signal.Signals
         assert proc.stderr is not None
         deadline = time.monotonic() + 20
         lines: list[str] = []
-        while not any("listening on" in line for line in lines) and time.monotonic() < deadline:
+        while not any("listening on mqtt:" in line for line in lines) and time.monotonic() < deadline:
             lines.append(proc.stderr.readline())
             if not lines[-1] and proc.poll() is not None:
                 break

@@ -97,8 +97,32 @@ def test_unknown_override_key() -> None:
         load_config(env={}, overrides={"prot": 1})
 
 
-def test_unknown_env_variables_are_ignored() -> None:
-    assert load_config(env={"WRENMQ_CONFIG": "/x.toml", "WRENMQ_NOPE": "1"}) == Config()
+def test_wrenmq_variables_that_are_not_settings_are_allowed() -> None:
+    env = {"WRENMQ_CONFIG": "/x.toml", "WRENMQ_KEY": "wmq_x", "WRENMQ_PURE_PYTHON": "1", "OTHER_NOPE": "1"}
+    assert load_config(env=env) == Config()
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("WRENMQ_ALLOW_ANONYMUS", " (did you mean WRENMQ_ALLOW_ANONYMOUS?)"),  # the typo that left a broker open
+        ("WRENMQ_port", " (did you mean WRENMQ_PORT?)"),  # names are case-sensitive: this one set nothing
+        ("WRENMQ_CONFG", " (did you mean WRENMQ_CONFIG?)"),
+        ("WRENMQ_XYZZY", ""),
+    ],
+)
+def test_unknown_wrenmq_variable_is_an_error(name: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={name: "false"})
+    assert str(info.value) == f"environment {name}: unknown variable{hint}"
+
+
+def test_unknown_variable_is_reported_with_the_other_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"WRENMQ_ALLOW_ANONYMUS": "false", "WRENMQ_PORT": "x"})
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("environment WRENMQ_ALLOW_ANONYMUS: unknown variable")
+    assert lines[1].startswith("environment WRENMQ_PORT: ")
 
 
 @pytest.mark.parametrize(
@@ -176,3 +200,8 @@ def test_write_buffer_high_must_not_exceed_cap() -> None:
 def test_write_buffer_validator_applies_to_direct_construction() -> None:
     with pytest.raises(ValidationError, match="write_buffer_low"):
         Config(write_buffer_high=10, write_buffer_low=10)
+
+
+def test_api_keyfile_needs_api_certfile() -> None:
+    with pytest.raises(ConfigError, match="environment WRENMQ_API_KEYFILE: api_keyfile needs api_certfile"):
+        load_config(env={"WRENMQ_API_KEYFILE": "/etc/wrenmq/api.key"})

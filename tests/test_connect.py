@@ -314,9 +314,9 @@ def test_anonymous_refused(wrenmq_server_factory, clients, version, code):  # [M
     assert ack.reason_code == code
     assert ack.session_present is False
     assert client.expect_closed() == []
-    # With a user name the same broker accepts (no password file configured).
+    # A user name no authentication source vouches for is refused too (issue 14: test_login_rule.py).
     named = clients(server, version)
-    assert named.connect("named", username="alice", password=b"pw").reason_code == 0
+    assert named.connect("named", username="alice", password=b"pw").reason_code == code
 
 
 def test_v5_authentication_method_refused(raw):  # [MQTT-4.12.0-1] unsupported method: CONNACK 0x8C, then close

@@ -6,6 +6,7 @@ refusals use the CONNACK codes of [MQTT-3.2.2-6] (5.0 section 3.2.2.2; 3.1.1 sec
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -86,12 +87,14 @@ def token(key: Any = SECRET, algorithm: str = "HS256", kid: str | None = None, *
 
 @pytest.fixture
 def login(clients: Callable[..., RawClient]) -> Callable[..., p.Connack]:
-    """CONNECT with a username and this password (a token); returns the CONNACK."""
+    """CONNECT with a username and this password (a token); returns the CONNACK. Each client has a
+    client id of its own: a live session is never taken over by another user (test_session_owner)."""
+    numbers = itertools.count(1)
 
     def connect(server: Any, version: int, password: str | bytes | None, username: str | None = "device") -> p.Connack:
         client = clients(server, version)
         secret = password.encode() if isinstance(password, str) else password
-        ack: p.Connack = client.connect("jwt-client", username=username, password=secret)
+        ack: p.Connack = client.connect(f"jwt-client-{next(numbers)}", username=username, password=secret)
         return ack
 
     return connect

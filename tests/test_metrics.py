@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mqttraw import RawClient
 from wrenmq.api.keys import ApiKeyStore
+from wrenmq.auth.passwords import PasswordFile
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.properties import PropertyId
 
@@ -122,8 +123,10 @@ def test_every_metric_is_named_wrenmq_and_has_help(api: Api) -> None:
         "wrenmq_inflight_messages": "gauge",
         "wrenmq_auth_failures": "counter",
         "wrenmq_acl_denials": "counter",
+        "wrenmq_session_owner_conflicts": "counter",
         "wrenmq_protocol_errors": "counter",
         "wrenmq_internal_errors": "counter",
+        "wrenmq_websocket_upgrades_refused": "counter",
         "wrenmq_api_requests": "counter",
         "wrenmq_api_request_duration_seconds": "histogram",
         "wrenmq_api_streams": "gauge",
@@ -258,9 +261,11 @@ def test_acl_denials_auth_failures_and_protocol_errors(api_factory: Callable[...
     as a protocol error."""
     acl = tmp_path / "acl"
     acl.write_text("user alice\ntopic readwrite open/#\n")
-    api = api_factory(acl_file=str(acl), allow_anonymous=False)
-    # No password file: a client with a username is let in (no credential store), the ACL still applies.
-    alice = client(api, 5, "m-alice", username="alice")
+    passwd = PasswordFile(tmp_path / "passwd")
+    passwd.set_password("alice", "wonderland")
+    passwd.save()
+    api = api_factory(acl_file=str(acl), password_file=str(passwd.path), allow_anonymous=False)
+    alice = client(api, 5, "m-alice", username="alice", password=b"wonderland")
     suback = alice.subscribe("closed/#", qos=0)
     assert suback.reason_codes == [0x87]  # [MQTT-3.9.3-1 context]: Not authorized
     puback = alice.publish("closed/x", b"no", qos=1)

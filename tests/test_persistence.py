@@ -9,9 +9,6 @@ there afterwards. The normative statements named are the ones whose behaviour mu
 from __future__ import annotations
 
 import queue
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,59 +20,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from mqttraw import RawClient
-from serveproc import clean_env, free_port, serve_command
+from serveproc import BrokerProcess
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.codec import encode
 from wrenmq.mqtt.properties import PropertyId
 
 _P = PropertyId
-START_TIMEOUT = 10.0
-
-
-class BrokerProcess:
-    """``python -m wrenmq serve`` on a fixed port and data directory, so it can be restarted in place."""
-
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.args = args
-        self.env = clean_env(**(env or {}))
-        self.log_path = data_dir / "broker.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> BrokerProcess:
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        cmd = serve_command(self.port, self.data_dir, "--log-level", "info", *self.args, storage=None)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"broker exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"broker did not listen within {START_TIMEOUT}s:\n{self.log()}")
-
-    def stop(self) -> None:
-        """Graceful: SIGTERM, as a service manager would."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(START_TIMEOUT) == 0, self.log()
-
-    def kill(self) -> None:
-        """``kill -9``: no shutdown code runs, only what was committed survives."""
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(START_TIMEOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def raw(self, version: int = 4) -> RawClient:
-        return RawClient(self.port, version)
 
 
 @pytest.fixture
@@ -244,9 +194,10 @@ def test_retained_set_replace_clear_and_expiry_survive_kill_9(server):  # [MQTT-
         pub.publish("r/cleared", b"doomed", qos=1, retain=True)
         pub.publish("r/cleared", b"", qos=1, retain=True)  # a zero-byte retained PUBLISH removes it
         pub.publish("r/short", b"1s", qos=1, retain=True, properties={_P.MESSAGE_EXPIRY_INTERVAL: 1})
+        short_published = time.monotonic()
         pub.publish("r/long", b"100s", qos=1, retain=True, properties={_P.MESSAGE_EXPIRY_INTERVAL: 100})
     broker.kill()
-    time.sleep(0.8)  # with the restart itself, over a second passes: "r/short" expires while down
+    time.sleep(max(0.0, short_published + 1.2 - time.monotonic()))  # "r/short" expires while down
     broker.start()
 
     with broker.raw(5) as sub:
@@ -403,6 +354,113 @@ def test_qos2_exactly_once_across_kill_9(server):  # [MQTT-4.3.3-8], [MQTT-4.3.3
         got = receive_all(sub, 4)
         assert drain(sub) == []
     assert [(m.topic, m.payload) for m in got] == [("x/a", b"a"), ("x/b", b"b"), ("x/c", b"c"), ("x/a", b"a again")]
+
+
+def test_qos2_packet_id_is_free_in_the_store_once_pubcomp_is_sent(server):  # [MQTT-4.3.3-11], [MQTT-4.3.3-2]
+    """After PUBCOMP the publisher may reuse the packet id at once (clients that take the lowest free
+    id do): PUBCOMP is sent only once the id's release is committed, so a kill -9 right after it
+    cannot turn the next message on that id into a "resend" that is acknowledged and dropped."""
+    broker = server()
+    sub = persistent_raw(broker.port, "free-sub", 5)
+    sub.subscribe("free/#", qos=2)
+    sub.disconnect()
+    pub = persistent_raw(broker.port, "free-pub", 5)
+    rounds = 6
+    for n in range(rounds):
+        pub.send(p.Publish("free/x", f"first {n}".encode(), 2, False, 7))
+        pub.expect(p.Pubrec)
+        pub.send(p.Pubrel(7))
+        pub.expect(p.Pubcomp)
+        broker.kill()  # at once: only what was committed before PUBCOMP survives
+        pub.close()
+        broker.start()
+        pub = persistent_raw(broker.port, "free-pub", 5, clean=False)
+        pub.send(p.Publish("free/x", f"second {n}".encode(), 2, False, 7))  # a new message on id 7
+        pub.expect(p.Pubrec)
+        pub.send(p.Pubrel(7))
+        assert pub.expect(p.Pubcomp).reason_code == 0
+    pub.disconnect()
+    with persistent_raw(broker.port, "free-sub", 5, clean=False) as sub:
+        got = receive_all(sub, 2 * rounds)
+        assert drain(sub) == []
+    assert [m.payload.decode() for m in got] == [f"{w} {n}" for n in range(rounds) for w in ("first", "second")]
+
+
+def test_packet_id_a_subscriber_holds_names_the_same_message_after_kill_9(server):  # [MQTT-4.3.3-9], [MQTT-4.4.0-1]
+    """A QoS 2 receiver keeps a packet id from PUBLISH until PUBREL and drops any other PUBLISH on it
+    meanwhile. So the broker sends a persistent session's PUBLISH only once the record of which
+    message that id names is committed: after a kill -9 it resends the same message on the same id,
+    instead of a different one that the client would drop as a duplicate."""
+    broker = server()
+    pub = broker.raw(5)
+    pub.connect("held-pub")
+    rounds = 5
+    for n in range(rounds):
+        sub = persistent_raw(broker.port, "held-sub", 5, clean=n == 0)
+        if n == 0:
+            sub.subscribe("held/#", qos=2)
+        drain(sub)  # finish whatever the last round left in flight
+        for k in range(3):  # complete a few flows, so the broker's next packet id is past 1
+            pub.publish("held/done", f"{n}/{k}".encode(), qos=2)
+            receive_all(sub, 1)
+            drain(sub, 0.05)
+        # A burst of retained writes keeps the storage writer busy, as load would.
+        pub.send(b"".join(encode(p.Publish(f"burst/{i}", bytes(4096), 0, True), 5) for i in range(300)))
+        pub.send(p.Publish("held/x", f"held {n}".encode(), 2, False, 100 + n))  # PUBREC not awaited
+        held = sub.expect(p.Publish)  # not answered: the client now holds its packet id
+        broker.kill()
+        sub.close()
+        pub.close()
+        broker.start()
+        pub = broker.raw(5)
+        pub.connect("held-pub")
+        with persistent_raw(broker.port, "held-sub", 5, clean=False) as sub:
+            again = sub.expect(p.Publish)
+            assert (again.packet_id, again.payload, again.dup) == (held.packet_id, held.payload, True)
+            sub.send(p.Pubrec(again.packet_id))
+            sub.expect(p.Pubrel)
+            sub.send(p.Pubcomp(again.packet_id))
+
+
+def test_session_discarded_by_clean_start_stays_gone_after_kill_9(server):  # [MQTT-3.1.2-4], [MQTT-3.2.2-2]
+    """CONNACK to a Clean Start that discards a stored session is sent once the discard is committed:
+    a kill -9 right after it must not bring the session back with Session Present 1."""
+    broker = server()
+    for n in range(4):
+        with persistent_raw(broker.port, "gone", 5) as client:
+            client.subscribe("gone/#", qos=1)
+        # A burst of retained writes keeps the storage writer busy, as load would.
+        with broker.raw(5) as loader:
+            loader.connect("gone-loader")
+            loader.send(b"".join(encode(p.Publish(f"burst/{i}", bytes(4096), 0, True), 5) for i in range(300)))
+            loader.publish("gone/x", b"queued", qos=1)
+        client = RawClient(broker.port, 5)
+        ack = client.connect("gone", clean=True)  # discards the stored session
+        assert (ack.reason_code, ack.session_present) == (0, False)
+        broker.kill()
+        client.close()
+        broker.start()
+        with RawClient(broker.port, 5) as client:
+            ack = client.connect("gone", clean=False, properties={_P.SESSION_EXPIRY_INTERVAL: 300})
+            assert (ack.reason_code, ack.session_present) == (0, False), f"round {n}: the session came back"
+            client.disconnect()
+        with RawClient(broker.port, 5) as client:
+            client.connect("gone", clean=True)  # start the next round from nothing
+
+
+def test_persistent_session_output_keeps_its_order(server):  # [MQTT-3.8.4-4], [MQTT-3.3.1-9]
+    """Output held for a commit holds back what follows it: SUBACK first, then the retained messages."""
+    broker = server()
+    with broker.raw(5) as setter:
+        setter.connect("order-setter")
+        setter.publish("order/a", b"zero", qos=0, retain=True)
+        setter.publish("order/b", b"one", qos=1, retain=True)
+    with persistent_raw(broker.port, "order-sub", 5) as sub:
+        sub.send(p.Subscribe(1, [p.Subscription("order/#", 1)]))
+        first = sub.recv()
+        assert isinstance(first, p.Suback), first
+        got = receive_all(sub, 2)
+        assert sorted(m.payload for m in got) == [b"one", b"zero"]
 
 
 def test_qos2_packet_id_of_unrouted_message_survives_kill_9(server):  # [MQTT-4.3.3-10], [MQTT-4.3.3-11]

@@ -17,6 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mqttraw import RawClient
+from wrenmq.auth.passwords import PasswordFile
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.reason_codes import ConnackReturnCode, ReasonCode
@@ -342,10 +343,13 @@ def test_mosquitto_sub_receives_will_of_paho(broker, protocol, sub_version):  # 
             proc.wait()
 
 
-def test_will_not_sent_for_refused_connect(wrenmq_server_factory, clients):  # [MQTT-3.1.2-8] "if accepted"
-    server = wrenmq_server_factory(allow_anonymous=False)
+def test_will_not_sent_for_refused_connect(wrenmq_server_factory, clients, tmp_path):  # [MQTT-3.1.2-8] "if accepted"
+    passwd = PasswordFile(tmp_path / "passwd")
+    passwd.set_password("watcher", "secret")
+    passwd.save()
+    server = wrenmq_server_factory(allow_anonymous=False, password_file=passwd.path)
     watch = clients(server)
-    watch.connect("watch-refused", username="watcher")
+    assert watch.connect("watch-refused", username="watcher", password=b"secret").reason_code == 0
     watch.subscribe("will/refused", 1)
     for version in (4, 5):
         client = clients(server, version)

@@ -152,13 +152,12 @@ async def _serve(config: Config) -> None:
         except NotImplementedError:  # Windows: Ctrl-C raises KeyboardInterrupt instead
             pass
 
-    broker = Broker(config)
-    await broker.start()
     from wrenmq.services import Services
 
+    broker = Broker(config)
     services = Services(broker)  # external brokers and bridges, the API
     try:
-        await services.start()
+        await services.start_all()  # all or nothing: checked and bound before anything is created
         if hasattr(signal, "SIGHUP"):  # re-read password and ACL files, as Mosquitto does
             loop.add_signal_handler(signal.SIGHUP, broker.reload)
         tune_gc()

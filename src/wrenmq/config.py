@@ -35,6 +35,7 @@ from pydantic_core import ErrorDetails
 from .mqtt.topics import topic_matches, valid_topic_filter
 
 __all__ = [
+    "ENV_NOT_SETTINGS",
     "ENV_PREFIX",
     "Bridge",
     "Config",
@@ -47,6 +48,15 @@ __all__ = [
 ]
 
 ENV_PREFIX = "WRENMQ_"
+# ``WRENMQ_`` variables that are not settings; any other unknown one is an error, as an unknown key in
+# the file is, so a typo (WRENMQ_ALLOW_ANONYMUS=false) cannot leave a setting at its default unseen.
+ENV_NOT_SETTINGS = frozenset(
+    {
+        "WRENMQ_CONFIG",  # the config file, for `wrenmq serve`
+        "WRENMQ_KEY",  # the API token in the README's examples (export WRENMQ_KEY=$(wrenmq apikey create ...))
+        "WRENMQ_PURE_PYTHON",  # a build switch: install without compiling the hot path
+    }
+)
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -88,6 +98,16 @@ def _comma_list(value: Any) -> Any:
     return value
 
 
+def is_loopback(host: str) -> bool:
+    """A loopback address (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 (every interface) are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "" (every interface)
+        return False
+
+
 class ListenerConfig(BaseModel):
     """One listener: a transport on an address, with its own TLS and auth settings.
 
@@ -126,12 +146,7 @@ class ListenerConfig(BaseModel):
     @property
     def loopback(self) -> bool:
         """Bound to a loopback address only (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 are not."""
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:  # a host name, or "" (every interface)
-            return False
+        return is_loopback(self.host)
 
     @model_validator(mode="after")
     def _check_tls(self) -> ListenerConfig:
@@ -330,6 +345,9 @@ class Config(BaseModel):
         int, Field(ge=0, le=4294967295, description="Upper bound on a client's Session Expiry Interval.")
     ] = 4294967295
     connect_timeout: Annotated[float, Field(gt=0, description="Seconds a new connection has to send CONNECT.")] = 10.0
+    packet_read_timeout: Annotated[
+        float, Field(ge=0, description="Seconds a packet may take to arrive whole once begun (0: no limit).")
+    ] = 60.0
     max_keepalive: Annotated[
         int, Field(ge=0, le=65535, description="Largest Keep Alive granted, enforced with Server Keep Alive.")
     ] = 65535
@@ -396,13 +414,26 @@ class Config(BaseModel):
     api_host: Annotated[str, Field(description="Address the HTTP management API binds to.")] = "127.0.0.1"
     api_port: Annotated[OptionalPort, Field(description="HTTP management API port (off: no API).")] = 8080
     api_certfile: Annotated[OptionalPath, Field(description="TLS certificate for the API (unset: plain HTTP).")] = None
-    api_keyfile: Annotated[OptionalPath, Field(description="TLS private key for the API.")] = None
+    api_keyfile: Annotated[OptionalPath, Field(description="TLS private key for the API (unset: in api_certfile).")] = (
+        None
+    )
     api_keys_file: Annotated[
         OptionalPath, Field(description="Hashed API keys (wrenmq apikey); default: <data_dir>/api_keys.json.")
     ] = None
     stream_buffer: Annotated[
         int, Field(ge=1, description="Messages an API stream may hold for a slow reader before it drops.")
     ] = 1000
+    api_max_body_size: Annotated[
+        int,
+        Field(
+            ge=1024,
+            le=2**31,
+            description="Largest API request body in bytes (publishes by a signed-in caller: max_packet_size).",
+        ),
+    ] = 64 * 1024
+    api_max_unauthenticated_requests: Annotated[
+        int, Field(ge=1, description="API requests with a body and no credentials served at once; beyond: 503.")
+    ] = 64
     events_prefix: Annotated[
         str,
         Field(
@@ -479,6 +510,9 @@ class Config(BaseModel):
     topic_alias_maximum: Annotated[
         int, Field(ge=0, le=65535, description="Topic aliases a client may use towards the server.")
     ] = 64
+    topic_alias_out_maximum: Annotated[
+        int, Field(ge=0, le=65535, description="Topic aliases the server may use towards a client (0: none).")
+    ] = 32
     max_write_buffer: Annotated[
         int, Field(ge=1, description="Write buffer from which QoS 0 is dropped, QoS 1/2 queued; twice: disconnected.")
     ] = 4 * MiB
@@ -527,13 +561,17 @@ class Config(BaseModel):
             found.append(ListenerConfig(type="wss", host=self.host, port=self.wss_port, path=self.ws_path, **tls))
         return found + list(self.listeners)
 
-    def anonymous_allowed(self, listener: ListenerConfig) -> bool:
-        """Per listener, then top level; unset everywhere: only while every listener is on loopback."""
-        if listener.allow_anonymous is not None:
+    def anonymous_allowed(self, listener: ListenerConfig | None) -> bool:
+        """Whether clients no authentication source vouches for may come in on ``listener`` (None:
+        the HTTP API's sign-ins: console, Socket.IO, polling): the listener's ``allow_anonymous``,
+        then the top-level one; unset everywhere, only while everything the broker listens on (every
+        MQTT listener, and the API when it is on) is on loopback."""
+        if listener is not None and listener.allow_anonymous is not None:
             return listener.allow_anonymous
         if self.allow_anonymous is not None:
             return self.allow_anonymous
-        return all(found.loopback for found in self.effective_listeners())
+        api_loopback = self.api_port is None or is_loopback(self.api_host)
+        return api_loopback and all(found.loopback for found in self.effective_listeners())
 
     @model_validator(mode="after")
     def _check_listeners(self) -> Config:
@@ -551,6 +589,12 @@ class Config(BaseModel):
                 ("use_identity_as_username", "require_certificate"),
                 "use_identity_as_username needs require_certificate = true",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_api_tls(self) -> Config:
+        if self.api_keyfile is not None and self.api_certfile is None:
+            raise _CrossFieldError(("api_keyfile", "api_certfile"), "api_keyfile needs api_certfile")
         return self
 
     @model_validator(mode="after")
@@ -644,6 +688,7 @@ def load_config(
             if _check_known(key, where, errors):
                 values[key], origins[key] = value, f"{where}: key {key!r}"
 
+    errors.extend(_unknown_env(env))
     for key in Config.model_fields:
         name = env_var(key)
         if name in env:
@@ -686,6 +731,20 @@ def _check_known(key: str, where: str, errors: list[str]) -> bool:
     hint = difflib.get_close_matches(key, Config.model_fields, n=1)
     errors.append(f"{where}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
     return False
+
+
+def _unknown_env(env: Mapping[str, str]) -> list[str]:
+    """An error for each ``WRENMQ_*`` variable that names no setting, with the closest one."""
+    known = {env_var(key) for key in Config.model_fields}
+    errors = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in ENV_NOT_SETTINGS:
+            # Compared without the prefix, which every name shares and which would make all look alike.
+            names = {found.removeprefix(ENV_PREFIX): found for found in known | ENV_NOT_SETTINGS}
+            hint = difflib.get_close_matches(name.removeprefix(ENV_PREFIX).upper(), sorted(names), n=1)
+            suggestion = f" (did you mean {names[hint[0]]}?)" if hint else ""
+            errors.append(f"environment {name}: unknown variable{suggestion}")
+    return errors
 
 
 @functools.cache

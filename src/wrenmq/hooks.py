@@ -10,10 +10,13 @@ The events, in the order a client meets them:
 ``on_start(broker)`` / ``on_stop()``
     The broker started (listeners are bound) or is stopping.
 ``on_connect_authenticate(client, packet) -> AuthResult | None``
-    A CONNECT passed protocol checks. Return ``AuthResult.allow(...)`` or ``AuthResult.deny(...)``
-    to decide, ``None`` to leave it to the next hook. The first decision wins. If no hook decides, a
-    client without a username is let in only where anonymous access is allowed, and a client with
-    one is let in (no credential store is configured).
+    A CONNECT passed protocol checks (console, Socket.IO and polling sign-ins ask too, with a
+    CONNECT made for them). Return ``AuthResult.allow(...)`` or ``AuthResult.deny(...)`` to decide,
+    ``None`` to leave it to the next hook. The first decision wins. A check too slow for the event
+    loop (a password hash) returns an awaitable of that answer instead, and runs its work off the
+    loop; the client's connection reads nothing more until it is decided. If no hook decides, the
+    client (with a user name or without: a name nobody vouched for is only a claim) is let in only
+    where anonymous access is allowed (``Broker.check_login``, the one rule for every way in).
 ``on_acl_check(client, topic, access) -> bool | None``
     May ``client`` publish to (``WRITE``) or subscribe to (``READ``, ``topic`` is then the filter)
     this topic? First non-None answer wins; no answer allows. A deny is answered with reason code
@@ -40,13 +43,14 @@ The events, in the order a client meets them:
 ``client`` is the broker's connection object; hooks read ``client_id``, ``username``, ``peer``,
 ``version``, ``listener`` (the ``transports.Listener``; ``listener.config`` is its
 ``ListenerConfig``; None in-process), ``cert_identity`` (a TLS client certificate's CN) and
-``auth`` (what the deciding hook returned), and nothing else. Hooks run on the event loop: they
+``auth`` (what the deciding hook returned; None if none decided), and nothing else. Hooks run on the event loop: they
 must not block. Exceptions from a hook are logged and treated as no answer (or, for
 ``on_connect_authenticate``, as a deny).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .mqtt.reason_codes import ReasonCode
@@ -57,7 +61,7 @@ if TYPE_CHECKING:
     from .broker.message import Message
     from .mqtt import packets as p
 
-__all__ = ["READ", "WRITE", "AuthResult", "Hook", "Reject"]
+__all__ = ["LET_IN", "READ", "WRITE", "AuthResult", "Hook", "Reject"]
 
 READ = 1  # subscribe (topic is the filter) and receive
 WRITE = 2  # publish
@@ -113,6 +117,11 @@ class AuthResult:
         return f"AuthResult.deny(0x{self.reason_code:02x}, {self.reason!r})"
 
 
+# What ``Broker.check_login`` answers when no hook decided and anonymous access lets the client in
+# (a client let in this way has ``auth`` None).
+LET_IN = AuthResult(True, reason="no authentication hook decided; anonymous access is allowed")
+
+
 class Hook:
     """Base class of every extension; each method is an event, and the defaults do nothing."""
 
@@ -136,7 +145,9 @@ class Hook:
     def on_stop(self) -> None:
         pass
 
-    def on_connect_authenticate(self, client: Connection, packet: p.Connect) -> AuthResult | None:
+    def on_connect_authenticate(
+        self, client: Connection, packet: p.Connect
+    ) -> AuthResult | Awaitable[AuthResult | None] | None:
         return None
 
     def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | None:

@@ -149,14 +149,12 @@ class WrenmqServer:
 
     async def _start(self) -> None:
         from wrenmq.broker import Broker  # lazily: importing the plugin must stay cheap
-
-        broker = Broker(self.config)  # built on its own loop, in case it binds loop objects
-        await broker.start()
-        self._broker = broker
         from wrenmq.services import Services
 
-        self.services = Services(broker)  # external brokers and bridges, the API
-        await self.services.start()
+        broker = Broker(self.config)  # built on its own loop, in case it binds loop objects
+        services = Services(broker)  # external brokers and bridges, the API
+        await services.start_all()  # as `wrenmq serve` does: all or nothing
+        self._broker, self.services = broker, services
 
     async def _stop(self) -> None:
         if self.services is not None:

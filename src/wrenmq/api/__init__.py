@@ -13,14 +13,16 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..storage.private import warn_if_open
 from .keys import ApiKeyStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..broker.broker import Broker
+    from ..config import Config
 
-__all__ = ["ApiServer", "create_app"]
+__all__ = ["ApiServer", "bind_api", "check_api", "create_app"]
 
 log = logging.getLogger("wrenmq.api")
 
@@ -79,6 +81,39 @@ def create_app(broker: Broker) -> FastAPI:
     return app
 
 
+def check_api(config: Config) -> list[str]:
+    """What would stop the API from starting, as messages naming the key (its TLS files); the key
+    file's mode is checked too (a warning)."""
+    warn_if_open(config.api_keys_path, "API key file")
+    if config.api_certfile is None:
+        return []
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(config.api_certfile, config.api_keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (getattr(exc, "reason", None) or exc)
+        keyfile = f" / api_keyfile {config.api_keyfile}"
+        if config.api_keyfile is None:
+            keyfile = " (api_keyfile is unset, so the key must be in the same file)"
+        return [f"api_certfile {config.api_certfile}{keyfile}: cannot load: {why}"]
+    return []
+
+
+def bind_api(config: Config) -> socket.socket:
+    """The API's listening socket, bound before anything starts: a taken port is an ``OSError``
+    naming the address (rather than uvicorn's ``sys.exit()`` once the broker is serving)."""
+    assert config.api_port is not None, "the API is off (api_port)"
+    family = socket.AF_INET6 if ":" in config.api_host else socket.AF_INET
+    try:
+        sock = socket.create_server((config.api_host, config.api_port), family=family, backlog=1024)
+    except OSError as exc:
+        raise OSError(exc.errno, f"API listener on {config.api_host}:{config.api_port}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
 class ApiServer:
     """uvicorn serving ``create_app(broker)`` on ``config.api_host:api_port`` in the current loop."""
 
@@ -90,17 +125,23 @@ class ApiServer:
         self._socket: socket.socket | None = None
         self._main_loop: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, sock: socket.socket | None = None) -> None:
+        """Serve on ``sock`` (from ``bind_api``), or on a socket bound now."""
         import uvicorn
+
+        from .limits import limit_requests
 
         config = self.broker.config
         assert config.api_port is not None, "the API is off (api_port)"
         ssl: dict[str, Any] = {}
         if config.api_certfile is not None:
-            ssl = {"ssl_certfile": str(config.api_certfile), "ssl_keyfile": str(config.api_keyfile)}
+            ssl = {"ssl_certfile": str(config.api_certfile)}
+            if config.api_keyfile is not None:  # else the key is in the certificate file
+                ssl["ssl_keyfile"] = str(config.api_keyfile)
         bridge = getattr(self.app.state, "socketio", None)  # Socket.IO at /socket.io/, the API around it
+        served = bridge.asgi(self.app) if bridge is not None else self.app
         server_config = uvicorn.Config(
-            bridge.asgi(self.app) if bridge is not None else self.app,
+            limit_requests(self.app, served),  # bodies and unauthenticated requests bounded first
             host=config.api_host,
             port=config.api_port,
             lifespan="off",
@@ -111,10 +152,8 @@ class ApiServer:
             **ssl,
         )
         server = uvicorn.Server(server_config)
-        # Bound here, so a taken port is an OSError naming it rather than uvicorn's sys.exit().
-        family = socket.AF_INET6 if ":" in config.api_host else socket.AF_INET
-        sock = socket.create_server((config.api_host, config.api_port), family=family, backlog=1024)
-        sock.setblocking(False)
+        if sock is None:
+            sock = bind_api(self.broker.config)
         # What uvicorn's serve() does, less taking over the process's signal handlers: load the
         # config, start serving on this loop, and run main_loop() (Date header, should_exit).
         server_config.load()

@@ -1,38 +1,76 @@
-"""FastAPI dependencies for the API key check: ``Depends(require_key)`` on reads,
-``Depends(require_write)`` on anything that changes the broker."""
+"""Signing in to the API: the :class:`~.principal.Principal` a bearer token stands for.
+
+``KeyCheckedRoute`` (routing.py) calls :func:`authenticate` before anything else about a request
+and keeps the principal on ``request.state``; handlers take it with ``Depends(acting)``. Streams
+and the realtime service use :func:`principal_for_token`, so every way in has the same rules.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import HTTPException, Request
+from starlette.requests import HTTPConnection
 
-from .keys import ApiKey, ApiKeyStore
+from .keys import SESSION_PREFIX, ApiKeyStore
+from .principal import Principal
 
-__all__ = ["require_key", "require_write"]
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+__all__ = ["acting", "authenticate", "bearer_token", "principal_for_token"]
+
+UNAUTHORIZED = "a valid API key is required (Authorization: Bearer <key>; create one with `wrenmq apikey create NAME`)"
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def bearer_token(connection: HTTPConnection) -> str | None:
+    header = connection.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require_key(request: Request) -> ApiKey:
-    """FastAPI dependency: a valid API key (Authorization: Bearer <key>), else 401."""
-    store: ApiKeyStore = request.app.state.api_keys
-    token = _bearer(request)
-    key = store.verify(token) if token else None
-    if key is None:
-        raise HTTPException(
-            401,
-            "a valid API key is required (Authorization: Bearer <key>; create one with `wrenmq apikey create NAME`)",
-            headers={"WWW-Authenticate": "Bearer"},
+def principal_for_token(
+    broker: Broker, store: ApiKeyStore, token: str, client_id: str | None = None, peer: str = "api"
+) -> Principal | None:
+    """Who ``token`` signs in: an API key (may manage; read-only if the key is), or a console
+    session (a console_admins user manages and writes, a console_users one only reads); else None.
+    The ACL sees the key's or the user's name either way."""
+    if token.startswith(SESSION_PREFIX):
+        session = store.session(token)
+        if session is None:
+            return None
+        name, read_only = session.key.name, session.key.read_only
+        return Principal(
+            broker,
+            "console",
+            name,
+            client_id or f"api:{name}",
+            read_only=read_only,
+            manages=not read_only,
+            auth=session.auth,
+            peer=peer,
         )
-    return key
+    key = store.verify(token)
+    if key is None:
+        return None
+    return Principal(
+        broker, "key", key.name, client_id or f"api:{key.name}", read_only=key.read_only, manages=True, peer=peer
+    )
 
 
-def require_write(request: Request) -> ApiKey:
-    """FastAPI dependency: a valid API key that may change things, else 401 / 403."""
-    key = require_key(request)
-    if key.read_only:
-        raise HTTPException(403, f"API key {key.name!r} is read-only")
-    return key
+def authenticate(connection: HTTPConnection, token: str | None = None) -> Principal:
+    """The principal of the request's ``Authorization: Bearer`` token (or ``token``), else 401."""
+    token = bearer_token(connection) or token
+    app = connection.app
+    principal = principal_for_token(app.state.broker, app.state.api_keys, token) if token else None
+    if principal is None:
+        raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def acting(request: Request) -> Principal:
+    """FastAPI dependency: who acts in this request (set by KeyCheckedRoute; else signed in here)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = request.state.principal = authenticate(request)
+    return principal

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PREFIX", "SESSION_PREFIX", "ApiKey", "ApiKeyStore", "describe"]
+from ..storage.private import make_private_dir
+
+__all__ = ["PREFIX", "SESSION_PREFIX", "ApiKey", "ApiKeyStore", "ConsoleSession", "describe"]
 
 PREFIX = "wmq_"
 SESSION_PREFIX = "wms_"  # a console sign-in by user name and password (POST /api/v1/session)
@@ -34,6 +36,15 @@ class ApiKey:
     created: float
 
 
+@dataclass(frozen=True)
+class ConsoleSession:
+    """A user signed in with a password: ``key`` is named after the user."""
+
+    key: ApiKey
+    expires: float
+    auth: Any
+
+
 class ApiKeyStore:
     """The keys in one JSON file (``Config.api_keys_path``), re-read when its mtime or size changes."""
 
@@ -41,18 +52,24 @@ class ApiKeyStore:
         self.path = path
         self._keys: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int] | None = None
-        self._sessions: dict[str, tuple[ApiKey, float]] = {}  # SHA-256 of the token -> key, expiry
+        self._sessions: dict[str, ConsoleSession] = {}  # SHA-256 of the token -> the session
 
     # -- sessions: short-lived keys for users who signed in; in memory only ----------------------
 
-    def open_session(self, name: str, read_only: bool, seconds: float) -> str:
-        """A token that works as a key named ``name`` for ``seconds`` (until the process ends)."""
+    def open_session(self, name: str, read_only: bool, seconds: float, auth: Any = None) -> str:
+        """A token that signs in as user ``name`` for ``seconds`` (until the process ends);
+        ``auth`` is what the authentication hook answered (a JWT's ACL claims live there)."""
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         digest = hashlib.sha256(token.encode()).hexdigest()
         now = time.time()
-        self._sessions = {d: s for d, s in self._sessions.items() if s[1] > now}  # drop expired ones
-        self._sessions[digest] = (ApiKey(name, digest, read_only, now), now + seconds)
+        self._sessions = {d: s for d, s in self._sessions.items() if s.expires > now}  # drop expired ones
+        self._sessions[digest] = ConsoleSession(ApiKey(name, digest, read_only, now), now + seconds, auth)
         return token
+
+    def session(self, token: str) -> ConsoleSession | None:
+        """The console session ``token`` opened, unless it ended."""
+        found = self._sessions.get(hashlib.sha256(token.encode()).hexdigest())
+        return found if found is not None and found.expires > time.time() else None
 
     def close_session(self, token: str) -> bool:
         return self._sessions.pop(hashlib.sha256(token.encode()).hexdigest(), None) is not None
@@ -65,12 +82,10 @@ class ApiKeyStore:
 
     def verify(self, token: str) -> ApiKey | None:
         """The key ``token`` belongs to, or None (compared in constant time)."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
         if token.startswith(SESSION_PREFIX):
-            session = self._sessions.get(digest)
-            if session is None or session[1] <= time.time():
-                return None
-            return session[0]
+            session = self.session(token)
+            return session.key if session is not None else None
+        digest = hashlib.sha256(token.encode()).hexdigest()
         self._refresh()
         found = None
         for key in self._keys.values():
@@ -117,7 +132,7 @@ class ApiKeyStore:
         return True
 
     def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)  # the data dir (0700) by default
         data = json.dumps({"keys": [asdict(key) for key in self._keys.values()]}, indent=2) + "\n"
         fd, tmp = tempfile.mkstemp(prefix=".api_keys.", dir=self.path.parent)
         try:

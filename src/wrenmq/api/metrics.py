@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from .deps import require_key
+from .deps import acting
 from .problems import problem_responses
 from .routing import BEARER
 
@@ -70,7 +70,7 @@ def install(app: FastAPI, broker: Broker) -> None:
             200: {"content": {"text/plain": {}}, "description": "The metrics."},
             **problem_responses(401),
         },
-        dependencies=[Depends(require_key), Security(BEARER)],
+        dependencies=[Depends(acting), Security(BEARER)],
     )
     async def metrics() -> Response:
         # On the event loop, not in a thread: the collector walks broker state the loop changes.
@@ -210,12 +210,22 @@ class BrokerCollector(Collector):
             value=stats.acl_denied,
         )
         yield CounterMetricFamily(
+            "wrenmq_session_owner_conflicts",
+            "CONNECTs naming a client id whose session is another user's (session discarded, or take-over refused).",
+            value=stats.session_owner_conflicts,
+        )
+        yield CounterMetricFamily(
             "wrenmq_protocol_errors", "Connections closed for an MQTT protocol violation.", value=stats.protocol_errors
         )
         yield CounterMetricFamily(
             "wrenmq_internal_errors",
             "Unexpected errors while handling a packet (see the log).",
             value=stats.internal_errors,
+        )
+        yield CounterMetricFamily(
+            "wrenmq_websocket_upgrades_refused",
+            "Requests on a WebSocket listener answered with an HTTP error (malformed, wrong path, too large).",
+            value=stats.websocket_upgrades_refused,
         )
 
         # API streams (streams.py), when that module is installed.

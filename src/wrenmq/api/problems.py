@@ -22,6 +22,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
+from .principal import Forbidden
+
 if TYPE_CHECKING:
     from ..broker.broker import Broker
 
@@ -112,6 +114,11 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
+async def _on_forbidden(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Forbidden)
+    return Problem(403, exc.reason).response()
+
+
 async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     phrase = HTTPStatus(exc.status_code).phrase
@@ -141,10 +148,15 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 _DESCRIPTIONS = {
     400: "The body could not be decoded (JSON must be UTF-8)",
     401: "No valid API key (Authorization: Bearer <key>)",
-    403: "The API key is read-only, or a publish hook refused the message",
+    403: (
+        "Not allowed: the ACL refuses the topic, the key or session is read-only or may not manage, "
+        "or a publish hook refused the message"
+    ),
     404: "No such resource",
     409: "Not possible in the broker's configuration",
+    413: "The body is over api_max_body_size (a signed-in publish: max_packet_size)",
     422: "A request value is invalid: `errors` names each field and why",
+    503: "Too many requests without credentials at once (api_max_unauthenticated_requests)",
 }
 
 
@@ -158,6 +170,10 @@ def _document_problems(schema: dict[str, Any]) -> None:
     ref = {"$ref": "#/components/schemas/ProblemDetails"}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
+            if "requestBody" in operation:  # the bounds of limits.py, before the route runs
+                responses = operation.setdefault("responses", {})
+                for status in (413, 503):
+                    responses.setdefault(str(status), {"description": _DESCRIPTIONS[status]})
             for status, response in operation.get("responses", {}).items():
                 if str(status)[:1] in ("4", "5"):
                     response["content"] = {MEDIA_TYPE: {"schema": ref}}
@@ -167,6 +183,7 @@ def _document_problems(schema: dict[str, Any]) -> None:
 
 def install(app: FastAPI, broker: Broker) -> None:
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(Forbidden, _on_forbidden)
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)

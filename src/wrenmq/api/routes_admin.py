@@ -66,7 +66,7 @@ def _file_invalid(exc: Exception) -> Problem:
 
 
 def install(app: FastAPI, broker: Broker) -> None:
-    router = v1_router("users and ACL")
+    router = v1_router("users and ACL", manage=True)
     lock = asyncio.Lock()  # one edit of the files at a time: each is read, changed and replaced
     not_configured = problem_responses(409)
     writes = {**WRITE_RESPONSES, **not_configured}

@@ -2,8 +2,10 @@
 add one at runtime, remove one. ``POST /publish`` with ``"broker": "<name>"`` publishes through
 one (routes_publish.py calls :func:`publish_external`).
 
-A connection added here is validated like a ``[[brokers]]`` table in the config file (422 naming
-the field, e.g. ``body.bridges.0``) and lasts until the broker stops.
+Anyone signed in reads their status (the console's dashboard shows it; URLs have passwords
+masked); adding and removing one is a management action. A connection added here is validated
+like a ``[[brokers]]`` table in the config file (422 naming the field, e.g. ``body.bridges.0``)
+and lasts until the broker stops.
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ async def publish_external(
 
 
 def install(app: FastAPI, broker: Broker) -> None:
-    router = v1_router("brokers")
+    router = v1_router("brokers")  # their status is the dashboard's: any signed-in principal reads it
+    management = v1_router("brokers", manage=True)  # adding and removing them is management
 
     @router.get("/brokers", summary="External broker connections and their status")
     async def list_brokers() -> BrokerList:
@@ -113,7 +116,7 @@ def install(app: FastAPI, broker: Broker) -> None:
     async def get_broker(name: str) -> BrokerStatus:
         return _status(_find(broker, name))
 
-    @router.post(
+    @management.post(
         "/brokers",
         summary="Add an external broker connection",
         status_code=201,
@@ -130,7 +133,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         except ConfigError as exc:
             raise Problem.invalid([field_error(("body",), str(exc))]) from None
 
-    @router.delete(
+    @management.delete(
         "/brokers/{name}",
         summary="Remove an external broker connection",
         status_code=204,
@@ -145,3 +148,4 @@ def install(app: FastAPI, broker: Broker) -> None:
         return Response(status_code=204)
 
     app.include_router(router)
+    app.include_router(management)

@@ -1,6 +1,7 @@
 """``/api/v1/clients``: every session, connected or not, is a client. List them (paged, filtered),
 look at one (connection, session, subscriptions, in-flight and queued counts), or disconnect one
-(MQTT 5: DISCONNECT 0x98 Administrative action), optionally discarding its session."""
+(MQTT 5: DISCONNECT 0x98 Administrative action), optionally discarding its session. Client ids,
+user names and addresses are other users' business: these are management routes."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def client_detail(broker: Broker, session: Session) -> ClientDetail:
 
 
 def install(app: FastAPI, broker: Broker) -> None:
-    router = v1_router("clients")
+    router = v1_router("clients", manage=True)
 
     def find(client_id: str) -> Session:
         session = broker.sessions.get(client_id)

@@ -5,6 +5,10 @@ session (``sessions/{id}/commands/{cmd}``), and forget a device. 404 when presen
 (``presence = false``) or the device is unknown. Commands are published at QoS 1 whether or not
 the device is online: a device with a persistent session gets it when it is back; the answer says
 whether it was online.
+
+Under the ACL of who asks: a device is listed and read only by those who may read all of its
+topics (``<devices_root>/<id>/#``); a command needs ``WRITE`` on its topic, and forgetting a device
+``WRITE`` on its retained ``status`` and ``lwt`` topics, which it clears.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from ..hooks import Reject
+from ..hooks import READ, WRITE, Reject
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode
 from ..services.change_events import name_problem
 from ..services.presence import Presence, presence_of, utc_timestamp
 from .models import Page
 from .problems import FieldError, Problem, field_error, problem_responses
-from .routing import BODY_RESPONSES, WRITE_RESPONSES, Paging, v1_router
+from .routing import BODY_RESPONSES, WRITE_RESPONSES, Acting, Paging, v1_router
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -121,6 +125,7 @@ def install(app: FastAPI, broker: Broker) -> None:
 
     @router.get("/devices", summary="Devices in the presence registry", responses=problem_responses(404))
     async def list_devices(
+        principal: Acting,
         paging: Annotated[Paging, Depends()],
         status: Annotated[Literal["online", "offline"] | None, Query(description="Online or offline.")] = None,
         type: Annotated[str | None, Query(description="Devices of this type.")] = None,
@@ -131,6 +136,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         service = _service(broker)
         online = None if status is None else status == "online"
         needle = q.lower() if q else None
+        everything = principal.may_read(service.devices_root + "/#")
         found = [
             entry
             for entry in service.devices.values()
@@ -138,16 +144,18 @@ def install(app: FastAPI, broker: Broker) -> None:
             and (type is None or entry["type"] == type)
             and (session is None or entry["sessionId"] == session)
             and (needle is None or needle in entry["deviceId"].lower() or needle in str(entry["name"] or "").lower())
+            and (everything or principal.may_read(f"{service.devices_root}/{entry['deviceId']}/#"))
         ]
         items, total = paging.page(found, key=lambda entry: entry["deviceId"])
         return Page[Device](
             items=[Device.model_validate(e) for e in items], total=total, limit=paging.limit, offset=paging.offset
         )
 
-    @router.get("/devices/{id}", summary="One device, with its recent events", responses=problem_responses(404))
-    async def get_device(id: str) -> DeviceDetail:
+    @router.get("/devices/{id}", summary="One device, with its recent events", responses=problem_responses(403, 404))
+    async def get_device(principal: Acting, id: str) -> DeviceDetail:
         _check(id=id)
         service = _service(broker)
+        principal.require(f"{service.devices_root}/{id}/#", READ)
         entry = service.get(id)
         if entry is None:
             raise Problem(404, f"no device {id!r}", kind="unknown-device", title="Unknown device")
@@ -159,11 +167,14 @@ def install(app: FastAPI, broker: Broker) -> None:
         status_code=204,
         responses={**WRITE_RESPONSES, **problem_responses(404)},
     )
-    async def delete_device(id: str) -> Response:
+    async def delete_device(principal: Acting, id: str) -> Response:
         """Removes it and its events from the registry and clears its retained status and lwt. A
         device that is still connected comes back with its next message."""
         _check(id=id)
-        if not await _service(broker).delete(id):
+        service = _service(broker)
+        for kind in ("status", "lwt"):
+            principal.require(f"{service.devices_root}/{id}/{kind}", WRITE)
+        if not await service.delete(id):
             raise Problem(404, f"no device {id!r}", kind="unknown-device", title="Unknown device")
         return Response(status_code=204)
 
@@ -173,13 +184,14 @@ def install(app: FastAPI, broker: Broker) -> None:
         status_code=202,
         responses={**WRITE_RESPONSES, **BODY_RESPONSES, **problem_responses(404)},
     )
-    async def send_device_command(id: str, cmd: str, params: Params = None) -> CommandSent:
+    async def send_device_command(principal: Acting, id: str, cmd: str, params: Params = None) -> CommandSent:
         """Published at QoS 1 to ``devices/{id}/commands/{cmd}`` as ``{"command", "params",
         "timestamp", "commandId"}``, to a device that is offline or unknown as well (a persistent
         session gets it later); ``online`` says whether it is online now."""
         _check(id=id, cmd=cmd)
         service = _service(broker)
         topic = f"{service.devices_root}/{id}/commands/{cmd}"
+        principal.require(topic, WRITE)
         command_id, payload = _command(cmd, params)
         matched = await _publish(broker, topic, payload)
         entry = service.devices.get(id)
@@ -191,12 +203,13 @@ def install(app: FastAPI, broker: Broker) -> None:
         status_code=202,
         responses={**WRITE_RESPONSES, **BODY_RESPONSES, **problem_responses(404)},
     )
-    async def send_session_command(id: str, cmd: str, params: Params = None) -> SessionCommandSent:
+    async def send_session_command(principal: Acting, id: str, cmd: str, params: Params = None) -> SessionCommandSent:
         """Published at QoS 1 to ``sessions/{id}/commands/{cmd}``, which the session's devices
         subscribe to; ``online`` counts the online devices that report this session."""
         _check(id=id, cmd=cmd)
         service = _service(broker)
         topic = f"{service.sessions_root}/{id}/commands/{cmd}"
+        principal.require(topic, WRITE)
         command_id, payload = _command(cmd, params)
         matched = await _publish(broker, topic, payload)
         online = sum(1 for e in service.devices.values() if e["online"] and e["sessionId"] == id)

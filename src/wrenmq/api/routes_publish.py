@@ -1,7 +1,8 @@
-"""``POST /api/v1/publish`` and ``/api/v1/publish/batch``: publish as the broker itself (no client,
-so no ACL applies: an API key that may write may publish anywhere but ``$`` topics; publish hooks
-still run). Also ``POST /publish``, the body existing integrations send (``{"broker": "internal",
-...}``).
+"""``POST /api/v1/publish`` and ``/api/v1/publish/batch``: publish under the ACL of who asks (the
+API key's or console user's name must have ``WRITE`` on the topic, as an MQTT client of that user
+would; 403 otherwise), never to ``$`` topics; the broker then publishes it (publish hooks run, with
+no client). Also ``POST /publish``, the body existing integrations send (``{"broker": "internal",
+...}``); through an external broker connection that is a management action.
 
 A request is checked against the MQTT rules (models.py) and then against this broker's settings
 (Maximum QoS, retain available, topic length and levels, max_packet_size); anything refused is a
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Response
 
-from ..hooks import Reject
+from ..hooks import WRITE, Reject
 from ..mqtt.properties import encode_properties, encode_varint
 from ..mqtt.reason_codes import ReasonCode
 from .models import (
@@ -28,10 +29,11 @@ from .models import (
     PublishResult,
 )
 from .problems import FieldError, Problem, field_error, problem_responses
-from .routing import BODY_RESPONSES, WRITE_RESPONSES, authenticated_router, v1_router
+from .routing import BODY_RESPONSES, WRITE_RESPONSES, Acting, authenticated_router, v1_router
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
+    from .principal import Principal
 
 INTERNAL = "internal"
 
@@ -67,8 +69,10 @@ def broker_problems(broker: Broker, request: PublishRequest, loc: tuple[str | in
     return errors
 
 
-async def publish(broker: Broker, request: PublishRequest) -> PublishResult:
-    """Publish ``request`` (already checked); a hook's Reject is raised as a Problem."""
+async def publish(broker: Broker, principal: Principal, request: PublishRequest) -> PublishResult:
+    """Publish ``request`` (already checked) if ``principal`` may write its topic (else 403); a
+    hook's Reject is raised as a Problem."""
+    principal.require(request.topic, WRITE)
     payload = request.payload_bytes()
     try:
         matched = await broker.publish(
@@ -94,19 +98,20 @@ def install(app: FastAPI, broker: Broker) -> None:
     rejected = {**WRITE_RESPONSES, **BODY_RESPONSES}
 
     @router.post("/publish", summary="Publish a message", responses=rejected)
-    async def publish_message(request: PublishRequest) -> PublishResult:
+    async def publish_message(principal: Acting, request: PublishRequest) -> PublishResult:
         """The payload is given as ``payload`` (text), ``payload_base64`` or ``payload_json``; MQTT 5
         subscribers get the ``properties``. ``matched`` counts the subscriptions it reached."""
         errors = broker_problems(broker, request, ("body",))
         if errors:
             raise Problem.invalid(errors)
-        return await publish(broker, request)
+        return await publish(broker, principal, request)
 
     @router.post("/publish/batch", summary="Publish several messages", responses=rejected)
-    async def publish_batch(batch: PublishBatch) -> BatchResult:
+    async def publish_batch(principal: Acting, batch: PublishBatch) -> BatchResult:
         """Every message is checked first: if any is invalid, none is published (422 naming each
-        field as ``body.messages.<index>.<field>``). Then they are published in order; a message a
-        publish hook refuses is reported in its result and the others are still published."""
+        field as ``body.messages.<index>.<field>``), nor if the ACL refuses any topic (403). Then
+        they are published in order; a message a publish hook refuses is reported in its result
+        and the others are still published."""
         errors = [
             error
             for index, request in enumerate(batch.messages)
@@ -114,10 +119,12 @@ def install(app: FastAPI, broker: Broker) -> None:
         ]
         if errors:
             raise Problem.invalid(errors)
+        for request in batch.messages:
+            principal.require(request.topic, WRITE)
         results = []
         for index, request in enumerate(batch.messages):
             try:
-                result = await publish(broker, request)
+                result = await publish(broker, principal, request)
             except Problem as problem:
                 results.append(
                     BatchItemResult(
@@ -134,7 +141,9 @@ def install(app: FastAPI, broker: Broker) -> None:
         summary="Publish (the body integrations send: broker, topic, payload, qos, retain, queue)",
         responses={**rejected, **problem_responses(404, 502, 503), 202: {"model": CompatPublishResult}},
     )
-    async def compat_publish(request: CompatPublishRequest, response: Response) -> CompatPublishResult:
+    async def compat_publish(
+        principal: Acting, request: CompatPublishRequest, response: Response
+    ) -> CompatPublishResult:
         """``broker`` is ``internal`` (this broker) or the name of an external broker connection
         (``GET /api/v1/brokers``; 404 "unknown broker" otherwise). ``payload`` is sent as text if it
         is a string, as compact JSON text if it is any other JSON value.
@@ -142,11 +151,15 @@ def install(app: FastAPI, broker: Broker) -> None:
         Through an external broker the answer comes once the remote has acknowledged the message
         (``reason_code``); 503 if it is not connected, unless ``queue`` is true: then the message
         waits in the connection's bounded durable queue and the answer is 202 (503 if the queue
-        is full). 502 if the remote refuses the message."""
+        is full). 502 if the remote refuses the message. Publishing through an external broker
+        is a management action (an API key or a console admin); to this one, the ACL decides."""
         inner = request.as_request()
         if request.broker != INTERNAL:
             from .routes_brokers import publish_external
 
+            refusal = principal.manage_refusal()
+            if refusal is not None:
+                raise Problem(403, refusal)
             payload = inner.payload_bytes()
             code = await publish_external(
                 broker, request.broker, inner.topic, payload, inner.qos, inner.retain, request.queue
@@ -166,7 +179,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         errors = broker_problems(broker, inner, ("body",))
         if errors:
             raise Problem.invalid(errors)
-        result = await publish(broker, inner)
+        result = await publish(broker, principal, inner)
         return CompatPublishResult(**result.model_dump(), broker=INTERNAL)
 
     app.include_router(router)

@@ -160,7 +160,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         responses={**problem_responses(401, 403, 429), **BODY_RESPONSES},
     )
     async def open_poll(request: Request, body: PollOpen) -> PollSession:
-        client = _sign_in(service, request, body.client_id)
+        client = await _sign_in(service, request, body.client_id)
         try:
             filters = service.check_filters(client, body.filters)
         except Denied as denied:
@@ -274,7 +274,7 @@ def _session(session_id: str, subscriber: Subscriber, expiry: float) -> PollSess
     )
 
 
-def _sign_in(service: RealtimeService, request: Request, client_id: str | None) -> Any:
+async def _sign_in(service: RealtimeService, request: Request, client_id: str | None) -> Any:
     """Bearer API key, Basic user credentials, or anonymous; a refusal is a 401 problem."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     token = username = password = None
@@ -288,7 +288,7 @@ def _sign_in(service: RealtimeService, request: Request, client_id: str | None) 
     client_addr = request.client
     peer = f"{client_addr.host}:{client_addr.port}" if client_addr else "http"
     try:
-        return service.authenticate(
+        return await service.authenticate(
             token, username, password, client_id or "", peer, client_addr.host if client_addr else None
         )
     except Denied as denied:

@@ -1,5 +1,8 @@
 """``/api/v1/retained``: list the retained messages a topic filter matches (paged), read one, or
-clear one (as a retained PUBLISH with an empty payload would, and persisted)."""
+clear one (as a retained PUBLISH with an empty payload would, and persisted).
+
+Under the ACL of who asks: a listing leaves out the topics it may not read, reading one it may
+not read is 403, and clearing one needs ``WRITE`` on the topic, as the empty PUBLISH would."""
 
 from __future__ import annotations
 
@@ -7,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, FastAPI, Query, Response
 
+from ..hooks import READ, WRITE
 from ..mqtt.topics import valid_topic_filter
 from .models import MessageProperties, Page, RetainedMessage, RetainedSummary, string_problem, topic_problem
 from .problems import Problem, field_error, problem_responses
-from .routing import WRITE_RESPONSES, Paging, v1_router
+from .routing import WRITE_RESPONSES, Acting, Paging, v1_router
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -27,6 +31,7 @@ def install(app: FastAPI, broker: Broker) -> None:
 
     @router.get("/retained", summary="List retained messages matching a topic filter")
     async def list_retained(
+        principal: Acting,
         paging: Annotated[Paging, Depends()],
         topic_filter: Annotated[
             str,
@@ -40,6 +45,8 @@ def install(app: FastAPI, broker: Broker) -> None:
             raise Problem.invalid([field_error(("query", "filter"), problem)])
         now = broker.loop.time()
         found = (message for message in broker.retained.match(topic_filter) if not message.expired(now))
+        if not principal.may_read(topic_filter):  # else every topic it matches is readable
+            found = (message for message in found if principal.may_read(message.topic))
         page, total = paging.page(found, key=lambda message: message.topic)
         items = []
         for message in page:
@@ -55,9 +62,10 @@ def install(app: FastAPI, broker: Broker) -> None:
             )
         return Page[RetainedSummary](items=items, total=total, limit=paging.limit, offset=paging.offset)
 
-    @router.get("/retained/{topic:path}", summary="One retained message", responses=problem_responses(404))
-    async def get_retained(topic: str) -> RetainedMessage:
+    @router.get("/retained/{topic:path}", summary="One retained message", responses=problem_responses(403, 404))
+    async def get_retained(principal: Acting, topic: str) -> RetainedMessage:
         _check_topic(topic)
+        principal.require(topic, READ)
         message = broker.retained.get(topic)
         now = broker.loop.time()
         if message is None or message.expired(now):
@@ -70,10 +78,11 @@ def install(app: FastAPI, broker: Broker) -> None:
         status_code=204,
         responses={**WRITE_RESPONSES, **problem_responses(404)},
     )
-    async def delete_retained(topic: str) -> Response:
+    async def delete_retained(principal: Acting, topic: str) -> Response:
         """As a retained PUBLISH with an empty payload would: new subscribers no longer receive it,
         and the deletion is stored (with strict durability, committed before the response)."""
         _check_topic(topic)
+        principal.require(topic, WRITE)
         if not await broker.delete_retained(topic):
             raise Problem(404, f"no retained message on {topic!r}")
         return Response(status_code=204)

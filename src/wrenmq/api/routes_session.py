@@ -5,8 +5,10 @@ The credentials are checked by the broker's authentication hooks, as for an MQTT
 count toward its failed-login throttle. Only users named in ``console_admins`` (read-write) or
 ``console_users`` (read-only) get a session: a device's credentials must not open the management
 API. The answer is a token that works as an API key named after the user, for
-``console_session_hours``, held in memory (a restart signs everyone out). What the session
-publishes and subscribes to over Socket.IO and polling is checked by the ACL as that user.
+``console_session_hours``, held in memory (a restart signs everyone out). Everything the session
+reads, publishes and subscribes to (API routes, streams, Socket.IO, polling) is checked by the ACL
+as that user, with what its authentication answered (a JWT's claims); only ``console_admins`` may
+use the management routes (see ``principal``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, Securi
 from pydantic import BaseModel, Field
 
 from ..services.realtime import Denied, sign_in_user
-from .deps import require_key
+from .deps import authenticate
 from .keys import ApiKeyStore
 from .problems import Problem, problem_responses
 from .routing import API_V1, BEARER, BODY_RESPONSES
@@ -57,7 +59,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         if broker.login_throttled(host):
             raise Problem(429, "too many failed logins from this address; try again in a minute")
         try:
-            client = sign_in_user(broker, credentials.username, credentials.password, "console", host, host)
+            client = await sign_in_user(broker, credentials.username, credentials.password, "console", host, host)
         except Denied as denied:
             raise HTTPException(401, denied.reason, {"WWW-Authenticate": "Bearer"}) from None
         name = client.username or credentials.username
@@ -68,7 +70,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         else:
             raise Problem(403, f"user {name!r} may not use the console (list it in console_users or console_admins)")
         seconds = config.console_session_hours * 3600
-        token = keys.open_session(name, read_only, seconds)
+        token = keys.open_session(name, read_only, seconds, client.auth)
         return Session(token=token, name=name, read_only=read_only, expires=time.time() + seconds)
 
     @router.delete(
@@ -79,7 +81,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         dependencies=[Security(BEARER)],
     )
     async def sign_out(request: Request) -> Response:
-        require_key(request)
+        authenticate(request)
         token = request.headers["authorization"].partition(" ")[2].strip()
         keys.close_session(token)
         return Response(status_code=204)

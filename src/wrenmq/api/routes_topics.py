@@ -5,7 +5,8 @@ retained message is stored on it. ``/topics`` lists each such string once, with 
 subscribe with exactly that filter (plainly or through ``$share`` groups, counted apart) and
 whether a retained message is stored there. Subscribers are not matched across filters: a
 retained ``a/b`` shows the subscribers of the filter ``a/b``, while those of ``a/#`` are listed
-under ``a/#``.
+under ``a/#``. ``/topics`` lists only what the ACL lets who asks read; ``/subscriptions`` names
+clients, so it is a management route.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from fastapi import Depends, FastAPI, Query
 from ..mqtt.topics import parse_shared
 from .models import Page, SubscriptionEntry, TopicInfo
 from .routes_clients import subscription_info
-from .routing import Paging, v1_router
+from .routing import Acting, Paging, v1_router
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -48,8 +49,9 @@ def active_topics(broker: Broker) -> dict[str, _Topic]:
 
 def install(app: FastAPI, broker: Broker) -> None:
     router = v1_router("topics")
+    management = v1_router("topics", manage=True)
 
-    @router.get("/subscriptions", summary="List subscriptions")
+    @management.get("/subscriptions", summary="List subscriptions")
     async def list_subscriptions(
         paging: Annotated[Paging, Depends()],
         client_id: Annotated[str | None, Query(description="Only this client's subscriptions.")] = None,
@@ -81,13 +83,18 @@ def install(app: FastAPI, broker: Broker) -> None:
 
     @router.get("/topics", summary="Active topics: subscribed filters and retained topics")
     async def list_topics(
+        principal: Acting,
         paging: Annotated[Paging, Depends()],
         prefix: Annotated[str | None, Query(description="Only topics starting with this.")] = None,
     ) -> Page[TopicInfo]:
         """A topic is active when a session subscribes to it as a filter or a retained message is
         stored on it; subscriber counts are of sessions subscribed with exactly that filter."""
         active = active_topics(broker).items()
-        topics = [(topic, entry) for topic, entry in active if prefix is None or topic.startswith(prefix)]
+        topics = [
+            (topic, entry)
+            for topic, entry in active
+            if (prefix is None or topic.startswith(prefix)) and principal.may_read(topic)
+        ]
         page, total = paging.page(topics, key=lambda item: item[0])
         items = [
             TopicInfo(
@@ -102,3 +109,4 @@ def install(app: FastAPI, broker: Broker) -> None:
         return Page[TopicInfo](items=items, total=total, limit=paging.limit, offset=paging.offset)
 
     app.include_router(router)
+    app.include_router(management)

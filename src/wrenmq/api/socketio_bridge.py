@@ -141,7 +141,7 @@ class SocketIOBridge:
         presence = auth.get("presence")
         key = "sio:" + sid
         try:
-            client = self.service.authenticate(
+            client = await self.service.authenticate(
                 token=_text(auth.get("token")),
                 username=_text(auth.get("username")),
                 password=_text(auth.get("password")),

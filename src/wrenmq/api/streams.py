@@ -35,7 +35,8 @@ from ..hooks import READ, Hook
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
 from ..services.realtime import Inbox, message_json
-from .keys import ApiKey, ApiKeyStore
+from .deps import authenticate
+from .principal import Principal
 from .problems import Problem, field_error, problem_responses
 from .routing import BEARER
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from ..broker.connection import Connection
     from ..broker.message import Message
 
-__all__ = ["HEARTBEAT", "MAX_FILTERS", "Stream", "StreamClient", "StreamHub", "install"]
+__all__ = ["HEARTBEAT", "MAX_FILTERS", "Stream", "StreamHub", "install"]
 
 log = logging.getLogger("wrenmq.api.streams")
 
@@ -52,21 +53,6 @@ HEARTBEAT = 15.0  # seconds of silence after which a stream sends a keep-alive (
 MAX_FILTERS = 16  # filters per stream: each costs a match per published message
 
 _P = PropertyId
-
-
-class StreamClient:
-    """What ACL hooks see of a stream: the attributes they read on a ``Connection``."""
-
-    __slots__ = ("auth", "cert_identity", "client_id", "listener", "peer", "peer_host", "username", "version")
-
-    def __init__(self, key_name: str) -> None:
-        self.client_id = f"api-stream:{key_name}"
-        self.username: str | None = key_name
-        self.listener = None
-        self.auth = None
-        self.cert_identity = None
-        self.version = 5
-        self.peer = self.peer_host = "api"
 
 
 class Stream(Inbox):
@@ -175,7 +161,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         dependencies=[Security(BEARER)],
     )
     async def stream_sse(
-        key: Annotated[ApiKey, Depends(stream_key)],
+        key: Annotated[Principal, Depends(stream_key)],
         filter: Annotated[list[str], Query(description="MQTT topic filter; repeat for several (at most 16).")],
     ) -> StreamingResponse:
         filters = _check(broker, key, filter)
@@ -207,24 +193,21 @@ def stream_key(
         str | None,
         Query(description="The API key, for clients that cannot send an Authorization header (it is logged)."),
     ] = None,
-) -> ApiKey:
-    """The API key from ``Authorization: Bearer`` or ``?token=``, else 401."""
-    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        token = credentials.strip()
-    store: ApiKeyStore = connection.app.state.api_keys
-    key = store.verify(token) if token else None
-    if key is None:
-        raise HTTPException(
-            401,
-            "a valid API key is required (Authorization: Bearer <key>, or ?token=<key> where headers cannot be set)",
-            headers={"WWW-Authenticate": "Bearer"},
+) -> Principal:
+    """Who opens the stream, from ``Authorization: Bearer`` or ``?token=`` (an API key or a
+    console session), as client ``api-stream:<name>``; else 401."""
+    try:
+        principal = authenticate(connection, token)
+    except HTTPException as exc:
+        exc.detail = (
+            "a valid API key is required (Authorization: Bearer <key>, or ?token=<key> where headers cannot be set)"
         )
-    return key
+        raise
+    return principal.acting_as(f"api-stream:{principal.username}")
 
 
-def _check(broker: Broker, key: ApiKey, filters: list[str]) -> tuple[str, ...]:
-    """The filters, if well-formed (else 422) and readable by ``key`` under the ACL (else 403)."""
+def _check(broker: Broker, principal: Principal, filters: list[str]) -> tuple[str, ...]:
+    """The filters, if well-formed (else 422) and readable by ``principal`` under the ACL (else 403)."""
     where = ("query", "filter")
     if not filters:
         raise Problem.invalid([field_error(where, "give at least one topic filter: ?filter=sensors/%23", "missing")])
@@ -241,14 +224,10 @@ def _check(broker: Broker, key: ApiKey, filters: list[str]) -> tuple[str, ...]:
             errors.append(field_error(where, f"{topic_filter!r} is beyond max_topic_length or max_topic_levels"))
     if errors:
         raise Problem.invalid(errors)
-    hooks = broker.hooks
-    if hooks.acl_check:
-        client = StreamClient(key.name)
-        for topic_filter in filters:
-            if not hooks.run_acl_check(client, topic_filter, READ):
-                broker.stats.acl_denied += 1
-                log.info("API key %s may not stream %s", key.name, topic_filter)
-                raise Problem(403, f"API key {key.name!r} may not read {topic_filter!r} (ACL)")
+    for topic_filter in filters:
+        refusal = principal.refusal(topic_filter, READ)
+        if refusal is not None:
+            raise Problem(403, refusal)  # here, not Forbidden: the WebSocket route answers it itself
     return tuple(dict.fromkeys(filters))
 
 

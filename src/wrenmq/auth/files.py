@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +28,12 @@ if TYPE_CHECKING:
     from ..broker.connection import Connection
     from ..mqtt import packets as p
 
-__all__ = ["POLL_INTERVAL", "FileAuthHook"]
+__all__ = ["CHECK_THREADS", "POLL_INTERVAL", "FileAuthHook"]
 
 log = logging.getLogger("wrenmq.auth")
 
 POLL_INTERVAL = 2.0  # seconds between checks for changed files
+CHECK_THREADS = 2  # password hashes checked at once, off the event loop; more logins wait their turn
 
 FileStamp = tuple[int, int, int] | None  # (st_ino, st_size, st_mtime_ns); None: could not stat
 
@@ -49,6 +52,7 @@ class FileAuthHook(Hook):
         self._by_listener: dict[Any, tuple[Path | None, Path | None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: ThreadPoolExecutor | None = None  # password checks (made on first use)
         password_paths = {config.password_file} | {found.password_file for found in config.effective_listeners()}
         acl_paths = {config.acl_file} | {found.acl_file for found in config.effective_listeners()}
         try:
@@ -94,8 +98,13 @@ class FileAuthHook(Hook):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
-    def on_connect_authenticate(self, client: Connection, packet: p.Connect) -> AuthResult | None:
+    def on_connect_authenticate(
+        self, client: Connection, packet: p.Connect
+    ) -> AuthResult | Coroutine[Any, Any, AuthResult] | None:
         path = self._files(client.listener)[0]
         if path is None:
             return None
@@ -105,7 +114,20 @@ class FileAuthHook(Hook):
         username = packet.username
         if username is None:
             return None  # anonymous: the listener's allow_anonymous decides
-        if self.passwords[path].verify(username, packet.password or b""):
+        passwords = self.passwords[path]
+        password = packet.password or b""
+        if passwords.remembered(username, password):
+            return AuthResult.allow()  # the common case: a device back with the same credentials
+        return self._check(passwords, username, password)
+
+    async def _check(self, passwords: PasswordFile, username: str, password: bytes) -> AuthResult:
+        """The argon2 check, on one of CHECK_THREADS worker threads: ~20 ms each, so a burst of logins
+        (good or bad) never stalls the event loop, and at most CHECK_THREADS cores go to hashing;
+        the rest wait their turn (a check whose client went away is cancelled before it starts)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="wrenmq-passwords")
+        loop = asyncio.get_running_loop()
+        if await loop.run_in_executor(self._pool, passwords.verify, username, password):
             return AuthResult.allow()
         return AuthResult.deny(ReasonCode.BAD_USER_NAME_OR_PASSWORD, f"bad user name or password for {username!r}")
 

@@ -1,8 +1,8 @@
 """Password files: one ``user:$argon2id$...`` line per user, laid out as ``mosquitto_passwd`` does.
 
 Blank lines and ``#`` comments are allowed and kept when the file is rewritten. Hashes are argon2id
-(argon2-cffi) with OWASP's recommended minimum parameters (19 MiB, 2 passes, 1 lane): the broker
-verifies on its event loop, and argon2-cffi's default profile (64 MiB, 3 passes, 4 lanes) costs
+(argon2-cffi) with OWASP's recommended minimum parameters (19 MiB, 2 passes, 1 lane): each login
+costs a worker thread that much, and argon2-cffi's default profile (64 MiB, 3 passes, 4 lanes) costs
 about five times as long per login. Hashes made with other argon2id parameters verify as well.
 """
 
@@ -76,8 +76,8 @@ class PasswordFile:
         self.hashes: dict[str, str] = {}
         # The file's lines in order: a user name (its hash is in ``hashes``) or a comment/blank line.
         self._lines: list[tuple[str | None, str]] = []
-        # user -> keyed BLAKE2b of the password that last verified. argon2 costs ~30 ms of the event
-        # loop per check; devices reconnect with the same credentials, so a repeat costs microseconds.
+        # user -> keyed BLAKE2b of the password that last verified. argon2 costs ~20-30 ms of a worker
+        # thread per check; devices reconnect with the same credentials, so a repeat costs microseconds.
         # Only successes are remembered (one entry per user); a changed file is a new PasswordFile.
         self._verified: dict[str, bytes] = {}
 
@@ -116,9 +116,19 @@ class PasswordFile:
 
     # -- checking ---------------------------------------------------------------------------------
 
+    def remembered(self, username: str, password: bytes | str) -> bool:
+        """True if ``password`` is the one that last verified for ``username``: microseconds, no
+        hash, so the broker answers it on the event loop. False says only "not known": ``verify``."""
+        remembered = self._verified.get(username)
+        if remembered is None or username not in self.hashes:
+            return False
+        secret = password.encode() if isinstance(password, str) else password
+        return hmac.compare_digest(remembered, hashlib.blake2b(secret, key=_CACHE_KEY).digest())
+
     def verify(self, username: str, password: bytes | str) -> bool:
         """True if ``password`` is ``username``'s. An unknown user costs one verify against a dummy
-        hash with the file's parameters, so the time taken does not tell which users exist."""
+        hash with the file's parameters, so the time taken does not tell which users exist.
+        Thread-safe: the broker runs it on a worker thread (argon2 releases the GIL)."""
         secret = password.encode() if isinstance(password, str) else password
         digest = hashlib.blake2b(secret, key=_CACHE_KEY).digest()
         remembered = self._verified.get(username)

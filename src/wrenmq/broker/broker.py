@@ -14,15 +14,16 @@ import time
 from typing import Any
 
 from .. import __version__, auth, hot_path
-from ..config import Config
-from ..hooks import READ, WRITE, Reject
+from ..config import Config, ConfigError
+from ..hooks import LET_IN, READ, WRITE, AuthResult, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode, connack_v3_code
-from ..mqtt.topics import parse_shared, topic_matches, valid_topic_filter
+from ..mqtt.topics import client_may_publish, parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
+from ..storage.private import make_private_dir, warn_if_open
 from ..transports import Listener
 from .connection import Connection
 from .hookset import HookSet
@@ -83,44 +84,112 @@ class Broker:
         self.retained = RetainStore()
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
+        self.lingering: set[Any] = set()  # sockets closed with a reason, still being closed (transports.linger)
         self.stats = Stats()
         self.started_at = 0.0
         self.hooks = HookSet()
         self.listeners: list[Listener] = []
         self._running = False
+        self._bound = False  # listeners bound (bind), not yet serving
+        self._checked: list[str] | None = None  # check()'s answer
         self._auth_failures: dict[str, list[float]] = {}  # source host -> recent failed logins
         self._sys: SysTopics | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def check(self) -> list[str]:
+        """What would stop start-up in the settings that name files (TLS certificates, keys and
+        CAs; password, ACL and JWT key files): one message per problem, naming its key. Nothing is
+        bound or created; the listeners are built and the auth hooks installed, once."""
+        if self._checked is not None:
+            return self._checked
         config = self.config
-        self.loop = asyncio.get_running_loop()
-        if config.storage == "sqlite":
-            config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = open_storage(config.storage, config.sqlite_path, config.durability, config.commit_interval)
-        self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
-        self._restore(self.storage.open(self.loop))
-        self.started_at = time.time()
+        errors: list[str] = []
+        self.listeners = []
+        for listener_config in config.effective_listeners():
+            listener = Listener(listener_config, config.anonymous_allowed(listener_config))
+            try:
+                listener.prepare()
+            except ConfigError as exc:
+                errors.append(str(exc))
+            self.listeners.append(listener)
         try:
             auth.install(self)
-            for listener_config in config.effective_listeners():
-                listener = Listener(listener_config, config.anonymous_allowed(listener_config))
-                await listener.start(self)
-                self.listeners.append(listener)
-        except BaseException:
+        except ConfigError as exc:
+            errors.append(str(exc))
+        password_files = {config.password_file, *(found.password_file for found in config.listeners)}
+        for path in sorted(found for found in password_files if found is not None):
+            warn_if_open(path, "password file")
+        self._checked = errors
+        return errors
+
+    async def bind(self) -> None:
+        """Check the settings (a ``ConfigError`` lists every problem) and bind every listener without
+        accepting anyone (an ``OSError`` names the address): once this returns, no setting and no
+        taken port can stop ``start``, and nothing has been created on disk."""
+        if self._bound:
+            return
+        errors = self.check()
+        if errors:
+            raise ConfigError("\n".join(errors))
+        try:
             for listener in self.listeners:
-                listener.close()
-            self.listeners = []
+                await listener.bind(self)
+        except BaseException:
+            self._unbind()
+            raise
+        self._bound = True
+
+    def _unbind(self) -> None:
+        for listener in self.listeners:
+            listener.close()
+        self.listeners = []
+        self._bound = False
+        self._checked = None
+
+    async def start(self, serve: bool = True) -> None:
+        """Bind (see ``bind``), open the storage and restore what it holds, then accept clients;
+        with ``serve=False`` the listeners wait for ``serve()`` (services start in between)."""
+        config = self.config
+        self.loop = asyncio.get_running_loop()
+        await self.bind()
+        try:
+            if config.storage == "sqlite":
+                make_private_dir(config.data_dir)  # 0700: queued and retained payloads live there
+                warn_if_open(config.data_dir, "data directory")
+            self.storage = open_storage(config.storage, config.sqlite_path, config.durability, config.commit_interval)
+            self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
+            state = self.storage.open(self.loop)
+        except BaseException:
+            self._unbind()
+            raise
+        try:
+            self._restore(state)
+        except BaseException:
+            self._unbind()
             await self.storage.close()
             raise
+        self.started_at = time.time()
         self._running = True
+        self._warn_if_no_one_can_log_in()
         self.hooks.notify(self.hooks.start, self)
         if config.sys_interval > 0:
             self._sys = SysTopics(self, config.sys_interval)
             self._sys.start()
         self._sweep_handle = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        if serve:
+            try:
+                await self.serve()
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def serve(self) -> None:
+        """Accept clients on every listener (after ``start(serve=False)``)."""
+        config = self.config
+        for listener in self.listeners:
+            await listener.serve()
         where = "memory"
         if config.storage == "sqlite":
             where = f"sqlite {config.sqlite_path}, durability {config.durability}"
@@ -134,9 +203,12 @@ class Broker:
 
     async def stop(self) -> None:
         if not self._running:
+            self._unbind()  # bound (or checked) but never started
             return
         self._running = False
         listeners, self.listeners = self.listeners, []
+        self._bound = False
+        self._checked = None
         for listener in listeners:
             listener.close()
         self.hooks.notify(self.hooks.stop)
@@ -151,12 +223,14 @@ class Broker:
             conn.close_with(ReasonCode.SERVER_SHUTTING_DOWN, "server shutting down")
         # Give the transports a moment to flush their DISCONNECTs and report connection_lost.
         for _ in range(50):
-            if not self.connections:
+            if not self.connections and not self.lingering:
                 break
             await asyncio.sleep(0.01)
         for conn in list(self.connections):
             conn.abort()  # a client that stopped reading: its output will never be flushed
-        if self.connections:
+        for closing in list(self.lingering):
+            closing.transport.abort()  # nor will a client's that has not closed its side
+        if self.connections or self.lingering:
             await asyncio.sleep(0)  # connection_lost runs on the next turn
         for session in self.sessions.values():
             session.cancel_timers()
@@ -365,7 +439,6 @@ class Broker:
     # -- CONNECT ---------------------------------------------------------------------------
 
     def accept_connect(self, conn: Connection, packet: p.Connect) -> None:
-        limits = self.limits
         version = packet.protocol_level
         props = packet.properties
         client_id = packet.client_id
@@ -377,6 +450,65 @@ class Broker:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-??] Receive Maximum of 0")
             if props.get(_P.MAXIMUM_PACKET_SIZE) == 0:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-24] Maximum Packet Size of 0")
+        if not client_id:
+            if version == 5 or (version == 4 and clean):  # [MQTT-3.1.3-6], [MQTT-3.1.3-7]
+                client_id = "wrenmq-" + secrets.token_hex(8)
+            else:  # [MQTT-3.1.3-8]
+                return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
+        conn.client_id = client_id
+        conn.username = packet.username
+        decision = self._authenticate(conn, packet)
+        if decision is None:
+            return
+        if isinstance(decision, AuthResult):
+            self._login_decided(conn, packet, decision)
+            return
+        # A hook checks off the loop (a password hash): the connection reads nothing more meanwhile.
+        conn.hold_for_login(decision)
+        decision.add_done_callback(lambda done: self._login_finished(conn, packet, done))
+
+    def _login_finished(self, conn: Connection, packet: p.Connect, done: asyncio.Future[AuthResult]) -> None:
+        """A login checked off the loop is decided: go on with the CONNECT, then with what the
+        client sent meanwhile. A client that went away meanwhile has cancelled the check."""
+        if done.cancelled():
+            return
+        error = done.exception()
+        result = done.result() if error is None else AuthResult.deny(0x80, "authentication failed")
+        if conn.closed:
+            if not result.allowed:
+                self.login_failed(conn.peer_host)
+            return
+        try:
+            self._login_decided(conn, packet, result)
+        except ProtocolError as exc:
+            conn.protocol_violation(exc)
+        except Exception:
+            self.stats.internal_errors += 1
+            log.exception("internal error accepting %s", conn.client_id)
+            conn.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
+        conn.login_decided()
+
+    def _login_decided(self, conn: Connection, packet: p.Connect, result: AuthResult) -> None:
+        if not result.allowed:
+            self.login_failed(conn.peer_host)
+            return self._refuse(conn, result.reason_code, result.reason or "bad credentials")
+        if result is not LET_IN:
+            conn.auth = result
+        if result.username is not None:
+            conn.username = result.username
+        if result.expires_at is not None:
+            conn.auth_expires_at = self.loop.time() + max(0.001, result.expires_at - time.time())
+        self._admit(conn, packet)
+
+    def _admit(self, conn: Connection, packet: p.Connect) -> None:
+        """The client is who it says it is: its will, keep alive, session and CONNACK."""
+        limits = self.limits
+        version = packet.protocol_level
+        props = packet.properties
+        client_id = conn.client_id
+        clean = packet.clean_start
+        assigned = client_id if not packet.client_id else None
+        if version == 5:
             expiry = props.get(_P.SESSION_EXPIRY_INTERVAL, 0)
             receive_maximum = props.get(_P.RECEIVE_MAXIMUM, 65535)
             max_packet_out = props.get(_P.MAXIMUM_PACKET_SIZE, 0)
@@ -385,18 +517,11 @@ class Broker:
             expiry = 0 if clean else NEVER_EXPIRES
             receive_maximum, max_packet_out, problem_info = 65535, 0, True
         granted_expiry = min(expiry, limits.max_session_expiry_interval)
-        assigned = None
-        if not client_id:
-            if version == 5 or (version == 4 and clean):  # [MQTT-3.1.3-6], [MQTT-3.1.3-7]
-                client_id = assigned = "wrenmq-" + secrets.token_hex(8)
-            else:  # [MQTT-3.1.3-8]
-                return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
-        conn.client_id = client_id
-        conn.username = packet.username
-        if not self._authenticate(conn, packet):
-            return
         will = packet.will
         if will is not None:
+            if not client_may_publish(will.topic):
+                self.stats.acl_denied += 1
+                return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, f"a will on {will.topic} (the broker's topics)")
             if self.hooks.acl_check and not self.hooks.run_acl_check(conn, will.topic, WRITE):
                 self.stats.acl_denied += 1
                 return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, f"may not publish its will to {will.topic}")
@@ -424,10 +549,32 @@ class Broker:
         conn.send_quota = min(receive_maximum, limits.max_inflight_messages)
         conn.max_packet_out = max_packet_out
         conn.topic_alias_max_in = limits.topic_alias_maximum if version == 5 else 0
+        if version == 5 and limits.topic_alias_out_maximum:  # [MQTT-3.1.2-26], [MQTT-3.1.2-27]
+            conn.topic_alias_out_max = min(props.get(_P.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_out_maximum)
         conn.request_problem_info = problem_info
         conn.connect_expiry = expiry
 
+        owner = session_owner(conn.username, conn.cert_identity)
         session = self.sessions.get(client_id)
+        if session is not None and session.owner is not None and session.owner != owner:
+            # A session never passes to another user (a client id is only a name).
+            self.stats.session_owner_conflicts += 1
+            if session.connection is not None:
+                log.warning(
+                    "client id %s is in use by another user: refused %s from %s", client_id, conn.username, conn.peer
+                )
+                return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "client id in use by another user")
+            log.warning(
+                "session %s belonged to another user: discarded as %s from %s connected with its client id",
+                client_id,
+                conn.username,
+                conn.peer,
+            )
+            self._end_session(session)
+            session = None
+        # A stored session discarded by Clean Start: CONNACK must not run ahead of that commit, or a
+        # crash could bring back the session the client was told is gone.
+        discarded = clean and session is not None and session.persistent and self.persist.strict
         if session is not None and session.connection is not None:
             old = session.connection
             old.disconnect_reason = "session taken over"
@@ -444,6 +591,7 @@ class Broker:
                 self._end_session(session)  # Clean Start discards the old session [MQTT-3.1.2-4]
             session = Session(self, client_id, version, granted_expiry)
             self.sessions[client_id] = session
+        session.owner = owner  # (a session restored from a store without owners is claimed here)
         session.protocol_version = version
         session.expiry_interval = granted_expiry
         session.connection = conn
@@ -468,9 +616,13 @@ class Broker:
                 ack_props[_P.MAXIMUM_QOS] = limits.maximum_qos
             if not limits.retain_available:
                 ack_props[_P.RETAIN_AVAILABLE] = 0
-            conn.write_now(encode(p.Connack(session_present, 0, ack_props), version))
+            connack = encode(p.Connack(session_present, 0, ack_props), version)
         else:
-            conn.write_now(_CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED)
+            connack = _CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED
+        if discarded:
+            conn.send_committed(connack)
+        else:
+            conn.write_now(connack)
         conn.start_keepalive()
         if log.isEnabledFor(logging.INFO):
             log.info(
@@ -490,40 +642,56 @@ class Broker:
             session.resend_inflight(conn, now)
             session.fill(now)
 
-    def _authenticate(self, conn: Connection, packet: p.Connect) -> bool:
-        """Connection limits, failed-login throttling, certificate identity, then the hooks; on
-        False the client has been refused. See ``wrenmq.hooks`` for how hooks decide."""
+    def _authenticate(self, conn: Connection, packet: p.Connect) -> AuthResult | asyncio.Future[AuthResult] | None:
+        """Connection limits, failed-login throttling, certificate identity, then the login rule
+        (``check_login``). None: the client has been refused already."""
         if conn.over_limit:
             self._refuse(conn, ReasonCode.SERVER_BUSY, "too many connections")
-            return False
+            return None
         if self.login_throttled(conn.peer_host):
             self._refuse(conn, ReasonCode.CONNECTION_RATE_EXCEEDED, "too many failed logins from this address")
-            return False
+            return None
         listener = conn.listener
+        certified = False
         if listener is not None and listener.use_identity_as_username:
             if conn.cert_identity is None:
                 self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "no client certificate")
-                return False
+                return None
             conn.username = conn.cert_identity
+            certified = True  # a verified certificate vouches for its CN
+        return self.check_login(conn, packet, certified or self.anonymous_allowed(listener))
+
+    def anonymous_allowed(self, listener: Listener | None = None) -> bool:
+        """Whether clients no authentication source vouches for may come in by ``listener`` (None:
+        the API's sign-ins). See ``Config.anonymous_allowed``."""
+        if listener is not None:
+            return listener.anonymous
+        return self.config.anonymous_allowed(None)
+
+    def check_login(self, client: Any, packet: p.Connect, anonymous: bool) -> AuthResult | asyncio.Future[AuthResult]:
+        """The one login rule, for every way in (MQTT CONNECT, console sign-in, Socket.IO, long
+        polling): the first authentication hook that decides wins (a password file, a JWT, an
+        application's hook); if none decides, the client is let in only where ``anonymous`` access
+        is allowed, with or without a user name, since a name no source vouched for is a claim,
+        not an identity [MQTT-3.1.4-2]. A decision reached off the event loop (a password hash)
+        comes as a future. The caller counts a refusal toward the failed-login throttle."""
         hooks = self.hooks
-        result = hooks.run_authenticate(conn, packet) if hooks.authenticate else None
-        if result is None:
-            anonymous = listener.anonymous if listener is not None else self.config.allow_anonymous is not False
-            if conn.username is None and not anonymous:
-                self.login_failed(conn.peer_host)
-                self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
-                return False
-            return True
-        if not result.allowed:
-            self.login_failed(conn.peer_host)
-            self._refuse(conn, result.reason_code, result.reason or "bad credentials")
-            return False
-        conn.auth = result
-        if result.username is not None:
-            conn.username = result.username
-        if result.expires_at is not None:
-            conn.auth_expires_at = self.loop.time() + max(0.001, result.expires_at - time.time())
-        return True
+        found = hooks.run_authenticate(client, packet) if hooks.authenticate else None
+        if found is None or isinstance(found, AuthResult):
+            return _login_rule(found, client.username, anonymous)
+        return asyncio.ensure_future(_settle_login(found, client.username, anonymous))
+
+    def _warn_if_no_one_can_log_in(self) -> None:
+        """With anonymous access off and no authentication source, every login is refused: say so."""
+        if self.hooks.authenticate:
+            return
+        for listener in self.listeners:
+            if not listener.anonymous and not listener.use_identity_as_username:
+                log.warning(
+                    "no one can log in on %s: allow_anonymous is off and no authentication source "
+                    "(password_file, JWT, client certificates, an auth hook) is configured",
+                    listener.url,
+                )
 
     def login_failed(self, host: str) -> None:
         """Count a failed login from ``host``. Services that sign clients in their own way (Socket.IO,
@@ -552,7 +720,7 @@ class Broker:
         rc = code if version == 5 else connack_v3_code(code)
         conn._write(encode(p.Connack(False, rc), version))
         log.info("refused client %s from %s: %s", conn.client_id or "-", conn.peer, reason)
-        conn.close(reason)
+        conn.close_gracefully(reason)  # the CONNACK must arrive, whatever the client sent after CONNECT
 
     # -- disconnect, wills and expiry --------------------------------------------------------
 
@@ -725,25 +893,17 @@ class Broker:
             for topic_filter, qos in granted:
                 hooks.notify(hooks.subscribe, conn, topic_filter, qos)
 
-        def acknowledge() -> None:
-            if conn.closed:
-                return
-            conn._write(suback)
-            now = self.loop.time()
-            for sub, message in retained:
-                if message.expired(now):
-                    continue
-                sid = sub.subscription_id
-                qos = sub.qos if sub.qos < message.qos else message.qos
-                # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
-                session.deliver(message, qos, True, None if sid is None else [sid], None, now, None)
-
-        if self.persist.strict and session.persistent:
-            # Strict durability covers subscriptions too: SUBACK only once they are committed.
-            # (Matching messages may flow before the SUBACK, as section 3.8.4 allows.)
-            self.storage.barrier(acknowledge)
-        else:
-            acknowledge()
+        # Strict durability covers subscriptions too: a persistent session's SUBACK (and all that
+        # follows it on the connection, retained messages included) waits for their commit.
+        conn.send_suback(suback)
+        now = self.loop.time()
+        for sub, message in retained:
+            if message.expired(now):
+                continue
+            sid = sub.subscription_id
+            qos = sub.qos if sub.qos < message.qos else message.qos
+            # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
+            session.deliver(message, qos, True, None if sid is None else [sid], None, now, None)
 
     def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
         session = conn.session
@@ -758,8 +918,8 @@ class Broker:
             if existed and self.hooks.unsubscribe:
                 self.hooks.notify(self.hooks.unsubscribe, conn, topic_filter)
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
-        conn._write(encode(p.Unsuback(packet.packet_id, codes), conn.version))  # [MQTT-3.10.4-4]
         self.persist.session_put(session, connected=True)
+        conn.send_suback(encode(p.Unsuback(packet.packet_id, codes), conn.version))  # [MQTT-3.10.4-4]
 
     # -- restore -------------------------------------------------------------------------
 
@@ -773,6 +933,7 @@ class Broker:
         for loaded in state.sessions:
             stored = loaded.session
             session = Session(self, stored.client_id, stored.protocol_version, stored.expiry_interval)
+            session.owner = stored.owner
             self.sessions[stored.client_id] = session
             for s in stored.subscriptions:
                 sub = Subscriber(
@@ -819,6 +980,33 @@ class Broker:
                 self._schedule_expiry(session, session.expiry_interval - elapsed)
         if state.sessions or state.retained:
             log.info("restored %d sessions and %d retained messages", len(state.sessions), len(self.retained))
+
+
+def _login_rule(result: AuthResult | None, username: str | None, anonymous: bool) -> AuthResult:
+    """See ``Broker.check_login``."""
+    if result is not None:
+        return result
+    if anonymous:
+        return LET_IN
+    if username is None:
+        return AuthResult.deny(ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
+    return AuthResult.deny(
+        ReasonCode.NOT_AUTHORIZED, f"no authentication source vouches for {username!r} (anonymous access is off)"
+    )
+
+
+async def _settle_login(pending: Any, username: str | None, anonymous: bool) -> AuthResult:
+    result: AuthResult | None = await pending
+    return _login_rule(result, username, anonymous)
+
+
+def session_owner(username: str | None, cert_identity: str | None) -> str:
+    """Who a session belongs to: the user name (anonymous clients are an owner of their own) and,
+    over TLS with a client certificate, its identity; a session never passes to another owner."""
+    owner = "anonymous" if username is None else "user:" + username
+    if cert_identity is not None:
+        owner += "\ncert:" + cert_identity
+    return owner
 
 
 def _subscription_ids(session: Session, topic: str) -> list[int] | None:

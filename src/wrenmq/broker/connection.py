@@ -21,8 +21,10 @@ from ..hooks import WRITE, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
 from ..mqtt.errors import ProtocolError
-from ..mqtt.properties import PropertyId
+from ..mqtt.properties import PropertyId, encode_varint
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
+from ..mqtt.topics import client_may_publish
+from ..transports.linger import linger
 from ..transports.tls import certificate_identity
 from .message import PACKET_ID_BYTES, Message
 from .session import RECEIVED, SENT, Delivery
@@ -63,11 +65,14 @@ class Connection(asyncio.Protocol):
         self.connected = False  # CONNACK accepted
         self.closed = False
         self.keep_alive = 0
-        self.last_rx = 0.0
+        self.last_rx = 0.0  # when the last complete control packet arrived
+        self._partial_since = 0.0  # when the unfinished packet in the parser began (0: none)
         self.send_quota = 65535  # the client's Receive Maximum, capped by max_inflight_messages
         self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
         self.topic_alias_max_in = 0
         self.topic_aliases: dict[int, str] = {}
+        self.topic_alias_out_max = 0  # aliases we may send: the client's maximum, capped (0: none)
+        self._aliases_out: dict[str, int] | None = None  # topic -> alias, least recently used first
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
@@ -81,12 +86,17 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._capped_since = 0.0  # since when its output has been at its cap without draining (0: not)
         self._buffer_seen = 0  # write buffer size at the last sweep, to tell a slow reader from a stopped one
-        self._pending_acks: list[bytes] = []  # acks waiting for a storage commit (strict durability)
-        self._acks_covered = 0  # how many of them a registered storage barrier will release
+        self._held: list[bytes] = []  # output waiting for a storage commit (strict durability)
+        self._held_covered = 0  # how many of them a registered storage barrier will release
         self._inbound_unacked = 0
         self.opened_at = 0.0
         self.idle_limit = 0.0  # 1.5 x keep alive; 0: no limit
         self._pause_timer: asyncio.TimerHandle | None = None
+        # While a login is checked off the loop: the check, the packets that followed CONNECT in its
+        # read, and the reads since (handled in order once it is decided; see hold_for_login).
+        self._login: asyncio.Future[Any] | None = None
+        self._login_packets: list[p.AnyPacket] = []
+        self._login_input: list[bytes] | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -134,10 +144,20 @@ class Connection(asyncio.Protocol):
         return f"{address[0]}:{address[1]}" if address else "?"
 
     def data_received(self, data: bytes) -> None:
-        self.last_rx = self.loop.time()
+        waiting = self._login_input
+        if waiting is not None:  # a login is being checked: keep the bytes, in order, until it is decided
+            waiting.append(data)
+            return
         self.broker.stats.bytes_received += len(data)
+        self._receive(data, None)
+
+    def _receive(self, data: bytes, packets: list[p.AnyPacket] | None) -> None:
+        """Handle the packets ``data`` completes (or ``packets``, parsed before), in order."""
         try:
-            packets = self.parser.feed(data)
+            if packets is None:
+                packets = self.parser.feed(data)
+                if packets or self.parser.buffered:
+                    self._progress(bool(packets))
             for packet in packets:
                 if self.closed:
                     return
@@ -148,6 +168,9 @@ class Connection(asyncio.Protocol):
                     if ptype != p.CONNECT:
                         raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.0-1] first packet is not CONNECT")
                     self._on_connect(packet)  # type: ignore[arg-type]
+                    if self._login_input is not None:  # (CONNECT is always the first packet here)
+                        self._login_packets = packets[1:]
+                        break
                 else:
                     handler = _HANDLERS.get(ptype)
                     if handler is None:
@@ -155,7 +178,7 @@ class Connection(asyncio.Protocol):
                             ReasonCode.PROTOCOL_ERROR, f"{p.PACKET_NAMES[ptype]} is not sent by a client"
                         )
                     handler(self, packet)
-            if self.parser.error is not None and not self.closed:
+            if self.parser.error is not None and not self.closed and self._login_input is None:
                 raise self.parser.error  # a bad packet after the good ones handled above
         except UnsupportedProtocolVersion as unsupported:  # (a name of its own: mypyc types it)
             # [MQTT-3.1.2-2]: answer with CONNACK 0x01 (3.1.1 form) / 0x84 and close.
@@ -163,24 +186,40 @@ class Connection(asyncio.Protocol):
                 self._write(encode(p.Connack(False, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION), 5))
             else:
                 self._write(encode(p.Connack(False, ConnackReturnCode.UNACCEPTABLE_PROTOCOL_VERSION), 4))
-            self.close(f"unsupported protocol version {unsupported.level}")
+            self.close_gracefully(f"unsupported protocol version {unsupported.level}")
         except ProtocolError as exc:
             self.protocol_violation(exc)
         except Exception:
             self.broker.stats.internal_errors += 1
             log.exception("internal error handling a packet from %s", self.client_id or self.peer)
             self.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-        uncovered = len(self._pending_acks) - self._acks_covered
-        if uncovered > 0:
-            # One barrier per read covers every ack this read deferred; barriers fire in order.
-            self._acks_covered += uncovered
-            self.broker.storage.barrier(lambda: self._release_acks(uncovered))
+        persist = self.broker.persist
+        if persist.held:
+            persist.seal()  # one barrier covers all output this read held back, on every connection
+
+    def _progress(self, completed: bool) -> None:
+        """Keep alive counts complete control packets only [MQTT-3.1.2-24], so bytes trickled into
+        a packet that never finishes do not keep a client connected; the unfinished packet gets
+        its own deadline (``packet_read_timeout``, checked in ``check_timeouts``)."""
+        now = self.loop.time()
+        if completed:
+            self.last_rx = now
+        if not self.parser.buffered:
+            self._partial_since = 0.0
+        elif completed or not self._partial_since:
+            self._partial_since = now
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.closed and self.transport is None:
-            return
+            return  # already forgotten (close_gracefully handed the socket on)
         self.closed = True
         self.transport = None
+        self._forget(exc)
+
+    def _forget(self, exc: Exception | None) -> None:
+        """The connection is over for the broker: release what it holds and tell the broker."""
+        if self._login is not None:
+            self._login.cancel()  # nobody is waiting for the answer: free the check's place
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
@@ -211,6 +250,15 @@ class Connection(asyncio.Protocol):
     # -- output --------------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        """Send ``data`` after everything before it: behind held output while there is some."""
+        if self._held:
+            self._hold(data)
+        else:
+            self._out.append(data)
+            self._queued(len(data))
+
+    def _emit(self, data: bytes) -> None:
+        """Send ``data`` now, ahead of any held output (the last words of a closing connection)."""
         self._out.append(data)
         self._queued(len(data))
 
@@ -280,9 +328,12 @@ class Connection(asyncio.Protocol):
         if transport is not None and self._out_size + transport.get_write_buffer_size() >= self.limits.max_write_buffer:
             self.congested = True
 
-    def _end_rate_pause(self) -> None:
-        """The ``max_publish_rate`` bucket has refilled: read from the client again."""
-        self._pause_timer = None
+    def resume_reading(self) -> None:
+        """Read from the client again: its ``max_publish_rate`` bucket has refilled, or its login
+        is decided. (Nothing else pauses reading: no client waits on another's buffer.)"""
+        if self._pause_timer is not None:
+            self._pause_timer.cancel()
+            self._pause_timer = None
         if not self.reading_paused:
             return
         self.reading_paused = False
@@ -313,7 +364,10 @@ class Connection(asyncio.Protocol):
         if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
             self.broker.stats.dropped_too_large += 1
             return
-        self._write(data)
+        if self.topic_alias_out_max:
+            self._write_aliased(data, b"", b"", message, False)
+        else:
+            self._write(data)
         broker = self.broker
         broker.stats.messages_sent_qos[0] += 1
         if broker.hooks.delivered:
@@ -336,11 +390,19 @@ class Connection(asyncio.Protocol):
             return
         if dup:
             head = bytes((head[0] | 0x08,)) + head[1:]
-        out = self._out
-        out.append(head)
-        out.append(PACKET_ID_BYTES[delivery.packet_id])
-        out.append(tail)
-        self._queued(len(head) + 2 + len(tail))
+        # A persistent session's packet id may be held by the client (QoS 2) across our crash: the
+        # record that says which message it names must be committed before the id goes out.
+        hold = bool(self._held) or self._durable_session()
+        if self.topic_alias_out_max:
+            self._write_aliased(head, PACKET_ID_BYTES[delivery.packet_id], tail, message, hold)
+        elif hold:
+            self._hold(head + PACKET_ID_BYTES[delivery.packet_id] + tail)
+        else:
+            out = self._out
+            out.append(head)
+            out.append(PACKET_ID_BYTES[delivery.packet_id])
+            out.append(tail)
+            self._queued(len(head) + 2 + len(tail))
         broker = self.broker
         broker.stats.messages_sent_qos[delivery.qos] += 1
         if broker.hooks.delivered:
@@ -348,29 +410,144 @@ class Connection(asyncio.Protocol):
         if self.writing_paused:
             self._check_congested()
 
-    def send_pubrel(self, packet_id: int) -> None:
-        self._write(b"\x62\x02" + PACKET_ID_BYTES[packet_id])
+    def _write_aliased(self, head: bytes, pid: bytes, tail: bytes, message: Message, hold: bool) -> None:
+        """Write ``head + pid + tail`` (the PUBLISH as encoded once for every subscriber; for QoS 0
+        ``head`` is all of it) with an outbound Topic Alias, for a client that allows them.
 
-    def _ack(self, data: bytes, durable: bool = False) -> None:
-        """Send an acknowledgement of an inbound PUBLISH. ``durable`` acks (strict durability,
-        the message was stored) wait for the commit; later acks queue behind them so acks keep
-        the order of the PUBLISHes [MQTT-4.6.0-2]."""
-        if durable or self._pending_acks:
-            self._pending_acks.append(data)
+        A topic the connection has an alias for goes as an empty Topic Name and the alias; a new
+        one as the Topic Name and a new alias, 1 up to the client's maximum [MQTT-3.3.2-8],
+        [MQTT-3.3.2-11]; when all are taken, the least recently used alias is given to the new
+        topic (a PUBLISH with both re-maps it), so the aliases follow the topics the client gets
+        now, not the first ones it got (often a burst of retained messages). Only the small parts
+        are built per delivery; the payload is the message's own bytes. Aliases live and die with
+        the connection [MQTT-3.3.2-7].
+        """
+        # head: first byte, Remaining Length, Topic Name; then the properties (in the tail for QoS 1/2).
+        pos = 1
+        while head[pos] & 0x80:
+            pos += 1
+        pos += 1
+        topic_end = pos + 2 + ((head[pos] << 8) | head[pos + 1])
+        props, start = (tail, 0) if pid else (head, topic_end)
+        length = 0
+        shift = 0
+        while True:
+            byte = props[start]
+            start += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                break
+            shift += 7
+        aliases = self._aliases_out
+        if aliases is None:
+            aliases = self._aliases_out = {}
+        topic = message.topic
+        alias = aliases.get(topic, 0)
+        evict = ""
+        if alias:
+            topic_bytes = b""
+        else:
+            topic_bytes = head[pos + 2 : topic_end]
+            if len(aliases) < self.topic_alias_out_max:
+                alias = len(aliases) + 1
+            else:
+                evict = next(iter(aliases))
+                alias = aliases[evict]
+        block = encode_varint(length + 3) + b"\x23" + PACKET_ID_BYTES[alias] + props[start : start + length]
+        payload = message.payload
+        remaining = 2 + len(topic_bytes) + len(pid) + len(block) + len(payload)
+        first = bytes((head[0],)) + encode_varint(remaining)
+        size = len(first) + remaining
+        if topic_bytes and self.max_packet_out and size > self.max_packet_out:
+            # Only the alias made it too large (3 bytes): send it without [MQTT-3.1.2-25].
+            self._put((head, pid, tail), len(head) + len(pid) + len(tail), hold)
+            return
+        if evict:
+            del aliases[evict]
+        elif not topic_bytes:
+            del aliases[topic]  # re-inserted last: most recently used
+        aliases[topic] = alias
+        start_bytes = first + PACKET_ID_BYTES[len(topic_bytes)] + topic_bytes + pid  # (2-byte lengths, too)
+        self._put((start_bytes, block, payload), size, hold)
+
+    def _put(self, pieces: tuple[bytes, ...], size: int, hold: bool) -> None:
+        """Write one packet given in pieces: now, or behind held output (see ``_hold``)."""
+        if hold or self._held:
+            self._hold(b"".join(pieces))
+        else:
+            self._out.extend(pieces)
+            self._queued(size)
+
+    def send_pubrel(self, packet_id: int) -> None:
+        data = b"\x62\x02" + PACKET_ID_BYTES[packet_id]
+        if self._durable_session():
+            self._hold(data)  # after the PUBREC's state change is committed: see send_publish
         else:
             self._write(data)
 
-    def _release_acks(self, count: int) -> None:
-        """A storage commit covered the first ``count`` deferred acks: send them."""
-        acks = self._pending_acks[:count]
-        del self._pending_acks[:count]
-        self._acks_covered -= count
-        if self.closed:
-            return
-        for data in acks:
+    def send_suback(self, data: bytes) -> None:
+        """SUBACK or UNSUBACK: a persistent session's subscriptions are committed first."""
+        if self._durable_session():
+            self._hold(data)
+        else:
+            self._write(data)
+
+    def _durable_session(self) -> bool:
+        """Whether output that announces a change to this client's session must wait for its commit."""
+        if not self.broker.persist.strict:
+            return False
+        session = self.session
+        return session is not None and session.expiry_interval > 0
+
+    def _ack(self, data: bytes, durable: bool = False) -> None:
+        """Send an acknowledgement of an inbound packet. ``durable`` acks (strict durability: what
+        they acknowledge was stored) wait for the commit; every later output queues behind held
+        output, so acks keep the order of the packets they answer [MQTT-4.6.0-2]."""
+        if durable or self._held:
+            self._hold(data)
+        else:
             if data[0] == 0x40:
                 self._inbound_unacked -= 1
-            self._write(data)
+            self._out.append(data)
+            self._queued(len(data))
+
+    # -- output held for a storage commit (strict durability) -------------------------------------
+    # What the broker tells a client (PUBACK, PUBREC, PUBCOMP, SUBACK, a PUBLISH or PUBREL to a
+    # persistent session) must never run ahead of what it has committed: after a kill -9 the broker
+    # restarts from its store and must agree with what every client was told. Such output, and all
+    # output after it on the same connection, waits in ``_held`` until a storage barrier releases it.
+
+    def _hold(self, data: bytes) -> None:
+        held = self._held
+        held.append(data)
+        if len(held) - self._held_covered == 1:
+            self.broker.persist.hold(self)  # the first item no barrier covers yet
+
+    def send_committed(self, data: bytes) -> None:
+        """Send ``data`` once everything enqueued for storage so far is committed."""
+        self._hold(data)
+
+    def cover_held(self) -> int:
+        """How many held items the barrier being registered now will release (all of them so far)."""
+        count = len(self._held) - self._held_covered
+        self._held_covered += count
+        return count
+
+    def release_held(self, count: int) -> None:
+        """A storage commit covered the first ``count`` held items: send them."""
+        items = self._held[:count]
+        del self._held[:count]
+        self._held_covered -= count
+        if self.closed:
+            return  # the session keeps its state; the client is told again when it resumes
+        out = self._out
+        size = 0
+        for data in items:
+            if data[0] == 0x40:
+                self._inbound_unacked -= 1
+            out.append(data)
+            size += len(data)
+        self._queued(size)
 
     # -- closing --------------------------------------------------------------------------------
 
@@ -388,6 +565,24 @@ class Connection(asyncio.Protocol):
                 # A client that stops reading would keep the connection (and its session) forever.
                 self.loop.call_later(_CLOSE_LINGER, self.abort)
 
+    def close_gracefully(self, reason: str) -> None:
+        """Close after a last packet that must reach the client (a DISCONNECT with a reason, a
+        refusing CONNACK): the socket goes to a ``Linger`` that sends what is queued, shuts down
+        writing and discards what the client still sends for a bounded time, so unread input
+        cannot make the kernel reset the connection and throw the packet away. The broker is
+        done with the connection at once (``connection_lost`` comes on the next turn)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.disconnect_reason = reason
+        self._flush()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # aborted while flushing (stuck): connection_lost comes the usual way
+        self.transport = None  # nothing more is written: the socket is the linger's now
+        linger(transport, self.broker.lingering, self.loop)
+        self.loop.call_soon(self._forget, None)
+
     def abort(self) -> None:
         """Drop the network connection at once, discarding unsent output."""
         if self.transport is not None:
@@ -401,11 +596,11 @@ class Connection(asyncio.Protocol):
             props = dict(properties or {})
             if self.request_problem_info:
                 props[PropertyId.REASON_STRING] = reason[:256]
-            self._write(encode(p.Disconnect(code, props), 5))
+            self._emit(encode(p.Disconnect(code, props), 5))
         elif self.version == 5 and not self.connected and code >= 0x80:
             # A violation before CONNACK is answered with a CONNACK carrying the reason [MQTT-4.13.1-1].
-            self._write(encode(p.Connack(False, code), 5))
-        self.close(reason)
+            self._emit(encode(p.Connack(False, code), 5))
+        self.close_gracefully(reason)
 
     def protocol_violation(self, exc: ProtocolError) -> None:
         log.info("protocol violation by %s (%s): %s", self.client_id or "-", self.peer, exc)
@@ -414,6 +609,30 @@ class Connection(asyncio.Protocol):
             self.version = self.parser.protocol_level  # a bad CONNECT: answer in its protocol level
         self.close_with(exc.reason_code, str(exc.args[0]))
 
+    def hold_for_login(self, login: asyncio.Future[Any]) -> None:
+        """The broker checks this CONNECT off the event loop: read nothing more until it is
+        decided, and keep what already arrived for then (``login_decided``)."""
+        self._login = login
+        self._login_input = []
+        if not self.reading_paused and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def login_decided(self) -> None:
+        """The login is decided (CONNACK sent, or the client refused): handle what the client sent
+        meanwhile, in order, and read again."""
+        self._login = None
+        packets, self._login_packets = self._login_packets, []
+        waiting, self._login_input = self._login_input, None
+        if self.closed:
+            return
+        self.resume_reading()
+        self._receive(b"", packets)
+        for data in waiting or ():
+            if self.closed:
+                return
+            self.data_received(data)
+
     def start_keepalive(self) -> None:
         self.idle_limit = self.keep_alive * 1.5
 
@@ -421,8 +640,9 @@ class Connection(asyncio.Protocol):
         """Called by the broker's periodic sweep rather than from a timer per connection: timers
         would cost a libuv handle each, set and cancelled on every connect and disconnect.
 
-        A socket must send CONNECT within the connect timeout; a client silent for 1.5 x its Keep
-        Alive is disconnected [MQTT-3.1.2-24] (5.0: [MQTT-3.1.2-22]).
+        A socket must send CONNECT within the connect timeout; a client that sends no complete
+        control packet for 1.5 x its Keep Alive is disconnected [MQTT-3.1.2-24] (5.0:
+        [MQTT-3.1.2-22]), and so is one whose unfinished packet takes ``packet_read_timeout``.
         """
         if self.closed:
             return
@@ -437,17 +657,24 @@ class Connection(asyncio.Protocol):
         timeout = self.limits.slow_consumer_timeout
         if self._capped_since and timeout and self._check_slow_consumer(now, timeout):
             return
-        limit = self.idle_limit
-        if not limit:
-            return
         if self.reading_paused:
-            self.last_rx = now  # we stopped reading, not the client: not idle
-        elif now - self.last_rx >= limit:
+            # We stopped reading, not the client: not idle, and its packet cannot progress.
+            self.last_rx = now
+            if self._partial_since:
+                self._partial_since = now
+            return
+        limit = self.idle_limit
+        if limit and now - self.last_rx >= limit:
             self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
+            return
+        deadline = self.limits.packet_read_timeout
+        if self._partial_since and deadline and now - self._partial_since >= deadline:
+            # A started packet that does not finish holds up to max_packet_size: bound its time.
+            self.close_with(ReasonCode.KEEP_ALIVE_TIMEOUT, f"packet not completed within {deadline:g} s")
 
     def write_now(self, data: bytes) -> None:
         """Write at once when nothing is queued (CONNACK): saves a loop callback per connection."""
-        if self._out or self.transport is None:
+        if self._out or self._held or self.transport is None:
             self._write(data)
         else:
             self.broker.stats.bytes_sent += len(data)
@@ -509,6 +736,11 @@ class Connection(asyncio.Protocol):
             log.info("client %s published to a topic beyond max_topic_length/levels", self.client_id)
             self._deny_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
             return
+        if topic[0] == "$" and not client_may_publish(topic):  # (a topic is never empty here)
+            self.broker.stats.acl_denied += 1
+            log.info("client %s may not publish to %s (the broker's topics)", self.client_id, topic)
+            self._deny_publish(packet, ReasonCode.NOT_AUTHORIZED)
+            return
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         broker = self.broker
         broker.stats.messages_received_qos[qos] += 1
@@ -532,8 +764,6 @@ class Connection(asyncio.Protocol):
                 self._ack(b"\x40\x03" + pid + b"\x10", durable)  # No matching subscribers
             else:
                 self._ack(b"\x40\x02" + pid, durable)
-            if not self._pending_acks:
-                self._inbound_unacked -= 1
         else:
             session.inbound_qos2.add(packet.packet_id)  # type: ignore[arg-type]
             if session.persistent:
@@ -584,7 +814,7 @@ class Connection(asyncio.Protocol):
                 transport.pause_reading()
             if self._pause_timer is not None:  # the rest of this read deepened the deficit
                 self._pause_timer.cancel()
-            self._pause_timer = self.loop.call_later(-tokens / rate, self._end_rate_pause)
+            self._pause_timer = self.loop.call_later(-tokens / rate, self.resume_reading)
 
     def _deny_publish(self, packet: p.Publish, code: int) -> None:
         """A denied PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
@@ -594,7 +824,8 @@ class Connection(asyncio.Protocol):
         if not qos:
             return
         pid = PACKET_ID_BYTES[packet.packet_id]  # type: ignore[index]
-        self._inbound_unacked -= 1
+        if qos == 2:
+            self._inbound_unacked -= 1  # a QoS 1 PUBLISH counts until its PUBACK is written (_ack)
         if self.version == 5:
             # A PUBREC with a failure code ends the QoS 2 exchange [MQTT-4.3.3-4 context].
             self._ack(bytes((0x40 if qos == 1 else 0x50, 3)) + pid + bytes((code,)))
@@ -639,9 +870,13 @@ class Connection(asyncio.Protocol):
         pid = PACKET_ID_BYTES[packet.packet_id]
         if packet.packet_id in session.inbound_qos2:
             session.inbound_qos2.discard(packet.packet_id)
+            durable = False
             if session.persistent:
                 self.broker.persist.inbound_delete(session, packet.packet_id)
-            self._ack(b"\x70\x02" + pid)
+                # The client may reuse the packet id once it has PUBCOMP: the id must be free in the
+                # store by then, or a new message on it is taken for a resend and lost after a crash.
+                durable = self.broker.persist.strict
+            self._ack(b"\x70\x02" + pid, durable)
         elif self.version == 5:
             self._ack(b"\x70\x03" + pid + bytes((ReasonCode.PACKET_IDENTIFIER_NOT_FOUND,)))
         else:

@@ -7,6 +7,7 @@ Compiled with the hot path; the ``Hook`` classes themselves are plain Python.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -93,17 +94,11 @@ class HookSet:
     # -- dispatch: decisions ---------------------------------------------------------------------
 
     def run_authenticate(self, client: Any, packet: Any) -> Any:
-        """The first decision (an ``AuthResult``), or None when no hook decides. A hook that fails
-        denies: a broken credential store must not let everyone in."""
-        for handler in self.authenticate:
-            try:
-                result = handler(client, packet)
-            except Exception:
-                log.exception("authentication hook %r failed; refusing the client", handler)
-                return AuthResult.deny(0x80, "authentication failed")
-            if result is not None:
-                return result
-        return None
+        """The first decision (an ``AuthResult``), or None when no hook decides; or, when a hook
+        answers with an awaitable (a check off the event loop), a future of that answer, the
+        hooks after it asked in turn if it is None. A hook that fails denies: a broken credential
+        store must not let everyone in."""
+        return _authenticate_from(self.authenticate, 0, client, packet)
 
     def run_acl_check(self, client: Any, topic: str, access: int) -> bool:
         """True unless a hook answers False first; a hook that fails denies."""
@@ -141,3 +136,38 @@ class HookSet:
                 handler(*args)
             except Exception:
                 log.exception("hook %r failed", handler)
+
+
+def _authenticate_from(handlers: list[Any], start: int, client: Any, packet: Any) -> Any:
+    for index in range(start, len(handlers)):
+        handler = handlers[index]
+        try:
+            result = handler(client, packet)
+        except Exception:
+            log.exception("authentication hook %r failed; refusing the client", handler)
+            return AuthResult.deny(0x80, "authentication failed")
+        if result is None:
+            continue
+        if isinstance(result, AuthResult):
+            return result
+        return asyncio.ensure_future(_authenticate_later(result, handler, handlers, index + 1, client, packet))
+    return None
+
+
+async def _authenticate_later(
+    pending: Any, handler: Any, handlers: list[Any], start: int, client: Any, packet: Any
+) -> Any:
+    """Wait for a hook's answer, then (if it had none) ask the hooks after it, as above."""
+    try:
+        result = await pending
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("authentication hook %r failed; refusing the client", handler)
+        return AuthResult.deny(0x80, "authentication failed")
+    if result is not None:
+        return result
+    found = _authenticate_from(handlers, start, client, packet)
+    if found is None or isinstance(found, AuthResult):
+        return found
+    return await found

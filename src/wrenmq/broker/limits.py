@@ -25,6 +25,7 @@ class Limits:
         self.queue_drop_oldest: bool = config.queue_drop_policy == "drop_oldest"
         self.max_session_expiry_interval: int = config.max_session_expiry_interval
         self.connect_timeout: float = config.connect_timeout
+        self.packet_read_timeout: float = config.packet_read_timeout
         self.max_keepalive: int = config.max_keepalive
         self.max_connections: int = config.max_connections
         self.max_topic_length: int = config.max_topic_length
@@ -34,6 +35,7 @@ class Limits:
         self.retain_available: bool = config.retain_available
         self.maximum_qos: int = config.maximum_qos
         self.topic_alias_maximum: int = config.topic_alias_maximum
+        self.topic_alias_out_maximum: int = config.topic_alias_out_maximum
         self.max_write_buffer: int = config.max_write_buffer
         self.write_buffer_high: int = config.write_buffer_high
         self.write_buffer_low: int = config.write_buffer_low

@@ -18,6 +18,7 @@ from .message import Message
 if TYPE_CHECKING:
     import asyncio
 
+    from .connection import Connection
     from .router import Subscriber
     from .session import Delivery, Session
 
@@ -33,10 +34,36 @@ class Persistence:
         self.enabled = not isinstance(storage, MemoryStorage)
         self.strict = strict and self.enabled
         self.writes = 0
+        self.held: list[Connection] = []  # connections with held output no barrier covers yet
+        self._seal_scheduled = False
 
     @staticmethod
     def split_qos(stored_qos: int) -> tuple[int, bool]:
         return stored_qos & 3, bool(stored_qos & _RETAIN_BIT)
+
+    # -- output held for commits (strict durability) ------------------------------------
+
+    def hold(self, conn: Connection) -> None:
+        """``conn`` holds output that must wait for everything enqueued so far to be committed."""
+        self.held.append(conn)
+        if not self._seal_scheduled:
+            self._seal_scheduled = True
+            self.loop.call_soon(self.seal)  # output held outside a read (timers, the API, wills)
+
+    def seal(self) -> None:
+        """Register one storage barrier that releases all held output not yet covered by one."""
+        self._seal_scheduled = False
+        conns = self.held
+        if not conns:
+            return
+        self.held = []
+        covered: list[tuple[Connection, int]] = []
+        for conn in conns:
+            count = conn.cover_held()
+            if count:
+                covered.append((conn, count))
+        if covered:
+            self.storage.barrier(lambda: _release(covered))
 
     # -- records ------------------------------------------------------------------------
 
@@ -80,6 +107,7 @@ class Persistence:
             will,
             session.will_delay,
             session.next_seq,
+            session.owner,
         )
 
     # -- writes -------------------------------------------------------------------------
@@ -143,3 +171,8 @@ def _stored_sub(sub: Subscriber) -> StoredSubscription:
     return StoredSubscription(
         sub.topic_filter, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub.subscription_id
     )
+
+
+def _release(covered: list[tuple[Connection, int]]) -> None:
+    for conn, count in covered:
+        conn.release_held(count)

@@ -56,6 +56,7 @@ class Session:
         "inbound_qos2",
         "inflight_out",
         "next_seq",
+        "owner",
         "protocol_version",
         "queue",
         "queued_bytes",
@@ -69,6 +70,7 @@ class Session:
     def __init__(self, broker: Broker, client_id: str, protocol_version: int, expiry_interval: int) -> None:
         self.broker = broker
         self.client_id = client_id
+        self.owner: str | None = None  # broker.session_owner() of its user; None: not known (an old store)
         self.protocol_version = protocol_version
         self.expiry_interval = expiry_interval
         self.connection: Connection | None = None

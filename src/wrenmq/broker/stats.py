@@ -24,7 +24,9 @@ class Stats:
         "messages_received_qos",
         "messages_sent_qos",
         "protocol_errors",
+        "session_owner_conflicts",
         "slow_consumers_dropped",
+        "websocket_upgrades_refused",
     )
 
     def __init__(self) -> None:
@@ -44,7 +46,11 @@ class Stats:
         self.messages_received_qos = [0, 0, 0]  # PUBLISHes (and wills, in-process publications) in, by QoS
         self.messages_sent_qos = [0, 0, 0]  # PUBLISHes written to clients, by QoS
         self.protocol_errors = 0
+        # CONNECTs naming a client id whose session belongs to another user: the stored session was
+        # discarded, or (its owner connected) the CONNECT refused.
+        self.session_owner_conflicts = 0
         self.slow_consumers_dropped = 0
+        self.websocket_upgrades_refused = 0  # HTTP requests on a ws/wss listener answered with an error
 
     @property
     def clients_total(self) -> int:

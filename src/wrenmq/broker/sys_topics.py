@@ -44,6 +44,7 @@ class SysTopics:
             "bytes/sent": str(stats.bytes_sent),
             "subscriptions/count": str(broker.router.count),
             "retained messages/count": str(len(broker.retained)),
+            "sessions/owner conflicts": str(stats.session_owner_conflicts),
         }
 
     def publish_now(self) -> None:

@@ -22,6 +22,13 @@ def valid_topic_filter(topic_filter: str) -> bool:
     return True
 
 
+def client_may_publish(topic: str) -> bool:
+    """False for the broker's own topics: ``$SYS...`` (its statistics; as Mosquitto, any topic
+    starting "$SYS") and ``$share...`` (a subscription form, never a topic). Topics starting with
+    ``$`` are the server's [MQTT-4.7.2-1 context]; no ACL can open these two to a client."""
+    return not (topic.startswith("$SYS") or topic.startswith("$share"))
+
+
 def parse_shared(topic_filter: str) -> tuple[str | None, str]:
     """Split ``$share/{group}/{filter}`` into (group, filter); (None, filter) for a plain filter.
 

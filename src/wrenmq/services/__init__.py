@@ -5,11 +5,18 @@ its own API routes (see STYLE.md).
 the pytest plugin: device presence (``presence``; first, so it sees every device from the
 start), the external broker connections and bridges, then the HTTP API (when ``api_port`` is
 set). Stopping goes in reverse, the API first, so no request reaches a stopped service.
+
+``start_all`` starts the broker and its services all or nothing: every setting that names a file
+is checked (all problems reported together) and every listener, MQTT and API, is bound before the
+data directory is created or anyone is served; clients are accepted only once everything runs.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
+
+from ..config import ConfigError
 
 if TYPE_CHECKING:
     from ..api import ApiServer
@@ -21,13 +28,56 @@ __all__ = ["Services"]
 
 
 class Services:
-    """What runs beside ``broker``: ``await Services(broker).start()`` once the broker has started."""
+    """What runs beside ``broker``: ``await Services(broker).start()`` once the broker has started,
+    or ``await Services(broker).start_all()`` to start the broker too, all or nothing."""
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.connections: BrokerConnections | None = None
         self.presence: Presence | None = None
         self.api: ApiServer | None = None
+        self._api_socket: socket.socket | None = None  # bound by bind(), served by start()
+
+    def check(self) -> list[str]:
+        """What would stop the services from starting (the API's TLS files, a bridge's cafile), as
+        messages naming the key; nothing is bound or created."""
+        from .brokers import check_connection  # lazily: `wrenmq --help` must not import the client
+
+        config = self.broker.config
+        errors = [found for found in map(check_connection, config.brokers) if found is not None]
+        if config.api_port is not None:
+            from ..api import check_api
+
+            errors += check_api(config)
+        return errors
+
+    def bind(self) -> None:
+        """Bind the API's address (an ``OSError`` names it), serving no one until ``start``."""
+        if self.broker.config.api_port is not None and self._api_socket is None:
+            from ..api import bind_api
+
+            self._api_socket = bind_api(self.broker.config)
+
+    async def start_all(self) -> None:
+        """Start the broker and these services, all or nothing: check every setting (one
+        ``ConfigError`` lists every problem), bind every listener (``OSError`` names the address),
+        then create the storage, start the services and only then accept clients. On failure
+        everything is stopped again; before the storage opens, nothing has been written to disk."""
+        broker = self.broker
+        errors = broker.check() + self.check()
+        if errors:
+            await broker.stop()  # forgets what check() prepared
+            raise ConfigError("\n".join(errors))
+        try:
+            await broker.bind()
+            self.bind()
+            await broker.start(serve=False)
+            await self.start()
+            await broker.serve()
+        except BaseException:
+            await self.stop()
+            await broker.stop()
+            raise
 
     async def start(self) -> None:
         from .brokers import BrokerConnections  # lazily: `wrenmq --help` must not import the client
@@ -43,9 +93,13 @@ class Services:
             from ..api import ApiServer
 
             self.api = ApiServer(self.broker)
-            await self.api.start()
+            await self.api.start(self._api_socket)
+            self._api_socket = None  # the API's now
 
     async def stop(self) -> None:
+        sock, self._api_socket = self._api_socket, None
+        if sock is not None:  # bound, never served
+            sock.close()
         api, self.api = self.api, None
         if api is not None:
             await api.stop()

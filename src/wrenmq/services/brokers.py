@@ -38,6 +38,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..config import Bridge, ConfigError, ExternalBrokerConfig
 from ..hooks import Hook, Reject
 from ..mqtt.properties import PropertyId
+from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, OutboxStore, Outgoing
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from ..client import Client
     from ..client import Message as RemoteMessage
 
-__all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "connections_of"]
+__all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "check_connection", "connections_of"]
 
 log = logging.getLogger("wrenmq.brokers")
 
@@ -289,6 +290,10 @@ class BrokerConnection:
                 break
         else:
             return
+        if not client_may_publish(local):  # another broker does not speak for this one's $SYS
+            self.refused += 1
+            log.info("broker %s: a message for %s was refused here: $SYS is this broker's", self.name, local)
+            return
         props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
         try:
             await self.service.bring_in(self, local, message.payload, message.qos, message.retain, props)
@@ -402,6 +407,15 @@ def connections_of(broker: Broker) -> BrokerConnections | None:
     """The running :class:`BrokerConnections` of ``broker``, if any."""
     found = broker.hooks.find(BrokerConnections)
     return found[0] if found else None
+
+
+def check_connection(config: ExternalBrokerConfig) -> str | None:
+    """What would stop the connection ``config`` from starting (its cafile does not load), or None."""
+    try:
+        _make_client(config)
+    except (ValueError, OSError) as exc:
+        return f"broker {config.name!r}: {exc}"
+    return None
 
 
 def _make_client(config: ExternalBrokerConfig) -> Client:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..mqtt.properties import PropertyId
+from ..storage.private import connect_sqlite
 from .change_events import EventType, build_event, diff, encode_event, merge_patch, topics
 
 if TYPE_CHECKING:
@@ -58,9 +59,10 @@ class ResourceStore:
     """The resources and their event log in one SQLite database. Blocking: call from one thread."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
+        if path is None:
+            self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        else:
+            self.db = connect_sqlite(path, isolation_level=None, check_same_thread=False)  # private: 0600
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
 

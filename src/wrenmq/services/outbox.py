@@ -12,6 +12,7 @@ from typing import Any
 
 from ..mqtt.packets import PUBLISH
 from ..mqtt.properties import decode_properties, encode_properties
+from ..storage.private import connect_sqlite
 
 __all__ = ["Outbox", "OutboxFull", "OutboxStore", "Outgoing"]
 
@@ -43,8 +44,7 @@ class OutboxStore:
         self._db: sqlite3.Connection | None = None
         self._commit_scheduled = False
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db = connect_sqlite(path, isolation_level=None, check_same_thread=False)  # private: 0600
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..hooks import Hook
 from ..mqtt.properties import PropertyId
+from ..storage.private import connect_sqlite
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -73,9 +74,10 @@ class DeviceStore:
     """The registry and each device's recent events in SQLite. Blocking: call from one thread."""
 
     def __init__(self, path: Path | None) -> None:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path) if path else ":memory:", isolation_level=None, check_same_thread=False)
+        if path is None:
+            self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        else:
+            self.db = connect_sqlite(path, isolation_level=None, check_same_thread=False)  # private: 0600
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(_SCHEMA)
 

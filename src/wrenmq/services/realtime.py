@@ -37,10 +37,13 @@ from collections.abc import Iterator
 from time import time as _now
 from typing import TYPE_CHECKING, Any
 
-from ..hooks import READ, WRITE, Hook, Reject
+from ..api.principal import Principal
+from ..hooks import LET_IN, READ, WRITE, AuthResult, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
+
+RealtimeClient = Principal  # who a realtime client is: the API's one principal type
 
 if TYPE_CHECKING:
     from ..api.keys import ApiKeyStore
@@ -74,32 +77,6 @@ class Denied(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
-
-
-class RealtimeClient:
-    """A signed-in realtime client, as ACL hooks see it (the attributes they read on a Connection)."""
-
-    __slots__ = (
-        "auth",
-        "can_write",
-        "cert_identity",
-        "client_id",
-        "listener",
-        "peer",
-        "peer_host",
-        "username",
-        "version",
-    )
-
-    def __init__(self, client_id: str, username: str | None, can_write: bool = True, peer: str = "realtime") -> None:
-        self.client_id = client_id
-        self.username = username
-        self.can_write = can_write
-        self.listener = None
-        self.auth: Any = None
-        self.cert_identity = None
-        self.version = 5
-        self.peer = self.peer_host = peer
 
 
 class Journal:
@@ -301,7 +278,7 @@ class RealtimeService(Hook):
 
     # -- signing in -----------------------------------------------------------------------------------
 
-    def authenticate(
+    async def authenticate(
         self,
         token: str | None = None,
         username: str | None = None,
@@ -318,12 +295,14 @@ class RealtimeService(Hook):
             raise Denied(429, "too many failed logins from this address; try again in a minute")
         client_id = client_id or "realtime-" + secrets.token_hex(6)
         if token:
-            key = self.api_keys.verify(token)
-            if key is None:
+            from ..api.deps import principal_for_token
+
+            principal = principal_for_token(broker, self.api_keys, token, client_id, peer)
+            if principal is None:
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")
-            return RealtimeClient(client_id, key.name, can_write=not key.read_only, peer=peer)
-        return sign_in_user(broker, username, password, client_id, peer, host)
+            return principal
+        return await sign_in_user(broker, username, password, client_id, peer, host)
 
     def join_presence(self, subscriber: Subscriber, presence: dict[str, Any], transport: str) -> None:
         """Make ``subscriber``'s user present as ``presence["id"]``: allowed where its client may
@@ -360,12 +339,9 @@ class RealtimeService(Hook):
         return list(dict.fromkeys(filters))
 
     def _acl(self, client: RealtimeClient, topic: str, access: int) -> None:
-        hooks = self.broker.hooks
-        if hooks.acl_check and not hooks.run_acl_check(client, topic, access):  # type: ignore[arg-type]
-            self.broker.stats.acl_denied += 1
-            verb = "read" if access == READ else "publish to"
-            log.info("realtime client %s (%s) may not %s %s", client.client_id, client.username, verb, topic)
-            raise Denied(403, f"not authorized to {verb} {topic!r} (ACL)")
+        refusal = client.refusal(topic, access)
+        if refusal is not None:
+            raise Denied(403, refusal)
 
     # -- readers ------------------------------------------------------------------------------------
 
@@ -429,8 +405,9 @@ class RealtimeService(Hook):
         properties: dict[int, Any] | None = None,
     ) -> int:
         """Publish for ``client`` under its ACL; returns the subscriptions it reached."""
-        if not client.can_write:
-            raise Denied(403, f"API key {client.username!r} is read-only")
+        refusal = client.change_refusal()
+        if refusal is not None:
+            raise Denied(403, refusal)
         if not topic or topic.startswith("$") or any(c in topic for c in "+#\x00"):
             raise Denied(422, f"{topic!r} is not a topic a client may publish to")
         if qos not in (0, 1, 2):
@@ -490,43 +467,33 @@ class RealtimeService(Hook):
         self.stop()
 
 
-def sign_in_user(
+async def sign_in_user(
     broker: Broker, username: str | None, password: str | None, client_id: str, peer: str, host: str
 ) -> RealtimeClient:
-    """Check a user name and password with the broker's authentication hooks, as for an MQTT
-    CONNECT; anonymous (no user name) where MQTT allows it. Failures count toward the broker's
-    failed-login throttle. Raises :class:`Denied` (401)."""
-    client = RealtimeClient(client_id, username, peer=peer)
-    hooks = broker.hooks
-    if hooks.authenticate:
-        packet = p.Connect(
-            client_id=client_id,
-            protocol_level=5,
-            username=username,
-            password=password.encode() if password is not None else None,
-        )
-        result = hooks.run_authenticate(client, packet)  # type: ignore[arg-type]
-        if result is not None:
-            if not result.allowed:
-                broker.login_failed(host)
-                raise Denied(401, result.reason or "bad user name or password")
-            client.auth = result
-            if result.username is not None:
-                client.username = result.username
-            return client
-    if username is None and not anonymous_allowed(broker):
+    """Check a user name and password by the broker's one login rule (``Broker.check_login``), as
+    for an MQTT CONNECT: an authentication source must vouch for the user, or anonymous access be
+    allowed for the API. Password checks run off the event loop. Failures count toward the
+    broker's failed-login throttle. Raises :class:`Denied` (401)."""
+    client = Principal.user(broker, client_id, username, peer)
+    packet = p.Connect(
+        client_id=client_id,
+        protocol_level=5,
+        username=username,
+        password=password.encode() if password is not None else None,
+    )
+    decided = broker.check_login(client, packet, broker.anonymous_allowed(None))
+    result = decided if isinstance(decided, AuthResult) else await decided
+    if not result.allowed:
         broker.login_failed(host)
-        raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
+        if username is None:
+            raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
+        raise Denied(401, result.reason or "bad user name or password")
+    if result is not LET_IN:
+        client.auth = result
+    if result.username is not None:
+        client.username = result.username
+        client.kind = "user"
     return client
-
-
-def anonymous_allowed(broker: Broker) -> bool:
-    """As for an MQTT client: ``allow_anonymous``, or when unset, while everything is on loopback."""
-    config = broker.config
-    if config.allow_anonymous is not None:
-        return config.allow_anonymous
-    loopback = config.api_host in ("127.0.0.1", "::1", "localhost")
-    return loopback and all(found.loopback for found in config.effective_listeners())
 
 
 def realtime_of(broker: Broker) -> RealtimeService | None:

@@ -55,6 +55,7 @@ class StoredSession:
     will: StoredMessage | None  # only a will still pending (delayed) is stored
     will_delay: int  # seconds
     next_seq: int = 0
+    owner: str | None = None  # the user it belongs to (broker.session_owner); None: not recorded
 
 
 @dataclass(slots=True)

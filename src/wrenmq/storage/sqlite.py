@@ -1,7 +1,11 @@
 """SQLite persistence with one writer thread and group commit.
 
 The event loop only appends ops to a list; the writer takes everything queued, folds it (``batch.fold``),
-writes it in one transaction and then runs the barrier callbacks that were waiting for it. In strict mode
+writes it in one transaction and then runs the barrier callbacks that were waiting for it.
+
+Ops are staged on the loop and handed to the writer together at the end of the loop callback that made
+them (or at a ``barrier``), so what one packet changed lands in one commit: a routed QoS 2 message and
+its publisher's packet id can never be split across a crash, which would deliver the message twice. In strict mode
 it commits as soon as there is work, so batches grow by themselves while a commit (an fsync) runs; in
 relaxed mode it also waits up to ``commit_interval`` after the first op to gather more.
 """
@@ -29,10 +33,11 @@ from .base import (
     StoredSessionMessage,
     StoredSubscription,
 )
+from .private import connect_sqlite
 
 log = logging.getLogger("wrenmq.storage")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 BEGIN;
@@ -56,7 +61,8 @@ CREATE TABLE sessions (
     will_properties BLOB,
     will_expiry_at REAL,
     will_delay INTEGER NOT NULL,
-    next_seq INTEGER NOT NULL
+    next_seq INTEGER NOT NULL,
+    owner TEXT
 );
 CREATE TABLE session_messages (
     client_id TEXT NOT NULL,
@@ -77,18 +83,23 @@ CREATE TABLE inbound_qos2 (
     packet_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
+PRAGMA user_version = 2;
 COMMIT;
 """
+# Each step brings a store from the version before it to this one, in one transaction.
+_MIGRATIONS = {
+    # 2: sessions record their owner (the user); older ones have none until a client resumes them.
+    2: "BEGIN; ALTER TABLE sessions ADD COLUMN owner TEXT; PRAGMA user_version = 2; COMMIT;",
+}
 
 _SESSION_COLUMNS = (
     "client_id, protocol_version, expiry_interval, disconnected_at, subscriptions, will_topic, will_payload,"
-    " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq"
+    " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq, owner"
 )
 _MESSAGE_COLUMNS = "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at"
 _RETAIN_UPSERT = "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)"
 _RETAIN_DELETE = "DELETE FROM retained WHERE topic = ?"
-_SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 13)})"
+_SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 14)})"
 _SESSION_DELETES = (
     "DELETE FROM sessions WHERE client_id = ?",
     "DELETE FROM session_messages WHERE client_id = ?",
@@ -148,7 +159,7 @@ def _session_row(s: StoredSession) -> tuple[Any, ...]:
     w = s.will
     will = (None,) * 6 if w is None else (w.topic, w.payload, w.qos, int(w.retain), w.properties, w.expiry_at)
     return (s.client_id, s.protocol_version, s.expiry_interval, s.disconnected_at, subs, *will,
-            s.will_delay, s.next_seq)  # fmt: skip
+            s.will_delay, s.next_seq, s.owner)  # fmt: skip
 
 
 def _plan(b: ops.Batch) -> list[_Step]:
@@ -208,6 +219,8 @@ class SqliteStorage(Storage):
         self._closed = False
         self._close_task: asyncio.Future[None] | None = None
         self._dropped_after_close = 0
+        self._staged: list[ops.Op] = []  # the loop's ops not yet handed to the writer (loop thread only)
+        self._hand_over_scheduled = False
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -215,9 +228,8 @@ class SqliteStorage(Storage):
         if self._conn is not None or self._closed:
             raise RuntimeError("SqliteStorage.open() may be called once")
         self._loop = loop
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # The loading thread hands the connection to the writer thread and never touches it again.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = connect_sqlite(self.path, isolation_level=None, check_same_thread=False)  # 0600, in a 0700 dir
         try:
             self._prepare(conn)
             state = _load(conn)
@@ -239,7 +251,12 @@ class SqliteStorage(Storage):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             conn.executescript(_SCHEMA)
-        elif version != SCHEMA_VERSION:
+            return
+        while version + 1 in _MIGRATIONS:
+            conn.executescript(_MIGRATIONS[version + 1])
+            version += 1
+            log.info("migrated %s to storage schema version %d", self.path, version)
+        if version != SCHEMA_VERSION:
             raise RuntimeError(
                 f"{self.path} has storage schema version {version}; this wrenmq understands {SCHEMA_VERSION}"
             )
@@ -247,17 +264,38 @@ class SqliteStorage(Storage):
     # -- the event loop's side: enqueue only -------------------------------------------------------------
 
     def _enqueue(self, op: ops.Op) -> None:
+        if self._closed:
+            self._drop_late(1, op)
+            return
+        staged = self._staged
+        staged.append(op)
+        if not self._hand_over_scheduled:
+            self._hand_over_scheduled = True
+            loop = self._loop or asyncio.get_running_loop()
+            loop.call_soon(self._hand_over)
+
+    def _hand_over(self) -> None:
+        """Give the writer every op staged so far, in one piece (see the module docstring)."""
+        self._hand_over_scheduled = False
+        staged = self._staged
+        if not staged:
+            return
+        self._staged = []
         with self._cond:
             if self._stopping or self._closed:
-                self._dropped_after_close += 1
-                if self._dropped_after_close == 1:  # once: a shutdown can race many late writes
-                    log.warning("storage is closed; dropping writes (first: op kind %d)", op[0])
+                self._drop_late(len(staged), staged[0])
                 return
-            self._ops.append(op)
-            self.ops_enqueued += 1
-            if len(self._ops) == 1:
+            was_idle = not self._ops
+            self._ops.extend(staged)
+            self.ops_enqueued += len(staged)
+            if was_idle:
                 self._first_op_at = time.monotonic()
                 self._cond.notify()
+
+    def _drop_late(self, count: int, first: ops.Op) -> None:
+        if not self._dropped_after_close:  # once: a shutdown can race many late writes
+            log.warning("storage is closed; dropping writes (first: op kind %d)", first[0])
+        self._dropped_after_close += count
 
     def retain_set(self, msg: StoredMessage) -> None:
         self._enqueue((ops.RETAIN_SET, msg.topic, msg))
@@ -288,7 +326,7 @@ class SqliteStorage(Storage):
 
     @property
     def dirty(self) -> bool:
-        return self.ops_enqueued != self._committed
+        return bool(self._staged) or self.ops_enqueued != self._committed
 
     def writable(self) -> bool:
         thread = self._thread
@@ -296,6 +334,7 @@ class SqliteStorage(Storage):
 
     def barrier(self, callback: Callable[[], None]) -> None:
         loop = self._loop or asyncio.get_running_loop()
+        self._hand_over()
         with self._cond:
             if self.ops_enqueued == self._committed:
                 loop.call_soon(callback)
@@ -304,6 +343,7 @@ class SqliteStorage(Storage):
 
     async def flush(self) -> None:
         """Like ``Storage.flush``, but a relaxed-mode writer stops waiting for more ops and commits now."""
+        self._hand_over()
         with self._cond:
             if self._ops:
                 self._urgent = True
@@ -462,7 +502,7 @@ def _load(conn: sqlite3.Connection) -> LoadedState:
 
 def _session_from_row(row: tuple[Any, ...]) -> StoredSession:
     (client_id, protocol_version, expiry_interval, disconnected_at, subs, will_topic, will_payload, will_qos,
-     will_retain, will_properties, will_expiry_at, will_delay, next_seq) = row  # fmt: skip
+     will_retain, will_properties, will_expiry_at, will_delay, next_seq, owner) = row  # fmt: skip
     subscriptions = [
         StoredSubscription(f, qos, bool(nl), bool(rap), rh, sid) for f, qos, nl, rap, rh, sid in json.loads(subs)
     ]
@@ -478,4 +518,5 @@ def _session_from_row(row: tuple[Any, ...]) -> StoredSession:
         will,
         will_delay,
         next_seq,
+        owner,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from ..config import ListenerConfig
@@ -33,13 +34,23 @@ class Listener:
         self.connections_total = 0
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._ssl: ssl.SSLContext | None = None
 
-    async def start(self, broker: Broker) -> None:
+    def prepare(self) -> None:
+        """Load what the listener reads from files (its TLS certificate, key and CA), so a bad
+        one stops start-up before anything is bound; ``ConfigError`` names the setting."""
+        if self.config.secure and self._ssl is None:
+            self._ssl = server_context(self.config)
+
+    async def bind(self, broker: Broker) -> None:
+        """Bind the address without accepting anyone yet (``serve`` does): until then the kernel
+        refuses connections, so no client reaches a broker that may still fail to start.
+        ``OSError`` names the listener and its address."""
         from ..broker.connection import Connection
 
+        self.prepare()
         config = self.config
         loop = asyncio.get_running_loop()
-        ssl_context = server_context(config) if config.secure else None
         factory: Any
         if config.type in ("tcp", "tls"):
             factory = functools.partial(Connection, broker, self)  # no Python frame per accepted socket
@@ -54,16 +65,30 @@ class Listener:
                 factory,
                 config.host,
                 config.port,
-                ssl=ssl_context,
+                ssl=self._ssl,
                 # A socket that stalls its handshake gets no longer than one that never sends CONNECT.
-                ssl_handshake_timeout=broker.config.connect_timeout if ssl_context is not None else None,
+                ssl_handshake_timeout=broker.config.connect_timeout if self._ssl is not None else None,
                 reuse_address=True,
                 backlog=4096,
+                start_serving=False,
             )
         except OSError as exc:
             raise OSError(exc.errno, f"listener {self.name} on {config.host}:{config.port}: {exc.strerror}") from exc
         server: Any = self._server  # uvloop's Server.sockets is a list where typeshed says tuple
         self.port = server.sockets[0].getsockname()[1]
+
+    async def serve(self) -> None:
+        """Start accepting connections on the bound address."""
+        assert self._server is not None, "bind() first"
+        try:
+            await self._server.start_serving()
+        except OSError as exc:  # listen() lost a race for the port to another process
+            raise OSError(exc.errno, f"listener {self.name} on {self.config.host}:{self.port}: {exc.strerror}") from exc
+
+    async def start(self, broker: Broker) -> None:
+        """Bind and serve at once (a listener reopened on a running broker)."""
+        await self.bind(broker)
+        await self.serve()
 
     def close(self) -> None:
         if self._server is not None:

@@ -54,4 +54,6 @@ def certificate_identity(transport: Any) -> str | None:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, ssl.SSLError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]  # set_ciphers raises SSLError("No cipher can be selected.")
     return str(exc) or type(exc).__name__

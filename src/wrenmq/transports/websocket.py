@@ -16,6 +16,7 @@ handshake are wsproto's.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import struct
@@ -37,10 +38,12 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from .linger import linger
+
 if TYPE_CHECKING:
     from ..broker.connection import Connection
 
-__all__ = ["MAX_REQUEST_SIZE", "SUBPROTOCOLS", "WebSocketAdapter", "WebSocketTransport"]
+__all__ = ["MAX_REQUEST_SIZE", "SUBPROTOCOLS", "WebSocketAdapter", "WebSocketTransport", "upgrade_problem"]
 
 log = logging.getLogger("wrenmq.websocket")
 
@@ -67,6 +70,34 @@ def frame_header(size: int) -> bytes:
     if size < 65536:
         return _HEADER_16.pack(_BINARY_FIN, 126, size)
     return _HEADER_64.pack(_BINARY_FIN, 127, size)
+
+
+def upgrade_problem(head: bytes, request: Request) -> str | None:
+    """What makes an upgrade request that wsproto accepted unfit for a WebSocket, or None.
+
+    wsproto checks the method, Upgrade, Connection, Host and Sec-WebSocket-Version; RFC 6455 4.2.1
+    also asks for HTTP/1.1 or later and for one Sec-WebSocket-Key that is the base64 encoding of 16
+    bytes, and a server that finds the handshake wrong must answer with an error such as 400
+    (4.2.2). A body is refused too: the bytes after the headers are WebSocket frames, not a body.
+    ``head`` is the request line and headers as received.
+    """
+    version = head.split(b"\n", 1)[0].rstrip(b"\r").rpartition(b" ")[2]  # h11 checked "HTTP/d.d"
+    if version[5:] < b"1.1":
+        return f"a WebSocket upgrade needs HTTP/1.1 or later, not {version.decode('ascii', 'replace')} [RFC 6455 4.1]"
+    headers = request.extra_headers
+    keys = [value for name, value in headers if name == b"sec-websocket-key"]
+    if len(keys) != 1:
+        return "a WebSocket upgrade needs exactly one Sec-WebSocket-Key header [RFC 6455 11.3.1]"
+    try:
+        nonce = base64.b64decode(keys[0], validate=True)
+    except ValueError:  # binascii.Error, or a non-ASCII byte
+        nonce = b""
+    if len(nonce) != 16:
+        return "Sec-WebSocket-Key must be 16 bytes in base64 [RFC 6455 4.2.1]"
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return "a WebSocket upgrade request has no body"
+    return None
 
 
 class WebSocketAdapter(asyncio.Protocol):
@@ -109,6 +140,7 @@ class WebSocketAdapter(asyncio.Protocol):
             else:
                 self._handshake(data)
         except Exception:  # nothing may escape into the event loop: drop this one connection
+            self.connection.broker.stats.internal_errors += 1
             log.exception("internal error on WebSocket connection from %s", self._peer())
             self.closing = True
             if self._transport is not None:
@@ -147,22 +179,31 @@ class WebSocketAdapter(asyncio.Protocol):
             return
         try:
             self._ws.receive_data(data)
-            for event in self._ws.events():
-                if isinstance(event, Request):
-                    self._upgrade(event)
-                    self._request = bytearray()
-                    if self.upgraded and end is not None and end.end() < len(request):
-                        # Frames sent on the heels of the request (without waiting for our 101, as RFC
-                        # 6455 4.1 asks) stay in wsproto's HTTP parser: hand them to the WebSocket.
-                        self._ws.receive_data(bytes(request[end.end() :]))
-                        self._handle_events()
-                    return
         except RemoteProtocolError as exc:  # not a WebSocket upgrade: answer as wsproto suggests (400, 426)
             hint = exc.event_hint
             if isinstance(hint, RejectConnection):
                 self._reject(hint.status_code, str(exc), list(hint.headers))
             else:
                 self._reject(400, str(exc))
+            return
+        except UnicodeError as exc:  # wsproto decodes Host, Connection and Sec-WebSocket-* as ASCII/IDNA
+            self._reject(400, f"a WebSocket header is not ASCII: {exc}")
+            return
+        for event in self._ws.events():
+            if isinstance(event, Request):
+                assert end is not None  # h11 has seen the whole request
+                problem = upgrade_problem(bytes(request[: end.end()]), event)
+                if problem is not None:
+                    self._reject(400, problem)
+                    return
+                self._upgrade(event)
+                self._request = bytearray()
+                if self.upgraded and end.end() < len(request):
+                    # Frames sent on the heels of the request (without waiting for our 101, as RFC
+                    # 6455 4.1 asks) stay in wsproto's HTTP parser: hand them to the WebSocket.
+                    self._ws.receive_data(bytes(request[end.end() :]))
+                    self._handle_events()
+                return
 
     def _upgrade(self, request: Request) -> None:
         path = request.target.partition("?")[0]
@@ -187,7 +228,9 @@ class WebSocketAdapter(asyncio.Protocol):
         self.connection.connection_made(WebSocketTransport(self, transport))
 
     def _reject(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """Answer the upgrade request with an HTTP error and close."""
+        """Answer the upgrade request with an HTTP error and close; counted, logged at debug only
+        (anyone can send a bad request: the log is not theirs to fill)."""
+        self.connection.broker.stats.websocket_upgrades_refused += 1
         log.debug("WebSocket upgrade from %s refused (%d): %s", self._peer(), status, reason)
         body = reason.encode("utf-8", "replace") + b"\n"
         headers = [
@@ -208,7 +251,8 @@ class WebSocketAdapter(asyncio.Protocol):
             response = b""
         if response:
             transport.write(response)
-        transport.close()
+        # The rest of a refused request may be unread: linger, or the reset would lose the answer.
+        linger(transport, self.connection.broker.lingering, self.connection.loop)
 
     def _upgrade_timed_out(self) -> None:
         self._upgrade_timer = None
@@ -280,9 +324,14 @@ class WebSocketAdapter(asyncio.Protocol):
             frame = b""
         if frame:
             transport.write(frame)
+        connection = self.connection
         if self.upgraded:
-            self.connection.close(why)  # its output is dropped: no data may follow a Close frame
-        transport.close()
+            connection.close(why)  # its output is dropped: no data may follow a Close frame
+        # The Close frame must arrive even if the client sent more than it read (see linger.py); the
+        # socket is the linger's from now on, so the connection hears of its end from here.
+        linger(transport, connection.broker.lingering, connection.loop)
+        if self.upgraded:
+            connection.loop.call_soon(connection.connection_lost, None)
 
     def close_from_mqtt(self) -> None:
         """The MQTT side closes: a normal Close frame, then the socket (after what is buffered)."""
@@ -297,6 +346,23 @@ class WebSocketAdapter(asyncio.Protocol):
         except LocalProtocolError:
             pass
         transport.close()
+
+    def close_gracefully(self, lingering: set[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """The MQTT side closes with a reason: a normal Close frame after what is buffered, then
+        the socket is closed as ``transports.linger`` closes one, so a client that sent more than
+        it read still gets the last packet and the Close frame. The adapter is done at once: the
+        socket's further input is the linger's (a client's Close frame included: we answered first)."""
+        if self.closing:
+            return
+        self.closing = True
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            transport.write(self._ws.send(CloseConnection(code=_NORMAL)))
+        except LocalProtocolError:
+            pass
+        linger(transport, lingering, loop)
 
     def _peer(self) -> str:
         address = self._transport.get_extra_info("peername") if self._transport is not None else None
@@ -334,6 +400,10 @@ class WebSocketTransport(asyncio.Transport):
 
     def close(self) -> None:
         self._adapter.close_from_mqtt()
+
+    def close_gracefully(self, lingering: set[Any], loop: asyncio.AbstractEventLoop) -> None:
+        """See ``transports.linger``: called instead of ``close`` when the connection ends with a reason."""
+        self._adapter.close_gracefully(lingering, loop)
 
     def abort(self) -> None:
         self._adapter.closing = True
