@@ -948,17 +948,25 @@ class Broker:
                 self.router.subscribe(sub)
                 session.subscriptions[s.topic_filter] = sub
             next_seq = stored.next_seq
+            waiting: list[Delivery] = []
             for queued in loaded.messages:
                 qos, retain = persist.split_qos(queued.qos)
                 message = persist.live_message(queued.message)
                 delivery = Delivery(message, qos, retain, _subscription_ids(session, message.topic), None, queued.seq)
                 next_seq = max(next_seq, queued.seq + 1)
                 if queued.state == QUEUED or not queued.packet_id:
-                    session.queue.append(delivery)
+                    waiting.append(delivery)
                 else:
                     delivery.packet_id = queued.packet_id
                     delivery.state = queued.state
                     session.inflight_out[queued.packet_id] = delivery
+            over = session.restore_queued(waiting)  # today's queue bounds may be lower than when stored
+            if over:
+                log.warning(
+                    "session %s: %d stored messages over its queue bounds dropped", session.client_id, len(over)
+                )
+                for delivery in over:
+                    persist.message_delete(session, delivery)
             session.next_seq = next_seq
             session.inbound_qos2 = set(loaded.inbound_qos2)
             elapsed = now_wall - (stored.disconnected_at or now_wall)
