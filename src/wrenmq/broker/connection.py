@@ -351,9 +351,7 @@ class Connection(asyncio.Protocol):
         if not self.writing_paused:
             self._capped_since = 0.0
 
-    def send_qos0(
-        self, message: Message, retain: bool, sub_ids: list[int] | None, now: float, publisher: Connection | None
-    ) -> None:
+    def send_qos0(self, message: Message, retain: bool, sub_ids: list[int] | None, now: float) -> None:
         if self.congested:
             self.broker.stats.dropped_congested += 1
             return
@@ -375,7 +373,7 @@ class Connection(asyncio.Protocol):
         if self.writing_paused:
             self._check_congested()
 
-    def send_publish(self, delivery: Delivery, now: float, publisher: Connection | None, dup: bool) -> None:
+    def send_publish(self, delivery: Delivery, now: float, dup: bool) -> None:
         message = delivery.message
         if delivery.sub_ids is None and message.expires_at is None:
             head, tail = message.wire(self.version, delivery.qos, delivery.retain)
@@ -753,7 +751,7 @@ class Connection(asyncio.Protocol):
             if screened is None:
                 return
             message = screened
-        matched = broker.route(message, self)
+        matched = broker.route(message)
         if not qos:
             return
         # Strict durability: a message that had to be stored is acknowledged after its commit.

@@ -127,28 +127,27 @@ class Session:
         sub_ids: list[int] | None,
         share: SharedGroup | None,
         now: float,
-        publisher: Connection | None,
     ) -> None:
         conn = self.connection
         if not qos:
             if conn is not None:
-                conn.send_qos0(message, retain, sub_ids, now, publisher)
+                conn.send_qos0(message, retain, sub_ids, now)
             return
         delivery = Delivery(message, qos, retain, sub_ids, share, self.next_seq)
         self.next_seq += 1
         if conn is not None and len(self.inflight_out) < conn.send_quota and not conn.congested:
-            self._send(conn, delivery, now, publisher)
+            self._send(conn, delivery, now)
         else:
             self.enqueue(delivery)
 
-    def _send(self, conn: Connection, delivery: Delivery, now: float, publisher: Connection | None) -> None:
+    def _send(self, conn: Connection, delivery: Delivery, now: float) -> None:
         pid = self.allocate_packet_id()
         delivery.packet_id = pid
         delivery.state = SENT
         self.inflight_out[pid] = delivery
         if self.persistent:
             self.broker.persist.message_add(self, delivery)
-        conn.send_publish(delivery, now, publisher, False)
+        conn.send_publish(delivery, now, False)
 
     def enqueue(self, delivery: Delivery) -> None:
         """Queue a QoS 1/2 delivery, bounded by ``max_queued_messages`` and ``max_queued_bytes``
@@ -230,7 +229,7 @@ class Session:
             while resend and len(inflight) - len(resend) < quota and not conn.congested:
                 delivery = resend.popleft()
                 if inflight.get(delivery.packet_id) is delivery:
-                    conn.send_publish(delivery, now, None, True)
+                    conn.send_publish(delivery, now, True)
             if resend:
                 return
         persistent = self.persistent
@@ -248,7 +247,7 @@ class Session:
             inflight[pid] = delivery
             if persistent:
                 self.broker.persist.message_update(self, delivery)
-            conn.send_publish(delivery, now, None, False)
+            conn.send_publish(delivery, now, False)
 
     def acknowledge(self, packet_id: int, state: int) -> Delivery | None:
         """Complete (PUBACK/PUBCOMP) the delivery with ``packet_id`` if it is in ``state``."""
@@ -278,7 +277,7 @@ class Session:
                 conn.send_pubrel(delivery.packet_id)
             elif outstanding < quota:
                 outstanding += 1
-                conn.send_publish(delivery, now, None, True)
+                conn.send_publish(delivery, now, True)
             else:
                 resend.append(delivery)
 
