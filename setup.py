@@ -53,8 +53,15 @@ class OptionalBuildExt(build_ext):
             self.extensions = []
 
 
+# Commands that only write metadata or pack the sources: running mypyc for them would cost a minute
+# for nothing (the sdist ships the .py files; whoever builds the wheel from it compiles them).
+_SOURCE_ONLY_COMMANDS = {"sdist", "egg_info", "dist_info"}
+
+
 def _ext_modules() -> list:  # type: ignore[type-arg]
     if os.environ.get("WRENMQ_PURE_PYTHON") == "1" or "editable_wheel" in sys.argv:
+        return []
+    if _SOURCE_ONLY_COMMANDS.intersection(sys.argv[1:2]):
         return []
     try:
         from mypyc.build import mypycify
