@@ -73,11 +73,20 @@ def test_no_log_line_per_message_at_the_default_level(broker, caplog):
     pub.close()
 
 
-def test_cached_time_formatter_matches_the_standard_layout():
+class _UtcIsoFormatter(logging.Formatter):
+    """The standard library's own formatter, set to UTC ISO 8601 with milliseconds and Z."""
+
+    converter = time.gmtime
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
+
+def test_cached_time_formatter_matches_the_standard_layout_in_utc_with_zone():
     record = logging.LogRecord("wrenmq.broker", logging.INFO, __file__, 1, "hello %s", ("x",), None)
     ours = CachedTimeFormatter().format(record)
-    standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
+    standard = _UtcIsoFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
     assert ours == standard
+    assert ours.split(" ", 1)[0].endswith("Z")
 
 
 class _CountingStream(io.StringIO):

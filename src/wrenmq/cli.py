@@ -77,6 +77,7 @@ _SERVE_FLAGS = (
     "api_port",
     "data_dir",
     "log_level",
+    "log_format",
     "storage",
     "durability",
     "allow_anonymous",
@@ -132,7 +133,7 @@ def _off_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 def _run_serve(args: argparse.Namespace) -> int:
     config_file = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     config = load_config(config_file, overrides={key: getattr(args, key) for key in _SERVE_FLAGS})
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, log_format=config.log_format)
     try:
         _run_async(_serve(config))
     except OSError as exc:  # typically the port is taken or the data directory is not writable

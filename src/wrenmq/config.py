@@ -309,6 +309,9 @@ class Config(BaseModel):
         Path, BeforeValidator(_expand_path), Field(description="Directory for the SQLite database.")
     ] = Field(default_factory=_default_data_dir)
     log_level: Annotated[Literal["debug", "info", "warning", "error"], Field(description="Logging threshold.")] = "info"
+    log_format: Annotated[
+        Literal["text", "json"], Field(description="Log lines: text, or one JSON object per line.")
+    ] = "text"
     storage: Annotated[
         Literal["sqlite", "memory"], Field(description="Where sessions, queued and retained messages live.")
     ] = "sqlite"

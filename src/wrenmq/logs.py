@@ -6,23 +6,32 @@ Three costs dominate a default ``logging`` record: walking the stack for the cal
 the stack walk is off, the timestamp text is reused within a second, and lines below WARNING are
 flushed in batches by an event-loop timer at most ``FLUSH_DELAY`` seconds later; warnings and errors still flush
 at once.
+
+Timestamps are UTC with their zone (``2026-12-05T10:15:02.133Z``), so lines from hosts and
+containers in different zones sort and compare. ``log_format = "json"`` writes one JSON object per
+line (``time``, ``level``, ``logger``, ``message``, and ``exception`` with a traceback) for log
+shippers that would otherwise have to parse the text layout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Literal, TextIO
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FLUSH_DELAY = 0.2
 
 
+LogFormat = Literal["text", "json"]
+
+
 class CachedTimeFormatter(logging.Formatter):
-    """Formats the date and time once per second instead of once per record."""
+    """Formats the date and time (UTC, ISO 8601, ``Z``) once per second instead of once per record."""
 
     def __init__(self, fmt: str = LOG_FORMAT) -> None:
         super().__init__(fmt)
@@ -33,8 +42,27 @@ class CachedTimeFormatter(logging.Formatter):
         second = int(record.created)
         if second != self._second:
             self._second = second
-            self._text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        return f"{self._text},{int(record.msecs):03d}"
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._text}.{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(CachedTimeFormatter):
+    """One JSON object per record, on one line (newlines in a message are escaped by JSON)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False)
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -77,8 +105,8 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().close()
 
 
-def setup_logging(level: str, stream: TextIO | None = None) -> None:
-    """Configure the root logger for the broker process."""
+def setup_logging(level: str, stream: TextIO | None = None, log_format: LogFormat = "text") -> None:
+    """Configure the root logger for the broker process: ``log_format`` text or json lines."""
     logging._srcfile = None  # type: ignore[attr-defined]  # no stack walk: the format has no file/line
     logging.logThreads = False
     logging.logProcesses = False
@@ -90,7 +118,7 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
             sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace", closefd=False
         )
     handler = BatchedStreamHandler(stream)
-    handler.setFormatter(CachedTimeFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else CachedTimeFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
