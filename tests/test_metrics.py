@@ -96,12 +96,13 @@ def test_metrics_need_an_api_key(api: Api) -> None:
 
 
 def test_every_metric_is_named_wrenmq_and_has_help(api: Api) -> None:
-    """Every family is wrenmq_*, documented, and the families the README lists are all there;
-    nothing goes to prometheus-client's global registry (two brokers in a process stay apart)."""
+    """Every family is wrenmq_* (or prometheus-client's standard process_*), documented, and the
+    families the README lists are all there; nothing goes to prometheus-client's global registry
+    (two brokers in a process stay apart)."""
     text = api.http.get("/metrics").text
     families = {family.name: family for family in text_string_to_metric_families(text)}
     for name, family in families.items():
-        assert name.startswith("wrenmq_"), name
+        assert name.startswith(("wrenmq_", "process_")), name
         assert family.documentation, f"{name} has no HELP"
     expected = {
         "wrenmq_build_info": "gauge",
@@ -134,6 +135,23 @@ def test_every_metric_is_named_wrenmq_and_has_help(api: Api) -> None:
         "wrenmq_api_stream_dropped": "counter",
         "wrenmq_event_loop_lag_seconds": "gauge",
         "wrenmq_event_loop_lag_distribution_seconds": "histogram",
+        "wrenmq_bridge_connected": "gauge",
+        "wrenmq_bridge_messages_in": "counter",
+        "wrenmq_bridge_messages_out": "counter",
+        "wrenmq_bridge_queued_messages": "gauge",
+        "wrenmq_bridge_dropped": "counter",
+        "wrenmq_bridge_refused": "counter",
+        "wrenmq_presence_devices": "gauge",
+        "wrenmq_realtime_clients": "gauge",
+        "wrenmq_realtime_presence_users": "gauge",
+        "wrenmq_realtime_journal_messages": "gauge",
+        "wrenmq_realtime_messages_dropped": "counter",
+        "wrenmq_realtime_socketio_messages_sent": "counter",
+        "wrenmq_realtime_socketio_messages_resent": "counter",
+        "process_resident_memory_bytes": "gauge",
+        "process_cpu_seconds": "counter",
+        "process_open_fds": "gauge",
+        "process_max_fds": "gauge",
     }
     assert {name: families[name].type for name in expected if name in families} == expected
     assert b"wrenmq_" not in generate_latest(REGISTRY)

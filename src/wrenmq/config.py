@@ -423,6 +423,9 @@ class Config(BaseModel):
     api_keys_file: Annotated[
         OptionalPath, Field(description="Hashed API keys (wrenmq apikey); default: <data_dir>/api_keys.json.")
     ] = None
+    metrics_public: Annotated[
+        bool, Field(description="Serve /metrics without an API key (for scrapers that find targets by annotation).")
+    ] = False
     stream_buffer: Annotated[
         int, Field(ge=1, description="Messages an API stream may hold for a slow reader before it drops.")
     ] = 1000

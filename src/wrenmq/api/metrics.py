@@ -1,4 +1,5 @@
-"""Prometheus metrics: ``GET /metrics`` in the text exposition format (needs an API key).
+"""Prometheus metrics: ``GET /metrics`` in the text exposition format (needs an API key unless
+``metrics_public`` is set).
 
 The broker's own numbers are read when Prometheus scrapes, by ``BrokerCollector``: the publish hot
 path keeps paying only the plain counter increments of ``broker.Stats``, and sums over sessions
@@ -17,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI, Security
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match, Mount, Route
@@ -27,6 +36,7 @@ from .. import __version__
 from .deps import acting
 from .problems import problem_responses
 from .routing import BEARER
+from .service_metrics import ServicesCollector
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -42,6 +52,10 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def install(app: FastAPI, broker: Broker) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(broker, app))
+    registry.register(ServicesCollector(broker, app))
+    # process_*: resident and virtual memory, CPU seconds, open and maximum file descriptors, start
+    # time (Linux: read from /proc at scrape time; elsewhere the collector yields nothing).
+    ProcessCollector(registry=registry)
     requests = Counter(
         "wrenmq_api_requests",
         "HTTP API requests by method, route template and status (WebSocket: 101 accepted, else the refusal).",
@@ -60,17 +74,21 @@ def install(app: FastAPI, broker: Broker) -> None:
     app.state.on_stop.append(lag.stop)
     lag.start_if_running()
 
+    public = broker.config.metrics_public
+
     @app.get(
         "/metrics",
         tags=["metrics"],
         summary="Prometheus metrics (text exposition format)",
-        description="Scrape with `authorization: {type: Bearer, credentials: <API key>}` in the scrape config.",
+        description="Served without a key (metrics_public = true)."
+        if public
+        else "Scrape with `authorization: {type: Bearer, credentials: <API key>}` in the scrape config.",
         response_class=Response,
         responses={
             200: {"content": {"text/plain": {}}, "description": "The metrics."},
-            **problem_responses(401),
+            **({} if public else problem_responses(401)),
         },
-        dependencies=[Depends(acting), Security(BEARER)],
+        dependencies=[] if public else [Depends(acting), Security(BEARER)],
     )
     async def metrics() -> Response:
         # On the event loop, not in a thread: the collector walks broker state the loop changes.
