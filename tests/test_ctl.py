@@ -91,6 +91,8 @@ def test_ctl_status_reports_version_listeners_and_counts(ctl: Ctl, clients: dict
     assert text.startswith(f"wrenmq {ctl.json('status')['version']} running")  # type: ignore[index]
     assert f"tcp:{ctl.port}" in text
     assert "connections: 2" in text.splitlines() and "retained: 3" in text.splitlines()
+    assert ctl.ok("ready").strip() == "ready"  # /readyz: listeners bound, store writable
+    assert ctl.ok("health").strip() == "ok"
 
 
 def test_ctl_clients_list_show_and_kick(ctl: Ctl, clients: dict[str, RawClient]) -> None:
