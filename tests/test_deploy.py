@@ -296,6 +296,10 @@ def test_systemd_unit_passes_systemd_analyze_verify(installed: Path, tmp_path: P
     copy.write_text(unit_text.replace(exec_start, str(installed / "bin" / "wrenmq")))
     result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result
+    # The hardening: overall exposure at most 2.0 of 10 ("OK"; the README says so).
+    security = ["systemd-analyze", "security", "--offline=yes", "--threshold=20", str(copy)]
+    result = subprocess.run(security, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Overall exposure level for wrenmq.service: " in result.stdout, result
 
 
 def test_wheel_install_is_what_the_commands_above_ran(installed: Path) -> None:
