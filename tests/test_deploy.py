@@ -109,6 +109,9 @@ def test_wheel_built_from_the_sdist_carries_console_assets_and_license(dist: tup
     assert names & {"wrenmq-0.1.0.dist-info/LICENSE", "wrenmq-0.1.0.dist-info/licenses/LICENSE"}
     metadata = zipfile.ZipFile(wheel).read("wrenmq-0.1.0.dist-info/METADATA").decode()
     assert "License: Apache-2.0" in metadata
+    assert "Classifier: License :: OSI Approved :: Apache Software License" in metadata
+    assert "Description-Content-Type: text/markdown" in metadata
+    assert metadata.split("\n\n", 1)[1].startswith("# wrenmq\n")  # the README, as PyPI's page
 
 
 def test_license_is_the_apache_2_text_the_readme_names() -> None:
