@@ -126,6 +126,9 @@ def test_ctl_subscriptions_list(ctl: Ctl, clients: dict[str, RawClient]) -> None
     rows = ctl.json("subscriptions", "list", "--client-id", "keeper")
     assert [(row["client_id"], row["topic_filter"], row["qos"]) for row in rows] == [("keeper", "ctl/#", 1)]  # type: ignore[union-attr, index]
     assert ctl.json("subscriptions", "list", "--prefix", "other/") == []
+    # The options work after the action too, as an operator types them.
+    after = json.loads(ctl.ok("subscriptions", "list", "--client-id", "keeper", "--json"))
+    assert after == rows
 
 
 def test_ctl_retained_list_show_and_clear(ctl: Ctl, clients: dict[str, RawClient]) -> None:

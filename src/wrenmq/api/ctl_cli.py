@@ -42,56 +42,75 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "or the broker's own settings (--config, WRENMQ_CONFIG, WRENMQ_API_HOST, WRENMQ_API_PORT); the API "
         "key from --key or WRENMQ_KEY (health needs none).",
     )
-    parser.add_argument("--url", metavar="URL", help="the API's base URL, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--key", metavar="KEY", help="API key (default: $WRENMQ_KEY)")
-    parser.add_argument("--config", type=Path, metavar="FILE", help="the broker's config file (for the API address)")
-    parser.add_argument("--json", action="store_true", help="print the API's JSON instead of a table")
-    parser.add_argument("--insecure", action="store_true", help="do not verify the API's TLS certificate")
+    _add_options(parser, None)
+    common = argparse.ArgumentParser(add_help=False)  # the same options after the action, too
+    _add_options(common, argparse.SUPPRESS)
     areas = parser.add_subparsers(title="commands", metavar="COMMAND", dest="area", required=True)
 
-    areas.add_parser("health", help="exit 0 if the broker answers /healthz (no key needed)")
-    areas.add_parser("ready", help="exit 0 if every listener is bound and the store writable (/readyz)")
-    areas.add_parser("status", help="version, uptime, listeners and counters")
+    areas.add_parser("health", parents=[common], help="exit 0 if the broker answers /healthz (no key needed)")
+    areas.add_parser(
+        "ready", parents=[common], help="exit 0 if every listener is bound and the store writable (/readyz)"
+    )
+    areas.add_parser("status", parents=[common], help="version, uptime, listeners and counters")
 
     clients = areas.add_parser("clients", help="connected clients and their sessions").add_subparsers(
         metavar="ACTION", dest="action", required=True
     )
-    listing = clients.add_parser("list", help="list clients (connected ones, or --all)")
+    listing = clients.add_parser("list", parents=[common], help="list clients (connected ones, or --all)")
     listing.add_argument("--prefix", help="only client ids starting with this")
     listing.add_argument("--username", help="only clients logged in as this user")
     listing.add_argument("--all", action="store_true", help="offline sessions too")
-    clients.add_parser("show", help="one client, with its subscriptions").add_argument("client_id", metavar="CLIENT_ID")
-    kick = clients.add_parser("kick", help="disconnect a client (MQTT 5: DISCONNECT 0x98); its will is published")
+    clients.add_parser("show", parents=[common], help="one client, with its subscriptions").add_argument(
+        "client_id", metavar="CLIENT_ID"
+    )
+    kick = clients.add_parser(
+        "kick", parents=[common], help="disconnect a client (MQTT 5: DISCONNECT 0x98); its will is published"
+    )
     kick.add_argument("client_id", metavar="CLIENT_ID")
     kick.add_argument("--discard-session", action="store_true", help="also end its session")
 
     sessions = areas.add_parser("sessions", help="sessions, connected or not").add_subparsers(
         metavar="ACTION", dest="action", required=True
     )
-    listing = sessions.add_parser("list", help="list sessions")
+    listing = sessions.add_parser("list", parents=[common], help="list sessions")
     listing.add_argument("--prefix", help="only client ids starting with this")
     listing.add_argument("--offline", action="store_true", help="only sessions without a connection")
-    discard = sessions.add_parser("discard", help="end a session (and its connection, if any)")
+    discard = sessions.add_parser("discard", parents=[common], help="end a session (and its connection, if any)")
     discard.add_argument("client_id", metavar="CLIENT_ID")
 
     subscriptions = areas.add_parser("subscriptions", help="subscriptions").add_subparsers(
         metavar="ACTION", dest="action", required=True
     )
-    listing = subscriptions.add_parser("list", help="list subscriptions")
+    listing = subscriptions.add_parser("list", parents=[common], help="list subscriptions")
     listing.add_argument("--client-id", help="only this client's")
     listing.add_argument("--prefix", help="only topic filters starting with this")
 
     retained = areas.add_parser("retained", help="retained messages").add_subparsers(
         metavar="ACTION", dest="action", required=True
     )
-    listing = retained.add_parser("list", help="list retained messages matching a topic filter")
+    listing = retained.add_parser("list", parents=[common], help="list retained messages matching a topic filter")
     listing.add_argument("filter", nargs="?", default="#", metavar="FILTER", help="topic filter (default: #)")
-    show = retained.add_parser("show", help="print one retained message's payload")
+    show = retained.add_parser("show", parents=[common], help="print one retained message's payload")
     show.add_argument("topic", metavar="TOPIC")
-    clear = retained.add_parser("clear", help="clear retained messages: TOPIC..., or every one under --filter")
+    clear = retained.add_parser(
+        "clear", parents=[common], help="clear retained messages: TOPIC..., or every one under --filter"
+    )
     clear.add_argument("topics", nargs="*", metavar="TOPIC")
     clear.add_argument("--filter", dest="clear_filter", metavar="FILTER", help="every retained message it matches")
     parser.set_defaults(run=run)
+
+
+def _add_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """The connection and output options; ``default`` SUPPRESS on an action's parser, so that
+    ``wrenmq ctl --json clients list`` and ``wrenmq ctl clients list --json`` mean the same."""
+    flag = {"action": "store_true"} if default is None else {"action": "store_true", "default": default}
+    parser.add_argument("--url", metavar="URL", default=default, help="the API's base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--key", metavar="KEY", default=default, help="API key (default: $WRENMQ_KEY)")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", default=default, help="the broker's config file (for the API address)"
+    )
+    parser.add_argument("--json", help="print the API's JSON instead of a table", **flag)
+    parser.add_argument("--insecure", help="do not verify the API's TLS certificate", **flag)
 
 
 def run(args: argparse.Namespace) -> int:
