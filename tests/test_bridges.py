@@ -25,6 +25,7 @@ from paho_sync import MQTTv5, MQTTv311, PahoClient
 from problems import PROBLEM
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.config import ConfigError, load_config
+from wrenmq.hooks import Hook, Reject
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT = 10.0
@@ -286,6 +287,41 @@ def test_bridge_in_and_out(
         remote.nothing(0.3)  # site/other stayed here
         status = http.get("/api/v1/brokers/plant").json()
         assert (status["messages_in"], status["messages_out"]) == (1, 1)
+    local.close()
+    remote.close()
+
+
+class _RefuseSecrets(Hook):
+    """A publish hook an application adds after the bridges started: it refuses one topic."""
+
+    def on_publish(self, client: Any, message: Any) -> Any:
+        if message.topic.endswith("/secret"):
+            raise Reject(reason="not for anyone")
+        return message
+
+
+def test_a_message_a_later_hook_refuses_is_not_bridged_out(
+    mosquitto_factory: Callable[..., MosquittoBroker],
+    wrenmq_server_factory: Callable[..., WrenmqServer],
+) -> None:
+    """Bridges pass on only what every publish hook let through, whenever the hooks were added
+    (BrokerConnections runs last, as the realtime service and API streams do)."""
+    mosquitto = mosquitto_factory()
+    server = wrenmq_server_factory(api_port=0, brokers=[connection(mosquitto, "topic sensors/# out 1 site/ cloud/")])
+    local = PahoClient(server.port, MQTTv5, "local")
+    remote = PahoClient(mosquitto.port, MQTTv5, "remote")
+    with api(server) as http:
+        wait_status(http, "plant", connected)
+        remote.subscribe([("cloud/sensors/#", 1)])
+
+        async def add_hook() -> None:
+            server.broker.hooks.add(_RefuseSecrets())
+
+        server.call(add_hook())
+        local.publish("site/sensors/secret", b"refused here", qos=1)
+        local.publish("site/sensors/t1", b"sentinel", qos=1)
+        message = remote.receive(1)[0]
+        assert (message.topic, message.payload) == ("cloud/sensors/t1", b"sentinel")
     local.close()
     remote.close()
 

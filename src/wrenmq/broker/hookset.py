@@ -70,6 +70,11 @@ class HookSet:
         self.hooks.remove(hook)
         self._index()
 
+    def refresh(self) -> None:
+        """Ask every hook again which events it ``handles`` (its configuration changed), keeping
+        the order they were added in."""
+        self._index()
+
     def find(self, kind: type) -> list[Any]:
         """The registered hooks that are instances of ``kind``."""
         return [hook for hook in self.hooks if isinstance(hook, kind)]

@@ -308,6 +308,7 @@ class BrokerConnections(Hook):
     """The external broker connections of one broker (a hook: ``on_publish`` feeds out bridges)."""
 
     name = "brokers"
+    runs_last = True  # remote brokers get only what no other hook refused or changed
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -372,11 +373,8 @@ class BrokerConnections(Hook):
         return self.connections.get(name)
 
     def _reindex(self) -> None:
-        """Re-register, so the hook set asks ``handles("on_publish")`` again."""
-        hooks = self.broker.hooks
-        if self in hooks.hooks:
-            hooks.remove(self)
-            hooks.add(self)
+        """The set of out bridges changed: the hook set asks ``handles("on_publish")`` again."""
+        self.broker.hooks.refresh()
 
     # --- the hook ---------------------------------------------------------------------------------
 
