@@ -21,7 +21,7 @@ from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode, connack_v3_code
-from ..mqtt.topics import client_may_publish, parse_shared, topic_matches, valid_topic_filter
+from ..mqtt.topics import client_may_publish, is_bridge_state, parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
 from ..storage.private import make_private_dir, warn_if_open
 from ..transports import Listener
@@ -506,6 +506,7 @@ class Broker:
         version = packet.protocol_level
         props = packet.properties
         client_id = conn.client_id
+        conn.bridge = packet.bridge
         clean = packet.clean_start
         assigned = client_id if not packet.client_id else None
         if version == 5:
@@ -519,7 +520,7 @@ class Broker:
         granted_expiry = min(expiry, limits.max_session_expiry_interval)
         will = packet.will
         if will is not None:
-            if not client_may_publish(will.topic):
+            if not client_may_publish(will.topic) and not (packet.bridge and is_bridge_state(will.topic, client_id)):
                 self.stats.acl_denied += 1
                 return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, f"a will on {will.topic} (the broker's topics)")
             if self.hooks.acl_check and not self.hooks.run_acl_check(conn, will.topic, WRITE):
@@ -870,12 +871,16 @@ class Broker:
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
                 continue
             qos = min(request.qos, self.limits.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]
+            # A Mosquitto bridge (3.1.x with the bridge bit) is not sent back what it published, and
+            # gets the RETAIN flag as published, so the broker behind it keeps retained messages: as
+            # Mosquitto treats its bridges' subscriptions.
+            bridged = conn.bridge and group is None
             sub = Subscriber(
                 session,
                 topic_filter,
                 qos,
-                request.no_local,
-                request.retain_as_published,
+                request.no_local or bridged,
+                request.retain_as_published or bridged,
                 request.retain_handling,
                 sub_id,
             )
