@@ -7,7 +7,7 @@ subscriptions costs one dict lookup per message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..mqtt.topics import parse_shared
 
@@ -21,6 +21,7 @@ class Subscriber:
     __slots__ = (
         "no_local",
         "qos",
+        "reader",
         "retain_as_published",
         "retain_handling",
         "session",
@@ -47,6 +48,9 @@ class Subscriber:
         self.retain_handling = retain_handling
         self.subscription_id = subscription_id
         self.share: SharedGroup | None = None
+        # Granted in part by an ACL (hooks.PARTIAL): the client object its hooks are asked about each
+        # message's topic before it is delivered here. None (nearly always): no per-message check.
+        self.reader: Any = None
 
 
 class SharedGroup:
