@@ -800,6 +800,7 @@ class Broker:
         session.expiry_handle = None
         if session.connection is None and self.sessions.get(session.client_id) is session:
             log.info("session %s expired", session.client_id)
+            self.stats.sessions_expired += 1
             self._end_session(session)
 
     def _fire_will(self, session: Session) -> None:
