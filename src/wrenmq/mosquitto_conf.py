@@ -21,6 +21,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .mosquitto_directives import (
+    BRIDGE_DEFAULTS,
+    BRIDGE_IGNORED,
+    BRIDGE_KEYS,
+    BRIDGE_REFUSED,
+    DURATION,
+    GLOBAL_BOOLS,
+    GLOBAL_INTS,
+    IGNORED,
+    KNOWN,
+    LEVEL_NAMES,
+    LISTENER_KEYS,
+    LOG_LEVELS,
+    NAME_OK,
+    REFUSED,
+    REFUSED_PREFIXES,
+    SECURITY,
+)
+
 __all__ = ["Conversion", "MosquittoConfError", "is_mosquitto_conf", "read_mosquitto_conf"]
 
 MAX_PACKET = 268435460  # the largest MQTT packet (the Config field's upper bound)
@@ -55,127 +74,6 @@ class _Line:
     @property
     def word(self) -> str:
         return self.rest.split()[0] if self.rest else ""
-
-
-# Directives that belong to a listener (before any `listener` line: to the default listener).
-_LISTENER_KEYS = {
-    "cafile": "cafile",
-    "certfile": "certfile",
-    "keyfile": "keyfile",
-    "require_certificate": "require_certificate",
-    "use_identity_as_username": "use_identity_as_username",
-    "ciphers": "ciphers",
-    "max_connections": "max_connections",
-}
-# Security settings: global, or per listener with `per_listener_settings true`.
-_SECURITY = ("allow_anonymous", "password_file", "acl_file")
-# Global directives that map onto one wrenmq key, and how their value is read.
-_GLOBAL_INTS = {
-    "max_inflight_messages": "max_inflight_messages",
-    "max_queued_messages": "max_queued_messages",
-    "max_packet_size": "max_packet_size",
-    "message_size_limit": "max_packet_size",
-    "max_keepalive": "max_keepalive",
-    "sys_interval": "sys_interval",
-    "max_qos": "maximum_qos",
-    "max_topic_alias": "topic_alias_maximum",
-}
-_GLOBAL_BOOLS = {"retain_available": "retain_available"}
-
-# Ignored with a warning: wrenmq has no such setting, and ignoring it loosens nothing.
-_IGNORED = {
-    "allow_duplicate_messages",
-    "allow_zero_length_clientid",
-    "auto_id_prefix",
-    "autosave_interval",
-    "autosave_on_changes",
-    "check_retain_source",
-    "ciphers_tls1.3",
-    "connection_messages",
-    "dhparamfile",
-    "http_dir",
-    "log_facility",
-    "log_timestamp",
-    "log_timestamp_format",
-    "max_queued_bytes",
-    "memory_limit",
-    "persistence_file",
-    "pid_file",
-    "queue_qos0_messages",
-    "retry_interval",
-    "set_tcp_nodelay",
-    "store_clean_interval",
-    "upgrade_outgoing_qos",
-    "user",
-    "websockets_headers_size",
-    "websockets_log_level",
-}
-# Refused: ignoring any of these would let in, or show, more than Mosquitto does.
-_REFUSED = {
-    "auth_plugin": "authentication plugins are not supported (wrenmq's auth hooks are Python)",
-    "plugin": "plugins are not supported (wrenmq's auth hooks are Python)",
-    "plugin_load": "plugins are not supported (wrenmq's auth hooks are Python)",
-    "global_plugin": "plugins are not supported (wrenmq's auth hooks are Python)",
-    "bind_interface": "binding to an interface is not supported; use the interface's address with listener",
-    "capath": "capath is not supported; put the CA certificates in one file for cafile",
-    "crlfile": "certificate revocation lists are not supported",
-    "psk_file": "TLS-PSK is not supported",
-    "psk_hint": "TLS-PSK is not supported",
-    "mount_point": "mount points are not supported",
-    "use_subject_as_username": "use_subject_as_username is not supported (use_identity_as_username is)",
-    "use_username_as_clientid": "use_username_as_clientid is not supported",
-    "clientid_prefixes": "clientid_prefixes is not supported",
-    "tls_engine": "TLS engines are not supported",
-    "tls_keyform": "TLS engines are not supported",
-    "require_certificate_ocsp": "OCSP is not supported",
-}
-_REFUSED_PREFIXES = ("auth_opt_", "plugin_opt_")
-
-_BRIDGE_IGNORED = {
-    "bridge_alpn",
-    "bridge_attempt_unsubscribe",
-    "bridge_bind_address",
-    "bridge_insecure",
-    "bridge_max_packet_size",
-    "bridge_outgoing_retain",
-    "bridge_require_ocsp",
-    "bridge_tls_version",
-    "cleansession",
-    "idle_timeout",
-    "keepalive_interval",
-    "local_clean_start",
-    "local_clientid",
-    "local_password",
-    "local_username",
-    "notification_topic",
-    "notifications_local_only",
-    "remote_clean_start",
-    "round_robin",
-    "threshold",
-}
-_BRIDGE_DEFAULTS = {"notifications": "false", "start_type": "automatic", "try_private": "true"}
-_BRIDGE_REFUSED = {
-    "bridge_capath": "bridge_capath is not supported; put the CA certificates in one file for bridge_cafile",
-    "bridge_certfile": "client certificates for bridges are not supported",
-    "bridge_keyfile": "client certificates for bridges are not supported",
-    "bridge_identity": "TLS-PSK is not supported",
-    "bridge_psk": "TLS-PSK is not supported",
-}
-_BRIDGE_KEYS = {"address", "addresses", "topic", "remote_username", "username", "remote_password", "password"}
-_BRIDGE_KEYS |= {"remote_clientid", "clientid", "bridge_protocol_version", "bridge_cafile", "restart_timeout"}
-_BRIDGE_KEYS |= set(_BRIDGE_IGNORED) | set(_BRIDGE_DEFAULTS) | set(_BRIDGE_REFUSED)
-
-_OTHER = {"listener", "port", "bind_address", "protocol", "socket_domain", "tls_version", "per_listener_settings"}
-_OTHER |= {"persistence", "persistence_location", "persistent_client_expiration", "log_type", "log_dest"}
-_OTHER |= {"include_dir", "connection"}
-KNOWN = (set(_LISTENER_KEYS) | set(_SECURITY) | set(_GLOBAL_INTS) | set(_GLOBAL_BOOLS) | _IGNORED | set(_REFUSED)) | (
-    _BRIDGE_KEYS | _OTHER
-)
-
-_LOG_LEVELS = {"debug": 0, "all": 0, "information": 1, "notice": 1, "warning": 2, "error": 3, "none": 3}
-_LEVEL_NAMES = ("debug", "info", "warning", "error")
-_DURATION = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
-_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def is_mosquitto_conf(path: Path, data: bytes) -> bool:
@@ -338,25 +236,25 @@ class _Reader:
 
     def _one(self, line: _Line) -> None:
         name = line.directive
-        if name in _BRIDGE_KEYS and name != "connection":
+        if name in BRIDGE_KEYS and name != "connection":
             self._bridge_line(line)
         elif name == "connection":
             self._connection(line)
-        elif name in _REFUSED or name.startswith(_REFUSED_PREFIXES):
-            why = _REFUSED.get(name, "plugin options are not supported (wrenmq's auth hooks are Python)")
+        elif name in REFUSED or name.startswith(REFUSED_PREFIXES):
+            why = REFUSED.get(name, "plugin options are not supported (wrenmq's auth hooks are Python)")
             self.errors.append(f"{line.where}: {name}: {why}; wrenmq cannot enforce it, so it will not start")
-        elif name in _IGNORED:
+        elif name in IGNORED:
             self._warn(line, "not supported by wrenmq; ignored")
-        elif name in _SECURITY:
+        elif name in SECURITY:
             self._security(line)
-        elif name in _LISTENER_KEYS:
+        elif name in LISTENER_KEYS:
             self._listener_setting(line)
-        elif name in _GLOBAL_INTS:
+        elif name in GLOBAL_INTS:
             self._global_int(line)
-        elif name in _GLOBAL_BOOLS:
+        elif name in GLOBAL_BOOLS:
             value = self._bool(line)
             if value is not None:
-                self._set(_GLOBAL_BOOLS[name], value, line)
+                self._set(GLOBAL_BOOLS[name], value, line)
         elif name == "listener":
             self._listener_line(line)
         elif name in ("port", "bind_address"):
@@ -408,7 +306,7 @@ class _Reader:
             self.pre_security[line.directive] = (value, line)
 
     def _listener_setting(self, line: _Line) -> None:
-        key = _LISTENER_KEYS[line.directive]
+        key = LISTENER_KEYS[line.directive]
         value: Any
         if key in ("require_certificate", "use_identity_as_username"):
             value = self._bool(line)
@@ -438,7 +336,7 @@ class _Reader:
             if "max_packet_size" in self.out.values:
                 return  # max_packet_size says it more exactly
             value = min(value, MAX_PACKET)
-        self._set(_GLOBAL_INTS[name], value, line)
+        self._set(GLOBAL_INTS[name], value, line)
 
     def _listener_line(self, line: _Line) -> None:
         words = line.rest.split()
@@ -468,12 +366,12 @@ class _Reader:
         if match is None:
             self.errors.append(f"{line.where}: persistent_client_expiration needs a number and h, d, w, m or y")
             return
-        seconds = int(match.group(1)) * _DURATION[match.group(2)]
+        seconds = int(match.group(1)) * DURATION[match.group(2)]
         self._set("max_session_expiry_interval", min(seconds, 4294967295), line)
 
     def _log_type(self, line: _Line) -> None:
-        if line.word in _LOG_LEVELS:
-            self.log_levels.append(_LOG_LEVELS[line.word])
+        if line.word in LOG_LEVELS:
+            self.log_levels.append(LOG_LEVELS[line.word])
             self.out.origins["log_level"] = f"{line.where} (log_type)"
         elif line.word not in ("subscribe", "unsubscribe", "websockets"):
             self.errors.append(f"{line.where}: unknown log_type {line.word!r}")
@@ -486,7 +384,7 @@ class _Reader:
             self.errors.append(f"{line.where}: connection needs a name")
             return
         safe = re.sub(r"[^A-Za-z0-9_.-]", "-", name)
-        if not _NAME_OK.match(safe) or safe == "internal":
+        if not NAME_OK.match(safe) or safe == "internal":
             safe = "bridge-" + safe
         if safe != name:
             self._warn(line, f"the connection is named {safe!r} in wrenmq (letters, digits, '_', '.', '-')")
@@ -498,13 +396,13 @@ class _Reader:
         if bridge is None:
             self.errors.append(f"{line.where}: {name} belongs in a bridge (after a connection line)")
             return
-        if name in _BRIDGE_REFUSED:
-            self.errors.append(f"{line.where}: {name}: {_BRIDGE_REFUSED[name]}; the bridge cannot be carried over")
-        elif name in _BRIDGE_IGNORED:
+        if name in BRIDGE_REFUSED:
+            self.errors.append(f"{line.where}: {name}: {BRIDGE_REFUSED[name]}; the bridge cannot be carried over")
+        elif name in BRIDGE_IGNORED:
             self._warn(line, "not supported for wrenmq's bridges; ignored")
-        elif name in _BRIDGE_DEFAULTS:
-            if line.word != _BRIDGE_DEFAULTS[name]:
-                self._warn(line, f"wrenmq's bridges behave as {name} {_BRIDGE_DEFAULTS[name]}; ignored")
+        elif name in BRIDGE_DEFAULTS:
+            if line.word != BRIDGE_DEFAULTS[name]:
+                self._warn(line, f"wrenmq's bridges behave as {name} {BRIDGE_DEFAULTS[name]}; ignored")
         elif name in ("address", "addresses"):
             self._address(bridge, line)
         elif name == "topic":
@@ -574,7 +472,7 @@ class _Reader:
         out.values["ws_port"] = "off"  # only the listeners the file has
         out.values.setdefault("storage", "memory")  # Mosquitto keeps nothing unless `persistence true`
         if self.log_levels:
-            out.values["log_level"] = _LEVEL_NAMES[min(self.log_levels)]
+            out.values["log_level"] = LEVEL_NAMES[min(self.log_levels)]
         brokers = [self._broker(bridge) for bridge in self.bridges]
         if brokers:
             out.values["brokers"] = [found for found in brokers if found is not None]
