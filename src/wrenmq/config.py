@@ -331,7 +331,14 @@ class Config(BaseModel):
     ] = 1024
     max_queued_messages: Annotated[
         int, Field(ge=0, description="Bound on each session's queue of undelivered messages.")
-    ] = 100_000
+    ] = 1000
+    max_queued_bytes: Annotated[
+        int, Field(ge=0, description="Bound on the topic and payload bytes in each session's queue (0: none).")
+    ] = 1 * MiB
+    slow_consumer_timeout: Annotated[
+        float,
+        Field(ge=0, description="Seconds a connected client may stay at its output cap without draining (0: forever)."),
+    ] = 10.0
     queue_drop_policy: Annotated[
         Literal["drop_new", "drop_oldest"], Field(description="Which message a full session queue drops.")
     ] = "drop_new"
@@ -508,13 +515,14 @@ class Config(BaseModel):
         int, Field(ge=0, le=65535, description="Topic aliases the server may use towards a client (0: none).")
     ] = 32
     max_write_buffer: Annotated[
-        int, Field(ge=1, description="Per-connection write buffer hard cap, for slow subscribers.")
+        int, Field(ge=1, description="Write buffer from which QoS 0 is dropped, QoS 1/2 queued; twice: disconnected.")
     ] = 4 * MiB
     write_buffer_high: Annotated[
-        int, Field(ge=1, description="Write buffer size above which the client's reads pause.")
+        int,
+        Field(ge=1, description="Write buffer size past which a client is behind (slow_consumer_timeout runs)."),
     ] = 256 * KiB
     write_buffer_low: Annotated[
-        int, Field(ge=0, description="Write buffer size below which the client's reads resume.")
+        int, Field(ge=0, description="Write buffer size below which a client is sent its queue again.")
     ] = 64 * KiB
 
     @model_validator(mode="after")

@@ -157,7 +157,8 @@ class BrokerCollector(Collector):
         dropped = CounterMetricFamily(
             "wrenmq_messages_dropped",
             "Messages discarded, by cause: congested (QoS 0 to a client whose write buffer is full), denied "
-            "(publish refused by ACL, hook or topic limits), queue_full (max_queued_messages), too_large "
+            "(publish refused by ACL, hook or topic limits), queue_full (max_queued_messages or "
+            "max_queued_bytes), too_large "
             "(over the client's Maximum Packet Size), expired (Message Expiry Interval passed while queued).",
             labels=["cause"],
         )
@@ -169,7 +170,7 @@ class BrokerCollector(Collector):
         yield dropped
         yield CounterMetricFamily(
             "wrenmq_slow_consumers_disconnected",
-            "Clients disconnected because they stopped reading (output buffer limit).",
+            "Clients disconnected because they stopped reading (slow_consumer_timeout, max_write_buffer).",
             value=stats.slow_consumers_dropped,
         )
 
@@ -181,9 +182,10 @@ class BrokerCollector(Collector):
             value=broker.router.count,
         )
         sessions = GaugeMetricFamily("wrenmq_sessions", "Sessions, by whether a client is connected.", labels=["state"])
-        queued = inflight = online = 0
+        queued = queued_bytes = inflight = online = 0
         for session in broker.sessions.values():
             queued += len(session.queue)
+            queued_bytes += session.queued_bytes
             inflight += len(session.inflight_out)
             if session.connection is not None:
                 online += 1
@@ -191,6 +193,9 @@ class BrokerCollector(Collector):
         sessions.add_metric(["disconnected"], len(broker.sessions) - online)
         yield sessions
         yield GaugeMetricFamily("wrenmq_queued_messages", "QoS 1/2 messages waiting in session queues.", value=queued)
+        yield GaugeMetricFamily(
+            "wrenmq_queued_bytes", "Topic and payload bytes of the messages in session queues.", value=queued_bytes
+        )
         yield GaugeMetricFamily(
             "wrenmq_inflight_messages", "QoS 1/2 messages sent and not yet acknowledged.", value=inflight
         )

@@ -39,6 +39,7 @@ WRENMQ_SETTINGS = {
     "max_inflight_messages": 65535,  # = max_inflight_messages 0 (65535 is the protocol's ceiling)
     "receive_maximum": 65535,  # Mosquitto does not limit inbound QoS 1/2 from MQTT 3.1.1 clients
     "max_queued_messages": QUEUE_LIMIT,  # = max_queued_messages 1000000
+    "max_queued_bytes": 0,  # = max_queued_bytes 0
 }
 
 MOSQUITTO_CONF = """\

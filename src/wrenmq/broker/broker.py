@@ -356,7 +356,7 @@ class Broker:
 
     # -- the hot path -----------------------------------------------------------------------
 
-    def route(self, message: Message, publisher: Connection | None = None) -> int:
+    def route(self, message: Message) -> int:
         """Deliver ``message`` to every matching subscription; returns how many matched."""
         if message.retain:
             self._retain(message)
@@ -368,7 +368,7 @@ class Broker:
         if subs:
             origin = message.origin
             if match.overlapping:
-                count = self._deliver_merged(message, subs, now, publisher)
+                count = self._deliver_merged(message, subs, now)
             else:
                 for sub in subs:
                     session = sub.session
@@ -384,7 +384,6 @@ class Broker:
                         None if sid is None else [sid],
                         None,
                         now,
-                        publisher,
                     )
                     count += 1
         for group in match.groups:
@@ -400,14 +399,11 @@ class Broker:
                 None if sid is None else [sid],
                 group,
                 now,
-                publisher,
             )
             count += 1
         return count
 
-    def _deliver_merged(
-        self, message: Message, subs: list[Subscriber], now: float, publisher: Connection | None
-    ) -> int:
+    def _deliver_merged(self, message: Message, subs: list[Subscriber], now: float) -> int:
         """A client matching through several filters gets one copy at the highest granted QoS,
         with every Subscription Identifier [MQTT-3.3.4-2], [MQTT-3.3.4-3]."""
         merged: dict[int, list[Any]] = {}
@@ -428,7 +424,7 @@ class Broker:
             if sub.subscription_id is not None:
                 entry[3].append(sub.subscription_id)
         for session, qos, retain, sub_ids in merged.values():
-            session.deliver(message, qos, retain, sub_ids or None, None, now, publisher)
+            session.deliver(message, qos, retain, sub_ids or None, None, now)
         return len(merged)
 
     def _retain(self, message: Message) -> None:
@@ -790,7 +786,7 @@ class Broker:
         qos = min(message.qos, other.qos)
         retain = message.retain and other.retain_as_published
         sid = other.subscription_id
-        other.session.deliver(message, qos, retain, None if sid is None else [sid], group, now, None)
+        other.session.deliver(message, qos, retain, None if sid is None else [sid], group, now)
 
     def _schedule_expiry(self, session: Session, delay: float) -> None:
         if session.expiry_interval != NEVER_EXPIRES:
@@ -927,7 +923,7 @@ class Broker:
             sid = sub.subscription_id
             qos = sub.qos if sub.qos < message.qos else message.qos
             # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
-            session.deliver(message, qos, True, None if sid is None else [sid], None, now, None)
+            session.deliver(message, qos, True, None if sid is None else [sid], None, now)
 
     def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
         session = conn.session
@@ -975,17 +971,25 @@ class Broker:
                 self.router.subscribe(sub)
                 session.subscriptions[s.topic_filter] = sub
             next_seq = stored.next_seq
+            waiting: list[Delivery] = []
             for queued in loaded.messages:
                 qos, retain = persist.split_qos(queued.qos)
                 message = persist.live_message(queued.message)
                 delivery = Delivery(message, qos, retain, _subscription_ids(session, message.topic), None, queued.seq)
                 next_seq = max(next_seq, queued.seq + 1)
                 if queued.state == QUEUED or not queued.packet_id:
-                    session.queue.append(delivery)
+                    waiting.append(delivery)
                 else:
                     delivery.packet_id = queued.packet_id
                     delivery.state = queued.state
                     session.inflight_out[queued.packet_id] = delivery
+            over = session.restore_queued(waiting)  # today's queue bounds may be lower than when stored
+            if over:
+                log.warning(
+                    "session %s: %d stored messages over its queue bounds dropped", session.client_id, len(over)
+                )
+                for delivery in over:
+                    persist.message_delete(session, delivery)
             session.next_seq = next_seq
             session.inbound_qos2 = set(loaded.inbound_qos2)
             elapsed = now_wall - (stored.disconnected_at or now_wall)

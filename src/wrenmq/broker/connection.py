@@ -2,10 +2,13 @@
 
 Reads are parsed in one pass per ``data_received``; writes are appended to a list and flushed
 with one ``writelines`` per event-loop turn, or at once when they pass the high-water mark (one
-turn can carry megabytes). Flow control is explicit: when a subscriber's write buffer passes its
-high-water mark, publishers sending to it are paused until it drains (for ``_MAX_PAUSE`` at
-most), and past ``max_write_buffer``, or once it has not drained for ``_MAX_PAUSE``, QoS 0
-messages to it are dropped (counted) and QoS 1/2 wait in its session queue.
+turn can carry megabytes). Flow control is explicit, and a slow client pays for itself only: once
+its write buffer reaches ``max_write_buffer`` (a burst to a fast client fits below it), and until it
+drains below ``write_buffer_low``, QoS 0 messages to it are dropped (counted) and QoS 1/2 wait in its
+session queue, which is bounded (``max_queued_messages``, ``max_queued_bytes``). No publisher is ever
+held back for a subscriber's sake. A client that stays at its cap (buffer past ``write_buffer_high``
+and not draining, or queue full and not acknowledging) for ``slow_consumer_timeout`` seconds is
+disconnected; past twice ``max_write_buffer`` (only replies it owes grow it then) it is dropped at once.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ _TOPIC_ALIAS = PropertyId.TOPIC_ALIAS
 _EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
 _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
 _PINGRESP = b"\xd0\x00"
-_MAX_PAUSE = 2.0  # seconds a publisher may be held back by a slow subscriber before reading resumes
 _STUCK_FACTOR = 2  # a connection whose unsent output passes this many max_write_buffer is dropped
 _CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output before it is aborted
 
@@ -75,7 +77,7 @@ class Connection(asyncio.Protocol):
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
-        self.congested = False  # write buffer beyond max_write_buffer
+        self.congested = False  # buffer reached max_write_buffer, not yet below low: QoS 0 dropped, 1/2 queued
         self.writing_paused = False
         self.reading_paused = False
         self.request_problem_info = True
@@ -83,8 +85,8 @@ class Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._out_size = 0  # bytes in _out; past write_buffer_high they are flushed at once
         self._flush_scheduled = False
-        self._stalled_since = 0.0  # when the write buffer last passed its high-water mark
-        self._blocked: set[Connection] = set()  # publishers paused on this connection's buffer
+        self._capped_since = 0.0  # since when its output has been at its cap without draining (0: not)
+        self._buffer_seen = 0  # write buffer size at the last sweep, to tell a slow reader from a stopped one
         self._held: list[bytes] = []  # output waiting for a storage commit (strict durability)
         self._held_covered = 0  # how many of them a registered storage barrier will release
         self._inbound_unacked = 0
@@ -224,25 +226,24 @@ class Connection(asyncio.Protocol):
         self.broker.connections.discard(self)
         if self.listener is not None:
             self.listener.connections -= 1
-        for publisher in self._blocked:
-            publisher.resume_from_backpressure()
-        self._blocked.clear()
         if exc is not None and self.disconnect_reason == "connection lost":
             self.disconnect_reason = f"connection lost: {exc}"
         self.broker.on_connection_closed(self)
 
     def pause_writing(self) -> None:
+        """Past high-water: the client is behind. Its slow-consumer clock runs until it drains, and
+        from max_write_buffer on it is sent no more (see _check_congested); its publishers, and
+        everyone else, carry on."""
         self.writing_paused = True
-        self._stalled_since = self.loop.time()
-        if self.transport is not None and self.transport.get_write_buffer_size() >= self.limits.max_write_buffer:
-            self.congested = True
+        self.at_cap()
+        if self.transport is not None:
+            self._buffer_seen = self.transport.get_write_buffer_size()
+        self._check_congested()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
         self.congested = False
-        for publisher in self._blocked:
-            publisher.resume_from_backpressure()
-        self._blocked.clear()
+        self._capped_since = 0.0
         session = self.session
         if session is not None and session.backlog and session.connection is self:
             session.fill(self.loop.time())
@@ -287,48 +288,71 @@ class Connection(asyncio.Protocol):
         if self.writing_paused and transport.get_write_buffer_size() > _STUCK_FACTOR * self.limits.max_write_buffer:
             # Past the limit only replies we owe (acks, PINGRESP, SUBACK) keep growing the buffer, so a
             # client this far behind is reading nothing: stuck, not slow. Drop it rather than buffer forever.
-            self.broker.stats.slow_consumers_dropped += 1
-            if not self.closed:
-                self.closed = True
-                self.disconnect_reason = "slow consumer: output buffer limit exceeded"
-            self.abort()
+            self._drop_slow_consumer("output buffer limit exceeded")
 
-    def _backpressure(self, publisher: Connection | None) -> None:
-        """Our buffer is past high-water: hold back the publisher feeding it, and count the
-        buffer against the hard limit."""
+    def _drop_slow_consumer(self, why: str) -> None:
+        """Disconnect a client that does not take what it is sent: counted, logged once. What is
+        buffered for it could never reach it, so the connection is aborted, not closed gracefully."""
+        self.broker.stats.slow_consumers_dropped += 1
+        if not self.closed:
+            log.warning("client %s (%s) disconnected as a slow consumer: %s", self.client_id or "-", self.peer, why)
+            self.closed = True
+            self.disconnect_reason = f"slow consumer: {why}"
+        self.abort()
+
+    def _check_slow_consumer(self, now: float, timeout: float) -> bool:
+        """Whether the client has been at its output cap for ``timeout`` seconds without draining,
+        and so was disconnected. A client whose buffer shrank since the last sweep is reading,
+        slowly: its clock starts again. One stopped at a full queue (its Receive Maximum used up,
+        no acknowledgement coming) reads, so it is told why: DISCONNECT 0x97 Quota exceeded."""
         transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() >= self.limits.max_write_buffer:
-            self.congested = True
-        elif self.loop.time() - self._stalled_since >= _MAX_PAUSE:
-            # Past high-water for as long as a publisher may be held: a slow consumer, not a burst.
-            # It takes no more until it drains, and holds no publisher back again [issue 3].
-            self.congested = True
-            return
-        if publisher is not None and publisher is not self and not publisher.closed:
-            self._blocked.add(publisher)
-            publisher.pause_for_backpressure()
+        if self.writing_paused and transport is not None:
+            size = transport.get_write_buffer_size()
+            if size < self._buffer_seen:
+                self._capped_since = now
+            self._buffer_seen = size
+        if now - self._capped_since < timeout:
+            return False
+        why = f"at its output cap for {timeout:g} s without draining"
+        if self.writing_paused:
+            self._drop_slow_consumer(why)
+        else:
+            self.broker.stats.slow_consumers_dropped += 1
+            log.warning("client %s (%s) disconnected as a slow consumer: %s", self.client_id, self.peer, why)
+            self.close_with(ReasonCode.QUOTA_EXCEEDED, f"slow consumer: {why}")
+        return True
 
-    def pause_for_backpressure(self) -> None:
-        if self.reading_paused or self.transport is None:
-            return
-        self.reading_paused = True
-        self.transport.pause_reading()
-        # Two clients each waiting on the other's buffer must not deadlock: cap the pause.
-        self._pause_timer = self.loop.call_later(_MAX_PAUSE, self.resume_from_backpressure)
+    def _check_congested(self) -> None:
+        """Called while writing is paused: once the output waiting for this client reaches
+        max_write_buffer it is congested (QoS 0 dropped, QoS 1/2 queued) until resume_writing."""
+        transport = self.transport
+        if transport is not None and self._out_size + transport.get_write_buffer_size() >= self.limits.max_write_buffer:
+            self.congested = True
 
-    def resume_from_backpressure(self) -> None:
-        if not self.reading_paused:
-            return
-        self.reading_paused = False
+    def resume_reading(self) -> None:
+        """Read from the client again: its ``max_publish_rate`` bucket has refilled, or its login
+        is decided. (Nothing else pauses reading: no client waits on another's buffer.)"""
         if self._pause_timer is not None:
             self._pause_timer.cancel()
             self._pause_timer = None
+        if not self.reading_paused:
+            return
+        self.reading_paused = False
         if self.transport is not None:
             self.transport.resume_reading()
 
-    def send_qos0(
-        self, message: Message, retain: bool, sub_ids: list[int] | None, now: float, publisher: Connection | None
-    ) -> None:
+    def at_cap(self) -> None:
+        """The client's output hit a bound (write buffer past high-water, or a session queue full):
+        start its slow-consumer clock, unless it is running already."""
+        if not self._capped_since:
+            self._capped_since = self.loop.time()
+
+    def draining(self) -> None:
+        """The client took something from its queue (an acknowledgement made room): not stuck."""
+        if not self.writing_paused:
+            self._capped_since = 0.0
+
+    def send_qos0(self, message: Message, retain: bool, sub_ids: list[int] | None, now: float) -> None:
         if self.congested:
             self.broker.stats.dropped_congested += 1
             return
@@ -348,9 +372,9 @@ class Connection(asyncio.Protocol):
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
-            self._backpressure(publisher)
+            self._check_congested()
 
-    def send_publish(self, delivery: Delivery, now: float, publisher: Connection | None, dup: bool) -> None:
+    def send_publish(self, delivery: Delivery, now: float, dup: bool) -> None:
         message = delivery.message
         if delivery.sub_ids is None and message.expires_at is None:
             head, tail = message.wire(self.version, delivery.qos, delivery.retain)
@@ -383,7 +407,7 @@ class Connection(asyncio.Protocol):
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
-            self._backpressure(publisher)
+            self._check_congested()
 
     def _write_aliased(self, head: bytes, pid: bytes, tail: bytes, message: Message, hold: bool) -> None:
         """Write ``head + pid + tail`` (the PUBLISH as encoded once for every subscriber; for QoS 0
@@ -601,7 +625,7 @@ class Connection(asyncio.Protocol):
         waiting, self._login_input = self._login_input, None
         if self.closed:
             return
-        self.resume_from_backpressure()
+        self.resume_reading()
         self._receive(b"", packets)
         for data in waiting or ():
             if self.closed:
@@ -628,6 +652,9 @@ class Connection(asyncio.Protocol):
         if self.auth_expires_at and now >= self.auth_expires_at:
             # The token or credentials the client logged in with ran out: 0xA0 Maximum connect time.
             self.close_with(ReasonCode.MAXIMUM_CONNECT_TIME, "credentials expired")
+            return
+        timeout = self.limits.slow_consumer_timeout
+        if self._capped_since and timeout and self._check_slow_consumer(now, timeout):
             return
         if self.reading_paused:
             # We stopped reading, not the client: not idle, and its packet cannot progress.
@@ -729,7 +756,7 @@ class Connection(asyncio.Protocol):
             if screened is None:
                 return
             message = screened
-        matched = broker.route(message, self)
+        matched = broker.route(message)
         if not qos:
             return
         # Strict durability: a message that had to be stored is acknowledged after its commit.
@@ -790,7 +817,7 @@ class Connection(asyncio.Protocol):
                 transport.pause_reading()
             if self._pause_timer is not None:  # the rest of this read deepened the deficit
                 self._pause_timer.cancel()
-            self._pause_timer = self.loop.call_later(-tokens / rate, self.resume_from_backpressure)
+            self._pause_timer = self.loop.call_later(-tokens / rate, self.resume_reading)
 
     def _deny_publish(self, packet: p.Publish, code: int) -> None:
         """A denied PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
@@ -817,6 +844,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         if session.acknowledge(packet.packet_id, SENT) is not None and session.backlog:
+            self.draining()
             session.fill(self.loop.time())
 
     def _on_pubrec(self, packet: p.Pubrec) -> None:
@@ -831,6 +859,7 @@ class Connection(asyncio.Protocol):
             # The receiver refused the message: the flow ends here [MQTT-4.3.3-4 (5.0)].
             session.acknowledge(packet.packet_id, SENT)
             if session.backlog:
+                self.draining()
                 session.fill(self.loop.time())
             return
         delivery.state = RECEIVED
@@ -860,6 +889,7 @@ class Connection(asyncio.Protocol):
         session = self.session
         assert session is not None
         if session.acknowledge(packet.packet_id, RECEIVED) is not None and session.backlog:
+            self.draining()
             session.fill(self.loop.time())
 
     def _on_subscribe(self, packet: p.Subscribe) -> None:

@@ -20,6 +20,8 @@ class Limits:
         self.receive_maximum: int = config.receive_maximum
         self.max_inflight_messages: int = config.max_inflight_messages
         self.max_queued_messages: int = config.max_queued_messages
+        self.max_queued_bytes: int = config.max_queued_bytes
+        self.slow_consumer_timeout: float = config.slow_consumer_timeout
         self.queue_drop_oldest: bool = config.queue_drop_policy == "drop_oldest"
         self.max_session_expiry_interval: int = config.max_session_expiry_interval
         self.connect_timeout: float = config.connect_timeout

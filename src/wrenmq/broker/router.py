@@ -64,23 +64,30 @@ class SharedGroup:
         self._next = 0
 
     def pick(self, exclude: Session | None = None) -> Subscriber | None:
-        """Round-robin over members, preferring connected ones."""
+        """Round-robin over members, preferring connected ones that keep up: a member whose write
+        buffer is full (congested) gets the group's messages only when every connected one is,
+        so one slow consumer does not take, queue or drop its share while others are free."""
         members = list(self.members.values())
         if not members:
             return None
         n = len(members)
         fallback = None
+        busy = None
         for i in range(n):
             sub = members[(self._next + i) % n]
             if sub.session is exclude:
                 continue
-            if sub.session.connection is not None:
-                self._next = (self._next + i + 1) % n
-                return sub
-            if fallback is None:
+            conn = sub.session.connection
+            if conn is not None:
+                if not conn.congested:
+                    self._next = (self._next + i + 1) % n
+                    return sub
+                if busy is None:
+                    busy = sub
+            elif fallback is None:
                 fallback = sub
         self._next = (self._next + 1) % n
-        return fallback
+        return busy if busy is not None else fallback
 
 
 class _Node:

@@ -59,6 +59,7 @@ class Session:
         "owner",
         "protocol_version",
         "queue",
+        "queued_bytes",
         "resend",
         "subscriptions",
         "will",
@@ -76,6 +77,7 @@ class Session:
         self.subscriptions: dict[str, Subscriber] = {}
         self.inflight_out: dict[int, Delivery] = {}  # packet id -> delivery, in send order
         self.queue: deque[Delivery] = deque()
+        self.queued_bytes = 0  # topic and payload bytes of the deliveries in ``queue`` (max_queued_bytes)
         self.resend: deque[Delivery] = deque()  # in flight from an earlier connection, not yet resent
         self.inbound_qos2: set[int] = set()
         self.next_seq = 0
@@ -125,44 +127,94 @@ class Session:
         sub_ids: list[int] | None,
         share: SharedGroup | None,
         now: float,
-        publisher: Connection | None,
     ) -> None:
         conn = self.connection
         if not qos:
             if conn is not None:
-                conn.send_qos0(message, retain, sub_ids, now, publisher)
+                conn.send_qos0(message, retain, sub_ids, now)
             return
         delivery = Delivery(message, qos, retain, sub_ids, share, self.next_seq)
         self.next_seq += 1
         if conn is not None and len(self.inflight_out) < conn.send_quota and not conn.congested:
-            self._send(conn, delivery, now, publisher)
+            self._send(conn, delivery, now)
         else:
             self.enqueue(delivery)
 
-    def _send(self, conn: Connection, delivery: Delivery, now: float, publisher: Connection | None) -> None:
+    def _send(self, conn: Connection, delivery: Delivery, now: float) -> None:
         pid = self.allocate_packet_id()
         delivery.packet_id = pid
         delivery.state = SENT
         self.inflight_out[pid] = delivery
         if self.persistent:
             self.broker.persist.message_add(self, delivery)
-        conn.send_publish(delivery, now, publisher, False)
+        conn.send_publish(delivery, now, False)
 
     def enqueue(self, delivery: Delivery) -> None:
-        """Queue a QoS 1/2 delivery, bounded by ``max_queued_messages`` with the configured policy."""
-        queue = self.queue
-        limits = self.broker.limits
-        if len(queue) >= limits.max_queued_messages:
-            self.dropped += 1
-            self.broker.stats.dropped_queue_full += 1
-            if not limits.queue_drop_oldest or not queue:
+        """Queue a QoS 1/2 delivery, bounded by ``max_queued_messages`` and ``max_queued_bytes``
+        with the configured policy; a drop is counted, and starts a connected client's
+        slow-consumer clock (it is at its cap)."""
+        size = queued_size(delivery)
+        if self.over_bounds(1, size):
+            limits = self.broker.limits
+            fits_alone = limits.max_queued_messages > 0 and (
+                not limits.max_queued_bytes or size <= limits.max_queued_bytes
+            )
+            if not (limits.queue_drop_oldest and fits_alone):
+                self._dropped_full()
                 return
-            old = queue.popleft()
-            if self.persistent:
-                self.broker.persist.message_delete(self, old)
-        queue.append(delivery)
+            queue = self.queue
+            while self.over_bounds(1, size):  # (fits_alone: the queue empties before it is over)
+                self._dropped_full()
+                old = queue.popleft()
+                self.queued_bytes -= queued_size(old)
+                if self.persistent:
+                    self.broker.persist.message_delete(self, old)
+        self.queue.append(delivery)
+        self.queued_bytes += size
         if self.persistent:
             self.broker.persist.message_add(self, delivery)
+
+    def over_bounds(self, count: int, size: int) -> bool:
+        """Whether ``count`` more deliveries of ``size`` bytes would take the queue past its bounds."""
+        limits = self.broker.limits
+        if len(self.queue) + count > limits.max_queued_messages:
+            return True
+        return bool(limits.max_queued_bytes) and self.queued_bytes + size > limits.max_queued_bytes
+
+    def _dropped_full(self) -> None:
+        self.dropped += 1
+        self.broker.stats.dropped_queue_full += 1
+        conn = self.connection
+        if conn is not None:
+            conn.at_cap()
+
+    def restore_queued(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """Queue deliveries loaded from storage (in order) within today's bounds, which may be
+        lower than when they were stored; returns those that did not fit (the caller deletes
+        them from storage), counted as dropped. The policy picks which: the newest (drop_new)
+        or the oldest (drop_oldest)."""
+        if self.broker.limits.queue_drop_oldest:
+            deliveries = deliveries[::-1]
+        kept: list[Delivery] = []
+        over: list[Delivery] = []
+        size = 0
+        limits = self.broker.limits
+        for delivery in deliveries:
+            delivery_size = queued_size(delivery)
+            if len(self.queue) + len(kept) >= limits.max_queued_messages or (
+                limits.max_queued_bytes and self.queued_bytes + size + delivery_size > limits.max_queued_bytes
+            ):
+                over.append(delivery)
+                continue
+            kept.append(delivery)
+            size += delivery_size
+        if limits.queue_drop_oldest:
+            kept.reverse()
+        self.queue.extend(kept)
+        self.queued_bytes += size
+        self.dropped += len(over)
+        self.broker.stats.dropped_queue_full += len(over)
+        return over
 
     def fill(self, now: float) -> None:
         """Move queued deliveries into flight while the client's Receive Maximum allows [MQTT-4.9.0-2]."""
@@ -177,12 +229,13 @@ class Session:
             while resend and len(inflight) - len(resend) < quota and not conn.congested:
                 delivery = resend.popleft()
                 if inflight.get(delivery.packet_id) is delivery:
-                    conn.send_publish(delivery, now, None, True)
+                    conn.send_publish(delivery, now, True)
             if resend:
                 return
         persistent = self.persistent
         while queue and len(inflight) < quota and not conn.congested:
             delivery = queue.popleft()
+            self.queued_bytes -= queued_size(delivery)
             if delivery.message.expired(now):  # [MQTT-3.3.2-5]
                 self.broker.stats.messages_expired += 1
                 if persistent:
@@ -194,7 +247,7 @@ class Session:
             inflight[pid] = delivery
             if persistent:
                 self.broker.persist.message_update(self, delivery)
-            conn.send_publish(delivery, now, None, False)
+            conn.send_publish(delivery, now, False)
 
     def acknowledge(self, packet_id: int, state: int) -> Delivery | None:
         """Complete (PUBACK/PUBCOMP) the delivery with ``packet_id`` if it is in ``state``."""
@@ -224,7 +277,7 @@ class Session:
                 conn.send_pubrel(delivery.packet_id)
             elif outstanding < quota:
                 outstanding += 1
-                conn.send_publish(delivery, now, None, True)
+                conn.send_publish(delivery, now, True)
             else:
                 resend.append(delivery)
 
@@ -240,8 +293,15 @@ class Session:
         queued = [d for d in self.queue if d.share is not None]
         if queued:
             self.queue = deque(d for d in self.queue if d.share is None)
+            self.queued_bytes -= sum(queued_size(d) for d in queued)
             taken.extend(queued)
         if self.persistent:
             for d in taken:
                 self.broker.persist.message_delete(self, d)
         return taken
+
+
+def queued_size(delivery: Delivery) -> int:
+    """What a queued delivery counts against ``max_queued_bytes``: its topic and payload."""
+    message = delivery.message
+    return len(message.payload) + len(message.topic)

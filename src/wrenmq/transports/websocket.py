@@ -333,36 +333,35 @@ class WebSocketAdapter(asyncio.Protocol):
         if self.upgraded:
             connection.loop.call_soon(connection.connection_lost, None)
 
-    def close_from_mqtt(self) -> None:
-        """The MQTT side closes: a normal Close frame, then the socket (after what is buffered)."""
+    def _send_close(self) -> asyncio.Transport | None:
+        """Write our normal Close frame once; the transport to close then, or None if the adapter
+        was closing already or has no socket."""
         if self.closing:
-            return
+            return None
         self.closing = True
         transport = self._transport
         if transport is None:
-            return
+            return None
         try:
             transport.write(self._ws.send(CloseConnection(code=_NORMAL)))
         except LocalProtocolError:
             pass
-        transport.close()
+        return transport
+
+    def close_from_mqtt(self) -> None:
+        """The MQTT side closes: a normal Close frame, then the socket (after what is buffered)."""
+        transport = self._send_close()
+        if transport is not None:
+            transport.close()
 
     def close_gracefully(self, lingering: set[Any], loop: asyncio.AbstractEventLoop) -> None:
         """The MQTT side closes with a reason: a normal Close frame after what is buffered, then
         the socket is closed as ``transports.linger`` closes one, so a client that sent more than
         it read still gets the last packet and the Close frame. The adapter is done at once: the
         socket's further input is the linger's (a client's Close frame included: we answered first)."""
-        if self.closing:
-            return
-        self.closing = True
-        transport = self._transport
-        if transport is None:
-            return
-        try:
-            transport.write(self._ws.send(CloseConnection(code=_NORMAL)))
-        except LocalProtocolError:
-            pass
-        linger(transport, lingering, loop)
+        transport = self._send_close()
+        if transport is not None:
+            linger(transport, lingering, loop)
 
     def _peer(self) -> str:
         address = self._transport.get_extra_info("peername") if self._transport is not None else None
