@@ -67,6 +67,7 @@ log_type notice
 log_type information
 max_inflight_messages 0
 max_queued_messages 500
+max_queued_bytes 0
 max_packet_size 100000
 max_keepalive 300
 sys_interval 30
@@ -98,6 +99,7 @@ max_connections 50
     assert config.log_level == "info"
     assert config.max_inflight_messages == 65535  # Mosquitto's 0: no limit
     assert (config.max_queued_messages, config.max_packet_size, config.max_keepalive) == (500, 100000, 300)
+    assert config.max_queued_bytes == 0  # no limit, in both
     assert config.sys_interval == 30
     assert config.max_session_expiry_interval == 2 * 86400
     assert (config.retain_available, config.maximum_qos) == (False, 1)

@@ -23,6 +23,7 @@ SECURITY = ("allow_anonymous", "password_file", "acl_file")
 GLOBAL_INTS = {
     "max_inflight_messages": "max_inflight_messages",
     "max_queued_messages": "max_queued_messages",
+    "max_queued_bytes": "max_queued_bytes",  # 0: no limit, in both
     "max_packet_size": "max_packet_size",
     "message_size_limit": "max_packet_size",
     "max_keepalive": "max_keepalive",
@@ -47,7 +48,6 @@ IGNORED = {
     "log_facility",
     "log_timestamp",
     "log_timestamp_format",
-    "max_queued_bytes",
     "memory_limit",
     "persistence_file",
     "pid_file",
