@@ -213,6 +213,7 @@ def test_sys_names_are_mosquittos(sys_broker, mosquitto_factory):  # $SYS conven
     theirs = sys_names(mosquitto.port, lambda names: wanted <= names)
     assert wanted <= set(theirs)
     for name in ("clients/maximum", "clients/expired", "heap/current", "heap/maximum", "store/messages/count",
+                 "store/messages/bytes", "shared_subscriptions/count",
                  "messages/stored", "publish/messages/dropped", "load/messages/received/5min",
                  "load/bytes/sent/15min", "load/publish/received/1min"):  # fmt: skip
         assert name in ours, name
@@ -243,3 +244,21 @@ def test_sys_clients_maximum_and_expired(client, sys_broker):  # [MQTT-3.1.2-23]
     wait_for_value(watcher, "$SYS/broker/clients/maximum", lambda v: v == "2")
     brief.disconnect()
     wait_for_value(watcher, "$SYS/broker/clients/expired", lambda v: v == "1", timeout=5.0)
+
+
+def test_sys_store_bytes_and_shared_subscriptions(client):  # [MQTT-3.3.1-5], [MQTT-4.8.2-1] statistics
+    time.sleep(2 * INTERVAL)  # $SYS values are retained messages too: let the first round be stored
+    watcher = client("watcher", 5)
+    names = ("store/messages/bytes", "shared_subscriptions/count")
+    watcher.send(p.Subscribe(1, [p.Subscription(f"$SYS/broker/{name}", 0) for name in names]))
+    watcher.expect(p.Suback)
+    values = {name: next_value(watcher, f"$SYS/broker/{name}")[0] for name in names}
+    pub = client("pub", 5)
+    pub.publish("kept/store", b"x" * 1000, qos=1, retain=True)
+    low = int(values["store/messages/bytes"]) + 900  # "kept/store" and 1000 bytes; $SYS values vary a little
+    wait_for_value(watcher, "$SYS/broker/store/messages/bytes", lambda v: int(v) >= low)
+    pub.subscribe("$share/g/jobs/#", 1)
+    wait_for_value(watcher, "$SYS/broker/shared_subscriptions/count", lambda v: v == "1")
+    pub.send(p.Unsubscribe(pub.pid(), ["$share/g/jobs/#"]))
+    pub.expect(p.Unsuback)
+    wait_for_value(watcher, "$SYS/broker/shared_subscriptions/count", lambda v: v == "0")

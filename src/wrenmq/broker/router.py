@@ -122,6 +122,7 @@ class Router:
         self._root = _Node()
         self._cache: dict[str, Match] = {}
         self.count = 0  # number of (session, filter) subscriptions
+        self.shared_count = 0  # of which shared ($share/...)
 
     def subscribe(self, sub: Subscriber) -> bool:
         """Add or replace ``sub``; True if it replaced an existing subscription [MQTT-3.8.4-3]."""
@@ -145,6 +146,8 @@ class Router:
             sub.share = shared
         if not existed:
             self.count += 1
+            if group is not None:
+                self.shared_count += 1
         self._cache.clear()
         return existed
 
@@ -168,6 +171,7 @@ class Router:
                 return False
             if not shared.members:
                 del node.shared[group]
+            self.shared_count -= 1
         self.count -= 1
         self._cache.clear()
         # Prune empty nodes so the trie does not grow with every topic ever subscribed.

@@ -86,9 +86,11 @@ class SysTopics:
         connected = sum(1 for c in broker.connections if c.connected)
         disconnected = sum(1 for s in broker.sessions.values() if s.connection is None)
         self.clients_maximum = max(self.clients_maximum, connected)
-        stored = len(broker.retained) + sum(
-            len(s.queue) + len(s.inflight_out) + len(s.resend) for s in broker.sessions.values()
-        )
+        stored = len(broker.retained)
+        stored_bytes = broker.retained.bytes
+        for session in broker.sessions.values():
+            stored += len(session.queue) + len(session.inflight_out) + len(session.resend)
+            stored_bytes += session.queued_bytes
         found = {
             "version": f"wrenmq {__version__}",
             "uptime": f"{int(time.time() - broker.started_at)} seconds",
@@ -104,6 +106,7 @@ class SysTopics:
             "messages/dropped": str(stats.messages_dropped),
             "messages/stored": str(stored),
             "store/messages/count": str(stored),
+            "store/messages/bytes": str(stored_bytes),
             "publish/messages/received": str(stats.messages_received),
             "publish/messages/sent": str(stats.messages_sent),
             "publish/messages/dropped": str(self.limit_drops()),
@@ -112,6 +115,7 @@ class SysTopics:
             "heap/current": str(rss_bytes()),
             "heap/maximum": str(peak_rss_bytes()),
             "subscriptions/count": str(broker.router.count),
+            "shared_subscriptions/count": str(broker.router.shared_count),
             "retained messages/count": str(len(broker.retained)),
             "sessions/owner conflicts": str(stats.session_owner_conflicts),
         }
