@@ -290,6 +290,8 @@ def test_config_convert_prints_equivalent_toml(tmp_path: Path, capsys: pytest.Ca
     toml_path.write_text(out)
     assert load_config(toml_path, env={}) == load_config(path, env={})
     assert 'url = "mqtt://127.0.0.1:1884"' in out and "[[listeners]]" in out
+    assert wrenmq_main(["config", "convert", str(toml_path)]) == 2  # TOML already
+    assert "is not a mosquitto.conf" in capsys.readouterr().err
     # `check` agrees; a file it names that does not load fails it, naming the key.
     assert wrenmq_main(["config", "check", str(path)]) == 0
     assert capsys.readouterr().out == f"{path}: OK\n"

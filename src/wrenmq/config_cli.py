@@ -51,6 +51,11 @@ def run(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     try:
         if args.action == "convert":
+            from .mosquitto_conf import is_mosquitto_conf
+
+            if path.is_file() and not is_mosquitto_conf(path, path.read_bytes()):
+                print(f"wrenmq config: error: {path} is not a mosquitto.conf (it reads as TOML)", file=sys.stderr)
+                return EXIT_USAGE
             values, _ = read_config_file(path, warnings)
             load_config(path, env={})  # what is printed must load: a bad value is reported here, with its line
             for warning in warnings:
