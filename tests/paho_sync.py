@@ -21,7 +21,15 @@ TIMEOUT = 5.0
 class PahoClient:
     """A connected paho client; received messages land in ``self.messages``."""
 
-    def __init__(self, port: int, protocol: MQTTProtocolVersion, client_id: str = "", **connect_kw: Any) -> None:
+    def __init__(
+        self,
+        port: int,
+        protocol: MQTTProtocolVersion,
+        client_id: str = "",
+        username: str | None = None,
+        password: str | None = None,
+        **connect_kw: Any,
+    ) -> None:
         self.protocol = protocol
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._acks: queue.Queue[tuple[str, Any]] = queue.Queue()
@@ -30,6 +38,8 @@ class PahoClient:
         self.client.on_subscribe = lambda _c, _u, _mid, rcs, _p: self._acks.put(("suback", rcs))
         self.client.on_unsubscribe = lambda _c, _u, _mid, rcs, _p: self._acks.put(("unsuback", rcs))
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        if username is not None:
+            self.client.username_pw_set(username, password)
         self.client.connect("127.0.0.1", port, keepalive=30, **connect_kw)
         self.client.loop_start()
         kind, rc = self._acks.get(timeout=TIMEOUT)

@@ -20,7 +20,7 @@ from paho_sync import MQTTv5, PahoClient
 from wrenmq.auth.acl import AclFileError, AclRules, covers, overlaps
 from wrenmq.auth.files import POLL_INTERVAL
 from wrenmq.config import ConfigError
-from wrenmq.hooks import READ, WRITE
+from wrenmq.hooks import PARTIAL, READ, WRITE
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.reason_codes import ConnackReturnCode, ReasonCode
 
@@ -200,21 +200,26 @@ def test_filters_overlap(a, b, expected):
         (None, "anon", "home/alice/x", READ, False),
         # alice: her section, deny wins
         ("alice", "a1", "home/alice/kitchen", WRITE, True),
-        ("alice", "a1", "home/alice/#", READ, False),  # overlaps the denied diary
-        ("alice", "a1", "home/alice/+", READ, False),
+        ("alice", "a1", "home/alice/#", READ, PARTIAL),  # overlaps the denied diary: checked per message
+        ("alice", "a1", "home/alice/+", READ, PARTIAL),
+        ("alice", "a1", "home/alice/diary", READ, False),  # nothing under it is readable
+        ("alice", "a1", "home/alice/diary/#", READ, PARTIAL),  # the deny names home/alice/diary alone
+        ("alice", "a1", "#", READ, PARTIAL),  # as dashboards subscribe: what is readable arrives
+        ("alice", "a1", "garden/#", READ, False),
         ("alice", "a1", "home/alice/kitchen/#", READ, True),
         ("alice", "a1", "home/alice/diary", WRITE, False),
         ("alice", "a1", "public/news", READ, False),  # the anonymous rules are not hers
         ("alice", "a1", "shared topic with spaces", WRITE, True),
         ("alice", "a1", "sensors/+/temp", READ, True),
-        ("alice", "a1", "plants/#", READ, False),
+        ("alice", "a1", "plants/#", READ, PARTIAL),  # plants/+ is readable, plants/a/b is not
         # bob: no access word = readwrite
         ("bob", "b1", "public/x", WRITE, True),
         ("bob", "b1", "public/#", READ, True),
         # patterns
         ("carol", "dev-7", "clients/dev-7/status", WRITE, True),
         ("carol", "dev-7", "clients/dev-8/status", WRITE, False),
-        ("carol", "dev-7", "clients/+/status", READ, False),
+        ("carol", "dev-7", "clients/+/status", READ, PARTIAL),  # its own clients/dev-7/status
+        ("carol", "dev-7", "clients/dev-8/#", READ, False),
         ("carol", "dev-7", "users/carol/#", READ, True),
         ("carol", "dev-7", "users/carol/x", WRITE, False),
         ("carol", "dev-7", "users/bob/#", READ, False),
@@ -229,7 +234,7 @@ def test_filters_overlap(a, b, expected):
 )
 def test_check(username, client_id, topic, access, expected):
     """wrenmq feature: how sections, deny rules and %c/%u patterns decide (see wrenmq.auth.acl)."""
-    assert rules().check(username, client_id, topic, access) is expected
+    assert rules().check(username, client_id, topic, access) == expected
 
 
 def test_sys_readers_and_explicit_sys_rules():
@@ -240,7 +245,8 @@ def test_sys_readers_and_explicit_sys_rules():
     assert acl.check("nobody", "n", "$SYS/broker/+", READ, sys_reader=True)
     assert not acl.check("nobody", "n", "$SYS/broker/x", WRITE, sys_reader=True)  # reading only
     assert acl.check("ops", "o", "$SYS/broker/uptime", READ)
-    assert not acl.check("ops", "o", "$SYS/#", READ)
+    assert acl.check("ops", "o", "$SYS/#", READ) == PARTIAL  # only its one topic arrives
+    assert not acl.check("ops", "o", "#", READ)
 
 
 # -- clients --------------------------------------------------------------------------------------------
@@ -292,17 +298,19 @@ def test_subscribe_denied_per_filter(server, version):  # [MQTT-3.9.3-1], [MQTT-
             1,
             [
                 p.Subscription("sensors/+/temp", 1),  # covered by sensors/#
-                p.Subscription("plants/#", 1),  # plants/+ does not cover it
+                p.Subscription("garden/#", 1),  # nothing under it is readable
                 p.Subscription("plants/+", 0),
-                p.Subscription("home/alice/#", 1),  # overlaps the denied diary
-                p.Subscription("#", 0),
+                p.Subscription("home/alice/diary", 1),  # denied
+                p.Subscription("$SYS/#", 0),  # not hers
             ],
         )
     )
     assert alice.expect(p.Suback).reason_codes == [1, denied, 0, denied, denied]
     bob = client(server, version, "bob-1", "bob")
-    bob.publish("public/x", b"-", 0)  # bob may write there but alice may not read: nothing arrives
-    alice.nothing()
+    bob.publish("public/x", b"-", 1)  # bob may write there but alice may not read: nothing arrives
+    alice.subscribe("clients/alice-1/#", 0)  # pattern readwrite clients/%c/#
+    alice.publish("clients/alice-1/end", b"sentinel", 0)
+    assert alice.expect(p.Publish).topic == "clients/alice-1/end"
     alice.close()
     bob.close()
 
@@ -386,7 +394,7 @@ def test_mosquitto_sub_denied_subscription(server, version, code):  # [MQTT-3.9.
     assert MOSQUITTO_SUB is not None
     args = ["-h", "127.0.0.1", "-p", str(server.port), "-V", version, "-u", "alice", "-P", "x", "-d"]
     done = subprocess.run(
-        [MOSQUITTO_SUB, *args, "-t", "plants/#", "-W", "3"], capture_output=True, text=True, timeout=TIMEOUT
+        [MOSQUITTO_SUB, *args, "-t", "garden/#", "-W", "3"], capture_output=True, text=True, timeout=TIMEOUT
     )
     assert f"Subscribed (mid: 1): {code}" in done.stdout, done.stdout + done.stderr
     assert "All subscription requests were denied" in done.stderr

@@ -63,7 +63,7 @@ def test_protocol_levels_accepted(raw, version):  # [MQTT-3.1.2-2] levels 3 (MQI
     assert_alive(client)
 
 
-@pytest.mark.parametrize("level", [2, 6, 0x84])
+@pytest.mark.parametrize("level", [2, 6, 0x85, 0x83])  # 0x84: a Mosquitto bridge (test_mosquitto_bridge.py)
 def test_unsupported_protocol_level_refused(raw, level):  # [MQTT-3.1.2-2]
     client = raw(4)
     client.send(encode(p.Connect("c", level), 4))

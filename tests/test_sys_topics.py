@@ -175,3 +175,90 @@ def test_paho_reads_sys_topics(sys_broker, protocol):  # [MQTT-4.7.2-1]
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+# Published by wrenmq and not by Mosquitto (Mosquitto 2.0 has no such counters).
+WRENMQ_ONLY = {"messages/dropped", "sessions/owner conflicts"}
+
+
+def sys_names(port: int, until: Callable[[set[str]], bool] | None = None, timeout: float = 10.0) -> dict[str, str]:
+    """The $SYS/broker/... names (and latest values) a broker publishes: the retained ones it sends
+    on subscribe (up to a sentinel published after the SUBACK), then more until ``until`` holds."""
+    found: dict[str, str] = {}
+    with RawClient(port, 4) as c:
+        assert c.connect("sys-names").reason_code == 0
+        c.send(p.Subscribe(1, [p.Subscription("$SYS/#", 0), p.Subscription("sys-names/end", 0)]))
+        c.expect(p.Suback)
+        c.publish("sys-names/end", b"")
+        deadline = time.monotonic() + timeout
+        sentinel = False
+        while not (sentinel and (until is None or until(set(found)))):
+            assert time.monotonic() < deadline, f"$SYS so far: {sorted(found)}"
+            packet = c.recv(max(0.01, deadline - time.monotonic()))
+            if isinstance(packet, p.Publish):
+                if packet.topic == "sys-names/end":
+                    sentinel = True
+                else:
+                    found[packet.topic.removeprefix("$SYS/broker/")] = packet.payload.decode()
+    return found
+
+
+def test_sys_names_are_mosquittos(sys_broker, mosquitto_factory):  # $SYS convention (MQTT 5.0 section 4.7.2)
+    """Every $SYS topic wrenmq publishes (but two of its own) is one a real Mosquitto 2 publishes."""
+    ours = sys_names(sys_broker.port)
+    mosquitto = mosquitto_factory()
+    mosquitto.config.write_text(mosquitto.config.read_text() + "sys_interval 1\n")
+    mosquitto.restart()
+    wanted = set(ours) - WRENMQ_ONLY
+    theirs = sys_names(mosquitto.port, lambda names: wanted <= names)
+    assert wanted <= set(theirs)
+    for name in ("clients/maximum", "clients/expired", "heap/current", "heap/maximum", "store/messages/count",
+                 "store/messages/bytes", "shared_subscriptions/count",
+                 "messages/stored", "publish/messages/dropped", "load/messages/received/5min",
+                 "load/bytes/sent/15min", "load/publish/received/1min"):  # fmt: skip
+        assert name in ours, name
+
+
+def test_sys_load_averages_follow_traffic(client):  # statistics, as Mosquitto's calc_load
+    watcher = client("watcher")
+    topic = "$SYS/broker/load/messages/received/1min"
+    watcher.subscribe(topic)
+    assert next_value(watcher, topic)[0] == "0.00"
+    pub = client("pub")
+    for _ in range(20):
+        pub.publish("load/x", b"-", qos=1)
+    value = wait_for_value(watcher, topic, lambda v: float(v) > 0)
+    assert value == f"{float(value):.2f}"  # two decimals, as Mosquitto prints them
+    watcher.subscribe("$SYS/broker/heap/current")
+    assert int(next_value(watcher, "$SYS/broker/heap/current")[0]) > 1_000_000  # resident bytes
+
+
+def test_sys_clients_maximum_and_expired(client, sys_broker):  # [MQTT-3.1.2-23]: the session expires
+    watcher = client("watcher")
+    watcher.send(p.Subscribe(1, [p.Subscription(f"$SYS/broker/clients/{name}", 0) for name in ("maximum", "expired")]))
+    watcher.expect(p.Suback)
+    assert next_value(watcher, "$SYS/broker/clients/expired")[0] == "0"
+    brief = RawClient(sys_broker.port, 5)
+    props = {0x11: 1}  # Session Expiry Interval: 1 second
+    assert brief.connect("brief", clean=True, properties=props).reason_code == 0
+    wait_for_value(watcher, "$SYS/broker/clients/maximum", lambda v: v == "2")
+    brief.disconnect()
+    wait_for_value(watcher, "$SYS/broker/clients/expired", lambda v: v == "1", timeout=5.0)
+
+
+def test_sys_store_bytes_and_shared_subscriptions(client):  # [MQTT-3.3.1-5], [MQTT-4.8.2-1] statistics
+    time.sleep(2 * INTERVAL)  # $SYS values are retained messages too: let the first round be stored
+    watcher = client("watcher", 5)
+    names = ("store/messages/bytes", "shared_subscriptions/count")
+    watcher.send(p.Subscribe(1, [p.Subscription(f"$SYS/broker/{name}", 0) for name in names]))
+    watcher.expect(p.Suback)
+    values = {name: next_value(watcher, f"$SYS/broker/{name}")[0] for name in names}
+    pub = client("pub", 5)
+    pub.publish("kept/store", b"x" * 1000, qos=1, retain=True)
+    low = int(values["store/messages/bytes"]) + 900  # "kept/store" and 1000 bytes; $SYS values vary a little
+    wait_for_value(watcher, "$SYS/broker/store/messages/bytes", lambda v: int(v) >= low)
+    pub.subscribe("$share/g/jobs/#", 1)
+    wait_for_value(watcher, "$SYS/broker/shared_subscriptions/count", lambda v: v == "1")
+    pub.send(p.Unsubscribe(pub.pid(), ["$share/g/jobs/#"]))
+    pub.expect(p.Unsuback)
+    wait_for_value(watcher, "$SYS/broker/shared_subscriptions/count", lambda v: v == "0")

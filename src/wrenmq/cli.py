@@ -93,7 +93,13 @@ def _add_serve(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Run the broker until SIGINT or SIGTERM. Settings come from flags, then "
         f"WRENMQ_* environment variables, then the config file (--config or ${CONFIG_ENV}).",
     )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file; keys are field names")
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file: TOML (keys are field names) or Mosquitto's mosquitto.conf",
+    )
     for key in _SERVE_FLAGS:
         _add_config_flag(parser, key)
     parser.set_defaults(run=_run_serve)
@@ -132,8 +138,11 @@ def _off_or(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
 def _run_serve(args: argparse.Namespace) -> int:
     config_file = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
-    config = load_config(config_file, overrides={key: getattr(args, key) for key in _SERVE_FLAGS})
+    ignored: list[str] = []  # mosquitto.conf directives wrenmq does not use
+    config = load_config(config_file, overrides={key: getattr(args, key) for key in _SERVE_FLAGS}, warnings=ignored)
     setup_logging(config.log_level, log_format=config.log_format)
+    for warning in ignored:
+        log.warning("%s", warning)
     try:
         _run_async(_serve(config))
     except OSError as exc:  # typically the port is taken or the data directory is not writable
@@ -225,6 +234,12 @@ def _add_passwd(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]
     add_parser(subcommands)
 
 
+def _add_config(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from wrenmq.config_cli import add_parser  # convert and check config files
+
+    add_parser(subcommands)
+
+
 def _add_apikey(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from wrenmq.api.apikey_cli import add_parser  # the API's keys live with the API
 
@@ -266,6 +281,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser
     _add_bench,
     _add_passwd,
     _add_apikey,
+    _add_config,
     _add_ctl,
     _add_pub,
     _add_sub,

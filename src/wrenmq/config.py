@@ -45,6 +45,7 @@ __all__ = [
     "env_var",
     "load_config",
     "parse_bridge",
+    "read_config_file",
 ]
 
 ENV_PREFIX = "WRENMQ_"
@@ -304,7 +305,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     host: Annotated[str, Field(description="Address the TCP listener binds to.")] = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535, description="TCP port; 0 picks a free port.")] = 1883
+    port: Annotated[OptionalPort, Field(description="TCP port; 0 picks a free port (off: none).")] = 1883
     data_dir: Annotated[
         Path, BeforeValidator(_expand_path), Field(description="Directory for the SQLite database.")
     ] = Field(default_factory=_default_data_dir)
@@ -558,7 +559,7 @@ class Config(BaseModel):
             "tls_version": self.tls_version,
             "ciphers": self.ciphers,
         }
-        found = [ListenerConfig(type="tcp", host=self.host, port=self.port)]
+        found = [] if self.port is None else [ListenerConfig(type="tcp", host=self.host, port=self.port)]
         if self.ws_port is not None:
             found.append(ListenerConfig(type="ws", host=self.host, port=self.ws_port, path=self.ws_path))
         if self.tls_port is not None:
@@ -681,8 +682,12 @@ def load_config(
     config_file: Path | None = None,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    warnings: list[str] | None = None,
 ) -> Config:
-    """Merge file, ``WRENMQ_*`` environment and overrides (CLI flags; None ignored) into a Config."""
+    """Merge file, ``WRENMQ_*`` environment and overrides (CLI flags; None ignored) into a Config.
+
+    The file is TOML, or Mosquitto's mosquitto.conf (see ``mosquitto_conf``); what is ignored in
+    the latter is appended to ``warnings``, for the caller to log once logging is set up."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -690,9 +695,12 @@ def load_config(
 
     if config_file is not None:
         where = f"config file {config_file}"
-        for key, value in _read_toml(config_file).items():
+        found, found_origins = read_config_file(config_file, warnings)
+        for key, value in found.items():
             if _check_known(key, where, errors):
-                values[key], origins[key] = value, f"{where}: key {key!r}"
+                values[key] = value
+                origins[key] = found_origins.get(key, f"{where}: key {key!r}")
+        origins.update({key: origin for key, origin in found_origins.items() if "[" in key})
 
     errors.extend(_unknown_env(env))
     for key in Config.model_fields:
@@ -719,12 +727,28 @@ def load_config(
     raise ConfigError("\n".join(errors))
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_config_file(path: Path, warnings: list[str] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """The file's settings and, for a mosquitto.conf, where each came from (key -> file and line)."""
+    from .mosquitto_conf import MosquittoConfError, is_mosquitto_conf, read_mosquitto_conf
+
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+    if not is_mosquitto_conf(path, data):
+        return _read_toml(path, data), {}
+    try:
+        conversion = read_mosquitto_conf(path)
+    except MosquittoConfError as exc:
+        raise ConfigError(str(exc)) from None
+    if warnings is not None:
+        warnings.extend(conversion.warnings)
+    return conversion.values, conversion.origins
+
+
+def _read_toml(path: Path, data: bytes) -> dict[str, Any]:
+    try:
+        return tomllib.loads(data.decode())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -777,7 +801,7 @@ def _describe(err: ErrorDetails, origins: Mapping[str, str]) -> str:
     if loc:
         key = str(loc[0])
         inner = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
-        where = origins.get(key, f"key {key!r}")
+        where = origins.get(f"{key}[{loc[1]}]" if len(loc) > 1 else key) or origins.get(key, f"key {key!r}")
         return f"{where}{' at ' + key + inner if inner else ''}: {_message(err)}"
     ctx_error = err.get("ctx", {}).get("error")
     keys = ctx_error.keys if isinstance(ctx_error, _CrossFieldError) else ()

@@ -17,10 +17,13 @@ The events, in the order a client meets them:
     loop; the client's connection reads nothing more until it is decided. If no hook decides, the
     client (with a user name or without: a name nobody vouched for is only a claim) is let in only
     where anonymous access is allowed (``Broker.check_login``, the one rule for every way in).
-``on_acl_check(client, topic, access) -> bool | None``
+``on_acl_check(client, topic, access) -> bool | PARTIAL | None``
     May ``client`` publish to (``WRITE``) or subscribe to (``READ``, ``topic`` is then the filter)
     this topic? First non-None answer wins; no answer allows. A deny is answered with reason code
-    0x87 (PUBACK/PUBREC, SUBACK; 0x80 in a 3.1.1 SUBACK).
+    0x87 (PUBACK/PUBREC, SUBACK; 0x80 in a 3.1.1 SUBACK). For a subscription, ``PARTIAL`` grants a
+    filter under which only some topics are readable: the broker then asks again (``READ``, with
+    the topic name) for each message before delivering it on that subscription, and for each
+    retained message it sends. Elsewhere (API streams, shared subscriptions) ``PARTIAL`` refuses.
 ``on_connect(client, packet)``
     The CONNACK was sent.
 ``on_subscribe(client, topic_filter, qos)`` / ``on_unsubscribe(client, topic_filter)``
@@ -61,10 +64,27 @@ if TYPE_CHECKING:
     from .broker.message import Message
     from .mqtt import packets as p
 
-__all__ = ["LET_IN", "READ", "WRITE", "AuthResult", "Hook", "Reject"]
+__all__ = ["LET_IN", "PARTIAL", "READ", "WRITE", "AuthResult", "Hook", "Reject", "RestoredClient"]
 
 READ = 1  # subscribe (topic is the filter) and receive
 WRITE = 2  # publish
+PARTIAL = 3  # an on_acl_check answer to READ of a filter: some topics under it are readable, not all
+
+
+class RestoredClient:
+    """What ACL hooks see of a client whose session was restored from storage, until it reconnects:
+    its client id and user name (from the session's owner), no listener, certificate or login."""
+
+    __slots__ = ("auth", "cert_identity", "client_id", "listener", "peer", "username", "version")
+
+    def __init__(self, client_id: str, username: str | None, version: int) -> None:
+        self.client_id = client_id
+        self.username = username
+        self.version = version
+        self.listener: Any = None
+        self.cert_identity: str | None = None
+        self.auth: Any = None
+        self.peer = ""
 
 
 class Reject(Exception):
@@ -150,7 +170,7 @@ class Hook:
     ) -> AuthResult | Awaitable[AuthResult | None] | None:
         return None
 
-    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | None:
+    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | int | None:
         return None
 
     def on_connect(self, client: Connection, packet: p.Connect) -> None:

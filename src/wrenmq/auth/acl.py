@@ -16,11 +16,15 @@ How a check is decided:
   Mosquitto, once patterns exist a client whose id or username contains ``+`` or ``#`` is denied
   everything (it could otherwise widen a pattern); ``%c``/``%u`` stand for a whole topic level, so
   an id or username containing ``/`` never matches one.
-- WRITE (a topic name) is allowed if a rule with write access matches it. READ (a subscription
-  filter) is allowed only if a rule with read access *covers* the filter: every topic the filter can
-  match is matched by the rule (``sensors/#`` covers ``sensors/+/temp``; ``sensors/+`` does not cover
-  ``sensors/#``), because the subscription is checked once and then receives whatever it matches.
-- A ``deny`` rule that overlaps the topic or filter (some topic matches both) wins over any allow.
+- WRITE (a topic name) is allowed if a rule with write access matches it and no ``deny`` rule does.
+- READ of a subscription filter, as Mosquitto decides it: granted whole (every message it matches is
+  delivered) if a rule with read access *covers* the filter (every topic the filter can match is
+  matched by the rule: ``sensors/#`` covers ``sensors/+/temp``) and no ``deny`` rule overlaps it
+  (some topic matches both); granted in part (``PARTIAL``: the broker then checks each message's
+  topic before delivering it) if some topic under the filter is readable: a read rule overlaps it
+  where no single ``deny`` rule covers the overlap (``#`` with read access to ``sensors/#`` only);
+  refused if nothing under it is readable.
+- READ of a topic name (a message about to be delivered): a read rule matches it and no ``deny`` does.
 - Nothing allows: denied. An empty rule set denies everything.
 - Wildcards in a rule never match a topic starting with ``$`` unless the rule itself starts with
   ``$`` (as for subscriptions [MQTT-4.7.2-1]); ``sys_reader`` clients may read ``$SYS/#``.
@@ -34,7 +38,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hooks import READ, WRITE
+from ..hooks import PARTIAL, READ, WRITE
 from ..mqtt.topics import valid_topic_filter
 from .errors import AclFileError
 
@@ -46,6 +50,7 @@ __all__ = [
     "Rule",
     "covers",
     "insert_rule",
+    "intersection",
     "overlaps",
     "remove_line",
     "rule_line",
@@ -108,6 +113,30 @@ def covers(rule: tuple[str, ...], topic_filter: tuple[str, ...]) -> bool:
     return length == len(rule)
 
 
+def intersection(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The filter that matches exactly the topics both ``a`` and ``b`` match, or None if none do
+    ("a/#" and "+/b" give "a/b"; "a/#" and "a" give "a": "#" also matches the parent level)."""
+    if (a[0] in ("+", "#") and b[0].startswith("$")) or (b[0] in ("+", "#") and a[0].startswith("$")):
+        return None
+    out: list[str] = []
+    for i in range(max(len(a), len(b))):
+        x = a[i] if i < len(a) else None
+        y = b[i] if i < len(b) else None
+        if x == "#":
+            return (*out, *b[i:])
+        if y == "#":
+            return (*out, *a[i:])
+        if x is None or y is None:
+            return None
+        if x == "+":
+            out.append(y)
+        elif y == "+" or x == y:
+            out.append(x)
+        else:
+            return None
+    return tuple(out)
+
+
 def overlaps(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
     """Is there a topic that both filters match?"""
     if (a[0] in ("+", "#") and b[0].startswith("$")) or (b[0] in ("+", "#") and a[0].startswith("$")):
@@ -166,27 +195,40 @@ class AclRules:
                 raise AclFileError(path, f"unknown keyword {keyword!r} (expected user, topic or pattern)", number)
         return rules
 
-    def check(self, username: str | None, client_id: str, topic: str, access: int, sys_reader: bool = False) -> bool:
-        """May this client publish to (WRITE) or subscribe to (READ: ``topic`` is a filter) ``topic``?"""
+    def check(
+        self, username: str | None, client_id: str, topic: str, access: int, sys_reader: bool = False
+    ) -> bool | int:
+        """May this client publish to (WRITE) or read (READ: ``topic`` is a filter or a topic name)
+        ``topic``? True, False, or for a READ of a filter under which only some topics are readable,
+        ``PARTIAL`` (see the module docstring)."""
         patterns = self.patterns
         if patterns and (_wild(client_id) or (username is not None and _wild(username))):
             return False
         wanted = tuple(topic.split("/"))
         own = self.anonymous if username is None else self.users.get(username, ())
-        allowed = False
+        allows: list[tuple[str, ...]] = []
+        denies: list[tuple[str, ...]] = []
         for rules in (own, patterns):
             for rule in rules:
                 levels = rule.levels_for(client_id, username)
                 if levels is None:
                     continue
                 if rule.access == DENY:
-                    if overlaps(levels, wanted):
-                        return False
-                elif not allowed and rule.access & access and covers(levels, wanted):
-                    allowed = True
-        if not allowed and sys_reader and access == READ:
-            allowed = covers(SYS_LEVELS, wanted)
-        return allowed
+                    denies.append(levels)
+                elif rule.access & access:
+                    allows.append(levels)
+        if sys_reader and access == READ:
+            allows.append(SYS_LEVELS)
+        denied = any(overlaps(levels, wanted) for levels in denies)
+        if not denied and any(covers(levels, wanted) for levels in allows):
+            return True
+        if access != READ:
+            return False
+        for levels in allows:  # is anything under the filter readable?
+            common = intersection(levels, wanted)
+            if common is not None and not any(covers(deny, common) for deny in denies):
+                return PARTIAL
+        return False
 
     def __len__(self) -> int:
         return len(self.anonymous) + sum(map(len, self.users.values())) + len(self.patterns)

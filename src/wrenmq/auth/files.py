@@ -131,7 +131,7 @@ class FileAuthHook(Hook):
             return AuthResult.allow()
         return AuthResult.deny(ReasonCode.BAD_USER_NAME_OR_PASSWORD, f"bad user name or password for {username!r}")
 
-    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | None:
+    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | int | None:
         path = self._files(client.listener)[1]
         if path is None:
             return None

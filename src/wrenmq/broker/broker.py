@@ -15,13 +15,13 @@ from typing import Any
 
 from .. import __version__, auth, hot_path
 from ..config import Config, ConfigError
-from ..hooks import LET_IN, READ, WRITE, AuthResult, Reject
+from ..hooks import LET_IN, PARTIAL, READ, WRITE, AuthResult, Reject, RestoredClient
 from ..mqtt import packets as p
 from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode, connack_v3_code
-from ..mqtt.topics import client_may_publish, parse_shared, topic_matches, valid_topic_filter
+from ..mqtt.topics import client_may_publish, is_bridge_state, parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
 from ..storage.private import make_private_dir, warn_if_open
 from ..transports import Listener
@@ -374,6 +374,8 @@ class Broker:
                     session = sub.session
                     if sub.no_local and origin is not None and session.client_id == origin:
                         continue  # [MQTT-3.8.3-3]
+                    if sub.reader is not None and not self.hooks.run_acl_check(sub.reader, message.topic, READ):
+                        continue  # a filter the ACL grants in part: this topic is not readable
                     sid = sub.subscription_id
                     session.deliver(
                         message,
@@ -409,6 +411,8 @@ class Broker:
         for sub in subs:
             session = sub.session
             if sub.no_local and origin is not None and session.client_id == origin:
+                continue
+            if sub.reader is not None and not self.hooks.run_acl_check(sub.reader, message.topic, READ):
                 continue
             qos = sub.qos if sub.qos < message.qos else message.qos
             entry = merged.get(id(session))
@@ -502,6 +506,7 @@ class Broker:
         version = packet.protocol_level
         props = packet.properties
         client_id = conn.client_id
+        conn.bridge = packet.bridge
         clean = packet.clean_start
         assigned = client_id if not packet.client_id else None
         if version == 5:
@@ -515,7 +520,7 @@ class Broker:
         granted_expiry = min(expiry, limits.max_session_expiry_interval)
         will = packet.will
         if will is not None:
-            if not client_may_publish(will.topic):
+            if not client_may_publish(will.topic) and not (packet.bridge and is_bridge_state(will.topic, client_id)):
                 self.stats.acl_denied += 1
                 return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, f"a will on {will.topic} (the broker's topics)")
             if self.hooks.acl_check and not self.hooks.run_acl_check(conn, will.topic, WRITE):
@@ -588,6 +593,10 @@ class Broker:
             session = Session(self, client_id, version, granted_expiry)
             self.sessions[client_id] = session
         session.owner = owner  # (a session restored from a store without owners is claimed here)
+        if session_present:
+            for sub in session.subscriptions.values():
+                if sub.reader is not None:
+                    sub.reader = conn  # its ACL checks: of the client as it is now (same owner)
         session.protocol_version = version
         session.expiry_interval = granted_expiry
         session.connection = conn
@@ -787,6 +796,7 @@ class Broker:
         session.expiry_handle = None
         if session.connection is None and self.sessions.get(session.client_id) is session:
             log.info("session %s expired", session.client_id)
+            self.stats.sessions_expired += 1
             self._end_session(session)
 
     def _fire_will(self, session: Session) -> None:
@@ -860,21 +870,30 @@ class Broker:
                 continue
             if group is not None and request.no_local:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.8.3-4] No Local on a shared subscription")
-            if hooks.acl_check and not hooks.run_acl_check(conn, inner, READ):
+            # Granted whole, in part (only some topics under it are readable: each message is checked
+            # as it is delivered, as Mosquitto does) or not at all; a shared one, whole or not at all.
+            readable = 1 if not hooks.acl_check else hooks.run_read_check(conn, inner)
+            if not readable or (readable == PARTIAL and group is not None):
                 self.stats.acl_denied += 1
                 log.info("client %s may not subscribe to %s", conn.client_id, topic_filter)
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
                 continue
             qos = min(request.qos, self.limits.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]
+            # A Mosquitto bridge (3.1.x with the bridge bit) is not sent back what it published, and
+            # gets the RETAIN flag as published, so the broker behind it keeps retained messages: as
+            # Mosquitto treats its bridges' subscriptions.
+            bridged = conn.bridge and group is None
             sub = Subscriber(
                 session,
                 topic_filter,
                 qos,
-                request.no_local,
-                request.retain_as_published,
+                request.no_local or bridged,
+                request.retain_as_published or bridged,
                 request.retain_handling,
                 sub_id,
             )
+            if readable == PARTIAL:
+                sub.reader = conn
             existed = self.router.subscribe(sub)
             session.subscriptions[topic_filter] = sub
             codes.append(qos)
@@ -882,7 +901,12 @@ class Broker:
             # Retained messages on subscribe: Retain Handling 0 always, 1 only for a new
             # subscription, 2 never; never for shared subscriptions [MQTT-3.3.1-9..11], [MQTT-3.8.4-4].
             if group is None and (request.retain_handling == 0 or (request.retain_handling == 1 and not existed)):
-                retained.extend((sub, m) for m in self.retained.match(inner))
+                reader = sub.reader
+                retained.extend(
+                    (sub, m)
+                    for m in self.retained.match(inner)
+                    if reader is None or hooks.run_acl_check(reader, m.topic, READ)
+                )
         suback = encode(p.Suback(packet.packet_id, codes), conn.version)
         self.persist.session_put(session, connected=True)
         if hooks.subscribe:
@@ -931,6 +955,7 @@ class Broker:
             session = Session(self, stored.client_id, stored.protocol_version, stored.expiry_interval)
             session.owner = stored.owner
             self.sessions[stored.client_id] = session
+            subject = _restored_client(stored.client_id, stored.owner, stored.protocol_version)
             for s in stored.subscriptions:
                 sub = Subscriber(
                     session,
@@ -941,6 +966,8 @@ class Broker:
                     s.retain_handling,
                     s.subscription_id,
                 )
+                if self.hooks.acl_check and self.hooks.run_read_check(subject, parse_shared(s.topic_filter)[1]) != 1:
+                    sub.reader = subject  # not (any longer) readable whole: check each message until it is back
                 self.router.subscribe(sub)
                 session.subscriptions[s.topic_filter] = sub
             next_seq = stored.next_seq
@@ -994,6 +1021,12 @@ def _login_rule(result: AuthResult | None, username: str | None, anonymous: bool
 async def _settle_login(pending: Any, username: str | None, anonymous: bool) -> AuthResult:
     result: AuthResult | None = await pending
     return _login_rule(result, username, anonymous)
+
+
+def _restored_client(client_id: str, owner: str | None, version: int) -> RestoredClient:
+    """Who a restored session's ACL checks are about until its client reconnects (see session_owner)."""
+    user = (owner or "").split("\n")[0]
+    return RestoredClient(client_id, user[5:] if user.startswith("user:") else None, version)
 
 
 def session_owner(username: str | None, cert_identity: str | None) -> str:

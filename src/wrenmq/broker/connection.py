@@ -23,7 +23,7 @@ from ..mqtt.codec import Parser, UnsupportedProtocolVersion, encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId, encode_varint
 from ..mqtt.reason_codes import ConnackReturnCode, ReasonCode
-from ..mqtt.topics import client_may_publish
+from ..mqtt.topics import client_may_publish, is_bridge_state
 from ..transports.linger import linger
 from ..transports.tls import certificate_identity
 from .message import PACKET_ID_BYTES, Message
@@ -58,6 +58,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = Parser(limits.max_packet_size)
         self.version = 0
+        self.bridge = False  # a Mosquitto bridge (protocol level 0x83/0x84): see Broker.subscribe
         self.client_id = ""
         self.username: str | None = None
         self._peer: str | None = None  # "host:port", resolved on first use (a syscall or two)
@@ -734,7 +735,11 @@ class Connection(asyncio.Protocol):
             log.info("client %s published to a topic beyond max_topic_length/levels", self.client_id)
             self._deny_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
             return
-        if topic[0] == "$" and not client_may_publish(topic):  # (a topic is never empty here)
+        if (
+            topic[0] == "$"  # (a topic is never empty here)
+            and not client_may_publish(topic)
+            and not (self.bridge and is_bridge_state(topic, self.client_id))
+        ):
             self.broker.stats.acl_denied += 1
             log.info("client %s may not publish to %s (the broker's topics)", self.client_id, topic)
             self._deny_publish(packet, ReasonCode.NOT_AUTHORIZED)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ..hooks import AuthResult, Hook, Reject
+from ..hooks import PARTIAL, READ, AuthResult, Hook, Reject
 from .message import Message
 
 log = logging.getLogger("wrenmq.hooks")
@@ -70,6 +70,11 @@ class HookSet:
         self.hooks.remove(hook)
         self._index()
 
+    def refresh(self) -> None:
+        """Ask every hook again which events it ``handles`` (its configuration changed), keeping
+        the order they were added in."""
+        self._index()
+
     def find(self, kind: type) -> list[Any]:
         """The registered hooks that are instances of ``kind``."""
         return [hook for hook in self.hooks if isinstance(hook, kind)]
@@ -101,7 +106,7 @@ class HookSet:
         return _authenticate_from(self.authenticate, 0, client, packet)
 
     def run_acl_check(self, client: Any, topic: str, access: int) -> bool:
-        """True unless a hook answers False first; a hook that fails denies."""
+        """True unless a hook answers False (or PARTIAL: not all of it) first; a hook that fails denies."""
         for handler in self.acl_check:
             try:
                 result = handler(client, topic, access)
@@ -109,8 +114,23 @@ class HookSet:
                 log.exception("ACL hook %r failed; denying", handler)
                 return False
             if result is not None:
-                return bool(result)
+                return result is True or (result != PARTIAL and bool(result))
         return True
+
+    def run_read_check(self, client: Any, topic_filter: str) -> int:
+        """A subscription's READ check: 1 (all of it), PARTIAL (some topics under it: check each
+        message) or 0 (none); a hook that fails denies."""
+        for handler in self.acl_check:
+            try:
+                result = handler(client, topic_filter, READ)
+            except Exception:
+                log.exception("ACL hook %r failed; denying", handler)
+                return 0
+            if result is not None:
+                if result is not True and result == PARTIAL:
+                    return PARTIAL
+                return 1 if result else 0
+        return 1
 
     def run_publish(self, client: Any, message: Message) -> Message:
         """Each hook may replace the message; ``Reject`` propagates to the caller."""

@@ -20,6 +20,7 @@ class RetainStore:
     def __init__(self) -> None:
         self._root = _Node()
         self._count = 0
+        self.bytes = 0  # topic and payload bytes of the retained messages ($SYS store/messages/bytes)
 
     def __len__(self) -> int:
         return self._count
@@ -45,8 +46,12 @@ class RetainStore:
             if child is None:
                 child = node.children[level] = _Node()
             node = child
-        if node.message is None:
+        old = node.message
+        if old is None:
             self._count += 1
+        else:
+            self.bytes -= len(old.topic) + len(old.payload)
+        self.bytes += len(message.topic) + len(message.payload)
         node.message = message
 
     def delete(self, topic: str) -> bool:
@@ -59,10 +64,12 @@ class RetainStore:
                 return False
             path.append(child)
             node = child
-        if node.message is None:
+        old = node.message
+        if old is None:
             return False
         node.message = None
         self._count -= 1
+        self.bytes -= len(old.topic) + len(old.payload)
         for i in range(len(levels), 0, -1):
             n = path[i]
             if n.message is None and not n.children:

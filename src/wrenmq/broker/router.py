@@ -7,7 +7,7 @@ subscriptions costs one dict lookup per message.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..mqtt.topics import parse_shared
 
@@ -21,6 +21,7 @@ class Subscriber:
     __slots__ = (
         "no_local",
         "qos",
+        "reader",
         "retain_as_published",
         "retain_handling",
         "session",
@@ -47,6 +48,9 @@ class Subscriber:
         self.retain_handling = retain_handling
         self.subscription_id = subscription_id
         self.share: SharedGroup | None = None
+        # Granted in part by an ACL (hooks.PARTIAL): the client object its hooks are asked about each
+        # message's topic before it is delivered here. None (nearly always): no per-message check.
+        self.reader: Any = None
 
 
 class SharedGroup:
@@ -118,6 +122,7 @@ class Router:
         self._root = _Node()
         self._cache: dict[str, Match] = {}
         self.count = 0  # number of (session, filter) subscriptions
+        self.shared_count = 0  # of which shared ($share/...)
 
     def subscribe(self, sub: Subscriber) -> bool:
         """Add or replace ``sub``; True if it replaced an existing subscription [MQTT-3.8.4-3]."""
@@ -141,6 +146,8 @@ class Router:
             sub.share = shared
         if not existed:
             self.count += 1
+            if group is not None:
+                self.shared_count += 1
         self._cache.clear()
         return existed
 
@@ -164,6 +171,7 @@ class Router:
                 return False
             if not shared.members:
                 del node.shared[group]
+            self.shared_count -= 1
         self.count -= 1
         self._cache.clear()
         # Prune empty nodes so the trie does not grow with every topic ever subscribed.

@@ -25,6 +25,7 @@ class Stats:
         "messages_sent_qos",
         "protocol_errors",
         "session_owner_conflicts",
+        "sessions_expired",
         "slow_consumers_dropped",
         "websocket_upgrades_refused",
     )
@@ -49,6 +50,7 @@ class Stats:
         # CONNECTs naming a client id whose session belongs to another user: the stored session was
         # discarded, or (its owner connected) the CONNECT refused.
         self.session_owner_conflicts = 0
+        self.sessions_expired = 0  # persistent sessions ended by their expiry interval
         self.slow_consumers_dropped = 0
         self.websocket_upgrades_refused = 0  # HTTP requests on a ws/wss listener answered with an error
 

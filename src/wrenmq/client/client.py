@@ -83,6 +83,11 @@ class Client:
     :class:`QueueFull` and ``"drop_oldest"`` fails the oldest waiting publish with
     :class:`MessageDropped`. ``max_buffered`` bounds each message stream's queue (past it, reading
     pauses) and the backlog of messages no stream wanted (past it, the oldest are dropped).
+
+    ``bridge`` (3.1 and 3.1.1 only) sets Mosquitto's bridge bit in CONNECT (protocol level 0x84 or
+    0x83, Mosquitto's ``try_private``): a broker that knows it does not send the client back what it
+    published and keeps the RETAIN flag as published. A broker that refuses it (return code 1) is
+    asked again at once without it, as Mosquitto does; ``bridge`` then reads False.
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class Client:
         max_buffered: int = 10_000,
         max_packet_size: int | None = None,
         connect_properties: Properties | None = None,
+        bridge: bool = False,
     ) -> None:
         if version not in (p.MQTT_3_1, p.MQTT_3_1_1, p.MQTT_5):
             raise ValueError(f"version must be 5, 4 (3.1.1) or 3 (3.1), not {version!r}")
@@ -153,6 +159,7 @@ class Client:
         self.max_buffered = max_buffered
         self.max_packet_size = max_packet_size
         self.connect_properties: Properties = dict(connect_properties or {})
+        self.bridge = bridge and version < 5  # the bridge bit is sent (and, once connected, was accepted)
 
         self.state: State = "new"
         self.connack: p.Connack | None = None  # the latest accepted CONNACK
@@ -456,6 +463,15 @@ class Client:
             except TimeoutError:
                 where = f"{self.host}:{self.port}"
                 raise ConnectError(f"no connection to {where} within {self.connect_timeout:g}s") from None
+            if connack.reason_code == 1 and self.bridge and self.version < 5:
+                # Unacceptable protocol version: a broker that does not know the bridge bit.
+                log.info("%s:%d refused the bridge bit; connecting without it", self.host, self.port)
+                self.bridge = False
+                conn.abort()
+                if self._conn is conn:
+                    self._conn = None
+                await self._connect_once()
+                return
             if connack.reason_code != 0:
                 raise ConnectError(
                     f"connection refused: {describe_reason(connack.reason_code, self.version, connack=True)}",
@@ -493,6 +509,7 @@ class Client:
             self.username,
             self.password,
             props,
+            bridge=self.bridge,
         )
 
     def _accepted(self, conn: Connection, connack: p.Connack) -> None:

@@ -244,7 +244,10 @@ class Parser:
             raise malformed("truncated CONNECT")
         level = data[pos]
         pos += 1
-        if (name, level) not in (("MQTT", 4), ("MQTT", 5), ("MQIsdp", 3)):
+        bridge = (name, level) in (("MQTT", 0x84), ("MQIsdp", 0x83))  # Mosquitto's bridges, as Mosquitto takes them
+        if bridge:
+            level &= 0x7F
+        elif (name, level) not in (("MQTT", 4), ("MQTT", 5), ("MQIsdp", 3)):
             if name in ("MQTT", "MQIsdp"):
                 raise UnsupportedProtocolVersion(level)
             raise protocol_error(f"[MQTT-3.1.2-1] unknown protocol name {name!r}")
@@ -291,7 +294,7 @@ class Parser:
         if pos != end:
             raise malformed("trailing bytes after CONNECT payload")
         self.protocol_level = level
-        return p.Connect(client_id, level, bool(flags & 2), keep_alive, will, username, password, props, name)
+        return p.Connect(client_id, level, bool(flags & 2), keep_alive, will, username, password, props, name, bridge)
 
     def _connack(self, data: bytes, pos: int, end: int) -> p.Connack:
         if pos + 2 > end:
@@ -477,7 +480,8 @@ def _encode_connect(packet: p.Connect, version: int) -> bytes:
         flags |= 0x80
     if packet.password is not None:
         flags |= 0x40
-    parts = [_str(packet.protocol_name), bytes((level, flags)), packet.keep_alive.to_bytes(2, "big")]
+    wire_level = level | 0x80 if packet.bridge and level < 5 else level
+    parts = [_str(packet.protocol_name), bytes((wire_level, flags)), packet.keep_alive.to_bytes(2, "big")]
     if level == 5:
         parts.append(encode_properties(packet.properties))
     parts.append(_str(packet.client_id))

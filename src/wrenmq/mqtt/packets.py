@@ -99,6 +99,7 @@ class Will:
 
 class Connect(Packet):
     __slots__ = (
+        "bridge",
         "clean_start",
         "client_id",
         "keep_alive",
@@ -122,8 +123,12 @@ class Connect(Packet):
         password: bytes | None = None,
         properties: Properties | None = None,
         protocol_name: str | None = None,
+        bridge: bool = False,
     ) -> None:
         self.client_id = client_id
+        # Mosquitto's bridge bit: protocol level 0x83/0x84 on the wire (3.1/3.1.1 + 0x80). Its
+        # subscriptions get No Local and Retain As Published, which 3.1.x cannot ask for.
+        self.bridge = bridge
         self.protocol_level = protocol_level
         self.clean_start = clean_start
         self.keep_alive = keep_alive

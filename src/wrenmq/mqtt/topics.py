@@ -29,6 +29,13 @@ def client_may_publish(topic: str) -> bool:
     return not (topic.startswith("$SYS") or topic.startswith("$share"))
 
 
+def is_bridge_state(topic: str, client_id: str) -> bool:
+    """The one ``$SYS`` topic a Mosquitto bridge (the bridge bit in CONNECT) may publish to, as on
+    Mosquitto: its connection state, ``$SYS/broker/connection/<its client id>/state`` (1 up, 0 down:
+    its will)."""
+    return topic == "$SYS/broker/connection/" + client_id + "/state"
+
+
 def parse_shared(topic_filter: str) -> tuple[str | None, str]:
     """Split ``$share/{group}/{filter}`` into (group, filter); (None, filter) for a plain filter.
 

@@ -16,8 +16,10 @@ bridges (:class:`wrenmq.config.Bridge`).
 * Loops: at MQTT 5 the remote subscriptions carry No Local, so the remote does not send back what
   this connection published there; locally, a message that came in over a connection is not sent
   out over that same connection (:meth:`BrokerConnections.on_publish` knows it by the marker set
-  around the ``broker.publish`` that brought it in). At 3.1.1 (no No Local) a message that comes
-  in right after the same topic and payload went out is taken for the echo and dropped.
+  around the ``broker.publish`` that brought it in). At 3.1.1 the client connects with Mosquitto's
+  bridge bit (protocol level 0x84), with which Mosquitto (and wrenmq) give its subscriptions No
+  Local; only where the remote refuses the bit (and the connection falls back to plain 3.1.1) is a
+  message that comes in right after the same topic and payload went out taken for the echo and dropped.
 
 The service is a hook (``on_publish`` only while some connection has an out bridge), started and
 stopped beside the broker by ``wrenmq serve`` and the pytest plugin, like the API server:
@@ -199,7 +201,7 @@ class BrokerConnection:
         while True:
             item = await self.outbox.take()
             await self._window.acquire()
-            if self._echoes is not None:
+            if self._echoes is not None and not self.client.bridge:
                 self._remember_echo(item)
             self._spawn(self._send(item))  # tasks start in the order they are made: the order holds
 
@@ -281,7 +283,7 @@ class BrokerConnection:
             self.subscribed = True
 
     async def _receive(self, message: RemoteMessage) -> None:
-        if self._echoes is not None and (message.topic, message.payload) in self._echoes:
+        if self._echoes and (message.topic, message.payload) in self._echoes:
             self._forget_echo((message.topic, message.payload))
             return
         for bridge in self.in_bridges:
@@ -308,6 +310,7 @@ class BrokerConnections(Hook):
     """The external broker connections of one broker (a hook: ``on_publish`` feeds out bridges)."""
 
     name = "brokers"
+    runs_last = True  # remote brokers get only what no other hook refused or changed
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -372,11 +375,8 @@ class BrokerConnections(Hook):
         return self.connections.get(name)
 
     def _reindex(self) -> None:
-        """Re-register, so the hook set asks ``handles("on_publish")`` again."""
-        hooks = self.broker.hooks
-        if self in hooks.hooks:
-            hooks.remove(self)
-            hooks.add(self)
+        """The set of out bridges changed: the hook set asks ``handles("on_publish")`` again."""
+        self.broker.hooks.refresh()
 
     # --- the hook ---------------------------------------------------------------------------------
 
@@ -429,6 +429,7 @@ def _make_client(config: ExternalBrokerConfig) -> Client:
         "reconnect": True,
         "backoff": (min(0.5, config.reconnect_max), config.reconnect_max),
         "max_queued": WINDOW,
+        "bridge": config.version < 5,  # Mosquitto's try_private: the remote then sends no echoes
     }
     if config.username is not None:
         settings["username"] = config.username

@@ -1,0 +1,128 @@
+"""Mosquitto's mosquitto.conf directives, sorted by what wrenmq does with each (``mosquitto_conf``
+reads the file with these tables): carried over to a setting, ignored with a warning, or refused
+because ignoring it would let in, or show, more than Mosquitto does.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Directives that belong to a listener (before any `listener` line: to the default listener).
+LISTENER_KEYS = {
+    "cafile": "cafile",
+    "certfile": "certfile",
+    "keyfile": "keyfile",
+    "require_certificate": "require_certificate",
+    "use_identity_as_username": "use_identity_as_username",
+    "ciphers": "ciphers",
+    "max_connections": "max_connections",
+}
+# Security settings: global, or per listener with `per_listener_settings true`.
+SECURITY = ("allow_anonymous", "password_file", "acl_file")
+# Global directives that map onto one wrenmq key, and how their value is read.
+GLOBAL_INTS = {
+    "max_inflight_messages": "max_inflight_messages",
+    "max_queued_messages": "max_queued_messages",
+    "max_queued_bytes": "max_queued_bytes",  # 0: no limit, in both
+    "max_packet_size": "max_packet_size",
+    "message_size_limit": "max_packet_size",
+    "max_keepalive": "max_keepalive",
+    "sys_interval": "sys_interval",
+    "max_qos": "maximum_qos",
+    "max_topic_alias": "topic_alias_maximum",
+}
+GLOBAL_BOOLS = {"retain_available": "retain_available"}
+
+# Ignored with a warning: wrenmq has no such setting, and ignoring it loosens nothing.
+IGNORED = {
+    "allow_duplicate_messages",
+    "allow_zero_length_clientid",
+    "auto_id_prefix",
+    "autosave_interval",
+    "autosave_on_changes",
+    "check_retain_source",
+    "ciphers_tls1.3",
+    "connection_messages",
+    "dhparamfile",
+    "http_dir",
+    "log_facility",
+    "log_timestamp",
+    "log_timestamp_format",
+    "memory_limit",
+    "persistence_file",
+    "pid_file",
+    "queue_qos0_messages",
+    "retry_interval",
+    "set_tcp_nodelay",
+    "store_clean_interval",
+    "upgrade_outgoing_qos",
+    "user",
+    "websockets_headers_size",
+    "websockets_log_level",
+}
+# Refused: ignoring any of these would let in, or show, more than Mosquitto does.
+REFUSED = {
+    "auth_plugin": "authentication plugins are not supported (wrenmq's auth hooks are Python)",
+    "plugin": "plugins are not supported (wrenmq's auth hooks are Python)",
+    "plugin_load": "plugins are not supported (wrenmq's auth hooks are Python)",
+    "global_plugin": "plugins are not supported (wrenmq's auth hooks are Python)",
+    "bind_interface": "binding to an interface is not supported; use the interface's address with listener",
+    "capath": "capath is not supported; put the CA certificates in one file for cafile",
+    "crlfile": "certificate revocation lists are not supported",
+    "psk_file": "TLS-PSK is not supported",
+    "psk_hint": "TLS-PSK is not supported",
+    "mount_point": "mount points are not supported",
+    "use_subject_as_username": "use_subject_as_username is not supported (use_identity_as_username is)",
+    "use_username_as_clientid": "use_username_as_clientid is not supported",
+    "clientid_prefixes": "clientid_prefixes is not supported",
+    "tls_engine": "TLS engines are not supported",
+    "tls_keyform": "TLS engines are not supported",
+    "require_certificate_ocsp": "OCSP is not supported",
+}
+REFUSED_PREFIXES = ("auth_opt_", "plugin_opt_")
+
+BRIDGE_IGNORED = {
+    "bridge_alpn",
+    "bridge_attempt_unsubscribe",
+    "bridge_bind_address",
+    "bridge_insecure",
+    "bridge_max_packet_size",
+    "bridge_outgoing_retain",
+    "bridge_require_ocsp",
+    "bridge_tls_version",
+    "cleansession",
+    "idle_timeout",
+    "keepalive_interval",
+    "local_clean_start",
+    "local_clientid",
+    "local_password",
+    "local_username",
+    "notification_topic",
+    "notifications_local_only",
+    "remote_clean_start",
+    "round_robin",
+    "threshold",
+}
+BRIDGE_DEFAULTS = {"notifications": "false", "start_type": "automatic", "try_private": "true"}
+BRIDGE_REFUSED = {
+    "bridge_capath": "bridge_capath is not supported; put the CA certificates in one file for bridge_cafile",
+    "bridge_certfile": "client certificates for bridges are not supported",
+    "bridge_keyfile": "client certificates for bridges are not supported",
+    "bridge_identity": "TLS-PSK is not supported",
+    "bridge_psk": "TLS-PSK is not supported",
+}
+BRIDGE_KEYS = {"address", "addresses", "topic", "remote_username", "username", "remote_password", "password"}
+BRIDGE_KEYS |= {"remote_clientid", "clientid", "bridge_protocol_version", "bridge_cafile", "restart_timeout"}
+BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_DEFAULTS) | set(BRIDGE_REFUSED)
+
+OTHER = {"listener", "port", "bind_address", "protocol", "socket_domain", "tls_version", "per_listener_settings"}
+OTHER |= {"persistence", "persistence_location", "persistent_client_expiration", "log_type", "log_dest"}
+OTHER |= {"include_dir", "connection"}
+KNOWN = (set(LISTENER_KEYS) | set(SECURITY) | set(GLOBAL_INTS) | set(GLOBAL_BOOLS) | IGNORED | set(REFUSED)) | (
+    BRIDGE_KEYS | OTHER
+)
+
+LOG_LEVELS = {"debug": 0, "all": 0, "information": 1, "notice": 1, "warning": 2, "error": 3, "none": 3}
+LEVEL_NAMES = ("debug", "info", "warning", "error")
+DURATION = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
+NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
