@@ -241,6 +241,35 @@ def test_image_alone_refuses_anonymous_clients_on_every_interface(installed: Pat
         served.close()
 
 
+def test_image_command_takes_a_mosquitto_conf_as_a_mosquitto_service_mounts_it(installed: Path, tmp_path: Path) -> None:
+    """The README's compose recipe for Mosquitto users: their config directory mounted as it was,
+    WRENMQ_CONFIG naming their mosquitto.conf; its listeners and allow_anonymous carry over."""
+    image = Dockerfile.read(ROOT / "Dockerfile")
+    mqtt, ws, api = free_port(), free_port(), free_port()
+    config_dir = tmp_path / "mosquitto" / "config"
+    config_dir.mkdir(parents=True)
+    conf = config_dir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {mqtt}\nlistener {ws}\nprotocol websockets\nallow_anonymous true\n"
+        f"persistence true\npersistence_location {tmp_path / 'mosquitto' / 'data'}/\n"
+    )
+    env = _wheel_env(
+        installed,
+        image.env,
+        WRENMQ_CONFIG=str(conf),
+        WRENMQ_DATA_DIR=str(tmp_path / "volume"),
+        WRENMQ_API_PORT=str(api),
+    )
+    served = Served([_executable(installed, image.command[0]), *image.command[1:]], env, tmp_path / "log", api)
+    try:
+        served.wait_healthy()
+        _pub_sub(mqtt)
+        served.wait_log(f"ws://:{ws}/mqtt")  # Mosquitto's websockets listener, on every interface
+        assert (tmp_path / "volume" / "wrenmq.db").exists()  # the image's volume, not persistence_location
+    finally:
+        served.close()
+
+
 # --- systemd ------------------------------------------------------------------------------------
 
 
