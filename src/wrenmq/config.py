@@ -498,6 +498,13 @@ class Config(BaseModel):
     presence_events_kept: Annotated[
         int, Field(ge=0, le=100000, description="Recent events kept per device (devices/<id>/events).")
     ] = 50
+    presence_snapshot_format: Annotated[
+        Literal["object", "array"],
+        Field(
+            description="Shape of admin/devices/snapshot: an object {devices, online, total, timestamp}, "
+            "or the bare array of device entries (for panels written for backends that publish one)."
+        ),
+    ] = "object"
     retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
     maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
     topic_alias_maximum: Annotated[

@@ -342,11 +342,14 @@ class Broker:
             self._end_session(session)
         return True
 
-    async def delete_retained(self, topic: str) -> bool:
-        """Clear ``topic``'s retained message as a retained PUBLISH with an empty payload would
-        [MQTT-3.3.1-6]; with strict durability, returns once the deletion is committed. False if
-        there was none."""
-        if self.retained.get(topic) is None:
+    async def delete_retained(self, topic: str, only: Message | None = None) -> bool:
+        """Clear ``topic``'s retained message from the store and from storage, as a retained PUBLISH
+        with an empty payload would [MQTT-3.3.1-6], but without routing anything: no subscriber is
+        sent an empty message. With ``only``, clear it only if that message is still the one
+        retained (not one published since). With strict durability, returns once the deletion is
+        committed. False if nothing was cleared."""
+        current = self.retained.get(topic)
+        if current is None or (only is not None and current is not only):
             return False
         before = self.persist.writes
         self._retain(Message(topic, b"", 0, True))
