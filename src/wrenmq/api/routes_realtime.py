@@ -200,7 +200,8 @@ def install(app: FastAPI, broker: Broker) -> None:
         if taken is None:
             raise Problem(404, "the poll session ended")
         batch, dropped = taken
-        messages = [message_json(seq, stamp, message, qos) for seq, stamp, message, qos in batch]
+        message_id = broker.message_id
+        messages = [message_json(s, stamp, m, qos, message_id(m)) for s, stamp, m, qos in batch]
         return PollBatch(messages=messages, dropped=dropped, now=time.time())
 
     @router.post(

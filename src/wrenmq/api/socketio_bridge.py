@@ -24,7 +24,8 @@ Client to server, each answering through the Socket.IO acknowledgement:
 
 Server to client:
     ``message``: the JSON a stream sends (``api.streams``): ``id`` (journal seq; 0 for a retained
-        message sent on subscribe), ``topic``, ``qos``, ``retain``, ``payload``, ``encoding``,
+        message sent on subscribe), ``message_id`` (``Broker.message_id``: the same on every
+        transport, for dropping repeats), ``topic``, ``qos``, ``retain``, ``payload``, ``encoding``,
         ``properties``, ``timestamp``. At QoS 1 the server asks for an acknowledgement and resends
         (``"dup": true``) after ``realtime_ack_timeout`` until it gets one, at most 3 times.
     ``dropped``: ``{"count": n}`` when a client too slow for its messages lost the oldest.
@@ -264,7 +265,7 @@ class SocketIOBridge:
         inflight = self.inflight.get(sid)
         now = time.time()
         for seq, stamp, message, qos in batch:
-            data = message_json(seq, stamp, message, qos)
+            data = message_json(seq, stamp, message, qos, self.broker.message_id(message))
             if qos and inflight is not None and seq and len(inflight) < MAX_INFLIGHT:
                 inflight[seq] = _Inflight(data, now)
                 await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq))

@@ -6,10 +6,13 @@ bridge (``services.socketio_bridge``) and HTTP long polling (``api.routes_realti
   is anonymous, allowed where the broker allows anonymous MQTT clients. Its filters and topics are
   checked by the same ACL hooks as an MQTT client's, as ``READ`` and ``WRITE``.
 * **The journal.** Every message the broker routes (not ``$SYS``) is kept for a while, bounded by
-  count, bytes and age (``realtime_journal_*``), numbered by ``seq``. A client that opens a
-  realtime connection with ``since`` (a server timestamp) first gets what it missed from there: a
-  browser that falls back from MQTT to Socket.IO, or from Socket.IO to polling, loses nothing
-  between the two. The browser client removes what it then sees twice (``wrenmq-realtime.js``).
+  count, bytes and age (``realtime_journal_*``), under the broker's number for it
+  (``Broker.number``). A client that opens a realtime connection with ``since`` (a server
+  timestamp) first gets what it missed from there: a browser that falls back from MQTT to
+  Socket.IO, or from Socket.IO to polling, loses nothing between the two. Each message carries
+  ``Broker.message_id`` on every transport (``message_id`` here, the user property
+  ``wrenmq-message-id`` over MQTT for clients that ask for it), so the browser client drops what
+  it then sees twice, by identity (``wrenmq-realtime.js``).
 * **Inboxes.** What a Socket.IO client or a poll session is sent goes through an :class:`Inbox`: a
   bounded buffer that drops the oldest when its reader is too slow and says how many it dropped.
 * **Presence.** Application users announce themselves with a presence id; each of their live
@@ -90,17 +93,17 @@ class Journal:
         self.bytes = 0
         self.seq = 0
 
-    def append(self, message: Message, now: float) -> int:
-        self.seq += 1
+    def append(self, seq: int, message: Message, now: float) -> None:
+        """Keep ``message`` under ``seq``, the broker's number for it (``Broker.number``)."""
+        self.seq = seq
         entries = self.entries
         if entries.maxlen:
             if len(entries) == entries.maxlen:  # the deque drops the oldest itself: account for it
                 self.bytes -= len(entries[0][2].payload)
-            entries.append((self.seq, now, message))
+            entries.append((seq, now, message))
             self.bytes += len(message.payload)
             if self.bytes > self.max_bytes or now - entries[0][1] > self.seconds:
                 self._trim(now)
-        return self.seq
 
     def _trim(self, now: float) -> None:
         entries = self.entries
@@ -436,7 +439,8 @@ class RealtimeService(Hook):
         if topic.startswith(self._presence_prefix):
             self._presence_message(client, message)
         now = _now()
-        seq = self.journal.append(message, now)
+        seq = self.broker.number(message)
+        self.journal.append(seq, message, now)
         if self.subscribers:
             for subscriber in self.subscribers.values():
                 qos = subscriber.qos_for(topic)
@@ -519,9 +523,12 @@ def _iso(timestamp: float) -> str:
 # -- formats --------------------------------------------------------------------------------------
 
 
-def message_json(seq: int, timestamp: float, message: Message, qos: int | None = None) -> dict[str, Any]:
+def message_json(
+    seq: int, timestamp: float, message: Message, qos: int | None = None, message_id: str | None = None
+) -> dict[str, Any]:
     """A message as the API's streams, Socket.IO and polling send it. ``id`` is the sender's
-    sequence number (0 for a retained message sent on subscribe)."""
+    sequence number (0 for a retained message sent on subscribe); ``message_id`` (Socket.IO and
+    polling) is ``Broker.message_id``, the same whichever way the message reaches a client."""
     payload = message.payload
     try:
         text, encoding = payload.decode("utf-8"), "utf-8"
@@ -536,6 +543,8 @@ def message_json(seq: int, timestamp: float, message: Message, qos: int | None =
         "encoding": encoding,
         "timestamp": round(timestamp, 6),
     }
+    if message_id is not None:
+        data["message_id"] = message_id
     props = message.properties
     if props:
         found: dict[str, Any] = {}
