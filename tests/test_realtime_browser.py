@@ -355,3 +355,65 @@ def test_realtime_presence_never_flickers_during_switches(server: WrenmqServer, 
     seen = [status for who, status in report(bob)["presenceLog"] if who == "alice"]
     assert "offline" not in seen[:-1], seen
     assert report(alice)["transports"] == ["mqtt", "socketio", "mqtt", "socketio", "mqtt"]
+
+
+APP_ORIGIN = "http://realtime-app.test"
+
+
+def test_realtime_page_on_another_origin_falls_back_to_polling(
+    wrenmq_server_factory: Callable[..., WrenmqServer], browser: Any
+) -> None:
+    """wrenmq feature (issue 18): a page on its own origin, listed in realtime_cors_origins, whose
+    Socket.IO is refused and which has no MQTT, works over long polling: the poll routes answer its
+    CORS preflight; it gets messages and its publishes reach MQTT. An origin that is not listed is
+    refused by the browser, and the rest of the API stays closed to the listed one."""
+    server = wrenmq_server_factory(api_port=0, ws_port=0, realtime_cors_origins=[APP_ORIGIN])
+    refuse_socketio(server)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route(
+            APP_ORIGIN + "/app", lambda route: route.fulfill(body=_cross_origin_page(server), content_type="text/html")
+        )
+        page.goto(APP_ORIGIN + "/app")
+        watcher = PahoClient(server.port, MQTTv5, client_id="watcher")
+        watcher.subscribe("chat/#", qos=1)
+        page.evaluate("([o, f]) => window.start(o, f)", [options(server, mqttUrl=None), "feed/#"])
+        wait_transport(page, "polling")
+        feeder = PahoClient(server.port, MQTTv5, client_id="feeder")
+        for n in range(3):
+            feeder.publish(f"feed/{n}", json.dumps({"n": n}).encode(), qos=1)
+        wait_for(page, "() => window.report.numbers.length >= 3")
+        page.evaluate("() => window.rt.publish('chat/room1', {text: 'hi'}, {qos: 1})")
+        (message,) = watcher.receive(1)
+        assert json.loads(message.payload) == {"text": "hi"}
+        assert sorted(report(page)["numbers"]) == [0, 1, 2]
+        closed = page.evaluate(
+            "(url) => fetch(url + '/api/v1/broker').then(() => 'open', (e) => 'refused')", server.api_url
+        )
+        assert closed == "refused"
+        feeder.close()
+        watcher.close()
+    finally:
+        context.close()
+    other = browser.new_context()
+    try:
+        page = other.new_page()
+        page.route(
+            "http://unlisted.test/app",
+            lambda route: route.fulfill(body=_cross_origin_page(server), content_type="text/html"),
+        )
+        page.goto("http://unlisted.test/app")
+        refused = page.evaluate(
+            "(url) => fetch(url + '/api/v1/realtime/poll', {method: 'POST', headers: {'Content-Type': "
+            "'application/json'}, body: JSON.stringify({filters: ['feed/#']})}).then(() => 'open', () => 'refused')",
+            server.api_url,
+        )
+        assert refused == "refused"
+    finally:
+        other.close()
+
+
+def _cross_origin_page(server: WrenmqServer) -> str:
+    """PAGE with the browser client's scripts from the API's origin (the page is elsewhere)."""
+    return PAGE.replace('src="/static/', f'src="{server.api_url}/static/')

@@ -441,7 +441,7 @@ class Config(BaseModel):
         bool, Field(description="Socket.IO and HTTP long polling for browsers, on the API listener.")
     ] = True
     realtime_cors_origins: Annotated[
-        list[str], Field(description="Origins other than the API's own that may open Socket.IO connections.")
+        list[str], Field(description="Origins other than the API's own that may use Socket.IO and long polling.")
     ] = []
     realtime_journal_size: Annotated[
         int, Field(ge=0, description="Recent messages kept for realtime clients that resume (0: none).")
