@@ -304,6 +304,21 @@ def test_device_back_after_its_will_is_online_and_lwt_cleared(fleet: Fleet, prot
     assert "r-1" not in retained_lwts(fleet)
 
 
+def test_device_online_message_on_its_lwt_is_not_a_will(fleet: Fleet) -> None:
+    """A device that replaces its retained will with its own ``{"status": "online"}`` on the lwt
+    topic (the birth-message convention; the simulator does) is online, and the service leaves
+    that message retained [MQTT-3.3.1-5] (wrenmq feature)."""
+    admin = fleet.admin("admin/devices/snapshot")
+    fleet.device("on-1").drop()
+    snapshot_until(admin, lambda s: "on-1" in by_id(s) and not by_id(s)["on-1"]["online"])
+    back = fleet.device("on-1", announce=False)
+    back.publish("devices/on-1/lwt", {"deviceId": "on-1", "status": "online"}, qos=1, retain=True)
+    snapshot_until(admin, is_online("on-1"))
+    back.status("idle")  # more from the device: the service clears no will, there is none
+    snapshot_until(admin, lambda s: by_id(s)["on-1"]["status"] == "idle")
+    assert retained_lwts(fleet)["on-1"]["status"] == "online"
+
+
 def test_clean_disconnect_after_a_session_takeover(fleet: Fleet) -> None:
     """A device that reconnects with its client id takes the session over (the old connection is
     closed [MQTT-3.1.4-3]); when the old connection's end is reported, the device stays bound to

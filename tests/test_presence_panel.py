@@ -28,6 +28,7 @@ import pytest
 from browser import chromium
 from paho_sync import MQTTv5, MQTTv311
 from test_presence import FAST, Device
+from test_simulate import Simulator
 from wrenmq.pytest_plugin import WrenmqServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +218,37 @@ def test_chromium_panel_survives_device_reconnects(
         _check(run_fleet(server, panel, presence))
         assert panel.errors == []
     finally:
+        panel.close()
+
+
+@pytest.mark.parametrize("presence", [True, False], ids=["presence", "no-presence"])
+def test_node_panel_survives_simulated_drop_outs(
+    wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path, presence: bool
+) -> None:
+    """``wrenmq simulate devices`` with drop-outs: each dropped device's will fires and it comes
+    back 2-10 s later, replacing its will with a retained online message. The panel sees only JSON:
+    an offline will, then the device's own online message, on the same lwt topic."""
+    server = wrenmq_server_factory(presence=presence, **FAST)
+    panel = NodePanel(server.port)
+    simulator = Simulator(tmp_path, server.port, "--count", "4", "--drop-rate", "1", "--duration", "60", "--seed", "3")
+    try:
+        assert panel.wait_for(lambda line: "ready" in line)[-1] == {"ready": True}
+        offline: set[str] = set()
+        deadline = time.monotonic() + 40
+        while True:  # until a device came back after its will: its online lwt after its offline one
+            line = panel.wait_for(lambda line: line.get("topic", "").endswith("/lwt"))[-1]
+            if line["status"] == "offline":
+                offline.add(line["deviceId"])
+            elif line["deviceId"] in offline:
+                break
+            assert time.monotonic() < deadline, "no device dropped out and came back"
+        sentinel = Device(server.port, MQTTv5, SENTINEL, announce=False)
+        sentinel.status("sentinel")
+        panel.wait_for(lambda line: line.get("deviceId") == SENTINEL)
+        sentinel.disconnect()
+        assert panel.process.poll() is None
+    finally:
+        simulator.kill()
         panel.close()
 
 

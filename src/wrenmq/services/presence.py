@@ -283,7 +283,8 @@ class Presence(Hook):
                 self._changed(device_id if changed else None)
 
     def _lwt(self, client: Connection | None, device_id: str, message: Message) -> None:
-        if message.payload:  # a will fired (or the service's own offline message came back)
+        if message.payload and not _says_online(message.payload):
+            # A will fired (or the service's own offline message came back).
             if message.retain:
                 self._lwt_set.add(device_id)
             entry = self.devices.get(device_id)
@@ -294,7 +295,7 @@ class Presence(Hook):
                 self._set_offline(device_id)
             return
         if message.retain:
-            self._lwt_set.discard(device_id)  # the stale will is cleared (by the device or by us)
+            self._lwt_set.discard(device_id)  # the stale will is cleared or replaced by the device
         if client is not None and device_id in self.devices:
             self._seen(client, device_id, self.devices[device_id], False)
 
@@ -372,7 +373,7 @@ class Presence(Hook):
         message would fail. Only the offline message seen now is removed, never a newer one."""
         topic = f"{self._device_prefix}{device_id}/lwt"
         stale = self.broker.retained.get(topic)
-        if stale is not None:
+        if stale is not None and not _says_online(stale.payload):  # (a device's own online message stays)
             self._spawn(self._delete_retained(topic, stale))
 
     async def _delete_retained(self, topic: str, stale: Message) -> None:
@@ -501,6 +502,13 @@ class Presence(Hook):
             await self.broker.delete_retained(f"{self._device_prefix}{device_id}/{kind}")
         self._changed(device_id)
         return True
+
+
+def _says_online(payload: bytes) -> bool:
+    """A device's own ``{"status": "online"}`` on its lwt (the birth message of the convention):
+    not a will."""
+    body = _json_object(payload) if payload[:1] == b"{" else None
+    return body is not None and body.get("status") == "online"
 
 
 def _single_level(value: str) -> bool:
