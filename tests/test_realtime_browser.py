@@ -44,7 +44,10 @@ window.start = function (options, filter) {
   rt.subscribe(filter, (msg) => {
     if (msg.json && typeof msg.json.n === "number") report.numbers.push(msg.json.n);
   });
-  rt.onPresence((user) => { report.presence[user.id] = user.status; report.presenceLog.push([user.id, user.status]); });
+  rt.onPresence((user) => {
+    report.presence[user.id] = user.status;
+    report.presenceLog.push([user.id, user.status, user.transport]);
+  });
 };
 </script>
 """
@@ -352,9 +355,37 @@ def test_realtime_presence_never_flickers_during_switches(server: WrenmqServer, 
         wait_transport(alice, "mqtt", round + 1)
     alice.evaluate("() => window.rt.close()")
     wait_for(bob, "() => window.report.presence.alice === 'offline'")
-    seen = [status for who, status in report(bob)["presenceLog"] if who == "alice"]
-    assert "offline" not in seen[:-1], seen
+    seen = [status for who, status, *_ in report(bob)["presenceLog"] if who == "alice"]
+    assert "offline" not in seen[:-1], (report(bob)["presenceLog"], report(alice)["trace"])
     assert report(alice)["transports"] == ["mqtt", "socketio", "mqtt", "socketio", "mqtt"]
+
+
+def test_realtime_presence_never_flickers_between_socketio_and_polling(
+    server: WrenmqServer, open_page: Callable[[], Any]
+) -> None:
+    """wrenmq feature (issue 18): Alice's Socket.IO connection is lost (the server ends it) and
+    she comes back over polling, then returns to Socket.IO, twice: her lost connection keeps her
+    online for realtime_presence_grace, so Bob (on MQTT throughout) never sees her offline until
+    she closes (a goodbye: offline at once, the sentinel)."""
+    alice = open_page()
+    bob = open_page()
+    alice.evaluate(
+        "([o, f]) => window.start(o, f)",
+        [options(server, presence={"id": "alice"}, transports=["socketio", "polling"]), "none/x"],
+    )
+    wait_transport(alice, "socketio")
+    bob.evaluate("([o, f]) => window.start(o, f)", [options(server, transports=["mqtt"]), "none/x"])
+    wait_transport(bob, "mqtt")
+    wait_for(bob, "() => window.report.presence.alice === 'online'")
+    for round in (1, 2):
+        refuse_socketio(server)
+        wait_transport(alice, "polling", round)
+        refuse_socketio(server, refuse=False)
+        wait_transport(alice, "socketio", round + 1)
+    alice.evaluate("() => window.rt.close()")
+    wait_for(bob, "() => window.report.presence.alice === 'offline'")
+    seen = [status for who, status, *_ in report(bob)["presenceLog"] if who == "alice"]
+    assert "offline" not in seen[:-1], seen
 
 
 APP_ORIGIN = "http://realtime-app.test"

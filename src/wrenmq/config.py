@@ -460,6 +460,15 @@ class Config(BaseModel):
             description="Topic prefix of application users' presence: <prefix>/<id>, retained.",
         ),
     ] = "presence"
+    realtime_presence_grace: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=3600,
+            description="Seconds a user whose last Socket.IO connection was lost (not closed) stays online, "
+            "time to come back over another transport (0: offline at once).",
+        ),
+    ] = 5.0
     realtime_poll_expiry: Annotated[
         float, Field(gt=0, description="Seconds a long-poll session lives without a poll.")
     ] = 30.0

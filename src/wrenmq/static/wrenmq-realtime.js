@@ -247,12 +247,13 @@
       });
     }
 
-    close(graceful) {
+    // graceful: DISCONNECT (no will); goodbye: the user is leaving, not moving to another transport.
+    close(graceful, goodbye) {
       const client = this.client;
       this.client = null;
       if (!client) return;
       const presence = this.rt.options.presence;
-      if (graceful && presence) {
+      if (graceful && goodbye && presence) {
         client.publish(this.rt.presenceTopic(presence.id), JSON.stringify(this.rt.presenceBody("offline", "mqtt")),
                        { qos: 1, retain: true });
       }
@@ -317,10 +318,16 @@
 
     publish(topic, payload, opts) { return this.request("publish", serverPublishBody(topic, payload, opts)); }
 
-    close() {
+    close(graceful, goodbye) {
       const socket = this.socket;
       this.socket = null;
-      if (socket) socket.disconnect();
+      if (!socket) return;
+      if (!goodbye || !socket.connected) { socket.disconnect(); return; }
+      // "leave" first: the server then knows the user is leaving. Without it (a lost connection,
+      // or a switch to another transport) the user stays online for a grace period, so a switch
+      // followed at once by the new transport's failure does not show them offline either.
+      const done = () => socket.disconnect();
+      socket.timeout(1000).emitWithAck("leave", {}).then(done, done);
     }
   }
 
@@ -496,7 +503,7 @@
       this.closed = true;
       clearTimeout(this.timer);
       clearTimeout(this.probeTimer);
-      if (this.transport) this.transport.close(true);
+      if (this.transport) this.transport.close(true, true);
       this.transport = null;
       this._setState("disconnected", null);
     }
@@ -591,7 +598,7 @@
       for (let i = 0; i < names.length && !this.closed; i++) {
         try {
           const transport = await this._tryOpen(i);
-          if (this.closed) { transport.close(true); return; }
+          if (this.closed) { transport.close(true, true); return; }
           this._use(transport);
           return;
         } catch (err) {
@@ -610,7 +617,7 @@
       this.transport = transport;
       this.lastAliveAt = Date.now();
       this.backoff = this.options.backoffInitial;
-      if (previous && previous !== transport) { this.stats.switches++; previous.close(true); }
+      if (previous && previous !== transport) { this.stats.switches++; previous.close(true, false); }
       // Filters subscribed to while it was opening.
       const missing = Array.from(this.handlers.keys()).filter((f) => !transport.filters.includes(f));
       if (missing.length) transport.subscribe(missing).catch((err) => this._emit("error", err));
@@ -650,7 +657,7 @@
             this.trace("probe " + this.options.transports[i] + " failed: " + (err && err.message));
             continue;
           }
-          if (this.closed || this.transport !== current) { candidate.close(true); return; }
+          if (this.closed || this.transport !== current) { candidate.close(true, this.closed); return; }
           this._use(candidate); // subscribed before the fallback closes: make before break
           return;
         }
