@@ -34,7 +34,7 @@ from wrenmq.pytest_plugin import WrenmqServer
 ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = ROOT / "node_modules"
 MQTTJS = NODE_MODULES / "mqtt" / "dist" / "mqtt.min.js"
-TIMEOUT = 10.0
+TIMEOUT = 20.0  # the machine is shared: node and Chromium may start slowly
 PANEL_FILTERS = ["devices/+/lwt", "devices/+/status", "devices/discovery/announce"]
 DEVICES = ["pn-1", "pn-2", "pn-3"]
 SENTINEL = "pn-sentinel"
@@ -89,7 +89,10 @@ class NodePanel:
         seen: list[dict[str, Any]] = []
         deadline = time.monotonic() + TIMEOUT
         while True:
-            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the panel reported nothing that passed the check: {seen[-8:]}") from None
             if line is None:
                 self.process.wait(5)
                 assert self.process.stderr is not None
