@@ -174,6 +174,12 @@ def next_on(client: PahoClient, topic: str, timeout: float = TIMEOUT) -> mqtt.MQ
             return msg
 
 
+def next_on_lwt(client: PahoClient) -> mqtt.MQTTMessage:
+    while not (msg := client.messages.get(timeout=TIMEOUT)).topic.endswith("/lwt"):
+        pass
+    return msg
+
+
 def retained_lwts(fleet: Fleet) -> dict[str, dict[str, Any]]:
     """What a new subscriber to devices/+/lwt is sent at once: the retained offline messages."""
     client = fleet.admin("devices/+/lwt")
@@ -260,7 +266,8 @@ def test_clean_disconnect_publishes_the_offline_lwt(fleet: Fleet, protocol: Any)
 def test_heartbeat_timeout_then_back(fleet_factory: Callable[..., Fleet]) -> None:
     """A device that stays connected but sends nothing for interval * missed seconds is offline,
     announced by the service on its lwt; its next heartbeat brings it back and clears that lwt
-    with an empty retained message (5.0 [MQTT-3.3.1-6], 3.1.1 [MQTT-3.3.1-10]) (wrenmq feature)."""
+    from the retained store without routing an empty message to the lwt's subscribers (wrenmq
+    feature; issue 18: panels parse every message there as JSON)."""
     fleet = fleet_factory(presence_heartbeat_interval=0.2, presence_missed_heartbeats=2)
     admin = fleet.admin("admin/devices/snapshot", "devices/+/lwt")
     device = fleet.device("hb-1")
@@ -276,9 +283,11 @@ def test_heartbeat_timeout_then_back(fleet_factory: Callable[..., Fleet]) -> Non
     assert retained_lwts(fleet)["hb-1"]["status"] == "offline"
 
     device.heartbeat()
-    assert next_on(admin, "devices/hb-1/lwt").payload == b""
     snapshot_until(admin, is_online("hb-1"))
     assert "hb-1" not in retained_lwts(fleet)
+    fleet.admin().publish("devices/hb-sentinel/lwt", b'{"deviceId": "hb-sentinel"}', 1)
+    while (msg := next_on_lwt(admin)).topic != "devices/hb-sentinel/lwt":
+        assert json.loads(msg.payload)["status"] == "offline"  # (timed out again: offline again)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -293,6 +302,21 @@ def test_device_back_after_its_will_is_online_and_lwt_cleared(fleet: Fleet, prot
     fleet.device("r-1", protocol)  # announces; does not clear its lwt itself
     snapshot_until(admin, is_online("r-1"))
     assert "r-1" not in retained_lwts(fleet)
+
+
+def test_device_online_message_on_its_lwt_is_not_a_will(fleet: Fleet) -> None:
+    """A device that replaces its retained will with its own ``{"status": "online"}`` on the lwt
+    topic (the birth-message convention; the simulator does) is online, and the service leaves
+    that message retained [MQTT-3.3.1-5] (wrenmq feature)."""
+    admin = fleet.admin("admin/devices/snapshot")
+    fleet.device("on-1").drop()
+    snapshot_until(admin, lambda s: "on-1" in by_id(s) and not by_id(s)["on-1"]["online"])
+    back = fleet.device("on-1", announce=False)
+    back.publish("devices/on-1/lwt", {"deviceId": "on-1", "status": "online"}, qos=1, retain=True)
+    snapshot_until(admin, is_online("on-1"))
+    back.status("idle")  # more from the device: the service clears no will, there is none
+    snapshot_until(admin, lambda s: by_id(s)["on-1"]["status"] == "idle")
+    assert retained_lwts(fleet)["on-1"]["status"] == "online"
 
 
 def test_clean_disconnect_after_a_session_takeover(fleet: Fleet) -> None:
@@ -387,6 +411,29 @@ def test_request_with_response_topic_and_correlation_data(fleet_factory: Callabl
     assert "rr-1" in by_id(json.loads(msg.payload))
 
 
+def test_snapshot_as_an_array_of_devices(fleet_factory: Callable[..., Fleet]) -> None:
+    """With presence_snapshot_format = "array" the retained snapshot, and the answer to a request
+    with a Response Topic, are the bare array of device entries (wrenmq feature; issue 18)."""
+    fleet = fleet_factory(presence_snapshot_format="array")
+    for name in ("ar-1", "ar-2"):
+        fleet.device(name).status("idle")
+    fleet.devices[1].drop()
+    watcher = fleet.admin("admin/devices/snapshot")
+    while True:
+        devices = json.loads(next_on(watcher, "admin/devices/snapshot").payload)
+        assert isinstance(devices, list)
+        if [(d["deviceId"], d["online"]) for d in devices] == [("ar-1", True), ("ar-2", False)]:
+            break
+    assert devices[0]["status"] == "idle" and set(devices[0]) >= {"type", "name", "last_seen", "client_id"}
+    late = fleet.admin("admin/devices/snapshot", "replies/ar", client_id="ar-admin")
+    assert json.loads(next_on(late, "admin/devices/snapshot").payload) == devices  # retained [MQTT-3.3.1-9]
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "replies/ar"
+    late.publish("admin/request/snapshot", b"{}", qos=1, properties=props)
+    reply = json.loads(next_on(late, "replies/ar").payload)
+    assert [d["deviceId"] for d in reply] == ["ar-1", "ar-2"]
+
+
 # -- persistence and settings -----------------------------------------------------------------
 
 
@@ -479,6 +526,7 @@ def test_presence_is_on_by_default_and_stops_with_the_services(
         ('presence_admin_root = "#"', "presence_admin_root"),
         ('presence_sessions_root = ""', "presence_sessions_root"),
         ('presence = "maybe"', "presence"),
+        ('presence_snapshot_format = "list"', "presence_snapshot_format"),
     ],
 )
 def test_bad_presence_settings_stop_start_up(tmp_path: Path, line: str, key: str) -> None:

@@ -33,7 +33,7 @@ PAGE = """<!doctype html>
 <script src="/static/vendor/socket.io.min.js"></script>
 <script src="/static/wrenmq-realtime.js"></script>
 <script>
-window.report = { numbers: [], transports: [], errors: [], presence: {}, trace: [] };
+window.report = { numbers: [], transports: [], errors: [], presence: {}, presenceLog: [], trace: [] };
 window.start = function (options, filter) {
   const report = window.report;
   options.log = (line) => report.trace.push(line);
@@ -44,7 +44,10 @@ window.start = function (options, filter) {
   rt.subscribe(filter, (msg) => {
     if (msg.json && typeof msg.json.n === "number") report.numbers.push(msg.json.n);
   });
-  rt.onPresence((user) => { report.presence[user.id] = user.status; });
+  rt.onPresence((user) => {
+    report.presence[user.id] = user.status;
+    report.presenceLog.push([user.id, user.status, user.transport]);
+  });
 };
 </script>
 """
@@ -227,8 +230,8 @@ def test_realtime_falls_back_mqtt_socketio_polling_and_returns_without_loss_or_d
 def test_realtime_without_event_ids_still_shows_each_message_once(
     server: WrenmqServer, open_page: Callable[[], Any]
 ) -> None:
-    """wrenmq feature: messages without an event id are deduplicated by topic and payload in the
-    window after a switch (where replays overlap), so distinct payloads are shown once each."""
+    """wrenmq feature: messages without an event id are deduplicated by the broker's message id,
+    so distinct payloads are shown once each."""
     page = open_page()
     page.evaluate("([o, f]) => window.start(o, f)", [options(server), "feed/#"])
     wait_transport(page, "mqtt")
@@ -245,6 +248,39 @@ def test_realtime_without_event_ids_still_shows_each_message_once(
     time.sleep(0.5)
     numbers = report(page)["numbers"]
     assert sorted(numbers) == list(range(sent))
+
+
+@pytest.mark.timeout(150)  # a 60 s outage
+def test_realtime_long_mqtt_outage_shows_each_event_once(server: WrenmqServer, open_page: Callable[[], Any]) -> None:
+    """wrenmq feature (issue 18): 60 s on Socket.IO with MQTT down, then MQTT back. The persistent
+    MQTT session replays all it queued meanwhile [MQTT-3.1.2-5] (which Socket.IO already showed);
+    the page drops those repeats by the broker's message id, however long the outage, with no
+    application event ids. A sentinel published after the return follows the replay on the same
+    session [MQTT-4.6.0-6], so every repeat has arrived when it has."""
+    page = open_page()
+    page.evaluate("([o, f]) => window.start(o, f)", [options(server), "feed/#"])
+    wait_transport(page, "mqtt")
+    with Publisher(server.port, event_ids=False) as publisher:
+        time.sleep(0.5)
+        stop_websocket(server)
+        down_at = time.monotonic()
+        wait_transport(page, "socketio")
+        time.sleep(max(0.0, 60 - (time.monotonic() - down_at)))
+        wait_all_below(page, publisher.sent - 10)
+        start_websocket(server)
+        wait_transport(page, "mqtt", 2)
+        time.sleep(0.5)
+    sent = publisher.sent
+    sentinel = PahoClient(server.port, MQTTv5, client_id="sentinel")
+    sentinel.publish("feed/0", json.dumps({"n": -1}).encode(), qos=1)
+    sentinel.close()
+    wait_for(page, "() => window.report.numbers.includes(-1)")
+    found = report(page)
+    numbers = [n for n in found["numbers"] if n >= 0]
+    assert sent > 2500 and sorted(numbers) == list(range(sent)), (len(numbers), len(set(numbers)), sent)
+    assert found["transports"] == ["mqtt", "socketio", "mqtt"], found["trace"]
+    assert page.evaluate("() => window.rt.stats.duplicates") > 2000  # the session's replay, dropped
+    assert not found["errors"]
 
 
 def test_realtime_starts_on_polling_when_mqtt_and_socketio_are_unavailable(
@@ -292,3 +328,123 @@ def test_realtime_presence_across_transports(server: WrenmqServer, open_page: Ca
     assert report(bob)["presence"]["alice"] == "online"
     alice.evaluate("() => window.rt.close()")
     wait_for(bob, "() => window.report.presence.alice === 'offline'")
+
+
+def test_realtime_presence_never_flickers_during_switches(server: WrenmqServer, open_page: Callable[[], Any]) -> None:
+    """wrenmq feature (issue 18): make before break holds for presence. Alice moves MQTT ->
+    Socket.IO (her MQTT connection dies: its will waits its Will Delay Interval [MQTT-3.1.3-9], and
+    wrenmq drops it while she is attached over Socket.IO) and back to MQTT (her online message is
+    acknowledged before Socket.IO lets go), twice. Bob, on Socket.IO throughout, never sees her
+    offline until she closes, and her closing is the sentinel that everything before it arrived."""
+    alice = open_page()
+    bob = open_page()
+    alice.evaluate(
+        "([o, f]) => window.start(o, f)", [options(server, presence={"id": "alice", "name": "Alice"}), "none/x"]
+    )
+    wait_transport(alice, "mqtt")
+    bob.evaluate(
+        "([o, f]) => window.start(o, f)",
+        [options(server, presence={"id": "bob"}, transports=["socketio"]), "none/x"],
+    )
+    wait_transport(bob, "socketio")
+    wait_for(bob, "() => window.report.presence.alice === 'online'")
+    for round in (1, 2):
+        stop_websocket(server)
+        wait_transport(alice, "socketio", round)
+        start_websocket(server)
+        wait_transport(alice, "mqtt", round + 1)
+    alice.evaluate("() => window.rt.close()")
+    wait_for(bob, "() => window.report.presence.alice === 'offline'")
+    seen = [status for who, status, *_ in report(bob)["presenceLog"] if who == "alice"]
+    assert "offline" not in seen[:-1], (report(bob)["presenceLog"], report(alice)["trace"])
+    assert report(alice)["transports"] == ["mqtt", "socketio", "mqtt", "socketio", "mqtt"]
+
+
+def test_realtime_presence_never_flickers_between_socketio_and_polling(
+    server: WrenmqServer, open_page: Callable[[], Any]
+) -> None:
+    """wrenmq feature (issue 18): Alice's Socket.IO connection is lost (the server ends it) and
+    she comes back over polling, then returns to Socket.IO, twice: her lost connection keeps her
+    online for realtime_presence_grace, so Bob (on MQTT throughout) never sees her offline until
+    she closes (a goodbye: offline at once, the sentinel)."""
+    alice = open_page()
+    bob = open_page()
+    alice.evaluate(
+        "([o, f]) => window.start(o, f)",
+        [options(server, presence={"id": "alice"}, transports=["socketio", "polling"]), "none/x"],
+    )
+    wait_transport(alice, "socketio")
+    bob.evaluate("([o, f]) => window.start(o, f)", [options(server, transports=["mqtt"]), "none/x"])
+    wait_transport(bob, "mqtt")
+    wait_for(bob, "() => window.report.presence.alice === 'online'")
+    for round in (1, 2):
+        refuse_socketio(server)
+        wait_transport(alice, "polling", round)
+        refuse_socketio(server, refuse=False)
+        wait_transport(alice, "socketio", round + 1)
+    alice.evaluate("() => window.rt.close()")
+    wait_for(bob, "() => window.report.presence.alice === 'offline'")
+    seen = [status for who, status, *_ in report(bob)["presenceLog"] if who == "alice"]
+    assert "offline" not in seen[:-1], seen
+
+
+APP_ORIGIN = "http://realtime-app.test"
+
+
+def test_realtime_page_on_another_origin_falls_back_to_polling(
+    wrenmq_server_factory: Callable[..., WrenmqServer], browser: Any
+) -> None:
+    """wrenmq feature (issue 18): a page on its own origin, listed in realtime_cors_origins, whose
+    Socket.IO is refused and which has no MQTT, works over long polling: the poll routes answer its
+    CORS preflight; it gets messages and its publishes reach MQTT. An origin that is not listed is
+    refused by the browser, and the rest of the API stays closed to the listed one."""
+    server = wrenmq_server_factory(api_port=0, ws_port=0, realtime_cors_origins=[APP_ORIGIN])
+    refuse_socketio(server)
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.route(
+            APP_ORIGIN + "/app", lambda route: route.fulfill(body=_cross_origin_page(server), content_type="text/html")
+        )
+        page.goto(APP_ORIGIN + "/app")
+        watcher = PahoClient(server.port, MQTTv5, client_id="watcher")
+        watcher.subscribe("chat/#", qos=1)
+        page.evaluate("([o, f]) => window.start(o, f)", [options(server, mqttUrl=None), "feed/#"])
+        wait_transport(page, "polling")
+        feeder = PahoClient(server.port, MQTTv5, client_id="feeder")
+        for n in range(3):
+            feeder.publish(f"feed/{n}", json.dumps({"n": n}).encode(), qos=1)
+        wait_for(page, "() => window.report.numbers.length >= 3")
+        page.evaluate("() => window.rt.publish('chat/room1', {text: 'hi'}, {qos: 1})")
+        (message,) = watcher.receive(1)
+        assert json.loads(message.payload) == {"text": "hi"}
+        assert sorted(report(page)["numbers"]) == [0, 1, 2]
+        closed = page.evaluate(
+            "(url) => fetch(url + '/api/v1/broker').then(() => 'open', (e) => 'refused')", server.api_url
+        )
+        assert closed == "refused"
+        feeder.close()
+        watcher.close()
+    finally:
+        context.close()
+    other = browser.new_context()
+    try:
+        page = other.new_page()
+        page.route(
+            "http://unlisted.test/app",
+            lambda route: route.fulfill(body=_cross_origin_page(server), content_type="text/html"),
+        )
+        page.goto("http://unlisted.test/app")
+        refused = page.evaluate(
+            "(url) => fetch(url + '/api/v1/realtime/poll', {method: 'POST', headers: {'Content-Type': "
+            "'application/json'}, body: JSON.stringify({filters: ['feed/#']})}).then(() => 'open', () => 'refused')",
+            server.api_url,
+        )
+        assert refused == "refused"
+    finally:
+        other.close()
+
+
+def _cross_origin_page(server: WrenmqServer) -> str:
+    """PAGE with the browser client's scripts from the API's origin (the page is elsewhere)."""
+    return PAGE.replace('src="/static/', f'src="{server.api_url}/static/')

@@ -116,6 +116,11 @@ def of(seen: list[Seen], topic: str, **fields: Any) -> list[Any]:
     return out
 
 
+def is_will(s: Seen) -> bool:
+    """An offline message on an lwt topic (the devices' own online messages there are not wills)."""
+    return s.topic.endswith("/lwt") and bool(s.payload) and s.json()["status"] == "offline"
+
+
 def announced(seen: list[Seen]) -> set[str]:
     return {data["deviceId"] for data in of(seen, "devices/discovery/announce")}
 
@@ -225,7 +230,7 @@ def test_devices_announce_status_and_beat_then_stop_without_wills(
 
     assert simulator.signal(signal.SIGTERM) == 0, simulator.stderr
     time.sleep(0.5)  # a will would be published the moment the connection closed
-    assert [s for s in observer.seen if s.topic.endswith("/lwt") and s.payload] == []
+    assert [s for s in observer.seen if is_will(s)] == []
     assert "stopped" in simulator.stderr
 
 
@@ -239,7 +244,7 @@ def test_duration_ends_cleanly(
     assert simulator.process.wait(TIMEOUT) == 0
     assert len(announced(observer.seen)) == 3
     time.sleep(0.5)
-    assert [s for s in observer.seen if s.topic.endswith("/lwt") and s.payload] == []
+    assert [s for s in observer.seen if is_will(s)] == []
     assert simulator.stderr == ""  # --quiet
 
 
@@ -319,9 +324,7 @@ def test_killed_simulator_fires_every_will(
     observer.wait(lambda seen: all(of(seen, f"devices/{i}/status") for i in IDS5), what="5 statuses")
     simulator.process.kill()
     simulator.process.wait(TIMEOUT)
-    observer.wait(
-        lambda seen: len({s.topic for s in seen if s.topic.endswith("/lwt") and s.payload}) == 5, what="5 wills"
-    )
+    observer.wait(lambda seen: len({s.topic for s in seen if is_will(s)}) == 5, what="5 wills")
     for device_id in IDS5:
         will = of(observer.seen, f"devices/{device_id}/lwt")[-1]
         assert (will["deviceId"], will["status"]) == (device_id, "offline") and will["timestamp"].endswith("Z")
@@ -333,17 +336,18 @@ def test_drop_outs_fire_the_will_and_the_device_returns(
     broker_port: int, observers: Callable[..., Observer], simulators: Callable[..., Simulator]
 ) -> None:
     """With --drop-rate 1 a device soon drops its socket (the broker publishes its will, [MQTT-3.1.2-8])
-    and comes back 2-10 s later: it clears the will with an empty retained message and announces again."""
+    and comes back 2-10 s later: it replaces the will with a retained online message (JSON, never an
+    empty payload: panels parse every message on the lwt topic) and announces again."""
     port = broker_port
     observer = observers(port, "devices/#")
     simulator = simulators(port, "--count", "2", "--drop-rate", "1", "--duration", "60", "--seed", "7")
 
     def returned(seen: list[Seen]) -> str | None:
         for index, s in enumerate(seen):
-            if s.topic.endswith("/lwt") and s.payload:
+            if is_will(s):
                 device_id = s.json()["deviceId"]
                 after = seen[index + 1 :]
-                cleared = any(x.topic == f"devices/{device_id}/lwt" and not x.payload for x in after)
+                cleared = any(x.topic == f"devices/{device_id}/lwt" and x.json()["status"] == "online" for x in after)
                 if cleared and device_id in announced(after):
                     return device_id
         return None
@@ -414,7 +418,7 @@ def test_against_mosquitto_at_311(
     simulator.process.kill()
     simulator.process.wait(TIMEOUT)
     observer.wait(
-        lambda seen: {s.json()["deviceId"] for s in seen if s.topic.endswith("/lwt") and s.payload} == ids,
+        lambda seen: {s.json()["deviceId"] for s in seen if is_will(s)} == ids,
         what="3 wills",
     )
 

@@ -625,6 +625,7 @@ async def test_presence_online_while_connected(rt: Realtime) -> None:
     await second.close()
     await wait_until(lambda: len(rt.service.subscribers) == 1, "the server saw the second tab go")
     watcher.nothing()  # and it going is no offline announcement: the first tab is still there
+    await client.call("leave", {})  # a goodbye: offline at once (not after realtime_presence_grace)
     await client.close()
     offline = (await asyncio.to_thread(watcher.receive, 1))[0]
     assert offline.topic == "presence/alice" and _status(offline) == "offline"
@@ -666,8 +667,38 @@ async def test_mqtt_will_offline_dropped_while_socketio_attached(rt: Realtime) -
     later = rt.paho(MQTTv311)
     later.subscribe("presence/bob")
     assert _status((await asyncio.to_thread(later.receive, 1))[0]) == "online"
+    await client.call("leave", {})
     await client.close()
     assert _status((await asyncio.to_thread(watcher.receive, 1))[0]) == "offline"
+
+
+async def test_lost_socketio_connection_keeps_presence_for_the_grace(
+    realtime_factory: Callable[..., Realtime],
+) -> None:
+    """wrenmq feature (issue 18): a Socket.IO connection lost without ``leave`` (here ended by the
+    server, as a failing proxy would) keeps its user online for realtime_presence_grace; one back
+    within it (here over another Socket.IO connection) means no offline at all; once the grace
+    passes with no connection, offline."""
+    rt = realtime_factory(realtime_presence_grace=1.0)
+    watcher = rt.paho(MQTTv5)
+    watcher.subscribe("presence/#", 1)
+    first = await rt.sio({"presence": {"id": "carol"}})
+    assert _status((await asyncio.to_thread(watcher.receive, 1))[0]) == "online"
+    bridge = rt.server.api.app.state.socketio if rt.server.api is not None else None
+    assert bridge is not None
+    await asyncio.to_thread(rt.server.call, bridge.disconnect_all())  # lost: the server ended it
+    await first.close()
+    second = await rt.sio({"presence": {"id": "carol"}})  # back within the grace
+    third = await rt.sio({"presence": {"id": "dave"}})  # a sentinel: announced after the above
+    (message,) = await asyncio.to_thread(watcher.receive, 1)
+    assert (message.topic, _status(message)) == ("presence/dave", "online")  # carol: nothing between
+    started = time.monotonic()
+    await asyncio.to_thread(rt.server.call, bridge.sio.disconnect(second.client.get_sid()))
+    (message,) = await asyncio.to_thread(watcher.receive, 1)
+    assert (message.topic, _status(message)) == ("presence/carol", "offline")
+    assert time.monotonic() - started >= 0.9
+    await second.close()
+    await third.close()
 
 
 async def test_journal_bytes_bound(realtime_factory: Callable[..., Realtime]) -> None:

@@ -455,7 +455,7 @@ class Config(BaseModel):
         bool, Field(description="Socket.IO and HTTP long polling for browsers, on the API listener.")
     ] = True
     realtime_cors_origins: Annotated[
-        list[str], Field(description="Origins other than the API's own that may open Socket.IO connections.")
+        list[str], Field(description="Origins other than the API's own that may use Socket.IO and long polling.")
     ] = []
     realtime_journal_size: Annotated[
         int, Field(ge=0, description="Recent messages kept for realtime clients that resume (0: none).")
@@ -474,6 +474,15 @@ class Config(BaseModel):
             description="Topic prefix of application users' presence: <prefix>/<id>, retained.",
         ),
     ] = "presence"
+    realtime_presence_grace: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=3600,
+            description="Seconds a user whose last Socket.IO connection was lost (not closed) stays online, "
+            "time to come back over another transport (0: offline at once).",
+        ),
+    ] = 5.0
     realtime_poll_expiry: Annotated[
         float, Field(gt=0, description="Seconds a long-poll session lives without a poll.")
     ] = 30.0
@@ -512,6 +521,13 @@ class Config(BaseModel):
     presence_events_kept: Annotated[
         int, Field(ge=0, le=100000, description="Recent events kept per device (devices/<id>/events).")
     ] = 50
+    presence_snapshot_format: Annotated[
+        Literal["object", "array"],
+        Field(
+            description="Shape of admin/devices/snapshot: an object {devices, online, total, timestamp}, "
+            "or the bare array of device entries (for panels written for backends that publish one)."
+        ),
+    ] = "object"
     retain_available: Annotated[bool, Field(description="Whether retained messages are supported.")] = True
     maximum_qos: Annotated[int, Field(ge=0, le=2, description="Highest QoS the server accepts.")] = 2
     topic_alias_maximum: Annotated[

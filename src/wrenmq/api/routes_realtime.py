@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from ..services.realtime import Denied, RealtimeService, Subscriber, message_json
 from .models import PublishRequest, PublishResult
+from .poll_cors import PollCors
 from .problems import Problem, problem_responses
 from .routes_publish import broker_problems
 from .routing import API_V1, BODY_RESPONSES
@@ -106,6 +107,8 @@ def install(app: FastAPI, broker: Broker) -> None:
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     if not broker.config.realtime:
         return
+    if broker.config.realtime_cors_origins:
+        app.add_middleware(PollCors, origins=frozenset(broker.config.realtime_cors_origins))
     service = RealtimeService(broker, app.state.api_keys)
     bridge = SocketIOBridge(broker, service)
     app.state.realtime = service
@@ -200,7 +203,8 @@ def install(app: FastAPI, broker: Broker) -> None:
         if taken is None:
             raise Problem(404, "the poll session ended")
         batch, dropped = taken
-        messages = [message_json(seq, stamp, message, qos) for seq, stamp, message, qos in batch]
+        message_id = broker.message_id
+        messages = [message_json(s, stamp, m, qos, message_id(m)) for s, stamp, m, qos in batch]
         return PollBatch(messages=messages, dropped=dropped, now=time.time())
 
     @router.post(

@@ -17,6 +17,9 @@ Client to server, each answering through the Socket.IO acknowledgement:
         the last so many seconds (or ``since``, a server time), for a client that resumes;
         ``retained`` (default true) sends the new filters' retained messages, as MQTT does.
     ``unsubscribe`` ``{"filters": [...]}`` -> ``{"ok": true}``.
+    ``leave`` -> ``{"ok": true}``: the client is about to disconnect on purpose, so its presence
+        goes offline at once; a connection that ends without it (lost, or ended by the server)
+        keeps the user online for ``realtime_presence_grace`` seconds.
     ``publish`` with the body of ``POST /api/v1/publish`` (``topic``, ``payload`` | ``payload_json``
         | ``payload_base64``, ``qos``, ``retain``, ``properties``) -> ``{"ok": true, "matched": n}``.
     Any other event name is a topic: ``socket.emit("chat/room1", {...})`` publishes the data as JSON
@@ -24,7 +27,8 @@ Client to server, each answering through the Socket.IO acknowledgement:
 
 Server to client:
     ``message``: the JSON a stream sends (``api.streams``): ``id`` (journal seq; 0 for a retained
-        message sent on subscribe), ``topic``, ``qos``, ``retain``, ``payload``, ``encoding``,
+        message sent on subscribe), ``message_id`` (``Broker.message_id``: the same on every
+        transport, for dropping repeats), ``topic``, ``qos``, ``retain``, ``payload``, ``encoding``,
         ``properties``, ``timestamp``. At QoS 1 the server asks for an acknowledgement and resends
         (``"dup": true``) after ``realtime_ack_timeout`` until it gets one, at most 3 times.
     ``dropped``: ``{"count": n}`` when a client too slow for its messages lost the oldest.
@@ -55,7 +59,9 @@ log = logging.getLogger("wrenmq.socketio")
 
 RESENDS = 3  # times an unacknowledged QoS 1 message is sent again
 MAX_INFLIGHT = 1000  # unacknowledged QoS 1 messages per socket; beyond it they go out unacknowledged
-RESERVED = frozenset({"connect", "disconnect", "connect_error", "subscribe", "unsubscribe", "publish", "message"})
+RESERVED = frozenset(
+    {"connect", "disconnect", "connect_error", "subscribe", "unsubscribe", "publish", "message", "leave"}
+)
 
 
 class _Inflight:
@@ -91,9 +97,11 @@ class SocketIOBridge:
         self.sio.on("subscribe", self._subscribe)
         self.sio.on("unsubscribe", self._unsubscribe)
         self.sio.on("publish", self._publish)
+        self.sio.on("leave", self._leave)
         self.sio.on("*", self._any_event)
         self.inflight: dict[str, dict[int, _Inflight]] = {}
         self._ready: dict[str, Subscriber] = {}
+        self._leaving: set[str] = set()  # sids that said leave: their disconnect is a goodbye
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.messages_sent = 0
@@ -162,7 +170,12 @@ class SocketIOBridge:
         )
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
-        self.service.close("sio:" + sid)
+        # A client that said ``leave`` (or whose DISCONNECT packet was handled before its transport
+        # closed) said goodbye; a lost connection, or one the server ended, may come back over
+        # another transport within realtime_presence_grace, and is not announced offline before.
+        goodbye = sid in self._leaving or reason == self.sio.reason.CLIENT_DISCONNECT
+        self._leaving.discard(sid)
+        self.service.close("sio:" + sid, goodbye=goodbye)
         self.inflight.pop(sid, None)
         self._ready.pop(sid, None)
 
@@ -211,6 +224,11 @@ class SocketIOBridge:
             if isinstance(topic_filter, str):
                 await self.sio.leave_room(sid, topic_filter)
         self.service.unsubscribe(subscriber, [f for f in filters if isinstance(f, str)])
+        return {"ok": True}
+
+    async def _leave(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """The client is about to disconnect on purpose: its presence ends at once, no grace."""
+        self._leaving.add(sid)
         return {"ok": True}
 
     async def _publish(self, sid: str, data: Any) -> dict[str, Any]:
@@ -264,7 +282,7 @@ class SocketIOBridge:
         inflight = self.inflight.get(sid)
         now = time.time()
         for seq, stamp, message, qos in batch:
-            data = message_json(seq, stamp, message, qos)
+            data = message_json(seq, stamp, message, qos, self.broker.message_id(message))
             if qos and inflight is not None and seq and len(inflight) < MAX_INFLIGHT:
                 inflight[seq] = _Inflight(data, now)
                 await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq))

@@ -36,6 +36,8 @@ from .session import NEVER_EXPIRES, Delivery, Session
 from .stats import Stats
 from .sys_topics import SysTopics
 
+MESSAGE_IDS_REQUEST = "wrenmq-message-ids"  # CONNECT user property: "1" asks for wrenmq-message-id
+
 log = logging.getLogger("wrenmq.broker")
 
 # How often connect timeouts and keep alives are checked: they are enforced up to this much late.
@@ -82,6 +84,10 @@ class Broker:
         self.limits = Limits(config)
         self.router = Router()
         self.retained = RetainStore()
+        # Every routed message is numbered (Message.seq); with the boot id the number is unique
+        # across restarts too: Broker.message_id. Realtime clients drop repeats by it.
+        self.boot_id = secrets.token_hex(4)
+        self.message_seq = 0
         self.sessions: dict[str, Session] = {}
         self.connections: set[Connection] = set()
         self.lingering: set[Any] = set()  # sockets closed with a reason, still being closed (transports.linger)
@@ -342,11 +348,14 @@ class Broker:
             self._end_session(session)
         return True
 
-    async def delete_retained(self, topic: str) -> bool:
-        """Clear ``topic``'s retained message as a retained PUBLISH with an empty payload would
-        [MQTT-3.3.1-6]; with strict durability, returns once the deletion is committed. False if
-        there was none."""
-        if self.retained.get(topic) is None:
+    async def delete_retained(self, topic: str, only: Message | None = None) -> bool:
+        """Clear ``topic``'s retained message from the store and from storage, as a retained PUBLISH
+        with an empty payload would [MQTT-3.3.1-6], but without routing anything: no subscriber is
+        sent an empty message. With ``only``, clear it only if that message is still the one
+        retained (not one published since). With strict durability, returns once the deletion is
+        committed. False if nothing was cleared."""
+        current = self.retained.get(topic)
+        if current is None or (only is not None and current is not only):
             return False
         before = self.persist.writes
         self._retain(Message(topic, b"", 0, True))
@@ -354,10 +363,27 @@ class Broker:
             await self.storage.flush()
         return True
 
+    def number(self, message: Message) -> int:
+        """The broker's number for ``message``, given on first use (publish hooks may ask for it
+        before the message is routed): monotonic within this run of the broker."""
+        seq = message.seq
+        if not seq:
+            seq = self.message_seq = self.message_seq + 1
+            message.seq = seq
+        return seq
+
+    def message_id(self, message: Message) -> str:
+        """``<boot id>-<number>``: the same for every delivery of one routed message, whatever the
+        transport (MQTT user property ``wrenmq-message-id``, Socket.IO and polling ``message_id``)."""
+        return f"{self.boot_id}-{self.number(message)}"
+
     # -- the hot path -----------------------------------------------------------------------
 
     def route(self, message: Message) -> int:
         """Deliver ``message`` to every matching subscription; returns how many matched."""
+        if not message.seq:
+            self.message_seq += 1
+            message.seq = self.message_seq
         if message.retain:
             self._retain(message)
         match = self.router.match(message.topic)
@@ -554,6 +580,8 @@ class Broker:
             conn.topic_alias_out_max = min(props.get(_P.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_out_maximum)
         conn.request_problem_info = problem_info
         conn.connect_expiry = expiry
+        if version == 5 and _P.USER_PROPERTY in props:
+            conn.message_ids = (MESSAGE_IDS_REQUEST, "1") in props[_P.USER_PROPERTY]
 
         owner = session_owner(conn.username, conn.cert_identity)
         session = self.sessions.get(client_id)
@@ -949,6 +977,7 @@ class Broker:
         for record in state.retained:
             message = persist.live_message(record)
             if not message.expired(self.loop.time()):
+                self.number(message)
                 self.retained.set(message)
         for loaded in state.sessions:
             stored = loaded.session

@@ -74,6 +74,9 @@ class Connection(asyncio.Protocol):
         self.topic_aliases: dict[int, str] = {}
         self.topic_alias_out_max = 0  # aliases we may send: the client's maximum, capped (0: none)
         self._aliases_out: dict[str, int] | None = None  # topic -> alias, least recently used first
+        # The client asked for the broker's message id on each PUBLISH (a CONNECT user property;
+        # the realtime browser client does, to drop what it got over another transport).
+        self.message_ids = False
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
@@ -356,10 +359,11 @@ class Connection(asyncio.Protocol):
         if self.congested:
             self.broker.stats.dropped_congested += 1
             return
-        if sub_ids is None and message.expires_at is None:
+        if sub_ids is None and message.expires_at is None and not self.message_ids:
             data = message.wire(self.version, 0, retain)[0]
         else:
-            data = message.wire_at(self.version, 0, retain, now, sub_ids)[0]
+            message_id = self.broker.message_id(message) if self.message_ids else None
+            data = message.wire_at(self.version, 0, retain, now, sub_ids, message_id)[0]
         if self.max_packet_out and len(data) > self.max_packet_out:  # [MQTT-3.1.2-25]
             self.broker.stats.dropped_too_large += 1
             return
@@ -376,10 +380,11 @@ class Connection(asyncio.Protocol):
 
     def send_publish(self, delivery: Delivery, now: float, dup: bool) -> None:
         message = delivery.message
-        if delivery.sub_ids is None and message.expires_at is None:
+        if delivery.sub_ids is None and message.expires_at is None and not self.message_ids:
             head, tail = message.wire(self.version, delivery.qos, delivery.retain)
         else:
-            head, tail = message.wire_at(self.version, delivery.qos, delivery.retain, now, delivery.sub_ids)
+            message_id = self.broker.message_id(message) if self.message_ids else None
+            head, tail = message.wire_at(self.version, delivery.qos, delivery.retain, now, delivery.sub_ids, message_id)
         if self.max_packet_out and len(head) + 2 + len(tail) > self.max_packet_out:
             # Too large for this client: discard as if delivered [MQTT-3.1.2-25].
             self.broker.stats.dropped_too_large += 1

@@ -14,6 +14,8 @@ from ..mqtt.properties import PropertyId, encode_properties, encode_varint
 
 _EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
 _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
+_USER = PropertyId.USER_PROPERTY
+MESSAGE_ID_PROPERTY = "wrenmq-message-id"  # the user property that carries Broker.message_id
 
 # Two-byte packet identifiers, built once: the hot path indexes instead of allocating.
 PACKET_ID_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
@@ -31,6 +33,7 @@ class Message:
         "properties",
         "qos",
         "retain",
+        "seq",
         "topic",
     )
 
@@ -57,6 +60,7 @@ class Message:
         self._value: tuple[bytes, bytes] = (b"", b"")
         self._wire: dict[int, tuple[bytes, bytes]] | None = None
         self._stored: object | None = None  # its storage record, built once (see persist.py)
+        self.seq = 0  # the broker's number for it, given when it is first routed (0: not yet)
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -85,13 +89,23 @@ class Message:
         return result
 
     def wire_at(
-        self, version: int, qos: int, retain: bool, now: float, sub_ids: list[int] | None
+        self,
+        version: int,
+        qos: int,
+        retain: bool,
+        now: float,
+        sub_ids: list[int] | None,
+        message_id: str | None = None,
     ) -> tuple[bytes, bytes]:
         """Like :meth:`wire` but for a delivery that needs per-delivery properties: the remaining
-        Message Expiry Interval [MQTT-3.3.2-6] and the Subscription Identifiers [MQTT-3.3.4-3]."""
-        if version != 5 or (not sub_ids and self.expires_at is None):
+        Message Expiry Interval [MQTT-3.3.2-6], the Subscription Identifiers [MQTT-3.3.4-3], and
+        for a client that asked for them, the broker's message id as the last User Property (the
+        message's own User Properties go first, in their order [MQTT-3.3.2-18])."""
+        if version != 5 or (not sub_ids and self.expires_at is None and message_id is None):
             return self.wire(version, qos, retain)
         props = dict(self.properties)
+        if message_id is not None:
+            props[_USER] = [*props.get(_USER, ()), (MESSAGE_ID_PROPERTY, message_id)]
         if self.expires_at is not None:
             # Round away float noise first: (t + 300) - t can be 300.00000000000006, and the
             # remaining interval must never exceed the one received [MQTT-3.3.2-6].

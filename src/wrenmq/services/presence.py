@@ -12,7 +12,9 @@ clean DISCONNECT, or when nothing came from it for ``presence_heartbeat_interval
 presence_missed_heartbeats`` seconds. In the last two cases no will is sent, so the service
 publishes the will-shaped offline message itself: subscribers to ``devices/+/lwt`` see one signal
 for every cause. Anything a device publishes brings it back online, and its stale offline ``lwt``
-is cleared with an empty retained message (5.0 [MQTT-3.3.1-6], 3.1.1 [MQTT-3.3.1-10]).
+is removed from the retain store (``Broker.delete_retained``), not cleared with an empty retained
+PUBLISH: that would reach live subscribers as a payload that is not JSON, where panels parse every
+message as JSON. The service publishes nothing but JSON on the device topics.
 
 The registry is SQLite (``<data_dir>/presence.db``; in memory with ``storage = "memory"``), and all
 database work runs on one dedicated thread, as in ``services.changes``. The registry itself lives
@@ -143,6 +145,7 @@ class Presence(Hook):
         self.timeout = config.presence_heartbeat_interval * config.presence_missed_heartbeats
         self.debounce = config.presence_snapshot_debounce
         self.events_kept = config.presence_events_kept
+        self.snapshot_array = config.presence_snapshot_format == "array"
         self.snapshot_topic = f"{config.presence_admin_root}/devices/snapshot"
         self.request_topic = f"{config.presence_admin_root}/request/snapshot"
         self._device_prefix = self.devices_root + "/"
@@ -280,7 +283,8 @@ class Presence(Hook):
                 self._changed(device_id if changed else None)
 
     def _lwt(self, client: Connection | None, device_id: str, message: Message) -> None:
-        if message.payload:  # a will fired (or the service's own offline message came back)
+        if message.payload and not _says_online(message.payload):
+            # A will fired (or the service's own offline message came back).
             if message.retain:
                 self._lwt_set.add(device_id)
             entry = self.devices.get(device_id)
@@ -291,7 +295,7 @@ class Presence(Hook):
                 self._set_offline(device_id)
             return
         if message.retain:
-            self._lwt_set.discard(device_id)  # the stale will is cleared (by the device or by us)
+            self._lwt_set.discard(device_id)  # the stale will is cleared or replaced by the device
         if client is not None and device_id in self.devices:
             self._seen(client, device_id, self.devices[device_id], False)
 
@@ -358,9 +362,25 @@ class Presence(Hook):
             changed = True
             if device_id in self._lwt_set:
                 self._lwt_set.discard(device_id)
-                self._spawn(self._publish(f"{self._device_prefix}{device_id}/lwt", b"", 1, True))
+                self._clear_lwt(device_id)
         self._dirty.add(device_id)
         self._changed(device_id if changed else None)
+
+    def _clear_lwt(self, device_id: str) -> None:
+        """Remove the device's stale retained offline message from the retain store (and storage)
+        without routing anything: an empty retained PUBLISH would reach every live subscriber of
+        ``devices/+/lwt`` as a payload that is not JSON, and panels that ``JSON.parse`` each
+        message would fail. Only the offline message seen now is removed, never a newer one."""
+        topic = f"{self._device_prefix}{device_id}/lwt"
+        stale = self.broker.retained.get(topic)
+        if stale is not None and not _says_online(stale.payload):  # (a device's own online message stays)
+            self._spawn(self._delete_retained(topic, stale))
+
+    async def _delete_retained(self, topic: str, stale: Message) -> None:
+        try:
+            await self.broker.delete_retained(topic, only=stale)
+        except Exception as exc:  # the broker is stopping
+            log.warning("presence could not clear the retained %s: %s", topic, exc)
 
     def _set_offline(self, device_id: str) -> None:
         entry = self.devices[device_id]
@@ -436,8 +456,13 @@ class Presence(Hook):
         online = sum(1 for entry in devices if entry["online"])
         return {"devices": devices, "online": online, "total": len(devices), "timestamp": utc_timestamp()}
 
+    def snapshot_payload(self) -> bytes:
+        """The snapshot as published, in the shape ``presence_snapshot_format`` asks for."""
+        snapshot = self.snapshot()
+        return json.dumps(snapshot["devices"] if self.snapshot_array else snapshot).encode()
+
     async def _publish_snapshot(self, response: tuple[str, bytes | None] | None = None) -> None:
-        payload = json.dumps(self.snapshot()).encode()
+        payload = self.snapshot_payload()
         await self._publish(self.snapshot_topic, payload, 1, True, _JSON)
         if response is not None:
             topic, correlation = response
@@ -477,6 +502,13 @@ class Presence(Hook):
             await self.broker.delete_retained(f"{self._device_prefix}{device_id}/{kind}")
         self._changed(device_id)
         return True
+
+
+def _says_online(payload: bytes) -> bool:
+    """A device's own ``{"status": "online"}`` on its lwt (the birth message of the convention):
+    not a will."""
+    body = _json_object(payload) if payload[:1] == b"{" else None
+    return body is not None and body.get("status") == "online"
 
 
 def _single_level(value: str) -> bool:

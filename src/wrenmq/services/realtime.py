@@ -6,10 +6,13 @@ bridge (``services.socketio_bridge``) and HTTP long polling (``api.routes_realti
   is anonymous, allowed where the broker allows anonymous MQTT clients. Its filters and topics are
   checked by the same ACL hooks as an MQTT client's, as ``READ`` and ``WRITE``.
 * **The journal.** Every message the broker routes (not ``$SYS``) is kept for a while, bounded by
-  count, bytes and age (``realtime_journal_*``), numbered by ``seq``. A client that opens a
-  realtime connection with ``since`` (a server timestamp) first gets what it missed from there: a
-  browser that falls back from MQTT to Socket.IO, or from Socket.IO to polling, loses nothing
-  between the two. The browser client removes what it then sees twice (``wrenmq-realtime.js``).
+  count, bytes and age (``realtime_journal_*``), under the broker's number for it
+  (``Broker.number``). A client that opens a realtime connection with ``since`` (a server
+  timestamp) first gets what it missed from there: a browser that falls back from MQTT to
+  Socket.IO, or from Socket.IO to polling, loses nothing between the two. Each message carries
+  ``Broker.message_id`` on every transport (``message_id`` here, the user property
+  ``wrenmq-message-id`` over MQTT for clients that ask for it), so the browser client drops what
+  it then sees twice, by identity (``wrenmq-realtime.js``).
 * **Inboxes.** What a Socket.IO client or a poll session is sent goes through an :class:`Inbox`: a
   bounded buffer that drops the oldest when its reader is too slow and says how many it dropped.
 * **Presence.** Application users announce themselves with a presence id; each of their live
@@ -90,17 +93,17 @@ class Journal:
         self.bytes = 0
         self.seq = 0
 
-    def append(self, message: Message, now: float) -> int:
-        self.seq += 1
+    def append(self, seq: int, message: Message, now: float) -> None:
+        """Keep ``message`` under ``seq``, the broker's number for it (``Broker.number``)."""
+        self.seq = seq
         entries = self.entries
         if entries.maxlen:
             if len(entries) == entries.maxlen:  # the deque drops the oldest itself: account for it
                 self.bytes -= len(entries[0][2].payload)
-            entries.append((self.seq, now, message))
+            entries.append((seq, now, message))
             self.bytes += len(message.payload)
             if self.bytes > self.max_bytes or now - entries[0][1] > self.seconds:
                 self._trim(now)
-        return self.seq
 
     def _trim(self, now: float) -> None:
         entries = self.entries
@@ -189,9 +192,12 @@ class Subscriber:
 class PresenceBoard:
     """Which application users are present, over which connections (see the module docstring)."""
 
-    def __init__(self, service: RealtimeService, prefix: str) -> None:
+    def __init__(self, service: RealtimeService, prefix: str, grace: float = 0.0) -> None:
         self.service = service
         self.prefix = prefix
+        self.grace = grace
+        # Users whose last attachment was lost, not closed: offline when the grace ends, unless back.
+        self.leaving: dict[str, asyncio.TimerHandle] = {}
         self.topic_prefix = prefix + "/"
         self.attachments: dict[str, dict[str, str]] = {}  # presence id -> {attachment key: transport}
         self.by_key: dict[str, str] = {}  # attachment key -> presence id
@@ -205,7 +211,10 @@ class PresenceBoard:
             return
         self.detach(key)
         present = self.attachments.setdefault(presence_id, {})
-        first = not present
+        leaving = self.leaving.pop(presence_id, None)
+        if leaving is not None:
+            leaving.cancel()  # back within the grace: others never saw them go
+        first = not present and leaving is None
         present[key] = transport
         self.by_key[key] = presence_id
         if meta:
@@ -213,7 +222,9 @@ class PresenceBoard:
         if first and not key.startswith("mqtt:"):  # an MQTT client published its own online message
             self._announce(presence_id, "online", transport)
 
-    def detach(self, key: str) -> None:
+    def detach(self, key: str, goodbye: bool = True) -> None:
+        """``key`` ended; ``goodbye``: closed on purpose, else lost (the user may be back over
+        another transport within ``grace``, and is not announced offline before)."""
         presence_id = self.by_key.pop(key, None)
         if presence_id is None:
             return
@@ -224,12 +235,30 @@ class PresenceBoard:
                 self._announce(presence_id, "online", next(iter(present.values())))
             return
         self.attachments.pop(presence_id, None)
-        if not key.startswith("mqtt:"):  # an MQTT client's will says offline for it
+        if key.startswith("mqtt:"):  # an MQTT client's will says offline for it
+            self.meta.pop(presence_id, None)
+        elif goodbye or not self.grace:
+            self._left(presence_id, transport)
+        else:
+            loop = asyncio.get_running_loop()
+            self.leaving[presence_id] = loop.call_later(self.grace, self._left, presence_id, transport)
+
+    def flush_leaving(self) -> None:
+        """Say offline now for everyone still in their grace (the service is stopping)."""
+        for presence_id, handle in list(self.leaving.items()):
+            handle.cancel()
+            self._left(presence_id, "")
+
+    def _left(self, presence_id: str, transport: str) -> None:
+        self.leaving.pop(presence_id, None)
+        if not self.attachments.get(presence_id):
             self._announce(presence_id, "offline", transport)
-        self.meta.pop(presence_id, None)
+            self.meta.pop(presence_id, None)
 
     def present_elsewhere(self, presence_id: str) -> bool:
         """Whether the user is attached by something other than MQTT (which its will speaks for)."""
+        if presence_id in self.leaving:
+            return True
         return any(not key.startswith("mqtt:") for key in self.attachments.get(presence_id, ()))
 
     def _announce(self, presence_id: str, status: str, transport: str) -> None:
@@ -252,7 +281,7 @@ class RealtimeService(Hook):
         self.journal = Journal(
             config.realtime_journal_size, config.realtime_journal_bytes, config.realtime_journal_seconds
         )
-        self.presence = PresenceBoard(self, config.realtime_presence_prefix)
+        self.presence = PresenceBoard(self, config.realtime_presence_prefix, config.realtime_presence_grace)
         self._presence_prefix = self.presence.topic_prefix
         self.subscribers: dict[str, Subscriber] = {}
         self.listeners: list[Any] = []  # called with (subscriber) when its inbox gets something
@@ -275,6 +304,7 @@ class RealtimeService(Hook):
                 self.broker.hooks.remove(self)
         for subscriber in list(self.subscribers.values()):
             subscriber.inbox.close()
+        self.presence.flush_leaving()
 
     # -- signing in -----------------------------------------------------------------------------------
 
@@ -350,11 +380,11 @@ class RealtimeService(Hook):
         self.subscribers[key] = subscriber
         return subscriber
 
-    def close(self, key: str) -> None:
+    def close(self, key: str, goodbye: bool = True) -> None:
         subscriber = self.subscribers.pop(key, None)
         if subscriber is not None:
             subscriber.inbox.close()
-        self.presence.detach(key)
+        self.presence.detach(key, goodbye)
 
     def subscribe(
         self, subscriber: Subscriber, filters: dict[str, int], since: float | None = None, retained: bool = True
@@ -436,7 +466,8 @@ class RealtimeService(Hook):
         if topic.startswith(self._presence_prefix):
             self._presence_message(client, message)
         now = _now()
-        seq = self.journal.append(message, now)
+        seq = self.broker.number(message)
+        self.journal.append(seq, message, now)
         if self.subscribers:
             for subscriber in self.subscribers.values():
                 qos = subscriber.qos_for(topic)
@@ -457,11 +488,11 @@ class RealtimeService(Hook):
         if status == "offline" and self.presence.present_elsewhere(presence_id):
             raise Reject(reason=f"{presence_id} is still present over another transport")
         if status == "online" and client is not None:
-            self.presence.attach(presence_id, "mqtt:" + client.client_id, "mqtt")
+            self.presence.attach(presence_id, _mqtt_key(client), "mqtt")
 
     def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
         if self.presence.by_key:
-            self.presence.detach("mqtt:" + client.client_id)
+            self.presence.detach(_mqtt_key(client))
 
     def on_stop(self) -> None:
         self.stop()
@@ -504,6 +535,12 @@ def realtime_of(broker: Broker) -> RealtimeService | None:
     return None
 
 
+def _mqtt_key(client: Connection) -> str:
+    """An MQTT connection's attachment: by connection, not only client id, so that the end of a
+    connection taken over (reported after the new one attached) does not detach the new one."""
+    return f"mqtt:{client.client_id}:{id(client):x}"
+
+
 def _qos_in(filters: dict[str, int], topic: str) -> int:
     best = -1
     for topic_filter, qos in filters.items():
@@ -519,9 +556,12 @@ def _iso(timestamp: float) -> str:
 # -- formats --------------------------------------------------------------------------------------
 
 
-def message_json(seq: int, timestamp: float, message: Message, qos: int | None = None) -> dict[str, Any]:
+def message_json(
+    seq: int, timestamp: float, message: Message, qos: int | None = None, message_id: str | None = None
+) -> dict[str, Any]:
     """A message as the API's streams, Socket.IO and polling send it. ``id`` is the sender's
-    sequence number (0 for a retained message sent on subscribe)."""
+    sequence number (0 for a retained message sent on subscribe); ``message_id`` (Socket.IO and
+    polling) is ``Broker.message_id``, the same whichever way the message reaches a client."""
     payload = message.payload
     try:
         text, encoding = payload.decode("utf-8"), "utf-8"
@@ -536,6 +576,8 @@ def message_json(seq: int, timestamp: float, message: Message, qos: int | None =
         "encoding": encoding,
         "timestamp": round(timestamp, 6),
     }
+    if message_id is not None:
+        data["message_id"] = message_id
     props = message.properties
     if props:
         found: dict[str, Any] = {}

@@ -23,7 +23,8 @@ STATUS_INTERVAL = 2.0  # seconds between status lines
 
 _DESCRIPTION = """\
 Run COUNT simulated devices against an MQTT broker, one client each, speaking the device topic
-scheme: a retained offline will on <devices-root>/<id>/lwt (cleared after each connect), an announce
+scheme: a retained offline will on <devices-root>/<id>/lwt (replaced by a retained online message
+after each connect), an announce
 on <devices-root>/discovery/announce, a retained <devices-root>/<id>/status, heartbeats, and events
 after each command. Devices obey play, pause, stop, seek, join and leave sent to
 <devices-root>/<id>/commands/<cmd> or, once joined, <sessions-root>/<session>/commands/<cmd>.

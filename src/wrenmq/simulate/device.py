@@ -2,8 +2,9 @@
 
 A :class:`SimulatedDevice` drives its :class:`~.state.DeviceState` from its client's messages and
 publishes what the state says. The client reconnects by itself (with backoff) when the broker goes
-away; after every connect the device clears its stale will, subscribes, announces itself and
-publishes its retained status. A drop-out (``drop_rate``) aborts the socket without DISCONNECT, so
+away; after every connect the device replaces its stale will with a retained online message
+(JSON, as every payload on its topics), subscribes, announces itself and publishes its retained
+status. A drop-out (``drop_rate``) aborts the socket without DISCONNECT, so
 the broker publishes the will, and comes back with a new client 2 to 10 seconds later. A
 :class:`Fleet` starts the devices at a bounded rate and stops them all with DISCONNECT.
 """
@@ -183,7 +184,7 @@ class SimulatedDevice:
                 return
 
     async def _on_each_connect(self, client: DeviceClient) -> None:
-        """After each (re)connect: clear the stale will, subscribe, announce, publish the status."""
+        """After each (re)connect: replace the stale will, subscribe, announce, publish the status."""
         while True:
             await client.wait_connected()
             client.lost.clear()
@@ -192,7 +193,7 @@ class SimulatedDevice:
             now = time.time()
             client.will = self._will()  # a fresher timestamp for the next connect's will
             try:
-                await client.publish(self.topics.lwt, b"", qos=1, retain=True)
+                await self._publish(client, self.topics.lwt, self.state.online(now))
                 # Subscribe before announcing: whoever reacts to the announce may send a command at once.
                 await client.subscribe([(topic, 1) for topic in self.state.subscriptions()])
                 await self._publish(client, self.topics.announce, self.state.announce(now, __version__), retain=False)

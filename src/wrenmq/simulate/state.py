@@ -130,6 +130,11 @@ class DeviceState:
     def will(self, now: float) -> JsonObject:
         return {"deviceId": self.device_id, "status": "offline", "timestamp": timestamp(now)}
 
+    def online(self, now: float) -> JsonObject:
+        """What replaces the retained will on the lwt topic after each connect: JSON, like the will,
+        since panels parse every message there as JSON (an empty retained message would fail them)."""
+        return {"deviceId": self.device_id, "status": "online", "timestamp": timestamp(now)}
+
     def announce(self, now: float, version: str) -> JsonObject:
         return {
             "deviceId": self.device_id,

@@ -19,10 +19,13 @@
  *   expiry), so the broker keeps what arrives while the browser is elsewhere; Socket.IO and
  *   polling ask the server to replay the messages of the seconds since the last transport was
  *   last heard from (wrenmq keeps a journal of recent messages).
- * - Nothing is shown twice: a message with an event id (MQTT 5 user property `event-id`, which
- *   wrenmq's change events and this client's publishes carry, or an `eventId` field of a JSON
- *   payload) is delivered once per id. A message without one is compared by topic and payload,
- *   only in the window after a switch, where replays overlap.
+ * - Nothing is shown twice: wrenmq gives every message it routes an id (`<boot>-<number>`), the
+ *   same on every transport (the MQTT 5 user property `wrenmq-message-id`, which this client asks
+ *   for in CONNECT, or `message_id` on Socket.IO and polling); the client remembers the last
+ *   `dedupSize` ids it delivered, across transports and outages of any length, and drops a message
+ *   it has seen. A message with an application event id (user property `event-id`, which wrenmq's
+ *   change events and this client's publishes carry, or an `eventId` field of a JSON payload) is
+ *   also delivered once per event id.
  *
  * Works as a plain <script> after /static/vendor/mqtt.min.js and /static/vendor/socket.io.min.js
  * (globals `mqtt` and `io`), or as a CommonJS/npm module that requires them.
@@ -50,6 +53,7 @@
     clientId: null,
     presence: null, // { id, name }: be shown online to others while connected
     presencePrefix: "presence",
+    presenceWillDelay: 10, // MQTT: seconds the broker waits before the offline will, time to fall back
     qos: 1,
     connectTimeout: 5000,
     backoffInitial: 500,
@@ -59,7 +63,7 @@
     sessionExpiry: 600, // MQTT: seconds the broker keeps the session (and queues) while away
     keepalive: 10, // MQTT keep alive, seconds
     pollTimeout: 20, // seconds a long poll waits
-    dedupWindow: 30000, // ms after a switch in which messages without ids are compared by content
+    dedupSize: 50000, // message ids (and event ids) remembered to drop repeats: a count, not a time
     maxQueued: 1000, // publishes held while no transport is connected
     log: null, // function (line) for a trace of what the client does
   };
@@ -131,7 +135,7 @@
     const user = {};
     for (const [k, v] of props.user_properties || []) user[k] = v;
     return {
-      topic: data.topic, payload, qos: data.qos, retain: !!data.retain, transport,
+      topic: data.topic, payload, qos: data.qos, retain: !!data.retain, transport, messageId: data.message_id || null,
       properties: { contentType: props.content_type, responseTopic: props.response_topic, userProperties: user },
     };
   }
@@ -153,13 +157,18 @@
         const options = {
           protocolVersion: 5, clientId: rt.clientId, clean: false, keepalive: o.keepalive,
           reconnectPeriod: 0, connectTimeout: o.connectTimeout, resubscribe: false,
-          properties: { sessionExpiryInterval: o.sessionExpiry },
+          // wrenmq-message-ids: the broker adds its id for each message (wrenmq-message-id), so
+          // what the session replays after a fallback is known for what Socket.IO already showed.
+          properties: { sessionExpiryInterval: o.sessionExpiry, userProperties: { "wrenmq-message-ids": "1" } },
         };
         if (o.username) { options.username = o.username; options.password = o.password || ""; }
         if (presence) {
           options.will = {
             topic: rt.presenceTopic(presence.id), qos: 1, retain: true,
             payload: JSON.stringify(rt.presenceBody("offline", "mqtt")),
+            // Make before break for presence: a connection that dies leaves this long for the
+            // fallback to attach, and wrenmq drops the will of a user still attached elsewhere.
+            properties: { willDelayInterval: o.presenceWillDelay },
           };
         }
         let settled = false;
@@ -175,10 +184,14 @@
         client.on("close", () => { clearTimeout(timer); fail(new Error("MQTT connection closed")); });
         client.on("message", (topic, payload, packet) => {
           const props = packet.properties || {};
+          const user = Object.assign({}, props.userProperties || {});
+          let messageId = user["wrenmq-message-id"];
+          delete user["wrenmq-message-id"];
+          if (Array.isArray(messageId)) messageId = messageId[messageId.length - 1]; // ours is the last
           rt._deliver({
             topic, payload: new Uint8Array(payload), qos: packet.qos, retain: !!packet.retain, transport: "mqtt",
-            properties: { contentType: props.contentType, responseTopic: props.responseTopic,
-                          userProperties: props.userProperties || {} },
+            messageId: messageId || null,
+            properties: { contentType: props.contentType, responseTopic: props.responseTopic, userProperties: user },
           });
         });
         client.on("connect", (connack) => {
@@ -186,14 +199,15 @@
           // Even with the session present: filters added while away are not in it yet (and
           // Retain Handling 1 keeps the broker from resending retained messages for the others).
           this.subscribe(filters).then(() => {
-            clearTimeout(timer);
             if (settled) return;
-            settled = true;
-            if (presence) {
-              client.publish(rt.presenceTopic(presence.id), JSON.stringify(rt.presenceBody("online", "mqtt")),
-                             { qos: 1, retain: true });
-            }
-            resolve();
+            if (!presence) { clearTimeout(timer); settled = true; resolve(); return; }
+            // Resolve (and so let the fallback go) only once the broker has the online message:
+            // the fallback's end must find this connection already attached, or it says offline.
+            client.publish(rt.presenceTopic(presence.id), JSON.stringify(rt.presenceBody("online", "mqtt")),
+                           { qos: 1, retain: true }, () => {
+                             clearTimeout(timer);
+                             if (!settled) { settled = true; resolve(); }
+                           });
           }, (err) => { clearTimeout(timer); fail(err); });
         });
       });
@@ -233,12 +247,13 @@
       });
     }
 
-    close(graceful) {
+    // graceful: DISCONNECT (no will); goodbye: the user is leaving, not moving to another transport.
+    close(graceful, goodbye) {
       const client = this.client;
       this.client = null;
       if (!client) return;
       const presence = this.rt.options.presence;
-      if (graceful && presence) {
+      if (graceful && goodbye && presence) {
         client.publish(this.rt.presenceTopic(presence.id), JSON.stringify(this.rt.presenceBody("offline", "mqtt")),
                        { qos: 1, retain: true });
       }
@@ -303,10 +318,16 @@
 
     publish(topic, payload, opts) { return this.request("publish", serverPublishBody(topic, payload, opts)); }
 
-    close() {
+    close(graceful, goodbye) {
       const socket = this.socket;
       this.socket = null;
-      if (socket) socket.disconnect();
+      if (!socket) return;
+      if (!goodbye || !socket.connected) { socket.disconnect(); return; }
+      // "leave" first: the server then knows the user is leaving. Without it (a lost connection,
+      // or a switch to another transport) the user stays online for a grace period, so a switch
+      // followed at once by the new transport's failure does not show them offline either.
+      const done = () => socket.disconnect();
+      socket.timeout(1000).emitWithAck("leave", {}).then(done, done);
     }
   }
 
@@ -408,9 +429,7 @@
       this.transport = null; // the transport in use
       this.state = "connecting";
       this.closed = false;
-      this.seenIds = new Map(); // event id -> time seen (bounded)
-      this.seenContent = new Map(); // topic + payload -> time seen (bounded, recent)
-      this.switchedAt = 0;
+      this.seen = new Set(); // message ids ("m:") and event ids ("e:") delivered, oldest first (bounded)
       this.queue = [];
       this.present = new Map(); // presence id -> last presence message
       this.stats = { delivered: 0, duplicates: 0, switches: 0 };
@@ -484,7 +503,7 @@
       this.closed = true;
       clearTimeout(this.timer);
       clearTimeout(this.probeTimer);
-      if (this.transport) this.transport.close(true);
+      if (this.transport) this.transport.close(true, true);
       this.transport = null;
       this._setState("disconnected", null);
     }
@@ -521,19 +540,16 @@
       if (Array.isArray(id)) id = id[0];
       if (!id && msg.json && typeof msg.json === "object" && typeof msg.json.eventId === "string") id = msg.json.eventId;
       msg.eventId = id || null;
-      if (id) {
-        if (this.seenIds.has(id)) { this.stats.duplicates++; return; }
-        this.seenIds.set(id, now);
-        if (this.seenIds.size > 20000) this._trim(this.seenIds, 10000);
-      } else {
-        const key = msg.topic + "\u0000" + (text !== null ? text : "#" + msg.payload.length);
-        const seen = this.seenContent.get(key);
-        if (seen !== undefined && now - this.switchedAt < this.options.dedupWindow && now - seen < 2 * this.options.dedupWindow) {
-          this.stats.duplicates++;
-          return;
-        }
-        this.seenContent.set(key, now);
-        if (this.seenContent.size > 5000) this._trim(this.seenContent, 2500);
+      msg.messageId = msg.messageId || null;
+      const keys = [];
+      if (msg.messageId) keys.push("m:" + msg.messageId);
+      if (id) keys.push("e:" + id);
+      const seen = this.seen;
+      if (keys.some((key) => seen.has(key))) { this.stats.duplicates++; return; }
+      for (const key of keys) seen.add(key);
+      if (seen.size > this.options.dedupSize) {
+        let drop = seen.size - this.options.dedupSize;
+        for (const key of seen) { if (drop-- <= 0) break; seen.delete(key); }
       }
       this.stats.delivered++;
       for (const [filter, set] of this.handlers) {
@@ -543,11 +559,6 @@
         }
       }
       this._emit("message", msg);
-    }
-
-    _trim(map, keep) {
-      let drop = map.size - keep;
-      for (const key of map.keys()) { if (drop-- <= 0) break; map.delete(key); }
     }
 
     _emit(event, ...args) {
@@ -587,7 +598,7 @@
       for (let i = 0; i < names.length && !this.closed; i++) {
         try {
           const transport = await this._tryOpen(i);
-          if (this.closed) { transport.close(true); return; }
+          if (this.closed) { transport.close(true, true); return; }
           this._use(transport);
           return;
         } catch (err) {
@@ -604,10 +615,9 @@
     _use(transport) {
       const previous = this.transport;
       this.transport = transport;
-      this.switchedAt = Date.now();
       this.lastAliveAt = Date.now();
       this.backoff = this.options.backoffInitial;
-      if (previous && previous !== transport) { this.stats.switches++; previous.close(true); }
+      if (previous && previous !== transport) { this.stats.switches++; previous.close(true, false); }
       // Filters subscribed to while it was opening.
       const missing = Array.from(this.handlers.keys()).filter((f) => !transport.filters.includes(f));
       if (missing.length) transport.subscribe(missing).catch((err) => this._emit("error", err));
@@ -625,7 +635,6 @@
       this.lastAliveAt = Math.max(this.lastAliveAt, transport.lastAlive || 0);
       this.transport = null;
       clearTimeout(this.probeTimer);
-      this.switchedAt = Date.now();
       this._connectLoop();
     }
 
@@ -648,7 +657,7 @@
             this.trace("probe " + this.options.transports[i] + " failed: " + (err && err.message));
             continue;
           }
-          if (this.closed || this.transport !== current) { candidate.close(true); return; }
+          if (this.closed || this.transport !== current) { candidate.close(true, this.closed); return; }
           this._use(candidate); // subscribed before the fallback closes: make before break
           return;
         }
