@@ -1,7 +1,7 @@
 """The console's MQTT client page in Chromium (wrenmq feature, issue 9): MQTT.js in the page talks to
 wrenmq's WebSocket listener while paho-mqtt talks to its TCP listener. Connect, subscribe, publish
 with MQTT 5 properties, several tabs at once, the will, a flood that must not freeze the page,
-filter and pause, input validation, and every connection ended on leaving the page."""
+filter and pause, input validation, and connections kept while navigating (ended on sign-out)."""
 
 from __future__ import annotations
 
@@ -405,15 +405,44 @@ def test_mqtt_page_bad_port_is_refused_and_nothing_connects(
     assert not console.errors, console.errors
 
 
-def test_mqtt_page_leaving_ends_every_connection(console: MqttPage, server: WrenmqServer, api_key: str) -> None:
+def test_mqtt_page_keeps_connections_and_messages_while_navigating(
+    console: MqttPage, server: WrenmqServer, api_key: str, paho: PahoFactory
+) -> None:
+    """Leaving the MQTT page for another console page keeps its connections up (no reconnect: the
+    same client ids stay connected), its subscriptions, and its messages, including those that
+    arrive meanwhile; signing out ends every connection (issue 18)."""
     page = console.page
-    console.connect("one")
-    console.connect("two", version="4")
-    assert len(clients(server, api_key)) == 2
-    assert not console.errors, console.errors
-    # (Whatever the next page logs is that page's business: the cleanup runs before it loads.)
+    one = console.connect("one")
+    two = console.connect("two", version="4")
+    console.subscribe(two, "keep/#", qos=1)
+    publisher = paho(MQTTv5)
+    publisher.publish("keep/before", b"seen before leaving", qos=1)
+    console.wait_received(two, 1)
+    before = {c["client_id"]: c["address"] for c in clients(server, api_key)}
+    assert len(before) == 2
     page.click("#sidebar a[href='#/dashboard']")
     page.wait_for_selector("section.page-dashboard", timeout=TIMEOUT_MS)
+    publisher.publish("keep/while-away", b"arrived while away", qos=1)
+    page.click("#sidebar a[href='#/topics']")
+    page.wait_for_selector("section.page-topics", timeout=TIMEOUT_MS)
+    page.click("#sidebar a[href='#/mqtt']")
+    page.wait_for_selector(f"#mqtt-tab-{one}", timeout=TIMEOUT_MS)
+    assert page.locator(".mqtt-tab").count() == 2
+    assert page.get_attribute(f"#mqtt-tab-{two}", "aria-selected") == "true"  # the tab shown when leaving
+    console.wait_received(two, 2)
+    page.wait_for_function(
+        "(n) => document.querySelectorAll(`#mqtt-conn-${n} li.mqtt-message`).length === 2", arg=two, timeout=TIMEOUT_MS
+    )
+    assert [console.rows(two).nth(i).locator(".mqtt-payload").inner_text() for i in range(2)] == [
+        "arrived while away",
+        "seen before leaving",
+    ]
+    assert "keep/#" in page.inner_text(f"#mqtt-conn-{two} .mqtt-subs")
+    assert {c["client_id"]: c["address"] for c in clients(server, api_key)} == before  # same sockets: never reconnected
+    assert not console.errors, console.errors
+
+    page.click("#sign-out")
+    page.wait_for_selector("#api-key", timeout=TIMEOUT_MS)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and clients(server, api_key):
         time.sleep(0.1)

@@ -3,6 +3,10 @@
 //
 // A flood must never freeze the page: messages are only queued as they arrive (bounded), and drawn
 // once per animation frame (ctx.batch), keeping the newest MAX_ROWS rows in the DOM.
+//
+// The connections outlive the page: leaving it only detaches its elements (kept below, in `kept`),
+// and coming back puts them back with every connection, subscription and message as it was, as a
+// desktop MQTT client would. Signing out (app.js calls forget()) closes them.
 
 export const title = "MQTT client";
 
@@ -113,8 +117,23 @@ function clock(date) {
 
 // -- the page ----------------------------------------------------------------------------------------
 
+let kept = null;  // {el, shown, close}: the page while the console is signed in
+
 export function render(root, ctx) {
+  if (!kept) kept = build(ctx);
+  root.append(kept.el);
+  kept.shown();
+  return () => kept && kept.el.remove();  // the connections stay up, and keep receiving
+}
+
+// Close every connection (a normal DISCONNECT) and drop the kept page: on sign-out.
+export function forget() {
+  if (kept) { kept.close(); kept.el.remove(); kept = null; }
+}
+
+function build(ctx) {
   const { h } = ctx;
+  const root = h("div", { class: "mqtt-page" });
   const connections = [];
   let active = null;          // the shown connection, or null for the "new connection" form
   let serial = 0;
@@ -515,8 +534,9 @@ export function render(root, ctx) {
     };
 
     const draw = ctx.batch(() => {
-      // A tab in the background only counts; its rows are drawn when it is shown.
-      if (!conn.paused && conn.pending.length && !conn.panel.hidden) {
+      // A tab in the background (or the page, while another is open) only counts; its rows are
+      // drawn when it is shown.
+      if (!conn.paused && conn.pending.length && !conn.panel.hidden && conn.panel.isConnected) {
         trim(conn.pending);
         const fragment = document.createDocumentFragment();
         for (let i = conn.pending.length - 1; i >= 0; i--) fragment.append(messageRow(conn.pending[i], conn.filter));
@@ -667,9 +687,13 @@ export function render(root, ctx) {
     if (active === conn) show(connections[Math.max(0, at - 1)] || null);
   }
 
-  return () => {
-    left = true;
-    for (const conn of [...connections]) closeConnection(conn);
+  return {
+    el: root,
+    shown: () => { if (active) active.draw(); },
+    close: () => {
+      left = true;
+      for (const conn of [...connections]) closeConnection(conn);
+    },
   };
 }
 
