@@ -131,5 +131,6 @@ def test_session_get_tells_the_console_who_and_where(server: Callable[..., Wrenm
     topics = answers["bob"]["topics"]
     assert topics["events_prefix"] == "go-nmos/flows/events" and topics["presence_admin_root"] == "ops"
     assert topics["presence_devices_root"] == "devices" and topics["presence"] is True
+    assert answers["bob"]["password_file"] is True and answers["bob"]["acl_file"] is False
     assert httpx.get(running.api_url + S).status_code == 401
     assert httpx.get(running.api_url + S, headers={"Authorization": "Bearer wmq_nope"}).status_code == 401

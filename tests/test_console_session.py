@@ -20,7 +20,7 @@ from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
-PAGES = ["dashboard", "topics", "mqtt", "devices", "resources"]  # every page but Clients (management)
+PAGES = ["dashboard", "topics", "mqtt", "devices", "resources"]  # every page but Clients and Users (management)
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_console_user_sees_a_read_only_console_without_403s(signed_in: Callable[
     bob = signed_in("bob", "builder")
     page = bob.page
     page.wait_for_selector("#who:has-text('bob · read-only')", timeout=TIMEOUT_MS)
-    assert page.is_hidden("#sidebar a[href='#/clients']")
+    assert page.is_hidden("#sidebar a[href='#/clients']") and page.is_hidden("#sidebar a[href='#/users']")
     for name in PAGES:
         assert page.is_visible(f"#sidebar a[href='#/{name}']"), name
         bob.visit(name)
@@ -109,10 +109,11 @@ def test_console_user_sees_a_read_only_console_without_403s(signed_in: Callable[
             assert page.locator(WRITE_CONTROLS[name]).count() == 1
             assert page.is_hidden(WRITE_CONTROLS[name]), name
         assert "could not" not in page.inner_text("main"), name
-    page.evaluate("() => { location.hash = '#/clients'; }")
-    page.wait_for_timeout(500)
-    assert page.locator("section.page-clients").count() == 0
-    assert page.locator("section.page-dashboard").count() == 1
+    for managed in ("clients", "users"):
+        page.evaluate("(name) => { location.hash = '#/' + name; }", managed)
+        page.wait_for_timeout(500)
+        assert page.locator(f"section.page-{managed}").count() == 0
+        assert page.locator("section.page-dashboard").count() == 1
     assert not bob.errors, bob.errors
 
 

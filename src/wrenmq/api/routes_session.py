@@ -66,6 +66,8 @@ class Caller(BaseModel):
     read_only: bool = Field(description="May only read: every method but GET answers 403.")
     manages: bool = Field(description="May use the management routes (clients, subscriptions, users, ACL, brokers).")
     topics: ConsoleTopics
+    password_file: bool = Field(description="Whether a `password_file` is configured (`/users` manages it).")
+    acl_file: bool = Field(description="Whether an `acl_file` is configured (`/acl` manages it).")
 
 
 def install(app: FastAPI, broker: Broker) -> None:
@@ -122,6 +124,8 @@ def install(app: FastAPI, broker: Broker) -> None:
             read_only=principal.read_only,
             manages=principal.manages,
             topics=topics,
+            password_file=config.password_file is not None,
+            acl_file=config.acl_file is not None,
         )
 
     @router.delete(
