@@ -183,6 +183,65 @@ def _props(content_type: str | None = None, user: list[tuple[str, str]] | None =
     return props
 
 
+def test_mqtt_page_payload_formats_text_json_base64_hex(console: MqttPage, paho: PahoFactory) -> None:
+    """The publish box is read as text, JSON, Base64 or hex, and paho receives exactly those bytes;
+    a payload that is not what its format says is refused in the page (nothing published: the
+    next message paho gets is the valid one). Received payloads can be shown in each format."""
+    page = console.page
+    live = paho(MQTTv5)
+    live.subscribe("fmt/#", qos=1)
+    n = console.connect("formats")
+    console.subscribe(n, "fmt/#", qos=1)
+
+    def publish(topic: str, payload: str, fmt: str) -> None:
+        page.fill(f"#mqtt-pub-topic-{n}", topic)
+        page.fill(f"#mqtt-pub-payload-{n}", payload)
+        page.select_option(f"#mqtt-pub-format-{n}", fmt)
+        page.click(f"#mqtt-conn-{n} .mqtt-publish button[type=submit]")
+
+    publish("fmt/bad-hex", "0g ff", "hex")
+    assert "not hex" in page.inner_text(f"#mqtt-conn-{n} .mqtt-publish .error")
+    publish("fmt/bad-json", "{nope", "json")
+    assert "not JSON" in page.inner_text(f"#mqtt-conn-{n} .mqtt-publish .error")
+    publish("fmt/bad-base64", "a!b", "base64")
+    assert "not Base64" in page.inner_text(f"#mqtt-conn-{n} .mqtt-publish .error")
+    publish("fmt/hex", "00 ff 10 68 69", "hex")
+    publish("fmt/base64", "aGVsbG8gd29ybGQ=", "base64")
+    publish("fmt/json", '{"a": [1, 2]}', "json")
+    publish("fmt/text", "grüße", "text")
+    got = [(m.topic, m.payload) for m in live.receive(4)]
+    assert got == [
+        ("fmt/hex", bytes([0x00, 0xFF, 0x10, 0x68, 0x69])),  # the refused ones never went out
+        ("fmt/base64", b"hello world"),
+        ("fmt/json", b'{"a": [1, 2]}'),
+        ("fmt/text", "grüße".encode()),
+    ]
+
+    console.wait_received(n, 4)
+    payloads = f"#mqtt-conn-{n} li.mqtt-message .mqtt-payload"
+    page.select_option(f"#mqtt-view-{n}", "hex")
+    assert page.locator(payloads).all_inner_texts() == [
+        "67 72 c3 bc c3 9f 65",
+        "7b 22 61 22 3a 20 5b 31 2c 20 32 5d 7d",
+        "68 65 6c 6c 6f 20 77 6f 72 6c 64",
+        "00 ff 10 68 69",
+    ]
+    page.select_option(f"#mqtt-view-{n}", "base64")
+    assert page.locator(payloads).all_inner_texts()[2:] == ["aGVsbG8gd29ybGQ=", "AP8QaGk="]
+    page.select_option(f"#mqtt-view-{n}", "text")
+    assert page.locator(payloads).all_inner_texts()[0] == "grüße"
+    page.select_option(f"#mqtt-view-{n}", "json")
+    assert page.locator(payloads).all_inner_texts()[1] == '{\n  "a": [\n    1,\n    2\n  ]\n}'
+    # New messages arrive in the chosen format too.
+    live.publish("fmt/later", b"\x01\x02", qos=1)
+    page.select_option(f"#mqtt-view-{n}", "hex")
+    console.wait_received(n, 5)
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.textContent === '01 02'", arg=payloads, timeout=TIMEOUT_MS
+    )
+    assert not console.errors, console.errors
+
+
 def test_mqtt_page_publishes_with_qos_retain_and_mqtt5_properties(console: MqttPage, paho: PahoFactory) -> None:
     """A message published from the page reaches paho (MQTT 5) with its QoS, retain flag and properties."""
     page = console.page

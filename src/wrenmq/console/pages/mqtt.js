@@ -96,6 +96,56 @@ export function describePayload(bytes) {
   return { kind: "text", text: clip(text) };
 }
 
+// Payload formats (as MQTTX offers them): what the publish box holds is read in the chosen format,
+// and received payloads can be shown in one. Base64 and hex cover any bytes; JSON is checked.
+export const FORMATS = ["text", "json", "base64", "hex"];
+const FORMAT_NAMES = { auto: "auto", text: "text", json: "JSON", base64: "Base64", hex: "hex" };
+
+// text in `format` -> {bytes: Uint8Array} or {error}
+export function encodePayload(text, format) {
+  if (format === "json") {
+    try { JSON.parse(text); } catch (err) { return { error: "The payload is not JSON: " + err.message }; }
+    return { bytes: utf8.encode(text) };
+  }
+  if (format === "base64") {
+    const clean = text.replace(/\s+/g, "");
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(clean) || clean.length % 4 === 1) return { error: "The payload is not Base64." };
+    let binary;
+    try { binary = atob(clean); } catch (err) { return { error: "The payload is not Base64." }; }
+    return { bytes: Uint8Array.from(binary, (c) => c.charCodeAt(0)) };
+  }
+  if (format === "hex") {
+    const clean = text.replace(/(0x|\s|:)/gi, "");
+    if (!/^([0-9a-fA-F]{2})*$/.test(clean)) return { error: "The payload is not hex: pairs of 0-9 a-f, spaces allowed." };
+    return { bytes: Uint8Array.from(clean.match(/../g) || [], (pair) => parseInt(pair, 16)) };
+  }
+  return { bytes: utf8.encode(text) };
+}
+
+function base64(bytes) {
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+// bytes shown in `format` ("auto": describePayload's guess) -> {kind, text}
+export function showPayload(bytes, format) {
+  if (format === "auto" || !bytes || bytes.length === 0) return describePayload(bytes);
+  if (format === "hex") return { kind: "hex", text: hex(bytes, MAX_HEX_BYTES) };
+  if (format === "base64") {
+    const more = bytes.length > MAX_SHOWN_CHARS ? `\n… (${bytes.length} bytes)` : "";
+    return { kind: "base64", text: base64(bytes.subarray(0, MAX_SHOWN_CHARS)) + more };
+  }
+  let text;
+  try { text = strictUtf8.decode(bytes); } catch (e) { return { kind: "binary", text: "(not UTF-8: show it as hex or Base64)" }; }
+  if (format === "json") {
+    try { return { kind: "json", text: clip(JSON.stringify(JSON.parse(text), null, 2)) }; } catch (e) {
+      return { kind: "text", text: clip(text) + "\n(not JSON)" };
+    }
+  }
+  return { kind: "text", text: clip(text) };
+}
+
 function clip(text) {
   return text.length > MAX_SHOWN_CHARS ? text.slice(0, MAX_SHOWN_CHARS) + "\n… (" + text.length + " characters)" : text;
 }
@@ -321,7 +371,7 @@ function build(ctx) {
     const conn = {
       n, name: settings.name, url: settings.url, options: settings.options, v5, client: null,
       state: "connecting", error: "", subs: new Map(), pending: [], held: [], paused: false, heldCount: 0,
-      received: 0, dropped: 0, filter: "",
+      received: 0, dropped: 0, filter: "", view: "auto",
     };
 
     const dot = h("span", { class: "mqtt-dot", "aria-hidden": "true" });
@@ -422,6 +472,8 @@ function build(ctx) {
     const pubQos = h("select", { id: `mqtt-pub-qos-${n}` }, h("option", { value: "0" }, "0"), h("option", { value: "1" }, "1"),
                      h("option", { value: "2" }, "2"));
     const pubRetain = h("input", { type: "checkbox", id: `mqtt-pub-retain-${n}` });
+    const pubFormat = h("select", { id: `mqtt-pub-format-${n}` },
+      ...FORMATS.map((f) => h("option", { value: f }, FORMAT_NAMES[f])));
     const propContentType = h("input", { id: `mqtt-pub-content-type-${n}`, placeholder: "application/json", autocomplete: "off" });
     const propResponseTopic = h("input", { id: `mqtt-pub-response-topic-${n}`, autocomplete: "off" });
     const propCorrelation = h("input", { id: `mqtt-pub-correlation-${n}`, autocomplete: "off" });
@@ -436,7 +488,7 @@ function build(ctx) {
       h("h2", {}, "Publish"),
       h("div", { class: "row mqtt-inline" }, labelled(pubTopic, "Topic", "mqtt-grow"), labelled(pubQos, "QoS"),
         h("div", { class: "mqtt-check" }, pubRetain, h("label", { for: pubRetain.id }, "Retain"))),
-      labelled(pubPayload, "Payload (text)"),
+      h("div", { class: "row mqtt-inline" }, labelled(pubPayload, "Payload", "mqtt-grow"), labelled(pubFormat, "Format")),
       v5 ? h("details", { class: "mqtt-props" }, h("summary", {}, "MQTT 5 properties"),
         h("div", { class: "mqtt-form-grid" }, labelled(propContentType, "Content type"),
           labelled(propResponseTopic, "Response topic"), labelled(propCorrelation, "Correlation data"),
@@ -471,8 +523,11 @@ function build(ctx) {
         else if (Object.keys(user.properties).length) properties.userProperties = user.properties;
         if (Object.keys(properties).length) options.properties = properties;
       }
+      const encoded = encodePayload(pubPayload.value, pubFormat.value);
+      if (encoded.error) problems.push(encoded.error);
       if (problems.length) { pubError.textContent = problems.join(" "); return null; }
-      return { topic, payload: pubPayload.value, options };
+      // Text goes as the string (MQTT.js encodes it as UTF-8); other formats as their bytes.
+      return { topic, payload: pubFormat.value === "text" ? pubPayload.value : encoded.bytes, options };
     }
     return card;
   }
@@ -488,6 +543,19 @@ function build(ctx) {
     const filterInput = h("input", { id: `mqtt-filter-${n}`, type: "search", placeholder: "topic or payload text",
                                      autocomplete: "off" });
     const pauseButton = h("button", { type: "button", class: "mqtt-pause", onclick: () => setPaused(!conn.paused) }, "Pause");
+    const viewSelect = h("select", { id: `mqtt-view-${n}` },
+      ...["auto", ...FORMATS].map((f) => h("option", { value: f }, FORMAT_NAMES[f])));
+    viewSelect.addEventListener("change", () => {  // redraw the payloads shown, in the new format
+      conn.view = viewSelect.value;
+      for (const row of list.children) {
+        const shown = showPayload(row._message.payload, conn.view);
+        const pre = row.querySelector(".mqtt-payload");
+        pre.textContent = shown.text;
+        pre.dataset.kind = shown.kind;
+        row._search = (row._message.topic + "\n" + shown.text).toLowerCase();
+        row.hidden = !matches(row._search, conn.filter);
+      }
+    });
     filterInput.addEventListener("input", () => {
       conn.filter = filterInput.value.toLowerCase();
       for (const row of list.children) row.hidden = !matches(row._search, conn.filter);
@@ -495,7 +563,8 @@ function build(ctx) {
     });
     const card = h("div", { class: "card stack mqtt-messages-card" },
       h("div", { class: "row mqtt-messages-head" }, h("h2", {}, "Messages"), counter),
-      h("div", { class: "row mqtt-inline" }, labelled(filterInput, "Filter", "mqtt-grow"), pauseButton,
+      h("div", { class: "row mqtt-inline" }, labelled(filterInput, "Filter", "mqtt-grow"), labelled(viewSelect, "Show as"),
+        pauseButton,
         h("button", { type: "button", class: "mqtt-clear", onclick: () => {
           conn.pending = []; conn.held = []; conn.heldCount = 0; conn.dropped = 0; conn.received = 0;
           list.replaceChildren(); draw();
@@ -539,7 +608,7 @@ function build(ctx) {
       if (!conn.paused && conn.pending.length && !conn.panel.hidden && conn.panel.isConnected) {
         trim(conn.pending);
         const fragment = document.createDocumentFragment();
-        for (let i = conn.pending.length - 1; i >= 0; i--) fragment.append(messageRow(conn.pending[i], conn.filter));
+        for (let i = conn.pending.length - 1; i >= 0; i--) fragment.append(messageRow(conn.pending[i], conn.filter, conn.view));
         conn.pending = [];
         list.prepend(fragment);
         while (list.childElementCount > MAX_ROWS) { list.lastElementChild.remove(); conn.dropped += 1; }
@@ -560,20 +629,22 @@ function build(ctx) {
     return card;
   }
 
-  function messageRow(m, filter) {
-    const shown = describePayload(m.payload);
+  function messageRow(m, filter, view) {
+    const shown = showPayload(m.payload, view);
     const row = h("li", { class: "mqtt-message" },
       h("div", { class: "row mqtt-message-head" },
         h("code", { class: "mqtt-topic" }, m.topic),
         h("span", { class: "badge mqtt-qos" }, "QoS " + m.qos),
         m.retain ? h("span", { class: "badge mqtt-retain" }, "retained") : null,
-        shown.kind === "binary" ? h("span", { class: "badge" }, "binary · " + m.payload.length + " bytes") : null,
+        shown.kind === "binary" || view === "hex" || view === "base64"
+          ? h("span", { class: "badge" }, (shown.kind === "binary" ? "binary · " : "") + m.payload.length + " bytes") : null,
         h("time", { class: "muted", datetime: m.at.toISOString() }, clock(m.at))),
       h("pre", { class: "mqtt-payload", dataset: { kind: shown.kind } }, shown.text),
       m.properties && Object.keys(m.properties).length
         ? h("dl", { class: "mqtt-properties" }, Object.entries(m.properties).flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, propertyText(v))]))
         : null);
     row._search = (m.topic + "\n" + shown.text).toLowerCase();
+    row._message = m;
     if (filter && !matches(row._search, filter)) row.hidden = true;
     return row;
   }
