@@ -20,7 +20,14 @@ from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
-PAGES = ["dashboard", "topics", "mqtt", "devices", "resources"]  # every page but Clients and Users (management)
+PAGES = [
+    "dashboard",
+    "topics",
+    "retained",
+    "mqtt",
+    "devices",
+    "resources",
+]  # every page but Clients and Users (management)
 
 
 @pytest.fixture
@@ -91,7 +98,7 @@ def signed_in(browser: Any, server: WrenmqServer) -> Iterator[Callable[..., Sign
 # -- roles --------------------------------------------------------------------------------------
 
 
-WRITE_CONTROLS = {"topics": "#publish-form", "devices": "#command-form", "resources": "#res-edit"}
+WRITE_CONTROLS = {"topics": "#publish-form", "devices": "#command-form", "resources": "#res-edit"}  # always drawn
 
 
 def test_console_user_sees_a_read_only_console_without_403s(signed_in: Callable[..., SignedIn]) -> None:
