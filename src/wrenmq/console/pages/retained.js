@@ -99,14 +99,14 @@ export function render(root, ctx) {
     draw();
     const props = Object.entries(message.properties || {}).filter(([, v]) => v !== null && !(Array.isArray(v) && !v.length));
     detail.hidden = false;
-    detail.replaceChildren(head(topic),
+    detail.replaceChildren(...[head(topic),
       h("p", { class: "muted" }, `QoS ${message.qos} · ${fmt.bytes(message.payload_size)}`),
       h("div", { class: "row" }, h("label", { for: "ret-view" }, "Show as"), view),
       payload,
       props.length ? h("dl", { class: "cl-facts" }, props.flatMap(([k, v]) =>
         [h("dt", {}, k.replace(/_/g, " ")), h("dd", { class: "mono" }, typeof v === "object" ? JSON.stringify(v) : String(v))])) : null,
       h("div", { class: "row needs-write" }, h("button", { type: "button", class: "danger", id: "ret-clear",
-        onclick: () => clear(topic) }, "Clear retained message")));
+        onclick: () => clear(topic) }, "Clear retained message"))].filter(Boolean));  // (DOM, not h: no nulls)
     ctx.reveal(detail);
   }
 
