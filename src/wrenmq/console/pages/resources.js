@@ -281,6 +281,7 @@ export function render(root, ctx) {
         order.push(item.id);
         dirty.add(item.id);
       }
+      orderDirty = true;             // the draw load() asked for may have run already, with no rows
       lastSeq = latest.last_seq;
       draw();
       catchUp();                     // anything that changed between the two answers
