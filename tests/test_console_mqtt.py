@@ -242,6 +242,41 @@ def test_mqtt_page_payload_formats_text_json_base64_hex(console: MqttPage, paho:
     assert not console.errors, console.errors
 
 
+def test_mqtt_page_saves_connections_without_their_password(console: MqttPage, server: WrenmqServer) -> None:
+    """A connection opened is saved under its name (localStorage, not the password); after a
+    reload it fills the form again, connects, and can be forgotten."""
+    page = console.page
+    page.fill("#mqtt-username", "saver")
+    page.fill("#mqtt-password", "hunter2")
+    page.fill("#mqtt-keepalive", "45")
+    page.fill("#mqtt-client-id", "saved-client-1")
+    console.connect("kitchen bench", version="4")
+    stored = page.evaluate("() => localStorage.getItem('wrenmq.console.mqtt.saved')")
+    assert "kitchen bench" in stored and "saved-client-1" in stored and "hunter2" not in stored
+
+    page.reload()
+    page.wait_for_selector("#mqtt-broker option[value='0']", state="attached", timeout=TIMEOUT_MS)
+    assert page.locator(".mqtt-tab").count() == 0  # a reload ends the page's connections
+    page.select_option("#mqtt-saved", "kitchen bench")
+    assert page.input_value("#mqtt-name") == "kitchen bench"
+    assert page.input_value("#mqtt-version") == "4"
+    assert page.input_value("#mqtt-keepalive") == "45"
+    assert page.input_value("#mqtt-username") == "saver"
+    assert page.input_value("#mqtt-client-id") == "saved-client-1"
+    assert page.input_value("#mqtt-password") == ""
+    assert page.input_value("#mqtt-broker") == "0"  # "this wrenmq", as it was
+    page.click("#mqtt-new button[type=submit]")
+    page.wait_for_selector(f"{PANEL} .mqtt-state:text-is('connected')", timeout=TIMEOUT_MS)
+    assert "saved-client-1" in page.inner_text(f"{PANEL} .mqtt-url")
+
+    page.click("#mqtt-tab-new")
+    page.select_option("#mqtt-saved", "kitchen bench")
+    page.click("#mqtt-forget")
+    page.wait_for_selector(".mqtt-saved", state="hidden", timeout=TIMEOUT_MS)
+    assert "kitchen bench" not in page.evaluate("() => localStorage.getItem('wrenmq.console.mqtt.saved')")
+    assert not console.errors, console.errors
+
+
 def test_mqtt_page_publishes_with_qos_retain_and_mqtt5_properties(console: MqttPage, paho: PahoFactory) -> None:
     """A message published from the page reaches paho (MQTT 5) with its QoS, retain flag and properties."""
     page = console.page

@@ -14,6 +14,17 @@ export const MAX_ROWS = 500;           // message rows kept in the DOM per conne
 const MAX_SHOWN_CHARS = 8192;          // payload characters shown per message
 const MAX_HEX_BYTES = 512;             // bytes of a binary payload shown as hex
 const RECONNECT_MS = 2000;
+// Saved connections (as MQTTX keeps them): the form's fields by connection name, in localStorage,
+// without the password (a browser's storage is no place for it: it is asked again).
+const SAVED = "wrenmq.console.mqtt.saved";
+const MAX_SAVED = 50;
+
+function savedConnections() {
+  try {
+    const list = JSON.parse(localStorage.getItem(SAVED) || "[]");
+    return Array.isArray(list) ? list.filter((one) => one && typeof one.name === "string") : [];
+  } catch (e) { return []; }
+}
 
 const SUBACK_REASONS = {
   0x80: "Unspecified error", 0x83: "Implementation specific error", 0x87: "Not authorized",
@@ -310,16 +321,74 @@ function build(ctx) {
       return { name: name.input.value.trim(), url, options };
     }
 
+    // -- saved connections: every connection opened is saved under its name (password left out)
+    const savedSelect = h("select", { id: "mqtt-saved" });
+    const forgetButton = h("button", { type: "button", class: "link", id: "mqtt-forget",
+      onclick: () => {
+        const chosen = savedSelect.value;
+        if (!chosen) return;
+        localStorage.setItem(SAVED, JSON.stringify(savedConnections().filter((one) => one.name !== chosen)));
+        drawSaved();
+        ctx.toast(`Forgot the saved connection ${chosen}.`);
+      } }, "Forget");
+    const savedRow = h("div", { class: "row mqtt-inline mqtt-saved" },
+      h("div", { class: "mqtt-grow" }, h("label", { for: "mqtt-saved" }, "Saved connections"), savedSelect), forgetButton);
+    const checks = { tls, clean, willRetain };
+    const texts = { name, host, port, path, username, clientId, keepalive, willTopic, willPayload };
+    const choices = { version, willQos };
+
+    function drawSaved() {
+      const list = savedConnections();
+      savedSelect.replaceChildren(h("option", { value: "" }, `choose one (${list.length})`),
+        ...list.map((one) => h("option", { value: one.name }, one.name)));
+      savedRow.hidden = list.length === 0;
+    }
+
+    function snapshot() {
+      const saved = { broker: broker.input.value === "custom" ? "custom" : "preset:" + JSON.stringify(presets[Number(broker.input.value)]) };
+      for (const [k, f] of Object.entries(texts)) saved[k] = f.input.value;
+      for (const [k, f] of Object.entries(choices)) saved[k] = f.input.value;
+      for (const [k, f] of Object.entries(checks)) saved[k] = f.input.checked;
+      saved.name = saved.name.trim();
+      return saved;
+    }
+
+    function remember() {
+      const saved = snapshot();
+      const list = savedConnections().filter((one) => one.name !== saved.name);
+      list.unshift(saved);
+      localStorage.setItem(SAVED, JSON.stringify(list.slice(0, MAX_SAVED)));
+      drawSaved();
+    }
+
+    function restore(saved) {
+      for (const [k, f] of Object.entries(texts)) if (typeof saved[k] === "string") f.input.value = saved[k];
+      for (const [k, f] of Object.entries(choices)) if (typeof saved[k] === "string") f.input.value = saved[k];
+      for (const [k, f] of Object.entries(checks)) if (typeof saved[k] === "boolean") f.input.checked = saved[k];
+      const preset = presets.findIndex((p) => "preset:" + JSON.stringify(p) === saved.broker);
+      broker.input.value = preset >= 0 ? String(preset) : "custom";
+      custom.hidden = broker.input.value !== "custom";
+      password.input.value = "";
+      if (saved.willTopic) el.querySelector(".mqtt-will").open = true;
+    }
+
+    savedSelect.addEventListener("change", () => {
+      const saved = savedConnections().find((one) => one.name === savedSelect.value);
+      if (saved) restore(saved);
+    });
+
     const el = h("form", { class: "card stack mqtt-connect", id: "mqtt-new", role: "tabpanel", "aria-labelledby": "mqtt-tab-new",
                            novalidate: true, onsubmit: (event) => {
         event.preventDefault();
         const settings = read();
         if (!settings) return;
+        remember();
         openConnection(settings);
         name.input.value = "connection " + (serial + 1);
         clientId.input.value = newClientId();
       } },
       h("h2", {}, "New connection"),
+      savedRow,
       h("p", { class: "muted mqtt-ws-note" }, "Browsers speak MQTT only over WebSocket (ws:// or wss://). To reach a broker that ",
         "listens on TCP only, add it to wrenmq as an external broker connection (a bridge) and connect here to wrenmq."),
       h("div", { class: "mqtt-form-grid" }, name.el, broker.el, version.el),
@@ -359,6 +428,7 @@ function build(ctx) {
       if (!left) ctx.toast("Could not read the broker's listeners: " + (err.detail || err.message), "error");
     });
 
+    drawSaved();
     return { el };
   }
 
