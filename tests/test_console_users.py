@@ -107,6 +107,12 @@ def test_users_page_adds_a_user_who_connects_over_mqtt_and_an_acl_rule_that_appl
     page.wait_for_selector("#acl-table tr:has-text('sensors/7/#'):has-text('sensor-7')", timeout=TIMEOUT_MS)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "console-users-desktop.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 844})  # on a phone every Delete is on screen
+    for button in page.locator("#acl-table .res-delete, #user-table .res-delete").all():
+        box = button.bounding_box()
+        assert box is not None and box["x"] + box["width"] <= 390, box
+    page.screenshot(path=str(ARTIFACTS / "console-users-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 800})
 
     device = Mqtt(server.port, "sensor-7", "s3cret")
     try:

@@ -46,7 +46,7 @@ export function render(root, ctx) {
   const aclFile = h("p", { class: "muted us-file" });
   const ruleList = h("tbody", {});
   const ruleTable = h("div", { class: "table-wrap" }, h("table", { id: "acl-table" },
-    h("thead", {}, h("tr", {}, ...["Applies to", "Access", "Topic filter", "Line"].map((t) => h("th", { scope: "col" }, t)),
+    h("thead", {}, h("tr", {}, ...["Applies to", "Access", "Topic filter", "Line"].map((t) => h("th", { scope: "col", class: t === "Line" ? "us-opt" : null }, t)),
       h("th", { scope: "col", class: "needs-write" }, h("span", { class: "res-sr" }, "Actions")))), ruleList));
   const ruleEmpty = h("p", { class: "muted", hidden: true }, "No rules: with an empty ACL file every topic is denied.");
   const aclCard = h("div", { class: "card stack", id: "acl-card" },
@@ -90,7 +90,7 @@ export function render(root, ctx) {
           : rule.user === null ? h("em", {}, "anonymous clients") : h("span", { class: "mono" }, rule.user)),
         h("td", {}, h("span", { class: "badge" + (rule.access === "deny" ? " bad" : "") }, rule.access)),
         h("td", { class: "mono" }, rule.topic),
-        h("td", { class: "muted" }, String(rule.line)),
+        h("td", { class: "muted us-opt" }, String(rule.line)),
         h("td", { class: "res-actions needs-write" }, h("button", { type: "button", class: "link res-delete",
           "aria-label": `Delete rule ${rule.access} ${rule.topic}`, onclick: () => removeRule(rule) }, "Delete")))));
       ruleTable.hidden = answer.rules.length === 0;
