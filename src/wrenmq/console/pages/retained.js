@@ -4,13 +4,12 @@
 // (GET /api/v1/retained/{topic}): payload in the chosen format and properties; callers that may
 // write can clear it (DELETE, after a confirmation).
 
-import { FORMATS, showPayload } from "./mqtt.js";
+import { FORMATS, FORMAT_NAMES, showPayload } from "../payload.js";
 
 export const title = "Retained";
 
 export const PAGE_SIZE = 50;
 const SEARCH_DELAY_MS = 250;
-const FORMAT_NAMES = { auto: "auto", text: "text", json: "JSON", base64: "Base64", hex: "hex" };
 const levelPath = (topic) => topic.split("/").map(encodeURIComponent).join("/");
 
 export function render(root, ctx) {
