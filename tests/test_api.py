@@ -559,6 +559,29 @@ def test_retained_listing_pages_and_filters(api: Api) -> None:
     assert "not a valid topic filter" in errors["query.filter"]
 
 
+def test_retained_listing_searches_topics_and_text_payloads(api: Api) -> None:
+    """``search`` keeps the messages whose topic or UTF-8 payload contains it, ignoring case; it
+    narrows the filter (and paging counts only what it keeps)."""
+    api.server.publish("plant/line1/temperature", b'{"celsius": 21.5}', retain=True)
+    api.server.publish("plant/line2/state", b"RUNNING", retain=True)
+    api.server.publish("office/printer", b"\xff\xfe running low", retain=True)
+    api.server.publish("office/lamp", b"off", retain=True)
+
+    def topics(**params: str) -> list[str]:
+        page = api.http.get("/api/v1/retained", params=params).json()
+        assert page["total"] == len(page["items"])
+        return [item["topic"] for item in page["items"]]
+
+    assert topics(search="LINE") == ["plant/line1/temperature", "plant/line2/state"]
+    assert topics(search="running") == [
+        "office/printer",
+        "plant/line2/state",
+    ]  # payloads, any case, bytes not UTF-8 skipped
+    assert topics(search="celsius") == ["plant/line1/temperature"]
+    assert topics(search="running", filter="office/#") == ["office/printer"]
+    assert topics(search="nowhere") == []
+
+
 def test_retained_deletion_is_persisted(wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path) -> None:
     """With SQLite storage, a retained message deleted through the API stays deleted after a
     restart, while one left alone is restored."""

@@ -114,3 +114,23 @@ def test_session_signs_in_to_polling_as_the_user(server: Callable[..., WrenmqSer
     )
     assert opened.status_code == 201, opened.text
     assert opened.json()["username"] == "alice"
+
+
+def test_session_get_tells_the_console_who_and_where(server: Callable[..., WrenmqServer]) -> None:
+    """``GET /session``: the role of the token and the configured topic prefixes (issue 18)."""
+    running = server(events_prefix="go-nmos/flows/events", presence_admin_root="ops")
+    answers = {}
+    for user, password in (("alice", "wonderland"), ("bob", "builder")):
+        token = sign_in(running, user, password).json()["token"]
+        got = httpx.get(running.api_url + S, headers={"Authorization": "Bearer " + token})
+        assert got.status_code == 200, got.text
+        answers[user] = got.json()
+    assert answers["alice"]["kind"] == "console" and answers["alice"]["name"] == "alice"
+    assert answers["alice"]["read_only"] is False and answers["alice"]["manages"] is True
+    assert answers["bob"]["read_only"] is True and answers["bob"]["manages"] is False
+    topics = answers["bob"]["topics"]
+    assert topics["events_prefix"] == "go-nmos/flows/events" and topics["presence_admin_root"] == "ops"
+    assert topics["presence_devices_root"] == "devices" and topics["presence"] is True
+    assert answers["bob"]["password_file"] is True and answers["bob"]["acl_file"] is False
+    assert httpx.get(running.api_url + S).status_code == 401
+    assert httpx.get(running.api_url + S, headers={"Authorization": "Bearer wmq_nope"}).status_code == 401

@@ -17,7 +17,7 @@ from wrenmq.api.keys import ApiKeyStore
 from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
-PAGES = ["dashboard", "clients", "topics", "mqtt", "devices", "resources"]
+PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "users"]
 TIMEOUT_MS = 15_000
 
 

@@ -365,6 +365,21 @@ def test_resources_page_follows_curl_changes_in_two_browser_contexts(
         assert not tab.errors, tab.errors
 
 
+def test_resources_page_lists_the_resources_that_exist_when_it_opens(
+    tabs: Callable[..., Tab], server: WrenmqServer, api_key: str
+) -> None:
+    """Resources made before the page opened are listed (the first draw, before the API answered,
+    must not leave the table empty)."""
+    for n in range(3):
+        curl(server, api_key, "PUT", f"/api/v1/resources/flow/old-{n}", {"label": f"old {n}"})
+    tab = tabs("resources", **{KIND_KEY: "flow"})
+    page = tab.page
+    page.wait_for_selector("#res-status:has-text('last seq 3')", timeout=TIMEOUT_MS)
+    for n in range(3):
+        assert page.is_visible(f"{row('resource-table', f'old-{n}')}:has-text('old {n}')"), n
+    assert not tab.errors, tab.errors
+
+
 class DropEvents(Hook):
     """Refuses the publishes of change events for one resource, so a browser misses them (the
     events stay in the log)."""

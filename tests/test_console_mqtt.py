@@ -1,7 +1,7 @@
 """The console's MQTT client page in Chromium (wrenmq feature, issue 9): MQTT.js in the page talks to
 wrenmq's WebSocket listener while paho-mqtt talks to its TCP listener. Connect, subscribe, publish
 with MQTT 5 properties, several tabs at once, the will, a flood that must not freeze the page,
-filter and pause, input validation, and every connection ended on leaving the page."""
+filter and pause, input validation, and connections kept while navigating (ended on sign-out)."""
 
 from __future__ import annotations
 
@@ -181,6 +181,100 @@ def _props(content_type: str | None = None, user: list[tuple[str, str]] | None =
     if user:
         props.UserProperty = user
     return props
+
+
+def test_mqtt_page_payload_formats_text_json_base64_hex(console: MqttPage, paho: PahoFactory) -> None:
+    """The publish box is read as text, JSON, Base64 or hex, and paho receives exactly those bytes;
+    a payload that is not what its format says is refused in the page (nothing published: the
+    next message paho gets is the valid one). Received payloads can be shown in each format."""
+    page = console.page
+    live = paho(MQTTv5)
+    live.subscribe("fmt/#", qos=1)
+    n = console.connect("formats")
+    console.subscribe(n, "fmt/#", qos=1)
+
+    def publish(topic: str, payload: str, fmt: str) -> None:
+        page.fill(f"#mqtt-pub-topic-{n}", topic)
+        page.fill(f"#mqtt-pub-payload-{n}", payload)
+        page.select_option(f"#mqtt-pub-format-{n}", fmt)
+        page.click(f"#mqtt-conn-{n} .mqtt-publish button[type=submit]")
+
+    publish("fmt/bad-hex", "0g ff", "hex")
+    assert "not hex" in page.inner_text(f"#mqtt-conn-{n} .mqtt-publish .error")
+    publish("fmt/bad-json", "{nope", "json")
+    assert "not JSON" in page.inner_text(f"#mqtt-conn-{n} .mqtt-publish .error")
+    publish("fmt/bad-base64", "a!b", "base64")
+    assert "not Base64" in page.inner_text(f"#mqtt-conn-{n} .mqtt-publish .error")
+    publish("fmt/hex", "00 ff 10 68 69", "hex")
+    publish("fmt/base64", "aGVsbG8gd29ybGQ=", "base64")
+    publish("fmt/json", '{"a": [1, 2]}', "json")
+    publish("fmt/text", "grüße", "text")
+    got = [(m.topic, m.payload) for m in live.receive(4)]
+    assert got == [
+        ("fmt/hex", bytes([0x00, 0xFF, 0x10, 0x68, 0x69])),  # the refused ones never went out
+        ("fmt/base64", b"hello world"),
+        ("fmt/json", b'{"a": [1, 2]}'),
+        ("fmt/text", "grüße".encode()),
+    ]
+
+    console.wait_received(n, 4)
+    payloads = f"#mqtt-conn-{n} li.mqtt-message .mqtt-payload"
+    page.select_option(f"#mqtt-view-{n}", "hex")
+    assert page.locator(payloads).all_inner_texts() == [
+        "67 72 c3 bc c3 9f 65",
+        "7b 22 61 22 3a 20 5b 31 2c 20 32 5d 7d",
+        "68 65 6c 6c 6f 20 77 6f 72 6c 64",
+        "00 ff 10 68 69",
+    ]
+    page.select_option(f"#mqtt-view-{n}", "base64")
+    assert page.locator(payloads).all_inner_texts()[2:] == ["aGVsbG8gd29ybGQ=", "AP8QaGk="]
+    page.select_option(f"#mqtt-view-{n}", "text")
+    assert page.locator(payloads).all_inner_texts()[0] == "grüße"
+    page.select_option(f"#mqtt-view-{n}", "json")
+    assert page.locator(payloads).all_inner_texts()[1] == '{\n  "a": [\n    1,\n    2\n  ]\n}'
+    # New messages arrive in the chosen format too.
+    live.publish("fmt/later", b"\x01\x02", qos=1)
+    page.select_option(f"#mqtt-view-{n}", "hex")
+    console.wait_received(n, 5)
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel)?.textContent === '01 02'", arg=payloads, timeout=TIMEOUT_MS
+    )
+    assert not console.errors, console.errors
+
+
+def test_mqtt_page_saves_connections_without_their_password(console: MqttPage, server: WrenmqServer) -> None:
+    """A connection opened is saved under its name (localStorage, not the password); after a
+    reload it fills the form again, connects, and can be forgotten."""
+    page = console.page
+    page.fill("#mqtt-username", "saver")
+    page.fill("#mqtt-password", "hunter2")
+    page.fill("#mqtt-keepalive", "45")
+    page.fill("#mqtt-client-id", "saved-client-1")
+    console.connect("kitchen bench", version="4")
+    stored = page.evaluate("() => localStorage.getItem('wrenmq.console.mqtt.saved')")
+    assert "kitchen bench" in stored and "saved-client-1" in stored and "hunter2" not in stored
+
+    page.reload()
+    page.wait_for_selector("#mqtt-broker option[value='0']", state="attached", timeout=TIMEOUT_MS)
+    assert page.locator(".mqtt-tab").count() == 0  # a reload ends the page's connections
+    page.select_option("#mqtt-saved", "kitchen bench")
+    assert page.input_value("#mqtt-name") == "kitchen bench"
+    assert page.input_value("#mqtt-version") == "4"
+    assert page.input_value("#mqtt-keepalive") == "45"
+    assert page.input_value("#mqtt-username") == "saver"
+    assert page.input_value("#mqtt-client-id") == "saved-client-1"
+    assert page.input_value("#mqtt-password") == ""
+    assert page.input_value("#mqtt-broker") == "0"  # "this wrenmq", as it was
+    page.click("#mqtt-new button[type=submit]")
+    page.wait_for_selector(f"{PANEL} .mqtt-state:text-is('connected')", timeout=TIMEOUT_MS)
+    assert "saved-client-1" in page.inner_text(f"{PANEL} .mqtt-url")
+
+    page.click("#mqtt-tab-new")
+    page.select_option("#mqtt-saved", "kitchen bench")
+    page.click("#mqtt-forget")
+    page.wait_for_selector(".mqtt-saved", state="hidden", timeout=TIMEOUT_MS)
+    assert "kitchen bench" not in page.evaluate("() => localStorage.getItem('wrenmq.console.mqtt.saved')")
+    assert not console.errors, console.errors
 
 
 def test_mqtt_page_publishes_with_qos_retain_and_mqtt5_properties(console: MqttPage, paho: PahoFactory) -> None:
@@ -405,15 +499,44 @@ def test_mqtt_page_bad_port_is_refused_and_nothing_connects(
     assert not console.errors, console.errors
 
 
-def test_mqtt_page_leaving_ends_every_connection(console: MqttPage, server: WrenmqServer, api_key: str) -> None:
+def test_mqtt_page_keeps_connections_and_messages_while_navigating(
+    console: MqttPage, server: WrenmqServer, api_key: str, paho: PahoFactory
+) -> None:
+    """Leaving the MQTT page for another console page keeps its connections up (no reconnect: the
+    same client ids stay connected), its subscriptions, and its messages, including those that
+    arrive meanwhile; signing out ends every connection (issue 18)."""
     page = console.page
-    console.connect("one")
-    console.connect("two", version="4")
-    assert len(clients(server, api_key)) == 2
-    assert not console.errors, console.errors
-    # (Whatever the next page logs is that page's business: the cleanup runs before it loads.)
+    one = console.connect("one")
+    two = console.connect("two", version="4")
+    console.subscribe(two, "keep/#", qos=1)
+    publisher = paho(MQTTv5)
+    publisher.publish("keep/before", b"seen before leaving", qos=1)
+    console.wait_received(two, 1)
+    before = {c["client_id"]: c["address"] for c in clients(server, api_key)}
+    assert len(before) == 2
     page.click("#sidebar a[href='#/dashboard']")
     page.wait_for_selector("section.page-dashboard", timeout=TIMEOUT_MS)
+    publisher.publish("keep/while-away", b"arrived while away", qos=1)
+    page.click("#sidebar a[href='#/topics']")
+    page.wait_for_selector("section.page-topics", timeout=TIMEOUT_MS)
+    page.click("#sidebar a[href='#/mqtt']")
+    page.wait_for_selector(f"#mqtt-tab-{one}", timeout=TIMEOUT_MS)
+    assert page.locator(".mqtt-tab").count() == 2
+    assert page.get_attribute(f"#mqtt-tab-{two}", "aria-selected") == "true"  # the tab shown when leaving
+    console.wait_received(two, 2)
+    page.wait_for_function(
+        "(n) => document.querySelectorAll(`#mqtt-conn-${n} li.mqtt-message`).length === 2", arg=two, timeout=TIMEOUT_MS
+    )
+    assert [console.rows(two).nth(i).locator(".mqtt-payload").inner_text() for i in range(2)] == [
+        "arrived while away",
+        "seen before leaving",
+    ]
+    assert "keep/#" in page.inner_text(f"#mqtt-conn-{two} .mqtt-subs")
+    assert {c["client_id"]: c["address"] for c in clients(server, api_key)} == before  # same sockets: never reconnected
+    assert not console.errors, console.errors
+
+    page.click("#sign-out")
+    page.wait_for_selector("#api-key", timeout=TIMEOUT_MS)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and clients(server, api_key):
         time.sleep(0.1)

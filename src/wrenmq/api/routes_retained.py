@@ -1,5 +1,6 @@
-"""``/api/v1/retained``: list the retained messages a topic filter matches (paged), read one, or
-clear one (as a retained PUBLISH with an empty payload would, and persisted).
+"""``/api/v1/retained``: list the retained messages a topic filter matches (paged, optionally
+only those whose topic or text payload contains a search string), read one, or clear one (as a
+retained PUBLISH with an empty payload would, and persisted).
 
 Under the ACL of who asks: a listing leaves out the topics it may not read, reading one it may
 not read is 403, and clearing one needs ``WRITE`` on the topic, as the empty PUBLISH would."""
@@ -26,6 +27,15 @@ def _check_topic(topic: str) -> None:
         raise Problem.invalid([field_error(("path", "topic"), problem)])
 
 
+SEARCHED_BYTES = 64 * 1024  # of a payload, for ?search=: a listing never reads megabytes per message
+
+
+def _contains(topic: str, payload: bytes, needle: str) -> bool:
+    if needle in topic.casefold():
+        return True
+    return needle in payload[:SEARCHED_BYTES].decode("utf-8", "ignore").casefold()
+
+
 def install(app: FastAPI, broker: Broker) -> None:
     router = v1_router("retained")
 
@@ -37,6 +47,14 @@ def install(app: FastAPI, broker: Broker) -> None:
             str,
             Query(alias="filter", description="A topic filter (+ and # wildcards); '#' does not include $SYS/..."),
         ] = "#",
+        search: Annotated[
+            str,
+            Query(
+                max_length=1024,
+                description="Only messages whose topic, or UTF-8 payload (the first 64 KiB), contains this text "
+                "(ignoring case).",
+            ),
+        ] = "",
     ) -> Page[RetainedSummary]:
         problem = string_problem(topic_filter)
         if problem is None and not valid_topic_filter(topic_filter):
@@ -47,6 +65,9 @@ def install(app: FastAPI, broker: Broker) -> None:
         found = (message for message in broker.retained.match(topic_filter) if not message.expired(now))
         if not principal.may_read(topic_filter):  # else every topic it matches is readable
             found = (message for message in found if principal.may_read(message.topic))
+        if search:
+            needle = search.casefold()
+            found = (message for message in found if _contains(message.topic, message.payload, needle))
         page, total = paging.page(found, key=lambda message: message.topic)
         items = []
         for message in page:

@@ -9,12 +9,16 @@ API. The answer is a token that works as an API key named after the user, for
 reads, publishes and subscribes to (API routes, streams, Socket.IO, polling) is checked by the ACL
 as that user, with what its authentication answered (a JWT's claims); only ``console_admins`` may
 use the management routes (see ``principal``).
+
+``GET /api/v1/session`` answers for any token (a session or an API key): who it is, whether it
+may change things or manage, and the configured topic prefixes, so the console hides what the
+caller may not use and subscribes where this broker publishes (not where the defaults would).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, Security
 from pydantic import BaseModel, Field
@@ -41,6 +45,29 @@ class Session(BaseModel):
     name: str = Field(description="The user: the name the session acts as (and the ACL sees).")
     read_only: bool
     expires: float = Field(description="Unix time the session ends.")
+
+
+class ConsoleTopics(BaseModel):
+    """The configured topic prefixes, so a console or panel subscribes where this broker publishes."""
+
+    events_prefix: str = Field(description="`events_prefix`: resource change events on <prefix>/<kind>/<id>.")
+    presence: bool = Field(description="`presence`: whether the device registry runs.")
+    presence_devices_root: str = Field(description="`presence_devices_root`: devices' own topics.")
+    presence_admin_root: str = Field(description="`presence_admin_root`: <root>/devices/snapshot.")
+    presence_sessions_root: str = Field(description="`presence_sessions_root`: session commands.")
+    realtime_presence_prefix: str = Field(description="`realtime_presence_prefix`: application users' presence.")
+
+
+class Caller(BaseModel):
+    """Who the bearer token signs in, and what it may do: the console shows only what it may use."""
+
+    kind: Literal["key", "console"] = Field(description="An API key or a console session.")
+    name: str = Field(description="The key's or the user's name (the name the ACL sees).")
+    read_only: bool = Field(description="May only read: every method but GET answers 403.")
+    manages: bool = Field(description="May use the management routes (clients, subscriptions, users, ACL, brokers).")
+    topics: ConsoleTopics
+    password_file: bool = Field(description="Whether a `password_file` is configured (`/users` manages it).")
+    acl_file: bool = Field(description="Whether an `acl_file` is configured (`/acl` manages it).")
 
 
 def install(app: FastAPI, broker: Broker) -> None:
@@ -72,6 +99,34 @@ def install(app: FastAPI, broker: Broker) -> None:
         seconds = config.console_session_hours * 3600
         token = keys.open_session(name, read_only, seconds, client.auth)
         return Session(token=token, name=name, read_only=read_only, expires=time.time() + seconds)
+
+    @router.get(
+        "/session",
+        summary="Who this token signs in, what it may do, and the topic prefixes a console needs",
+        responses=problem_responses(401),
+        dependencies=[Security(BEARER)],
+    )
+    async def who_am_i(request: Request) -> Caller:
+        principal = authenticate(request)
+        config = broker.config
+        topics = ConsoleTopics(
+            events_prefix=config.events_prefix,
+            presence=config.presence,
+            presence_devices_root=config.presence_devices_root,
+            presence_admin_root=config.presence_admin_root,
+            presence_sessions_root=config.presence_sessions_root,
+            realtime_presence_prefix=config.realtime_presence_prefix,
+        )
+        kind: Literal["key", "console"] = "console" if principal.kind == "console" else "key"
+        return Caller(
+            kind=kind,
+            name=principal.username or "",
+            read_only=principal.read_only,
+            manages=principal.manages,
+            topics=topics,
+            password_file=config.password_file is not None,
+            acl_file=config.acl_file is not None,
+        )
 
     @router.delete(
         "/session",

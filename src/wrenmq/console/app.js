@@ -9,9 +9,23 @@
 //   ctx.h(tag, attrs, ...children) builds DOM without innerHTML (no injection from message data)
 //   ctx.batch(fn)                  runs fn once per animation frame at most, however often it is asked
 //   ctx.fmt                        number, bytes, time and JSON formatting
+//   ctx.reveal(el)                 scrolls el into view when its top is off screen (a detail opened
+//                                  below a long list), and moves the focus there
+//   ctx.caller                     GET /api/v1/session: who is signed in ({name, read_only, manages})
+//                                  and the broker's topic prefixes ({topics: {events_prefix, ...}})
+//   ctx.canWrite, ctx.canManage    what the signed-in caller may do: pages leave out what it may not
+//
+// Pages that need the management routes (MANAGED) are left out of the menu for callers that do
+// not manage (console_users sessions), so nobody is shown a page that can only answer 403.
 
-const PAGES = ["dashboard", "clients", "topics", "mqtt", "devices", "resources"];
+const PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "users"];
+const MANAGED = new Set(["clients", "subscriptions", "users"]);  // pages that need a caller that manages
 const KEY = "wrenmq.console.key";
+const THEME = "wrenmq.console.theme";  // "light" | "dark"; absent: follow the system
+// What a caller that could not be read is assumed to be: the broker's defaults, changing nothing.
+const DEFAULT_CALLER = { kind: "key", name: "", read_only: true, manages: false,
+  topics: { events_prefix: "events", presence: true, presence_devices_root: "devices", presence_admin_root: "admin",
+            presence_sessions_root: "sessions", realtime_presence_prefix: "presence" } };
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -100,6 +114,15 @@ export const fmt = {
   },
 };
 
+export function reveal(el) {
+  if (!el || el.hidden) return;
+  const top = el.getBoundingClientRect().top;
+  const bar = document.querySelector(".topbar").getBoundingClientRect().bottom;
+  if (top < bar || top > window.innerHeight - 80) el.scrollIntoView({ block: "start" });  // scroll-margin-top: the bar
+  if (!el.hasAttribute("tabindex")) el.setAttribute("tabindex", "-1");
+  el.focus({ preventScroll: true });
+}
+
 export function toast(text, kind = "ok") {
   const box = document.getElementById("toasts");
   const item = h("div", { class: "toast " + kind }, text);
@@ -117,6 +140,10 @@ function signOut(reason) {
   }
   sessionStorage.removeItem(KEY);
   if (realtime) { realtime.close(); realtime = null; ctx.realtime = null; }
+  if (leave) { try { leave(); } catch (err) { console.warn(err); } leave = null; }
+  for (const module of Object.values(loaded)) if (module.forget) module.forget();  // pages kept alive
+  ctx.caller = null;
+  document.getElementById("who").textContent = "";
   document.getElementById("sign-out").hidden = true;
   showSignIn(reason);
 }
@@ -178,13 +205,38 @@ function showSignIn(reason) {
 
 // -- the shell ---------------------------------------------------------------------------------
 
-const ctx = { api, h, batch, fmt, toast, realtime: null };
+const ctx = { api, h, batch, fmt, toast, reveal, realtime: null, caller: null,
+              get canWrite() { return Boolean(this.caller && !this.caller.read_only); },
+              get canManage() { return Boolean(this.caller && this.caller.manages); } };
 let leave = null;
+const loaded = {};  // page name -> its module, once imported
+
+async function loadCaller() {
+  try {
+    ctx.caller = await api("session");
+  } catch (err) {
+    if (err.status === 401) throw err;
+    console.warn("GET /api/v1/session failed; assuming a read-only caller", err);
+    ctx.caller = DEFAULT_CALLER;
+  }
+  document.body.dataset.write = ctx.caller.read_only ? "no" : "yes";    // console.css: .needs-write
+  document.body.dataset.manage = ctx.caller.manages ? "yes" : "no";
+  for (const link of document.querySelectorAll("#sidebar a")) {
+    const name = (link.getAttribute("href") || "").replace(/^#\//, "");
+    link.hidden = MANAGED.has(name) && !ctx.caller.manages;
+  }
+  const who = document.getElementById("who");
+  who.textContent = (ctx.caller.name || "") + (ctx.caller.read_only ? " · read-only" : "");
+  who.title = ctx.caller.kind === "console" ? "Signed in as a broker user" : "Signed in with an API key";
+  document.getElementById("sign-out").title = "Sign out " + who.textContent;
+}
 
 async function route() {
   if (!token()) return showSignIn();
+  if (!ctx.caller) return;  // start() routes once the caller is known
   const name = (location.hash.replace(/^#\/?/, "").split("/")[0]) || "dashboard";
-  const page = PAGES.includes(name) ? name : "dashboard";
+  const allowed = PAGES.includes(name) && (!MANAGED.has(name) || ctx.canManage);
+  const page = allowed ? name : "dashboard";
   for (const link of document.querySelectorAll("#sidebar a")) {
     link.toggleAttribute("aria-current", link.getAttribute("href") === "#/" + page);
   }
@@ -194,7 +246,7 @@ async function route() {
   const root = h("section", { class: "page page-" + page });
   view.replaceChildren(root);
   try {
-    const module = await import("./pages/" + page + ".js");
+    const module = loaded[page] = await import("./pages/" + page + ".js");
     document.title = module.title + " · wrenmq";
     leave = module.render(root, ctx) || null;
   } catch (err) {
@@ -204,15 +256,20 @@ async function route() {
   view.focus({ preventScroll: true });
 }
 
-function start() {
+async function start() {
   document.body.classList.remove("signed-out");
   document.getElementById("sign-out").hidden = false;
+  try { await loadCaller(); } catch (err) { return; }  // 401: signed out already
   if (!realtime) {
     realtime = WrenmqRealtime.connect({ token: token(), transports: ["socketio", "polling"] });
     const live = document.getElementById("live");
     realtime.on("status", ({ state, transport }) => {
-      live.textContent = state === "connected" ? "live · " + (transport === "socketio" ? "Socket.IO" : "polling")
-                                               : state;
+      if (state === "connected") {  // the transport is left out on a phone (console.css)
+        live.replaceChildren("live", h("span", { class: "live-transport" },
+          " · " + (transport === "socketio" ? "Socket.IO" : "polling")));
+      } else {
+        live.textContent = state;
+      }
       live.dataset.state = state;
     });
     ctx.realtime = realtime;
@@ -226,4 +283,29 @@ document.getElementById("menu-toggle").addEventListener("click", (event) => {
   const open = document.getElementById("sidebar").classList.toggle("open");
   event.currentTarget.setAttribute("aria-expanded", String(open));
 });
+// -- theme: the system's (prefers-color-scheme) until the toggle picks one, remembered ----------
+
+function applyTheme() {
+  const chosen = localStorage.getItem(THEME);
+  if (chosen) document.documentElement.dataset.theme = chosen;
+  else delete document.documentElement.dataset.theme;
+  const dark = chosen ? chosen === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
+  const button = document.getElementById("theme-toggle");
+  button.setAttribute("aria-pressed", String(dark));
+  button.replaceChildren(dark ? "\u263C" : "\u263E", h("span", { class: "theme-name" }, dark ? " Light" : " Dark"));
+  button.title = dark ? "Use the light theme" : "Use the dark theme";
+  button.setAttribute("aria-label", "Dark theme");  // a toggle: aria-pressed says whether it is on
+}
+document.getElementById("theme-toggle").addEventListener("click", () => {
+  const dark = document.getElementById("theme-toggle").getAttribute("aria-pressed") === "true";
+  localStorage.setItem(THEME, dark ? "light" : "dark");
+  applyTheme();
+  window.dispatchEvent(new Event("wrenmq:theme"));
+});
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  applyTheme();
+  window.dispatchEvent(new Event("wrenmq:theme"));
+});
+applyTheme();
+
 if (token()) start(); else showSignIn();

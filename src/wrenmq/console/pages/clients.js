@@ -45,7 +45,7 @@ export function render(root, ctx) {
   const empty = h("p", { class: "muted cl-empty", hidden: true });
   const table = h("div", { class: "table-wrap" }, h("table", { id: "client-table" },
     h("thead", {}, h("tr", {}, ...["Client id", "Protocol", "Address", "Status", "Subscriptions", "Queued", ""].map(
-      (t, i) => h("th", { scope: "col", class: i === 2 || i === 1 ? "cl-opt" : null }, t)))),
+      (t, i) => h("th", { scope: "col", class: i === 2 || i === 1 ? "cl-opt" : i === 6 ? "needs-write" : null }, t)))),
     tbody));
   const previousButton = h("button", { type: "button", onclick: () => { offset = Math.max(0, offset - PAGE_SIZE); refresh(); } }, "Previous");
   const nextButton = h("button", { type: "button", onclick: () => { offset += PAGE_SIZE; refresh(); } }, "Next");
@@ -79,10 +79,13 @@ export function render(root, ctx) {
 
   function makeRow(id) {
     const open = h("button", { type: "button", class: "link cl-id", title: "Show the session",
-      onclick: () => { selected = id; showDetail(); markSelected(); } }, id);
+      onclick: async () => { selected = id; markSelected(); await showDetail(); if (selected === id) ctx.reveal(detail); } }, id);
     const cells = {
-      protocol: h("td", { class: "cl-opt" }), address: h("td", { class: "mono cl-opt" }), status: h("td", {}),
-      subs: h("td", { class: "num" }), queued: h("td", { class: "num" }),
+      protocol: h("td", { class: "cl-opt" }), address: h("td", { class: "mono cl-opt" }),
+      status: h("td", { class: "cl-status" }),
+      // data-label: on a phone each row is a card and the cells name themselves (console.css)
+      subs: h("td", { class: "num", dataset: { label: "Subscriptions" } }),
+      queued: h("td", { class: "num", dataset: { label: "Queued" } }),
     };
     const disconnectButton = h("button", { type: "button", class: "danger cl-disconnect",
       "aria-label": "Disconnect " + id, onclick: () => disconnect(id, false) }, "Disconnect");
@@ -90,7 +93,7 @@ export function render(root, ctx) {
       "aria-label": "Discard the session of " + id, onclick: () => disconnect(id, true) }, "Discard session");
     const tr = h("tr", { dataset: { client: id } },
       h("td", { class: "cl-idcell" }, open), cells.protocol, cells.address, cells.status, cells.subs, cells.queued,
-      h("td", { class: "cl-actions" }, disconnectButton, discardButton));
+      h("td", { class: "cl-actions needs-write" }, disconnectButton, discardButton));
     return { tr, cells, disconnectButton, item: null };
   }
 

@@ -58,6 +58,8 @@ export function render(root, ctx) {
       return null;
     }
     const style = getComputedStyle(document.documentElement);
+    // Axis colours are read at each redraw, so a theme switch (app.js: "wrenmq:theme") applies.
+    const themed = (name) => () => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
     const colors = [style.getPropertyValue("--accent").trim() || "#2f6f8f", style.getPropertyValue("--ok").trim() || "#2e7d4f"];
     const chart = new uPlot({
       width: Math.max(200, box.clientWidth),
@@ -74,8 +76,8 @@ export function render(root, ctx) {
         y: { range: (u, min, max) => [0, Math.max(floor, (max || 0) * 1.15)] },
       },
       axes: [
-        { stroke: "#5d6677", grid: { stroke: "#eef0f3" }, space: 70, values: (u, ticks) => ticks.map((t) => fmt.time(t)) },
-        { stroke: "#5d6677", grid: { stroke: "#eef0f3" }, size: 60, values: (u, ticks) => ticks.map(format) },
+        { stroke: themed("--chart-axis"), grid: { stroke: themed("--chart-grid") }, space: 70, values: (u, ticks) => ticks.map((t) => fmt.time(t)) },
+        { stroke: themed("--chart-axis"), grid: { stroke: themed("--chart-grid") }, size: 60, values: (u, ticks) => ticks.map(format) },
       ],
       series: [
         {},
@@ -196,9 +198,12 @@ export function render(root, ctx) {
 
   poll();
   timers.push(setInterval(poll, POLL_MS));
+  const retheme = () => { for (const { chart } of charts) chart.redraw(false, true); };
+  window.addEventListener("wrenmq:theme", retheme);
 
   return () => {
     closed = true;
+    window.removeEventListener("wrenmq:theme", retheme);
     for (const timer of timers) clearInterval(timer);
     window.removeEventListener("resize", resize);
     if (observer) observer.disconnect();

@@ -1,6 +1,7 @@
 // Devices: the presence registry (README "Device presence"), live.
 //
-// Live data: the retained `admin/devices/snapshot` (the whole fleet, republished after every
+// Live data: the retained `<presence_admin_root>/devices/snapshot` (the root the broker is configured
+// with, from ctx.caller.topics; the whole fleet, as an object or a bare array, republished after every
 // registry change) through ctx.realtime, and GET /api/v1/devices every POLL_MS as a fallback. The
 // list is filtered here (status, type, session, text), so filtering is instant and needs no request.
 // A click on a device opens its detail (GET /api/v1/devices/{id}); the command card sends a command
@@ -12,13 +13,12 @@ export const MAX_ROWS = 500;           // devices shown in the table at most (th
 const MAX_DEVICES = 5000;              // devices fetched by the fallback poll at most
 const POLL_MS = 5000;                  // fallback refresh of GET /api/v1/devices
 const TICK_MS = 1000;                  // "12 s ago" is recomputed this often
-const ADMIN_ROOT = "admin";            // presence_admin_root (default)
-const SNAPSHOT_TOPIC = ADMIN_ROOT + "/devices/snapshot";
 const OPTIONAL = new Set(["Type", "Session", "Position"]);  // columns left out on a phone (the detail has them)
 const COMMANDS = ["play", "pause", "stop", "seek", "join", "leave"];
 
 export function render(root, ctx) {
   const { h, api, fmt, toast } = ctx;
+  const SNAPSHOT_TOPIC = ctx.caller.topics.presence_admin_root + "/devices/snapshot";
   const devices = new Map();           // deviceId -> registry entry (as the API gives it)
   let selected = null;                 // deviceId whose detail is open
   let detailSeen = null;               // last_seen of the selected device when its detail was fetched
@@ -60,7 +60,7 @@ export function render(root, ctx) {
   const positionField = field("cmd-position", "positionMs", position);
   const sessionField = field("cmd-session", "sessionId", joinSession);
   const sendButton = h("button", { type: "submit", class: "primary" }, "Send command");
-  const commandForm = h("form", { class: "card stack", id: "command-form", onsubmit: send },
+  const commandForm = h("form", { class: "card stack needs-write", id: "command-form", onsubmit: send },
     h("h2", {}, "Send a command"),
     h("div", { class: "row dev-fields" }, field("cmd-target", "To", target), field("cmd-target-id", "Id", targetId),
       field("cmd-name", "Command", command), customField, positionField, sessionField),
@@ -171,9 +171,10 @@ export function render(root, ctx) {
   if (ctx.realtime) {
     cleanups.push(ctx.realtime.subscribe(SNAPSHOT_TOPIC, (msg) => {
       const body = msg.json;
-      if (!body || !Array.isArray(body.devices)) return;
+      const list = Array.isArray(body) ? body : body && body.devices;
+      if (!Array.isArray(list)) return;
       lastLive = Date.now();
-      replaceAll(body.devices);
+      replaceAll(list);
     }));
   }
 
@@ -210,14 +211,15 @@ export function render(root, ctx) {
   cleanups.push(() => clearInterval(poller));
 
   // -- detail ----------------------------------------------------------------------------------
-  function open(id) {
+  async function open(id) {
     selected = id;
     detailSeen = null;
     target.value = "device";
     targetId.value = id;
     showCommandFields();
     for (const tr of tbody.querySelectorAll("tr.dev-row")) tr.classList.toggle("selected", tr.dataset.id === id);
-    loadDetail();
+    await loadDetail();
+    if (!closed && selected === id) ctx.reveal(detail);  // it opens below the list: bring it into view
   }
 
   let loading = null;
@@ -264,7 +266,7 @@ export function render(root, ctx) {
           for (const tr of tbody.querySelectorAll("tr.selected")) tr.classList.remove("selected");
         } }, "Close")),
       dl,
-      h("div", { class: "row" }, h("button", { type: "button", onclick: () => command.focus() }, "Command this device"),
+      h("div", { class: "row needs-write" }, h("button", { type: "button", onclick: () => command.focus() }, "Command this device"),
         sessionButton),
       h("div", {}, h("h3", {}, "Last status"),
         h("pre", { class: "dev-json", id: "device-last-status" },

@@ -3,13 +3,28 @@
 //
 // A flood must never freeze the page: messages are only queued as they arrive (bounded), and drawn
 // once per animation frame (ctx.batch), keeping the newest MAX_ROWS rows in the DOM.
+//
+// The connections outlive the page: leaving it only detaches its elements (kept below, in `kept`),
+// and coming back puts them back with every connection, subscription and message as it was, as a
+// desktop MQTT client would. Signing out (app.js calls forget()) closes them.
+
+import { FORMATS, FORMAT_NAMES, encodePayload, propertyText, showPayload } from "../payload.js";
 
 export const title = "MQTT client";
 
 export const MAX_ROWS = 500;           // message rows kept in the DOM per connection
-const MAX_SHOWN_CHARS = 8192;          // payload characters shown per message
-const MAX_HEX_BYTES = 512;             // bytes of a binary payload shown as hex
 const RECONNECT_MS = 2000;
+// Saved connections (as MQTTX keeps them): the form's fields by connection name, in localStorage,
+// without the password (a browser's storage is no place for it: it is asked again).
+const SAVED = "wrenmq.console.mqtt.saved";
+const MAX_SAVED = 50;
+
+function savedConnections() {
+  try {
+    const list = JSON.parse(localStorage.getItem(SAVED) || "[]");
+    return Array.isArray(list) ? list.filter((one) => one && typeof one.name === "string") : [];
+  } catch (e) { return []; }
+}
 
 const SUBACK_REASONS = {
   0x80: "Unspecified error", 0x83: "Implementation specific error", 0x87: "Not authorized",
@@ -69,52 +84,29 @@ export function parseUserProperties(text) {
   return { properties };
 }
 
-// -- payload display ---------------------------------------------------------------------------------
-
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
-
-function hex(bytes, limit) {
-  const shown = bytes.subarray(0, limit);
-  let out = "";
-  for (let i = 0; i < shown.length; i++) out += (i && i % 16 === 0 ? "\n" : i ? " " : "") + shown[i].toString(16).padStart(2, "0");
-  return bytes.length > limit ? out + " …" : out;
-}
-
-// -> {kind: "json" | "text" | "binary" | "empty", text}
-export function describePayload(bytes) {
-  if (!bytes || bytes.length === 0) return { kind: "empty", text: "(empty payload)" };
-  let text;
-  try { text = strictUtf8.decode(bytes); } catch (e) { return { kind: "binary", text: hex(bytes, MAX_HEX_BYTES) }; }
-  const start = text.trimStart()[0];
-  if ((start === "{" || start === "[") && text.length <= 1_000_000) {
-    try { return { kind: "json", text: clip(JSON.stringify(JSON.parse(text), null, 2)) }; } catch (e) { /* not JSON */ }
-  }
-  return { kind: "text", text: clip(text) };
-}
-
-function clip(text) {
-  return text.length > MAX_SHOWN_CHARS ? text.slice(0, MAX_SHOWN_CHARS) + "\n… (" + text.length + " characters)" : text;
-}
-
-function propertyText(value) {
-  if (value instanceof Uint8Array) {
-    try { return strictUtf8.decode(value); } catch (e) { return "0x" + hex(value, 64).replace(/\s/g, ""); }
-  }
-  if (Array.isArray(value)) return value.map(propertyText).join(", ");
-  if (value && typeof value === "object") {
-    return Object.entries(value).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join(`, ${k}=`) : v}`).join(", ");
-  }
-  return String(value);
-}
-
 function clock(date) {
   return date.toLocaleTimeString("en-GB", { hour12: false }) + "." + String(date.getMilliseconds()).padStart(3, "0");
 }
 
 // -- the page ----------------------------------------------------------------------------------------
 
+let kept = null;  // {el, shown, close}: the page while the console is signed in
+
 export function render(root, ctx) {
+  if (!kept) kept = build(ctx);
+  root.append(kept.el);
+  kept.shown();
+  return () => kept && kept.el.remove();  // the connections stay up, and keep receiving
+}
+
+// Close every connection (a normal DISCONNECT) and drop the kept page: on sign-out.
+export function forget() {
+  if (kept) { kept.close(); kept.el.remove(); kept = null; }
+}
+
+function build(ctx) {
   const { h } = ctx;
+  const root = h("div", { class: "mqtt-page" });
   const connections = [];
   let active = null;          // the shown connection, or null for the "new connection" form
   let serial = 0;
@@ -241,16 +233,74 @@ export function render(root, ctx) {
       return { name: name.input.value.trim(), url, options };
     }
 
+    // -- saved connections: every connection opened is saved under its name (password left out)
+    const savedSelect = h("select", { id: "mqtt-saved" });
+    const forgetButton = h("button", { type: "button", class: "link", id: "mqtt-forget",
+      onclick: () => {
+        const chosen = savedSelect.value;
+        if (!chosen) return;
+        localStorage.setItem(SAVED, JSON.stringify(savedConnections().filter((one) => one.name !== chosen)));
+        drawSaved();
+        ctx.toast(`Forgot the saved connection ${chosen}.`);
+      } }, "Forget");
+    const savedRow = h("div", { class: "row mqtt-inline mqtt-saved" },
+      h("div", { class: "mqtt-grow" }, h("label", { for: "mqtt-saved" }, "Saved connections"), savedSelect), forgetButton);
+    const checks = { tls, clean, willRetain };
+    const texts = { name, host, port, path, username, clientId, keepalive, willTopic, willPayload };
+    const choices = { version, willQos };
+
+    function drawSaved() {
+      const list = savedConnections();
+      savedSelect.replaceChildren(h("option", { value: "" }, `choose one (${list.length})`),
+        ...list.map((one) => h("option", { value: one.name }, one.name)));
+      savedRow.hidden = list.length === 0;
+    }
+
+    function snapshot() {
+      const saved = { broker: broker.input.value === "custom" ? "custom" : "preset:" + JSON.stringify(presets[Number(broker.input.value)]) };
+      for (const [k, f] of Object.entries(texts)) saved[k] = f.input.value;
+      for (const [k, f] of Object.entries(choices)) saved[k] = f.input.value;
+      for (const [k, f] of Object.entries(checks)) saved[k] = f.input.checked;
+      saved.name = saved.name.trim();
+      return saved;
+    }
+
+    function remember() {
+      const saved = snapshot();
+      const list = savedConnections().filter((one) => one.name !== saved.name);
+      list.unshift(saved);
+      localStorage.setItem(SAVED, JSON.stringify(list.slice(0, MAX_SAVED)));
+      drawSaved();
+    }
+
+    function restore(saved) {
+      for (const [k, f] of Object.entries(texts)) if (typeof saved[k] === "string") f.input.value = saved[k];
+      for (const [k, f] of Object.entries(choices)) if (typeof saved[k] === "string") f.input.value = saved[k];
+      for (const [k, f] of Object.entries(checks)) if (typeof saved[k] === "boolean") f.input.checked = saved[k];
+      const preset = presets.findIndex((p) => "preset:" + JSON.stringify(p) === saved.broker);
+      broker.input.value = preset >= 0 ? String(preset) : "custom";
+      custom.hidden = broker.input.value !== "custom";
+      password.input.value = "";
+      if (saved.willTopic) el.querySelector(".mqtt-will").open = true;
+    }
+
+    savedSelect.addEventListener("change", () => {
+      const saved = savedConnections().find((one) => one.name === savedSelect.value);
+      if (saved) restore(saved);
+    });
+
     const el = h("form", { class: "card stack mqtt-connect", id: "mqtt-new", role: "tabpanel", "aria-labelledby": "mqtt-tab-new",
                            novalidate: true, onsubmit: (event) => {
         event.preventDefault();
         const settings = read();
         if (!settings) return;
+        remember();
         openConnection(settings);
         name.input.value = "connection " + (serial + 1);
         clientId.input.value = newClientId();
       } },
       h("h2", {}, "New connection"),
+      savedRow,
       h("p", { class: "muted mqtt-ws-note" }, "Browsers speak MQTT only over WebSocket (ws:// or wss://). To reach a broker that ",
         "listens on TCP only, add it to wrenmq as an external broker connection (a bridge) and connect here to wrenmq."),
       h("div", { class: "mqtt-form-grid" }, name.el, broker.el, version.el),
@@ -290,6 +340,7 @@ export function render(root, ctx) {
       if (!left) ctx.toast("Could not read the broker's listeners: " + (err.detail || err.message), "error");
     });
 
+    drawSaved();
     return { el };
   }
 
@@ -302,7 +353,7 @@ export function render(root, ctx) {
     const conn = {
       n, name: settings.name, url: settings.url, options: settings.options, v5, client: null,
       state: "connecting", error: "", subs: new Map(), pending: [], held: [], paused: false, heldCount: 0,
-      received: 0, dropped: 0, filter: "",
+      received: 0, dropped: 0, filter: "", view: "auto",
     };
 
     const dot = h("span", { class: "mqtt-dot", "aria-hidden": "true" });
@@ -403,6 +454,8 @@ export function render(root, ctx) {
     const pubQos = h("select", { id: `mqtt-pub-qos-${n}` }, h("option", { value: "0" }, "0"), h("option", { value: "1" }, "1"),
                      h("option", { value: "2" }, "2"));
     const pubRetain = h("input", { type: "checkbox", id: `mqtt-pub-retain-${n}` });
+    const pubFormat = h("select", { id: `mqtt-pub-format-${n}` },
+      ...FORMATS.map((f) => h("option", { value: f }, FORMAT_NAMES[f])));
     const propContentType = h("input", { id: `mqtt-pub-content-type-${n}`, placeholder: "application/json", autocomplete: "off" });
     const propResponseTopic = h("input", { id: `mqtt-pub-response-topic-${n}`, autocomplete: "off" });
     const propCorrelation = h("input", { id: `mqtt-pub-correlation-${n}`, autocomplete: "off" });
@@ -417,7 +470,7 @@ export function render(root, ctx) {
       h("h2", {}, "Publish"),
       h("div", { class: "row mqtt-inline" }, labelled(pubTopic, "Topic", "mqtt-grow"), labelled(pubQos, "QoS"),
         h("div", { class: "mqtt-check" }, pubRetain, h("label", { for: pubRetain.id }, "Retain"))),
-      labelled(pubPayload, "Payload (text)"),
+      h("div", { class: "row mqtt-inline" }, labelled(pubPayload, "Payload", "mqtt-grow"), labelled(pubFormat, "Format")),
       v5 ? h("details", { class: "mqtt-props" }, h("summary", {}, "MQTT 5 properties"),
         h("div", { class: "mqtt-form-grid" }, labelled(propContentType, "Content type"),
           labelled(propResponseTopic, "Response topic"), labelled(propCorrelation, "Correlation data"),
@@ -452,8 +505,11 @@ export function render(root, ctx) {
         else if (Object.keys(user.properties).length) properties.userProperties = user.properties;
         if (Object.keys(properties).length) options.properties = properties;
       }
+      const encoded = encodePayload(pubPayload.value, pubFormat.value);
+      if (encoded.error) problems.push(encoded.error);
       if (problems.length) { pubError.textContent = problems.join(" "); return null; }
-      return { topic, payload: pubPayload.value, options };
+      // Text goes as the string (MQTT.js encodes it as UTF-8); other formats as their bytes.
+      return { topic, payload: pubFormat.value === "text" ? pubPayload.value : encoded.bytes, options };
     }
     return card;
   }
@@ -469,6 +525,19 @@ export function render(root, ctx) {
     const filterInput = h("input", { id: `mqtt-filter-${n}`, type: "search", placeholder: "topic or payload text",
                                      autocomplete: "off" });
     const pauseButton = h("button", { type: "button", class: "mqtt-pause", onclick: () => setPaused(!conn.paused) }, "Pause");
+    const viewSelect = h("select", { id: `mqtt-view-${n}` },
+      ...["auto", ...FORMATS].map((f) => h("option", { value: f }, FORMAT_NAMES[f])));
+    viewSelect.addEventListener("change", () => {  // redraw the payloads shown, in the new format
+      conn.view = viewSelect.value;
+      for (const row of list.children) {
+        const shown = showPayload(row._message.payload, conn.view);
+        const pre = row.querySelector(".mqtt-payload");
+        pre.textContent = shown.text;
+        pre.dataset.kind = shown.kind;
+        row._search = (row._message.topic + "\n" + shown.text).toLowerCase();
+        row.hidden = !matches(row._search, conn.filter);
+      }
+    });
     filterInput.addEventListener("input", () => {
       conn.filter = filterInput.value.toLowerCase();
       for (const row of list.children) row.hidden = !matches(row._search, conn.filter);
@@ -476,7 +545,8 @@ export function render(root, ctx) {
     });
     const card = h("div", { class: "card stack mqtt-messages-card" },
       h("div", { class: "row mqtt-messages-head" }, h("h2", {}, "Messages"), counter),
-      h("div", { class: "row mqtt-inline" }, labelled(filterInput, "Filter", "mqtt-grow"), pauseButton,
+      h("div", { class: "row mqtt-inline" }, labelled(filterInput, "Filter", "mqtt-grow"), labelled(viewSelect, "Show as"),
+        pauseButton,
         h("button", { type: "button", class: "mqtt-clear", onclick: () => {
           conn.pending = []; conn.held = []; conn.heldCount = 0; conn.dropped = 0; conn.received = 0;
           list.replaceChildren(); draw();
@@ -515,11 +585,12 @@ export function render(root, ctx) {
     };
 
     const draw = ctx.batch(() => {
-      // A tab in the background only counts; its rows are drawn when it is shown.
-      if (!conn.paused && conn.pending.length && !conn.panel.hidden) {
+      // A tab in the background (or the page, while another is open) only counts; its rows are
+      // drawn when it is shown.
+      if (!conn.paused && conn.pending.length && !conn.panel.hidden && conn.panel.isConnected) {
         trim(conn.pending);
         const fragment = document.createDocumentFragment();
-        for (let i = conn.pending.length - 1; i >= 0; i--) fragment.append(messageRow(conn.pending[i], conn.filter));
+        for (let i = conn.pending.length - 1; i >= 0; i--) fragment.append(messageRow(conn.pending[i], conn.filter, conn.view));
         conn.pending = [];
         list.prepend(fragment);
         while (list.childElementCount > MAX_ROWS) { list.lastElementChild.remove(); conn.dropped += 1; }
@@ -540,20 +611,22 @@ export function render(root, ctx) {
     return card;
   }
 
-  function messageRow(m, filter) {
-    const shown = describePayload(m.payload);
+  function messageRow(m, filter, view) {
+    const shown = showPayload(m.payload, view);
     const row = h("li", { class: "mqtt-message" },
       h("div", { class: "row mqtt-message-head" },
         h("code", { class: "mqtt-topic" }, m.topic),
         h("span", { class: "badge mqtt-qos" }, "QoS " + m.qos),
         m.retain ? h("span", { class: "badge mqtt-retain" }, "retained") : null,
-        shown.kind === "binary" ? h("span", { class: "badge" }, "binary · " + m.payload.length + " bytes") : null,
+        shown.kind === "binary" || view === "hex" || view === "base64"
+          ? h("span", { class: "badge" }, (shown.kind === "binary" ? "binary · " : "") + m.payload.length + " bytes") : null,
         h("time", { class: "muted", datetime: m.at.toISOString() }, clock(m.at))),
       h("pre", { class: "mqtt-payload", dataset: { kind: shown.kind } }, shown.text),
       m.properties && Object.keys(m.properties).length
         ? h("dl", { class: "mqtt-properties" }, Object.entries(m.properties).flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, propertyText(v))]))
         : null);
     row._search = (m.topic + "\n" + shown.text).toLowerCase();
+    row._message = m;
     if (filter && !matches(row._search, filter)) row.hidden = true;
     return row;
   }
@@ -667,9 +740,13 @@ export function render(root, ctx) {
     if (active === conn) show(connections[Math.max(0, at - 1)] || null);
   }
 
-  return () => {
-    left = true;
-    for (const conn of [...connections]) closeConnection(conn);
+  return {
+    el: root,
+    shown: () => { if (active) active.draw(); },
+    close: () => {
+      left = true;
+      for (const conn of [...connections]) closeConnection(conn);
+    },
   };
 }
 

@@ -1,11 +1,12 @@
 // Resources: the change-event service (README "Resource change events"), live.
 //
 // Choose a kind; its resources are listed (GET /api/v1/resources/{kind}, paged) and kept current by
-// the events on `events/<kind>/+` (ctx.realtime): created rows appear, deleted rows go, updated rows
+// the events on `<events_prefix>/<kind>/+` (ctx.realtime; the prefix the broker is configured with,
+// from ctx.caller.topics): created rows appear, deleted rows go, updated rows
 // change in place with the fields of the last update marked `.changed` (the highlight fades; the
 // mark stays until the row's next update). `seq` counts a kind's changes without gaps: an event
 // past the next seq means some were missed, and they are fetched from
-// GET /api/v1/resources/{kind}/events?since=<last seq>. `events/all` shows which kinds are active.
+// GET /api/v1/resources/{kind}/events?since=<last seq>. `<events_prefix>/all` shows which kinds are active.
 
 export const title = "Resources";
 
@@ -15,7 +16,6 @@ export const MAX_LOG = 100;            // events kept in the log
 const MAX_KINDS = 30;                  // kinds remembered from live events
 const FIELDS_SHOWN = 12;               // fields of a resource shown in its row
 const FADE_MS = 1000;                  // a highlight starts to fade after this
-const PREFIX = "events";               // events_prefix (default)
 const STORE = "wrenmq.console.resources.kind";
 const RESERVED = new Set(["event", "diff", "timestamp", "seq", "id"]);
 const LATEST = 9007199254740991;       // ?since= past any seq: the answer's last_seq is the kind's latest
@@ -44,6 +44,7 @@ const show = (value) => (typeof value === "string" ? value : JSON.stringify(valu
 
 export function render(root, ctx) {
   const { h, api, fmt, toast } = ctx;
+  const PREFIX = ctx.caller.topics.events_prefix;
   let kind = sessionStorage.getItem(STORE) || "";
   let offset = 0;
   let total = 0;
@@ -73,7 +74,7 @@ export function render(root, ctx) {
   const tbody = h("tbody", {});
   const table = h("div", { class: "table-wrap" }, h("table", { id: "resource-table" },
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Id"), h("th", { scope: "col" }, "Fields"),
-      h("th", { scope: "col" }, h("span", { class: "res-sr" }, "Actions")))), tbody));
+      h("th", { scope: "col", class: "needs-write" }, h("span", { class: "res-sr" }, "Actions")))), tbody));
   const empty = h("p", { class: "muted" });
   const prev = h("button", { type: "button", onclick: () => page(offset - PAGE_SIZE) }, "Previous");
   const next = h("button", { type: "button", onclick: () => page(offset + PAGE_SIZE) }, "Next");
@@ -84,7 +85,7 @@ export function render(root, ctx) {
   const editId = h("input", { id: "res-id", placeholder: "f1", autocomplete: "off" });
   const editBody = h("textarea", { id: "res-body", rows: "6", placeholder: '{"label": "cam 1"}' });
   const saveButton = h("button", { type: "submit", class: "primary" }, "Save");
-  const editForm = h("form", { class: "card stack", id: "res-edit", onsubmit: save },
+  const editForm = h("form", { class: "card stack needs-write", id: "res-edit", onsubmit: save },
     h("h2", {}, "Create or replace"),
     h("div", {}, h("label", { for: "res-id" }, "Id"), editId),
     h("div", {}, h("label", { for: "res-body" }, "Resource (a JSON object; PUT replaces it whole)"), editBody),
@@ -112,7 +113,7 @@ export function render(root, ctx) {
     return h("tr", { class: "res-row" + (entry.fresh ? " res-new" : ""), dataset: { id } },
       h("td", { class: "mono res-id" }, id),
       h("td", {}, h("div", { class: "res-fields" }, shown)),
-      h("td", { class: "res-actions" },
+      h("td", { class: "res-actions needs-write" },
         h("button", { type: "button", class: "link", "aria-label": "Edit " + id, onclick: () => edit(id) }, "Edit"),
         h("button", { type: "button", class: "link res-delete", "aria-label": "Delete " + id, onclick: () => remove(id) }, "Delete")));
   }
@@ -280,6 +281,7 @@ export function render(root, ctx) {
         order.push(item.id);
         dirty.add(item.id);
       }
+      orderDirty = true;             // the draw load() asked for may have run already, with no rows
       lastSeq = latest.last_seq;
       draw();
       catchUp();                     // anything that changed between the two answers

@@ -65,7 +65,7 @@ export function render(root, ctx) {
   const pubQos = h("select", { id: "publish-qos" }, ...[0, 1, 2].map((q) => h("option", { value: String(q) }, String(q))));
   const pubRetain = h("input", { id: "publish-retain", type: "checkbox" });
   const pubButton = h("button", { type: "submit", class: "primary" }, "Publish");
-  const publishForm = h("form", { class: "card stack tp-publish", id: "publish-form", onsubmit: (e) => { e.preventDefault(); publish(); } },
+  const publishForm = h("form", { class: "card stack tp-publish needs-write", id: "publish-form", onsubmit: (e) => { e.preventDefault(); publish(); } },
     h("h2", {}, "Publish"),
     h("div", {}, h("label", { for: "publish-topic" }, "Topic"), pubTopic),
     h("div", {}, h("label", { for: "publish-payload" }, "Payload (text)"), pubPayload),
@@ -284,7 +284,7 @@ export function render(root, ctx) {
     box.replaceChildren(
       h("div", { class: "row" }, h("h3", {}, "Retained message"), h("span", { class: "muted" }, facts.join(" · "))),
       payload,
-      h("div", { class: "row" }, h("button", { type: "button", class: "danger", id: "clear-retained",
+      h("div", { class: "row needs-write" }, h("button", { type: "button", class: "danger", id: "clear-retained",
         onclick: () => clearRetained(topic, box) }, "Clear retained message")));
   }
 
