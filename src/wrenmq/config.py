@@ -334,10 +334,10 @@ class Config(BaseModel):
     ] = 1024
     max_queued_messages: Annotated[
         int, Field(ge=0, description="Bound on each session's queue of undelivered messages.")
-    ] = 1000
+    ] = 10_000
     max_queued_bytes: Annotated[
         int, Field(ge=0, description="Bound on the topic and payload bytes in each session's queue (0: none).")
-    ] = 1 * MiB
+    ] = 10 * MiB
     slow_consumer_timeout: Annotated[
         float,
         Field(ge=0, description="Seconds a connected client may stay at its output cap without draining (0: forever)."),
