@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
 from browser import chromium
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer, server_config
 
 # Not ours: live streams and metrics have their own tests (and a stream does not end by itself).
@@ -42,11 +42,7 @@ class LiveApi:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     """One broker for the module, with password and ACL files for /users and /acl to edit."""
     data = tmp_path_factory.mktemp("wrenmq-schema")
-    passwd = data / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("admin", "secret")
-    passwords.save()
+    passwd = write_passwords(data / "passwd", admin="secret")
     acl = data / "acl"
     acl.write_text("user admin\ntopic readwrite #\n")
     server = WrenmqServer(server_config(data, api_port=0, password_file=passwd, acl_file=acl)).start()

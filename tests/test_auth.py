@@ -30,6 +30,7 @@ from certs import make_ca, make_cert
 from mqttraw import RawClient
 from paho_sync import PROTOCOLS
 from serveproc import clean_env, free_port, serve_command
+from userfiles import write_passwords
 from wrenmq.auth import passwords as passwords_module
 from wrenmq.auth.files import POLL_INTERVAL
 from wrenmq.auth.passwords import PasswordFile, PasswordFileError
@@ -48,14 +49,6 @@ needs_mosquitto = pytest.mark.skipif(
 BAD_CREDENTIALS = {5: ReasonCode.BAD_USER_NAME_OR_PASSWORD, 4: ConnackReturnCode.BAD_USERNAME_OR_PASSWORD}
 CHEAP = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # valid argon2id, fast to make
 NOT_AUTHORIZED = {5: ReasonCode.NOT_AUTHORIZED, 4: ConnackReturnCode.NOT_AUTHORIZED}
-
-
-def write_passwords(path: Path, **users: str) -> Path:
-    passwords = PasswordFile(path)
-    for username, password in users.items():
-        passwords.set_password(username, password)
-    passwords.save()
-    return path
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "users"]
@@ -23,11 +23,7 @@ TIMEOUT_MS = 15_000
 
 @pytest.fixture
 def server(wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path) -> WrenmqServer:
-    passwd = tmp_path / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("alice", "wonderland")
-    passwords.save()
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland")
     return wrenmq_server_factory(api_port=0, ws_port=0, password_file=passwd, console_admins=["alice"])
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from paho_sync import MQTTv5, PahoClient, PahoFactory
 from test_console_live import ARTIFACTS, Device, Tab, row
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
@@ -24,11 +24,7 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture
 def server(wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path) -> WrenmqServer:
-    passwd = tmp_path / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("alice", "wonderland")
-    passwords.save()
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland")
     return wrenmq_server_factory(
         api_port=0, ws_port=0, password_file=passwd, console_admins=["alice"], presence_snapshot_debounce=0.05
     )

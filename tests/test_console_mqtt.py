@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from paho_sync import MQTTv5, MQTTv311, PahoFactory
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
@@ -548,11 +548,7 @@ def test_mqtt_page_refused_login_shows_closed_with_the_error(
 ) -> None:
     """A refused CONNECT ends the connection (no retry loop) and the tab says why; Disconnect and
     Connect again work (wrenmq feature)."""
-    passwd = tmp_path / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("alice", "wonderland")
-    passwords.save()
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland")
     server = wrenmq_server_factory(api_port=0, ws_port=0, password_file=passwd, allow_anonymous=False)
     key = ApiKeyStore(server.broker.config.api_keys_path).create("console")
     console = MqttPage(browser, server, key)

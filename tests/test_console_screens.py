@@ -14,8 +14,8 @@ import pytest
 
 from paho_sync import MQTTv5, PahoFactory
 from test_console_live import ARTIFACTS, Device, curl
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
@@ -25,11 +25,7 @@ SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "hei
 
 @pytest.fixture
 def server(wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path) -> WrenmqServer:
-    passwd = tmp_path / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("alice", "wonderland")
-    passwords.save()
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland")
     acl = tmp_path / "acl"
     acl.write_text("pattern readwrite #\n")
     return wrenmq_server_factory(

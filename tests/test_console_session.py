@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from test_console_live import Device, Tab, curl, row
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
@@ -32,12 +32,7 @@ PAGES = [
 
 @pytest.fixture
 def server(wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path) -> WrenmqServer:
-    passwd = tmp_path / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("alice", "wonderland")
-    passwords.set_password("bob", "builder")
-    passwords.save()
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland", bob="builder")
     return wrenmq_server_factory(
         api_port=0,
         ws_port=0,

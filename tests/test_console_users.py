@@ -17,8 +17,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from test_console_live import ARTIFACTS
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT = 5.0
@@ -27,11 +27,7 @@ TIMEOUT_MS = 15_000
 
 @pytest.fixture
 def server(wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path) -> WrenmqServer:
-    passwd = tmp_path / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("alice", "wonderland")
-    passwords.save()
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland")
     acl = tmp_path / "acl"
     acl.write_text("# managed from the console\nuser alice\ntopic readwrite #\n")
     return wrenmq_server_factory(

@@ -22,8 +22,8 @@ import pytest
 
 from paho_sync import MQTTv5, MQTTv311, PahoClient
 from problems import problem
+from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
-from wrenmq.auth.passwords import PasswordFile
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT = 5.0
@@ -118,11 +118,7 @@ def users(tmp_path: Path) -> dict[str, Any]:
     """Settings for a broker with a user (alice), an ACL, and anonymous access off."""
     acl = tmp_path / "acl"
     acl.write_text(ACL)
-    passwd = tmp_path / "passwd"
-    passwd.write_text("")
-    passwords = PasswordFile.load(passwd)
-    passwords.set_password("alice", "wonderland")
-    passwords.save()
+    passwd = write_passwords(tmp_path / "passwd", alice="wonderland")
     return {"password_file": passwd, "acl_file": acl, "allow_anonymous": False}
 
 
