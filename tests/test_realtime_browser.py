@@ -36,7 +36,7 @@ PAGE = """<!doctype html>
 window.report = { numbers: [], transports: [], errors: [], presence: {}, presenceLog: [], trace: [] };
 window.start = function (options, filter) {
   const report = window.report;
-  options.log = (line) => report.trace.push(line);
+  options.log = (line) => report.trace.push(Date.now() % 100000 + " " + line);
   const rt = WrenmqRealtime.connect(options);
   window.rt = rt;
   rt.on("status", (s) => { if (s.state === "connected") report.transports.push(s.transport); });
@@ -46,7 +46,7 @@ window.start = function (options, filter) {
   });
   rt.onPresence((user) => {
     report.presence[user.id] = user.status;
-    report.presenceLog.push([user.id, user.status, user.transport]);
+    report.presenceLog.push([user.id, user.status, user.transport, Date.now() % 100000]);
   });
 };
 </script>
@@ -385,7 +385,7 @@ def test_realtime_presence_never_flickers_between_socketio_and_polling(
     alice.evaluate("() => window.rt.close()")
     wait_for(bob, "() => window.report.presence.alice === 'offline'")
     seen = [status for who, status, *_ in report(bob)["presenceLog"] if who == "alice"]
-    assert "offline" not in seen[:-1], seen
+    assert "offline" not in seen[:-1], (report(bob)["presenceLog"], report(alice)["trace"])
 
 
 APP_ORIGIN = "http://realtime-app.test"

@@ -701,6 +701,81 @@ async def test_lost_socketio_connection_keeps_presence_for_the_grace(
     await third.close()
 
 
+async def _disconnect_as_browsers_do(rt: Realtime, sio: Sio) -> None:
+    """socket.io-client's ``disconnect()``: a DISCONNECT packet the server handles ("client
+    disconnect") before the transport closes (python-socketio's client closes it at once)."""
+    sid = sio.client.get_sid()
+    await sio.client._send_packet(socketio.packet.Packet(socketio.packet.DISCONNECT, namespace="/"))
+    await wait_until(lambda: "sio:" + sid not in rt.service.subscribers, "the server saw the DISCONNECT")
+    await sio.close()
+
+
+async def test_handover_is_no_goodbye(realtime_factory: Callable[..., Realtime]) -> None:
+    """wrenmq feature (issue 18): a client that moves to another transport says ``handover``
+    before it disconnects the old one, so when the new one is lost at about the same moment (here
+    it is ended by the server first) the user keeps realtime_presence_grace instead of going
+    offline; a plain ``disconnect()`` stays a goodbye. Sentinels: dave's and erin's announcements."""
+    rt = realtime_factory(realtime_presence_grace=1.0)
+    watcher = rt.paho(MQTTv5)
+    watcher.subscribe("presence/#", 1)
+    old = await rt.sio({"presence": {"id": "carol"}})
+    assert _status((await asyncio.to_thread(watcher.receive, 1))[0]) == "online"
+    new = await rt.sio({"presence": {"id": "carol"}})
+    await asyncio.to_thread(rt.server.call, rt.bridge.sio.disconnect(new.client.get_sid()))  # new: lost
+    assert (await old.call("handover", {}))["ok"] is True
+    await _disconnect_as_browsers_do(rt, old)  # after the new one's loss: carol keeps the grace
+    dave = await rt.sio({"presence": {"id": "dave"}})
+    (message,) = await asyncio.to_thread(watcher.receive, 1)
+    assert (message.topic, _status(message)) == ("presence/dave", "online")  # carol: nothing between
+    (message,) = await asyncio.to_thread(watcher.receive, 1)
+    assert (message.topic, _status(message)) == ("presence/carol", "offline")  # when the grace ends
+
+    first = await rt.sio({"presence": {"id": "erin"}})
+    second = await rt.sio({"presence": {"id": "erin"}})
+    await asyncio.to_thread(rt.server.call, rt.bridge.sio.disconnect(second.client.get_sid()))
+    (message,) = await asyncio.to_thread(watcher.receive, 1)
+    assert (message.topic, _status(message)) == ("presence/erin", "online")
+    await _disconnect_as_browsers_do(rt, first)  # no handover: a goodbye, offline at once
+    (message,) = await asyncio.to_thread(watcher.receive, 1)
+    assert (message.topic, _status(message)) == ("presence/erin", "offline")
+    for client in (old, new, dave, first, second):
+        await client.close()
+
+
+async def test_poll_close_on_a_switch_is_no_goodbye(realtime_factory: Callable[..., Realtime]) -> None:
+    """wrenmq feature (issue 18): ``DELETE /realtime/poll/{id}?goodbye=false`` (the browser client
+    leaving polling for a better transport) keeps the user online for realtime_presence_grace when
+    that transport was lost meanwhile; a plain DELETE is a goodbye, offline at once."""
+    rt = realtime_factory(realtime_presence_grace=1.0)
+    watcher = rt.paho(MQTTv5)
+    watcher.subscribe("presence/#", 1)
+    poll = rt.url + "/api/v1/realtime/poll"
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        for goodbye in (False, True):
+            user = "frank" if goodbye else "grace"
+            opened = await http.post(poll, json={"filters": ["none/x"], "presence": {"id": user}})
+            assert opened.status_code == 201, opened.text
+            assert _status((await asyncio.to_thread(watcher.receive, 1))[0]) == "online"
+            sio = await rt.sio({"presence": {"id": user}})  # the better transport, attached ...
+            await asyncio.to_thread(rt.server.call, rt.bridge.sio.disconnect(sio.client.get_sid()))  # ... and lost
+            query = "" if goodbye else "?goodbye=false"
+            closed = await http.delete(f"{poll}/{opened.json()['id']}{query}")
+            assert closed.status_code == 204
+            sentinel = await rt.sio({"presence": {"id": user + "-sentinel"}})
+            first, second = await asyncio.to_thread(watcher.receive, 2)
+            if goodbye:
+                assert [(m.topic, _status(m)) for m in (first, second)] == [
+                    (f"presence/{user}", "offline"),
+                    (f"presence/{user}-sentinel", "online"),
+                ]
+            else:
+                assert (first.topic, _status(first)) == (f"presence/{user}-sentinel", "online")
+                assert (second.topic, _status(second)) == (f"presence/{user}", "offline")  # the grace ended
+            for client in (sio, sentinel):
+                await client.close()
+            await asyncio.to_thread(watcher.receive, 1)  # the sentinel's own goodbye
+
+
 async def test_journal_bytes_bound(realtime_factory: Callable[..., Realtime]) -> None:
     """wrenmq feature: realtime_journal_bytes bounds the journal's payload bytes: a message larger
     than the bound is still delivered live but is not kept for replay; older ones make room."""

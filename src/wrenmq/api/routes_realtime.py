@@ -123,9 +123,9 @@ def install(app: FastAPI, broker: Broker) -> None:
         found.last_seen = time.monotonic()
         return found
 
-    def end(session_id: str) -> None:
+    def end(session_id: str, goodbye: bool = True) -> None:
         if sessions.pop(session_id, None) is not None:
-            service.close("poll:" + session_id)
+            service.close("poll:" + session_id, goodbye)
 
     async def expire() -> None:
         while True:
@@ -254,9 +254,18 @@ def install(app: FastAPI, broker: Broker) -> None:
         )
 
     @router.delete("/poll/{id}", status_code=204, summary="Close a poll session", responses=problem_responses(404))
-    async def close_poll(id: str) -> Response:
+    async def close_poll(
+        id: str,
+        goodbye: Annotated[
+            bool,
+            Query(
+                description="false: the client moves to another transport (a switch, not a goodbye); "
+                "its user stays present for realtime_presence_grace if that transport is lost too."
+            ),
+        ] = True,
+    ) -> Response:
         session_of(id)
-        end(id)
+        end(id, goodbye)
         return Response(status_code=204)
 
     app.include_router(router)

@@ -19,7 +19,11 @@ Client to server, each answering through the Socket.IO acknowledgement:
     ``unsubscribe`` ``{"filters": [...]}`` -> ``{"ok": true}``.
     ``leave`` -> ``{"ok": true}``: the client is about to disconnect on purpose, so its presence
         goes offline at once; a connection that ends without it (lost, or ended by the server)
-        keeps the user online for ``realtime_presence_grace`` seconds.
+        keeps the user online for ``realtime_presence_grace`` seconds. A client-side
+        ``disconnect()`` without ``leave`` is a goodbye too (what socket.io-client apps do to close).
+    ``handover`` -> ``{"ok": true}``: the client moves to another transport that is already
+        attached; its disconnect is not a goodbye, so if the new transport is lost at once the user
+        still gets the grace instead of going offline.
     ``publish`` with the body of ``POST /api/v1/publish`` (``topic``, ``payload`` | ``payload_json``
         | ``payload_base64``, ``qos``, ``retain``, ``properties``) -> ``{"ok": true, "matched": n}``.
     Any other event name is a topic: ``socket.emit("chat/room1", {...})`` publishes the data as JSON
@@ -60,7 +64,7 @@ log = logging.getLogger("wrenmq.socketio")
 RESENDS = 3  # times an unacknowledged QoS 1 message is sent again
 MAX_INFLIGHT = 1000  # unacknowledged QoS 1 messages per socket; beyond it they go out unacknowledged
 RESERVED = frozenset(
-    {"connect", "disconnect", "connect_error", "subscribe", "unsubscribe", "publish", "message", "leave"}
+    {"connect", "disconnect", "connect_error", "subscribe", "unsubscribe", "publish", "message", "leave", "handover"}
 )
 
 
@@ -98,10 +102,12 @@ class SocketIOBridge:
         self.sio.on("unsubscribe", self._unsubscribe)
         self.sio.on("publish", self._publish)
         self.sio.on("leave", self._leave)
+        self.sio.on("handover", self._handover)
         self.sio.on("*", self._any_event)
         self.inflight: dict[str, dict[int, _Inflight]] = {}
         self._ready: dict[str, Subscriber] = {}
         self._leaving: set[str] = set()  # sids that said leave: their disconnect is a goodbye
+        self._handing_over: set[str] = set()  # sids that said handover: their disconnect is not
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.messages_sent = 0
@@ -173,8 +179,10 @@ class SocketIOBridge:
         # A client that said ``leave`` (or whose DISCONNECT packet was handled before its transport
         # closed) said goodbye; a lost connection, or one the server ended, may come back over
         # another transport within realtime_presence_grace, and is not announced offline before.
-        goodbye = sid in self._leaving or reason == self.sio.reason.CLIENT_DISCONNECT
+        handover = sid in self._handing_over
+        goodbye = sid in self._leaving or (reason == self.sio.reason.CLIENT_DISCONNECT and not handover)
         self._leaving.discard(sid)
+        self._handing_over.discard(sid)
         self.service.close("sio:" + sid, goodbye=goodbye)
         self.inflight.pop(sid, None)
         self._ready.pop(sid, None)
@@ -229,6 +237,12 @@ class SocketIOBridge:
     async def _leave(self, sid: str, data: Any = None) -> dict[str, Any]:
         """The client is about to disconnect on purpose: its presence ends at once, no grace."""
         self._leaving.add(sid)
+        return {"ok": True}
+
+    async def _handover(self, sid: str, data: Any = None) -> dict[str, Any]:
+        """The client moves to another transport, already attached: its disconnect is no goodbye."""
+        if sid in self.inflight:
+            self._handing_over.add(sid)
         return {"ok": True}
 
     async def _publish(self, sid: str, data: Any) -> dict[str, Any]:

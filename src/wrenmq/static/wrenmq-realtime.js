@@ -322,12 +322,12 @@
       const socket = this.socket;
       this.socket = null;
       if (!socket) return;
-      if (!goodbye || !socket.connected) { socket.disconnect(); return; }
-      // "leave" first: the server then knows the user is leaving. Without it (a lost connection,
-      // or a switch to another transport) the user stays online for a grace period, so a switch
-      // followed at once by the new transport's failure does not show them offline either.
+      if (!socket.connected) { socket.disconnect(); return; }
+      // "leave" first: the server then knows the user is leaving. "handover" on a switch to
+      // another transport: the user stays online for a grace period, so a switch followed at once
+      // by the new transport's failure does not show them offline.
       const done = () => socket.disconnect();
-      socket.timeout(1000).emitWithAck("leave", {}).then(done, done);
+      socket.timeout(1000).emitWithAck(goodbye ? "leave" : "handover", {}).then(done, done);
     }
   }
 
@@ -404,12 +404,14 @@
       return this.call("POST", "/" + this.id + "/publish", serverPublishBody(topic, payload, opts));
     }
 
-    close() {
+    close(graceful, goodbye) {
       const id = this.id;
       this.id = null;
       if (this.abort) this.abort.abort();
       if (id) {
-        fetch(this.rt.apiUrl + "/api/v1/realtime/poll/" + id, { method: "DELETE", keepalive: true }).catch(() => {});
+        // goodbye=false on a switch: the user keeps the grace should the new transport fail at once.
+        const url = this.rt.apiUrl + "/api/v1/realtime/poll/" + id + (goodbye === false ? "?goodbye=false" : "");
+        fetch(url, { method: "DELETE", keepalive: true }).catch(() => {});
       }
     }
   }
