@@ -305,7 +305,7 @@ def test_a_message_a_later_hook_refuses_is_not_bridged_out(
     wrenmq_server_factory: Callable[..., WrenmqServer],
 ) -> None:
     """Bridges pass on only what every publish hook let through, whenever the hooks were added
-    (BrokerConnections runs last, as the realtime service and API streams do)."""
+    (out bridges are subscriptions in the broker's router, as realtime readers and API streams are)."""
     mosquitto = mosquitto_factory()
     server = wrenmq_server_factory(api_port=0, brokers=[connection(mosquitto, "topic sensors/# out 1 site/ cloud/")])
     local = PahoClient(server.port, MQTTv5, "local")

@@ -153,16 +153,15 @@ def test_hooks_run_in_order_and_first_can_go_in_front(wrenmq_server, clients):
     assert calls == ["first", "a", "b"]
 
 
-def test_hooks_that_run_last_stay_behind_hooks_added_later(wrenmq_server, clients):
-    """wrenmq feature: a ``runs_last`` hook (one that passes messages on, like the realtime service)
-    runs after every other hook, even one added after it, so it never sees a message that a later
-    hook refuses."""
+def test_on_published_sees_only_what_every_publish_hook_let_through(wrenmq_server, clients):
+    """wrenmq feature: an observer (``on_published``, as Mochi's OnPublished) runs after routing,
+    so it never sees a message that a publish hook refuses, even one added after it (this replaced
+    ``runs_last``, which ordered passers-on behind gates)."""
     calls: list[str] = []
 
     class Tag(Hook):
-        def __init__(self, tag: str, last: bool = False, refuse: bool = False) -> None:
+        def __init__(self, tag: str, refuse: bool = False) -> None:
             self.tag = tag
-            self.runs_last = last
             self.refuse = refuse
 
         def on_publish(self, client: Any, message: Message) -> Message:
@@ -171,7 +170,11 @@ def test_hooks_that_run_last_stay_behind_hooks_added_later(wrenmq_server, client
                 raise Reject(ReasonCode.NOT_AUTHORIZED, "no")
             return message
 
-    add_hook(wrenmq_server, Tag("passer-on", last=True))
+    class Observer(Hook):
+        def on_published(self, client: Any, message: Message, matched: int) -> None:
+            calls.append("observer:" + message.topic)
+
+    add_hook(wrenmq_server, Observer())
     add_hook(wrenmq_server, Tag("a"))
     add_hook(wrenmq_server, Tag("gate", refuse=True))
 
@@ -180,11 +183,12 @@ def test_hooks_that_run_last_stay_behind_hooks_added_later(wrenmq_server, client
 
     wrenmq_server.call(front())
     wrenmq_server.publish("order/x", b"")
-    assert calls == ["first", "a", "gate", "passer-on"]
+    assert calls == ["first", "a", "gate", "observer:order/x"]
     calls.clear()
     with pytest.raises(Reject):
         wrenmq_server.publish("no/x", b"")
-    assert calls == ["first", "a", "gate"]
+    wrenmq_server.publish("order/sentinel", b"")
+    assert calls == ["first", "a", "gate", "first", "a", "gate", "observer:order/sentinel"]
 
 
 class Gatekeeper(Hook):

@@ -447,9 +447,9 @@ def test_static_files_are_package_data() -> None:
 
 
 def test_a_message_refused_by_a_later_hook_reaches_no_poll_session(poller: Poller) -> None:
-    """wrenmq feature: the realtime service runs after every other publish hook (``runs_last``), so
-    a hook added after the API started that refuses a message keeps it from browsers too, as from
-    MQTT subscribers."""
+    """wrenmq feature: realtime readers are subscriptions in the broker's router, delivered after
+    every publish hook, so a hook added after the API started that refuses a message keeps it
+    from browsers too, as from MQTT subscribers."""
     from wrenmq.hooks import Hook, Reject
 
     class Censor(Hook):

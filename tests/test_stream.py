@@ -243,6 +243,17 @@ def test_sse_filters_match_as_subscriptions_do(api: Api) -> None:
     assert dollar.message()["topic"] == "$app/marker"
 
 
+def test_sse_streams_the_brokers_sys_topics_to_a_filter_naming_them(api_factory: Callable[..., Api]) -> None:
+    """The broker's own periodic `$SYS` messages reach a stream whose filter names `$SYS` (the
+    router matches streams with clients), and not a `#` stream [MQTT-4.7.2-1]."""
+    api = api_factory(sys_interval=0.2)
+    everything = api.stream("#")
+    sys = api.stream("$SYS/broker/#")
+    assert sys.message()["topic"].startswith("$SYS/broker/")
+    api.server.publish("after/sys", b"end")
+    assert everything.message()["topic"] == "after/sys"
+
+
 def test_stream_of_a_message_from_post_publish(api: Api) -> None:
     """A message published with POST /api/v1/publish reaches a stream (end to end through the API)."""
     if "/api/v1/publish" not in api.http.get("/api/openapi.json").json()["paths"]:

@@ -30,12 +30,18 @@ The events, in the order a client meets them:
     A subscription was granted (with this QoS) or removed.
 ``on_publish(client, message) -> Message``
     A message is about to be routed (``client`` is None when the broker itself publishes: the API,
-    wills, $SYS). Return it, or a new ``Message`` to change it; raise ``Reject`` to drop it (the
-    publisher gets the reason code in MQTT 5). Runs after the ACL check. A hook with ``runs_last``
-    (one that passes messages on) runs after every hook without it, whatever order they came in.
-    A hook that cares about some topics only sets ``publish_topics`` to their prefixes: it is
-    called for those alone, and a message on no hook's prefix skips the publish hooks for one
-    ``str.startswith``.
+    wills). Return it, or a new ``Message`` to change it; raise ``Reject`` to drop it (the
+    publisher gets the reason code in MQTT 5). Runs after the ACL check. A hook that cares about
+    some topics only sets ``publish_topics`` to their prefixes: it is called for those alone, and a
+    message on no hook's prefix skips the publish hooks for one ``str.startswith``.
+``on_published(client, message, matched)``
+    The message was routed; ``matched`` client subscriptions took it (in-process ones are not
+    counted, as in PUBACK's 0x10 No matching subscribers). Only
+    observes: the message is what every ``on_publish`` hook let through, whatever order the hooks
+    were added in; it must not be changed. A hook that passes messages on for some topics only
+    (to browsers, streams, other brokers) subscribes in-process instead
+    (``Broker.subscribe_local``), so the broker's one topic match per message serves it too.
+    ``$SYS`` messages the broker publishes on its own skip both publish events.
 ``on_message_delivered(client, message)``
     A PUBLISH was written to ``client``.
 ``on_disconnect(client, reason, expected)``
@@ -147,9 +153,6 @@ class Hook:
 
     name = "hook"
     publish_topics: tuple[str, ...] | None = None  # on_publish only for topics with these prefixes
-    # Hooks that pass messages on (to browsers, streams) run after every hook that may change or
-    # refuse a message, so what they pass on is what the broker routes.
-    runs_last = False
 
     def handles(self, event: str) -> bool:
         """Whether this hook takes part in ``event`` (an ``on_*`` name), asked once when it is added.
@@ -184,6 +187,9 @@ class Hook:
 
     def on_publish(self, client: Connection | None, message: Message) -> Message:
         return message
+
+    def on_published(self, client: Connection | None, message: Message, matched: int) -> None:
+        pass
 
     def on_message_delivered(self, client: Connection, message: Message) -> None:
         pass

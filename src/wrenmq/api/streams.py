@@ -2,10 +2,11 @@
 JSON messages over a WebSocket at ``/api/v1/stream/ws?filter=...``.
 
 A stream sees what an MQTT subscriber to its filters would see from the moment it opens (no
-retained messages, and not ``$SYS``, which the broker routes without hooks), under the same ACL:
-the filters are checked with ``READ`` access for a client named ``api-stream:<key name>`` whose
-username is the API key's name. Messages reach streams through a publish hook that is registered
-only while a stream is open, so the broker pays nothing for streams when there are none.
+retained messages), under the same ACL: the filters are checked with ``READ`` access for a client
+named ``api-stream:<key name>`` whose username is the API key's name. Each stream's filters are
+in-process subscriptions in the broker's router (``Broker.subscribe_local``), matched with MQTT
+clients' by the one trie match per message, so the broker pays nothing for streams when there are
+none, and nothing per stream for messages it does not want.
 
 Each stream buffers at most ``stream_buffer`` messages for its reader. A reader slower than the
 messages loses the *oldest* ones (what it gets next is the newest), and before the next message it
@@ -31,9 +32,10 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from ..broker.router import LocalSubscriber
 from ..hooks import READ, Hook
 from ..mqtt.properties import PropertyId
-from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
+from ..mqtt.topics import SHARE_PREFIX, valid_topic_filter
 from ..services.realtime import Inbox, message_json
 from .deps import authenticate
 from .principal import Principal
@@ -42,7 +44,6 @@ from .routing import BEARER
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
-    from ..broker.connection import Connection
     from ..broker.message import Message
 
 __all__ = ["HEARTBEAT", "MAX_FILTERS", "Stream", "StreamHub", "install"]
@@ -56,24 +57,21 @@ _P = PropertyId
 
 
 class Stream(Inbox):
-    """One open stream: its filters, and the bounded inbox (``services.realtime.Inbox``) its reader
-    takes (sequence number, time, message, QoS) from."""
+    """One open stream: its filters (in-process subscriptions owned as ``local_id``), and the
+    bounded inbox (``services.realtime.Inbox``) its reader takes (sequence number, time, message,
+    QoS) from."""
 
-    def __init__(self, hub: StreamHub, filters: tuple[str, ...], capacity: int) -> None:
+    def __init__(self, hub: StreamHub, filters: tuple[str, ...], capacity: int, local_id: str) -> None:
         super().__init__(capacity)
         self.hub = hub
         self.filters = filters
+        self.local_id = local_id
         self.seq = 0  # numbers every matching message, dropped ones too: a gap shows what was lost
 
-    def offer(self, message: Message, now: float) -> None:
-        topic = message.topic
-        for topic_filter in self.filters:
-            if topic_matches(topic_filter, topic):  # `$`-topics only match `$` filters [MQTT-4.7.2-1]
-                break
-        else:
-            return
+    def offer(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
+        """The router's handler: one call per message, however many of the filters match it."""
         self.seq += 1
-        if not self.put(self.seq, now, message, message.qos):
+        if not self.put(self.seq, time.time(), message, message.qos):
             self.hub.messages_dropped += 1
 
     async def take(self, timeout: float) -> tuple[list[tuple[int, float, Message, int]], int] | None:
@@ -84,10 +82,10 @@ class Stream(Inbox):
 
 
 class StreamHub(Hook):
-    """The open streams of one API, and the publish hook that feeds them while there are any."""
+    """The open streams of one API; each subscribes in-process while it is open. While any is open
+    the hub is a hook too, for ``on_stop`` alone: streams end when the broker stops."""
 
     name = "api-streams"
-    runs_last = True  # browsers get only what no other hook refused
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -95,20 +93,27 @@ class StreamHub(Hook):
         self.closed = False  # the API is stopping: streams end, and no new ones open
         self.messages_sent = 0
         self.messages_dropped = 0
+        self._opened = 0  # numbers the streams: each owns its subscriptions as api-stream:<n>
 
     def open(self, filters: tuple[str, ...]) -> Stream:
-        stream = Stream(self, filters, self.broker.config.stream_buffer)
+        self._opened += 1
+        stream = Stream(self, filters, self.broker.config.stream_buffer, f"api-stream:{id(self):x}:{self._opened}")
         if self.closed:
             stream.close()
             return stream
         if not self.streams:
             self.broker.hooks.add(self)
         self.streams.add(stream)
+        for topic_filter in filters:
+            self.broker.subscribe_local(LocalSubscriber(stream.local_id, topic_filter, stream.offer))
         return stream
 
     def release(self, stream: Stream) -> None:
         stream.close()
-        self.streams.discard(stream)
+        if stream in self.streams:
+            self.streams.discard(stream)
+            for topic_filter in stream.filters:
+                self.broker.unsubscribe_local(stream.local_id, topic_filter)
         if not self.streams and self in self.broker.hooks.hooks:
             self.broker.hooks.remove(self)
 
@@ -117,14 +122,6 @@ class StreamHub(Hook):
         self.closed = True
         for stream in list(self.streams):
             stream.close()
-
-    # -- hook events ----------------------------------------------------------------------------
-
-    def on_publish(self, client: Connection | None, message: Message) -> Message:
-        now = time.time()
-        for stream in self.streams:
-            stream.offer(message, now)
-        return message
 
     def on_stop(self) -> None:
         self.close()

@@ -133,16 +133,19 @@ def _preexec(cpus: set[int], nice: int) -> Callable[[], None]:
     return setup
 
 
-def _wrenmq_command(workdir: Path, port: int) -> list[str]:
+def _wrenmq_command(workdir: Path, port: int, api: bool = False) -> list[str]:
     lines = [f"port = {port}", f'data_dir = "{workdir}"']
-    for key, value in WRENMQ_SETTINGS.items():
+    settings: dict[str, object] = dict(WRENMQ_SETTINGS)
+    if api:
+        settings["api_port"] = free_port()  # with realtime (its default) on
+    for key, value in settings.items():
         lines.append(f"{key} = {value!r}".replace("'", '"') if isinstance(value, str) else f"{key} = {value}")
     config = workdir / "wrenmq.toml"
     config.write_text("\n".join(lines) + "\n")
     return [sys.executable, "-m", "wrenmq", "serve", "--config", str(config)]
 
 
-def _mosquitto_command(workdir: Path, port: int) -> list[str]:
+def _mosquitto_command(workdir: Path, port: int, api: bool = False) -> list[str]:
     path = find_mosquitto()
     if path is None:
         raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
@@ -151,18 +154,19 @@ def _mosquitto_command(workdir: Path, port: int) -> list[str]:
     return [path, "-c", str(config)]
 
 
-BROKERS: dict[str, Callable[[Path, int], list[str]]] = {
+BROKERS: dict[str, Callable[[Path, int, bool], list[str]]] = {
     "wrenmq": _wrenmq_command,
     "mosquitto": _mosquitto_command,
 }
 
 
-def start_broker(name: str, workdir: Path, cpus: set[int], nice: int = 0) -> BrokerProcess:
-    """Start broker ``name`` on a free port and return once it answers an MQTT CONNECT."""
+def start_broker(name: str, workdir: Path, cpus: set[int], nice: int = 0, api: bool = False) -> BrokerProcess:
+    """Start broker ``name`` on a free port and return once it answers an MQTT CONNECT; ``api``:
+    wrenmq with its HTTP API on (Mosquitto has none)."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o777)  # Mosquitto started as root drops to the mosquitto user
     port = free_port()
-    command = BROKERS[name](workdir, port)
+    command = BROKERS[name](workdir, port, api)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:

@@ -31,6 +31,11 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--nice", type=int, metavar="N", help="niceness for brokers and generator (e.g. -10 on a shared machine; root)"
     )
+    parser.add_argument(
+        "--api",
+        action="store_true",
+        help="run wrenmq with its HTTP API on (realtime and streams, no client of them): their cost per message",
+    )
     parser.set_defaults(run=run)
 
 

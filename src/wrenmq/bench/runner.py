@@ -56,6 +56,8 @@ def main(args: argparse.Namespace) -> int:
     if args.quick:
         settings = settings.quick()
     overrides = {k: getattr(args, k) for k in ("duration", "warmup", "nice") if getattr(args, k) is not None}
+    if getattr(args, "api", False):
+        overrides["api"] = True
     if overrides:
         settings = Settings(**{**asdict(settings), **overrides})
     if settings.generator_cpus and hasattr(os, "sched_setaffinity"):
@@ -156,7 +158,7 @@ def _measure(
     workdir = tmp / f"{scenario.name}-{broker_name}-{round_no}"
     progress("starting broker")
     try:
-        broker = start_broker(broker_name, workdir, set(settings.broker_cpus), settings.nice)
+        broker = start_broker(broker_name, workdir, set(settings.broker_cpus), settings.nice, settings.api)
     except Exception as exc:
         record["error"] = str(exc)
         progress(f"error: {exc}")

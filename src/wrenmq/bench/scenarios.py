@@ -52,6 +52,7 @@ class Settings:
     nice: int = 0  # niceness of broker and generator processes (negative: shield from other load; root only)
     broker_cpus: frozenset[int] = frozenset()
     generator_cpus: frozenset[int] = frozenset()
+    api: bool = False  # wrenmq with its HTTP API (realtime, streams) on: what services cost per message
 
     def quick(self) -> Settings:
         return replace(

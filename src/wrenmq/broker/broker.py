@@ -31,7 +31,7 @@ from .limits import Limits
 from .message import Message
 from .persist import Persistence
 from .retain import RetainStore
-from .router import Router, Subscriber
+from .router import LocalSubscriber, Router, Subscriber
 from .session import NEVER_EXPIRES, Delivery, Session
 from .stats import Stats
 from .sys_topics import SysTopics
@@ -305,8 +305,11 @@ class Broker:
         qos: int = 0,
         retain: bool = False,
         properties: dict[int, Any] | None = None,
+        origin: str | None = None,
     ) -> int:
         """Publish as the broker itself; returns the number of subscriptions that matched.
+        ``origin`` names the publisher for No Local (a bridge names what it brings in, so that its
+        own local subscription does not send it back out).
 
         With strict durability this returns once any copy that had to be stored is committed.
         """
@@ -322,15 +325,28 @@ class Broker:
         expires_at = None
         if _P.MESSAGE_EXPIRY_INTERVAL in props:
             expires_at = self.loop.time() + props[_P.MESSAGE_EXPIRY_INTERVAL]
-        message = Message(topic, data, qos, retain, props, expires_at)
+        message = Message(topic, data, qos, retain, props, expires_at, origin)
         if self.hooks.publish:
             message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
         self.stats.messages_received_qos[qos] += 1
         before = self.persist.writes
         matched = self.route(message)
+        if self.hooks.published:
+            self.hooks.notify(self.hooks.published, None, message, matched)
         if self.persist.strict and qos and self.persist.writes != before:
             await self.storage.flush()
         return matched
+
+    def subscribe_local(self, sub: LocalSubscriber) -> None:
+        """Subscribe in-process (Mochi's inline subscription): ``sub.handler`` gets every matching
+        message from the one trie match that serves clients, after the publish hooks. No ACL is
+        asked here: an owner that acts for a user checks its filters first. No retained messages
+        are sent. ``ValueError`` for a filter that is invalid or shared."""
+        self.router.subscribe_local(sub)
+
+    def unsubscribe_local(self, client_id: str, topic_filter: str) -> bool:
+        """End an in-process subscription; False if there was none."""
+        return self.router.unsubscribe_local(client_id, topic_filter)
 
     def disconnect_client(self, client_id: str, discard_session: bool = False) -> bool:
         """Disconnect ``client_id`` as an administrator: an MQTT 5 client is sent DISCONNECT 0x98
@@ -380,7 +396,8 @@ class Broker:
     # -- the hot path -----------------------------------------------------------------------
 
     def route(self, message: Message) -> int:
-        """Deliver ``message`` to every matching subscription; returns how many matched."""
+        """Deliver ``message`` to every matching subscription; returns how many client
+        subscriptions matched (what PUBACK's 0x10 No matching subscribers speaks of)."""
         if not message.seq:
             self.message_seq += 1
             message.seq = self.message_seq
@@ -427,6 +444,8 @@ class Broker:
                 now,
             )
             count += 1
+        if match.local:  # in-process subscribers (realtime readers, API streams, bridges out): not counted
+            match.deliver_local(message)
         return count
 
     def _deliver_merged(self, message: Message, subs: list[Subscriber], now: float) -> int:
@@ -846,7 +865,9 @@ class Broker:
             except Reject as reject:
                 log.info("will on %s rejected by a hook: %s", will.topic, reject)
                 return
-        self.route(will)
+        matched = self.route(will)
+        if self.hooks.published:
+            self.hooks.notify(self.hooks.published, None, will, matched)
 
     def _end_session(self, session: Session) -> None:
         """Discard a session; a will still waiting out its delay is sent now [MQTT-3.1.3-9]."""

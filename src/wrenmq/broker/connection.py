@@ -762,6 +762,8 @@ class Connection(asyncio.Protocol):
                 return
             message = screened
         matched = broker.route(message)
+        if hooks.published:
+            hooks.notify(hooks.published, self, message, matched)
         if not qos:
             return
         # Strict durability: a message that had to be stored is acknowledged after its commit.

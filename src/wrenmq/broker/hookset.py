@@ -25,6 +25,7 @@ _EVENTS = (
     "on_subscribe",
     "on_unsubscribe",
     "on_publish",
+    "on_published",
     "on_message_delivered",
     "on_disconnect",
     "on_session_expired",
@@ -45,25 +46,19 @@ class HookSet:
         # The prefixes of every topic some publish hook wants (None: all topics), and each hook's.
         self.publish_prefixes: tuple[str, ...] | None = None
         self._publish_topics: list[tuple[str, ...] | None] = []
+        self.published: list[Any] = []
         self.delivered: list[Any] = []
         self.disconnect: list[Any] = []
         self.session_expired: list[Any] = []
 
     def add(self, hook: Any, first: bool = False) -> None:
-        """Register ``hook`` (a ``wrenmq.hooks.Hook``) after the others, or before them. Hooks that
-        say ``runs_last`` stay behind every hook that does not, whenever either was added."""
+        """Register ``hook`` (a ``wrenmq.hooks.Hook``) after the others, or before them."""
         if not isinstance(hook, Hook):
             raise TypeError(f"{hook!r} is not a wrenmq.hooks.Hook")
-        hooks = self.hooks
-        if first and not hook.runs_last:
-            hooks.insert(0, hook)
-        elif hook.runs_last:
-            hooks.append(hook)
+        if first:
+            self.hooks.insert(0, hook)
         else:
-            at = len(hooks)
-            while at and hooks[at - 1].runs_last:
-                at -= 1
-            hooks.insert(at, hook)
+            self.hooks.append(hook)
         self._index()
 
     def remove(self, hook: Any) -> None:
@@ -83,7 +78,7 @@ class HookSet:
         lists = [self._handlers(event) for event in _EVENTS]
         self.start, self.stop, self.authenticate, self.acl_check = lists[0], lists[1], lists[2], lists[3]
         self.connect, self.subscribe, self.unsubscribe, self.publish = lists[4], lists[5], lists[6], lists[7]
-        self.delivered, self.disconnect, self.session_expired = lists[8], lists[9], lists[10]
+        self.published, self.delivered, self.disconnect, self.session_expired = lists[8:12]
         self._publish_topics = [hook.publish_topics for hook in self.hooks if hook.handles("on_publish")]
         wanted: list[str] = []
         for topics in self._publish_topics:

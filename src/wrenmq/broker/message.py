@@ -2,7 +2,10 @@
 
 A message is encoded once per variant (protocol version, QoS, retain flag) and the bytes are
 shared by every subscriber that gets that variant; a QoS 1/2 PUBLISH is written as
-``head + packet id + tail`` so the packet id is the only per-subscriber part.
+``head + packet id + tail`` so the packet id is the only per-subscriber part. A delivery with
+per-delivery properties (remaining expiry, Subscription Identifiers, the broker's message id)
+reuses the message's own properties as encoded once, and the last such encoding is kept, so the
+subscribers of one fan-out that get the same properties share the bytes too.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ PACKET_ID_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
 
 class Message:
     __slots__ = (
+        "_at_key",
+        "_at_value",
         "_key",
+        "_own_props",
+        "_own_props_id",
         "_stored",
         "_value",
         "_wire",
@@ -59,6 +66,12 @@ class Message:
         self._key = -1
         self._value: tuple[bytes, bytes] = (b"", b"")
         self._wire: dict[int, tuple[bytes, bytes]] | None = None
+        # Per-delivery encodings (wire_at): the message's own MQTT 5 properties as encoded, without
+        # and with the message id; and the last encoding made, with what it was made for.
+        self._own_props: bytes | None = None
+        self._own_props_id: bytes | None = None
+        self._at_key: tuple[int, int, tuple[int, ...] | None, bool] | None = None
+        self._at_value: tuple[bytes, bytes] = (b"", b"")
         self._stored: object | None = None  # its storage record, built once (see persist.py)
         self.seq = 0  # the broker's number for it, given when it is first routed (0: not yet)
 
@@ -103,20 +116,52 @@ class Message:
         message's own User Properties go first, in their order [MQTT-3.3.2-18])."""
         if version != 5 or (not sub_ids and self.expires_at is None and message_id is None):
             return self.wire(version, qos, retain)
-        props = dict(self.properties)
-        if message_id is not None:
-            props[_USER] = [*props.get(_USER, ()), (MESSAGE_ID_PROPERTY, message_id)]
+        remaining = -1
         if self.expires_at is not None:
             # Round away float noise first: (t + 300) - t can be 300.00000000000006, and the
             # remaining interval must never exceed the one received [MQTT-3.3.2-6].
-            props[_EXPIRY] = max(0, math.ceil(round(self.expires_at - now, 6)))
+            remaining = max(0, math.ceil(round(self.expires_at - now, 6)))
+        key = ((qos << 1) | retain, remaining, tuple(sub_ids) if sub_ids else None, message_id is not None)
+        if key == self._at_key:
+            return self._at_value
+        props = self._own(message_id)
+        if remaining >= 0:
+            props += bytes((_EXPIRY,)) + remaining.to_bytes(4, "big")
         if sub_ids:
-            props[_SUB_ID] = sub_ids
-        return self._encode(version, qos, retain, props)
+            for sub_id in sub_ids:
+                props += bytes((_SUB_ID,)) + encode_varint(sub_id)
+        result = self._assemble(qos, retain, encode_varint(len(props)) + props)
+        self._at_key = key
+        self._at_value = result
+        return result
+
+    def _own(self, message_id: str | None) -> bytes:
+        """The message's own properties but the expiry (set per delivery), encoded without their
+        length; with ``message_id``, that as the last User Property: once per message."""
+        found = self._own_props if message_id is None else self._own_props_id
+        if found is not None:
+            return found
+        props = {k: v for k, v in self.properties.items() if k != _EXPIRY}
+        if message_id is not None:
+            props[_USER] = [*props.get(_USER, ()), (MESSAGE_ID_PROPERTY, message_id)]
+        encoded = encode_properties(props)
+        skip = 1
+        while encoded[skip - 1] & 0x80:  # the length prefix (a Variable Byte Integer)
+            skip += 1
+        body = encoded[skip:] if props else b""
+        if message_id is None:
+            self._own_props = body
+        else:
+            self._own_props_id = body
+        return body
 
     def _encode(self, version: int, qos: int, retain: bool, props: dict[int, Any] | None) -> tuple[bytes, bytes]:
+        return self._assemble(qos, retain, encode_properties(props) if version == 5 else b"")
+
+    def _assemble(self, qos: int, retain: bool, props: bytes) -> tuple[bytes, bytes]:
+        """The PUBLISH around ``props`` (its property block with length; empty before MQTT 5)."""
         tb = self.topic.encode()
-        tail = (encode_properties(props) + self.payload) if version == 5 else self.payload
+        tail = props + self.payload if props else self.payload
         length = 2 + len(tb) + (2 if qos else 0) + len(tail)
         first = 0x30 | (qos << 1) | retain
         n = len(tb)

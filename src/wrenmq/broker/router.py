@@ -3,16 +3,31 @@
 ``Router.match(topic)`` is on the hot path of every PUBLISH. The trie walk is done once per
 distinct topic and cached until the subscriptions change, so steady traffic on a stable set of
 subscriptions costs one dict lookup per message.
+
+Two kinds of subscription live in the trie: a client session's (:class:`Subscriber`) and an
+in-process one (:class:`LocalSubscriber`: a realtime reader, an API stream, a bridge out), which
+has a handler instead of a session (Mochi MQTT's inline subscriptions). One match per message
+finds both, so services do no topic matching of their own.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..mqtt.topics import parse_shared
+from ..mqtt.topics import SHARE_PREFIX, parse_shared, valid_topic_filter
+from .message import Message
 
 if TYPE_CHECKING:
     from .session import Session
+
+log = logging.getLogger("wrenmq.router")
+
+# A local subscription's handler: (message, QoS, Subscription Identifiers or None). It runs on the
+# event loop inside ``Broker.route``, after every publish hook: it must not block, and must treat
+# the message as read-only (other subscribers share it).
+LocalHandler = Callable[[Message, int, list[int] | None], object]
 
 
 class Subscriber:
@@ -53,6 +68,36 @@ class Subscriber:
         self.reader: Any = None
 
 
+class LocalSubscriber:
+    """An in-process subscription to one filter: ``handler`` is called with each matching message.
+
+    ``client_id`` names its owner, as a client id names a session: one subscription per owner and
+    filter (subscribing again replaces it), and an owner matching one message through several
+    filters gets one call, at the highest QoS, with every Subscription Identifier [MQTT-3.3.4-2],
+    [MQTT-3.3.4-3]. With ``no_local`` it is not given messages whose ``origin`` is its
+    ``client_id`` [MQTT-3.8.3-3]: a bridge names the messages it brings in so, and does not send
+    them back out. An owner that acts for a user checks that user's ACL when it subscribes.
+    """
+
+    __slots__ = ("client_id", "handler", "no_local", "qos", "subscription_id", "topic_filter")
+
+    def __init__(
+        self,
+        client_id: str,
+        topic_filter: str,
+        handler: LocalHandler,
+        qos: int = 2,
+        no_local: bool = False,
+        subscription_id: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.topic_filter = topic_filter
+        self.handler = handler
+        self.qos = qos
+        self.no_local = no_local
+        self.subscription_id = subscription_id
+
+
 class SharedGroup:
     """The members of ``$share/{name}/{filter}``; each message goes to one member [MQTT-4.8.2-3]."""
 
@@ -91,27 +136,73 @@ class SharedGroup:
 
 
 class _Node:
-    __slots__ = ("children", "shared", "subs")
+    __slots__ = ("children", "local", "shared", "subs")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.subs: dict[str, Subscriber] = {}  # client id -> subscriber
         self.shared: dict[str, SharedGroup] = {}  # group name -> group
+        self.local: dict[str, LocalSubscriber] = {}  # owner -> in-process subscriber
 
     def empty(self) -> bool:
-        return not (self.children or self.subs or self.shared)
+        return not (self.children or self.subs or self.shared or self.local)
 
 
 class Match:
-    """The subscribers for one topic, as cached: plain subscribers and shared groups."""
+    """The subscribers for one topic, as cached: plain subscribers, shared groups, local ones."""
 
-    __slots__ = ("groups", "overlapping", "subs")
+    __slots__ = ("groups", "local", "local_overlapping", "overlapping", "subs")
 
-    def __init__(self, subs: list[Subscriber], groups: list[SharedGroup]) -> None:
+    def __init__(self, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber]) -> None:
         self.subs = subs
         self.groups = groups
+        self.local = local
         # When no client matches through two filters, delivery needs no per-client merge.
         self.overlapping = len({id(s.session) for s in subs}) != len(subs)
+        self.local_overlapping = len({s.client_id for s in local}) != len(local)
+
+    def deliver_local(self, message: Message) -> int:
+        """Call the local subscribers' handlers (one call per owner); returns how many were called.
+        A handler that fails is logged and the others still run."""
+        origin = message.origin
+        msg_qos = message.qos
+        if self.local_overlapping:
+            return _deliver_local_merged(message, self.local)
+        count = 0
+        for sub in self.local:
+            if sub.no_local and origin is not None and sub.client_id == origin:
+                continue  # [MQTT-3.8.3-3]
+            sid = sub.subscription_id
+            try:
+                sub.handler(message, sub.qos if sub.qos < msg_qos else msg_qos, None if sid is None else [sid])
+            except Exception:
+                log.exception("local subscriber %s (%s) failed", sub.client_id, sub.topic_filter)
+            count += 1
+        return count
+
+
+def _deliver_local_merged(message: Message, local: list[LocalSubscriber]) -> int:
+    """An owner matching through several filters gets one call (its handler for the filter of
+    highest QoS) at that QoS, with every Subscription Identifier, as a client does [MQTT-3.3.4-2],
+    [MQTT-3.3.4-3]."""
+    merged: dict[str, tuple[LocalSubscriber, int, list[int]]] = {}
+    origin = message.origin
+    for sub in local:
+        if sub.no_local and origin is not None and sub.client_id == origin:
+            continue
+        qos = sub.qos if sub.qos < message.qos else message.qos
+        entry = merged.get(sub.client_id)
+        sub_ids = [] if entry is None else entry[2]
+        if sub.subscription_id is not None:
+            sub_ids.append(sub.subscription_id)
+        if entry is None or qos > entry[1]:
+            merged[sub.client_id] = (sub, qos, sub_ids)
+    for sub, qos, sub_ids in merged.values():
+        try:
+            sub.handler(message, qos, sub_ids or None)
+        except Exception:
+            log.exception("local subscriber %s (%s) failed", sub.client_id, sub.topic_filter)
+    return len(merged)
 
 
 _CACHE_LIMIT = 100_000
@@ -123,6 +214,35 @@ class Router:
         self._cache: dict[str, Match] = {}
         self.count = 0  # number of (session, filter) subscriptions
         self.shared_count = 0  # of which shared ($share/...)
+        self.local_count = 0  # number of (owner, filter) in-process subscriptions
+
+    def subscribe_local(self, sub: LocalSubscriber) -> bool:
+        """Add or replace an in-process subscription; True if it replaced one. ``ValueError`` for
+        a filter that is not valid [MQTT-4.7.1-1] or is shared (local subscribers join no group)."""
+        if sub.topic_filter.startswith(SHARE_PREFIX) or not valid_topic_filter(sub.topic_filter):
+            raise ValueError(f"{sub.topic_filter!r} is not a topic filter a local subscriber may use")
+        node = self._root
+        for level in sub.topic_filter.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                child = node.children[level] = _Node()
+            node = child
+        existed = sub.client_id in node.local
+        node.local[sub.client_id] = sub
+        if not existed:
+            self.local_count += 1
+        self._cache.clear()
+        return existed
+
+    def unsubscribe_local(self, client_id: str, topic_filter: str) -> bool:
+        """Remove an in-process subscription; False if there was none."""
+        path = self._path(topic_filter)
+        if path is None or path[-1].local.pop(client_id, None) is None:
+            return False
+        self.local_count -= 1
+        self._cache.clear()
+        self._prune(path, topic_filter.split("/"))
+        return True
 
     def subscribe(self, sub: Subscriber) -> bool:
         """Add or replace ``sub``; True if it replaced an existing subscription [MQTT-3.8.4-3]."""
@@ -154,14 +274,10 @@ class Router:
     def unsubscribe(self, client_id: str, full_filter: str) -> bool:
         """Remove a subscription; False if there was none."""
         group, topic_filter = parse_shared(full_filter)
-        path = [self._root]
-        node = self._root
-        for level in topic_filter.split("/"):
-            child = node.children.get(level)
-            if child is None:
-                return False
-            path.append(child)
-            node = child
+        path = self._path(topic_filter)
+        if path is None:
+            return False
+        node = path[-1]
         if group is None:
             if node.subs.pop(client_id, None) is None:
                 return False
@@ -174,14 +290,28 @@ class Router:
             self.shared_count -= 1
         self.count -= 1
         self._cache.clear()
-        # Prune empty nodes so the trie does not grow with every topic ever subscribed.
-        levels = topic_filter.split("/")
+        self._prune(path, topic_filter.split("/"))
+        return True
+
+    def _path(self, topic_filter: str) -> list[_Node] | None:
+        """The nodes from the root to ``topic_filter``'s, or None if there is no such node."""
+        path = [self._root]
+        node = self._root
+        for level in topic_filter.split("/"):
+            child = node.children.get(level)
+            if child is None:
+                return None
+            path.append(child)
+            node = child
+        return path
+
+    def _prune(self, path: list[_Node], levels: list[str]) -> None:
+        """Drop empty nodes so the trie does not grow with every topic ever subscribed."""
         for i in range(len(levels), 0, -1):
             if path[i].empty():
                 del path[i - 1].children[levels[i - 1]]
             else:
                 break
-        return True
 
     def match(self, topic: str) -> Match:
         hit = self._cache.get(topic)
@@ -189,17 +319,25 @@ class Router:
             return hit
         subs: list[Subscriber] = []
         groups: list[SharedGroup] = []
+        local: list[LocalSubscriber] = []
         levels = topic.split("/")
         # [MQTT-4.7.2-1]: a leading wildcard does not match a topic starting with '$'.
-        self._walk(self._root, levels, 0, subs, groups, topic.startswith("$"))
-        result = Match(subs, groups)
+        self._walk(self._root, levels, 0, subs, groups, local, topic.startswith("$"))
+        result = Match(subs, groups, local)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[topic] = result
         return result
 
     def _walk(
-        self, node: _Node, levels: list[str], i: int, subs: list[Subscriber], groups: list[SharedGroup], dollar: bool
+        self,
+        node: _Node,
+        levels: list[str],
+        i: int,
+        subs: list[Subscriber],
+        groups: list[SharedGroup],
+        local: list[LocalSubscriber],
+        dollar: bool,
     ) -> None:
         children = node.children
         if not children:
@@ -208,8 +346,7 @@ class Router:
         if not root:
             hash_node = children.get("#")
             if hash_node is not None:  # '#' also matches the parent level [MQTT-4.7.1-2]
-                subs.extend(hash_node.subs.values())
-                groups.extend(hash_node.shared.values())
+                _collect(hash_node, subs, groups, local)
         if i == len(levels):
             return
         last = i + 1 == len(levels)
@@ -220,11 +357,18 @@ class Router:
             if child is None:
                 continue
             if last:
-                subs.extend(child.subs.values())
-                groups.extend(child.shared.values())
+                _collect(child, subs, groups, local)
                 hash_child = child.children.get("#")
                 if hash_child is not None:
-                    subs.extend(hash_child.subs.values())
-                    groups.extend(hash_child.shared.values())
+                    _collect(hash_child, subs, groups, local)
             else:
-                self._walk(child, levels, i + 1, subs, groups, dollar)
+                self._walk(child, levels, i + 1, subs, groups, local, dollar)
+
+
+def _collect(node: _Node, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber]) -> None:
+    if node.subs:
+        subs.extend(node.subs.values())
+    if node.shared:
+        groups.extend(node.shared.values())
+    if node.local:
+        local.extend(node.local.values())

@@ -5,8 +5,10 @@ Each ``[[brokers]]`` entry (or one added at runtime through ``POST /api/v1/broke
 reconnects with backoff, an :class:`Outbox` of messages for the remote, and the connection's
 bridges (:class:`wrenmq.config.Bridge`).
 
-* ``out`` (and ``both``): a local message whose topic matches ``local_prefix + pattern`` is put in
-  the outbox with the prefix swapped, at ``min(its QoS, the bridge's)``. The outbox is bounded
+* ``out`` (and ``both``): a local message whose topic matches ``local_prefix + pattern`` (an
+  in-process subscription in the broker's router, so it is matched with everyone else's, after
+  every publish hook) is put in the outbox with the prefix swapped, at ``min(its QoS, the
+  bridge's)``. The outbox is bounded
   (``queue_size``) and durable (a table in ``<data_dir>/bridges.db``; in memory with
   ``storage = "memory"``): a message leaves it only when the remote has acknowledged it, so
   nothing waiting or in flight is lost when the remote, or wrenmq, goes away; what waited is sent
@@ -14,15 +16,14 @@ bridges (:class:`wrenmq.config.Bridge`).
 * ``in`` (and ``both``): the client subscribes on the remote to ``remote_prefix + pattern`` and
   each message it receives is published here with the prefix swapped (``await broker.publish``).
 * Loops: at MQTT 5 the remote subscriptions carry No Local, so the remote does not send back what
-  this connection published there; locally, a message that came in over a connection is not sent
-  out over that same connection (:meth:`BrokerConnections.on_publish` knows it by the marker set
-  around the ``broker.publish`` that brought it in). At 3.1.1 the client connects with Mosquitto's
+  this connection published there; locally, the same rule: a message that came in over a
+  connection is published with that connection as its origin, and the connection's own
+  subscription has No Local, so it is not sent back out over it. At 3.1.1 the client connects with Mosquitto's
   bridge bit (protocol level 0x84), with which Mosquitto (and wrenmq) give its subscriptions No
   Local; only where the remote refuses the bit (and the connection falls back to plain 3.1.1) is a
   message that comes in right after the same topic and payload went out taken for the echo and dropped.
 
-The service is a hook (``on_publish`` only while some connection has an out bridge), started and
-stopped beside the broker by ``wrenmq serve`` and the pytest plugin, like the API server:
+The service is started and stopped beside the broker by ``wrenmq serve`` and the pytest plugin, like the API server:
 ``connections = BrokerConnections(broker); await connections.start()``. Connections added at
 runtime last until the broker stops (put them in the config file to keep them).
 """
@@ -37,6 +38,7 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from ..broker.router import LocalSubscriber
 from ..config import Bridge, ConfigError, ExternalBrokerConfig
 from ..hooks import Hook, Reject
 from ..mqtt.properties import PropertyId
@@ -45,7 +47,6 @@ from .outbox import Outbox, OutboxFull, OutboxStore, Outgoing
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
-    from ..broker.connection import Connection
     from ..broker.message import Message
     from ..client import Client
     from ..client import Message as RemoteMessage
@@ -77,6 +78,9 @@ class BrokerConnection:
         self.out_bridges = [bridge for bridge in self.bridges if bridge.direction != "in"]
         self.in_bridges = [bridge for bridge in self.bridges if bridge.direction != "out"]
         self.service = service
+        # Who the out bridges' in-process subscriptions belong to, and the origin of what the in
+        # bridges bring in (No Local between the two). A NUL is in no MQTT client id [MQTT-1.5.4-2].
+        self.local_id = "\x00bridge:" + config.name
         self.client = _make_client(config)
         self.outbox = Outbox(config.name, config.queue_size, service.store)
         self.messages_in = 0  # received from the remote and published here
@@ -154,10 +158,25 @@ class BrokerConnection:
 
     # --- out: this broker to the remote -----------------------------------------------------------
 
-    def bridge_out(self, message: Message) -> None:
-        """Queue ``message`` for the remote if an out bridge takes its topic (the first that does)."""
+    def subscribe_out(self, broker: Broker) -> None:
+        """Subscribe in-process to each out bridge's local filter; its Subscription Identifier is
+        the bridge's place in ``out_bridges`` (from 1), so a message names the bridges it matched."""
+        for index, bridge in enumerate(self.out_bridges, 1):
+            sub = LocalSubscriber(self.local_id, bridge.local_filter, self.bridge_out, 2, True, index)
+            broker.subscribe_local(sub)
+
+    def unsubscribe_out(self, broker: Broker) -> None:
         for bridge in self.out_bridges:
-            remote = bridge.to_remote(message.topic)
+            broker.unsubscribe_local(self.local_id, bridge.local_filter)
+
+    def bridge_out(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
+        """The router's handler: queue ``message`` for the remote through the first out bridge
+        (in configuration order) among those whose filters matched that takes its topic."""
+        if sub_ids is None:
+            return
+        for index in sorted(sub_ids) if len(sub_ids) > 1 else sub_ids:
+            bridge = self.out_bridges[index - 1]
+            remote = bridge.to_remote(message.topic)  # ("a/#" matches "a" too: not this bridge's)
             if remote is None:
                 continue
             props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
@@ -307,17 +326,15 @@ class BrokerConnection:
 
 
 class BrokerConnections(Hook):
-    """The external broker connections of one broker (a hook: ``on_publish`` feeds out bridges)."""
+    """The external broker connections of one broker. Registered as a hook that handles no event,
+    only so that ``connections_of`` finds it; out bridges are in-process subscriptions."""
 
     name = "brokers"
-    runs_last = True  # remote brokers get only what no other hook refused or changed
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.connections: dict[str, BrokerConnection] = {}
         self.store: OutboxStore
-        self._senders: list[BrokerConnection] = []  # connections with out bridges
-        self._bringing_in: BrokerConnection | None = None
         self._running = False
 
     async def start(self) -> None:
@@ -335,8 +352,9 @@ class BrokerConnections(Hook):
             return
         self._running = False
         connections, self.connections = list(self.connections.values()), {}
+        for connection in connections:
+            connection.unsubscribe_out(self.broker)
         await asyncio.gather(*(connection.stop() for connection in connections))
-        self._senders = []
         self.broker.hooks.remove(self)
         self.store.close()
 
@@ -353,9 +371,7 @@ class BrokerConnections(Hook):
             raise ConfigError(f"broker {config.name!r}: {exc}") from None
         self.connections[config.name] = connection
         connection.start()
-        if connection.out_bridges:
-            self._senders.append(connection)
-            self._reindex()
+        connection.subscribe_out(self.broker)
         log.info("broker %s: connecting to %s", config.name, _public_url(config.url))
         return connection
 
@@ -364,9 +380,7 @@ class BrokerConnections(Hook):
         connection = self.connections.pop(name, None)
         if connection is None:
             return False
-        if connection in self._senders:
-            self._senders.remove(connection)
-            self._reindex()
+        connection.unsubscribe_out(self.broker)
         await connection.stop()
         connection.outbox.clear()
         return True
@@ -374,33 +388,12 @@ class BrokerConnections(Hook):
     def get(self, name: str) -> BrokerConnection | None:
         return self.connections.get(name)
 
-    def _reindex(self) -> None:
-        """The set of out bridges changed: the hook set asks ``handles("on_publish")`` again."""
-        self.broker.hooks.refresh()
-
-    # --- the hook ---------------------------------------------------------------------------------
-
-    def handles(self, event: str) -> bool:
-        return event == "on_publish" and bool(self._senders)
-
-    def on_publish(self, client: Connection | None, message: Message) -> Message:
-        came_in_over, self._bringing_in = self._bringing_in, None
-        for connection in self._senders:
-            if connection is not came_in_over:  # not back out where it came from
-                connection.bridge_out(message)
-        return message
-
     async def bring_in(
         self, connection: BrokerConnection, topic: str, payload: bytes, qos: int, retain: bool, props: dict[int, Any]
     ) -> None:
-        """Publish a message that came in over ``connection``. The publish hooks run before
-        ``broker.publish`` first yields, so ``on_publish`` sees the marker for this message only."""
-        self._bringing_in = connection
-        try:
-            await self.broker.publish(topic, payload, qos, retain, props)
-        finally:
-            if self._bringing_in is connection:
-                self._bringing_in = None
+        """Publish a message that came in over ``connection``, as its origin: the connection's own
+        out subscriptions (No Local) do not send it back."""
+        await self.broker.publish(topic, payload, qos, retain, props, origin=connection.local_id)
 
 
 def connections_of(broker: Broker) -> BrokerConnections | None:

@@ -22,8 +22,10 @@ bridge (``services.socketio_bridge``) and HTTP long polling (``api.routes_realti
   one. An offline message (an MQTT will) for a user still attached by another transport is
   dropped: a browser that moved from MQTT to Socket.IO stays online.
 
-Messages reach all of this through one publish hook; its cost per message is one append to the
-journal while no realtime client is connected.
+Messages reach the journal through ``on_published`` (after routing: what every publish hook let
+through), one append per message; they reach readers as in-process subscriptions in the broker's
+router (``Broker.subscribe_local``), matched with MQTT clients' by the one trie match per message,
+so readers cost nothing for messages they do not want. ``on_publish`` runs for presence topics only.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from time import time as _now
 from typing import TYPE_CHECKING, Any
 
 from ..api.principal import Principal
+from ..broker.router import LocalSubscriber
 from ..hooks import LET_IN, READ, WRITE, AuthResult, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
@@ -81,22 +84,24 @@ class Denied(Exception):
 
 
 class Subscriber:
-    """A realtime reader (a Socket.IO socket or a poll session): its filters, with QoS, and inbox."""
+    """A realtime reader (a Socket.IO socket or a poll session): its filters, with QoS, and inbox.
+    Its filters are in-process subscriptions in the broker's router, owned as ``local_id``."""
 
-    def __init__(self, key: str, client: RealtimeClient, capacity: int) -> None:
+    def __init__(self, key: str, client: RealtimeClient, service: RealtimeService) -> None:
         self.key = key
+        self.local_id = "realtime:" + key
         self.client = client
+        self.service = service
         self.filters: dict[str, int] = {}
-        self.inbox = Inbox(capacity)
+        self.inbox = Inbox(service.broker.config.stream_buffer)
         self.presence_id: str | None = None
 
-    def qos_for(self, topic: str) -> int:
-        """The highest QoS among this reader's filters that match ``topic``; -1 if none does."""
-        best = -1
-        for topic_filter, qos in self.filters.items():
-            if qos > best and topic_matches(topic_filter, topic):
-                best = qos
-        return best
+    def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
+        """The router's handler: a message one of the filters matched, at ``qos`` (the highest
+        granted, capped by the message's)."""
+        if not self.inbox.put(message.seq, _now(), message, qos):
+            self.service.messages_dropped += 1
+        self.service._notify(self)
 
 
 class PresenceBoard:
@@ -182,7 +187,6 @@ class RealtimeService(Hook):
     are its two faces. One per API server."""
 
     name = "realtime"
-    runs_last = True  # browsers get only what no other hook refused
 
     def __init__(self, broker: Broker, api_keys: ApiKeyStore) -> None:
         config = broker.config
@@ -193,6 +197,7 @@ class RealtimeService(Hook):
         )
         self.presence = PresenceBoard(self, config.realtime_presence_prefix, config.realtime_presence_grace)
         self._presence_prefix = self.presence.topic_prefix
+        self.publish_topics: tuple[str, ...] = (self._presence_prefix,)  # on_publish: presence only
         self.subscribers: dict[str, Subscriber] = {}
         self.listeners: list[Any] = []  # called with (subscriber) when its inbox gets something
         self.messages_sent = 0
@@ -213,6 +218,7 @@ class RealtimeService(Hook):
             if self in self.broker.hooks.hooks:
                 self.broker.hooks.remove(self)
         for subscriber in list(self.subscribers.values()):
+            self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
         self.presence.flush_leaving()
 
@@ -286,13 +292,14 @@ class RealtimeService(Hook):
     # -- readers ------------------------------------------------------------------------------------
 
     def open(self, key: str, client: RealtimeClient) -> Subscriber:
-        subscriber = Subscriber(key, client, self.broker.config.stream_buffer)
+        subscriber = Subscriber(key, client, self)
         self.subscribers[key] = subscriber
         return subscriber
 
     def close(self, key: str, goodbye: bool = True) -> None:
         subscriber = self.subscribers.pop(key, None)
         if subscriber is not None:
+            self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
         self.presence.detach(key, goodbye)
 
@@ -304,6 +311,9 @@ class RealtimeService(Hook):
         Returns how many were queued."""
         new = [f for f in filters if f not in subscriber.filters]
         subscriber.filters.update(filters)
+        if self.subscribers.get(subscriber.key) is subscriber:  # (not one closed meanwhile)
+            for topic_filter, qos in filters.items():
+                self.broker.subscribe_local(LocalSubscriber(subscriber.local_id, topic_filter, subscriber.deliver, qos))
         queued = 0
         inbox = subscriber.inbox
         if since is not None:
@@ -327,7 +337,11 @@ class RealtimeService(Hook):
 
     def unsubscribe(self, subscriber: Subscriber, filters: list[str]) -> None:
         for topic_filter in filters:
-            subscriber.filters.pop(topic_filter, None)
+            if subscriber.filters.pop(topic_filter, None) is not None:
+                self.broker.unsubscribe_local(subscriber.local_id, topic_filter)
+
+    def _unsubscribe_all(self, subscriber: Subscriber) -> None:
+        self.unsubscribe(subscriber, list(subscriber.filters))
 
     def _notify(self, subscriber: Subscriber) -> None:
         for listener in self.listeners:
@@ -372,20 +386,12 @@ class RealtimeService(Hook):
     # -- hook events --------------------------------------------------------------------------------
 
     def on_publish(self, client: Connection | None, message: Message) -> Message:
-        topic = message.topic
-        if topic.startswith(self._presence_prefix):
+        if message.topic.startswith(self._presence_prefix):  # (the hook set filters too: direct calls)
             self._presence_message(client, message)
-        now = _now()
-        seq = self.broker.number(message)
-        self.journal.append(seq, message, now)
-        if self.subscribers:
-            for subscriber in self.subscribers.values():
-                qos = subscriber.qos_for(topic)
-                if qos >= 0:
-                    if not subscriber.inbox.put(seq, now, message, min(qos, message.qos)):
-                        self.messages_dropped += 1
-                    self._notify(subscriber)
         return message
+
+    def on_published(self, client: Connection | None, message: Message, matched: int) -> None:
+        self.journal.append(self.broker.number(message), message, _now())
 
     def _presence_message(self, client: Connection | None, message: Message) -> None:
         presence_id = message.topic[len(self.presence.topic_prefix) :]
