@@ -132,7 +132,7 @@ class Broker:
                 errors.append(str(exc))
             self.listeners.append(listener)
         try:
-            auth.install(self)
+            auth.install(config, self.hooks.add)
         except ConfigError as exc:
             errors.append(str(exc))
         password_files = {config.password_file, *(found.password_file for found in config.listeners)}
