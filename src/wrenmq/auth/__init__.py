@@ -1,9 +1,9 @@
 """Authentication and authorisation, all reached through hooks (``wrenmq.hooks``).
 
-``install(config, add)`` registers (``add`` is the broker's ``hooks.add``) the hooks the configuration asks for, before the listeners open:
-JWT passwords (``jwt.py``), then password files and ACL files (``files.py``), so a token is checked
-before a password file is consulted. Each is an ordinary ``Hook``; an application can register its
-own beside them or instead of them.
+``install(config, add)`` registers the hooks the configuration asks for (``add`` is the broker's
+``hooks.add``), before the listeners open: JWT passwords (``jwt.py``), then password files and ACL
+files (``files.py``), so a token is checked before a password file is consulted. Each is an
+ordinary ``Hook``; an application can register its own beside them or instead of them.
 """
 
 from __future__ import annotations
