@@ -176,7 +176,7 @@ class Match:
             try:
                 sub.handler(message, sub.qos if sub.qos < msg_qos else msg_qos, None if sid is None else [sid])
             except Exception:
-                log.exception("local subscriber %s (%s) failed", sub.client_id, sub.topic_filter)
+                log.exception("local subscriber %r (%s) failed", sub.client_id, sub.topic_filter)
             count += 1
         return count
 
@@ -201,7 +201,7 @@ def _deliver_local_merged(message: Message, local: list[LocalSubscriber]) -> int
         try:
             sub.handler(message, qos, sub_ids or None)
         except Exception:
-            log.exception("local subscriber %s (%s) failed", sub.client_id, sub.topic_filter)
+            log.exception("local subscriber %r (%s) failed", sub.client_id, sub.topic_filter)
     return len(merged)
 
 

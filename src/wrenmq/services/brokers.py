@@ -76,6 +76,13 @@ class BrokerConnection:
         self.source = source  # "config" or "api"
         self.bridges: list[Bridge] = config.parsed_bridges()
         self.out_bridges = [bridge for bridge in self.bridges if bridge.direction != "in"]
+        # The out bridges by local filter (each with its place in the configuration), in the order
+        # the filters first appear: the in-process subscriptions and their identifiers.
+        by_filter: dict[str, list[tuple[int, Bridge]]] = {}
+        for place, bridge in enumerate(self.out_bridges):
+            by_filter.setdefault(bridge.local_filter, []).append((place, bridge))
+        self._out_filters = list(by_filter)
+        self._out_groups = list(by_filter.values())
         self.in_bridges = [bridge for bridge in self.bridges if bridge.direction != "out"]
         self.service = service
         # Who the out bridges' in-process subscriptions belong to, and the origin of what the in
@@ -159,23 +166,27 @@ class BrokerConnection:
     # --- out: this broker to the remote -----------------------------------------------------------
 
     def subscribe_out(self, broker: Broker) -> None:
-        """Subscribe in-process to each out bridge's local filter; its Subscription Identifier is
-        the bridge's place in ``out_bridges`` (from 1), so a message names the bridges it matched."""
-        for index, bridge in enumerate(self.out_bridges, 1):
-            sub = LocalSubscriber(self.local_id, bridge.local_filter, self.bridge_out, 2, True, index)
-            broker.subscribe_local(sub)
+        """Subscribe in-process to the out bridges' local filters, one subscription per distinct
+        filter; its Subscription Identifier (from 1) names the bridges with that filter, so a
+        message says which bridges it matched."""
+        for index, topic_filter in enumerate(self._out_filters, 1):
+            broker.subscribe_local(LocalSubscriber(self.local_id, topic_filter, self.bridge_out, 2, True, index))
 
     def unsubscribe_out(self, broker: Broker) -> None:
-        for bridge in self.out_bridges:
-            broker.unsubscribe_local(self.local_id, bridge.local_filter)
+        for topic_filter in self._out_filters:
+            broker.unsubscribe_local(self.local_id, topic_filter)
 
     def bridge_out(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
         """The router's handler: queue ``message`` for the remote through the first out bridge
         (in configuration order) among those whose filters matched that takes its topic."""
-        if sub_ids is None:
+        if not sub_ids:
             return
-        for index in sorted(sub_ids) if len(sub_ids) > 1 else sub_ids:
-            bridge = self.out_bridges[index - 1]
+        groups = self._out_groups
+        if len(sub_ids) == 1:
+            candidates = groups[sub_ids[0] - 1]
+        else:
+            candidates = sorted(pair for sub_id in sub_ids for pair in groups[sub_id - 1])
+        for _, bridge in candidates:
             remote = bridge.to_remote(message.topic)  # ("a/#" matches "a" too: not this bridge's)
             if remote is None:
                 continue
