@@ -326,6 +326,30 @@ def test_a_message_a_later_hook_refuses_is_not_bridged_out(
     remote.close()
 
 
+def test_out_bridges_sharing_a_local_filter_are_tried_in_order(
+    mosquitto_factory: Callable[..., MosquittoBroker],
+    wrenmq_server_factory: Callable[..., WrenmqServer],
+) -> None:
+    """Two out bridges whose local filters are the same (``a/b/#``) share one in-process
+    subscription; each message still goes out through the first bridge, in configuration order,
+    that takes its topic: ``a/b/c`` through the first, ``a/b`` (which ``a/b/#`` matches, but is
+    outside the first's prefix ``a/b/``) through the second."""
+    mosquitto = mosquitto_factory()
+    bridges = ["topic # out 1 a/b/ first/", "topic b/# out 1 a/ second/"]
+    server = wrenmq_server_factory(api_port=0, brokers=[connection(mosquitto, *bridges)])
+    local = PahoClient(server.port, MQTTv5, "local")
+    remote = PahoClient(mosquitto.port, MQTTv5, "remote")
+    with api(server) as http:
+        wait_status(http, "plant", connected)
+        remote.subscribe([("first/#", 1), ("second/#", 1)])
+        local.publish("a/b/c", b"1", qos=1)
+        local.publish("a/b", b"2", qos=1)
+        got = [(m.topic, bytes(m.payload)) for m in remote.receive(2)]
+        assert got == [("first/c", b"1"), ("second/b", b"2")]
+    local.close()
+    remote.close()
+
+
 @pytest.mark.parametrize("version", [4, 5])
 def test_both_bridge_does_not_echo(
     version: int,
