@@ -58,18 +58,22 @@ def create_app(broker: Broker) -> FastAPI:
         docs_url=None,  # served from local assets, not a CDN (see docs.py)
         redoc_url=None,
     )
+    from ..broker.facade import BrokerFacade
+
+    facade = BrokerFacade(broker)  # what routes may know and do of the broker
     app.state.broker = broker
+    app.state.facade = facade
     app.state.api_keys = ApiKeyStore(broker.config.api_keys_path)
     app.state.on_stop = []  # callables ApiServer.stop runs first: uvicorn's shutdown waits for open responses
     problems.install(app, broker)
-    health.install(app, broker)
-    metrics.install(app, broker)
+    health.install(app, facade)
+    metrics.install(app, facade)
     streams.install(app, broker)
-    routes_broker.install(app, broker)
+    routes_broker.install(app, facade)
     routes_brokers.install(app, broker)
-    routes_clients.install(app, broker)
-    routes_topics.install(app, broker)
-    routes_retained.install(app, broker)
+    routes_clients.install(app, facade)
+    routes_topics.install(app, facade)
+    routes_retained.install(app, facade)
     routes_resources.install(app, broker)
     routes_devices.install(app, broker)
     routes_publish.install(app, broker)
