@@ -326,6 +326,7 @@ class Broker:
         if self.hooks.publish:
             message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
         self.stats.messages_received_qos[qos] += 1
+        self.stats.publish_bytes_received += len(data)
         before = self.persist.writes
         matched = self.route(message)
         if self.persist.strict and qos and self.persist.writes != before:
@@ -840,6 +841,7 @@ class Broker:
         if expiry is not None:
             will.expires_at = self.loop.time() + expiry
         self.stats.messages_received_qos[will.qos] += 1
+        self.stats.publish_bytes_received += len(will.payload)
         if self.hooks.publish:
             try:
                 will = self.hooks.run_publish(None, will)
