@@ -166,11 +166,11 @@ def test_mosquitto_conf_include_dir(tmp_path: Path) -> None:
 
 def test_mosquitto_conf_ignored_directives_warn_with_their_line(tmp_path: Path) -> None:
     warnings: list[str] = []
-    path = conf(tmp_path, "listener 1883\npid_file /run/m.pid\nlog_dest file /var/log/m.log\nset_tcp_nodelay true\n")
+    path = conf(tmp_path, "listener 1883\npid_file /run/m.pid\nlog_dest topic\nset_tcp_nodelay true\n")
     load_config(path, env={}, warnings=warnings)
     assert warnings == [
         f"{path} line 2: pid_file: not supported by wrenmq; ignored",
-        f"{path} line 3: log_dest: wrenmq logs to stderr; log_dest file is ignored",
+        f"{path} line 3: log_dest: log_dest topic is not supported by wrenmq; ignored",
         f"{path} line 4: set_tcp_nodelay: not supported by wrenmq; ignored",
     ]
 

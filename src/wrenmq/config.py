@@ -88,6 +88,20 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 OptionalPort = Annotated[Port | None, BeforeValidator(_optional_port)]
 OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v is None else _expand_path(v))]
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
+LogDest = Literal["stderr", "stdout", "file", "syslog"]
+SyslogFacility = Literal[
+    "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
+]
+
+
+def _split_words(value: Any) -> Any:
+    """``log_dest`` from the environment or a flag: "stderr,file" or "stderr file"; "none": []."""
+    if isinstance(value, str):
+        words = value.replace(",", " ").split()
+        return [] if words == ["none"] else words
+    return value
+
+
 JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
 JWT_MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key at least as long as the hash
 
@@ -313,6 +327,23 @@ class Config(BaseModel):
     log_format: Annotated[
         Literal["text", "json"], Field(description="Log lines: text, or one JSON object per line.")
     ] = "text"
+    log_dest: Annotated[
+        list[LogDest],
+        BeforeValidator(_split_words),
+        Field(
+            description="Where log lines go: stderr, stdout, file (log_file), syslog; a list (comma-separated "
+            'in the environment and flags); [] or "none": nowhere.'
+        ),
+    ] = Field(default_factory=lambda: list[LogDest](["stderr"]))
+    log_file: Annotated[
+        OptionalPath, Field(description="The file for log_dest file; reopened when logrotate moves it.")
+    ] = None
+    syslog_address: Annotated[
+        str, Field(description="For log_dest syslog: a Unix socket path, or host:port for UDP.")
+    ] = "/dev/log"
+    syslog_facility: Annotated[
+        SyslogFacility, Field(description="For log_dest syslog: the facility (daemon, user, local0 to local7).")
+    ] = "daemon"
     storage: Annotated[
         Literal["sqlite", "memory"], Field(description="Where sessions, queued and retained messages live.")
     ] = "sqlite"
@@ -612,6 +643,12 @@ class Config(BaseModel):
                 ("use_identity_as_username", "require_certificate"),
                 "use_identity_as_username needs require_certificate = true",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_log_dest(self) -> Config:
+        if "file" in self.log_dest and self.log_file is None:
+            raise _CrossFieldError(("log_dest", "log_file"), "log_dest file needs log_file (the path to write)")
         return self
 
     @model_validator(mode="after")

@@ -287,8 +287,12 @@ class _Reader:
         elif name == "log_type":
             self._log_type(line)
         elif name == "log_dest":
-            if line.word not in ("stdout", "stderr"):
-                self._warn(line, f"wrenmq logs to stderr; log_dest {line.word} is ignored")
+            self._log_dest(line)
+        elif name == "log_facility":
+            if (facility := self._int(line)) is not None and facility <= 7:
+                self._set("syslog_facility", f"local{facility}", line)
+            elif facility is not None:
+                self.errors.append(f"{line.where}: log_facility must be 0 to 7 (LOG_LOCAL0 to LOG_LOCAL7)")
         else:
             hint = difflib.get_close_matches(name, sorted(KNOWN), n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -375,6 +379,27 @@ class _Reader:
             self.out.origins["log_level"] = f"{line.where} (log_type)"
         elif line.word not in ("subscribe", "unsubscribe", "websockets"):
             self.errors.append(f"{line.where}: unknown log_type {line.word!r}")
+
+    def _log_dest(self, line: _Line) -> None:
+        """Each ``log_dest`` line adds a destination; the first replaces the default (stderr)."""
+        dests: list[str] = self.out.values.setdefault("log_dest", [])
+        self.out.origins["log_dest"] = f"{line.where} (log_dest)"
+        kind = line.word
+        if kind in ("stderr", "stdout", "syslog"):
+            dests.append(kind)
+        elif kind == "file":
+            path = line.rest[len("file") :].strip()
+            if not path:
+                self.errors.append(f"{line.where}: log_dest file needs a path")
+                return
+            dests.append("file")
+            self._set("log_file", path, line)
+        elif kind == "none":
+            dests.clear()
+        elif kind in ("topic", "dlt"):
+            self._warn(line, f"log_dest {kind} is not supported by wrenmq; ignored")
+        else:
+            self.errors.append(f"{line.where}: log_dest must be stdout, stderr, file <path>, syslog, topic or none")
 
     # -- bridges ----------------------------------------------------------------------------------
 

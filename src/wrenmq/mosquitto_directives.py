@@ -45,7 +45,6 @@ IGNORED = {
     "connection_messages",
     "dhparamfile",
     "http_dir",
-    "log_facility",
     "log_timestamp",
     "log_timestamp_format",
     "memory_limit",
@@ -117,6 +116,7 @@ BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_DEFAULTS) | set(BRIDGE_REFUSED)
 
 OTHER = {"listener", "port", "bind_address", "protocol", "socket_domain", "tls_version", "per_listener_settings"}
 OTHER |= {"persistence", "persistence_location", "persistent_client_expiration", "log_type", "log_dest"}
+OTHER |= {"log_facility"}
 OTHER |= {"include_dir", "connection"}
 KNOWN = (set(LISTENER_KEYS) | set(SECURITY) | set(GLOBAL_INTS) | set(GLOBAL_BOOLS) | IGNORED | set(REFUSED)) | (
     BRIDGE_KEYS | OTHER
