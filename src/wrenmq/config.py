@@ -131,7 +131,9 @@ class ListenerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Annotated[Literal["tcp", "tls", "ws", "wss"], Field(description="Transport.")] = "tcp"
+    type: Annotated[
+        Literal["tcp", "tls", "ws", "wss", "unix"], Field(description="Transport (unix: MQTT on a Unix socket).")
+    ] = "tcp"
     host: Annotated[str, Field(description="Address to bind.")] = "127.0.0.1"
     port: Annotated[Port, Field(description="Port; 0 picks a free port.")] = 1883
     name: Annotated[str, Field(description="Name in logs and the API (default: type:port).")] = ""
@@ -149,10 +151,14 @@ class ListenerConfig(BaseModel):
     password_file: Annotated[OptionalPath, Field(description="Override the top-level password_file.")] = None
     acl_file: Annotated[OptionalPath, Field(description="Override the top-level acl_file.")] = None
     max_connections: Annotated[int, Field(ge=0, description="Connections at once on this listener; 0: no limit.")] = 0
+    socket: Annotated[OptionalPath, Field(description="For type unix: the socket's path (created mode 0600).")] = None
+    socket_group: Annotated[
+        str | None, Field(description="For type unix: a group whose members may connect too (mode 0660).")
+    ] = None
 
     @property
     def label(self) -> str:
-        return self.name or f"{self.type}:{self.port}"
+        return self.name or (f"unix:{self.socket}" if self.type == "unix" else f"{self.type}:{self.port}")
 
     @property
     def secure(self) -> bool:
@@ -160,11 +166,16 @@ class ListenerConfig(BaseModel):
 
     @property
     def loopback(self) -> bool:
-        """Bound to a loopback address only (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 are not."""
-        return is_loopback(self.host)
+        """Bound to a loopback address only (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 are not. A
+        Unix socket is: only processes on this host (allowed by its file mode) can connect."""
+        return self.type == "unix" or is_loopback(self.host)
 
     @model_validator(mode="after")
     def _check_tls(self) -> ListenerConfig:
+        if (self.type == "unix") != (self.socket is not None):
+            raise ValueError("a unix listener needs socket (its path), and socket is for unix listeners only")
+        if self.socket_group is not None and self.type != "unix":
+            raise ValueError("socket_group is for unix listeners only")
         if self.secure and (self.certfile is None or self.keyfile is None):
             raise ValueError(f"a {self.type} listener needs certfile and keyfile")
         if self.require_certificate and self.cafile is None:

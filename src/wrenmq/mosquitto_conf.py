@@ -117,6 +117,8 @@ class _Listener:
 
     def as_toml(self) -> dict[str, Any]:
         secure = "certfile" in self.settings or "keyfile" in self.settings
+        if self.port == 0:  # Mosquitto 2: `listener 0 <path>` is a Unix socket
+            return {"type": "unix", "socket": self.host, **self.settings, **self.security}
         kind = {("mqtt", False): "tcp", ("mqtt", True): "tls", ("websockets", False): "ws"}.get(
             (self.protocol, secure), "wss"
         )
@@ -351,8 +353,8 @@ class _Reader:
             self.current = _Listener(line)  # settings that follow belong to it, not the default one
             return
         self.current = _Listener(line, port, words[1] if len(words) > 1 else None)
-        if port == 0:
-            self._warn(line, "unix socket listeners are not supported; ignored")
+        if port == 0 and len(words) < 2:
+            self.errors.append(f"{line.where}: listener 0 needs the Unix socket's path (listener 0 /path/to/socket)")
             return
         self.listeners.append(self.current)
 
@@ -487,6 +489,10 @@ class _Reader:
             self._finish_per_listener(listeners)
         elif listeners and "allow_anonymous" not in out.values:
             out.values["allow_anonymous"] = False  # Mosquitto 2: off once listeners are configured
+        for found in listeners:
+            tls = set(found.settings) - {"max_connections"}
+            if found.port == 0 and found.line is not None and (found.protocol != "mqtt" or tls):
+                self.errors.append(f"{found.line.where}: a Unix socket listener takes no TLS or WebSockets in wrenmq")
         if listeners:
             out.values["port"] = "off"  # every listener below, as Mosquitto has them
             out.values["listeners"] = [found.as_toml() for found in listeners]
