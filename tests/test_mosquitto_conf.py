@@ -243,6 +243,7 @@ topic # both
     assert (cloud.name, cloud.url, cloud.version) == ("cloud", "mqtts://mqtt.example.com:8883", 4)
     assert (cloud.username, cloud.password, cloud.client_id) == ("plant-1", "s3cret", "plant-1-bridge")
     assert cloud.cafile == tmp_path / "ca.pem" and cloud.reconnect_max == 60
+    assert cloud.clean_start is True and other.clean_start is False
     assert [str(bridge) for bridge in cloud.parsed_bridges()] == [
         'topic sensors/# out 1 "" site1/',
         'topic commands/# in 1 "" ""',
@@ -252,9 +253,8 @@ topic # both
     assert other.bridges == ["topic # both"]
     assert [warning.split(": ", 1)[1] for warning in warnings] == [
         "address: wrenmq's bridges use one address; mqtt.example.com:8883 is used, the rest ignored",
-        "cleansession: not supported for wrenmq's bridges; ignored",
     ]
-    for refused in ("bridge_certfile /etc/c.pem", "bridge_capath /etc/ssl/certs"):
+    for refused in ("bridge_identity me", "bridge_capath /etc/ssl/certs"):
         with pytest.raises(ConfigError, match=f"line 4: {refused.split()[0]}:"):
             load(tmp_path, f"listener 1883\nconnection c\naddress h\n{refused}\ntopic #\n")
     with pytest.raises(ConfigError, match="line 2: topic belongs in a bridge"):

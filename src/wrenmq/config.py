@@ -305,13 +305,32 @@ class ExternalBrokerConfig(BaseModel):
         list[Annotated[str, AfterValidator(_check_bridge)]],
         Field(description=f"Bridge lines: {BRIDGE_SYNTAX}."),
     ] = []
+    certfile: Annotated[OptionalPath, Field(description="Client certificate (PEM) for a TLS url.")] = None
+    keyfile: Annotated[OptionalPath, Field(description="The client certificate's private key (PEM).")] = None
+    tls_insecure: Annotated[
+        bool, Field(description="Do not check the remote's certificate names its host (the chain still is).")
+    ] = False
+    keepalive: Annotated[int, Field(ge=0, le=65535, description="Keep Alive sent in CONNECT, in seconds.")] = 60
+    clean_start: Annotated[
+        bool, Field(description="Start a new session at the remote on every connect (nothing queued while away).")
+    ] = False
+    bridge_bit: Annotated[
+        bool, Field(description="At MQTT 3.1.1, connect with Mosquitto's bridge bit (try_private).")
+    ] = True
+    outgoing_retain: Annotated[
+        bool, Field(description="Send the RETAIN flag of bridged-out messages (false: never retained there).")
+    ] = True
 
     @model_validator(mode="after")
     def _check_name(self) -> ExternalBrokerConfig:
         if self.name == "internal":
             raise ValueError("the name 'internal' means this broker; choose another")
-        if self.cafile is not None and not self.url.lower().startswith(("mqtts:", "wss:", "ssl:", "tls:")):
-            raise ValueError("cafile needs a TLS url (mqtts:// or wss://)")
+        tls = self.url.lower().startswith(("mqtts:", "wss:", "ssl:", "tls:"))
+        for key in ("cafile", "certfile", "keyfile", "tls_insecure"):
+            if getattr(self, key) and not tls:
+                raise ValueError(f"{key} needs a TLS url (mqtts:// or wss://)")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together (the client certificate and its key)")
         from .client.url import parse_url
 
         url = parse_url(self.url)

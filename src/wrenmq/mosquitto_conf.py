@@ -26,6 +26,7 @@ from .mosquitto_directives import (
     BRIDGE_IGNORED,
     BRIDGE_KEYS,
     BRIDGE_REFUSED,
+    BRIDGE_SETTINGS,
     DURATION,
     GLOBAL_BOOLS,
     GLOBAL_INTS,
@@ -450,6 +451,16 @@ class _Reader:
         elif name == "bridge_cafile":
             bridge.settings["cafile"] = line.rest
             bridge.tls = True
+        elif name in BRIDGE_SETTINGS:
+            key, kind = BRIDGE_SETTINGS[name]
+            value: Any = line.rest
+            if kind == "bool":
+                value = self._bool(line)
+            elif kind == "int":
+                value = self._int(line)
+            if value is None:
+                return
+            bridge.settings[key] = value  # (TLS, as in Mosquitto, comes from bridge_cafile alone)
         elif name == "restart_timeout":
             words = line.rest.split()
             try:
