@@ -84,3 +84,35 @@ def test_api_port_taken_names_api_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"API listener on 127.0.0.1:{port}: " in result.stderr
     assert "(api_port: choose another port, or off for no API and console)" in result.stderr
+
+
+def test_readme_devices_example_finds_the_simulators_devices(wrenmq_server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The README's device query, as written, lists a device ``wrenmq simulate devices`` runs."""
+    import re
+
+    from wrenmq.api.keys import ApiKeyStore
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(r'curl -H "\$AUTH" "\$API/(devices\?status=online&type=[^"]+)"', readme)
+    assert found is not None, "the README's device query is gone: update this test"
+    server = wrenmq_server_factory(api_port=0)
+    key = ApiKeyStore(server.broker.config.api_keys_path).create("readme")
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "wrenmq", "simulate", "devices", "--count", "1", "-p", str(server.port), "--quiet"],
+        env=clean_env(),
+    )
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            response = httpx.get(
+                f"{server.api_url}/api/v1/{found.group(1)}", headers={"Authorization": f"Bearer {key}"}
+            )
+            assert response.status_code == 200, response.text
+            if response.json()["items"]:
+                break
+            assert time.monotonic() < deadline, f"{found.group(1)} found nothing"
+            time.sleep(0.1)
+        assert [item["deviceId"] for item in response.json()["items"]] == ["sim-0001"]
+    finally:
+        simulator.terminate()
+        simulator.wait(TIMEOUT)
