@@ -112,13 +112,13 @@ class Listener:
             if path.exists() and not stat.S_ISSOCK(path.stat().st_mode):
                 raise OSError(errno.EEXIST, "a file that is not a socket is in the way")
             self._server = await loop.create_unix_server(factory, str(path), backlog=4096, start_serving=False)
+            self._socket_path = path  # ours now: close() removes it
             if self._gid is not None:
                 os.chown(path, -1, self._gid)
             os.chmod(path, 0o660 if self._gid is not None else 0o600)
         except OSError as exc:
             self.close()
             raise OSError(exc.errno, f"listener {self.name} on {path}: {exc.strerror}") from exc
-        self._socket_path = path
 
     async def serve(self) -> None:
         """Start accepting connections on the bound address."""
