@@ -337,6 +337,7 @@ class Broker:
         if self.hooks.publish:
             message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
         self.stats.messages_received_qos[qos] += 1
+        self.stats.publish_bytes_received += len(data)
         before = self.persist.writes
         matched = self.route(message)
         if self.persist.strict and qos and self.persist.writes != before:

@@ -44,6 +44,8 @@ from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, OutboxStore, Outgoing
 
 if TYPE_CHECKING:
+    import ssl
+
     from ..broker.broker import Broker
     from ..broker.message import Message
     from ..client import Client
@@ -160,7 +162,8 @@ class BrokerConnection:
             if remote is None:
                 continue
             props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
-            item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), message.retain, props)
+            retain = message.retain and self.config.outgoing_retain
+            item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), retain, props)
             try:
                 self.outbox.put(item)
             except OutboxFull:
@@ -423,25 +426,45 @@ def _make_client(config: ExternalBrokerConfig) -> Client:
     settings: dict[str, Any] = {
         "client_id": config.client_id or f"{socket.gethostname()}.{config.name}",
         "version": config.version,
-        "clean_start": False,  # keep the session at the remote: what it queues for us while we are away
-        "session_expiry": SESSION_EXPIRY if config.version == 5 else 0,
+        # Keep the session at the remote (what it queues for us while we are away), unless asked not to.
+        "clean_start": config.clean_start,
+        "session_expiry": SESSION_EXPIRY if config.version == 5 and not config.clean_start else 0,
+        "keepalive": config.keepalive,
         "reconnect": True,
         "backoff": (min(0.5, config.reconnect_max), config.reconnect_max),
         "max_queued": WINDOW,
-        "bridge": config.version < 5,  # Mosquitto's try_private: the remote then sends no echoes
+        # Mosquitto's try_private: the remote then sends no echoes.
+        "bridge": config.version < 5 and config.bridge_bit,
     }
     if config.username is not None:
         settings["username"] = config.username
     if config.password is not None:
         settings["password"] = config.password
-    if config.cafile is not None:
-        import ssl
-
-        try:
-            settings["tls"] = ssl.create_default_context(cafile=str(config.cafile))
-        except OSError as exc:  # ssl.SSLError too
-            raise ValueError(f"cafile {config.cafile}: cannot load it: {exc.strerror or exc}") from None
+    if config.cafile is not None or config.certfile is not None or config.tls_insecure:
+        settings["tls"] = _tls_context(config)
     return Client.from_url(config.url, **settings)
+
+
+def _tls_context(config: ExternalBrokerConfig) -> ssl.SSLContext:
+    """The remote is checked against ``cafile`` (else the system's CAs), by name unless
+    ``tls_insecure``; ``certfile``/``keyfile`` are this side's certificate."""
+    import ssl
+
+    cafile = None if config.cafile is None else str(config.cafile)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except OSError as exc:  # ssl.SSLError too
+        raise ValueError(f"cafile {config.cafile}: cannot load it: {exc.strerror or exc}") from None
+    if config.certfile is not None:
+        try:
+            context.load_cert_chain(str(config.certfile), str(config.keyfile))
+        except OSError as exc:
+            raise ValueError(
+                f"certfile {config.certfile} / keyfile {config.keyfile}: cannot load them: {exc.strerror or exc}"
+            ) from None
+    if config.tls_insecure:
+        context.check_hostname = False
+    return context
 
 
 def _settle(item: Outgoing, exc: BaseException) -> None:
