@@ -8,11 +8,16 @@ them (or at a ``barrier``), so what one packet changed lands in one commit: a ro
 its publisher's packet id can never be split across a crash, which would deliver the message twice. In strict mode
 it commits as soon as there is work, so batches grow by themselves while a commit (an fsync) runs; in
 relaxed mode it also waits up to ``commit_interval`` after the first op to gather more.
+
+The services' files are attached to the same connection (``sqlite_services``): their writes join the
+same batches, and their reads run on the same thread, in order with the writes (``_ask``), so nothing
+SQLite does ever runs on the event loop and there is one writer for every file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import sqlite3
@@ -21,12 +26,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import batch as ops
+from . import sqlite_services as tables
 from .base import (
+    Json,
     LoadedSession,
     LoadedState,
+    OutboxRecord,
     Storage,
     StoredMessage,
     StoredSession,
@@ -36,6 +44,8 @@ from .base import (
 from .private import connect_sqlite
 
 log = logging.getLogger("wrenmq.storage")
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 2
 
@@ -115,8 +125,7 @@ _MESSAGE_DELETE = "DELETE FROM session_messages WHERE client_id = ? AND seq = ?"
 _INBOUND_ADD = "INSERT OR IGNORE INTO inbound_qos2 VALUES (?, ?)"
 _INBOUND_DELETE = "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"
 
-# One statement of a batch: SQL, the items it applies to, and how an item becomes parameters.
-_Step = tuple[str, list[Any], Callable[[Any], tuple[Any, ...]]]
+_Step = tables.Step
 
 
 def _same(item: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -180,6 +189,7 @@ def _plan(b: ops.Batch) -> list[_Step]:
     inbound = [(c, pid, add) for c, rows in b.inbound.items() for pid, add in rows.items()]
     steps.append((_INBOUND_ADD, [(c, p) for c, p, add in inbound if add], _same))
     steps.append((_INBOUND_DELETE, [(c, p) for c, p, add in inbound if not add], _same))
+    steps.extend(tables.plan(b))
     return [step for step in steps if step[1]]
 
 
@@ -221,6 +231,7 @@ class SqliteStorage(Storage):
         self._dropped_after_close = 0
         self._staged: list[ops.Op] = []  # the loop's ops not yet handed to the writer (loop thread only)
         self._hand_over_scheduled = False
+        self._next_outbox_key = 1  # loop thread only
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -232,6 +243,8 @@ class SqliteStorage(Storage):
         conn = connect_sqlite(self.path, isolation_level=None, check_same_thread=False)  # 0600, in a 0700 dir
         try:
             self._prepare(conn)
+            synchronous = "FULL" if self.durability == "strict" else "NORMAL"
+            self._next_outbox_key = tables.attach(conn, self.path.parent, synchronous)
             state = _load(conn)
         except BaseException:
             conn.close()
@@ -324,6 +337,69 @@ class SqliteStorage(Storage):
     def inbound_delete(self, client_id: str, packet_id: int) -> None:
         self._enqueue((ops.INBOUND_DELETE, client_id, packet_id))
 
+    # -- the services' state: writes enqueue like the broker's, reads run in order on the writer --------
+
+    def device_put(self, entries: list[Json]) -> None:
+        self._enqueue((ops.DEVICE_PUT, [(entry["deviceId"], json.dumps(entry)) for entry in entries]))
+
+    def device_delete(self, device_id: str) -> None:
+        self._enqueue((ops.DEVICE_DELETE, device_id))
+
+    def device_event_add(self, device_id: str, event: Json, kept: int) -> None:
+        self._enqueue((ops.DEVICE_EVENT, device_id, json.dumps(event), kept))
+
+    async def devices_load(self) -> list[Json]:
+        return await self._ask(tables.devices_load)
+
+    async def device_events(self, device_id: str, limit: int) -> list[Json]:
+        return await self._ask(tables.device_events, device_id, limit)
+
+    async def resource_state(self, kind: str, resource_id: str) -> tuple[Json | None, int]:
+        return await self._ask(tables.resource_state, kind, resource_id)
+
+    async def resource_commit(self, kind: str, resource_id: str, resource: Json | None, seq: int, event: Json) -> None:
+        body = None if resource is None else json.dumps(resource)
+        await self._ask(tables.resource_commit, kind, resource_id, body, seq, json.dumps(event))
+
+    async def resource_get(self, kind: str, resource_id: str) -> Json | None:
+        return await self._ask(tables.resource_get, kind, resource_id)
+
+    async def resource_page(self, kind: str, limit: int, offset: int) -> tuple[list[tuple[str, Json]], int]:
+        return await self._ask(tables.resource_page, kind, limit, offset)
+
+    async def resource_events(self, kind: str, since: int, limit: int) -> tuple[list[Json], int]:
+        return await self._ask(tables.resource_events, kind, since, limit)
+
+    async def outbox_load(self) -> list[OutboxRecord]:
+        return await self._ask(tables.outbox_load)
+
+    def outbox_add(self, connection: str, message: StoredMessage) -> int:
+        key = self._next_outbox_key
+        self._next_outbox_key = key + 1
+        self._enqueue((ops.OUTBOX_ADD, key, OutboxRecord(key, connection, message)))
+        return key
+
+    def outbox_delete(self, key: int) -> None:
+        self._enqueue((ops.OUTBOX_DELETE, key))
+
+    def outbox_clear(self, connection: str) -> None:
+        self._enqueue((ops.OUTBOX_CLEAR, connection))
+
+    async def _ask(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on the writer thread, after everything enqueued before this call."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._hand_over()
+        with self._cond:
+            if self._stopping or self._closed or not self.writable():
+                raise RuntimeError(f"storage {self.path} is closed")
+            if not self._ops:
+                self._first_op_at = time.monotonic()
+            self._ops.append((ops.CALL, fn, args, future))
+            self.ops_enqueued += 1
+            self._urgent = True  # someone waits: a relaxed-mode writer does not wait for more
+            self._cond.notify()
+        return await asyncio.wrap_future(future)
+
     @property
     def dirty(self) -> bool:
         return bool(self._staged) or self.ops_enqueued != self._committed
@@ -372,7 +448,7 @@ class SqliteStorage(Storage):
         try:
             while (taken := self._take()) is not None:
                 batch_ops, upto = taken
-                self._write(batch_ops)
+                self._process(batch_ops)
                 self._complete(upto)
         except BaseException:
             log.critical("storage writer thread died; writes are no longer persisted", exc_info=True)
@@ -407,6 +483,31 @@ class SqliteStorage(Storage):
                     self._loop.call_soon_threadsafe(_run_callbacks, ready)
                 except RuntimeError:
                     log.error("event loop closed; %d storage barrier callbacks dropped", len(ready))
+
+    def _process(self, taken: list[ops.Op]) -> None:
+        """Write the ops between calls as batches, and run each call where it was asked for."""
+        run: list[ops.Op] = []
+        for op in taken:
+            if op[0] != ops.CALL:
+                run.append(op)
+                continue
+            if run:
+                self._write(run)
+                run = []
+            self._call(op[1], op[2], op[3])
+        if run:
+            self._write(run)
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], future: concurrent.futures.Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # the caller stopped waiting
+        try:
+            result = fn(self._conn, *args)
+        except BaseException as exc:
+            self._rollback()
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     def _write(self, batch_ops: list[ops.Op]) -> None:
         try:
