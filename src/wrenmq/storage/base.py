@@ -43,6 +43,7 @@ class StoredMessage:
     retain: bool
     properties: bytes  # an encoded MQTT 5 property block, opaque to storage
     expiry_at: float | None  # wall clock (time.time()) when it expires; None = never
+    message_id: str | None = None  # Broker.message_id, kept for session messages; None: not recorded
 
 
 @dataclass(slots=True)

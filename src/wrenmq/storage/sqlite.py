@@ -47,7 +47,7 @@ log = logging.getLogger("wrenmq.storage")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 BEGIN;
@@ -86,6 +86,7 @@ CREATE TABLE session_messages (
     retain INTEGER NOT NULL,
     properties BLOB NOT NULL,
     expiry_at REAL,
+    message_id TEXT,
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE inbound_qos2 (
@@ -93,20 +94,24 @@ CREATE TABLE inbound_qos2 (
     packet_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 COMMIT;
 """
 # Each step brings a store from the version before it to this one, in one transaction.
 _MIGRATIONS = {
     # 2: sessions record their owner (the user); older ones have none until a client resumes them.
     2: "BEGIN; ALTER TABLE sessions ADD COLUMN owner TEXT; PRAGMA user_version = 2; COMMIT;",
+    # 3: queued messages keep their Broker.message_id across a restart; older ones get a new one.
+    3: "BEGIN; ALTER TABLE session_messages ADD COLUMN message_id TEXT; PRAGMA user_version = 3; COMMIT;",
 }
 
 _SESSION_COLUMNS = (
     "client_id, protocol_version, expiry_interval, disconnected_at, subscriptions, will_topic, will_payload,"
     " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq, owner"
 )
-_MESSAGE_COLUMNS = "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at"
+_MESSAGE_COLUMNS = (
+    "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at, message_id"
+)
 _RETAIN_UPSERT = "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)"
 _RETAIN_DELETE = "DELETE FROM retained WHERE topic = ?"
 _SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 14)})"
@@ -115,10 +120,10 @@ _SESSION_DELETES = (
     "DELETE FROM session_messages WHERE client_id = ?",
     "DELETE FROM inbound_qos2 WHERE client_id = ?",
 )
-_MESSAGE_UPSERT = f"INSERT OR REPLACE INTO session_messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 11)})"
+_MESSAGE_UPSERT = f"INSERT OR REPLACE INTO session_messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 12)})"
 _QUEUED_MESSAGE_UPSERT = (
     "INSERT OR REPLACE INTO session_messages (client_id, seq, qos, state, topic, payload, msg_qos, retain,"
-    " properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " properties, message_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _MESSAGE_UPDATE = "UPDATE session_messages SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?"
 _MESSAGE_DELETE = "DELETE FROM session_messages WHERE client_id = ? AND seq = ?"
@@ -147,14 +152,14 @@ def _queued_message_row(item: tuple[str, StoredSessionMessage]) -> tuple[Any, ..
     client_id, sm = item
     m = sm.message
     return (client_id, sm.seq, sm.qos, sm.state, m.topic, bytearray(m.payload), m.qos, 1 if m.retain else 0,
-            bytearray(m.properties))  # fmt: skip
+            bytearray(m.properties), m.message_id or "")  # fmt: skip
 
 
 def _message_row(item: tuple[str, StoredSessionMessage]) -> tuple[Any, ...]:
     client_id, sm = item
     m = sm.message
     return (client_id, sm.seq, sm.qos, sm.packet_id, sm.state, m.topic, bytearray(m.payload), m.qos,
-            1 if m.retain else 0, bytearray(m.properties), m.expiry_at)  # fmt: skip
+            1 if m.retain else 0, bytearray(m.properties), m.expiry_at, m.message_id or "")  # fmt: skip
 
 
 def _session_row(s: StoredSession) -> tuple[Any, ...]:
@@ -585,7 +590,7 @@ def _load(conn: sqlite3.Connection) -> LoadedState:
         if owner is None:
             orphans += 1
             continue
-        message = StoredMessage(row[5], row[6], row[7], bool(row[8]), row[9], row[10])
+        message = StoredMessage(row[5], row[6], row[7], bool(row[8]), row[9], row[10], row[11] or None)
         owner.messages.append(StoredSessionMessage(row[1], row[2], row[3], row[4], message))
     for client_id, packet_id in conn.execute("SELECT client_id, packet_id FROM inbound_qos2"):
         owner = loaded.get(client_id)
