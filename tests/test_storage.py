@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import wrenmq.storage
+import wrenmq.storage.sqlite_sessions
 from wrenmq.storage import (
     NEVER_EXPIRES,
     QUEUED,
@@ -204,7 +205,7 @@ async def test_store_from_before_message_ids_is_migrated(db: Path) -> None:
     db.parent.mkdir(parents=True)
     with sqlite3.connect(db) as conn:
         conn.executescript(
-            wrenmq.storage.sqlite._SCHEMA.replace("    message_id TEXT,\n", "").replace(
+            wrenmq.storage.sqlite_sessions.SCHEMA.replace("    message_id TEXT,\n", "").replace(
                 "user_version = 3", "user_version = 2"
             )
         )

@@ -68,7 +68,8 @@ def attach(conn: sqlite3.Connection, directory: Path, synchronous: str) -> int:
     return int(top) + 1
 
 
-def _same(item: tuple[Any, ...]) -> tuple[Any, ...]:
+def same(item: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A ``Step``'s ``to_row`` for items that are rows already (the writer passes them on as they are)."""
     return item
 
 
@@ -95,19 +96,19 @@ _DEVICE_EVENTS_TRIM = (
 def plan(b: ops.Batch) -> list[Step]:
     """The statements for the services' part of ``b``: outbox clears first, device ops in order."""
     steps: list[Step] = [
-        (_OUTBOX_CLEAR, [(c,) for c in b.outbox_clears], _same),
-        (_OUTBOX_DELETE, [(k,) for k, r in b.outbox.items() if r is None], _same),
+        (_OUTBOX_CLEAR, [(c,) for c in b.outbox_clears], same),
+        (_OUTBOX_DELETE, [(k,) for k, r in b.outbox.items() if r is None], same),
         (_OUTBOX_ADD, [r for r in b.outbox.values() if r is not None], _outbox_row),
     ]
     for op in b.devices:
         kind = op[0]
         if kind == ops.DEVICE_PUT:
-            steps.append((_DEVICE_PUT, op[1], _same))
+            steps.append((_DEVICE_PUT, op[1], same))
         elif kind == ops.DEVICE_DELETE:
-            steps.extend((sql, [(op[1],)], _same) for sql in _DEVICE_DELETES)
+            steps.extend((sql, [(op[1],)], same) for sql in _DEVICE_DELETES)
         else:
-            steps.append((_DEVICE_EVENT, [(op[1], op[2])], _same))
-            steps.append((_DEVICE_EVENTS_TRIM, [(op[1], op[1], op[3])], _same))
+            steps.append((_DEVICE_EVENT, [(op[1], op[2])], same))
+            steps.append((_DEVICE_EVENTS_TRIM, [(op[1], op[1], op[3])], same))
     return steps
 
 
