@@ -30,9 +30,9 @@ INBOUND_DELETE = 8  # (kind, client_id, packet_id)
 OUTBOX_ADD = 9  # (kind, key, OutboxRecord)
 OUTBOX_DELETE = 10  # (kind, key)
 OUTBOX_CLEAR = 11  # (kind, connection)
-DEVICE_PUT = 12  # (kind, list of registry entries)
+DEVICE_PUT = 12  # (kind, [(device_id, entry as JSON text), ...])
 DEVICE_DELETE = 13  # (kind, device_id)
-DEVICE_EVENT = 14  # (kind, device_id, event, kept)
+DEVICE_EVENT = 14  # (kind, device_id, event as JSON text, kept)
 CALL = 15  # (kind, fn, args, concurrent.futures.Future): fn(connection, *args) on the writer; never folded
 DEVICE_OPS = (DEVICE_PUT, DEVICE_DELETE, DEVICE_EVENT)
 
