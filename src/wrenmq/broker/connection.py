@@ -113,6 +113,7 @@ class Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(limits.write_buffer_high, limits.write_buffer_low)
         self.last_rx = self.opened_at = self.loop.time()
         # The connect timeout and keep alive are enforced by the broker's sweep (check_timeouts).
+        self.broker.stats.sockets_total += 1
         connections = self.broker.connections
         if limits.max_connections and len(connections) >= limits.max_connections:
             self.over_limit = True
@@ -372,7 +373,9 @@ class Connection(asyncio.Protocol):
         else:
             self._write(data)
         broker = self.broker
-        broker.stats.messages_sent_qos[0] += 1
+        stats = broker.stats
+        stats.messages_sent_qos[0] += 1
+        stats.publish_bytes_sent += len(message.payload)
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
@@ -408,7 +411,9 @@ class Connection(asyncio.Protocol):
             out.append(tail)
             self._queued(len(head) + 2 + len(tail))
         broker = self.broker
-        broker.stats.messages_sent_qos[delivery.qos] += 1
+        stats = broker.stats
+        stats.messages_sent_qos[delivery.qos] += 1
+        stats.publish_bytes_sent += len(message.payload)
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
@@ -751,7 +756,9 @@ class Connection(asyncio.Protocol):
             return
         message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
         broker = self.broker
-        broker.stats.messages_received_qos[qos] += 1
+        stats = broker.stats
+        stats.messages_received_qos[qos] += 1
+        stats.publish_bytes_received += len(packet.payload)
         persist = broker.persist
         writes = persist.writes
         hooks = broker.hooks
