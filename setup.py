@@ -28,6 +28,7 @@ COMPILED_MODULES = [
     "src/wrenmq/broker/stats.py",
     "src/wrenmq/broker/hookset.py",
     "src/wrenmq/broker/message.py",
+    "src/wrenmq/broker/journal.py",
     "src/wrenmq/broker/router.py",
     "src/wrenmq/broker/retain.py",
     "src/wrenmq/broker/session.py",

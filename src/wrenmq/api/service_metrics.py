@@ -106,7 +106,7 @@ class ServicesCollector(Collector):
             clients.add_metric(["socketio"], socketio)
             clients.add_metric(["polling"], polling)
             users.add_metric([], len(service.presence.attachments))
-            journal.add_metric([], len(service.journal.entries))
+            journal.add_metric([], len(service.journal))
             dropped.add_metric([], service.messages_dropped)
         if bridge is not None:
             sent.add_metric([], bridge.messages_sent)

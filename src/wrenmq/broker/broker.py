@@ -31,6 +31,7 @@ from ..storage.private import make_private_dir, warn_if_open
 from ..transports import Listener
 from .connection import Connection
 from .hookset import HookSet
+from .journal import Journal
 from .limits import Limits
 from .message import Message
 from .persist import Persistence
@@ -91,6 +92,8 @@ class Broker:
         self.config = config
         self.limits = Limits(config)
         self.router = Router()
+        # Recent routed messages for realtime clients that resume: set by the realtime service.
+        self.journal: Journal | None = None
         self.retained = RetainStore()
         # Every routed message is numbered (Message.seq); with the boot id the number is unique
         # across restarts too: Broker.message_id. Realtime clients drop repeats by it.
@@ -422,6 +425,9 @@ class Broker:
         match = self.router.match(message.topic)
         subs = match.subs
         now = self.loop.time()
+        journal = self.journal
+        if journal is not None:  # kept for realtime clients that resume (stamps routed_at first)
+            journal.record(message, now)
         count = 0
         msg_qos = message.qos
         if subs:

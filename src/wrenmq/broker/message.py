@@ -40,6 +40,7 @@ class Message:
         "properties",
         "qos",
         "retain",
+        "routed_at",
         "seq",
         "stored_id",
         "topic",
@@ -75,6 +76,7 @@ class Message:
         self._at_value: tuple[bytes, bytes] = (b"", b"")
         self._stored: object | None = None  # its storage record, built once (see persist.py)
         self.seq = 0  # the broker's number for it, given when it is first routed (0: not yet)
+        self.routed_at = 0.0  # wall-clock seconds it was routed, stamped by the journal (journal.py)
         self.stored_id: str | None = None  # its Broker.message_id from before a restart (see persist.py)
 
     def expired(self, now: float) -> bool:

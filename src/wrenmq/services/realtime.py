@@ -5,14 +5,15 @@ bridge (``services.socketio_bridge``) and HTTP long polling (``api.routes_realti
   name and password checked by the same authentication hooks as an MQTT CONNECT; without either it
   is anonymous, allowed where the broker allows anonymous MQTT clients. Its filters and topics are
   checked by the same ACL hooks as an MQTT client's, as ``READ`` and ``WRITE``.
-* **The journal.** Every message the broker routes (not ``$SYS``) is kept for a while, bounded by
-  count, bytes and age (``realtime_journal_*``), under the broker's number for it
-  (``Broker.number``). A client that opens a realtime connection with ``since`` (a server
-  timestamp) first gets what it missed from there: a browser that falls back from MQTT to
-  Socket.IO, or from Socket.IO to polling, loses nothing between the two. Each message carries
-  ``Broker.message_id`` on every transport (``message_id`` here, the user property
-  ``wrenmq-message-id`` over MQTT for clients that ask for it), so the browser client drops what
-  it then sees twice, by identity (``wrenmq-realtime.js``).
+* **The journal.** Every message the broker routes is kept for a while, bounded by count, bytes
+  and age (``realtime_journal_*``), under the broker's number for it (``Broker.number``) and the
+  time it was routed (``Message.routed_at``, which every realtime delivery of it carries). A
+  client that opens a realtime connection with ``since`` (a server timestamp) first gets what it
+  missed from there: a browser that falls back from MQTT to Socket.IO, or from Socket.IO to
+  polling, loses nothing between the two. Each message carries ``Broker.message_id`` on every
+  transport (``message_id`` here, the user property ``wrenmq-message-id`` over MQTT for clients
+  that ask for it), so the browser client drops what it then sees twice, by identity
+  (``wrenmq-realtime.js``).
 * **Inboxes.** What a Socket.IO client or a poll session is sent goes through an :class:`Inbox`: a
   bounded buffer that drops the oldest when its reader is too slow and says how many it dropped.
 * **Presence.** Application users announce themselves with a presence id; each of their live
@@ -22,10 +23,11 @@ bridge (``services.socketio_bridge``) and HTTP long polling (``api.routes_realti
   one. An offline message (an MQTT will) for a user still attached by another transport is
   dropped: a browser that moved from MQTT to Socket.IO stays online.
 
-Messages reach the journal through ``on_published`` (after routing: what every publish hook let
-through), one append per message; they reach readers as in-process subscriptions in the broker's
-router (``Broker.subscribe_local``), matched with MQTT clients' by the one trie match per message,
-so readers cost nothing for messages they do not want. ``on_publish`` runs for presence topics only.
+Messages reach the journal from ``Broker.route`` itself (``Broker.journal``, compiled: a Python
+call per message would cost as much again as routing it), after every publish hook; they reach
+readers as in-process subscriptions in the broker's router (``Broker.subscribe_local``), matched
+with MQTT clients' by the one trie match per message, so readers cost nothing for messages they do
+not want. ``on_publish`` runs for presence topics only; no other hook event runs per message.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ class Subscriber:
     def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
         """The router's handler: a message one of the filters matched, at ``qos`` (the highest
         granted, capped by the message's)."""
-        if not self.inbox.put(message.seq, _now(), message, qos):
+        if not self.inbox.put(message.seq, message.routed_at or _now(), message, qos):
             self.service.messages_dropped += 1
         self.service._notify(self)
 
@@ -211,12 +213,17 @@ class RealtimeService(Hook):
         if not self._started:
             self._started = True
             self.broker.hooks.add(self)
+            if self.journal.size:
+                self.journal.offset = time.time() - self.broker.loop.time()
+                self.broker.journal = self.journal
 
     def stop(self) -> None:
         if self._started:
             self._started = False
             if self in self.broker.hooks.hooks:
                 self.broker.hooks.remove(self)
+            if self.broker.journal is self.journal:
+                self.broker.journal = None
         for subscriber in list(self.subscribers.values()):
             self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
@@ -389,9 +396,6 @@ class RealtimeService(Hook):
         if message.topic.startswith(self._presence_prefix):  # (the hook set filters too: direct calls)
             self._presence_message(client, message)
         return message
-
-    def on_published(self, client: ClientInfo | None, message: Message, matched: int) -> None:
-        self.journal.append(self.broker.number(message), message, _now())
 
     def _presence_message(self, client: ClientInfo | None, message: Message) -> None:
         presence_id = message.topic[len(self.presence.topic_prefix) :]

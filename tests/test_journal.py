@@ -1,0 +1,65 @@
+"""The broker's journal of recently routed messages (broker/journal.py), which realtime clients
+that resume replay from: bounded by count, payload bytes and age, stamped once per message when it
+is routed (a wrenmq feature; no MQTT statement)."""
+
+from __future__ import annotations
+
+from wrenmq.broker.journal import Journal
+from wrenmq.broker.message import Message
+
+
+def routed(journal: Journal, seq: int, now: float, payload: bytes = b"x") -> Message:
+    message = Message(f"t/{seq}", payload)
+    message.seq = seq
+    journal.record(message, now)
+    return message
+
+
+def test_record_stamps_the_message_with_wall_clock_time():
+    journal = Journal(10, 1000, 60.0, offset=1_000_000.0)
+    message = routed(journal, 1, 5.25)
+    assert message.routed_at == 1_000_005.25
+    assert journal.since(0.0) == [(1, 1_000_005.25, message)]
+    assert journal.oldest == 1_000_005.25
+
+
+def test_count_bound_keeps_the_newest_across_the_ring():
+    journal = Journal(3, 1000, 60.0)
+    for seq in range(1, 8):
+        routed(journal, seq, float(seq))
+    assert [seq for seq, _, _ in journal.since(0.0)] == [5, 6, 7]
+    assert len(journal) == 3 and journal.bytes == 3
+
+
+def test_byte_bound_drops_the_oldest_and_a_message_larger_than_it():
+    journal = Journal(10, 8, 60.0)
+    routed(journal, 1, 1.0, b"aaaa")
+    routed(journal, 2, 2.0, b"bbbb")
+    routed(journal, 3, 3.0, b"cc")  # 10 bytes: the oldest goes
+    assert [seq for seq, _, _ in journal.since(0.0)] == [2, 3] and journal.bytes == 6
+    routed(journal, 4, 4.0, b"z" * 9)  # larger than the bound on its own: nothing is kept
+    assert journal.since(0.0) == [] and journal.bytes == 0
+
+
+def test_age_bound_counts_from_the_newest_stamp():
+    journal = Journal(10, 1000, 5.0)
+    routed(journal, 1, 0.0)
+    routed(journal, 2, 4.0)
+    routed(journal, 3, 6.0)  # 1 is 6 s old now
+    assert [seq for seq, _, _ in journal.since(-1.0)] == [2, 3]
+
+
+def test_since_excludes_the_entry_whose_rounded_stamp_a_client_sends():
+    """A client sends back a stamp it was given, rounded to the microsecond: that entry is not
+    replayed, the ones after it are, oldest first."""
+    journal = Journal(10, 1000, 60.0, offset=1_700_000_000.0)
+    routed(journal, 1, 0.1234564)
+    routed(journal, 2, 0.2)
+    stamp = round(journal.since(0.0)[0][1], 6)
+    assert [seq for seq, _, _ in journal.since(stamp)] == [2]
+
+
+def test_size_zero_keeps_nothing():
+    journal = Journal(0, 1000, 60.0)
+    message = routed(journal, 1, 1.0)
+    assert journal.since(0.0) == [] and len(journal) == 0 and message.routed_at == 0.0
