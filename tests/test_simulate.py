@@ -213,8 +213,11 @@ def test_devices_announce_status_and_beat_then_stop_without_wills(
     for device_id in IDS5:
         announce = of(observer.seen, "devices/discovery/announce", deviceId=device_id)[0]
         assert announce["type"] == "vr-headset" and announce["name"] and announce["timestamp"].endswith("Z")
+    status_topics = {f"devices/{i}/status" for i in IDS5}
+    # Every status published (live) before a new subscriber asks for them: then all five are retained.
+    observer.wait(lambda seen: status_topics <= {s.topic for s in seen}, what="5 statuses")
     statuses = retained(port, "devices/+/status", 5, observers)
-    assert {s.topic for s in statuses} == {f"devices/{i}/status" for i in IDS5}
+    assert {s.topic for s in statuses} == status_topics
     for s in statuses:
         assert s.retain
         data = s.json()
