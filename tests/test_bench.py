@@ -9,7 +9,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import httpx
 
 from wrenmq.bench.brokers import find_mosquitto
 from wrenmq.bench.frames import AckCounter, FrameTemplate, Inbox
@@ -92,3 +95,29 @@ def test_bench_smoke_table_and_json(tmp_path: Path):  # [MQTT-3.1.2-5] backlog: 
     summary = {(row["scenario"], row["key"]): row for row in record["summary"]}
     assert summary[("fanin_qos1", "msgs_per_s")]["better"] == "higher"
     assert summary[("backlog", "drain_s")]["better"] == "lower"
+
+
+def test_bench_api_flag_starts_wrenmq_with_its_http_api(tmp_path: Path):
+    """``wrenmq bench --api`` (a wrenmq feature): the broker under test serves its HTTP API,
+    realtime and streams, so a run measures what they cost per message; without it, none."""
+    from wrenmq.bench.brokers import start_broker
+
+    for api in (False, True):
+        broker = start_broker("wrenmq", tmp_path / f"api-{api}", set(), 0, api)
+        try:
+            config = (tmp_path / f"api-{api}" / "wrenmq.toml").read_text()
+            port_line = next(line for line in config.splitlines() if line.startswith("api_port"))
+            if not api:
+                assert port_line == 'api_port = "off"'
+                continue
+            url = f"http://127.0.0.1:{int(port_line.split('=')[1])}/healthz"
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    assert httpx.get(url, timeout=2).status_code == 200
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the API did not come up"
+                    time.sleep(0.1)
+        finally:
+            broker.stop()
