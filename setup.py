@@ -24,6 +24,7 @@ COMPILED_MODULES = [
     "src/wrenmq/mqtt/properties.py",
     "src/wrenmq/mqtt/codec.py",
     "src/wrenmq/mqtt/topics.py",
+    "src/wrenmq/mqtt/server.py",
     "src/wrenmq/broker/limits.py",
     "src/wrenmq/broker/stats.py",
     "src/wrenmq/broker/hookset.py",

@@ -20,7 +20,7 @@ from ..mqtt import packets as p
 from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
-from ..mqtt.reason_codes import ReasonCode, connack_v3_code
+from ..mqtt.reason_codes import ReasonCode
 from ..mqtt.topics import client_may_publish, is_bridge_state, parse_shared, topic_matches, valid_topic_filter
 from ..storage import QUEUED, LoadedState, Storage, open_storage
 from ..storage.private import make_private_dir, warn_if_open
@@ -523,7 +523,7 @@ class Broker:
         if result.username is not None:
             conn.username = result.username
         if result.expires_at is not None:
-            conn.auth_expires_at = self.loop.time() + max(0.001, result.expires_at - time.time())
+            conn.protocol.login_expires_at = self.loop.time() + max(0.001, result.expires_at - time.time())
         self._admit(conn, packet)
 
     def _admit(self, conn: Connection, packet: p.Connect) -> None:
@@ -535,14 +535,8 @@ class Broker:
         conn.bridge = packet.bridge
         clean = packet.clean_start
         assigned = client_id if not packet.client_id else None
-        if version == 5:
-            expiry = props.get(_P.SESSION_EXPIRY_INTERVAL, 0)
-            receive_maximum = props.get(_P.RECEIVE_MAXIMUM, 65535)
-            max_packet_out = props.get(_P.MAXIMUM_PACKET_SIZE, 0)
-            problem_info = props.get(_P.REQUEST_PROBLEM_INFORMATION, 1) == 1
-        else:  # 3.1.x has no properties (reading the enum's members costs more than the rest here)
-            expiry = 0 if clean else NEVER_EXPIRES
-            receive_maximum, max_packet_out, problem_info = 65535, 0, True
+        # (3.1.x has no properties: reading the enum's members costs more than the rest here)
+        expiry = props.get(_P.SESSION_EXPIRY_INTERVAL, 0) if version == 5 else (0 if clean else NEVER_EXPIRES)
         granted_expiry = min(expiry, limits.max_session_expiry_interval)
         will = packet.will
         if will is not None:
@@ -572,14 +566,6 @@ class Broker:
                 # it asked for would cut it off while it obeys [MQTT-3.1.2-24]: refuse (as Mosquitto does).
                 return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "keep alive above max_keepalive")
             server_keep_alive = keep_alive = limits.max_keepalive
-        conn.keep_alive = keep_alive
-        conn.send_quota = min(receive_maximum, limits.max_inflight_messages)
-        conn.max_packet_out = max_packet_out
-        conn.topic_alias_max_in = limits.topic_alias_maximum if version == 5 else 0
-        if version == 5 and limits.topic_alias_out_maximum:  # [MQTT-3.1.2-26], [MQTT-3.1.2-27]
-            conn.topic_alias_out_max = min(props.get(_P.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_out_maximum)
-        conn.request_problem_info = problem_info
-        conn.connect_expiry = expiry
         if version == 5 and _P.USER_PROPERTY in props:
             conn.message_ids = (MESSAGE_IDS_REQUEST, "1") in props[_P.USER_PROPERTY]
 
@@ -629,11 +615,11 @@ class Broker:
         session.expiry_interval = granted_expiry
         session.connection = conn
         conn.session = session
-        conn.connected = True
         self.stats.clients_by_version[version] += 1
 
+        ack_props: dict[int, Any] | None = None
         if version == 5:
-            ack_props: dict[int, Any] = {}
+            ack_props = {}
             if assigned:
                 ack_props[_P.ASSIGNED_CLIENT_IDENTIFIER] = assigned
             if server_keep_alive is not None:
@@ -649,14 +635,7 @@ class Broker:
                 ack_props[_P.MAXIMUM_QOS] = limits.maximum_qos
             if not limits.retain_available:
                 ack_props[_P.RETAIN_AVAILABLE] = 0
-            connack = encode(p.Connack(session_present, 0, ack_props), version)
-        else:
-            connack = _CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED
-        if discarded:
-            conn.send_committed(connack)
-        else:
-            conn.write_now(connack)
-        conn.start_keepalive()
+        conn.accept(packet, session_present, keep_alive, ack_props, discarded)
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "client %s connected from %s (MQTT %s, clean=%s, keep_alive=%d%s)",
@@ -749,11 +728,8 @@ class Broker:
         return len(times) >= self.config.auth_failure_limit
 
     def _refuse(self, conn: Connection, code: int, reason: str) -> None:
-        version = conn.version
-        rc = code if version == 5 else connack_v3_code(code)
-        conn._write(encode(p.Connack(False, rc), version))
         log.info("refused client %s from %s: %s", conn.client_id or "-", conn.peer, reason)
-        conn.close_gracefully(reason)  # the CONNACK must arrive, whatever the client sent after CONNECT
+        conn.refuse(code, reason)  # the CONNACK must arrive, whatever the client sent after CONNECT
 
     # -- disconnect, wills and expiry --------------------------------------------------------
 
@@ -1081,9 +1057,6 @@ def _subscription_ids(session: Session, topic: str) -> list[int] | None:
 
 
 _VERSION_NAMES = {3: "3.1", 4: "3.1.1", 5: "5.0"}
-# CONNACK for 3.1/3.1.1, return code 0, without and with Session Present: the same four bytes every time.
-_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
-_CONNACK_SESSION_PRESENT = b"\x20\x02\x01\x00"
 
 
 def _valid_filter(topic_filter: str) -> bool:
