@@ -13,11 +13,12 @@ import os
 import signal
 import sys
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wrenmq import __version__
+from wrenmq.aio import run
 from wrenmq.config import Config, ConfigError, env_var, load_config
 from wrenmq.logs import setup_logging
 from wrenmq.service_manager import notify
@@ -144,7 +145,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     for warning in ignored:
         log.warning("%s", warning)
     try:
-        _run_async(_serve(config))
+        run(_serve(config))
     except OSError as exc:  # typically the port is taken or the data directory is not writable
         print(f"wrenmq: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -203,17 +204,6 @@ def _warn_if_pure_python() -> None:
             "(reinstall where a C compiler is available, or from the compiled wheel; see the README, "
             "'The compiled hot path')"
         )
-
-
-def _run_async(coro: Coroutine[Any, Any, None]) -> None:
-    """Run on uvloop where it is installed (it is a dependency everywhere but Windows)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(coro)
-        return
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(coro)
 
 
 # --- bench ---------------------------------------------------------------------------------------

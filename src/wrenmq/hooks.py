@@ -43,28 +43,82 @@ The events, in the order a client meets them:
 ``on_session_expired(client_id)``
     A session ended: expired, or discarded by a clean start.
 
-``client`` is the broker's connection object; hooks read ``client_id``, ``username``, ``peer``,
-``version``, ``listener`` (the ``transports.Listener``; ``listener.config`` is its
+``client`` is a ``ClientInfo``: the broker's connection object for MQTT clients, a
+``RestoredClient`` for a session restored from storage, the realtime service's client for
+Socket.IO and long polling, the API's principal. Hooks read ``client_id``, ``username``,
+``listener`` (a ``ListenerInfo``: the ``transports.Listener``, whose ``config`` is its
 ``ListenerConfig``; None in-process), ``cert_identity`` (a TLS client certificate's CN) and
-``auth`` (what the deciding hook returned; None if none decided), and nothing else. Hooks run on the event loop: they
-must not block. Exceptions from a hook are logged and treated as no answer (or, for
-``on_connect_authenticate``, as a deny).
+``auth`` (what the deciding hook returned; None if none decided), and nothing else. Hooks run on
+the event loop: they must not block. Exceptions from a hook are logged and treated as no answer
+(or, for ``on_connect_authenticate``, as a deny).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .mqtt.reason_codes import ReasonCode
 
 if TYPE_CHECKING:
-    from .broker.broker import Broker
-    from .broker.connection import Connection
     from .broker.message import Message
+    from .config import Config, ListenerConfig
     from .mqtt import packets as p
 
-__all__ = ["LET_IN", "PARTIAL", "READ", "WRITE", "AuthResult", "Hook", "Reject", "RestoredClient"]
+__all__ = [
+    "LET_IN",
+    "PARTIAL",
+    "READ",
+    "WRITE",
+    "AuthResult",
+    "BrokerInfo",
+    "ClientInfo",
+    "Hook",
+    "ListenerInfo",
+    "Reject",
+    "RestoredClient",
+]
+
+
+class ListenerInfo(Protocol):
+    """What hooks read of the listener a client came in by."""
+
+    @property
+    def config(self) -> ListenerConfig: ...
+
+    @property
+    def use_identity_as_username(self) -> bool: ...
+
+
+class ClientInfo(Protocol):
+    """What hooks are told of a client, whichever way it came in (see the module docstring)."""
+
+    @property
+    def client_id(self) -> str: ...
+
+    @property
+    def username(self) -> str | None: ...
+
+    @property
+    def cert_identity(self) -> str | None: ...
+
+    @property
+    def auth(self) -> Any: ...
+
+    @property
+    def listener(self) -> ListenerInfo | None: ...
+
+
+class BrokerInfo(Protocol):
+    """What ``on_start`` is given: the loop the broker runs on, and its settings."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def config(self) -> Config: ...
+
 
 READ = 1  # subscribe (topic is the filter) and receive
 WRITE = 2  # publish
@@ -159,36 +213,36 @@ class Hook:
         """
         return getattr(type(self), event) is not getattr(Hook, event)
 
-    def on_start(self, broker: Broker) -> None:
+    def on_start(self, broker: BrokerInfo) -> None:
         pass
 
     def on_stop(self) -> None:
         pass
 
     def on_connect_authenticate(
-        self, client: Connection, packet: p.Connect
+        self, client: ClientInfo, packet: p.Connect
     ) -> AuthResult | Awaitable[AuthResult | None] | None:
         return None
 
-    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | int | None:
+    def on_acl_check(self, client: ClientInfo, topic: str, access: int) -> bool | int | None:
         return None
 
-    def on_connect(self, client: Connection, packet: p.Connect) -> None:
+    def on_connect(self, client: ClientInfo, packet: p.Connect) -> None:
         pass
 
-    def on_subscribe(self, client: Connection, topic_filter: str, qos: int) -> None:
+    def on_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> None:
         pass
 
-    def on_unsubscribe(self, client: Connection, topic_filter: str) -> None:
+    def on_unsubscribe(self, client: ClientInfo, topic_filter: str) -> None:
         pass
 
-    def on_publish(self, client: Connection | None, message: Message) -> Message:
+    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
         return message
 
-    def on_message_delivered(self, client: Connection, message: Message) -> None:
+    def on_message_delivered(self, client: ClientInfo, message: Message) -> None:
         pass
 
-    def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
+    def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
         pass
 
     def on_session_expired(self, client_id: str) -> None:

@@ -406,7 +406,7 @@ class _Reader:
         elif name in ("address", "addresses"):
             self._address(bridge, line)
         elif name == "topic":
-            from .config import parse_bridge  # Mosquitto's own syntax: wrenmq's bridge lines copy it
+            from .bridge_lines import parse_bridge  # Mosquitto's own syntax: wrenmq's bridge lines copy it
 
             try:
                 parse_bridge("topic " + line.rest)

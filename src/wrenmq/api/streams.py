@@ -31,7 +31,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.requests import HTTPConnection
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..hooks import READ, Hook
+from ..hooks import READ, ClientInfo, Hook
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
 from ..services.realtime import Inbox, message_json
@@ -42,7 +42,6 @@ from .routing import BEARER
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
-    from ..broker.connection import Connection
     from ..broker.message import Message
 
 __all__ = ["HEARTBEAT", "MAX_FILTERS", "Stream", "StreamHub", "install"]
@@ -120,7 +119,7 @@ class StreamHub(Hook):
 
     # -- hook events ----------------------------------------------------------------------------
 
-    def on_publish(self, client: Connection | None, message: Message) -> Message:
+    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
         now = time.time()
         for stream in self.streams:
             stream.offer(message, now)

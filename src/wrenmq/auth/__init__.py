@@ -1,28 +1,29 @@
 """Authentication and authorisation, all reached through hooks (``wrenmq.hooks``).
 
-``install(broker)`` registers the hooks the configuration asks for, before the listeners open:
-JWT passwords (``jwt.py``), then password files and ACL files (``files.py``), so a token is checked
-before a password file is consulted. Each is an ordinary ``Hook``; an application can register its
-own beside them or instead of them.
+``install(config, add)`` registers the hooks the configuration asks for (``add`` is the broker's
+``hooks.add``), before the listeners open: JWT passwords (``jwt.py``), then password files and ACL
+files (``files.py``), so a token is checked before a password file is consulted. Each is an
+ordinary ``Hook``; an application can register its own beside them or instead of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..config import Config
+    from ..hooks import Hook
 
 __all__ = ["install"]
 
 
-def install(broker: Broker) -> None:
-    config = broker.config
+def install(config: Config, add: Callable[[Hook], None]) -> None:
     listeners = config.effective_listeners()
     if config.jwt_configured:
         from .jwt import JwtAuthHook
 
-        broker.hooks.add(JwtAuthHook(config))  # reads its key files now: a bad one stops start-up
+        add(JwtAuthHook(config))  # reads its key files now: a bad one stops start-up
     if (
         config.password_file is not None
         or config.acl_file is not None
@@ -30,4 +31,4 @@ def install(broker: Broker) -> None:
     ):
         from .files import FileAuthHook
 
-        broker.hooks.add(FileAuthHook(config))
+        add(FileAuthHook(config))

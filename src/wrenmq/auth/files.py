@@ -18,14 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config, ConfigError
-from ..hooks import AuthResult, Hook
+from ..hooks import AuthResult, BrokerInfo, ClientInfo, Hook
 from ..mqtt.reason_codes import ReasonCode
 from .acl import AclFileError, AclRules
 from .passwords import PasswordFile, PasswordFileError
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
-    from ..broker.connection import Connection
     from ..mqtt import packets as p
 
 __all__ = ["CHECK_THREADS", "POLL_INTERVAL", "FileAuthHook"]
@@ -90,7 +88,7 @@ class FileAuthHook(Hook):
             return bool(self.passwords)
         return super().handles(event)
 
-    def on_start(self, broker: Broker) -> None:
+    def on_start(self, broker: BrokerInfo) -> None:
         self._loop = broker.loop
         self._timer = self._loop.call_later(POLL_INTERVAL, self._poll)
 
@@ -103,7 +101,7 @@ class FileAuthHook(Hook):
             self._pool = None
 
     def on_connect_authenticate(
-        self, client: Connection, packet: p.Connect
+        self, client: ClientInfo, packet: p.Connect
     ) -> AuthResult | Coroutine[Any, Any, AuthResult] | None:
         path = self._files(client.listener)[0]
         if path is None:
@@ -131,7 +129,7 @@ class FileAuthHook(Hook):
             return AuthResult.allow()
         return AuthResult.deny(ReasonCode.BAD_USER_NAME_OR_PASSWORD, f"bad user name or password for {username!r}")
 
-    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | int | None:
+    def on_acl_check(self, client: ClientInfo, topic: str, access: int) -> bool | int | None:
         path = self._files(client.listener)[1]
         if path is None:
             return None

@@ -31,13 +31,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from ..config import Config, ConfigError
-from ..hooks import READ, WRITE, AuthResult, Hook
+from ..hooks import READ, WRITE, AuthResult, ClientInfo, Hook
 from ..mqtt.reason_codes import ReasonCode
 from ..mqtt.topics import topic_matches, valid_topic_filter
 from .acl import covers
 
 if TYPE_CHECKING:
-    from ..broker.connection import Connection
     from ..mqtt import packets as p
 
 __all__ = ["JwtAcl", "JwtAuthHook"]
@@ -89,7 +88,7 @@ class JwtAuthHook(Hook):
 
     # -- authentication ---------------------------------------------------------------------
 
-    def on_connect_authenticate(self, client: Connection, packet: p.Connect) -> AuthResult | None:
+    def on_connect_authenticate(self, client: ClientInfo, packet: p.Connect) -> AuthResult | None:
         listener = client.listener
         if listener is not None and listener.use_identity_as_username and client.cert_identity is not None:
             return None  # the certificate is the credential and its CN the username (as in Mosquitto)
@@ -138,7 +137,7 @@ class JwtAuthHook(Hook):
                 acl = JwtAcl(publish, subscribe)
         return AuthResult.allow(username=username, acl=acl, expires_at=float(claims["exp"]))
 
-    def _not_a_token(self, client: Connection, packet: p.Connect) -> AuthResult | None:
+    def _not_a_token(self, client: ClientInfo, packet: p.Connect) -> AuthResult | None:
         """No JWT: a password file may still know the client; without one, credentials are wrong."""
         if packet.username is None and packet.password is None:
             return None  # anonymous: the listener's allow_anonymous decides
@@ -200,7 +199,7 @@ class JwtAuthHook(Hook):
 
     # -- authorisation ----------------------------------------------------------------------
 
-    def on_acl_check(self, client: Connection, topic: str, access: int) -> bool | None:
+    def on_acl_check(self, client: ClientInfo, topic: str, access: int) -> bool | None:
         auth = client.auth
         acl = auth.acl if auth is not None else None
         if not isinstance(acl, JwtAcl):

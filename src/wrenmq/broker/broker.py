@@ -1,4 +1,8 @@
-"""The broker: lifecycle and wiring, CONNECT policy, subscriptions, routing, wills and session expiry.
+"""The broker: lifecycle, CONNECT policy, the in-process API and routing.
+
+Its collaborators, each in its own module: the session table (``sessions.SessionTable``: detach,
+expiry, end), wills (``wills.WillScheduler``), SUBSCRIBE policy (``subscriptions``), restore at
+start-up (``restore``).
 
 ``Broker.route`` is the hot path: one cached trie match, then one ``Session.deliver`` per
 subscriber, which writes shared pre-encoded bytes to the subscriber's connection.
@@ -15,14 +19,13 @@ from typing import Any
 
 from .. import __version__, auth, hot_path
 from ..config import Config, ConfigError
-from ..hooks import LET_IN, PARTIAL, READ, WRITE, AuthResult, Reject, RestoredClient
+from ..hooks import LET_IN, READ, WRITE, AuthResult
 from ..mqtt import packets as p
-from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode
-from ..mqtt.topics import client_may_publish, is_bridge_state, parse_shared, topic_matches, valid_topic_filter
-from ..storage import QUEUED, LoadedState, Storage, open_storage
+from ..mqtt.topics import client_may_publish, is_bridge_state
+from ..storage import Storage, open_storage
 from ..storage.private import make_private_dir, warn_if_open
 from ..transports import Listener
 from .connection import Connection
@@ -30,11 +33,15 @@ from .hookset import HookSet
 from .limits import Limits
 from .message import Message
 from .persist import Persistence
+from .restore import restore
 from .retain import RetainStore
 from .router import Router, Subscriber
-from .session import NEVER_EXPIRES, Delivery, Session
+from .session import NEVER_EXPIRES, Session
+from .sessions import SessionTable
 from .stats import Stats
+from .subscriptions import SubscriptionPolicy
 from .sys_topics import SysTopics
+from .wills import WillScheduler
 
 MESSAGE_IDS_REQUEST = "wrenmq-message-ids"  # CONNECT user property: "1" asks for wrenmq-message-id
 
@@ -88,7 +95,10 @@ class Broker:
         # across restarts too: Broker.message_id. Realtime clients drop repeats by it.
         self.boot_id = secrets.token_hex(4)
         self.message_seq = 0
-        self.sessions: dict[str, Session] = {}
+        self.wills = WillScheduler(self)
+        self.table = SessionTable(self, self.wills)
+        self.sessions: dict[str, Session] = self.table.sessions  # the table's, by client id
+        self.subscriptions = SubscriptionPolicy(self)
         self.connections: set[Connection] = set()
         self.lingering: set[Any] = set()  # sockets closed with a reason, still being closed (transports.linger)
         self.stats = Stats()
@@ -121,7 +131,7 @@ class Broker:
                 errors.append(str(exc))
             self.listeners.append(listener)
         try:
-            auth.install(self)
+            auth.install(config, self.hooks.add)
         except ConfigError as exc:
             errors.append(str(exc))
         password_files = {config.password_file, *(found.password_file for found in config.listeners)}
@@ -171,7 +181,7 @@ class Broker:
             self._unbind()
             raise
         try:
-            self._restore(state)
+            restore(self, state)
         except BaseException:
             self._unbind()
             await self.storage.close()
@@ -343,9 +353,9 @@ class Broker:
         conn = session.connection
         if conn is not None:
             conn.close_with(ReasonCode.ADMINISTRATIVE_ACTION, "disconnected by an administrator")
-            self._detach(conn, session_continues=not discard_session)
+            self.table.detach(conn, session_continues=not discard_session)
         elif discard_session:
-            self._end_session(session)
+            self.table.end(session)
         return True
 
     async def delete_retained(self, topic: str, only: Message | None = None) -> bool:
@@ -585,7 +595,7 @@ class Broker:
                 conn.username,
                 conn.peer,
             )
-            self._end_session(session)
+            self.table.end(session)
             session = None
         # A stored session discarded by Clean Start: CONNACK must not run ahead of that commit, or a
         # crash could bring back the session the client was told is gone.
@@ -594,7 +604,7 @@ class Broker:
             old = session.connection
             old.disconnect_reason = "session taken over"
             old.close_with(ReasonCode.SESSION_TAKEN_OVER, "session taken over")  # [MQTT-3.1.4-3]
-            self._detach(old, session_continues=not clean)
+            self.table.detach(old, session_continues=not clean)
             session = self.sessions.get(client_id)
         session_present = False
         if session is not None and not clean:
@@ -603,7 +613,7 @@ class Broker:
             session.will = None  # the client is back in time: its delayed will is cancelled [MQTT-3.1.3-9]
         else:
             if session is not None:
-                self._end_session(session)  # Clean Start discards the old session [MQTT-3.1.2-4]
+                self.table.end(session)  # Clean Start discards the old session [MQTT-3.1.2-4]
             session = Session(self, client_id, version, granted_expiry)
             self.sessions[client_id] = session
         session.owner = owner  # (a session restored from a store without owners is claimed here)
@@ -731,283 +741,16 @@ class Broker:
         log.info("refused client %s from %s: %s", conn.client_id or "-", conn.peer, reason)
         conn.refuse(code, reason)  # the CONNACK must arrive, whatever the client sent after CONNECT
 
-    # -- disconnect, wills and expiry --------------------------------------------------------
+    # -- sessions, subscriptions ---------------------------------------------------------
 
     def on_connection_closed(self, conn: Connection) -> None:
-        session = conn.session
-        if not conn.connected or session is None:
-            return
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "client %s disconnected from %s (MQTT %s): %s",
-                conn.client_id,
-                conn.peer,
-                _VERSION_NAMES.get(conn.version, conn.version),
-                conn.disconnect_reason,
-            )
-        if self.hooks.disconnect:  # before the session may end (on_session_expired comes second)
-            expected = conn.disconnect_reason == "client disconnected"
-            self.hooks.notify(self.hooks.disconnect, conn, conn.disconnect_reason, expected)
-        if session.connection is conn:
-            self._detach(conn, session_continues=True)
-
-    def _detach(self, conn: Connection, session_continues: bool) -> None:
-        """The session loses its connection: hand shared deliveries on, settle the will, and
-        end the session or start its expiry clock."""
-        session = conn.session
-        assert session is not None
-        session.connection = None
-        now = self.loop.time()
-        for delivery in session.take_shared():
-            self._redeliver_shared(session, delivery, now)
-        will, conn.will = conn.will, None
-        if session.expiry_interval == 0 or not session_continues:
-            if will is not None:
-                self._publish_will(will)
-            self._end_session(session)
-            return
-        if will is not None:
-            if conn.will_delay:  # [MQTT-3.1.3-9]: wait, unless the session ends first
-                session.will = will
-                session.will_delay = conn.will_delay
-                session.will_handle = self.loop.call_later(conn.will_delay, self._fire_will, session)
-            else:
-                self._publish_will(will)
-        self._schedule_expiry(session, session.expiry_interval)
-        self.persist.session_put(session, connected=False)
-
-    def _redeliver_shared(self, session: Session, delivery: Delivery, now: float) -> None:
-        group = delivery.share
-        assert group is not None
-        other = group.pick(exclude=session)
-        if other is None or other.session.connection is None:
-            if session.persistent:
-                session.enqueue(delivery)  # nobody else can take it: keep it for this member
-            return
-        # The new member's own subscription decides QoS, RETAIN and Subscription Identifier
-        # [MQTT-4.8.2-3], [MQTT-3.3.1-12], [MQTT-3.3.4-3].
-        message = delivery.message
-        qos = min(message.qos, other.qos)
-        retain = message.retain and other.retain_as_published
-        sid = other.subscription_id
-        other.session.deliver(message, qos, retain, None if sid is None else [sid], group, now)
-
-    def _schedule_expiry(self, session: Session, delay: float) -> None:
-        if session.expiry_interval != NEVER_EXPIRES:
-            session.expiry_handle = self.loop.call_later(max(0.0, delay), self._expire_session, session)
-
-    def _expire_session(self, session: Session) -> None:
-        session.expiry_handle = None
-        if session.connection is None and self.sessions.get(session.client_id) is session:
-            log.info("session %s expired", session.client_id)
-            self.stats.sessions_expired += 1
-            self._end_session(session)
-
-    def _fire_will(self, session: Session) -> None:
-        session.will_handle = None
-        will, session.will = session.will, None
-        if will is not None:
-            self._publish_will(will)
-            self.persist.session_put(session, connected=False)
-
-    def _publish_will(self, will: Message) -> None:
-        # Message Expiry counts from publication, not from CONNECT.
-        expiry = will.properties.get(_P.MESSAGE_EXPIRY_INTERVAL)
-        if expiry is not None:
-            will.expires_at = self.loop.time() + expiry
-        self.stats.messages_received_qos[will.qos] += 1
-        if self.hooks.publish:
-            try:
-                will = self.hooks.run_publish(None, will)
-            except Reject as reject:
-                log.info("will on %s rejected by a hook: %s", will.topic, reject)
-                return
-        self.route(will)
-
-    def _end_session(self, session: Session) -> None:
-        """Discard a session; a will still waiting out its delay is sent now [MQTT-3.1.3-9]."""
-        session.cancel_timers()
-        for topic_filter in session.subscriptions:
-            self.router.unsubscribe(session.client_id, topic_filter)
-        session.subscriptions.clear()
-        if self.sessions.get(session.client_id) is session:
-            del self.sessions[session.client_id]
-        self.persist.session_delete(session.client_id)
-        will, session.will = session.will, None
-        if will is not None:
-            self._publish_will(will)
-        if self.hooks.session_expired:
-            self.hooks.notify(self.hooks.session_expired, session.client_id)
-
-    # -- SUBSCRIBE / UNSUBSCRIBE -------------------------------------------------------------
+        self.table.connection_closed(conn)
 
     def subscribe(self, conn: Connection, packet: p.Subscribe) -> None:
-        session = conn.session
-        assert session is not None
-        v5 = conn.version == 5
-        sub_id = packet.properties.get(_P.SUBSCRIPTION_IDENTIFIER) if v5 else None
-        hooks = self.hooks
-        limits = self.limits
-        granted: list[tuple[str, int]] = []
-        codes: list[int] = []
-        retained: list[tuple[Subscriber, Message]] = []
-        for request in packet.subscriptions:
-            topic_filter = request.topic_filter
-            try:
-                group, inner = parse_shared(topic_filter)
-            except ProtocolError:
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
-                continue
-            if not valid_topic_filter(inner):
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)
-                continue
-            if len(inner) > limits.max_topic_length or inner.count("/") >= limits.max_topic_levels:
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else 0x80)  # beyond our limits
-                continue
-            if (
-                limits.max_subscriptions
-                and topic_filter not in session.subscriptions
-                and len(session.subscriptions) >= limits.max_subscriptions
-            ):
-                log.info("client %s is at max_subscriptions", conn.client_id)
-                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else 0x80)
-                continue
-            if group is not None and request.no_local:
-                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.8.3-4] No Local on a shared subscription")
-            # Granted whole, in part (only some topics under it are readable: each message is checked
-            # as it is delivered, as Mosquitto does) or not at all; a shared one, whole or not at all.
-            readable = 1 if not hooks.acl_check else hooks.run_read_check(conn, inner)
-            if not readable or (readable == PARTIAL and group is not None):
-                self.stats.acl_denied += 1
-                log.info("client %s may not subscribe to %s", conn.client_id, topic_filter)
-                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
-                continue
-            qos = min(request.qos, self.limits.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]
-            # A Mosquitto bridge (3.1.x with the bridge bit) is not sent back what it published, and
-            # gets the RETAIN flag as published, so the broker behind it keeps retained messages: as
-            # Mosquitto treats its bridges' subscriptions.
-            bridged = conn.bridge and group is None
-            sub = Subscriber(
-                session,
-                topic_filter,
-                qos,
-                request.no_local or bridged,
-                request.retain_as_published or bridged,
-                request.retain_handling,
-                sub_id,
-            )
-            if readable == PARTIAL:
-                sub.reader = conn
-            existed = self.router.subscribe(sub)
-            session.subscriptions[topic_filter] = sub
-            codes.append(qos)
-            granted.append((topic_filter, qos))
-            # Retained messages on subscribe: Retain Handling 0 always, 1 only for a new
-            # subscription, 2 never; never for shared subscriptions [MQTT-3.3.1-9..11], [MQTT-3.8.4-4].
-            if group is None and (request.retain_handling == 0 or (request.retain_handling == 1 and not existed)):
-                reader = sub.reader
-                retained.extend(
-                    (sub, m)
-                    for m in self.retained.match(inner)
-                    if reader is None or hooks.run_acl_check(reader, m.topic, READ)
-                )
-        suback = encode(p.Suback(packet.packet_id, codes), conn.version)
-        self.persist.session_put(session, connected=True)
-        if hooks.subscribe:
-            for topic_filter, qos in granted:
-                hooks.notify(hooks.subscribe, conn, topic_filter, qos)
-
-        # Strict durability covers subscriptions too: a persistent session's SUBACK (and all that
-        # follows it on the connection, retained messages included) waits for their commit.
-        conn.send_suback(suback)
-        now = self.loop.time()
-        for sub, message in retained:
-            if message.expired(now):
-                continue
-            sid = sub.subscription_id
-            qos = sub.qos if sub.qos < message.qos else message.qos
-            # Sent with the RETAIN flag set because it is a retained message [MQTT-3.3.1-8].
-            session.deliver(message, qos, True, None if sid is None else [sid], None, now)
+        self.subscriptions.subscribe(conn, packet)
 
     def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
-        session = conn.session
-        assert session is not None
-        codes: list[int] = []
-        for topic_filter in packet.topic_filters:
-            if not _valid_filter(topic_filter):  # answered per filter, not by closing [MQTT-3.11.3-2]
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID)
-                continue
-            existed = self.router.unsubscribe(session.client_id, topic_filter)
-            session.subscriptions.pop(topic_filter, None)
-            if existed and self.hooks.unsubscribe:
-                self.hooks.notify(self.hooks.unsubscribe, conn, topic_filter)
-            codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
-        self.persist.session_put(session, connected=True)
-        conn.send_suback(encode(p.Unsuback(packet.packet_id, codes), conn.version))  # [MQTT-3.10.4-4]
-
-    # -- restore -------------------------------------------------------------------------
-
-    def _restore(self, state: LoadedState) -> None:
-        persist = self.persist
-        now_wall = time.time()
-        for record in state.retained:
-            message = persist.live_message(record)
-            if not message.expired(self.loop.time()):
-                self.number(message)
-                self.retained.set(message)
-        for loaded in state.sessions:
-            stored = loaded.session
-            session = Session(self, stored.client_id, stored.protocol_version, stored.expiry_interval)
-            session.owner = stored.owner
-            self.sessions[stored.client_id] = session
-            subject = _restored_client(stored.client_id, stored.owner, stored.protocol_version)
-            for s in stored.subscriptions:
-                sub = Subscriber(
-                    session,
-                    s.topic_filter,
-                    s.qos,
-                    s.no_local,
-                    s.retain_as_published,
-                    s.retain_handling,
-                    s.subscription_id,
-                )
-                if self.hooks.acl_check and self.hooks.run_read_check(subject, parse_shared(s.topic_filter)[1]) != 1:
-                    sub.reader = subject  # not (any longer) readable whole: check each message until it is back
-                self.router.subscribe(sub)
-                session.subscriptions[s.topic_filter] = sub
-            next_seq = stored.next_seq
-            waiting: list[Delivery] = []
-            for queued in loaded.messages:
-                qos, retain = persist.split_qos(queued.qos)
-                message = persist.live_message(queued.message)
-                delivery = Delivery(message, qos, retain, _subscription_ids(session, message.topic), None, queued.seq)
-                next_seq = max(next_seq, queued.seq + 1)
-                if queued.state == QUEUED or not queued.packet_id:
-                    waiting.append(delivery)
-                else:
-                    delivery.packet_id = queued.packet_id
-                    delivery.state = queued.state
-                    session.inflight_out[queued.packet_id] = delivery
-            over = session.restore_queued(waiting)  # today's queue bounds may be lower than when stored
-            if over:
-                log.warning(
-                    "session %s: %d stored messages over its queue bounds dropped", session.client_id, len(over)
-                )
-                for delivery in over:
-                    persist.message_delete(session, delivery)
-            session.next_seq = next_seq
-            session.inbound_qos2 = set(loaded.inbound_qos2)
-            elapsed = now_wall - (stored.disconnected_at or now_wall)
-            if stored.will is not None:
-                session.will = persist.live_message(stored.will, stored.client_id)
-                session.will_delay = stored.will_delay
-                session.will_handle = self.loop.call_later(
-                    max(0.0, stored.will_delay - elapsed), self._fire_will, session
-                )
-            if session.expiry_interval != NEVER_EXPIRES:
-                self._schedule_expiry(session, session.expiry_interval - elapsed)
-        if state.sessions or state.retained:
-            log.info("restored %d sessions and %d retained messages", len(state.sessions), len(self.retained))
+        self.subscriptions.unsubscribe(conn, packet)
 
 
 def _login_rule(result: AuthResult | None, username: str | None, anonymous: bool) -> AuthResult:
@@ -1028,12 +771,6 @@ async def _settle_login(pending: Any, username: str | None, anonymous: bool) -> 
     return _login_rule(result, username, anonymous)
 
 
-def _restored_client(client_id: str, owner: str | None, version: int) -> RestoredClient:
-    """Who a restored session's ACL checks are about until its client reconnects (see session_owner)."""
-    user = (owner or "").split("\n")[0]
-    return RestoredClient(client_id, user[5:] if user.startswith("user:") else None, version)
-
-
 def session_owner(username: str | None, cert_identity: str | None) -> str:
     """Who a session belongs to: the user name (anonymous clients are an owner of their own) and,
     over TLS with a client certificate, its identity; a session never passes to another owner."""
@@ -1043,26 +780,4 @@ def session_owner(username: str | None, cert_identity: str | None) -> str:
     return owner
 
 
-def _subscription_ids(session: Session, topic: str) -> list[int] | None:
-    """The Subscription Identifiers a restored delivery carries [MQTT-3.3.4-3]: storage keeps none per
-    message, so they are taken again from the session's matching subscriptions."""
-    if session.protocol_version != 5:
-        return None
-    ids = [
-        sub.subscription_id
-        for sub in session.subscriptions.values()
-        if sub.subscription_id is not None and topic_matches(parse_shared(sub.topic_filter)[1], topic)
-    ]
-    return ids or None
-
-
 _VERSION_NAMES = {3: "3.1", 4: "3.1.1", 5: "5.0"}
-
-
-def _valid_filter(topic_filter: str) -> bool:
-    """A well-formed topic filter, shared [MQTT-4.8.2-1], [MQTT-4.8.2-2] or not [MQTT-4.7.1-1]."""
-    try:
-        _, inner = parse_shared(topic_filter)
-    except ProtocolError:
-        return False
-    return valid_topic_filter(inner)

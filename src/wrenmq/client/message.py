@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..mqtt.topics import parse_shared, topic_matches, valid_topic_filter
 from .errors import Disconnected
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from .client import Client
 
 __all__ = ["Message", "MessageStream"]
 
@@ -41,6 +39,14 @@ class Message:
         return topic_matches(parse_shared(topic_filter)[1], self.topic)
 
 
+class StreamOwner(Protocol):
+    """What a stream tells the client that feeds it (``Client``): read from, and closed."""
+
+    def _stream_drained(self, stream: MessageStream) -> None: ...
+
+    def _remove_stream(self, stream: MessageStream) -> None: ...
+
+
 class MessageStream:
     """An async iterator over received messages, optionally only those matching ``topic_filter``.
 
@@ -51,7 +57,7 @@ class MessageStream:
     :meth:`close`). A stream nobody references any more is dropped automatically.
     """
 
-    def __init__(self, client: Client, topic_filter: str | None = None) -> None:
+    def __init__(self, client: StreamOwner, topic_filter: str | None = None) -> None:
         if topic_filter is not None:
             inner = parse_shared(topic_filter)[1]
             if not valid_topic_filter(inner):

@@ -38,14 +38,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Bridge, ConfigError, ExternalBrokerConfig
-from ..hooks import Hook, Reject
+from ..hooks import ClientInfo, Hook, Reject
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, OutboxStore, Outgoing
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
-    from ..broker.connection import Connection
     from ..broker.message import Message
     from ..client import Client
     from ..client import Message as RemoteMessage
@@ -383,7 +382,7 @@ class BrokerConnections(Hook):
     def handles(self, event: str) -> bool:
         return event == "on_publish" and bool(self._senders)
 
-    def on_publish(self, client: Connection | None, message: Message) -> Message:
+    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
         came_in_over, self._bringing_in = self._bringing_in, None
         for connection in self._senders:
             if connection is not came_in_over:  # not back out where it came from

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..hooks import Hook
+from ..hooks import ClientInfo, Hook
 from ..mqtt.properties import PropertyId
 from ..storage.private import connect_sqlite
 
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..broker.broker import Broker
-    from ..broker.connection import Connection
     from ..broker.message import Message
 
 __all__ = ["DeviceStore", "Presence", "presence_of", "utc_timestamp"]
@@ -157,7 +156,7 @@ class Presence(Hook):
         self._lwt_set: set[str] = set()  # devices whose retained lwt may hold an offline will
         # A connection that published for a device -> that device (until the connection ends);
         # by connection, not client id: a session takeover ends the old one after the new one began.
-        self._bound: dict[Connection, str] = {}
+        self._bound: dict[ClientInfo, str] = {}
         self._dirty: set[str] = set()  # entries to write at the next flush
         self._snapshot_due = False
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -220,7 +219,7 @@ class Presence(Hook):
 
     # -- hook events (on the event loop; never block) -----------------------------------------
 
-    def on_publish(self, client: Connection | None, message: Message) -> Message:
+    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
         if not message.topic.startswith(self.publish_topics):  # the hook set filters too: for direct calls
             return message
         topic = message.topic
@@ -233,7 +232,7 @@ class Presence(Hook):
             log.exception("presence could not handle a message on %s", topic)
         return message
 
-    def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
+    def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
         device_id = self._bound.pop(client, None)
         if device_id is None:
             return
@@ -246,7 +245,7 @@ class Presence(Hook):
 
     # -- the registry ---------------------------------------------------------------------------
 
-    def _device_message(self, client: Connection | None, topic: str, message: Message) -> None:
+    def _device_message(self, client: ClientInfo | None, topic: str, message: Message) -> None:
         if topic == self._announce_topic:
             body = _json_object(message.payload)
             device_id = body.get("deviceId") if body is not None else None
@@ -282,7 +281,7 @@ class Presence(Hook):
                 self._dirty.add(device_id)
                 self._changed(device_id if changed else None)
 
-    def _lwt(self, client: Connection | None, device_id: str, message: Message) -> None:
+    def _lwt(self, client: ClientInfo | None, device_id: str, message: Message) -> None:
         if message.payload and not _says_online(message.payload):
             # A will fired (or the service's own offline message came back).
             if message.retain:
@@ -347,7 +346,7 @@ class Presence(Hook):
                 changed = True
         return changed
 
-    def _seen(self, client: Connection, device_id: str, entry: dict[str, Any], changed: bool) -> None:
+    def _seen(self, client: ClientInfo, device_id: str, entry: dict[str, Any], changed: bool) -> None:
         """Something came from ``device_id`` over ``client``: it is online, and bound to it."""
         assert self._loop is not None
         self._seen_at[device_id] = self._loop.time()

@@ -38,7 +38,7 @@ from time import time as _now
 from typing import TYPE_CHECKING, Any
 
 from ..api.principal import Principal
-from ..hooks import LET_IN, READ, WRITE, AuthResult, Hook, Reject
+from ..hooks import LET_IN, READ, WRITE, AuthResult, ClientInfo, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
@@ -49,7 +49,6 @@ RealtimeClient = Principal  # who a realtime client is: the API's one principal 
 if TYPE_CHECKING:
     from ..api.keys import ApiKeyStore
     from ..broker.broker import Broker
-    from ..broker.connection import Connection
     from ..broker.message import Message
 
 __all__ = [
@@ -371,7 +370,7 @@ class RealtimeService(Hook):
 
     # -- hook events --------------------------------------------------------------------------------
 
-    def on_publish(self, client: Connection | None, message: Message) -> Message:
+    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
         topic = message.topic
         if topic.startswith(self._presence_prefix):
             self._presence_message(client, message)
@@ -387,7 +386,7 @@ class RealtimeService(Hook):
                     self._notify(subscriber)
         return message
 
-    def _presence_message(self, client: Connection | None, message: Message) -> None:
+    def _presence_message(self, client: ClientInfo | None, message: Message) -> None:
         presence_id = message.topic[len(self.presence.topic_prefix) :]
         if not presence_id or "/" in presence_id or not message.payload:
             return
@@ -400,7 +399,7 @@ class RealtimeService(Hook):
         if status == "online" and client is not None:
             self.presence.attach(presence_id, _mqtt_key(client), "mqtt")
 
-    def on_disconnect(self, client: Connection, reason: str, expected: bool) -> None:
+    def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
         if self.presence.by_key:
             self.presence.detach(_mqtt_key(client))
 
@@ -445,7 +444,7 @@ def realtime_of(broker: Broker) -> RealtimeService | None:
     return None
 
 
-def _mqtt_key(client: Connection) -> str:
+def _mqtt_key(client: ClientInfo) -> str:
     """An MQTT connection's attachment: by connection, not only client id, so that the end of a
     connection taken over (reported after the new one attached) does not detach the new one."""
     return f"mqtt:{client.client_id}:{id(client):x}"

@@ -165,7 +165,7 @@ def _root(text: str) -> str:
 
 
 def run_devices(args: argparse.Namespace) -> int:
-    from wrenmq.cli import _run_async  # uvloop where it is installed
+    from wrenmq.aio import run  # uvloop where it is installed
     from wrenmq.client.cli import UsageError, _Failure, _tls_context
 
     if args.password is not None and args.username is None and args.protocol_version < 5:
@@ -201,7 +201,7 @@ def run_devices(args: argparse.Namespace) -> int:
     )
     _setup_logging(args.quiet)
     try:
-        _run_async(_simulate(settings, args.duration, args.quiet))
+        run(_simulate(settings, args.duration, args.quiet))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping
         return EXIT_OK
     return EXIT_OK

@@ -1,0 +1,20 @@
+"""Running a command's coroutine: on uvloop where it is installed (a dependency everywhere but
+Windows), else on asyncio's own loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+__all__ = ["run"]
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coro)
