@@ -35,6 +35,7 @@ COMPILED_MODULES = [
     "src/wrenmq/broker/wills.py",
     "src/wrenmq/broker/sessions.py",
     "src/wrenmq/broker/subscriptions.py",
+    "src/wrenmq/broker/admission.py",
     "src/wrenmq/broker/persist.py",
     "src/wrenmq/broker/connection.py",
     "src/wrenmq/broker/broker.py",

@@ -538,7 +538,7 @@ class Connection(asyncio.Protocol):
     # -- the protocol's events ------------------------------------------------------------------
 
     def _on_connect(self, packet: p.Connect) -> None:
-        self.broker.accept_connect(self, packet)
+        self.broker.admission.accept_connect(self, packet)
 
     def _on_publish(self, packet: p.Publish) -> None:
         """A PUBLISH that passed the protocol's rules (QoS, retain, alias, Receive Maximum): the
