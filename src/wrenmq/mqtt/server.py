@@ -42,6 +42,9 @@ Event = p.Packet | ProtocolError
 # The inbound QoS 2 ids before CONNACK (none can arrive then): one shared empty set, so a connection
 # allocates none of its own; ``accept`` gives it its session's.
 _NO_IDS: set[int] = set()
+# No packets waiting: shared, never appended to (receive_data replaces it), so an idle connection
+# holds no list, nor the last packets it was sent, of its own.
+_NO_PACKETS: list[p.AnyPacket] = []
 
 
 class ServerSettings:
@@ -80,7 +83,7 @@ class ServerProtocol:
         self.version = 0  # the CONNECT's protocol level (0: none yet)
         self.connected = False  # CONNACK accepted
         self.failed = False  # a violation was reported: no more events
-        self._packets: list[p.AnyPacket] = []  # parsed, not yet handed out by next_event
+        self._packets = _NO_PACKETS  # parsed, not yet handed out by next_event
         self._next = 0
         self._error: ProtocolError | None = None  # a parse error after the packets above
         # Clocks (the caller's time, e.g. the event loop's).
@@ -106,7 +109,7 @@ class ServerProtocol:
         # Output: ready, and held for a storage commit.
         self._out: list[bytes] = []
         self.out_size = 0
-        self._held: list[bytes] = []
+        self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
         self._held_covered = 0  # how many held items a registered barrier will release
         self.wants_barrier = False  # held output appeared that no barrier covers: register one
 
@@ -146,6 +149,9 @@ class ServerProtocol:
         while not self.failed:
             packets = self._packets
             if self._next >= len(packets):
+                if packets:
+                    self._packets = _NO_PACKETS
+                    self._next = 0
                 error = self._error
                 if error is None:
                     return None
@@ -164,7 +170,7 @@ class ServerProtocol:
 
     def _fail(self, error: ProtocolError) -> ProtocolError:
         self.failed = True
-        self._packets = []
+        self._packets = _NO_PACKETS
         self._next = 0
         if not self.version:
             self.version = self.parser.protocol_level  # a bad CONNECT: answered in its protocol level
@@ -499,20 +505,25 @@ class ServerProtocol:
 
     def _hold(self, data: bytes) -> None:
         held = self._held
+        if held is None:
+            held = self._held = []
         held.append(data)
         if len(held) - self._held_covered == 1:
             self.wants_barrier = True  # the first item no barrier covers yet
 
     def cover_held(self) -> int:
         """How many held items the barrier being registered now will release (all of them so far)."""
-        count = len(self._held) - self._held_covered
+        held = self._held
+        count = (len(held) if held is not None else 0) - self._held_covered
         self._held_covered += count
         return count
 
     def release_held(self, count: int) -> None:
         """A storage commit covered the first ``count`` held items: they are ready to send."""
-        items = self._held[:count]
-        del self._held[:count]
+        held = self._held
+        assert held is not None
+        items = held[:count]
+        del held[:count]
         self._held_covered -= count
         out = self._out
         size = 0
