@@ -37,6 +37,7 @@ COMPILED_MODULES = [
     "src/wrenmq/broker/subscriptions.py",
     "src/wrenmq/broker/admission.py",
     "src/wrenmq/broker/persist.py",
+    "src/wrenmq/broker/inbound.py",
     "src/wrenmq/broker/connection.py",
     "src/wrenmq/broker/broker.py",
 ]

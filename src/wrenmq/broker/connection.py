@@ -1,6 +1,6 @@
 """One client connection: the ``asyncio.Protocol`` that moves bytes between a socket and its
 sans-I/O MQTT protocol (``mqtt.server.ServerProtocol``), and hands the protocol's events to the
-broker (the shape of uvicorn's protocols and aioquic's asyncio adapter).
+broker (``inbound.HANDLERS``: the shape of uvicorn's protocols and aioquic's asyncio adapter).
 
 The protocol owns every MQTT rule of the connection (CONNECT first, topic aliases, Receive
 Maximum, inbound QoS 2, keep alive, acks) and the order of its output; this class owns the
@@ -26,18 +26,16 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
-from ..hooks import WRITE, Reject
 from ..mqtt import packets as p
 from ..mqtt.codec import UnsupportedProtocolVersion, publish_resent
 from ..mqtt.errors import ProtocolError
-from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode
 from ..mqtt.server import ServerProtocol
-from ..mqtt.topics import client_may_publish, is_bridge_state
 from ..transports.linger import linger
 from ..transports.tls import certificate_identity
+from .inbound import HANDLERS, on_publish
 from .message import Message
-from .session import RECEIVED, SENT, Delivery
+from .session import SENT, Delivery
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -45,7 +43,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wrenmq.connection")
 
-_EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
 _STUCK_FACTOR = 2  # a connection whose unsent output passes this many max_write_buffer is dropped
 _CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output before it is aborted
 
@@ -171,14 +168,14 @@ class Connection(asyncio.Protocol):
                 if event is None:
                     break
                 if isinstance(event, p.Publish):
-                    self._on_publish(event)
+                    on_publish(self, event)
                 elif isinstance(event, UnsupportedProtocolVersion):  # (before ProtocolError: a subclass)
                     protocol.refuse_version(event.level)
                     self.close_gracefully(f"unsupported protocol version {event.level}")
                 elif isinstance(event, ProtocolError):
                     self.protocol_violation(event)
                 else:
-                    _HANDLERS[event.type](self, event)  # type: ignore[union-attr]
+                    HANDLERS[event.type](self, event)  # type: ignore[union-attr]
                     if self._login is not None:
                         break
         except ProtocolError as exc:  # a rule the broker checks (CONNECT, SUBSCRIBE)
@@ -535,88 +532,7 @@ class Connection(asyncio.Protocol):
         else:
             self.close(expired.reason)
 
-    # -- the protocol's events ------------------------------------------------------------------
-
-    def _on_connect(self, packet: p.Connect) -> None:
-        self.broker.admission.accept_connect(self, packet)
-
-    def _on_publish(self, packet: p.Publish) -> None:
-        """A PUBLISH that passed the protocol's rules (QoS, retain, alias, Receive Maximum): the
-        broker's limits and ACL, the publish hooks, routing, then its ack."""
-        limits = self.limits
-        if limits.max_publish_rate:
-            self._rate_limit(limits.max_publish_rate)
-        topic = packet.topic
-        # Levels are at most len + 1: count them only for a topic long enough to have too many.
-        if len(topic) > limits.max_topic_length or (
-            len(topic) >= limits.max_topic_levels and topic.count("/") >= limits.max_topic_levels
-        ):
-            log.info("client %s published to a topic beyond max_topic_length/levels", self.client_id)
-            self._deny_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
-            return
-        if (
-            topic[0] == "$"  # (a topic is never empty here)
-            and not client_may_publish(topic)
-            and not (self.bridge and is_bridge_state(topic, self.client_id))
-        ):
-            self.broker.stats.acl_denied += 1
-            log.info("client %s may not publish to %s (the broker's topics)", self.client_id, topic)
-            self._deny_publish(packet, ReasonCode.NOT_AUTHORIZED)
-            return
-        qos = packet.qos
-        props = packet.properties
-        expires_at = None
-        if props:
-            expiry = props.get(_EXPIRY)
-            if expiry is not None:
-                expires_at = self.loop.time() + expiry
-        message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client_id)
-        broker = self.broker
-        broker.stats.messages_received_qos[qos] += 1
-        persist = broker.persist
-        writes = persist.writes
-        hooks = broker.hooks
-        prefixes = hooks.publish_prefixes  # publish hooks that want some topics only (presence)
-        if hooks.acl_check or (hooks.publish and (prefixes is None or topic.startswith(prefixes))):
-            screened = self._screen_publish(packet, message)
-            if screened is None:
-                return
-            message = screened
-        matched = broker.route(message)
-        if not qos:
-            return
-        # Strict durability: a message that had to be stored is acknowledged after its commit.
-        durable = persist.strict and persist.writes != writes
-        if qos == 2:
-            session = self.session
-            assert session is not None
-            if session.persistent:
-                persist.inbound_add(session, packet.packet_id)  # type: ignore[arg-type]
-                # The packet id is what makes a resent PUBLISH a duplicate [MQTT-4.3.3-10]: PUBREC
-                # waits for it to be committed even when nothing stored the message itself.
-                durable = persist.strict
-        self.protocol.ack_publish(packet, matched != 0, durable)
-
-    def _screen_publish(self, packet: p.Publish, message: Message) -> Message | None:
-        """ACL and publish hooks: the message to route (a hook may have replaced it), or None once
-        the PUBLISH has been denied and answered."""
-        hooks = self.broker.hooks
-        if hooks.acl_check and not hooks.run_acl_check(self, message.topic, WRITE):
-            self.broker.stats.acl_denied += 1
-            log.info("client %s may not publish to %s", self.client_id, message.topic)
-            self._deny_publish(packet, ReasonCode.NOT_AUTHORIZED)
-            return None
-        if not hooks.publish:
-            return message
-        try:
-            return hooks.run_publish(self, message)
-        except Reject as reject:  # (a name of its own: mypyc types the except variable)
-            log.info("publish by %s to %s rejected: %s", self.client_id, message.topic, reject)
-            code = reject.reason_code if reject.reason_code >= 0x80 else ReasonCode.UNSPECIFIED_ERROR
-            self._deny_publish(packet, code)
-            return None
-
-    def _rate_limit(self, rate: float) -> None:
+    def rate_limit(self, rate: float) -> None:
         """Token bucket for ``max_publish_rate`` (a burst of one second's worth): a client over its
         rate loses nothing and is not cut off; its reads pause until the bucket has refilled."""
         now = self.loop.time()
@@ -635,84 +551,3 @@ class Connection(asyncio.Protocol):
             if self._pause_timer is not None:  # the rest of this read deepened the deficit
                 self._pause_timer.cancel()
             self._pause_timer = self.loop.call_later(-tokens / rate, self.resume_reading)
-
-    def _deny_publish(self, packet: p.Publish, code: int) -> None:
-        self.broker.stats.dropped_denied += 1
-        self.protocol.deny_publish(packet, code)
-
-    def _on_puback(self, packet: p.Puback) -> None:
-        session = self.session
-        assert session is not None
-        if session.acknowledge(packet.packet_id, SENT) is not None and session.backlog:
-            self.draining()
-            session.fill(self.loop.time())
-
-    def _on_pubrec(self, packet: p.Pubrec) -> None:
-        session = self.session
-        assert session is not None
-        delivery = session.inflight_out.get(packet.packet_id)
-        if delivery is None or delivery.state != SENT:
-            if delivery is None and self.protocol.version == 5:
-                self.protocol.send_pubrel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, False)
-            return
-        if packet.reason_code >= 0x80:
-            # The receiver refused the message: the flow ends here [MQTT-4.3.3-4 (5.0)].
-            session.acknowledge(packet.packet_id, SENT)
-            if session.backlog:
-                self.draining()
-                session.fill(self.loop.time())
-            return
-        delivery.state = RECEIVED
-        if session.persistent:
-            self.broker.persist.message_update(session, delivery)
-        self.send_pubrel(packet.packet_id)
-
-    def _on_pubrel(self, packet: p.Pubrel) -> None:
-        """A PUBREL for a packet id the session held (the protocol answers the others)."""
-        session = self.session
-        assert session is not None
-        durable = False
-        if session.persistent:
-            self.broker.persist.inbound_delete(session, packet.packet_id)
-            # The client may reuse the packet id once it has PUBCOMP: the id must be free in the
-            # store by then, or a new message on it is taken for a resend and lost after a crash.
-            durable = self.broker.persist.strict
-        self.protocol.complete_pubrel(packet.packet_id, durable)
-
-    def _on_pubcomp(self, packet: p.Pubcomp) -> None:
-        session = self.session
-        assert session is not None
-        if session.acknowledge(packet.packet_id, RECEIVED) is not None and session.backlog:
-            self.draining()
-            session.fill(self.loop.time())
-
-    def _on_subscribe(self, packet: p.Subscribe) -> None:
-        self.broker.subscribe(self, packet)
-
-    def _on_unsubscribe(self, packet: p.Unsubscribe) -> None:
-        self.broker.unsubscribe(self, packet)
-
-    def _on_disconnect(self, packet: p.Disconnect) -> None:
-        session = self.session
-        props = packet.properties
-        expiry = props.get(PropertyId.SESSION_EXPIRY_INTERVAL) if props else None
-        if expiry is not None and session is not None:
-            session.expiry_interval = min(expiry, self.limits.max_session_expiry_interval)
-        if packet.reason_code != ReasonCode.DISCONNECT_WITH_WILL:
-            self.will = None  # a normal DISCONNECT discards the will [MQTT-3.1.2-10]
-            self.disconnect_reason = "client disconnected"
-        else:
-            self.disconnect_reason = "client disconnected with will"
-        self.close(self.disconnect_reason)
-
-
-_HANDLERS: dict[int, Any] = {
-    p.CONNECT: Connection._on_connect,
-    p.PUBACK: Connection._on_puback,
-    p.PUBREC: Connection._on_pubrec,
-    p.PUBREL: Connection._on_pubrel,
-    p.PUBCOMP: Connection._on_pubcomp,
-    p.SUBSCRIBE: Connection._on_subscribe,
-    p.UNSUBSCRIBE: Connection._on_unsubscribe,
-    p.DISCONNECT: Connection._on_disconnect,
-}
