@@ -59,7 +59,6 @@ class ServerSettings:
         self.max_inflight_messages: int = 65535
         self.topic_alias_maximum: int = 0
         self.topic_alias_out_maximum: int = 0
-        self.max_keepalive: int = 65535
         self.connect_timeout: float = 10.0
         self.packet_read_timeout: float = 0.0
 
