@@ -166,11 +166,11 @@ def test_mosquitto_conf_include_dir(tmp_path: Path) -> None:
 
 def test_mosquitto_conf_ignored_directives_warn_with_their_line(tmp_path: Path) -> None:
     warnings: list[str] = []
-    path = conf(tmp_path, "listener 1883\npid_file /run/m.pid\nlog_dest file /var/log/m.log\nset_tcp_nodelay true\n")
+    path = conf(tmp_path, "listener 1883\npid_file /run/m.pid\nlog_dest topic\nset_tcp_nodelay true\n")
     load_config(path, env={}, warnings=warnings)
     assert warnings == [
         f"{path} line 2: pid_file: not supported by wrenmq; ignored",
-        f"{path} line 3: log_dest: wrenmq logs to stderr; log_dest file is ignored",
+        f"{path} line 3: log_dest: log_dest topic is not supported by wrenmq; ignored",
         f"{path} line 4: set_tcp_nodelay: not supported by wrenmq; ignored",
     ]
 
@@ -243,6 +243,7 @@ topic # both
     assert (cloud.name, cloud.url, cloud.version) == ("cloud", "mqtts://mqtt.example.com:8883", 4)
     assert (cloud.username, cloud.password, cloud.client_id) == ("plant-1", "s3cret", "plant-1-bridge")
     assert cloud.cafile == tmp_path / "ca.pem" and cloud.reconnect_max == 60
+    assert cloud.clean_start is True and other.clean_start is False
     assert [str(bridge) for bridge in cloud.parsed_bridges()] == [
         'topic sensors/# out 1 "" site1/',
         'topic commands/# in 1 "" ""',
@@ -252,9 +253,8 @@ topic # both
     assert other.bridges == ["topic # both"]
     assert [warning.split(": ", 1)[1] for warning in warnings] == [
         "address: wrenmq's bridges use one address; mqtt.example.com:8883 is used, the rest ignored",
-        "cleansession: not supported for wrenmq's bridges; ignored",
     ]
-    for refused in ("bridge_certfile /etc/c.pem", "bridge_capath /etc/ssl/certs"):
+    for refused in ("bridge_identity me", "bridge_capath /etc/ssl/certs"):
         with pytest.raises(ConfigError, match=f"line 4: {refused.split()[0]}:"):
             load(tmp_path, f"listener 1883\nconnection c\naddress h\n{refused}\ntopic #\n")
     with pytest.raises(ConfigError, match="line 2: topic belongs in a bridge"):

@@ -8,6 +8,7 @@ a client that goes away meanwhile costs nothing more.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -69,11 +70,27 @@ class LoopLag:
         self.running = False
 
 
-def test_failed_logins_do_not_stall_a_healthy_client(server: WrenmqServer, passwords: PasswordFile) -> None:
+async def _thread_ident() -> int:
+    return threading.get_ident()
+
+
+def test_failed_logins_do_not_stall_a_healthy_client(
+    server: WrenmqServer, passwords: PasswordFile, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A burst of wrong passwords whose checks, on the event loop, would block it for seconds in
-    all: the loop stays free (the time it is blocked is a small part of the hashing time), a
-    healthy client's pings are answered throughout, and every bad login is still refused (0x86)."""
+    all: no check runs on the loop's thread, the loop stays mostly free (the time it is blocked is
+    a part of the hashing time: the hashing threads share the machine's cores with it), a healthy
+    client's pings are answered throughout, and every bad login is still refused (0x86)."""
     cost = one_check_seconds(PasswordFile.load(passwords.path))
+    checked_on: list[int] = []
+    verify = PasswordFile.verify
+
+    def noting_the_thread(self: PasswordFile, username: str, password: bytes | str) -> bool:
+        checked_on.append(threading.get_ident())
+        return verify(self, username, password)
+
+    monkeypatch.setattr(PasswordFile, "verify", noting_the_thread)
+    loop_thread = server.call(_thread_ident())
     attempts = max(40, int(2.0 / cost))  # at least ~2 s of hashing in all
     healthy = RawClient(server.port, 5)
     assert healthy.connect("healthy").reason_code == 0
@@ -93,10 +110,11 @@ def test_failed_logins_do_not_stall_a_healthy_client(server: WrenmqServer, passw
         time.sleep(0.01)
     lag.stop()
     serial = attempts * cost
-    # On the loop, the loop is blocked for about ``serial``; off it, for a small part of that
-    # (generous for a shared, loaded machine).
-    assert lag.blocked < serial / 4, f"loop blocked {lag.blocked:.2f}s of {serial:.2f}s hashing ({attempts} checks)"
-    assert worst_ping < max(0.5, serial / 4), f"worst ping {worst_ping:.3f}s"
+    assert len(checked_on) >= attempts and loop_thread not in checked_on  # the structural promise
+    # On the loop, the loop would be blocked for about ``serial``; off it, for a part of that
+    # (generous: on a loaded 2-core machine the hashing threads take the loop's core too).
+    assert lag.blocked < serial * 0.6, f"loop blocked {lag.blocked:.2f}s of {serial:.2f}s hashing ({attempts} checks)"
+    assert worst_ping < max(1.0, serial / 2), f"worst ping {worst_ping:.3f}s"
     for sock in attackers:
         sock.settimeout(10)
         data = sock.recv(64)  # CONNACK 0x86 Bad user name or password

@@ -583,7 +583,7 @@ def test_delayed_wills_fire_after_restart(server):  # [MQTT-3.1.2-8], [MQTT-3.1.
     with broker.raw(4) as sub:
         sub.connect("watcher")
         sub.subscribe("will/#", qos=1)
-        first, second = receive_all(sub, 2, timeout=4.0)
+        first, second = receive_all(sub, 2, timeout=15.0)
         arrived = time.monotonic()
         assert drain(sub) == []  # each exactly once
     assert (first.topic, first.payload) == ("will/brief", b"gone")  # (retained, in case it fired before we subscribed)

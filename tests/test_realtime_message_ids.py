@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from paho_sync import MQTTv5, MQTTv311, PahoClient
+from serveproc import BrokerProcess
 from wrenmq.pytest_plugin import WrenmqServer
 
 POLL = "/api/v1/realtime/poll"
@@ -106,3 +108,34 @@ def test_queued_message_keeps_its_id_when_the_session_resumes(
         assert user_properties(queued) == [("wrenmq-message-id", polled["message_id"])]
         publisher.close()
         back.close()
+
+
+def test_queued_message_keeps_its_id_across_a_broker_restart(tmp_path: Path) -> None:
+    """A message queued for a persistent session and seen live under one id is replayed after a
+    restart (wrenmq as a subprocess, SQLite storage, SIGTERM) under the same id, though the broker
+    has a new boot id: the realtime client drops it as the repeat it is (wrenmq feature)."""
+    broker = BrokerProcess(tmp_path).start()
+    away = asking(broker.port, "ids-restart", clean=False, expiry=3600)
+    away.subscribe("ids/#", 1)
+    away.close()
+    live = asking(broker.port, "ids-live")
+    live.subscribe("ids/#", 1)
+    publisher = PahoClient(broker.port, MQTTv5, "ids-pub")
+    publisher.publish("ids/q", b"queued", 1)  # strict durability: acknowledged once the queue is committed
+    publisher.close()
+    ((_, seen_id),) = user_properties(live.receive(1)[0])
+    live.close()
+    broker.stop()
+
+    broker.start()
+    try:
+        back = asking(broker.port, "ids-restart", clean=False, expiry=3600)
+        (replayed,) = back.receive(1)
+        assert replayed.payload == b"queued"
+        assert user_properties(replayed) == [("wrenmq-message-id", seen_id)]
+        PahoClient(broker.port, MQTTv5, "ids-pub").publish("ids/new", b"new", 1)
+        ((_, new_id),) = user_properties(back.receive(1)[0])
+        assert new_id.split("-")[0] != seen_id.split("-")[0]  # a new boot: the id was kept, not remade
+        back.close()
+    finally:
+        broker.stop()

@@ -22,6 +22,7 @@ from wrenmq.auth.passwords import PasswordFile
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.reason_codes import ConnackReturnCode, ReasonCode
 from wrenmq.pytest_plugin import WrenmqServer
+from wrenmq.storage.sqlite import SCHEMA_VERSION
 
 EXPIRY = {0x11: 3600}  # Session Expiry Interval for 5.0 clients
 NOT_AUTHORIZED = {5: ReasonCode.NOT_AUTHORIZED, 4: ConnackReturnCode.NOT_AUTHORIZED}
@@ -215,7 +216,8 @@ def test_store_from_before_owners_is_migrated(
     db.commit()
     db.close()
     server = wrenmq_server_factory(password_file=passwd, storage="sqlite", data_dir=data)
-    assert sqlite3.connect(data / "wrenmq.db").execute("PRAGMA user_version").fetchone()[0] == 2
+    # Migrated through schema 2 (owners) to the current one.
+    assert sqlite3.connect(data / "wrenmq.db").execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     alice = login(server, 4, "alice", "old-device")
     assert alice.connack.session_present is True
     alice.close()

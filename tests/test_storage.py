@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 import wrenmq.storage
+import wrenmq.storage.sqlite_sessions
 from wrenmq.storage import (
     NEVER_EXPIRES,
     QUEUED,
@@ -179,6 +180,52 @@ async def test_newer_schema_is_refused(db: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(RuntimeError, match=f"schema version {SCHEMA_VERSION + 1}"):
         open_store(db)
+
+
+async def test_session_message_keeps_its_message_id_across_reopen(db: Path) -> None:
+    """Broker.message_id travels with a queued or in-flight message, so a replay after a restart
+    carries the id clients saw it under; a message stored without one loads without one."""
+    store, _ = open_store(db)
+    store.session_put(session("c1"))
+    with_ids = [
+        StoredSessionMessage(0, 1, None, QUEUED, StoredMessage("a", b"1", 1, False, b"", None, "9f3c01aa-41")),
+        StoredSessionMessage(1, 1, 7, SENT, StoredMessage("b", b"2", 1, False, b"", 2e9, "9f3c01aa-42")),
+        StoredSessionMessage(2, 1, None, QUEUED, msg("c")),
+    ]
+    for sm in with_ids:
+        store.message_add("c1", sm)
+    await store.close()
+    (c1,) = (await reload(db)).sessions
+    assert [m.message.message_id for m in c1.messages] == ["9f3c01aa-41", "9f3c01aa-42", None]
+
+
+async def test_store_from_before_message_ids_is_migrated(db: Path) -> None:
+    """A schema 2 store (before message ids) is migrated in place; its queued messages load with
+    no id (the broker gives them one when they are sent) and new ones keep theirs."""
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            wrenmq.storage.sqlite_sessions.SCHEMA.replace("    message_id TEXT,\n", "").replace(
+                "user_version = 3", "user_version = 2"
+            )
+        )
+        conn.execute(
+            "INSERT INTO sessions (client_id, protocol_version, expiry_interval, subscriptions, will_delay,"
+            " next_seq) VALUES ('c1', 5, 3600, '[]', 0, 1)"
+        )
+        conn.execute("INSERT INTO session_messages VALUES ('c1', 0, 1, NULL, 0, 't', x'31', 1, 0, x'', NULL)")
+    store, state = open_store(db)
+    try:
+        (c1,) = state.sessions
+        assert [(m.message.topic, m.message.message_id) for m in c1.messages] == [("t", None)]
+        new = StoredMessage("u", b"", 1, False, b"", None, "b-1")
+        store.message_add("c1", StoredSessionMessage(1, 1, None, QUEUED, new))
+    finally:
+        await store.close()
+    (c1,) = (await reload(db)).sessions
+    assert [m.message.message_id for m in c1.messages] == [None, "b-1"]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 # -- barriers -----------------------------------------------------------------------------------------

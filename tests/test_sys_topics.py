@@ -212,7 +212,9 @@ def test_sys_names_are_mosquittos(sys_broker, mosquitto_factory):  # $SYS conven
     wanted = set(ours) - WRENMQ_ONLY
     theirs = sys_names(mosquitto.port, lambda names: wanted <= names)
     assert wanted <= set(theirs)
-    for name in ("clients/maximum", "clients/expired", "heap/current", "heap/maximum", "store/messages/count",
+    assert set(theirs) <= set(ours), f"Mosquitto's, missing here: {sorted(set(theirs) - set(ours))}"
+    for name in ("publish/bytes/received", "publish/bytes/sent", "load/sockets/1min",
+                 "clients/maximum", "clients/expired", "heap/current", "heap/maximum", "store/messages/count",
                  "store/messages/bytes", "shared_subscriptions/count",
                  "messages/stored", "publish/messages/dropped", "load/messages/received/5min",
                  "load/bytes/sent/15min", "load/publish/received/1min"):  # fmt: skip
@@ -262,3 +264,45 @@ def test_sys_store_bytes_and_shared_subscriptions(client):  # [MQTT-3.3.1-5], [M
     pub.send(p.Unsubscribe(pub.pid(), ["$share/g/jobs/#"]))
     pub.expect(p.Unsuback)
     wait_for_value(watcher, "$SYS/broker/shared_subscriptions/count", lambda v: v == "0")
+
+
+def test_sys_publish_bytes_count_payloads_only(client):  # statistics: Mosquitto's publish/bytes/*
+    watcher = client("watcher")
+    names = ("publish/bytes/received", "publish/bytes/sent", "bytes/received")
+    watcher.send(p.Subscribe(1, [p.Subscription(f"$SYS/broker/{name}", 0) for name in names]))
+    watcher.expect(p.Suback)
+    before = {name: int(next_value(watcher, f"$SYS/broker/{name}")[0]) for name in names}
+    reader = client("reader")
+    reader.subscribe("payload/+")
+    pub = client("pub")
+    for n in range(5):
+        pub.publish(f"payload/{n}", b"x" * 100, qos=1)
+    for _ in range(5):
+        reader.expect(p.Publish)
+    # The payloads alone, in and out, where bytes/received counts every byte of every packet.
+    wait_for_value(watcher, "$SYS/broker/publish/bytes/received", lambda v: int(v) == before[names[0]] + 500)
+    wait_for_value(watcher, "$SYS/broker/publish/bytes/sent", lambda v: int(v) >= before[names[1]] + 500)
+    wait_for_value(watcher, "$SYS/broker/bytes/received", lambda v: int(v) > before[names[2]] + 500 + 5 * 10)
+
+
+def test_sys_load_sockets_counts_sockets_without_connect(client, sys_broker):  # statistics: load/sockets
+    """``load/sockets`` counts every accepted socket, ``load/connections`` only CONNECTs: five sockets
+    that never send CONNECT raise the one by about five and leave the other."""
+    import socket
+
+    watcher = client("watcher")
+    names = ("load/connections/1min", "load/sockets/1min")
+    watcher.send(p.Subscribe(1, [p.Subscription(f"$SYS/broker/{name}", 0) for name in names]))
+    watcher.expect(p.Suback)
+    bare = [socket.create_connection(("127.0.0.1", sys_broker.port)) for _ in range(5)]
+    try:
+        latest: dict[str, float] = {}
+        deadline = time.monotonic() + 5.0
+        while not (len(latest) == 2 and latest[names[1]] - latest[names[0]] >= 4.0):
+            assert time.monotonic() < deadline, latest
+            packet = watcher.recv(max(0.01, deadline - time.monotonic()))
+            if isinstance(packet, p.Publish):
+                latest[packet.topic.removeprefix("$SYS/broker/")] = float(packet.payload)
+    finally:
+        for sock in bare:
+            sock.close()

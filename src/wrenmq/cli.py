@@ -79,6 +79,7 @@ _SERVE_FLAGS = (
     "data_dir",
     "log_level",
     "log_format",
+    "log_dest",
     "storage",
     "durability",
     "allow_anonymous",
@@ -121,6 +122,8 @@ def _add_config_flag(parser: argparse.ArgumentParser, key: str) -> None:
             annotation = typing.get_args(annotation)[0]
     if annotation is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(annotation) is list:  # comma-separated; the field's validator splits it
+        kwargs["metavar"] = key.upper()
     elif typing.get_origin(annotation) is typing.Literal:
         kwargs["choices"] = typing.get_args(annotation)
     else:
@@ -141,7 +144,18 @@ def _run_serve(args: argparse.Namespace) -> int:
     config_file = args.config or (Path(os.environ[CONFIG_ENV]) if os.environ.get(CONFIG_ENV) else None)
     ignored: list[str] = []  # mosquitto.conf directives wrenmq does not use
     config = load_config(config_file, overrides={key: getattr(args, key) for key in _SERVE_FLAGS}, warnings=ignored)
-    setup_logging(config.log_level, log_format=config.log_format)
+    try:
+        setup_logging(
+            config.log_level,
+            log_format=config.log_format,
+            dests=config.log_dest,
+            log_file=config.log_file,
+            syslog_address=config.syslog_address,
+            syslog_facility=config.syslog_facility,
+        )
+    except OSError as exc:  # the log file's directory is missing or not writable; no syslog socket
+        print(f"wrenmq: configuration error: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     for warning in ignored:
         log.warning("%s", warning)
     try:

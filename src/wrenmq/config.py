@@ -86,6 +86,20 @@ Port = Annotated[int, Field(ge=0, le=65535)]
 OptionalPort = Annotated[Port | None, BeforeValidator(_optional_port)]
 OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v is None else _expand_path(v))]
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
+LogDest = Literal["stderr", "stdout", "file", "syslog"]
+SyslogFacility = Literal[
+    "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
+]
+
+
+def _split_words(value: Any) -> Any:
+    """``log_dest`` from the environment or a flag: "stderr,file" or "stderr file"; "none": []."""
+    if isinstance(value, str):
+        words = value.replace(",", " ").split()
+        return [] if words == ["none"] else words
+    return value
+
+
 JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
 JWT_MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key at least as long as the hash
 
@@ -115,7 +129,9 @@ class ListenerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Annotated[Literal["tcp", "tls", "ws", "wss"], Field(description="Transport.")] = "tcp"
+    type: Annotated[
+        Literal["tcp", "tls", "ws", "wss", "unix"], Field(description="Transport (unix: MQTT on a Unix socket).")
+    ] = "tcp"
     host: Annotated[str, Field(description="Address to bind.")] = "127.0.0.1"
     port: Annotated[Port, Field(description="Port; 0 picks a free port.")] = 1883
     name: Annotated[str, Field(description="Name in logs and the API (default: type:port).")] = ""
@@ -133,10 +149,14 @@ class ListenerConfig(BaseModel):
     password_file: Annotated[OptionalPath, Field(description="Override the top-level password_file.")] = None
     acl_file: Annotated[OptionalPath, Field(description="Override the top-level acl_file.")] = None
     max_connections: Annotated[int, Field(ge=0, description="Connections at once on this listener; 0: no limit.")] = 0
+    socket: Annotated[OptionalPath, Field(description="For type unix: the socket's path (created mode 0600).")] = None
+    socket_group: Annotated[
+        str | None, Field(description="For type unix: a group whose members may connect too (mode 0660).")
+    ] = None
 
     @property
     def label(self) -> str:
-        return self.name or f"{self.type}:{self.port}"
+        return self.name or (f"unix:{self.socket}" if self.type == "unix" else f"{self.type}:{self.port}")
 
     @property
     def secure(self) -> bool:
@@ -144,11 +164,16 @@ class ListenerConfig(BaseModel):
 
     @property
     def loopback(self) -> bool:
-        """Bound to a loopback address only (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 are not."""
-        return is_loopback(self.host)
+        """Bound to a loopback address only (127.0.0.0/8, ::1, localhost); "" and 0.0.0.0 are not. A
+        Unix socket is: only processes on this host (allowed by its file mode) can connect."""
+        return self.type == "unix" or is_loopback(self.host)
 
     @model_validator(mode="after")
     def _check_tls(self) -> ListenerConfig:
+        if (self.type == "unix") != (self.socket is not None):
+            raise ValueError("a unix listener needs socket (its path), and socket is for unix listeners only")
+        if self.socket_group is not None and self.type != "unix":
+            raise ValueError("socket_group is for unix listeners only")
         if self.secure and (self.certfile is None or self.keyfile is None):
             raise ValueError(f"a {self.type} listener needs certfile and keyfile")
         if self.require_certificate and self.cafile is None:
@@ -206,13 +231,32 @@ class ExternalBrokerConfig(BaseModel):
         list[Annotated[str, AfterValidator(_check_bridge)]],
         Field(description=f"Bridge lines: {BRIDGE_SYNTAX}."),
     ] = []
+    certfile: Annotated[OptionalPath, Field(description="Client certificate (PEM) for a TLS url.")] = None
+    keyfile: Annotated[OptionalPath, Field(description="The client certificate's private key (PEM).")] = None
+    tls_insecure: Annotated[
+        bool, Field(description="Do not check the remote's certificate names its host (the chain still is).")
+    ] = False
+    keepalive: Annotated[int, Field(ge=0, le=65535, description="Keep Alive sent in CONNECT, in seconds.")] = 60
+    clean_start: Annotated[
+        bool, Field(description="Start a new session at the remote on every connect (nothing queued while away).")
+    ] = False
+    bridge_bit: Annotated[
+        bool, Field(description="At MQTT 3.1.1, connect with Mosquitto's bridge bit (try_private).")
+    ] = True
+    outgoing_retain: Annotated[
+        bool, Field(description="Send the RETAIN flag of bridged-out messages (false: never retained there).")
+    ] = True
 
     @model_validator(mode="after")
     def _check_name(self) -> ExternalBrokerConfig:
         if self.name == "internal":
             raise ValueError("the name 'internal' means this broker; choose another")
-        if self.cafile is not None and not self.url.lower().startswith(("mqtts:", "wss:", "ssl:", "tls:")):
-            raise ValueError("cafile needs a TLS url (mqtts:// or wss://)")
+        tls = self.url.lower().startswith(("mqtts:", "wss:", "ssl:", "tls:"))
+        for key in ("cafile", "certfile", "keyfile", "tls_insecure"):
+            if getattr(self, key) and not tls:
+                raise ValueError(f"{key} needs a TLS url (mqtts:// or wss://)")
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together (the client certificate and its key)")
         from .client.url import parse_url
 
         url = parse_url(self.url)
@@ -239,6 +283,23 @@ class Config(BaseModel):
     log_format: Annotated[
         Literal["text", "json"], Field(description="Log lines: text, or one JSON object per line.")
     ] = "text"
+    log_dest: Annotated[
+        list[LogDest],
+        BeforeValidator(_split_words),
+        Field(
+            description="Where log lines go: stderr, stdout, file (log_file), syslog; a list (comma-separated "
+            'in the environment and flags); [] or "none": nowhere.'
+        ),
+    ] = Field(default_factory=lambda: list[LogDest](["stderr"]))
+    log_file: Annotated[
+        OptionalPath, Field(description="The file for log_dest file; reopened when logrotate moves it.")
+    ] = None
+    syslog_address: Annotated[
+        str, Field(description="For log_dest syslog: a Unix socket path, or host:port for UDP.")
+    ] = "/dev/log"
+    syslog_facility: Annotated[
+        SyslogFacility, Field(description="For log_dest syslog: the facility (daemon, user, local0 to local7).")
+    ] = "daemon"
     storage: Annotated[
         Literal["sqlite", "memory"], Field(description="Where sessions, queued and retained messages live.")
     ] = "sqlite"
@@ -538,6 +599,12 @@ class Config(BaseModel):
                 ("use_identity_as_username", "require_certificate"),
                 "use_identity_as_username needs require_certificate = true",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_log_dest(self) -> Config:
+        if "file" in self.log_dest and self.log_file is None:
+            raise _CrossFieldError(("log_dest", "log_file"), "log_dest file needs log_file (the path to write)")
         return self
 
     @model_validator(mode="after")

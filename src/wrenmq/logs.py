@@ -11,6 +11,10 @@ Timestamps are UTC with their zone (``2026-12-05T10:15:02.133Z``), so lines from
 containers in different zones sort and compare. ``log_format = "json"`` writes one JSON object per
 line (``time``, ``level``, ``logger``, ``message``, and ``exception`` with a traceback) for log
 shippers that would otherwise have to parse the text layout.
+
+Lines go to ``log_dest``: stderr (the default), stdout, a file (``log_file``, reopened when
+logrotate moves it, as the stdlib's WatchedFileHandler does) and syslog (``syslog_address``,
+``/dev/log`` by default), as Mosquitto's ``log_dest`` lines say.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.handlers
+import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, TextIO
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -65,14 +73,12 @@ class JsonFormatter(CachedTimeFormatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A StreamHandler that flushes INFO/DEBUG lines in batches, WARNING and above at once."""
+class _Batching(logging.StreamHandler):  # type: ignore[type-arg]
+    """Flushes INFO/DEBUG lines in batches, WARNING and above at once."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        super().__init__(stream)
-        self._flush_pending = False
+    _flush_pending = False
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def _write(self, record: logging.LogRecord) -> None:
         try:
             text = self.format(record) + self.terminator
             with self.lock:  # type: ignore[union-attr]
@@ -100,27 +106,114 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if self.stream and hasattr(self.stream, "flush"):
                 self.stream.flush()
 
+
+class BatchedStreamHandler(_Batching):
+    """A StreamHandler that flushes INFO/DEBUG lines in batches, WARNING and above at once."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._flush_pending = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._write(record)
+
     def close(self) -> None:
         self.flush()
         super().close()
 
 
-def setup_logging(level: str, stream: TextIO | None = None, log_format: LogFormat = "text") -> None:
-    """Configure the root logger for the broker process: ``log_format`` text or json lines."""
+class BatchedFileHandler(_Batching, logging.handlers.WatchedFileHandler):
+    """``log_dest file``: the stdlib's WatchedFileHandler (it reopens the path when logrotate has
+    moved or removed the file: one ``stat`` per line), flushed in batches as the stream handler is."""
+
+    def __init__(self, path: Path) -> None:
+        logging.handlers.WatchedFileHandler.__init__(self, path, encoding="utf-8", errors="backslashreplace")
+        self._flush_pending = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.reopenIfNeeded()  # it flushes what the old file was still owed before it closes it
+        except Exception:
+            self.handleError(record)
+            return
+        self._write(record)
+
+
+class SyslogFormatter(logging.Formatter):
+    """Syslog stamps each line itself: level, logger and message only, after ``wrenmq[pid]: ``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+
+def syslog_handler(address: str, facility: str) -> logging.handlers.SysLogHandler:
+    """A SysLogHandler on ``address``: a Unix datagram socket path (``/dev/log``) or ``host:port`` (UDP)."""
+    target: str | tuple[str, int]
+    if address.startswith("/"):
+        target = address
+    else:
+        host, _, port = address.rpartition(":")
+        target = (host.strip("[]") or "localhost", int(port or 514))
+    code = logging.handlers.SysLogHandler.facility_names[facility]
+    handler = logging.handlers.SysLogHandler(target, facility=code)
+    handler.ident = f"wrenmq[{os.getpid()}]: "
+    return handler
+
+
+def setup_logging(
+    level: str,
+    stream: TextIO | None = None,
+    log_format: LogFormat = "text",
+    dests: Sequence[str] = ("stderr",),
+    log_file: Path | None = None,
+    syslog_address: str = "/dev/log",
+    syslog_facility: str = "daemon",
+) -> None:
+    """Configure the root logger for the broker process: ``log_format`` text or json lines, to each
+    of ``dests`` (stderr, stdout, file, syslog). ``OSError`` (a log file or syslog socket that
+    cannot be opened) names the setting."""
     logging._srcfile = None  # type: ignore[attr-defined]  # no stack walk: the format has no file/line
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    if stream is None:
-        # sys.stderr is line-buffered (a write system call per line); write through a buffer of our own
-        # on the same file descriptor and let the handler decide when to flush.
-        stream = open(  # noqa: SIM115 - lives as long as the process
-            sys.stderr.fileno(), "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace", closefd=False
-        )
-    handler = BatchedStreamHandler(stream)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else CachedTimeFormatter())
+    formatter = JsonFormatter() if log_format == "json" else CachedTimeFormatter()
+    handlers: list[logging.Handler] = []
+    for dest in dict.fromkeys(dests):
+        handler: logging.Handler
+        if dest in ("stderr", "stdout"):
+            if stream is None or dest == "stdout":
+                # sys.stderr is line-buffered (a write system call per line); write through a buffer of
+                # our own on the same file descriptor and let the handler decide when to flush.
+                fd = (sys.stderr if dest == "stderr" else sys.stdout).fileno()
+                handler = BatchedStreamHandler(
+                    open(fd, "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+                )
+            else:
+                handler = BatchedStreamHandler(stream)
+            handler.setFormatter(formatter)
+        elif dest == "file":
+            assert log_file is not None, "log_dest file needs log_file"
+            try:
+                handler = BatchedFileHandler(log_file)
+            except OSError as exc:
+                raise OSError(exc.errno, f"log_file {log_file}: {exc.strerror}") from exc
+            handler.setFormatter(formatter)
+        elif dest == "syslog":
+            try:
+                handler = syslog_handler(syslog_address, syslog_facility)
+            except (OSError, ValueError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise OSError(getattr(exc, "errno", None), f"syslog_address {syslog_address}: {why}") from exc
+            handler.setFormatter(JsonFormatter() if log_format == "json" else SyslogFormatter())
+        else:
+            raise ValueError(f"log_dest: unknown destination {dest!r}")
+        handlers.append(handler)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+        old.close()
+    for handler in handlers:
+        root.addHandler(handler)
+    if not handlers:
+        root.addHandler(logging.NullHandler())
     root.setLevel(level.upper())

@@ -26,6 +26,7 @@ from .mosquitto_directives import (
     BRIDGE_IGNORED,
     BRIDGE_KEYS,
     BRIDGE_REFUSED,
+    BRIDGE_SETTINGS,
     DURATION,
     GLOBAL_BOOLS,
     GLOBAL_INTS,
@@ -117,6 +118,8 @@ class _Listener:
 
     def as_toml(self) -> dict[str, Any]:
         secure = "certfile" in self.settings or "keyfile" in self.settings
+        if self.port == 0:  # Mosquitto 2: `listener 0 <path>` is a Unix socket
+            return {"type": "unix", "socket": self.host, **self.settings, **self.security}
         kind = {("mqtt", False): "tcp", ("mqtt", True): "tls", ("websockets", False): "ws"}.get(
             (self.protocol, secure), "wss"
         )
@@ -287,8 +290,12 @@ class _Reader:
         elif name == "log_type":
             self._log_type(line)
         elif name == "log_dest":
-            if line.word not in ("stdout", "stderr"):
-                self._warn(line, f"wrenmq logs to stderr; log_dest {line.word} is ignored")
+            self._log_dest(line)
+        elif name == "log_facility":
+            if (facility := self._int(line)) is not None and facility <= 7:
+                self._set("syslog_facility", f"local{facility}", line)
+            elif facility is not None:
+                self.errors.append(f"{line.where}: log_facility must be 0 to 7 (LOG_LOCAL0 to LOG_LOCAL7)")
         else:
             hint = difflib.get_close_matches(name, sorted(KNOWN), n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
@@ -347,8 +354,8 @@ class _Reader:
             self.current = _Listener(line)  # settings that follow belong to it, not the default one
             return
         self.current = _Listener(line, port, words[1] if len(words) > 1 else None)
-        if port == 0:
-            self._warn(line, "unix socket listeners are not supported; ignored")
+        if port == 0 and len(words) < 2:
+            self.errors.append(f"{line.where}: listener 0 needs the Unix socket's path (listener 0 /path/to/socket)")
             return
         self.listeners.append(self.current)
 
@@ -375,6 +382,27 @@ class _Reader:
             self.out.origins["log_level"] = f"{line.where} (log_type)"
         elif line.word not in ("subscribe", "unsubscribe", "websockets"):
             self.errors.append(f"{line.where}: unknown log_type {line.word!r}")
+
+    def _log_dest(self, line: _Line) -> None:
+        """Each ``log_dest`` line adds a destination; the first replaces the default (stderr)."""
+        dests: list[str] = self.out.values.setdefault("log_dest", [])
+        self.out.origins["log_dest"] = f"{line.where} (log_dest)"
+        kind = line.word
+        if kind in ("stderr", "stdout", "syslog"):
+            dests.append(kind)
+        elif kind == "file":
+            path = line.rest[len("file") :].strip()
+            if not path:
+                self.errors.append(f"{line.where}: log_dest file needs a path")
+                return
+            dests.append("file")
+            self._set("log_file", path, line)
+        elif kind == "none":
+            dests.clear()
+        elif kind in ("topic", "dlt"):
+            self._warn(line, f"log_dest {kind} is not supported by wrenmq; ignored")
+        else:
+            self.errors.append(f"{line.where}: log_dest must be stdout, stderr, file <path>, syslog, topic or none")
 
     # -- bridges ----------------------------------------------------------------------------------
 
@@ -423,6 +451,16 @@ class _Reader:
         elif name == "bridge_cafile":
             bridge.settings["cafile"] = line.rest
             bridge.tls = True
+        elif name in BRIDGE_SETTINGS:
+            key, kind = BRIDGE_SETTINGS[name]
+            value: Any = line.rest
+            if kind == "bool":
+                value = self._bool(line)
+            elif kind == "int":
+                value = self._int(line)
+            if value is None:
+                return
+            bridge.settings[key] = value  # (TLS, as in Mosquitto, comes from bridge_cafile alone)
         elif name == "restart_timeout":
             words = line.rest.split()
             try:
@@ -462,6 +500,10 @@ class _Reader:
             self._finish_per_listener(listeners)
         elif listeners and "allow_anonymous" not in out.values:
             out.values["allow_anonymous"] = False  # Mosquitto 2: off once listeners are configured
+        for found in listeners:
+            tls = set(found.settings) - {"max_connections"}
+            if found.port == 0 and found.line is not None and (found.protocol != "mqtt" or tls):
+                self.errors.append(f"{found.line.where}: a Unix socket listener takes no TLS or WebSockets in wrenmq")
         if listeners:
             out.values["port"] = "off"  # every listener below, as Mosquitto has them
             out.values["listeners"] = [found.as_toml() for found in listeners]

@@ -45,7 +45,6 @@ IGNORED = {
     "connection_messages",
     "dhparamfile",
     "http_dir",
-    "log_facility",
     "log_timestamp",
     "log_timestamp_format",
     "memory_limit",
@@ -85,38 +84,44 @@ BRIDGE_IGNORED = {
     "bridge_alpn",
     "bridge_attempt_unsubscribe",
     "bridge_bind_address",
-    "bridge_insecure",
     "bridge_max_packet_size",
-    "bridge_outgoing_retain",
     "bridge_require_ocsp",
     "bridge_tls_version",
-    "cleansession",
     "idle_timeout",
-    "keepalive_interval",
     "local_clean_start",
     "local_clientid",
     "local_password",
     "local_username",
     "notification_topic",
     "notifications_local_only",
-    "remote_clean_start",
     "round_robin",
     "threshold",
 }
-BRIDGE_DEFAULTS = {"notifications": "false", "start_type": "automatic", "try_private": "true"}
+BRIDGE_DEFAULTS = {"notifications": "false", "start_type": "automatic"}
 BRIDGE_REFUSED = {
     "bridge_capath": "bridge_capath is not supported; put the CA certificates in one file for bridge_cafile",
-    "bridge_certfile": "client certificates for bridges are not supported",
-    "bridge_keyfile": "client certificates for bridges are not supported",
     "bridge_identity": "TLS-PSK is not supported",
     "bridge_psk": "TLS-PSK is not supported",
 }
 BRIDGE_KEYS = {"address", "addresses", "topic", "remote_username", "username", "remote_password", "password"}
 BRIDGE_KEYS |= {"remote_clientid", "clientid", "bridge_protocol_version", "bridge_cafile", "restart_timeout"}
+# Bridge settings carried over to the external broker connection: directive -> (its key, how read).
+BRIDGE_SETTINGS = {
+    "bridge_certfile": ("certfile", "path"),
+    "bridge_keyfile": ("keyfile", "path"),
+    "bridge_insecure": ("tls_insecure", "bool"),
+    "keepalive_interval": ("keepalive", "int"),
+    "cleansession": ("clean_start", "bool"),
+    "remote_clean_start": ("clean_start", "bool"),
+    "try_private": ("bridge_bit", "bool"),
+    "bridge_outgoing_retain": ("outgoing_retain", "bool"),
+}
+BRIDGE_KEYS |= set(BRIDGE_SETTINGS)
 BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_DEFAULTS) | set(BRIDGE_REFUSED)
 
 OTHER = {"listener", "port", "bind_address", "protocol", "socket_domain", "tls_version", "per_listener_settings"}
 OTHER |= {"persistence", "persistence_location", "persistent_client_expiration", "log_type", "log_dest"}
+OTHER |= {"log_facility"}
 OTHER |= {"include_dir", "connection"}
 KNOWN = (set(LISTENER_KEYS) | set(SECURITY) | set(GLOBAL_INTS) | set(GLOBAL_BOOLS) | IGNORED | set(REFUSED)) | (
     BRIDGE_KEYS | OTHER

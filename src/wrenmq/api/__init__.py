@@ -58,18 +58,22 @@ def create_app(broker: Broker) -> FastAPI:
         docs_url=None,  # served from local assets, not a CDN (see docs.py)
         redoc_url=None,
     )
+    from ..broker.facade import BrokerFacade
+
+    facade = BrokerFacade(broker)  # what routes may know and do of the broker
     app.state.broker = broker
+    app.state.facade = facade
     app.state.api_keys = ApiKeyStore(broker.config.api_keys_path)
     app.state.on_stop = []  # callables ApiServer.stop runs first: uvicorn's shutdown waits for open responses
     problems.install(app, broker)
-    health.install(app, broker)
-    metrics.install(app, broker)
+    health.install(app, facade)
+    metrics.install(app, facade)
     streams.install(app, broker)
-    routes_broker.install(app, broker)
+    routes_broker.install(app, facade)
     routes_brokers.install(app, broker)
-    routes_clients.install(app, broker)
-    routes_topics.install(app, broker)
-    routes_retained.install(app, broker)
+    routes_clients.install(app, facade)
+    routes_topics.install(app, facade)
+    routes_retained.install(app, facade)
     routes_resources.install(app, broker)
     routes_devices.install(app, broker)
     routes_publish.install(app, broker)
@@ -101,6 +105,15 @@ def check_api(config: Config) -> list[str]:
     return []
 
 
+def browsable_host(host: str) -> str:
+    """``host`` as a browser on this machine reaches it: a wildcard address by loopback, IPv6 in brackets."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def bind_api(config: Config) -> socket.socket:
     """The API's listening socket, bound before anything starts: a taken port is an ``OSError``
     naming the address (rather than uvicorn's ``sys.exit()`` once the broker is serving)."""
@@ -109,7 +122,11 @@ def bind_api(config: Config) -> socket.socket:
     try:
         sock = socket.create_server((config.api_host, config.api_port), family=family, backlog=1024)
     except OSError as exc:
-        raise OSError(exc.errno, f"API listener on {config.api_host}:{config.api_port}: {exc.strerror}") from exc
+        raise OSError(
+            exc.errno,
+            f"API listener on {config.api_host}:{config.api_port}: {exc.strerror} "
+            "(api_port: choose another port, or off for no API and console)",
+        ) from exc
     sock.setblocking(False)
     return sock
 
@@ -166,7 +183,8 @@ class ApiServer:
         self.port = sock.getsockname()[1]
         self._main_loop = asyncio.get_running_loop().create_task(server.main_loop())
         scheme = "https" if ssl else "http"
-        log.info("API listening on %s://%s:%d/api/v1", scheme, config.api_host, self.port)
+        base = f"{scheme}://{browsable_host(config.api_host)}:{self.port}"
+        log.info("API listening on %s/api/v1; web console at %s/", base, base)
 
     async def stop(self) -> None:
         server, self._server = self._server, None

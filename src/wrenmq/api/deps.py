@@ -16,7 +16,7 @@ from .keys import SESSION_PREFIX, ApiKeyStore
 from .principal import Principal
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..broker.facade import BrokerFacade
 
 __all__ = ["acting", "authenticate", "bearer_token", "principal_for_token"]
 
@@ -30,7 +30,7 @@ def bearer_token(connection: HTTPConnection) -> str | None:
 
 
 def principal_for_token(
-    broker: Broker, store: ApiKeyStore, token: str, client_id: str | None = None, peer: str = "api"
+    broker: BrokerFacade, store: ApiKeyStore, token: str, client_id: str | None = None, peer: str = "api"
 ) -> Principal | None:
     """Who ``token`` signs in: an API key (may manage; read-only if the key is), or a console
     session (a console_admins user manages and writes, a console_users one only reads); else None.
@@ -62,7 +62,7 @@ def authenticate(connection: HTTPConnection, token: str | None = None) -> Princi
     """The principal of the request's ``Authorization: Bearer`` token (or ``token``), else 401."""
     token = bearer_token(connection) or token
     app = connection.app
-    principal = principal_for_token(app.state.broker, app.state.api_keys, token) if token else None
+    principal = principal_for_token(app.state.facade, app.state.api_keys, token) if token else None
     if principal is None:
         raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return principal

@@ -9,10 +9,10 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..broker.facade import BrokerFacade
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: BrokerFacade) -> None:
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -23,7 +23,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         if not broker.running:
             problems.append("the broker is not running")
         problems += [f"listener {found.name} is not bound" for found in broker.listeners if not found.bound]
-        if not broker.storage.writable():
+        if not broker.storage_writable():
             problems.append("the store does not accept writes")
         status = 503 if problems else 200
         return JSONResponse({"status": "unavailable" if problems else "ready", "problems": problems}, status)

@@ -39,7 +39,7 @@ from .routing import BEARER
 from .service_metrics import ServicesCollector
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..broker.facade import BrokerFacade
 
 __all__ = ["LAG_INTERVAL", "BrokerCollector", "LoopLagMonitor", "RequestMetrics", "install"]
 
@@ -49,10 +49,10 @@ _PROTOCOLS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: BrokerFacade) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(broker, app))
-    registry.register(ServicesCollector(broker, app))
+    registry.register(ServicesCollector(app.state.broker, app))  # finds the services (until they are wired in)
     # process_*: resident and virtual memory, CPU seconds, open and maximum file descriptors, start
     # time (Linux: read from /proc at scrape time; elsewhere the collector yields nothing).
     ProcessCollector(registry=registry)
@@ -99,7 +99,7 @@ def install(app: FastAPI, broker: Broker) -> None:
 class BrokerCollector(Collector):
     """The broker's counters and sizes, read at scrape time."""
 
-    def __init__(self, broker: Broker, app: FastAPI) -> None:
+    def __init__(self, broker: BrokerFacade, app: FastAPI) -> None:
         self.broker = broker
         self.app = app
 
@@ -123,10 +123,9 @@ class BrokerCollector(Collector):
         counts: dict[tuple[str, str], int] = {
             (listener.name, name): 0 for listener in broker.listeners for name in _PROTOCOLS.values()
         }
-        for conn in broker.connections:
-            if conn.connected:
-                key = (conn.listener.name if conn.listener is not None else "embedded", _protocol(conn.version))
-                counts[key] = counts.get(key, 0) + 1
+        for (listener_name, version), count in broker.connections_by_listener().items():
+            key = (listener_name, _protocol(version))
+            counts[key] = counts.get(key, 0) + count
         for labels, count in counts.items():
             connected.add_metric(list(labels), count)
         yield connected
@@ -193,22 +192,17 @@ class BrokerCollector(Collector):
         )
 
         # State: sizes taken now.
-        yield GaugeMetricFamily("wrenmq_retained_messages", "Retained messages stored.", value=len(broker.retained))
+        now = broker.counts()
+        queued, queued_bytes, inflight = now.queued, now.queued_bytes, now.inflight
+        yield GaugeMetricFamily("wrenmq_retained_messages", "Retained messages stored.", value=now.retained)
         yield GaugeMetricFamily(
             "wrenmq_subscriptions",
             "Subscriptions (client and filter pairs, shared ones included).",
-            value=broker.router.count,
+            value=now.subscriptions,
         )
         sessions = GaugeMetricFamily("wrenmq_sessions", "Sessions, by whether a client is connected.", labels=["state"])
-        queued = queued_bytes = inflight = online = 0
-        for session in broker.sessions.values():
-            queued += len(session.queue)
-            queued_bytes += session.queued_bytes
-            inflight += len(session.inflight_out)
-            if session.connection is not None:
-                online += 1
-        sessions.add_metric(["connected"], online)
-        sessions.add_metric(["disconnected"], len(broker.sessions) - online)
+        sessions.add_metric(["connected"], now.connections)
+        sessions.add_metric(["disconnected"], now.sessions - now.connections)
         yield sessions
         yield GaugeMetricFamily("wrenmq_queued_messages", "QoS 1/2 messages waiting in session queues.", value=queued)
         yield GaugeMetricFamily(
@@ -328,7 +322,7 @@ class LoopLagMonitor:
     """How late a timer due every ``LAG_INTERVAL`` seconds fires: time the event loop spent busy
     with something else (a blocking call, a burst of packets) while work was waiting."""
 
-    def __init__(self, broker: Broker, registry: CollectorRegistry) -> None:
+    def __init__(self, broker: BrokerFacade, registry: CollectorRegistry) -> None:
         self.broker = broker
         self.gauge = Gauge(
             "wrenmq_event_loop_lag_seconds",

@@ -174,7 +174,7 @@ class MessageProperties(BaseModel):
 
 class ListenerInfo(BaseModel):
     name: str
-    type: Literal["tcp", "tls", "ws", "wss"]
+    type: Literal["tcp", "tls", "ws", "wss", "unix"]
     url: str
     connections: int = Field(description="Network connections open now (including ones not yet CONNECTed).")
     connections_total: int = Field(description="Connections accepted since start.")

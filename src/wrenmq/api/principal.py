@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..hooks import READ, WRITE
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..broker.facade import BrokerFacade
 
 __all__ = ["Forbidden", "Kind", "Principal"]
 
@@ -62,7 +62,7 @@ class Principal:
 
     def __init__(
         self,
-        broker: Broker,
+        broker: BrokerFacade,
         kind: Kind,
         username: str | None,
         client_id: str,
@@ -85,7 +85,7 @@ class Principal:
         self.peer = self.peer_host = peer
 
     @classmethod
-    def user(cls, broker: Broker, client_id: str, username: str | None, peer: str) -> Principal:
+    def user(cls, broker: BrokerFacade, client_id: str, username: str | None, peer: str) -> Principal:
         """A realtime client signed in by user name and password (or anonymous, without a name)."""
         return cls(broker, "user" if username is not None else "anonymous", username, client_id, peer=peer)
 
@@ -117,21 +117,17 @@ class Principal:
 
     def may_read(self, topic: str) -> bool:
         """Whether the ACL lets this principal subscribe to ``topic`` (a name or a filter)."""
-        hooks = self.broker.hooks
-        return not hooks.acl_check or hooks.run_acl_check(self, topic, READ)
+        return self.broker.authorize(self, topic, READ, count=False)
 
     def may_write(self, topic: str) -> bool:
         """Whether the ACL lets this principal publish to ``topic``."""
-        hooks = self.broker.hooks
-        return not hooks.acl_check or hooks.run_acl_check(self, topic, WRITE)
+        return self.broker.authorize(self, topic, WRITE, count=False)
 
     def refusal(self, topic: str, access: int) -> str | None:
         """None if allowed; else the reason, with the refusal counted (``acl_denied``) and
         logged. For a request that names the topic; lists are filtered with may_read quietly."""
-        allowed = self.may_read(topic) if access == READ else self.may_write(topic)
-        if allowed:
+        if self.broker.authorize(self, topic, access):
             return None
-        self.broker.stats.acl_denied += 1
         verb = "read" if access == READ else "publish to"
         log.info("%s (client %s) may not %s %s", self.describe(), self.client_id, verb, topic)
         return f"{self.describe()} may not {verb} {topic!r} (ACL)"

@@ -13,10 +13,10 @@ from .models import BrokerCounts, BrokerStatus, ListenerInfo
 from .routing import authenticated_router, v1_router
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..broker.facade import BrokerFacade
 
 
-def broker_status(broker: Broker) -> BrokerStatus:
+def broker_status(broker: BrokerFacade) -> BrokerStatus:
     stats = broker.stats
     listeners = [
         ListenerInfo(
@@ -29,12 +29,13 @@ def broker_status(broker: Broker) -> BrokerStatus:
         )
         for found in broker.listeners
     ]
+    now = broker.counts()
     counts = BrokerCounts(
-        connections=sum(1 for session in broker.sessions.values() if session.connection is not None),
-        sessions=len(broker.sessions),
-        subscriptions=broker.router.count,
-        retained=len(broker.retained),
-        queued=sum(len(session.queue) for session in broker.sessions.values()),
+        connections=now.connections,
+        sessions=now.sessions,
+        subscriptions=now.subscriptions,
+        retained=now.retained,
+        queued=now.queued,
         messages_received=stats.messages_received,
         messages_sent=stats.messages_sent,
         messages_dropped=stats.messages_dropped,
@@ -57,7 +58,7 @@ def broker_status(broker: Broker) -> BrokerStatus:
     )
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: BrokerFacade) -> None:
     router = v1_router("broker")
     compat = authenticated_router("", "compatibility")
     summary = "Broker status: version, uptime, listeners and counters"

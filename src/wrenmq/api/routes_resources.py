@@ -72,7 +72,6 @@ def _change(result: ChangeResult) -> Change:
 def install(app: FastAPI, broker: Broker) -> None:
     service = ChangeService(broker)
     app.state.changes = service
-    app.state.on_stop.append(service.close)
     router = v1_router("resources")
 
     def topic(kind: str, resource_id: str) -> str:

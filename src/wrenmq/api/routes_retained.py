@@ -18,7 +18,7 @@ from .problems import Problem, field_error, problem_responses
 from .routing import WRITE_RESPONSES, Acting, Paging, v1_router
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..broker.facade import BrokerFacade
 
 
 def _check_topic(topic: str) -> None:
@@ -36,7 +36,7 @@ def _contains(topic: str, payload: bytes, needle: str) -> bool:
     return needle in payload[:SEARCHED_BYTES].decode("utf-8", "ignore").casefold()
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: BrokerFacade) -> None:
     router = v1_router("retained")
 
     @router.get("/retained", summary="List retained messages matching a topic filter")
@@ -62,7 +62,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         if problem:
             raise Problem.invalid([field_error(("query", "filter"), problem)])
         now = broker.loop.time()
-        found = (message for message in broker.retained.match(topic_filter) if not message.expired(now))
+        found = broker.retained_matching(topic_filter)
         if not principal.may_read(topic_filter):  # else every topic it matches is readable
             found = (message for message in found if principal.may_read(message.topic))
         if search:
@@ -87,9 +87,9 @@ def install(app: FastAPI, broker: Broker) -> None:
     async def get_retained(principal: Acting, topic: str) -> RetainedMessage:
         _check_topic(topic)
         principal.require(topic, READ)
-        message = broker.retained.get(topic)
+        message = broker.retained(topic)
         now = broker.loop.time()
-        if message is None or message.expired(now):
+        if message is None:
             raise Problem(404, f"no retained message on {topic!r}")
         return RetainedMessage.from_message(message, now)
 

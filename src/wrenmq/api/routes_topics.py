@@ -22,7 +22,7 @@ from .routes_clients import subscription_info
 from .routing import Acting, Paging, v1_router
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..broker.facade import BrokerFacade
 
 
 @dataclass
@@ -32,22 +32,21 @@ class _Topic:
     retained: bool = False
 
 
-def active_topics(broker: Broker) -> dict[str, _Topic]:
+def active_topics(broker: BrokerFacade) -> dict[str, _Topic]:
     topics: dict[str, _Topic] = {}
-    for session in broker.sessions.values():
-        for topic_filter in session.subscriptions:
-            group, inner = parse_shared(topic_filter)
-            entry = topics.setdefault(inner, _Topic())
-            if group is None:
-                entry.subscribers += 1
-            else:
-                entry.shared += 1
-    for message in broker.retained:
-        topics.setdefault(message.topic, _Topic()).retained = True
+    for topic_filter in broker.subscribed_filters():
+        group, inner = parse_shared(topic_filter)
+        entry = topics.setdefault(inner, _Topic())
+        if group is None:
+            entry.subscribers += 1
+        else:
+            entry.shared += 1
+    for topic in broker.retained_topics():
+        topics.setdefault(topic, _Topic()).retained = True
     return topics
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: BrokerFacade) -> None:
     router = v1_router("topics")
     management = v1_router("topics", manage=True)
 
@@ -59,25 +58,11 @@ def install(app: FastAPI, broker: Broker) -> None:
             str | None, Query(description="Only topic filters starting with this (as subscribed, $share/ included).")
         ] = None,
     ) -> Page[SubscriptionEntry]:
-        if client_id is not None:
-            session = broker.sessions.get(client_id)
-            sessions = [session] if session is not None else []
-        else:
-            sessions = list(broker.sessions.values())
-        subs = [
-            sub
-            for session in sessions
-            for topic_filter, sub in session.subscriptions.items()
-            if prefix is None or topic_filter.startswith(prefix)
-        ]
-        page, total = paging.page(subs, key=lambda sub: (sub.topic_filter, sub.session.client_id))
+        subs = broker.subscriptions(client_id, prefix)
+        page, total = paging.page(subs, key=lambda found: (found[2].topic_filter, found[0]))
         items = [
-            SubscriptionEntry(
-                **subscription_info(sub).model_dump(),
-                client_id=sub.session.client_id,
-                connected=sub.session.connection is not None,
-            )
-            for sub in page
+            SubscriptionEntry(**subscription_info(sub).model_dump(), client_id=owner, connected=connected)
+            for owner, connected, sub in page
         ]
         return Page[SubscriptionEntry](items=items, total=total, limit=paging.limit, offset=paging.offset)
 

@@ -171,7 +171,7 @@ class Broker:
                 make_private_dir(config.data_dir)  # 0700: queued and retained payloads live there
                 warn_if_open(config.data_dir, "data directory")
             self.storage = open_storage(config.storage, config.sqlite_path, config.durability, config.commit_interval)
-            self.persist = Persistence(self.storage, self.loop, config.durability == "strict")
+            self.persist = Persistence(self.storage, self.loop, config.durability == "strict", self.boot_id)
             state = self.storage.open(self.loop)
         except BaseException:
             self._unbind()
@@ -330,6 +330,7 @@ class Broker:
         if self.hooks.publish:
             message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
         self.stats.messages_received_qos[qos] += 1
+        self.stats.publish_bytes_received += len(data)
         before = self.persist.writes
         matched = self.route(message)
         if self.persist.strict and qos and self.persist.writes != before:
@@ -378,7 +379,11 @@ class Broker:
 
     def message_id(self, message: Message) -> str:
         """``<boot id>-<number>``: the same for every delivery of one routed message, whatever the
-        transport (MQTT user property ``wrenmq-message-id``, Socket.IO and polling ``message_id``)."""
+        transport (MQTT user property ``wrenmq-message-id``, Socket.IO and polling ``message_id``).
+        A message restored from storage keeps the id it had before the restart."""
+        stored_id = message.stored_id
+        if stored_id is not None:
+            return stored_id
         return f"{self.boot_id}-{self.number(message)}"
 
     # -- the hot path -----------------------------------------------------------------------

@@ -118,6 +118,7 @@ class Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(limits.write_buffer_high, limits.write_buffer_low)
         self.protocol.last_rx = self.protocol.opened_at = self.loop.time()
         # The connect timeout and keep alive are enforced by the broker's sweep (check_timeouts).
+        self.broker.stats.sockets_total += 1
         connections = self.broker.connections
         if limits.max_connections and len(connections) >= limits.max_connections:
             self.over_limit = True
@@ -343,7 +344,9 @@ class Connection(asyncio.Protocol):
         protocol.send_publish(data, 0, b"", message.topic, message.payload, False)
         self._pump()
         broker = self.broker
-        broker.stats.messages_sent_qos[0] += 1
+        stats = broker.stats
+        stats.messages_sent_qos[0] += 1
+        stats.publish_bytes_sent += len(message.payload)
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:
@@ -374,7 +377,9 @@ class Connection(asyncio.Protocol):
         protocol.send_publish(head, delivery.packet_id, tail, message.topic, message.payload, self._durable_session())
         self._pump()
         broker = self.broker
-        broker.stats.messages_sent_qos[delivery.qos] += 1
+        stats = broker.stats
+        stats.messages_sent_qos[delivery.qos] += 1
+        stats.publish_bytes_sent += len(message.payload)
         if broker.hooks.delivered:
             broker.hooks.notify(broker.hooks.delivered, self, message)
         if self.writing_paused:

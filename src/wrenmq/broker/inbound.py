@@ -61,7 +61,9 @@ def on_publish(conn: Connection, packet: p.Publish) -> None:
             expires_at = conn.loop.time() + expiry
     message = Message(topic, packet.payload, qos, packet.retain, props, expires_at, conn.client_id)
     broker = conn.broker
-    broker.stats.messages_received_qos[qos] += 1
+    stats = broker.stats
+    stats.messages_received_qos[qos] += 1
+    stats.publish_bytes_received += len(packet.payload)
     persist = broker.persist
     writes = persist.writes
     hooks = broker.hooks

@@ -34,6 +34,7 @@ class Message:
         "qos",
         "retain",
         "seq",
+        "stored_id",
         "topic",
     )
 
@@ -61,6 +62,7 @@ class Message:
         self._wire: dict[int, tuple[bytes, bytes]] | None = None
         self._stored: object | None = None  # its storage record, built once (see persist.py)
         self.seq = 0  # the broker's number for it, given when it is first routed (0: not yet)
+        self.stored_id: str | None = None  # its Broker.message_id from before a restart (see persist.py)
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at

@@ -28,9 +28,10 @@ _RETAIN_BIT = 4
 
 
 class Persistence:
-    def __init__(self, storage: Storage, loop: asyncio.AbstractEventLoop, strict: bool) -> None:
+    def __init__(self, storage: Storage, loop: asyncio.AbstractEventLoop, strict: bool, boot_id: str = "") -> None:
         self.storage = storage
         self.loop = loop
+        self.boot_id = boot_id  # Broker.boot_id: a stored message keeps its Broker.message_id
         self.enabled = not isinstance(storage, MemoryStorage)
         self.strict = strict and self.enabled
         self.writes = 0
@@ -68,21 +69,28 @@ class Persistence:
     # -- records ------------------------------------------------------------------------
 
     def stored_message(self, message: Message) -> StoredMessage:
+        """The record, built once; again only for a message numbered since (a will is stored
+        before it is routed), so a replay after a restart carries the same ``Broker.message_id``."""
         record = message._stored
-        if record is None:
-            expiry_at = None
-            if message.expires_at is not None:
-                expiry_at = time.time() + (message.expires_at - self.loop.time())
-            record = StoredMessage(
-                message.topic,
-                bytes(message.payload),
-                message.qos,
-                message.retain,
-                encode_properties(message.properties) if message.properties else b"",
-                expiry_at,
-            )
-            message._stored = record
-        return record  # type: ignore[return-value]
+        if isinstance(record, StoredMessage) and (record.message_id is not None or not message.seq):
+            return record
+        expiry_at = None
+        if message.expires_at is not None:
+            expiry_at = time.time() + (message.expires_at - self.loop.time())
+        message_id = message.stored_id
+        if message_id is None and message.seq:
+            message_id = f"{self.boot_id}-{message.seq}"  # as Broker.message_id
+        stored = StoredMessage(
+            message.topic,
+            bytes(message.payload),
+            message.qos,
+            message.retain,
+            encode_properties(message.properties) if message.properties else b"",
+            expiry_at,
+            message_id,
+        )
+        message._stored = stored
+        return stored
 
     def live_message(self, record: StoredMessage, origin: str | None = None) -> Message:
         props: dict[int, Any] = {}
@@ -93,6 +101,7 @@ class Persistence:
             expires_at = self.loop.time() + (record.expiry_at - time.time())
         message = Message(record.topic, record.payload, record.qos, record.retain, props, expires_at, origin)
         message._stored = record
+        message.stored_id = record.message_id
         return message
 
     def stored_session(self, session: Session, connected: bool) -> StoredSession:

@@ -24,9 +24,12 @@ class Stats:
         "messages_received_qos",
         "messages_sent_qos",
         "protocol_errors",
+        "publish_bytes_received",
+        "publish_bytes_sent",
         "session_owner_conflicts",
         "sessions_expired",
         "slow_consumers_dropped",
+        "sockets_total",
         "websocket_upgrades_refused",
     )
 
@@ -47,11 +50,14 @@ class Stats:
         self.messages_received_qos = [0, 0, 0]  # PUBLISHes (and wills, in-process publications) in, by QoS
         self.messages_sent_qos = [0, 0, 0]  # PUBLISHes written to clients, by QoS
         self.protocol_errors = 0
+        self.publish_bytes_received = 0  # payload bytes of the PUBLISHes counted in messages_received_qos
+        self.publish_bytes_sent = 0  # payload bytes of the PUBLISHes counted in messages_sent_qos
         # CONNECTs naming a client id whose session belongs to another user: the stored session was
         # discarded, or (its owner connected) the CONNECT refused.
         self.session_owner_conflicts = 0
         self.sessions_expired = 0  # persistent sessions ended by their expiry interval
         self.slow_consumers_dropped = 0
+        self.sockets_total = 0  # connections accepted on a listener, CONNECT or not (Mosquitto's sockets)
         self.websocket_upgrades_refused = 0  # HTTP requests on a ws/wss listener answered with an error
 
     @property

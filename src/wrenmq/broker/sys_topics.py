@@ -3,7 +3,9 @@
 The names are Mosquitto's wherever the meaning carries over, so dashboards made for Mosquitto read
 them unchanged. The ``load/.../{1min,5min,15min}`` values are computed as Mosquitto computes them:
 a rate per minute over the last interval, smoothed exponentially with a 1, 5 or 15 minute time
-constant, printed with two decimals. ``heap/current`` and ``heap/maximum`` are the process's
+constant, printed with two decimals; ``load/connections`` counts CONNECTs accepted, ``load/sockets``
+every socket a listener accepted. ``publish/bytes/...`` are PUBLISH payload bytes, where ``bytes/...``
+count every byte of every packet. ``heap/current`` and ``heap/maximum`` are the process's
 resident memory now and at its peak (Python has no heap of its own to report), in bytes.
 """
 
@@ -72,6 +74,7 @@ class SysTopics:
             "bytes/received": stats.bytes_received,
             "bytes/sent": stats.bytes_sent,
             "connections": stats.clients_total,
+            "sockets": stats.sockets_total,
         }
 
     def limit_drops(self) -> int:
@@ -110,6 +113,8 @@ class SysTopics:
             "publish/messages/received": str(stats.messages_received),
             "publish/messages/sent": str(stats.messages_sent),
             "publish/messages/dropped": str(self.limit_drops()),
+            "publish/bytes/received": str(stats.publish_bytes_received),
+            "publish/bytes/sent": str(stats.publish_bytes_sent),
             "bytes/received": str(stats.bytes_received),
             "bytes/sent": str(stats.bytes_sent),
             "heap/current": str(rss_bytes()),

@@ -49,6 +49,7 @@ class WillScheduler:
         if expiry is not None:
             will.expires_at = broker.loop.time() + expiry
         broker.stats.messages_received_qos[will.qos] += 1
+        broker.stats.publish_bytes_received += len(will.payload)
         hooks = broker.hooks
         if hooks.publish:
             try:

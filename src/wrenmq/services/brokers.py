@@ -7,8 +7,8 @@ bridges (:class:`wrenmq.config.Bridge`).
 
 * ``out`` (and ``both``): a local message whose topic matches ``local_prefix + pattern`` is put in
   the outbox with the prefix swapped, at ``min(its QoS, the bridge's)``. The outbox is bounded
-  (``queue_size``) and durable (a table in ``<data_dir>/bridges.db``; in memory with
-  ``storage = "memory"``): a message leaves it only when the remote has acknowledged it, so
+  (``queue_size``) and durable (kept by the broker's storage: ``<data_dir>/bridges.db``; in memory
+  with ``storage = "memory"``): a message leaves it only when the remote has acknowledged it, so
   nothing waiting or in flight is lost when the remote, or wrenmq, goes away; what waited is sent
   in order once the connection is back. A full outbox drops the new message and counts it.
 * ``in`` (and ``both``): the client subscribes on the remote to ``remote_prefix + pattern`` and
@@ -41,13 +41,16 @@ from ..config import Bridge, ConfigError, ExternalBrokerConfig
 from ..hooks import ClientInfo, Hook, Reject
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import client_may_publish
-from .outbox import Outbox, OutboxFull, OutboxStore, Outgoing
+from .outbox import Outbox, OutboxFull, Outgoing
 
 if TYPE_CHECKING:
+    import ssl
+
     from ..broker.broker import Broker
     from ..broker.message import Message
     from ..client import Client
     from ..client import Message as RemoteMessage
+    from ..storage import OutboxRecord
 
 __all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "check_connection", "connections_of"]
 
@@ -77,7 +80,7 @@ class BrokerConnection:
         self.in_bridges = [bridge for bridge in self.bridges if bridge.direction != "out"]
         self.service = service
         self.client = _make_client(config)
-        self.outbox = Outbox(config.name, config.queue_size, service.store)
+        self.outbox = Outbox(config.name, config.queue_size, service.broker.storage, service.stored(config.name))
         self.messages_in = 0  # received from the remote and published here
         self.messages_out = 0  # acknowledged (QoS 1/2) or sent (QoS 0) by the remote
         self.dropped = 0  # bridged messages dropped because the outbox was full
@@ -160,7 +163,8 @@ class BrokerConnection:
             if remote is None:
                 continue
             props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
-            item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), message.retain, props)
+            retain = message.retain and self.config.outgoing_retain
+            item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), retain, props)
             try:
                 self.outbox.put(item)
             except OutboxFull:
@@ -175,7 +179,8 @@ class BrokerConnection:
         if not self.client.connected:
             if not queue:
                 raise Unavailable(f"broker {self.name!r} is not connected{_why(self.client)}")
-            self._queue(item, commit=True)  # the 202 promises it is stored
+            self._queue(item)
+            await self.outbox.stored()  # the 202 promises it is stored
             return None
         item.done = asyncio.get_running_loop().create_future()
         self._queue(item)
@@ -189,9 +194,9 @@ class BrokerConnection:
                 f"broker {self.name!r} did not acknowledge within {timeout:g}s; the message stays queued"
             ) from None
 
-    def _queue(self, item: Outgoing, commit: bool = False) -> None:
+    def _queue(self, item: Outgoing) -> None:
         try:
-            self.outbox.put(item, commit)
+            self.outbox.put(item)
         except OutboxFull as exc:
             raise Unavailable(str(exc)) from None
 
@@ -314,16 +319,17 @@ class BrokerConnections(Hook):
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.connections: dict[str, BrokerConnection] = {}
-        self.store: OutboxStore
+        self._stored: dict[str, list[OutboxRecord]] = {}  # loaded outboxes no connection has taken yet
         self._senders: list[BrokerConnection] = []  # connections with out bridges
         self._bringing_in: BrokerConnection | None = None
         self._running = False
 
     async def start(self) -> None:
-        """Open the outbox store, start every configured connection and register the hook."""
+        """Load the stored outboxes, start every configured connection and register the hook."""
         config = self.broker.config
-        path = config.data_dir / "bridges.db" if config.storage == "sqlite" else None
-        self.store = OutboxStore(path, asyncio.get_running_loop())
+        self._stored = {}
+        for record in await self.broker.storage.outbox_load():
+            self._stored.setdefault(record.connection, []).append(record)
         self._running = True
         self.broker.hooks.add(self)
         for found in config.brokers:
@@ -337,7 +343,6 @@ class BrokerConnections(Hook):
         await asyncio.gather(*(connection.stop() for connection in connections))
         self._senders = []
         self.broker.hooks.remove(self)
-        self.store.close()
 
     def add(self, config: ExternalBrokerConfig, source: str = "api") -> BrokerConnection:
         """Start a connection; ``KeyError`` if the name is taken, ``ConfigError`` if its settings
@@ -369,6 +374,10 @@ class BrokerConnections(Hook):
         await connection.stop()
         connection.outbox.clear()
         return True
+
+    def stored(self, name: str) -> list[OutboxRecord]:
+        """What storage held at start-up for the connection ``name`` (once: then its outbox has it)."""
+        return self._stored.pop(name, [])
 
     def get(self, name: str) -> BrokerConnection | None:
         return self.connections.get(name)
@@ -423,25 +432,45 @@ def _make_client(config: ExternalBrokerConfig) -> Client:
     settings: dict[str, Any] = {
         "client_id": config.client_id or f"{socket.gethostname()}.{config.name}",
         "version": config.version,
-        "clean_start": False,  # keep the session at the remote: what it queues for us while we are away
-        "session_expiry": SESSION_EXPIRY if config.version == 5 else 0,
+        # Keep the session at the remote (what it queues for us while we are away), unless asked not to.
+        "clean_start": config.clean_start,
+        "session_expiry": SESSION_EXPIRY if config.version == 5 and not config.clean_start else 0,
+        "keepalive": config.keepalive,
         "reconnect": True,
         "backoff": (min(0.5, config.reconnect_max), config.reconnect_max),
         "max_queued": WINDOW,
-        "bridge": config.version < 5,  # Mosquitto's try_private: the remote then sends no echoes
+        # Mosquitto's try_private: the remote then sends no echoes.
+        "bridge": config.version < 5 and config.bridge_bit,
     }
     if config.username is not None:
         settings["username"] = config.username
     if config.password is not None:
         settings["password"] = config.password
-    if config.cafile is not None:
-        import ssl
-
-        try:
-            settings["tls"] = ssl.create_default_context(cafile=str(config.cafile))
-        except OSError as exc:  # ssl.SSLError too
-            raise ValueError(f"cafile {config.cafile}: cannot load it: {exc.strerror or exc}") from None
+    if config.cafile is not None or config.certfile is not None or config.tls_insecure:
+        settings["tls"] = _tls_context(config)
     return Client.from_url(config.url, **settings)
+
+
+def _tls_context(config: ExternalBrokerConfig) -> ssl.SSLContext:
+    """The remote is checked against ``cafile`` (else the system's CAs), by name unless
+    ``tls_insecure``; ``certfile``/``keyfile`` are this side's certificate."""
+    import ssl
+
+    cafile = None if config.cafile is None else str(config.cafile)
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except OSError as exc:  # ssl.SSLError too
+        raise ValueError(f"cafile {config.cafile}: cannot load it: {exc.strerror or exc}") from None
+    if config.certfile is not None:
+        try:
+            context.load_cert_chain(str(config.certfile), str(config.keyfile))
+        except OSError as exc:
+            raise ValueError(
+                f"certfile {config.certfile} / keyfile {config.keyfile}: cannot load them: {exc.strerror or exc}"
+            ) from None
+    if config.tls_insecure:
+        context.check_hostname = False
+    return context
 
 
 def _settle(item: Outgoing, exc: BaseException) -> None:

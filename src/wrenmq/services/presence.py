@@ -16,10 +16,11 @@ is removed from the retain store (``Broker.delete_retained``), not cleared with 
 PUBLISH: that would reach live subscribers as a payload that is not JSON, where panels parse every
 message as JSON. The service publishes nothing but JSON on the device topics.
 
-The registry is SQLite (``<data_dir>/presence.db``; in memory with ``storage = "memory"``), and all
-database work runs on one dedicated thread, as in ``services.changes``. The registry itself lives
-in memory on the event loop: the hook only updates dicts and hands writes to that thread. After a
-restart every device is offline until it shows up again (no connection survives a restart).
+The registry is kept by the broker's storage (``Storage.device_put`` and friends: with SQLite in
+``<data_dir>/presence.db``; in memory with ``storage = "memory"``). The registry itself lives in
+memory on the event loop: the hook only updates dicts and enqueues writes, which the storage's
+writer thread commits. After a restart every device is offline until it shows up again (no
+connection survives a restart).
 
 The hot path: the hook declares ``publish_topics`` (the device root and the request topic), so the
 broker calls ``on_publish`` for those topics only; every other message costs one ``str.startswith``.
@@ -30,96 +31,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from ..hooks import ClientInfo, Hook
 from ..mqtt.properties import PropertyId
-from ..storage.private import connect_sqlite
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..broker.broker import Broker
     from ..broker.message import Message
 
-__all__ = ["DeviceStore", "Presence", "presence_of", "utc_timestamp"]
+__all__ = ["Presence", "presence_of", "utc_timestamp"]
 
 log = logging.getLogger("wrenmq.services.presence")
 
-T = TypeVar("T")
-
 ANNOUNCE = "discovery"  # devices/discovery/announce: "discovery" is not a device id
 _JSON: dict[int, Any] = {PropertyId.CONTENT_TYPE: "application/json"}
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, device TEXT NOT NULL, body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_device ON events (device, seq);
-"""
 
 
 def utc_timestamp(when: float | None = None) -> str:
     """ISO-8601 UTC with milliseconds and a Z, as the topic scheme's timestamps."""
     moment = datetime.fromtimestamp(time.time() if when is None else when, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-class DeviceStore:
-    """The registry and each device's recent events in SQLite. Blocking: call from one thread."""
-
-    def __init__(self, path: Path | None) -> None:
-        if path is None:
-            self.db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        else:
-            self.db = connect_sqlite(path, isolation_level=None, check_same_thread=False)  # private: 0600
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        self.db.close()
-
-    def load(self) -> list[dict[str, Any]]:
-        return [json.loads(body) for (body,) in self.db.execute("SELECT body FROM devices ORDER BY id")]
-
-    def put(self, entries: list[dict[str, Any]]) -> None:
-        """Store these registry entries in one transaction."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO devices (id, body) VALUES (?, ?)",
-                [(entry["deviceId"], json.dumps(entry)) for entry in entries],
-            )
-
-    def delete(self, device_id: str) -> None:
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("DELETE FROM devices WHERE id = ?", (device_id,))
-            self.db.execute("DELETE FROM events WHERE device = ?", (device_id,))
-
-    def add_event(self, device_id: str, event: dict[str, Any], kept: int) -> None:
-        """Store ``event`` and drop the device's events beyond the newest ``kept``."""
-        with self.db:
-            self.db.execute("BEGIN")
-            self.db.execute("INSERT INTO events (device, body) VALUES (?, ?)", (device_id, json.dumps(event)))
-            self.db.execute(
-                "DELETE FROM events WHERE device = ? AND seq NOT IN "
-                "(SELECT seq FROM events WHERE device = ? ORDER BY seq DESC LIMIT ?)",
-                (device_id, device_id, kept),
-            )
-
-    def events(self, device_id: str, limit: int) -> list[dict[str, Any]]:
-        """The device's recent events, newest first."""
-        rows = self.db.execute(
-            "SELECT body FROM events WHERE device = ? ORDER BY seq DESC LIMIT ?", (device_id, limit)
-        ).fetchall()
-        return [json.loads(body) for (body,) in rows]
 
 
 def _json_object(payload: bytes) -> dict[str, Any] | None:
@@ -163,18 +97,14 @@ class Presence(Hook):
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._path = None if config.storage == "memory" else config.data_dir / "presence.db"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wrenmq-presence")
-        self._store: DeviceStore | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Load the registry (every device offline), register the hook, start the heartbeat sweep."""
         self._loop = asyncio.get_running_loop()
-        self._store = store = await self._run(DeviceStore, self._path)
         stale: list[str] = []
-        for entry in await self._run(store.load):
+        for entry in await self.broker.storage.devices_load():
             device_id = entry["deviceId"]
             if entry.get("online"):
                 stale.append(device_id)  # its connection did not survive the restart
@@ -201,21 +131,7 @@ class Presence(Hook):
         tasks = list(self._tasks)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._write_dirty()
-        if self._store is not None:
-            await self._run(self._store.close)
-        self._executor.shutdown(wait=True)
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _db(self) -> DeviceStore:
-        assert self._store is not None, "presence is not started"
-        return self._store
-
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
-        """A database write on the presence thread, in submission order; failures are logged."""
-        self._executor.submit(fn, *args).add_done_callback(_log_failure)
+        self._write_dirty()  # committed by the storage when the broker stops, if not before
 
     # -- hook events (on the event loop; never block) -----------------------------------------
 
@@ -274,7 +190,7 @@ class Presence(Hook):
             elif kind == "heartbeat":
                 entry["last_heartbeat"] = utc_timestamp()
             elif kind == "events" and body is not None and self.events_kept:
-                self._submit(self._db().add_event, device_id, body, self.events_kept)
+                self.broker.storage.device_event_add(device_id, body, self.events_kept)
             if client is not None:
                 self._seen(client, device_id, entry, changed)
             else:
@@ -408,7 +324,7 @@ class Presence(Hook):
             entries = [dict(self.devices[d]) for d in sorted(self._dirty) if d in self.devices]
             self._dirty.clear()
             if entries:
-                self._submit(self._db().put, entries)
+                self.broker.storage.device_put(entries)
 
     def _sweep_period(self) -> float:
         return max(min(self.interval / 2, 60.0), 0.05)
@@ -484,7 +400,7 @@ class Presence(Hook):
         return dict(entry) if entry is not None else None
 
     async def events(self, device_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        return await self._run(self._db().events, device_id, limit or self.events_kept)
+        return await self.broker.storage.device_events(device_id, limit or self.events_kept)
 
     async def delete(self, device_id: str) -> bool:
         """Forget ``device_id`` and its events; clear its retained status and lwt. False if unknown."""
@@ -496,7 +412,7 @@ class Presence(Hook):
         self._lwt_set.discard(device_id)
         for conn in [c for c, d in self._bound.items() if d == device_id]:
             del self._bound[conn]
-        self._submit(self._db().delete, device_id)
+        self.broker.storage.device_delete(device_id)
         for kind in ("status", "lwt"):
             await self.broker.delete_retained(f"{self._device_prefix}{device_id}/{kind}")
         self._changed(device_id)
@@ -516,12 +432,6 @@ def _single_level(value: str) -> bool:
 
 def _valid_topic_name(topic: str) -> bool:
     return bool(topic) and not any(bad in topic for bad in ("+", "#", "\x00"))
-
-
-def _log_failure(future: Future[Any]) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.error("presence database write failed: %s", exc)
 
 
 def presence_of(broker: Broker) -> Presence | None:

@@ -38,6 +38,7 @@ from time import time as _now
 from typing import TYPE_CHECKING, Any
 
 from ..api.principal import Principal
+from ..broker.facade import BrokerFacade
 from ..hooks import LET_IN, READ, WRITE, AuthResult, ClientInfo, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
@@ -236,7 +237,7 @@ class RealtimeService(Hook):
         if token:
             from ..api.deps import principal_for_token
 
-            principal = principal_for_token(broker, self.api_keys, token, client_id, peer)
+            principal = principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
             if principal is None:
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")
@@ -414,7 +415,7 @@ async def sign_in_user(
     for an MQTT CONNECT: an authentication source must vouch for the user, or anonymous access be
     allowed for the API. Password checks run off the event loop. Failures count toward the
     broker's failed-login throttle. Raises :class:`Denied` (401)."""
-    client = Principal.user(broker, client_id, username, peer)
+    client = Principal.user(BrokerFacade(broker), client_id, username, peer)
     packet = p.Connect(
         client_id=client_id,
         protocol_level=5,

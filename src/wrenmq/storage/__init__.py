@@ -1,4 +1,5 @@
-"""Persistence of retained messages and persistent sessions, behind one write-behind interface."""
+"""Persistence of everything durable (retained messages, persistent sessions, device presence, resources
+and their change events, bridge outboxes), behind one write-behind interface."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from .base import (
     QUEUED,
     RELEASED,
     SENT,
+    Json,
     LoadedSession,
     LoadedState,
+    OutboxRecord,
+    ResourceConflict,
     Storage,
     StoredMessage,
     StoredSession,
@@ -25,9 +29,12 @@ __all__ = [
     "QUEUED",
     "RELEASED",
     "SENT",
+    "Json",
     "LoadedSession",
     "LoadedState",
     "MemoryStorage",
+    "OutboxRecord",
+    "ResourceConflict",
     "SqliteStorage",
     "Storage",
     "StoredMessage",

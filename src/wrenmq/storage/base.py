@@ -1,8 +1,14 @@
-"""The storage interface and the records that cross it.
+"""The storage interface and the records that cross it: every durable thing wrenmq keeps goes here.
 
 The broker keeps its live state in memory and reports every change to a ``Storage``. Mutating calls only
 enqueue, so the event loop never waits on the disk; a caller that needs durability (strict mode, before
 acknowledging a QoS 1/2 PUBLISH) asks for it with ``barrier`` and carries on when the callback runs.
+
+The services keep theirs here too, through small typed methods that name what they store (a device's
+registry entry, a resource and its change event, a message in a bridge's outbox), so no SQL reaches a
+service and a second backend (Redis, for a cluster) is a second implementation of this class. Writes a
+service does not wait for are enqueued like the broker's (``device_put``, ``outbox_add``); reads, and
+the one write that must be known to have landed (``resource_commit``), are coroutines.
 
 Records handed to a mutating call are read later, on a writer thread: treat them as immutable from then
 on and build a new record for a change.
@@ -14,6 +20,10 @@ import abc
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+Json = dict[str, Any]
+"""A JSON object as a service hands it over; stored as JSON, so a read returns a fresh copy."""
 
 NEVER_EXPIRES = 0xFFFFFFFF
 """Session Expiry Interval meaning the session outlives every disconnect."""
@@ -33,6 +43,7 @@ class StoredMessage:
     retain: bool
     properties: bytes  # an encoded MQTT 5 property block, opaque to storage
     expiry_at: float | None  # wall clock (time.time()) when it expires; None = never
+    message_id: str | None = None  # Broker.message_id, kept for session messages; None: not recorded
 
 
 @dataclass(slots=True)
@@ -82,10 +93,24 @@ class LoadedState:
     sessions: list[LoadedSession]
 
 
-class Storage(abc.ABC):
-    """Write-behind persistence of retained messages and persistent sessions.
+@dataclass(slots=True)
+class OutboxRecord:
+    """A message waiting in an external broker connection's outbox (``services.outbox``)."""
 
-    Every method except ``open`` is called on the event loop thread and must not block it.
+    key: int  # what ``outbox_add`` returned; increasing in the order messages were added
+    connection: str  # the connection's name
+    message: StoredMessage  # expiry_at is not kept
+
+
+class ResourceConflict(Exception):
+    """``resource_commit`` with a seq that is not the kind's last + 1: someone else changed the kind."""
+
+
+class Storage(abc.ABC):
+    """Write-behind persistence of retained messages, persistent sessions and the services' state.
+
+    Every method except ``open`` is called on the event loop thread and must not block it. Reads and
+    writes of one caller are seen in the order they were made: a read returns what was enqueued before it.
     """
 
     commits: int = 0
@@ -126,6 +151,70 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def inbound_delete(self, client_id: str, packet_id: int) -> None: ...
+
+    # -- device presence (services.presence) ---------------------------------------------------
+
+    @abc.abstractmethod
+    async def devices_load(self) -> list[Json]:
+        """Every device's registry entry, ordered by device id."""
+
+    @abc.abstractmethod
+    def device_put(self, entries: list[Json]) -> None:
+        """Upsert registry entries, each keyed by its ``deviceId``."""
+
+    @abc.abstractmethod
+    def device_delete(self, device_id: str) -> None:
+        """Forget the device's entry and its events."""
+
+    @abc.abstractmethod
+    def device_event_add(self, device_id: str, event: Json, kept: int) -> None:
+        """Append ``event`` to the device's events and keep only the newest ``kept``."""
+
+    @abc.abstractmethod
+    async def device_events(self, device_id: str, limit: int) -> list[Json]:
+        """The device's newest ``limit`` events, newest first (enqueued ones included)."""
+
+    # -- resources and their change events (services.changes) ------------------------------------
+
+    @abc.abstractmethod
+    async def resource_state(self, kind: str, resource_id: str) -> tuple[Json | None, int]:
+        """The resource (None: there is none) and the kind's last event seq (0: no events yet)."""
+
+    @abc.abstractmethod
+    async def resource_commit(self, kind: str, resource_id: str, resource: Json | None, seq: int, event: Json) -> None:
+        """Store ``resource`` (None: delete it) and append ``event`` as the kind's event ``seq``, in one
+        transaction, committed when this returns. ``ResourceConflict`` (and nothing stored) unless
+        ``seq`` is the kind's last seq + 1: the log stays gap-free whoever writes it."""
+
+    @abc.abstractmethod
+    async def resource_get(self, kind: str, resource_id: str) -> Json | None: ...
+
+    @abc.abstractmethod
+    async def resource_page(self, kind: str, limit: int, offset: int) -> tuple[list[tuple[str, Json]], int]:
+        """(id, resource) pairs of a kind ordered by id, and how many the kind has in all."""
+
+    @abc.abstractmethod
+    async def resource_events(self, kind: str, since: int, limit: int) -> tuple[list[Json], int]:
+        """Events with seq > ``since`` (at most ``limit``, oldest first), and the kind's last seq."""
+
+    # -- external broker outboxes (services.outbox) -----------------------------------------------
+
+    @abc.abstractmethod
+    async def outbox_load(self) -> list[OutboxRecord]:
+        """Every outbox message of every connection, in the order they were added."""
+
+    @abc.abstractmethod
+    def outbox_add(self, connection: str, message: StoredMessage) -> int:
+        """Enqueue ``message`` for ``connection``; the key returned names it to ``outbox_delete``."""
+
+    @abc.abstractmethod
+    def outbox_delete(self, key: int) -> None: ...
+
+    @abc.abstractmethod
+    def outbox_clear(self, connection: str) -> None:
+        """Delete every message of ``connection`` added so far."""
+
+    # -- commit tracking --------------------------------------------------------------------------
 
     @property
     @abc.abstractmethod

@@ -5,7 +5,9 @@ touch the disk; that arithmetic is the same for every write-behind backend, so i
 
 Why a ``Batch`` may be applied table by table rather than op by op: a session delete drops every earlier
 op of its client, so the deletes can all run first; after that every row has at most one net op, and ops
-on different rows commute.
+on different rows commute. An outbox clear is a session delete for a bridge's outbox, and a bridged
+message the remote acknowledges within the batch never touches the disk either. Device presence ops are
+few (debounced) and do not commute (an event log trimmed to its newest entries), so they stay in order.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import StoredMessage, StoredSession, StoredSessionMessage
+from .base import OutboxRecord, StoredMessage, StoredSession, StoredSessionMessage
 
 # Op kinds; an op is a tuple whose first item is its kind (see ``SqliteStorage`` for the shapes).
 RETAIN_SET = 0  # (kind, topic, StoredMessage)
@@ -25,6 +27,14 @@ MESSAGE_UPDATE = 5  # (kind, client_id, seq, packet_id, state)
 MESSAGE_DELETE = 6  # (kind, client_id, seq)
 INBOUND_ADD = 7  # (kind, client_id, packet_id)
 INBOUND_DELETE = 8  # (kind, client_id, packet_id)
+OUTBOX_ADD = 9  # (kind, key, OutboxRecord)
+OUTBOX_DELETE = 10  # (kind, key)
+OUTBOX_CLEAR = 11  # (kind, connection)
+DEVICE_PUT = 12  # (kind, [(device_id, entry as JSON text), ...])
+DEVICE_DELETE = 13  # (kind, device_id)
+DEVICE_EVENT = 14  # (kind, device_id, event as JSON text, kept)
+CALL = 15  # (kind, fn, args, concurrent.futures.Future): fn(connection, *args) on the writer; never folded
+DEVICE_OPS = (DEVICE_PUT, DEVICE_DELETE, DEVICE_EVENT)
 
 Op = tuple[Any, ...]
 
@@ -62,6 +72,9 @@ class Batch:
     retained: dict[str, StoredMessage | None] = field(default_factory=dict)  # None = delete
     messages: dict[str, dict[int, MessageOp]] = field(default_factory=dict)
     inbound: dict[str, dict[int, bool]] = field(default_factory=dict)  # False = delete
+    outbox_clears: dict[str, None] = field(default_factory=dict)  # connections; apply first, like session deletes
+    outbox: dict[int, OutboxRecord | None] = field(default_factory=dict)  # by key; None = delete
+    devices: list[Op] = field(default_factory=list)  # device ops, in order
 
     def split_messages(self) -> tuple[list[Upsert], list[Update], list[Delete]]:
         """Net message rows as (upserts, updates, deletes), each ready to feed a statement."""
@@ -112,6 +125,20 @@ def fold(ops: list[Op]) -> Batch:
             _fold_update(messages, op[1], op[2], op[3], op[4])
         elif kind in (INBOUND_ADD, INBOUND_DELETE):
             batch.inbound.setdefault(op[1], {})[op[2]] = kind == INBOUND_ADD
+        elif kind == OUTBOX_ADD:
+            batch.outbox[op[1]] = op[2]  # keys are never reused: nothing on disk to replace
+        elif kind == OUTBOX_DELETE:
+            if batch.outbox.get(op[1]) is not None:
+                del batch.outbox[op[1]]  # added and acknowledged within the batch
+            else:
+                batch.outbox[op[1]] = None
+        elif kind == OUTBOX_CLEAR:
+            outbox = batch.outbox
+            for key in [k for k, r in outbox.items() if r is not None and r.connection == op[1]]:
+                del outbox[key]
+            batch.outbox_clears[op[1]] = None
+        elif kind in DEVICE_OPS:
+            batch.devices.append(op)
         elif kind == RETAIN_SET:
             batch.retained[op[1]] = op[2]
         elif kind == RETAIN_DELETE:

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "connect_sqlite", "make_private_dir", "warn_if_open"]
+__all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "connect_sqlite", "make_private_dir", "prepare_database", "warn_if_open"]
 
 log = logging.getLogger("wrenmq.storage")
 
@@ -71,11 +71,17 @@ def warn_if_open(path: Path, what: str) -> bool:
     return True
 
 
-def connect_sqlite(path: Path, **kwargs: Any) -> sqlite3.Connection:
-    """``sqlite3.connect(path)`` with the database (and so its -wal/-shm) private: created 0600 in
-    a 0700 directory if new, a warning for each of them that is more open if not."""
+def prepare_database(path: Path) -> None:
+    """Make the database ``path`` (and so its -wal/-shm) private before SQLite opens or attaches it:
+    created 0600 in a 0700 directory if new, a warning for each of them that is more open if not."""
     make_private_dir(path.parent)
     if not create_private_file(path):
         for found in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_COMPANIONS)):
             warn_if_open(found, "database file")
+
+
+def connect_sqlite(path: Path, **kwargs: Any) -> sqlite3.Connection:
+    """``sqlite3.connect(path)`` with the database private (see ``prepare_database``). The one place
+    wrenmq opens SQLite: ``SqliteStorage`` attaches its other files to this connection."""
+    prepare_database(path)
     return sqlite3.connect(path, **kwargs)

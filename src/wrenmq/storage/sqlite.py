@@ -8,11 +8,16 @@ them (or at a ``barrier``), so what one packet changed lands in one commit: a ro
 its publisher's packet id can never be split across a crash, which would deliver the message twice. In strict mode
 it commits as soon as there is work, so batches grow by themselves while a commit (an fsync) runs; in
 relaxed mode it also waits up to ``commit_interval`` after the first op to gather more.
+
+The services' files are attached to the same connection (``sqlite_services``): their writes join the
+same batches, and their reads run on the same thread, in order with the writes (``_ask``), so nothing
+SQLite does ever runs on the event loop and there is one writer for every file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import sqlite3
@@ -21,166 +26,28 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from . import batch as ops
+from . import sqlite_services as tables
+from . import sqlite_sessions as sessions
 from .base import (
-    LoadedSession,
+    Json,
     LoadedState,
+    OutboxRecord,
     Storage,
     StoredMessage,
     StoredSession,
     StoredSessionMessage,
-    StoredSubscription,
 )
 from .private import connect_sqlite
+from .sqlite_sessions import SCHEMA_VERSION
 
 log = logging.getLogger("wrenmq.storage")
 
-SCHEMA_VERSION = 2
+T = TypeVar("T")
 
-_SCHEMA = """
-BEGIN;
-CREATE TABLE retained (
-    topic TEXT PRIMARY KEY,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    properties BLOB NOT NULL,
-    expiry_at REAL
-);
-CREATE TABLE sessions (
-    client_id TEXT PRIMARY KEY,
-    protocol_version INTEGER NOT NULL,
-    expiry_interval INTEGER NOT NULL,
-    disconnected_at REAL,
-    subscriptions TEXT NOT NULL,
-    will_topic TEXT,
-    will_payload BLOB,
-    will_qos INTEGER,
-    will_retain INTEGER,
-    will_properties BLOB,
-    will_expiry_at REAL,
-    will_delay INTEGER NOT NULL,
-    next_seq INTEGER NOT NULL,
-    owner TEXT
-);
-CREATE TABLE session_messages (
-    client_id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    qos INTEGER NOT NULL,
-    packet_id INTEGER,
-    state INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    msg_qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    properties BLOB NOT NULL,
-    expiry_at REAL,
-    PRIMARY KEY (client_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE inbound_qos2 (
-    client_id TEXT NOT NULL,
-    packet_id INTEGER NOT NULL,
-    PRIMARY KEY (client_id, packet_id)
-) WITHOUT ROWID;
-PRAGMA user_version = 2;
-COMMIT;
-"""
-# Each step brings a store from the version before it to this one, in one transaction.
-_MIGRATIONS = {
-    # 2: sessions record their owner (the user); older ones have none until a client resumes them.
-    2: "BEGIN; ALTER TABLE sessions ADD COLUMN owner TEXT; PRAGMA user_version = 2; COMMIT;",
-}
-
-_SESSION_COLUMNS = (
-    "client_id, protocol_version, expiry_interval, disconnected_at, subscriptions, will_topic, will_payload,"
-    " will_qos, will_retain, will_properties, will_expiry_at, will_delay, next_seq, owner"
-)
-_MESSAGE_COLUMNS = "client_id, seq, qos, packet_id, state, topic, payload, msg_qos, retain, properties, expiry_at"
-_RETAIN_UPSERT = "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?)"
-_RETAIN_DELETE = "DELETE FROM retained WHERE topic = ?"
-_SESSION_UPSERT = f"INSERT OR REPLACE INTO sessions ({_SESSION_COLUMNS}) VALUES ({', '.join('?' * 14)})"
-_SESSION_DELETES = (
-    "DELETE FROM sessions WHERE client_id = ?",
-    "DELETE FROM session_messages WHERE client_id = ?",
-    "DELETE FROM inbound_qos2 WHERE client_id = ?",
-)
-_MESSAGE_UPSERT = f"INSERT OR REPLACE INTO session_messages ({_MESSAGE_COLUMNS}) VALUES ({', '.join('?' * 11)})"
-_QUEUED_MESSAGE_UPSERT = (
-    "INSERT OR REPLACE INTO session_messages (client_id, seq, qos, state, topic, payload, msg_qos, retain,"
-    " properties) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_MESSAGE_UPDATE = "UPDATE session_messages SET packet_id = ?, state = ? WHERE client_id = ? AND seq = ?"
-_MESSAGE_DELETE = "DELETE FROM session_messages WHERE client_id = ? AND seq = ?"
-_INBOUND_ADD = "INSERT OR IGNORE INTO inbound_qos2 VALUES (?, ?)"
-_INBOUND_DELETE = "DELETE FROM inbound_qos2 WHERE client_id = ? AND packet_id = ?"
-
-# One statement of a batch: SQL, the items it applies to, and how an item becomes parameters.
-_Step = tuple[str, list[Any], Callable[[Any], tuple[Any, ...]]]
-
-
-def _same(item: tuple[Any, ...]) -> tuple[Any, ...]:
-    return item
-
-
-# Row builders hand sqlite3 bytearray and int where the record has bytes and bool: CPython 3.11's sqlite3
-# binds only exact int/float/str/bytearray directly and sends bytes, bool and None through its adapter
-# lookup, which made binding most of a message row's cost. Hot rows also avoid binding NULL (see _plan).
-
-
-def _retain_row(item: tuple[str, StoredMessage]) -> tuple[Any, ...]:
-    topic, m = item
-    return (topic, bytearray(m.payload), m.qos, bytearray(m.properties), m.expiry_at)
-
-
-def _queued_message_row(item: tuple[str, StoredSessionMessage]) -> tuple[Any, ...]:
-    """A message not sent yet and without expiry: the bulk of an offline client's queue."""
-    client_id, sm = item
-    m = sm.message
-    return (client_id, sm.seq, sm.qos, sm.state, m.topic, bytearray(m.payload), m.qos, 1 if m.retain else 0,
-            bytearray(m.properties))  # fmt: skip
-
-
-def _message_row(item: tuple[str, StoredSessionMessage]) -> tuple[Any, ...]:
-    client_id, sm = item
-    m = sm.message
-    return (client_id, sm.seq, sm.qos, sm.packet_id, sm.state, m.topic, bytearray(m.payload), m.qos,
-            1 if m.retain else 0, bytearray(m.properties), m.expiry_at)  # fmt: skip
-
-
-def _session_row(s: StoredSession) -> tuple[Any, ...]:
-    subs = json.dumps(
-        [
-            [x.topic_filter, x.qos, x.no_local, x.retain_as_published, x.retain_handling, x.subscription_id]
-            for x in s.subscriptions
-        ],
-        separators=(",", ":"),
-    )
-    w = s.will
-    will = (None,) * 6 if w is None else (w.topic, w.payload, w.qos, int(w.retain), w.properties, w.expiry_at)
-    return (s.client_id, s.protocol_version, s.expiry_interval, s.disconnected_at, subs, *will,
-            s.will_delay, s.next_seq, s.owner)  # fmt: skip
-
-
-def _plan(b: ops.Batch) -> list[_Step]:
-    """The statements that apply ``b``, session deletes first (see ``batch`` for why that order is safe)."""
-    deletes = [(c,) for c in b.session_deletes]
-    steps: list[_Step] = [(sql, deletes, _same) for sql in _SESSION_DELETES]
-    steps.append((_RETAIN_UPSERT, [(t, m) for t, m in b.retained.items() if m is not None], _retain_row))
-    steps.append((_RETAIN_DELETE, [(t,) for t, m in b.retained.items() if m is None], _same))
-    steps.append((_SESSION_UPSERT, list(b.sessions.values()), _session_row))
-    upserts, updates, message_deletes = b.split_messages()
-    steps.append((_MESSAGE_DELETE, message_deletes, _same))
-    queued = [u for u in upserts if u[1].packet_id is None and u[1].message.expiry_at is None]
-    if len(queued) < len(upserts):
-        upserts = [u for u in upserts if u[1].packet_id is not None or u[1].message.expiry_at is not None]
-        steps.append((_MESSAGE_UPSERT, upserts, _message_row))
-    steps.append((_QUEUED_MESSAGE_UPSERT, queued, _queued_message_row))
-    steps.append((_MESSAGE_UPDATE, updates, _same))
-    inbound = [(c, pid, add) for c, rows in b.inbound.items() for pid, add in rows.items()]
-    steps.append((_INBOUND_ADD, [(c, p) for c, p, add in inbound if add], _same))
-    steps.append((_INBOUND_DELETE, [(c, p) for c, p, add in inbound if not add], _same))
-    return [step for step in steps if step[1]]
+__all__ = ["SCHEMA_VERSION", "SqliteStorage"]
 
 
 def _run_callbacks(callbacks: list[Callable[[], None]]) -> None:
@@ -221,6 +88,7 @@ class SqliteStorage(Storage):
         self._dropped_after_close = 0
         self._staged: list[ops.Op] = []  # the loop's ops not yet handed to the writer (loop thread only)
         self._hand_over_scheduled = False
+        self._next_outbox_key = 1  # loop thread only
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -232,7 +100,9 @@ class SqliteStorage(Storage):
         conn = connect_sqlite(self.path, isolation_level=None, check_same_thread=False)  # 0600, in a 0700 dir
         try:
             self._prepare(conn)
-            state = _load(conn)
+            synchronous = "FULL" if self.durability == "strict" else "NORMAL"
+            self._next_outbox_key = tables.attach(conn, self.path.parent, synchronous)
+            state = sessions.load(conn)
         except BaseException:
             conn.close()
             raise
@@ -250,10 +120,10 @@ class SqliteStorage(Storage):
         conn.execute("PRAGMA temp_store = MEMORY")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
-            conn.executescript(_SCHEMA)
+            conn.executescript(sessions.SCHEMA)
             return
-        while version + 1 in _MIGRATIONS:
-            conn.executescript(_MIGRATIONS[version + 1])
+        while version + 1 in sessions.MIGRATIONS:
+            conn.executescript(sessions.MIGRATIONS[version + 1])
             version += 1
             log.info("migrated %s to storage schema version %d", self.path, version)
         if version != SCHEMA_VERSION:
@@ -324,6 +194,69 @@ class SqliteStorage(Storage):
     def inbound_delete(self, client_id: str, packet_id: int) -> None:
         self._enqueue((ops.INBOUND_DELETE, client_id, packet_id))
 
+    # -- the services' state: writes enqueue like the broker's, reads run in order on the writer --------
+
+    def device_put(self, entries: list[Json]) -> None:
+        self._enqueue((ops.DEVICE_PUT, [(entry["deviceId"], json.dumps(entry)) for entry in entries]))
+
+    def device_delete(self, device_id: str) -> None:
+        self._enqueue((ops.DEVICE_DELETE, device_id))
+
+    def device_event_add(self, device_id: str, event: Json, kept: int) -> None:
+        self._enqueue((ops.DEVICE_EVENT, device_id, json.dumps(event), kept))
+
+    async def devices_load(self) -> list[Json]:
+        return await self._ask(tables.devices_load)
+
+    async def device_events(self, device_id: str, limit: int) -> list[Json]:
+        return await self._ask(tables.device_events, device_id, limit)
+
+    async def resource_state(self, kind: str, resource_id: str) -> tuple[Json | None, int]:
+        return await self._ask(tables.resource_state, kind, resource_id)
+
+    async def resource_commit(self, kind: str, resource_id: str, resource: Json | None, seq: int, event: Json) -> None:
+        body = None if resource is None else json.dumps(resource)
+        await self._ask(tables.resource_commit, kind, resource_id, body, seq, json.dumps(event))
+
+    async def resource_get(self, kind: str, resource_id: str) -> Json | None:
+        return await self._ask(tables.resource_get, kind, resource_id)
+
+    async def resource_page(self, kind: str, limit: int, offset: int) -> tuple[list[tuple[str, Json]], int]:
+        return await self._ask(tables.resource_page, kind, limit, offset)
+
+    async def resource_events(self, kind: str, since: int, limit: int) -> tuple[list[Json], int]:
+        return await self._ask(tables.resource_events, kind, since, limit)
+
+    async def outbox_load(self) -> list[OutboxRecord]:
+        return await self._ask(tables.outbox_load)
+
+    def outbox_add(self, connection: str, message: StoredMessage) -> int:
+        key = self._next_outbox_key
+        self._next_outbox_key = key + 1
+        self._enqueue((ops.OUTBOX_ADD, key, OutboxRecord(key, connection, message)))
+        return key
+
+    def outbox_delete(self, key: int) -> None:
+        self._enqueue((ops.OUTBOX_DELETE, key))
+
+    def outbox_clear(self, connection: str) -> None:
+        self._enqueue((ops.OUTBOX_CLEAR, connection))
+
+    async def _ask(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on the writer thread, after everything enqueued before this call."""
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._hand_over()
+        with self._cond:
+            if self._stopping or self._closed or not self.writable():
+                raise RuntimeError(f"storage {self.path} is closed")
+            if not self._ops:
+                self._first_op_at = time.monotonic()
+            self._ops.append((ops.CALL, fn, args, future))
+            self.ops_enqueued += 1
+            self._urgent = True  # someone waits: a relaxed-mode writer does not wait for more
+            self._cond.notify()
+        return await asyncio.wrap_future(future)
+
     @property
     def dirty(self) -> bool:
         return bool(self._staged) or self.ops_enqueued != self._committed
@@ -372,7 +305,7 @@ class SqliteStorage(Storage):
         try:
             while (taken := self._take()) is not None:
                 batch_ops, upto = taken
-                self._write(batch_ops)
+                self._process(batch_ops)
                 self._complete(upto)
         except BaseException:
             log.critical("storage writer thread died; writes are no longer persisted", exc_info=True)
@@ -408,9 +341,34 @@ class SqliteStorage(Storage):
                 except RuntimeError:
                     log.error("event loop closed; %d storage barrier callbacks dropped", len(ready))
 
+    def _process(self, taken: list[ops.Op]) -> None:
+        """Write the ops between calls as batches, and run each call where it was asked for."""
+        run: list[ops.Op] = []
+        for op in taken:
+            if op[0] != ops.CALL:
+                run.append(op)
+                continue
+            if run:
+                self._write(run)
+                run = []
+            self._call(op[1], op[2], op[3])
+        if run:
+            self._write(run)
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], future: concurrent.futures.Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return  # the caller stopped waiting
+        try:
+            result = fn(self._conn, *args)
+        except BaseException as exc:
+            self._rollback()
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
     def _write(self, batch_ops: list[ops.Op]) -> None:
         try:
-            steps = _plan(ops.fold(batch_ops))
+            steps = sessions.plan(ops.fold(batch_ops))
         except Exception:
             log.exception("could not prepare a storage batch; %d writes lost", len(batch_ops))
             return
@@ -429,21 +387,21 @@ class SqliteStorage(Storage):
                 return
         self.commits += 1
 
-    def _apply(self, steps: list[_Step], execute: Callable[[_Step], int]) -> int:
+    def _apply(self, steps: list[tables.Step], execute: Callable[[tables.Step], int]) -> int:
         assert self._conn is not None
         self._conn.execute("BEGIN")
         written = sum(execute(step) for step in steps)
         self._conn.execute("COMMIT")
         return written
 
-    def _execute_many(self, step: _Step) -> int:
+    def _execute_many(self, step: tables.Step) -> int:
         assert self._conn is not None
         sql, items, to_row = step
-        rows: Iterable[tuple[Any, ...]] = items if to_row is _same else map(to_row, items)
+        rows: Iterable[tuple[Any, ...]] = items if to_row is tables.same else map(to_row, items)
         self._conn.executemany(sql, rows)
         return len(items)
 
-    def _execute_each(self, step: _Step) -> int:
+    def _execute_each(self, step: tables.Step) -> int:
         """The fallback: a row that cannot be written is logged and skipped; the rest of the batch lands."""
         assert self._conn is not None
         sql, items, to_row = step
@@ -464,59 +422,3 @@ class SqliteStorage(Storage):
                 self._conn.execute("ROLLBACK")
         except sqlite3.Error:
             log.exception("storage rollback failed")
-
-
-def _load(conn: sqlite3.Connection) -> LoadedState:
-    """Everything the store holds; a session's ``next_seq`` is raised past its highest stored message."""
-    retained = [
-        StoredMessage(topic, payload, qos, True, properties, expiry_at)
-        for topic, payload, qos, properties, expiry_at in conn.execute(
-            "SELECT topic, payload, qos, properties, expiry_at FROM retained"
-        )
-    ]
-    loaded: dict[str, LoadedSession] = {}
-    for row in conn.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions ORDER BY client_id"):
-        session = _session_from_row(row)
-        loaded[session.client_id] = LoadedSession(session, [], [])
-    orphans = 0
-    for row in conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM session_messages ORDER BY client_id, seq"):
-        owner = loaded.get(row[0])
-        if owner is None:
-            orphans += 1
-            continue
-        message = StoredMessage(row[5], row[6], row[7], bool(row[8]), row[9], row[10])
-        owner.messages.append(StoredSessionMessage(row[1], row[2], row[3], row[4], message))
-    for client_id, packet_id in conn.execute("SELECT client_id, packet_id FROM inbound_qos2"):
-        owner = loaded.get(client_id)
-        if owner is None:
-            orphans += 1
-        else:
-            owner.inbound_qos2.append(packet_id)
-    if orphans:
-        log.warning("ignored %d stored rows that belong to no session", orphans)
-    for owner in loaded.values():
-        if owner.messages:
-            owner.session.next_seq = max(owner.session.next_seq, owner.messages[-1].seq + 1)
-    return LoadedState(retained=retained, sessions=list(loaded.values()))
-
-
-def _session_from_row(row: tuple[Any, ...]) -> StoredSession:
-    (client_id, protocol_version, expiry_interval, disconnected_at, subs, will_topic, will_payload, will_qos,
-     will_retain, will_properties, will_expiry_at, will_delay, next_seq, owner) = row  # fmt: skip
-    subscriptions = [
-        StoredSubscription(f, qos, bool(nl), bool(rap), rh, sid) for f, qos, nl, rap, rh, sid in json.loads(subs)
-    ]
-    will = None
-    if will_topic is not None:
-        will = StoredMessage(will_topic, will_payload, will_qos, bool(will_retain), will_properties, will_expiry_at)
-    return StoredSession(
-        client_id,
-        protocol_version,
-        expiry_interval,
-        disconnected_at,
-        subscriptions,
-        will,
-        will_delay,
-        next_seq,
-        owner,
-    )

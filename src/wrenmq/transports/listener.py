@@ -1,15 +1,24 @@
 """``Listener``: binds one ``ListenerConfig`` (one address, one transport) and hands every accepted
-socket to a broker ``Connection`` (tcp, tls) or to a ``WebSocketAdapter`` in front of one (ws, wss)."""
+socket to a broker ``Connection`` (tcp, tls, unix) or to a ``WebSocketAdapter`` in front of one (ws, wss).
+
+A unix listener (Mosquitto 2's ``listener 0 /path``) serves MQTT on a Unix domain socket whose file
+mode decides who may connect: the owner only, or the owner and ``socket_group``."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
+import grp
 import logging
+import os
 import ssl
+import stat
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import ListenerConfig
+from ..config import ConfigError, ListenerConfig
 from .tls import server_context
 
 if TYPE_CHECKING:
@@ -18,6 +27,14 @@ if TYPE_CHECKING:
 __all__ = ["Listener"]
 
 log = logging.getLogger("wrenmq.listener")
+
+
+def socket_gid(listener: str, group: str) -> int:
+    """The group id of ``socket_group`` (a name or a number); ``ConfigError`` if there is none."""
+    try:
+        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ConfigError(f"listener {listener}: socket_group {group!r}: no such group") from None
 
 
 class Listener:
@@ -35,12 +52,17 @@ class Listener:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._gid: int | None = None  # socket_group, looked up by prepare()
+        self._socket_path: Path | None = None  # the unix socket this listener created (removed on close)
 
     def prepare(self) -> None:
-        """Load what the listener reads from files (its TLS certificate, key and CA), so a bad
-        one stops start-up before anything is bound; ``ConfigError`` names the setting."""
+        """Load what the listener reads from files (its TLS certificate, key and CA) and look up
+        its socket group, so a bad one stops start-up before anything is bound; ``ConfigError``
+        names the setting."""
         if self.config.secure and self._ssl is None:
             self._ssl = server_context(self.config)
+        if self.config.socket_group is not None and self._gid is None:
+            self._gid = socket_gid(self.name, self.config.socket_group)
 
     async def bind(self, broker: Broker) -> None:
         """Bind the address without accepting anyone yet (``serve`` does): until then the kernel
@@ -52,7 +74,7 @@ class Listener:
         config = self.config
         loop = asyncio.get_running_loop()
         factory: Any
-        if config.type in ("tcp", "tls"):
+        if config.type in ("tcp", "tls", "unix"):
             factory = functools.partial(Connection, broker, self)  # no Python frame per accepted socket
         else:
             from .websocket import WebSocketAdapter
@@ -60,6 +82,9 @@ class Listener:
             def factory() -> WebSocketAdapter:
                 return WebSocketAdapter(Connection(broker, self), config.path)
 
+        if config.type == "unix":
+            await self._bind_unix(loop, factory)
+            return
         try:
             self._server = await loop.create_server(
                 factory,
@@ -77,13 +102,31 @@ class Listener:
         server: Any = self._server  # uvloop's Server.sockets is a list where typeshed says tuple
         self.port = server.sockets[0].getsockname()[1]
 
+    async def _bind_unix(self, loop: asyncio.AbstractEventLoop, factory: Any) -> None:
+        """Bind the socket path, then set its mode (0600; 0660 and the group with ``socket_group``)
+        before ``serve`` listens, so no one else can connect in between. A socket file left by an
+        earlier run is replaced; any other file at the path is an error."""
+        path = self.config.socket
+        assert path is not None
+        try:
+            if path.exists() and not stat.S_ISSOCK(path.stat().st_mode):
+                raise OSError(errno.EEXIST, "a file that is not a socket is in the way")
+            self._server = await loop.create_unix_server(factory, str(path), backlog=4096, start_serving=False)
+            self._socket_path = path  # ours now: close() removes it
+            if self._gid is not None:
+                os.chown(path, -1, self._gid)
+            os.chmod(path, 0o660 if self._gid is not None else 0o600)
+        except OSError as exc:
+            self.close()
+            raise OSError(exc.errno, f"listener {self.name} on {path}: {exc.strerror}") from exc
+
     async def serve(self) -> None:
         """Start accepting connections on the bound address."""
         assert self._server is not None, "bind() first"
         try:
             await self._server.start_serving()
         except OSError as exc:  # listen() lost a race for the port to another process
-            raise OSError(exc.errno, f"listener {self.name} on {self.config.host}:{self.port}: {exc.strerror}") from exc
+            raise OSError(exc.errno, f"listener {self.name} on {self.address}: {exc.strerror}") from exc
 
     async def start(self, broker: Broker) -> None:
         """Bind and serve at once (a listener reopened on a running broker)."""
@@ -93,6 +136,10 @@ class Listener:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        path, self._socket_path = self._socket_path, None
+        if path is not None:
+            with contextlib.suppress(OSError):  # someone else removed it; nothing to do
+                path.unlink()
 
     async def wait_closed(self) -> None:
         if self._server is not None:
@@ -105,8 +152,15 @@ class Listener:
         return self._server is not None and self._server.is_serving()
 
     @property
+    def address(self) -> str:
+        """Where it listens: ``host:port``, or the socket path."""
+        return str(self.config.socket) if self.config.type == "unix" else f"{self.config.host}:{self.port}"
+
+    @property
     def url(self) -> str:
         config = self.config
+        if config.type == "unix":
+            return f"unix://{config.socket}"
         scheme = {"tcp": "mqtt", "tls": "mqtts", "ws": "ws", "wss": "wss"}[config.type]
         path = config.path if config.type in ("ws", "wss") else ""
         return f"{scheme}://{config.host}:{self.port}{path}"
