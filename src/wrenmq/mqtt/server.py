@@ -33,10 +33,11 @@ from .reason_codes import ConnackReturnCode, ReasonCode, connack_v3_code
 
 _TOPIC_ALIAS = PropertyId.TOPIC_ALIAS
 _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
-_PINGRESP = b"\xd0\x00"
-# CONNACK for 3.1/3.1.1, return code 0, without and with Session Present: the same four bytes every time.
-_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
-_CONNACK_SESSION_PRESENT = b"\x20\x02\x01\x00"
+# The same bytes every time, encoded once: PINGRESP, and CONNACK for 3.1/3.1.1 (return code 0),
+# without and with Session Present.
+_PINGRESP = encode(p.Pingresp(), p.MQTT_3_1_1)
+_CONNACK_ACCEPTED = encode(p.Connack(False, 0), p.MQTT_3_1_1)
+_CONNACK_SESSION_PRESENT = encode(p.Connack(True, 0), p.MQTT_3_1_1)
 
 Event = p.Packet | ProtocolError
 # The inbound QoS 2 ids before CONNACK (none can arrive then): one shared empty set, so a connection
