@@ -535,12 +535,16 @@ def alias_publish(
     return publish_head(head[0], topic, len(packet_id) + len(block) + len(payload)) + packet_id, block
 
 
+# The first two bytes of each ack without a reason code (fixed header, Remaining Length 2), by type.
+_ACK_HEADS = [bytes(((t << 4) | (2 if t == p.PUBREL else 0), 2)) for t in range(16)]
+
+
 def encode_ack(ptype: int, packet_id: int, reason_code: int = 0, version: int = p.MQTT_3_1_1) -> bytes:
     """PUBACK, PUBREC, PUBREL or PUBCOMP without properties: the acks of the hot path. Before MQTT 5
     there is no reason code on the wire."""
-    first = (ptype << 4) | (2 if ptype == p.PUBREL else 0)
     if version != 5 or not reason_code:
-        return bytes((first, 2)) + PACKET_ID_BYTES[packet_id]
+        return _ACK_HEADS[ptype] + PACKET_ID_BYTES[packet_id]
+    first = (ptype << 4) | (2 if ptype == p.PUBREL else 0)
     return bytes((first, 3)) + PACKET_ID_BYTES[packet_id] + bytes((reason_code,))
 
 
