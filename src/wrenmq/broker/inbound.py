@@ -84,7 +84,7 @@ def on_publish(conn: Connection, packet: p.Publish) -> None:
         if session.persistent:
             persist.inbound_add(session, packet.packet_id)  # type: ignore[arg-type]
             # The packet id is what makes a resent PUBLISH a duplicate [MQTT-4.3.3-10]: PUBREC
-            # waits for it to be committed even when nothing stored the message itconn.
+            # waits for it to be committed even when nothing stored the message itself.
             durable = persist.strict
     conn.protocol.ack_publish(packet, matched != 0, durable)
 
