@@ -24,6 +24,7 @@ COMPILED_MODULES = [
     "src/wrenmq/mqtt/properties.py",
     "src/wrenmq/mqtt/codec.py",
     "src/wrenmq/mqtt/topics.py",
+    "src/wrenmq/mqtt/server.py",
     "src/wrenmq/broker/limits.py",
     "src/wrenmq/broker/stats.py",
     "src/wrenmq/broker/hookset.py",
@@ -35,7 +36,9 @@ COMPILED_MODULES = [
     "src/wrenmq/broker/wills.py",
     "src/wrenmq/broker/sessions.py",
     "src/wrenmq/broker/subscriptions.py",
+    "src/wrenmq/broker/admission.py",
     "src/wrenmq/broker/persist.py",
+    "src/wrenmq/broker/inbound.py",
     "src/wrenmq/broker/connection.py",
     "src/wrenmq/broker/broker.py",
 ]

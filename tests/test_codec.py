@@ -846,3 +846,44 @@ def test_parser_learns_the_protocol_level_from_connect():  # [MQTT-3.1.2-2]: the
     assert connect.protocol_level == parser.protocol_level == 5
     [publish] = parser.feed(publish_bytes(properties=props(prop(P.MESSAGE_EXPIRY_INTERVAL, b"\0\0\0\7"))))
     assert publish.properties == {P.MESSAGE_EXPIRY_INTERVAL: 7}
+
+
+# -- one PUBLISH layout (codec.publish_head): every encoder of a PUBLISH agrees ------------------
+
+
+@pytest.mark.parametrize("version", [4, 5])
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("payload_size", [0, 100, 120, 200, 16_370, 20_000])
+def test_publish_layout_shared_by_every_encoder(version, qos, payload_size):  # [MQTT-3.3.1], [MQTT-1.5.5-1]
+    """The broker's shared fan-out bytes (Message.wire), the codec's encoder and the size check of
+    the API and the client are one layout, across the Remaining Length's 1/2/3-byte boundaries."""
+    from wrenmq.broker.message import Message
+    from wrenmq.mqtt.codec import PACKET_ID_BYTES, encode_publish, publish_size
+    from wrenmq.mqtt.properties import encode_properties
+
+    props = {PropertyId.CONTENT_TYPE: "text/plain"} if version == 5 else {}
+    payload = bytes(range(256)) * (payload_size // 256) + bytes(payload_size % 256)
+    packet = Publish("a/b", payload, qos, True, 7 if qos else None, properties=props)
+    wire = encode_publish(packet, version)
+    head, tail = Message("a/b", payload, qos, True, props).wire(version, qos, True)
+    assert (head + PACKET_ID_BYTES[7] + tail if qos else head) == wire
+    rest = len(payload) + (len(encode_properties(props)) if version == 5 else 0)
+    assert publish_size(len(b"a/b"), qos, rest) == len(wire)
+    (decoded,) = Parser(protocol_level=version).feed(wire)
+    assert (decoded.topic, decoded.payload, decoded.qos, decoded.packet_id) == ("a/b", payload, qos, packet.packet_id)
+
+
+@pytest.mark.parametrize("qos", [0, 1])
+@pytest.mark.parametrize("with_topic", [True, False])
+def test_alias_publish_reframes_the_shared_bytes(qos, with_topic):  # [MQTT-3.3.2-12]
+    from wrenmq.broker.message import Message
+    from wrenmq.mqtt.codec import PACKET_ID_BYTES, alias_publish
+
+    message = Message("a/b", b"x" * 300, qos, False, {PropertyId.CONTENT_TYPE: "t"})
+    head, tail = message.wire(5, qos, False)
+    pid = PACKET_ID_BYTES[9] if qos else b""
+    start, block = alias_publish(head, pid, tail, message.payload, 3, with_topic)
+    (decoded,) = Parser(protocol_level=5).feed(start + block + message.payload)
+    assert decoded.topic == ("a/b" if with_topic else "")
+    assert decoded.properties == {PropertyId.TOPIC_ALIAS: 3, PropertyId.CONTENT_TYPE: "t"}
+    assert decoded.payload == message.payload and decoded.packet_id == (9 if qos else None)

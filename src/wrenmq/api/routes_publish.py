@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI, Response
 
 from ..hooks import WRITE, Reject
-from ..mqtt.properties import encode_properties, encode_varint
+from ..mqtt.codec import publish_size as codec_publish_size
+from ..mqtt.properties import encode_properties
 from ..mqtt.reason_codes import ReasonCode
 from .models import (
     BatchItemResult,
@@ -40,8 +41,7 @@ INTERNAL = "internal"
 
 def publish_size(topic: bytes, payload: bytes, qos: int, properties: bytes) -> int:
     """Bytes of the PUBLISH packet an MQTT 5 subscriber would get (the largest variant)."""
-    remaining = 2 + len(topic) + (2 if qos else 0) + len(properties) + len(payload)
-    return 1 + len(encode_varint(remaining)) + remaining
+    return codec_publish_size(len(topic), qos, len(properties) + len(payload))
 
 
 def broker_problems(broker: Broker, request: PublishRequest, loc: tuple[str | int, ...]) -> list[FieldError]:

@@ -1,8 +1,9 @@
-"""The broker: lifecycle, CONNECT policy, the in-process API and routing.
+"""The broker: lifecycle, the in-process API and routing.
 
-Its collaborators, each in its own module: the session table (``sessions.SessionTable``: detach,
-expiry, end), wills (``wills.WillScheduler``), SUBSCRIBE policy (``subscriptions``), restore at
-start-up (``restore``).
+Its collaborators, each in its own module: CONNECT policy and the login throttle
+(``admission.Admission``), the session table (``sessions.SessionTable``: detach, expiry, end),
+wills (``wills.WillScheduler``), SUBSCRIBE policy (``subscriptions``), restore at start-up
+(``restore``).
 
 ``Broker.route`` is the hot path: one cached trie match, then one ``Session.deliver`` per
 subscriber, which writes shared pre-encoded bytes to the subscriber's connection.
@@ -19,16 +20,14 @@ from typing import Any
 
 from .. import __version__, auth, hot_path
 from ..config import Config, ConfigError
-from ..hooks import LET_IN, READ, WRITE, AuthResult
+from ..hooks import READ, AuthResult
 from ..mqtt import packets as p
-from ..mqtt.codec import encode
-from ..mqtt.errors import ProtocolError
 from ..mqtt.properties import PropertyId
-from ..mqtt.reason_codes import ReasonCode, connack_v3_code
-from ..mqtt.topics import client_may_publish, is_bridge_state
+from ..mqtt.reason_codes import ReasonCode
 from ..storage import Storage, open_storage
 from ..storage.private import make_private_dir, warn_if_open
 from ..transports import Listener
+from .admission import Admission
 from .connection import Connection
 from .hookset import HookSet
 from .journal import Journal
@@ -38,21 +37,17 @@ from .persist import Persistence
 from .restore import restore
 from .retain import RetainStore
 from .router import LocalSubscriber, Router, Subscriber
-from .session import NEVER_EXPIRES, Session
+from .session import Session
 from .sessions import SessionTable
 from .stats import Stats
 from .subscriptions import SubscriptionPolicy
 from .sys_topics import SysTopics
 from .wills import WillScheduler
 
-MESSAGE_IDS_REQUEST = "wrenmq-message-ids"  # CONNECT user property: "1" asks for wrenmq-message-id
-
 log = logging.getLogger("wrenmq.broker")
 
 # How often connect timeouts and keep alives are checked: they are enforced up to this much late.
 SWEEP_INTERVAL = 0.25
-# Failed logins are counted per source address over this many seconds (auth_failure_limit).
-AUTH_FAILURE_WINDOW = 60.0
 
 _P = PropertyId
 
@@ -103,6 +98,7 @@ class Broker:
         self.table = SessionTable(self, self.wills)
         self.sessions: dict[str, Session] = self.table.sessions  # the table's, by client id
         self.subscriptions = SubscriptionPolicy(self)
+        self.admission = Admission(self)
         self.connections: set[Connection] = set()
         self.lingering: set[Any] = set()  # sockets closed with a reason, still being closed (transports.linger)
         self.stats = Stats()
@@ -112,7 +108,6 @@ class Broker:
         self._running = False
         self._bound = False  # listeners bound (bind), not yet serving
         self._checked: list[str] | None = None  # check()'s answer
-        self._auth_failures: dict[str, list[float]] = {}  # source host -> recent failed logins
         self._sys: SysTopics | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
 
@@ -192,7 +187,7 @@ class Broker:
             raise
         self.started_at = time.time()
         self._running = True
-        self._warn_if_no_one_can_log_in()
+        self.admission.warn_if_no_one_can_log_in()
         self.hooks.notify(self.hooks.start, self)
         if config.sys_interval > 0:
             self._sys = SysTopics(self, config.sys_interval)
@@ -268,9 +263,7 @@ class Broker:
         now = self.loop.time()
         for conn in tuple(self.connections):
             conn.check_timeouts(now)
-        if self._auth_failures:
-            for host in [h for h, t in self._auth_failures.items() if t[-1] < now - AUTH_FAILURE_WINDOW]:
-                del self._auth_failures[host]
+        self.admission.forget_failures(now)
         self._sweep_handle = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def reload(self) -> None:
@@ -503,298 +496,23 @@ class Broker:
         elif self.retained.delete(message.topic):
             self.persist.retain_delete(message.topic)
 
-    # -- CONNECT ---------------------------------------------------------------------------
-
-    def accept_connect(self, conn: Connection, packet: p.Connect) -> None:
-        version = packet.protocol_level
-        props = packet.properties
-        client_id = packet.client_id
-        clean = packet.clean_start
-        if version == 5:
-            if _P.AUTHENTICATION_METHOD in props:
-                return self._refuse(conn, ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication unsupported")
-            if props.get(_P.RECEIVE_MAXIMUM) == 0:
-                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-??] Receive Maximum of 0")
-            if props.get(_P.MAXIMUM_PACKET_SIZE) == 0:
-                raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-24] Maximum Packet Size of 0")
-        if not client_id:
-            if version == 5 or (version == 4 and clean):  # [MQTT-3.1.3-6], [MQTT-3.1.3-7]
-                client_id = "wrenmq-" + secrets.token_hex(8)
-            else:  # [MQTT-3.1.3-8]
-                return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
-        conn.client_id = client_id
-        conn.username = packet.username
-        decision = self._authenticate(conn, packet)
-        if decision is None:
-            return
-        if isinstance(decision, AuthResult):
-            self._login_decided(conn, packet, decision)
-            return
-        # A hook checks off the loop (a password hash): the connection reads nothing more meanwhile.
-        conn.hold_for_login(decision)
-        decision.add_done_callback(lambda done: self._login_finished(conn, packet, done))
-
-    def _login_finished(self, conn: Connection, packet: p.Connect, done: asyncio.Future[AuthResult]) -> None:
-        """A login checked off the loop is decided: go on with the CONNECT, then with what the
-        client sent meanwhile. A client that went away meanwhile has cancelled the check."""
-        if done.cancelled():
-            return
-        error = done.exception()
-        result = done.result() if error is None else AuthResult.deny(0x80, "authentication failed")
-        if conn.closed:
-            if not result.allowed:
-                self.login_failed(conn.peer_host)
-            return
-        try:
-            self._login_decided(conn, packet, result)
-        except ProtocolError as exc:
-            conn.protocol_violation(exc)
-        except Exception:
-            self.stats.internal_errors += 1
-            log.exception("internal error accepting %s", conn.client_id)
-            conn.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-        conn.login_decided()
-
-    def _login_decided(self, conn: Connection, packet: p.Connect, result: AuthResult) -> None:
-        if not result.allowed:
-            self.login_failed(conn.peer_host)
-            return self._refuse(conn, result.reason_code, result.reason or "bad credentials")
-        if result is not LET_IN:
-            conn.auth = result
-        if result.username is not None:
-            conn.username = result.username
-        if result.expires_at is not None:
-            conn.auth_expires_at = self.loop.time() + max(0.001, result.expires_at - time.time())
-        self._admit(conn, packet)
-
-    def _admit(self, conn: Connection, packet: p.Connect) -> None:
-        """The client is who it says it is: its will, keep alive, session and CONNACK."""
-        limits = self.limits
-        version = packet.protocol_level
-        props = packet.properties
-        client_id = conn.client_id
-        conn.bridge = packet.bridge
-        clean = packet.clean_start
-        assigned = client_id if not packet.client_id else None
-        if version == 5:
-            expiry = props.get(_P.SESSION_EXPIRY_INTERVAL, 0)
-            receive_maximum = props.get(_P.RECEIVE_MAXIMUM, 65535)
-            max_packet_out = props.get(_P.MAXIMUM_PACKET_SIZE, 0)
-            problem_info = props.get(_P.REQUEST_PROBLEM_INFORMATION, 1) == 1
-        else:  # 3.1.x has no properties (reading the enum's members costs more than the rest here)
-            expiry = 0 if clean else NEVER_EXPIRES
-            receive_maximum, max_packet_out, problem_info = 65535, 0, True
-        granted_expiry = min(expiry, limits.max_session_expiry_interval)
-        will = packet.will
-        if will is not None:
-            if not client_may_publish(will.topic) and not (packet.bridge and is_bridge_state(will.topic, client_id)):
-                self.stats.acl_denied += 1
-                return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, f"a will on {will.topic} (the broker's topics)")
-            if self.hooks.acl_check and not self.hooks.run_acl_check(conn, will.topic, WRITE):
-                self.stats.acl_denied += 1
-                return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, f"may not publish its will to {will.topic}")
-            if will.qos > limits.maximum_qos:
-                return self._refuse(conn, ReasonCode.QOS_NOT_SUPPORTED, "will QoS above Maximum QoS")
-            if will.retain and not limits.retain_available:
-                return self._refuse(conn, ReasonCode.RETAIN_NOT_SUPPORTED, "will retain unsupported")
-            will_props = {k: v for k, v in will.properties.items() if k != _P.WILL_DELAY_INTERVAL}
-            expires_at = None
-            if _P.MESSAGE_EXPIRY_INTERVAL in will_props:
-                expires_at = self.loop.time() + will_props[_P.MESSAGE_EXPIRY_INTERVAL]  # counted from publication below
-            conn.will = Message(will.topic, will.payload, will.qos, will.retain, will_props, expires_at, client_id)
-            conn.will_delay = will.properties.get(_P.WILL_DELAY_INTERVAL, 0)
-
-        # Keep alive: the server may impose its own value [MQTT-3.2.2-21].
-        keep_alive = packet.keep_alive
-        server_keep_alive = None
-        if keep_alive > limits.max_keepalive or (keep_alive == 0 and limits.max_keepalive < 65535):
-            if version != 5:
-                # 3.1.x cannot be told a Server Keep Alive, and holding a client to a shorter one than
-                # it asked for would cut it off while it obeys [MQTT-3.1.2-24]: refuse (as Mosquitto does).
-                return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "keep alive above max_keepalive")
-            server_keep_alive = keep_alive = limits.max_keepalive
-        conn.keep_alive = keep_alive
-        conn.send_quota = min(receive_maximum, limits.max_inflight_messages)
-        conn.max_packet_out = max_packet_out
-        conn.topic_alias_max_in = limits.topic_alias_maximum if version == 5 else 0
-        if version == 5 and limits.topic_alias_out_maximum:  # [MQTT-3.1.2-26], [MQTT-3.1.2-27]
-            conn.topic_alias_out_max = min(props.get(_P.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_out_maximum)
-        conn.request_problem_info = problem_info
-        conn.connect_expiry = expiry
-        if version == 5 and _P.USER_PROPERTY in props:
-            conn.message_ids = (MESSAGE_IDS_REQUEST, "1") in props[_P.USER_PROPERTY]
-
-        owner = session_owner(conn.username, conn.cert_identity)
-        session = self.sessions.get(client_id)
-        if session is not None and session.owner is not None and session.owner != owner:
-            # A session never passes to another user (a client id is only a name).
-            self.stats.session_owner_conflicts += 1
-            if session.connection is not None:
-                log.warning(
-                    "client id %s is in use by another user: refused %s from %s", client_id, conn.username, conn.peer
-                )
-                return self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "client id in use by another user")
-            log.warning(
-                "session %s belonged to another user: discarded as %s from %s connected with its client id",
-                client_id,
-                conn.username,
-                conn.peer,
-            )
-            self.table.end(session)
-            session = None
-        # A stored session discarded by Clean Start: CONNACK must not run ahead of that commit, or a
-        # crash could bring back the session the client was told is gone.
-        discarded = clean and session is not None and session.persistent and self.persist.strict
-        if session is not None and session.connection is not None:
-            old = session.connection
-            old.disconnect_reason = "session taken over"
-            old.close_with(ReasonCode.SESSION_TAKEN_OVER, "session taken over")  # [MQTT-3.1.4-3]
-            self.table.detach(old, session_continues=not clean)
-            session = self.sessions.get(client_id)
-        session_present = False
-        if session is not None and not clean:
-            session_present = True  # [MQTT-3.2.2-2]
-            session.cancel_timers()
-            session.will = None  # the client is back in time: its delayed will is cancelled [MQTT-3.1.3-9]
-        else:
-            if session is not None:
-                self.table.end(session)  # Clean Start discards the old session [MQTT-3.1.2-4]
-            session = Session(self, client_id, version, granted_expiry)
-            self.sessions[client_id] = session
-        session.owner = owner  # (a session restored from a store without owners is claimed here)
-        if session_present:
-            for sub in session.subscriptions.values():
-                if sub.reader is not None:
-                    sub.reader = conn  # its ACL checks: of the client as it is now (same owner)
-        session.protocol_version = version
-        session.expiry_interval = granted_expiry
-        session.connection = conn
-        conn.session = session
-        conn.connected = True
-        self.stats.clients_by_version[version] += 1
-
-        if version == 5:
-            ack_props: dict[int, Any] = {}
-            if assigned:
-                ack_props[_P.ASSIGNED_CLIENT_IDENTIFIER] = assigned
-            if server_keep_alive is not None:
-                ack_props[_P.SERVER_KEEP_ALIVE] = server_keep_alive
-            if granted_expiry != expiry:
-                ack_props[_P.SESSION_EXPIRY_INTERVAL] = granted_expiry
-            if limits.receive_maximum != 65535:
-                ack_props[_P.RECEIVE_MAXIMUM] = limits.receive_maximum
-            ack_props[_P.MAXIMUM_PACKET_SIZE] = limits.max_packet_size
-            if limits.topic_alias_maximum:
-                ack_props[_P.TOPIC_ALIAS_MAXIMUM] = limits.topic_alias_maximum
-            if limits.maximum_qos < 2:
-                ack_props[_P.MAXIMUM_QOS] = limits.maximum_qos
-            if not limits.retain_available:
-                ack_props[_P.RETAIN_AVAILABLE] = 0
-            connack = encode(p.Connack(session_present, 0, ack_props), version)
-        else:
-            connack = _CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED
-        if discarded:
-            conn.send_committed(connack)
-        else:
-            conn.write_now(connack)
-        conn.start_keepalive()
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "client %s connected from %s (MQTT %s, clean=%s, keep_alive=%d%s)",
-                client_id,
-                conn.peer,
-                _VERSION_NAMES.get(version, version),
-                clean,
-                keep_alive,
-                ", session present" if session_present else "",
-            )
-        self.persist.session_put(session, connected=True)
-        if self.hooks.connect:
-            self.hooks.notify(self.hooks.connect, conn, packet)
-        if session_present:
-            now = self.loop.time()
-            session.resend_inflight(conn, now)
-            session.fill(now)
-
-    def _authenticate(self, conn: Connection, packet: p.Connect) -> AuthResult | asyncio.Future[AuthResult] | None:
-        """Connection limits, failed-login throttling, certificate identity, then the login rule
-        (``check_login``). None: the client has been refused already."""
-        if conn.over_limit:
-            self._refuse(conn, ReasonCode.SERVER_BUSY, "too many connections")
-            return None
-        if self.login_throttled(conn.peer_host):
-            self._refuse(conn, ReasonCode.CONNECTION_RATE_EXCEEDED, "too many failed logins from this address")
-            return None
-        listener = conn.listener
-        certified = False
-        if listener is not None and listener.use_identity_as_username:
-            if conn.cert_identity is None:
-                self._refuse(conn, ReasonCode.NOT_AUTHORIZED, "no client certificate")
-                return None
-            conn.username = conn.cert_identity
-            certified = True  # a verified certificate vouches for its CN
-        return self.check_login(conn, packet, certified or self.anonymous_allowed(listener))
+    # -- logins (the CONNECT policy itself is admission.Admission) -------------------------
 
     def anonymous_allowed(self, listener: Listener | None = None) -> bool:
-        """Whether clients no authentication source vouches for may come in by ``listener`` (None:
-        the API's sign-ins). See ``Config.anonymous_allowed``."""
-        if listener is not None:
-            return listener.anonymous
-        return self.config.anonymous_allowed(None)
+        """See ``Admission.anonymous_allowed``."""
+        return self.admission.anonymous_allowed(listener)
 
     def check_login(self, client: Any, packet: p.Connect, anonymous: bool) -> AuthResult | asyncio.Future[AuthResult]:
-        """The one login rule, for every way in (MQTT CONNECT, console sign-in, Socket.IO, long
-        polling): the first authentication hook that decides wins (a password file, a JWT, an
-        application's hook); if none decides, the client is let in only where ``anonymous`` access
-        is allowed, with or without a user name, since a name no source vouched for is a claim,
-        not an identity [MQTT-3.1.4-2]. A decision reached off the event loop (a password hash)
-        comes as a future. The caller counts a refusal toward the failed-login throttle."""
-        hooks = self.hooks
-        found = hooks.run_authenticate(client, packet) if hooks.authenticate else None
-        if found is None or isinstance(found, AuthResult):
-            return _login_rule(found, client.username, anonymous)
-        return asyncio.ensure_future(_settle_login(found, client.username, anonymous))
-
-    def _warn_if_no_one_can_log_in(self) -> None:
-        """With anonymous access off and no authentication source, every login is refused: say so."""
-        if self.hooks.authenticate:
-            return
-        for listener in self.listeners:
-            if not listener.anonymous and not listener.use_identity_as_username:
-                log.warning(
-                    "no one can log in on %s: allow_anonymous is off and no authentication source "
-                    "(password_file, JWT, client certificates, an auth hook) is configured",
-                    listener.url,
-                )
+        """The one login rule, for every way in: see ``Admission.check_login``."""
+        return self.admission.check_login(client, packet, anonymous)
 
     def login_failed(self, host: str) -> None:
-        """Count a failed login from ``host``. Services that sign clients in their own way (Socket.IO,
-        long polling) report here too, so one throttle covers every way in."""
-        self.stats.auth_failures += 1
-        if self.config.auth_failure_limit:
-            self._auth_failures.setdefault(host, []).append(self.loop.time())
+        """See ``Admission.login_failed``."""
+        self.admission.login_failed(host)
 
     def login_throttled(self, host: str) -> bool:
-        """``auth_failure_limit`` failed logins from ``host`` within a minute refuse it for the rest."""
-        if not self._auth_failures:
-            return False
-        times = self._auth_failures.get(host)
-        if not times:
-            return False
-        horizon = self.loop.time() - AUTH_FAILURE_WINDOW
-        while times and times[0] < horizon:
-            del times[0]
-        if not times:
-            del self._auth_failures[host]
-            return False
-        return len(times) >= self.config.auth_failure_limit
-
-    def _refuse(self, conn: Connection, code: int, reason: str) -> None:
-        version = conn.version
-        rc = code if version == 5 else connack_v3_code(code)
-        conn._write(encode(p.Connack(False, rc), version))
-        log.info("refused client %s from %s: %s", conn.client_id or "-", conn.peer, reason)
-        conn.close_gracefully(reason)  # the CONNACK must arrive, whatever the client sent after CONNECT
+        """See ``Admission.login_throttled``."""
+        return self.admission.login_throttled(host)
 
     # -- sessions, subscriptions ---------------------------------------------------------
 
@@ -806,36 +524,3 @@ class Broker:
 
     def unsubscribe(self, conn: Connection, packet: p.Unsubscribe) -> None:
         self.subscriptions.unsubscribe(conn, packet)
-
-
-def _login_rule(result: AuthResult | None, username: str | None, anonymous: bool) -> AuthResult:
-    """See ``Broker.check_login``."""
-    if result is not None:
-        return result
-    if anonymous:
-        return LET_IN
-    if username is None:
-        return AuthResult.deny(ReasonCode.NOT_AUTHORIZED, "anonymous access is disabled")
-    return AuthResult.deny(
-        ReasonCode.NOT_AUTHORIZED, f"no authentication source vouches for {username!r} (anonymous access is off)"
-    )
-
-
-async def _settle_login(pending: Any, username: str | None, anonymous: bool) -> AuthResult:
-    result: AuthResult | None = await pending
-    return _login_rule(result, username, anonymous)
-
-
-def session_owner(username: str | None, cert_identity: str | None) -> str:
-    """Who a session belongs to: the user name (anonymous clients are an owner of their own) and,
-    over TLS with a client certificate, its identity; a session never passes to another owner."""
-    owner = "anonymous" if username is None else "user:" + username
-    if cert_identity is not None:
-        owner += "\ncert:" + cert_identity
-    return owner
-
-
-_VERSION_NAMES = {3: "3.1", 4: "3.1.1", 5: "5.0"}
-# CONNACK for 3.1/3.1.1, return code 0, without and with Session Present: the same four bytes every time.
-_CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
-_CONNACK_SESSION_PRESENT = b"\x20\x02\x01\x00"

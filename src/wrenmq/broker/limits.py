@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..mqtt.server import ServerSettings
+
 if TYPE_CHECKING:
     from ..config import Config
 
 
-class Limits:
+class Limits(ServerSettings):
+    """The broker's limits; the part every MQTT connection's protocol reads is ``ServerSettings``."""
+
     def __init__(self, config: Config) -> None:
+        super().__init__()
         self.max_packet_size: int = config.max_packet_size
         self.receive_maximum: int = config.receive_maximum
         self.max_inflight_messages: int = config.max_inflight_messages

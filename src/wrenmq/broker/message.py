@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..mqtt.codec import PACKET_ID_BYTES, publish_head
 from ..mqtt.properties import PropertyId, encode_properties, encode_varint
 
 _EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
@@ -20,8 +21,7 @@ _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
 _USER = PropertyId.USER_PROPERTY
 MESSAGE_ID_PROPERTY = "wrenmq-message-id"  # the user property that carries Broker.message_id
 
-# Two-byte packet identifiers, built once: the hot path indexes instead of allocating.
-PACKET_ID_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
+__all__ = ["MESSAGE_ID_PROPERTY", "PACKET_ID_BYTES", "Message"]
 
 
 class Message:
@@ -164,18 +164,11 @@ class Message:
 
     def _assemble(self, qos: int, retain: bool, props: bytes) -> tuple[bytes, bytes]:
         """The PUBLISH around ``props`` (its property block with length; empty before MQTT 5)."""
-        tb = self.topic.encode()
         tail = props + self.payload if props else self.payload
-        length = 2 + len(tb) + (2 if qos else 0) + len(tail)
         first = 0x30 | (qos << 1) | retain
-        n = len(tb)
-        if length < 128:
-            head = bytes((first, length, n >> 8, n & 0xFF)) + tb
-        else:
-            head = bytes((first,)) + encode_varint(length) + bytes((n >> 8, n & 0xFF)) + tb
         if not qos:
-            return head + tail, b""
-        return head, tail
+            return publish_head(first, self.topic.encode(), len(tail)) + tail, b""
+        return publish_head(first, self.topic.encode(), 2 + len(tail)), tail
 
     def __repr__(self) -> str:
         return f"Message({self.topic!r}, {self.payload[:32]!r}, qos={self.qos}, retain={self.retain})"

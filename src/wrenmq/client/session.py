@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..mqtt import packets as p
+from ..mqtt.codec import publish_size
 from ..mqtt.packets import Properties, Publish, Subscribe, Subscription, Unsubscribe
-from ..mqtt.properties import PropertyId, encode_properties, encode_varint
+from ..mqtt.properties import PropertyId, encode_properties
 from ..mqtt.reason_codes import ReasonCode
 from .errors import ClientError, MessageDropped, ProtocolError, PublishError, QueueFull, describe_reason
 
@@ -361,7 +362,7 @@ class Session:
 
 def _publish_size(packet: Publish, version: int) -> int:
     """The encoded size of ``packet``, without encoding it (section 3.3)."""
-    remaining = 2 + len(packet.topic.encode()) + (2 if packet.qos else 0) + len(packet.payload)
+    rest = len(packet.payload)
     if version == 5:
-        remaining += len(encode_properties(packet.properties))
-    return 1 + len(encode_varint(remaining)) + remaining
+        rest += len(encode_properties(packet.properties))
+    return publish_size(len(packet.topic.encode()), packet.qos, rest)

@@ -457,17 +457,95 @@ def _frame(first: int, body: bytes) -> bytes:
     return bytes((first,)) + encode_varint(len(body)) + body
 
 
+# Two-byte packet identifiers, built once: the hot path indexes instead of allocating.
+PACKET_ID_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
+
+
+# -- PUBLISH (section 3.3) --------------------------------------------------------------------
+# The one place that knows the PUBLISH byte layout: fixed header, Topic Name, [Packet Identifier],
+# [Properties (MQTT 5)], Payload. The broker's shared fan-out encodings (Message.wire), outbound
+# Topic Aliases, the API's size check and the client all go through these functions.
+
+
+def publish_head(first: int, topic: bytes, rest: int) -> bytes:
+    """The fixed header and Topic Name of a PUBLISH whose Packet Identifier, Properties and
+    Payload (whatever follows the Topic Name) take ``rest`` bytes."""
+    n = len(topic)
+    length = 2 + n + rest
+    if length < 128:
+        return bytes((first, length, n >> 8, n & 0xFF)) + topic
+    return bytes((first,)) + encode_varint(length) + bytes((n >> 8, n & 0xFF)) + topic
+
+
+def publish_size(topic_length: int, qos: int, rest: int) -> int:
+    """Bytes of a PUBLISH with a Topic Name of ``topic_length`` bytes whose Properties and Payload
+    take ``rest`` bytes, without encoding it (the Maximum Packet Size checks)."""
+    remaining = 2 + topic_length + (2 if qos else 0) + rest
+    return 1 + len(encode_varint(remaining)) + remaining
+
+
+def publish_first_byte(qos: int, retain: bool, dup: bool = False) -> int:
+    return 0x30 | (qos << 1) | (8 if dup else 0) | (1 if retain else 0)
+
+
+def publish_resent(head: bytes) -> bytes:
+    """``head`` of an encoded PUBLISH with the DUP flag set: a resend [MQTT-3.3.1-1]."""
+    return bytes((head[0] | 0x08,)) + head[1:]
+
+
 def encode_publish(packet: p.Publish, version: int) -> bytes:
-    first = 0x30 | (packet.qos << 1) | (8 if packet.dup else 0) | (1 if packet.retain else 0)
-    parts = [_str(packet.topic)]
-    if packet.qos:
-        if not packet.packet_id:
-            raise ValueError("QoS > 0 PUBLISH needs a packet identifier")
-        parts.append(packet.packet_id.to_bytes(2, "big"))
+    qos = packet.qos
+    tail = bytes(packet.payload)
     if version == 5:
-        parts.append(encode_properties(packet.properties))
-    parts.append(bytes(packet.payload))
-    return _frame(first, b"".join(parts))
+        tail = encode_properties(packet.properties) + tail
+    first = publish_first_byte(qos, packet.retain, packet.dup)
+    topic = packet.topic.encode()
+    if not qos:
+        return publish_head(first, topic, len(tail)) + tail
+    if not packet.packet_id:
+        raise ValueError("QoS > 0 PUBLISH needs a packet identifier")
+    return publish_head(first, topic, 2 + len(tail)) + PACKET_ID_BYTES[packet.packet_id] + tail
+
+
+def alias_publish(
+    head: bytes, packet_id: bytes, tail: bytes, payload: bytes, alias: int, with_topic: bool
+) -> tuple[bytes, bytes]:
+    """An MQTT 5 PUBLISH encoded as ``head + packet_id + tail`` (for QoS 0 ``head`` is all of it and
+    ``packet_id`` and ``tail`` are empty), framed again with Topic Alias ``alias`` first in its
+    Properties, and its Topic Name kept (``with_topic``: the alias is new) or left empty.
+    Returns ``(start, properties)``: the packet is ``start + properties + payload``, so the
+    payload, shared by every subscriber, is not copied."""
+    pos = 1
+    while head[pos] & 0x80:  # Remaining Length
+        pos += 1
+    pos += 1
+    topic_end = pos + 2 + ((head[pos] << 8) | head[pos + 1])
+    props, start = (tail, 0) if packet_id else (head, topic_end)
+    length = 0
+    shift = 0
+    while True:  # the Property Length
+        byte = props[start]
+        start += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    block = encode_varint(length + 3) + b"\x23" + PACKET_ID_BYTES[alias] + props[start : start + length]
+    topic = head[pos + 2 : topic_end] if with_topic else b""
+    return publish_head(head[0], topic, len(packet_id) + len(block) + len(payload)) + packet_id, block
+
+
+# The first two bytes of each ack without a reason code (fixed header, Remaining Length 2), by type.
+_ACK_HEADS = [bytes(((t << 4) | (2 if t == p.PUBREL else 0), 2)) for t in range(16)]
+
+
+def encode_ack(ptype: int, packet_id: int, reason_code: int = 0, version: int = p.MQTT_3_1_1) -> bytes:
+    """PUBACK, PUBREC, PUBREL or PUBCOMP without properties: the acks of the hot path. Before MQTT 5
+    there is no reason code on the wire."""
+    if version != 5 or not reason_code:
+        return _ACK_HEADS[ptype] + PACKET_ID_BYTES[packet_id]
+    first = (ptype << 4) | (2 if ptype == p.PUBREL else 0)
+    return bytes((first, 3)) + PACKET_ID_BYTES[packet_id] + bytes((reason_code,))
 
 
 def _encode_connect(packet: p.Connect, version: int) -> bytes:
@@ -505,13 +583,11 @@ def _encode_connack(packet: p.Connack, version: int) -> bytes:
 
 
 def _encode_ack(packet: p._Ack, version: int) -> bytes:
+    if not packet.properties or version != 5:
+        return encode_ack(packet.type, packet.packet_id, packet.reason_code, version)
     first = (packet.type << 4) | (2 if packet.type == p.PUBREL else 0)
-    pid = packet.packet_id.to_bytes(2, "big")
-    if version != 5 or (packet.reason_code == 0 and not packet.properties):
-        return bytes((first, 2)) + pid
-    if not packet.properties:
-        return bytes((first, 3)) + pid + bytes((packet.reason_code,))
-    return _frame(first, pid + bytes((packet.reason_code,)) + encode_properties(packet.properties))
+    body = PACKET_ID_BYTES[packet.packet_id] + bytes((packet.reason_code,)) + encode_properties(packet.properties)
+    return _frame(first, body)
 
 
 def _encode_subscribe(packet: p.Subscribe, version: int) -> bytes:

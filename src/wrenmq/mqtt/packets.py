@@ -8,26 +8,26 @@ repeatable ones (User Property, Subscription Identifier) hold lists.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 Properties = dict[int, Any]
 
-# Control packet types (section 2.1.2).
-CONNECT = 1
-CONNACK = 2
-PUBLISH = 3
-PUBACK = 4
-PUBREC = 5
-PUBREL = 6
-PUBCOMP = 7
-SUBSCRIBE = 8
-SUBACK = 9
-UNSUBSCRIBE = 10
-UNSUBACK = 11
-PINGREQ = 12
-PINGRESP = 13
-DISCONNECT = 14
-AUTH = 15
+# Control packet types (section 2.1.2). Final: compiled code inlines them, no module lookup per use.
+CONNECT: Final = 1
+CONNACK: Final = 2
+PUBLISH: Final = 3
+PUBACK: Final = 4
+PUBREC: Final = 5
+PUBREL: Final = 6
+PUBCOMP: Final = 7
+SUBSCRIBE: Final = 8
+SUBACK: Final = 9
+UNSUBSCRIBE: Final = 10
+UNSUBACK: Final = 11
+PINGREQ: Final = 12
+PINGRESP: Final = 13
+DISCONNECT: Final = 14
+AUTH: Final = 15
 
 PACKET_NAMES = {
     CONNECT: "CONNECT",
@@ -48,9 +48,9 @@ PACKET_NAMES = {
 }
 
 # Protocol levels (section 3.1.2.2).
-MQTT_3_1 = 3
-MQTT_3_1_1 = 4
-MQTT_5 = 5
+MQTT_3_1: Final = 3
+MQTT_3_1_1: Final = 4
+MQTT_5: Final = 5
 
 
 class Packet:
