@@ -42,6 +42,7 @@ def create_app(broker: Broker) -> FastAPI:
         routes_brokers,
         routes_clients,
         routes_devices,
+        routes_keys,
         routes_publish,
         routes_realtime,
         routes_resources,
@@ -74,6 +75,7 @@ def create_app(broker: Broker) -> FastAPI:
     routes_devices.install(app, broker)
     routes_publish.install(app, broker)
     routes_admin.install(app, broker)
+    routes_keys.install(app, broker)
     routes_realtime.install(app, broker)
     routes_session.install(app, broker)
     docs.install(app, broker)
