@@ -371,6 +371,24 @@ class BrokerConnections(Hook):
         connection.outbox.clear()
         return True
 
+    async def replace(self, config: ExternalBrokerConfig) -> BrokerConnection:
+        """Restart the connection ``config.name`` with new settings (``PUT /api/v1/brokers/{name}``):
+        ``KeyError`` if there is none, ``ConfigError`` (the old one left running) if the new
+        settings do not load. What its queue holds stays where it is stored (``bridges.db``: the
+        new connection sends it); with ``storage = "memory"`` it is lost, as on a restart."""
+        old = self.connections.get(config.name)
+        if old is None:
+            raise KeyError(config.name)
+        problem = check_connection(config)
+        if problem is not None:
+            raise ConfigError(problem)
+        del self.connections[config.name]
+        if old in self._senders:
+            self._senders.remove(old)
+            self._reindex()
+        await old.stop()
+        return self.add(config, source="api")
+
     def get(self, name: str) -> BrokerConnection | None:
         return self.connections.get(name)
 
