@@ -27,6 +27,7 @@ PAGES = [
     "mqtt",
     "devices",
     "resources",
+    "brokers",
 ]  # every page but the management ones (Clients, Subscriptions, Users, API keys)
 
 
