@@ -16,8 +16,12 @@ PACKAGE = ROOT / "src" / "wrenmq"
 def test_console_every_file_is_in_the_wheels_package_data() -> None:
     globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["wrenmq"]
     packaged = {Path(p).resolve() for pattern in globs for p in glob.glob(str(PACKAGE / pattern))}
-    on_disk = {p.resolve() for folder in ("console", "static") for p in (PACKAGE / folder).rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts}
+    on_disk = {
+        p.resolve()
+        for folder in ("console", "static")
+        for p in (PACKAGE / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     missing = sorted(str(p.relative_to(PACKAGE)) for p in on_disk - packaged)
     assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
 

@@ -35,6 +35,7 @@ def create_app(broker: Broker) -> FastAPI:
         console,
         docs,
         health,
+        history,
         metrics,
         problems,
         routes_admin,
@@ -62,9 +63,11 @@ def create_app(broker: Broker) -> FastAPI:
     app.state.broker = broker
     app.state.api_keys = ApiKeyStore(broker.config.api_keys_path)
     app.state.on_stop = []  # callables ApiServer.stop runs first: uvicorn's shutdown waits for open responses
+    app.state.on_start = []  # callables ApiServer.start runs on the broker's loop once it serves
     problems.install(app, broker)
     health.install(app, broker)
     metrics.install(app, broker)
+    history.install(app, broker)
     streams.install(app, broker)
     routes_broker.install(app, broker)
     routes_brokers.install(app, broker)
@@ -161,6 +164,8 @@ class ApiServer:
         server_config.load()
         server.lifespan = server_config.lifespan_class(server_config)
         await server.startup(sockets=[sock])
+        for start in self.app.state.on_start:
+            start()
         start_realtime = getattr(self.app.state, "realtime_start", None)
         if start_realtime is not None:
             start_realtime()
