@@ -27,8 +27,8 @@ from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer, server_config
 
-# Not ours: live streams and metrics have their own tests (and a stream does not end by itself).
-OTHERS = re.compile(r"^/(api/v1/stream|metrics)")
+# Not ours: live streams, traces and metrics have their own tests (and a stream does not end by itself).
+OTHERS = re.compile(r"^/(api/v1/stream|api/v1/trace|metrics)")
 
 
 class LiveApi:

@@ -51,6 +51,7 @@ def create_app(broker: Broker) -> FastAPI:
         routes_session,
         routes_topics,
         streams,
+        trace,
     )
 
     app = FastAPI(
@@ -69,6 +70,7 @@ def create_app(broker: Broker) -> FastAPI:
     metrics.install(app, broker)
     history.install(app, broker)
     streams.install(app, broker)
+    trace.install(app, broker)
     routes_broker.install(app, broker)
     routes_brokers.install(app, broker)
     routes_clients.install(app, broker)
