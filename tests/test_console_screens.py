@@ -29,6 +29,7 @@ PAGES = [
     "devices",
     "resources",
     "brokers",
+    "trace",
     "users",
     "keys",
 ]
