@@ -1,7 +1,7 @@
 """The console's Trace page in Chromium (issue 18: "a trace view: follow one client id or topic
 filter live"): following a client id shows what a paho client does, as it does it: connect,
-subscribe, publish, delivery, disconnect, newest first. Leaving the page ends the trace (the
-broker's hook goes away)."""
+subscribe, publish, delivery, disconnect, newest first; the Clients page's "Trace" link follows the
+client it shows. Leaving the page ends the trace (the broker's hook goes away)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,18 @@ def test_trace_page_follows_a_client_live(browser: Any, server: WrenmqServer) ->
         page.set_viewport_size({"width": 390, "height": 844})
         assert page.evaluate("() => document.documentElement.scrollWidth <= document.documentElement.clientWidth")
         page.screenshot(path=str(ARTIFACTS / "console-trace-phone.png"), full_page=True)
+
+        # From a client's details on the Clients page, "Trace" follows that client.
+        page.set_viewport_size({"width": 1280, "height": 800})
+        watched = PahoClient(server.port, MQTTv5, "sensor/10")
+        page.evaluate("() => { location.hash = '#/clients'; }")
+        page.click("#client-table >> text=sensor/10", timeout=TIMEOUT_MS)
+        page.click("#client-detail .cl-trace", timeout=TIMEOUT_MS)
+        page.wait_for_selector("#trace-state:text-is('tracing')", timeout=TIMEOUT_MS)
+        assert page.input_value("#trace-target") == "sensor/10"
+        watched.subscribe("lab/#", 0)
+        page.wait_for_selector("#trace-events li[data-event='subscribe']:has-text('lab/#')", timeout=TIMEOUT_MS)
+        watched.close()
 
         page.evaluate("() => { location.hash = '#/dashboard'; }")  # leaving the page ends the trace
         deadline = time.monotonic() + 10

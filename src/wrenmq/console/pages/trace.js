@@ -2,6 +2,7 @@
 // with fetch, so the key goes in the Authorization header and not in the URL): its connects,
 // disconnects, subscriptions and messages, as the broker's hooks see them. For callers that manage
 // (app.js leaves the page out of the menu otherwise). Leaving the page ends the trace.
+// #/trace/<client id> (the Clients page's "Trace" link) starts following that client at once.
 //
 // A flood must never freeze the page: events are only queued as they arrive (bounded), and drawn
 // once per animation frame (ctx.batch), keeping the newest MAX_ROWS rows in the DOM.
@@ -168,6 +169,12 @@ export function render(root, ctx) {
   }
 
   draw();
-  target.focus();
+  const asked = location.hash.replace(/^#\/?trace\/?/, "");
+  if (asked) {
+    try { target.value = decodeURIComponent(asked); } catch (e) { target.value = asked; }
+    start();
+  } else {
+    target.focus();
+  }
   return stop;
 }
