@@ -19,7 +19,7 @@ from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
-POINTS = "() => Number(document.getElementById('chart-messages').dataset.points || 0) > 0"
+POINTS = "() => Number(document.getElementById('chart-messages')?.dataset.points || 0) > 0"
 
 
 @pytest.fixture
