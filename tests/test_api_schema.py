@@ -27,8 +27,8 @@ from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer, server_config
 
-# Not ours: live streams and metrics have their own tests (and a stream does not end by itself).
-OTHERS = re.compile(r"^/(api/v1/stream|metrics)")
+# Not ours: live streams, traces and metrics have their own tests (and a stream does not end by itself).
+OTHERS = re.compile(r"^/(api/v1/stream|api/v1/trace|metrics)")
 
 
 class LiveApi:
@@ -55,10 +55,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
 
 @pytest.fixture(scope="module")
 def api_schema(live: LiveApi) -> Any:
-    return schemathesis.openapi.from_url(live.url + "/api/openapi.json").exclude(path_regex=OTHERS.pattern)
+    return schemathesis.openapi.from_url(live.url + "/api/openapi.json")
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# The exclusion goes on the lazy schema: parametrize() replaces the fixture's schema's filters with
+# its own (schemathesis 4), so one made in the fixture is silently dropped.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path_regex=OTHERS.pattern)
 
 CHECKS = [
     checks.not_a_server_error,

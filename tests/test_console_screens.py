@@ -19,7 +19,20 @@ from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
-PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "users"]
+PAGES = [
+    "dashboard",
+    "clients",
+    "subscriptions",
+    "topics",
+    "retained",
+    "mqtt",
+    "devices",
+    "resources",
+    "brokers",
+    "trace",
+    "users",
+    "keys",
+]
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 

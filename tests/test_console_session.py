@@ -27,7 +27,8 @@ PAGES = [
     "mqtt",
     "devices",
     "resources",
-]  # every page but the management ones (Clients, Subscriptions, Users)
+    "brokers",
+]  # every page but the management ones (Clients, Subscriptions, Trace, Users, API keys)
 
 
 @pytest.fixture
@@ -103,7 +104,7 @@ def test_console_user_sees_a_read_only_console_without_403s(signed_in: Callable[
     bob = signed_in("bob", "builder")
     page = bob.page
     page.wait_for_selector("#who:has-text('bob · read-only')", timeout=TIMEOUT_MS)
-    for managed in ("clients", "subscriptions", "users"):
+    for managed in ("clients", "subscriptions", "trace", "users", "keys"):
         assert page.is_hidden(f"#sidebar a[href='#/{managed}']"), managed
     for name in PAGES:
         assert page.is_visible(f"#sidebar a[href='#/{name}']"), name
@@ -112,7 +113,7 @@ def test_console_user_sees_a_read_only_console_without_403s(signed_in: Callable[
             assert page.locator(WRITE_CONTROLS[name]).count() == 1
             assert page.is_hidden(WRITE_CONTROLS[name]), name
         assert "could not" not in page.inner_text("main"), name
-    for managed in ("clients", "subscriptions", "users"):
+    for managed in ("clients", "subscriptions", "trace", "users", "keys"):
         page.evaluate("(name) => { location.hash = '#/' + name; }", managed)
         page.wait_for_timeout(500)
         assert page.locator(f"section.page-{managed}").count() == 0

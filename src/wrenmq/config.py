@@ -102,6 +102,7 @@ def _split_words(value: Any) -> Any:
 
 JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
 JWT_MIN_SECRET_BYTES = 32  # RFC 7518 section 3.2: an HS256 key at least as long as the hash
+METRICS_HISTORY_MAX_SAMPLES = 100_000  # per field, 8 bytes each: under 9 MB for the 11 columns
 
 
 def _comma_list(value: Any) -> Any:
@@ -417,6 +418,12 @@ class Config(BaseModel):
     stream_buffer: Annotated[
         int, Field(ge=1, description="Messages an API stream may hold for a slow reader before it drops.")
     ] = 1000
+    metrics_history_interval: Annotated[
+        float, Field(ge=0.05, le=3600, description="Seconds between samples of the API's metrics history.")
+    ] = 10.0
+    metrics_history_retention: Annotated[
+        float, Field(gt=0, le=31 * 86400, description="Seconds of metrics history kept in memory (24 h).")
+    ] = 86400.0
     api_max_body_size: Annotated[
         int,
         Field(
@@ -605,6 +612,16 @@ class Config(BaseModel):
     def _check_log_dest(self) -> Config:
         if "file" in self.log_dest and self.log_file is None:
             raise _CrossFieldError(("log_dest", "log_file"), "log_dest file needs log_file (the path to write)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_metrics_history(self) -> Config:
+        if self.metrics_history_retention / self.metrics_history_interval > METRICS_HISTORY_MAX_SAMPLES:
+            raise _CrossFieldError(
+                ("metrics_history_retention", "metrics_history_interval"),
+                f"metrics_history_retention / metrics_history_interval is more than {METRICS_HISTORY_MAX_SAMPLES:,}"
+                " samples: keep less, or sample less often",
+            )
         return self
 
     @model_validator(mode="after")

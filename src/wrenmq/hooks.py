@@ -51,12 +51,13 @@ The events, in the order a client meets them:
 
 ``client`` is a ``ClientInfo``: the broker's connection object for MQTT clients, a
 ``RestoredClient`` for a session restored from storage, the realtime service's client for
-Socket.IO and long polling, the API's principal. Hooks read ``client_id``, ``username``,
-``listener`` (a ``ListenerInfo``: the ``transports.Listener``, whose ``config`` is its
-``ListenerConfig``; None in-process), ``cert_identity`` (a TLS client certificate's CN) and
-``auth`` (what the deciding hook returned; None if none decided), and nothing else. Hooks run on
-the event loop: they must not block. Exceptions from a hook are logged and treated as no answer
-(or, for ``on_connect_authenticate``, as a deny).
+Socket.IO and long polling, the API's principal. Hooks read ``client_id``, ``username``, ``peer``
+(its address), ``version`` (the MQTT protocol level), ``listener`` (a ``ListenerInfo``: the
+``transports.Listener``, whose ``config`` is its ``ListenerConfig``; None in-process),
+``cert_identity`` (a TLS client certificate's CN) and ``auth`` (what the deciding hook returned;
+None if none decided), and nothing else. Hooks run on the event loop: they must not block.
+Exceptions from a hook are logged and treated as no answer (or, for ``on_connect_authenticate``,
+as a deny).
 """
 
 from __future__ import annotations
@@ -114,6 +115,12 @@ class ClientInfo(Protocol):
 
     @property
     def listener(self) -> ListenerInfo | None: ...
+
+    @property
+    def peer(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
 
 
 class BrokerInfo(Protocol):

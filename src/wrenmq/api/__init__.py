@@ -35,6 +35,7 @@ def create_app(broker: Broker) -> FastAPI:
         console,
         docs,
         health,
+        history,
         metrics,
         problems,
         routes_admin,
@@ -42,6 +43,7 @@ def create_app(broker: Broker) -> FastAPI:
         routes_brokers,
         routes_clients,
         routes_devices,
+        routes_keys,
         routes_publish,
         routes_realtime,
         routes_resources,
@@ -49,6 +51,7 @@ def create_app(broker: Broker) -> FastAPI:
         routes_session,
         routes_topics,
         streams,
+        trace,
     )
 
     app = FastAPI(
@@ -65,10 +68,13 @@ def create_app(broker: Broker) -> FastAPI:
     app.state.facade = facade
     app.state.api_keys = ApiKeyStore(broker.config.api_keys_path)
     app.state.on_stop = []  # callables ApiServer.stop runs first: uvicorn's shutdown waits for open responses
+    app.state.on_start = []  # callables ApiServer.start runs on the broker's loop once it serves
     problems.install(app, broker)
     health.install(app, facade)
     metrics.install(app, facade)
+    history.install(app, broker)
     streams.install(app, broker)
+    trace.install(app, broker)
     routes_broker.install(app, facade)
     routes_brokers.install(app, broker)
     routes_clients.install(app, facade)
@@ -78,6 +84,7 @@ def create_app(broker: Broker) -> FastAPI:
     routes_devices.install(app, broker)
     routes_publish.install(app, broker)
     routes_admin.install(app, broker)
+    routes_keys.install(app, broker)
     routes_realtime.install(app, broker)
     routes_session.install(app, broker)
     docs.install(app, broker)
@@ -176,6 +183,8 @@ class ApiServer:
         server_config.load()
         server.lifespan = server_config.lifespan_class(server_config)
         await server.startup(sockets=[sock])
+        for start in self.app.state.on_start:
+            start()
         start_realtime = getattr(self.app.state, "realtime_start", None)
         if start_realtime is not None:
             start_realtime()

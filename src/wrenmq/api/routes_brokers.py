@@ -1,9 +1,9 @@
 """``/api/v1/brokers``: the connections to external brokers (and their bridges), with their status;
-add one at runtime, remove one. ``POST /publish`` with ``"broker": "<name>"`` publishes through
+add one at runtime, change one, remove one. ``POST /publish`` with ``"broker": "<name>"`` publishes through
 one (routes_publish.py calls :func:`publish_external`).
 
 Anyone signed in reads their status (the console's dashboard shows it; URLs have passwords
-masked); adding and removing one is a management action. A connection added here is validated
+masked); adding, changing and removing one is a management action. A connection added here is validated
 like a ``[[brokers]]`` table in the config file (422 naming the field, e.g. ``body.bridges.0``)
 and lasts until the broker stops.
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from fastapi import FastAPI, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..client.url import parse_url
 from ..config import ConfigError, ExternalBrokerConfig
 from ..services.brokers import BrokerConnection, BrokerConnections, Outgoing, Unavailable, connections_of
 from .problems import Problem, field_error, problem_responses
@@ -49,6 +50,22 @@ class BrokerStatus(BaseModel):
     dropped: int = Field(description="Bridged messages dropped because the queue was full.")
     refused: int = Field(description="Messages refused by the remote (PUBACK failure) or, coming in, by this broker.")
     bridges: list[str]
+    username: str | None = Field(default=None, description="The user name it connects with (setting or URL).")
+    has_password: bool = Field(default=False, description="Whether it connects with a password (never shown).")
+    cafile: str | None = None
+    reconnect_max: float = 30.0
+
+
+class BrokerEdit(ExternalBrokerConfig):
+    """A ``[[brokers]]`` table replacing a connection's settings, and whether to keep its password."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_password: bool = Field(
+        default=True,
+        description="With no password in the body (neither `password` nor in the URL): keep the current one. "
+        "false: connect without one.",
+    )
 
 
 class BrokerList(BaseModel):
@@ -76,7 +93,28 @@ def _find(broker: Broker, name: str) -> BrokerConnection:
 
 
 def _status(connection: BrokerConnection) -> BrokerStatus:
-    return BrokerStatus.model_validate(connection.status())
+    config = connection.config
+    url = parse_url(config.url)
+    settings = {
+        "username": config.username if config.username is not None else url.username,
+        "has_password": (config.password if config.password is not None else url.password) is not None,
+        "cafile": str(config.cafile) if config.cafile is not None else None,
+        "reconnect_max": config.reconnect_max,
+    }
+    return BrokerStatus.model_validate({**connection.status(), **settings})
+
+
+def _edited(old: ExternalBrokerConfig, edit: BrokerEdit) -> ExternalBrokerConfig:
+    """The new settings: ``edit`` as a table, with the old password carried over if asked."""
+    table = edit.model_dump(exclude={"keep_password"}, exclude_none=True)
+    if edit.keep_password and edit.password is None and parse_url(edit.url).password is None:
+        password = old.password if old.password is not None else parse_url(old.url).password
+        if password is not None:
+            table["password"] = password
+    try:
+        return ExternalBrokerConfig.model_validate(table)
+    except ValidationError as exc:  # (edit was valid; the carried password cannot make it invalid)
+        raise Problem.invalid([field_error(("body",), str(exc))]) from None
 
 
 async def publish_external(
@@ -132,6 +170,28 @@ def install(app: FastAPI, broker: Broker) -> None:
             return _status(service.add(config, source="api"))
         except ConfigError as exc:
             raise Problem.invalid([field_error(("body",), str(exc))]) from None
+
+    @management.put(
+        "/brokers/{name}",
+        summary="Change an external broker connection's settings",
+        responses={**WRITE_RESPONSES, **BODY_RESPONSES, **problem_responses(404, 422)},
+    )
+    async def edit_broker(name: str, edit: BrokerEdit) -> BrokerStatus:
+        """The body is the whole ``[[brokers]]`` table (its ``name`` the one in the path); the
+        connection is restarted with it and answers ``connecting``. Its counters start again;
+        what its queue holds is kept where it is stored (``bridges.db``). The password is kept
+        unless the body gives one or says ``"keep_password": false``. One from the config file
+        gets the file's settings back when the broker restarts."""
+        if edit.name != name:
+            raise Problem.invalid([field_error(("body", "name"), f"must be {name!r}, the connection's name")])
+        service = _service(broker)
+        old = _find(broker, name)
+        try:
+            return _status(await service.replace(_edited(old.config, edit)))
+        except ConfigError as exc:
+            raise Problem.invalid([field_error(("body",), str(exc))]) from None
+        except KeyError:  # removed while this request waited
+            raise Problem(404, f"unknown broker {name!r}", kind="unknown-broker", title="Unknown broker") from None
 
     @management.delete(
         "/brokers/{name}",

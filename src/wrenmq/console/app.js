@@ -18,8 +18,8 @@
 // Pages that need the management routes (MANAGED) are left out of the menu for callers that do
 // not manage (console_users sessions), so nobody is shown a page that can only answer 403.
 
-const PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "users"];
-const MANAGED = new Set(["clients", "subscriptions", "users"]);  // pages that need a caller that manages
+const PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "brokers", "trace", "users", "keys"];
+const MANAGED = new Set(["clients", "subscriptions", "trace", "users", "keys"]);  // pages that need a caller that manages
 const KEY = "wrenmq.console.key";
 const THEME = "wrenmq.console.theme";  // "light" | "dark"; absent: follow the system
 // What a caller that could not be read is assumed to be: the broker's defaults, changing nothing.

@@ -405,6 +405,27 @@ class BrokerConnections(Hook):
         """What storage held at start-up for the connection ``name`` (once: then its outbox has it)."""
         return self._stored.pop(name, [])
 
+    async def replace(self, config: ExternalBrokerConfig) -> BrokerConnection:
+        """Restart the connection ``config.name`` with new settings (``PUT /api/v1/brokers/{name}``):
+        ``KeyError`` if there is none, ``ConfigError`` (the old one left running) if the new
+        settings do not load. What its queue holds (in storage: what the old connection had not
+        had acknowledged) is what the new connection sends first."""
+        old = self.connections.get(config.name)
+        if old is None:
+            raise KeyError(config.name)
+        problem = check_connection(config)
+        if problem is not None:
+            raise ConfigError(problem)
+        del self.connections[config.name]
+        if old in self._senders:
+            self._senders.remove(old)
+            self._reindex()
+        await old.stop()
+        # Storage reads follow its writes in order: this sees every acknowledgement the old one had.
+        held = [record for record in await self.broker.storage.outbox_load() if record.connection == config.name]
+        self._stored[config.name] = held
+        return self.add(config, source="api")
+
     def get(self, name: str) -> BrokerConnection | None:
         return self.connections.get(name)
 

@@ -221,6 +221,7 @@ export function render(root, ctx) {
 
   function detailHead(id) {
     return h("div", { class: "row" }, h("h2", { class: "mono cl-detail-id" }, id),
+      h("a", { class: "cl-trace", href: "#/trace/" + encodeURIComponent(id) }, "Trace"),
       h("button", { type: "button", class: "link cl-close", onclick: () => {
         selected = null; detail.hidden = true; detail.replaceChildren(); markSelected();
       } }, "Close"));

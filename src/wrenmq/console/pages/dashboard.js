@@ -1,15 +1,18 @@
 // Dashboard: the broker at a glance, live.
 //
-// GET /api/v1/broker/status every POLL_MS gives the counters; message and byte rates are the
+// GET /api/v1/broker/status every POLL_MS gives the counters; the "per second" cards are the
 // differences between two polls (a counter that went down, after a restart, counts as 0). The
-// charts keep a bounded ring of WINDOW_S seconds of points (uPlot, global `uPlot`) and follow the
-// width of their card. External broker connections come from GET /api/v1/brokers.
+// charts (uPlot, global `uPlot`) show the history the broker keeps itself (GET
+// /api/v1/metrics/history: a sample every 10 s for 24 h by default), so they open on the last hour
+// (or 5 minutes, or 24 hours: the range picker) even after a reload; the range is fetched again
+// each time a new point is due. External broker connections come from GET /api/v1/brokers.
 
 export const title = "Dashboard";
 
 export const POLL_MS = 2000;
-export const WINDOW_S = 300;                             // the charts show the last 5 minutes
-const MAX_POINTS = Math.ceil(WINDOW_S * 1000 / POLL_MS) + 1;
+export const RANGES = { "5 min": 300, "1 h": 3600, "24 h": 86400 };  // what the charts can show
+const RANGE = "wrenmq.console.dashboard.range";
+const MAX_POINTS = 720;                                  // per chart: wider ranges are averaged by the broker
 const CHART_HEIGHT = 200;
 const MIN_SPAN_S = 30;
 
@@ -44,7 +47,11 @@ export function render(root, ctx) {
   const meta = h("p", { class: "muted dash-meta" }, "Loading…");
 
   // -- charts ------------------------------------------------------------------------------------
-  const ring = { t: [], msgIn: [], msgOut: [], bytesIn: [], bytesOut: [] };
+  let windowS = RANGES[localStorage.getItem(RANGE)] || RANGES["1 h"];
+  const rangeSelect = h("select", { id: "dash-range", "aria-label": "Chart range",
+    onchange: () => { localStorage.setItem(RANGE, rangeSelect.value); windowS = RANGES[rangeSelect.value]; loadHistory(); } },
+    ...Object.entries(RANGES).map(([label, seconds]) => h("option", { value: label, selected: seconds === windowS }, "last " + label)));
+  const historyNote = h("p", { class: "muted dash-history-note" });
   const chartBox = (id, heading) => {
     const box = h("div", { class: "dash-chart", id });
     return [box, h("div", { class: "card dash-chart-card" }, h("h2", {}, heading), box)];
@@ -65,13 +72,13 @@ export function render(root, ctx) {
       width: Math.max(200, box.clientWidth),
       height: CHART_HEIGHT,
       scales: {
-        // The newest point at the right edge; the span grows with the data to WINDOW_S (at least MIN_SPAN_S).
+        // The newest point at the right edge; the span grows with the data to the chosen range (at least MIN_SPAN_S).
         // (From the data itself: for a single point uPlot offers a span of 1000 days.)
         x: { time: true, range: (u) => {
           const t = u.data[0];
           const end = t && t.length ? t[t.length - 1] : Date.now() / 1000;
           const start = t && t.length ? t[0] : end;
-          return [Math.max(end - WINDOW_S, Math.min(start, end - MIN_SPAN_S)), end];
+          return [Math.max(end - windowS, Math.min(start, end - MIN_SPAN_S)), end];
         } },
         y: { range: (u, min, max) => [0, Math.max(floor, (max || 0) * 1.15)] },
       },
@@ -108,7 +115,7 @@ export function render(root, ctx) {
       listenerRows)));
   const brokerRows = h("tbody", {});
   const brokerEmpty = h("p", { class: "muted", hidden: true },
-    "No external broker connections. Add one in the config file ([[brokers]]) or with POST /api/v1/brokers.");
+    "No external broker connections. Add one on the External brokers page, or in the config file ([[brokers]]).");
   const brokerTable = h("div", { class: "table-wrap" }, h("table", { id: "broker-table" },
     h("thead", {}, h("tr", {}, ...["Broker", "State", "In", "Out", "Queued", "Last error"].map(
       (t) => h("th", { scope: "col" }, t)))),
@@ -118,6 +125,7 @@ export function render(root, ctx) {
   root.append(h("div", { class: "stack" },
     h("div", { class: "row dash-head" }, h("h1", {}, "Dashboard"), meta),
     problem, cards,
+    h("div", { class: "row dash-range" }, h("label", { for: "dash-range" }, "Charts"), rangeSelect, historyNote),
     h("div", { class: "dash-charts" }, msgCard, byteCard),
     h("div", { class: "dash-tables" }, listeners, brokers)));
 
@@ -125,6 +133,36 @@ export function render(root, ctx) {
   const byteChart = makeChart(byteBox, ["in", "out"], (v) => fmt.bytes(Math.round(v)), 1024);
   if (observer) for (const { box } of charts) observer.observe(box);
   window.addEventListener("resize", resize);
+
+  // -- history (the charts) -----------------------------------------------------------------------
+  let nextHistory = 0;   // when (ms) a new point is due and the range is fetched again
+  let loading = false;
+
+  async function loadHistory() {
+    if (loading) return;
+    loading = true;
+    try {
+      const step = windowS / MAX_POINTS;  // the broker rounds it up to whole samples
+      const found = await api("metrics/history", { query: { seconds: windowS, step } });
+      if (closed) return;
+      nextHistory = Date.now() + Math.max(found.step, 1) * 1000;
+      if (msgChart) msgChart.setData([found.t, found.messages_in, found.messages_out]);
+      if (byteChart) byteChart.setData([found.t, found.bytes_in, found.bytes_out]);
+      for (const box of [msgBox, byteBox]) {
+        box.dataset.points = String(found.t.length);
+        box.dataset.first = found.t.length ? String(found.t[0]) : "";
+      }
+      msgBox.dataset.peak = String(Math.max(0, ...found.messages_in));
+      const kept = found.retention >= 3600 ? Math.round(found.retention / 3600) + " h" : Math.round(found.retention / 60) + " min";
+      historyNote.textContent = `kept by the broker: a sample every ${found.interval} s for ${kept}` +
+        (found.step > found.interval ? `; ${Math.round(found.step)} s averages shown` : "");
+    } catch (err) {
+      if (!closed && err.status !== 401) historyNote.textContent = "The history could not be read: " + (err.detail || err.message);
+      nextHistory = Date.now() + 10_000;
+    } finally {
+      loading = false;
+    }
+  }
 
   // -- polling ------------------------------------------------------------------------------------
   let previous = null;  // { at (ms), counts }
@@ -134,20 +172,12 @@ export function render(root, ctx) {
       const dt = (at - previous.at) / 1000;
       const rate = (key) => Math.max(0, counts[key] - previous.counts[key]) / dt;
       if (dt > 0) {
-        ring.t.push(at / 1000);
-        ring.msgIn.push(rate("messages_received"));
-        ring.msgOut.push(rate("messages_sent"));
-        ring.bytesIn.push(rate("bytes_received"));
-        ring.bytesOut.push(rate("bytes_sent"));
-        while (ring.t.length > MAX_POINTS) for (const series of Object.values(ring)) series.shift();
-        const last = ring.t.length - 1;
-        stats.in.value.textContent = fmt.rate(ring.msgIn[last]);
-        stats.out.value.textContent = fmt.rate(ring.msgOut[last]);
-        if (msgChart) msgChart.setData([ring.t, ring.msgIn, ring.msgOut]);
-        if (byteChart) byteChart.setData([ring.t, ring.bytesIn, ring.bytesOut]);
+        stats.in.value.textContent = fmt.rate(rate("messages_received"));
+        stats.out.value.textContent = fmt.rate(rate("messages_sent"));
       }
     }
     previous = { at, counts };
+    if (Date.now() >= nextHistory) loadHistory();
   }
 
   function showStatus(status) {
