@@ -103,7 +103,6 @@ class TraceHub(Hook):
     """The open traces of one API, and the hook that feeds them while there are any."""
 
     name = "api-trace"
-    runs_last = True  # a publish is traced once no hook refused or changed it
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -170,6 +169,8 @@ class TraceHub(Hook):
         )
 
     def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
+        # Here, not in on_published: a publish is traced before its deliveries. The hub is added
+        # when a trace opens, behind the hooks there then; one added later may still refuse it.
         who = _client(client) if client is not None else {"client_id": None, "username": None}
         self._emit(
             who["client_id"],

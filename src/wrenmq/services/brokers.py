@@ -417,9 +417,7 @@ class BrokerConnections(Hook):
         if problem is not None:
             raise ConfigError(problem)
         del self.connections[config.name]
-        if old in self._senders:
-            self._senders.remove(old)
-            self._reindex()
+        old.unsubscribe_out(self.broker)
         await old.stop()
         # Storage reads follow its writes in order: this sees every acknowledgement the old one had.
         held = [record for record in await self.broker.storage.outbox_load() if record.connection == config.name]
