@@ -31,6 +31,18 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--nice", type=int, metavar="N", help="niceness for brokers and generator (e.g. -10 on a shared machine; root)"
     )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        metavar="N",
+        help="connections of idle_memory (default 10,000; 50,000 needs a file descriptor limit above 50,000 "
+        "per process, which root may raise)",
+    )
+    parser.add_argument(
+        "--mosquitto-nodelay",
+        choices=["on", "off"],
+        help="Mosquitto's set_tcp_nodelay (default on, as wrenmq's sockets; off is Mosquitto's own default)",
+    )
     parser.set_defaults(run=run)
 
 
