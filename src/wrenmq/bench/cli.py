@@ -43,6 +43,13 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         choices=["on", "off"],
         help="Mosquitto's set_tcp_nodelay (default on, as wrenmq's sockets; off is Mosquitto's own default)",
     )
+    parser.add_argument(
+        "--memory-sites",
+        type=int,
+        metavar="N",
+        help="instead of the scenarios: where the bytes of N idle connections go, by allocation site "
+        "(tracemalloc on an in-process broker; use a pure-Python install)",
+    )
     parser.set_defaults(run=run)
 
 

@@ -33,6 +33,10 @@ def _cpus(text: str | None, default: frozenset[int]) -> frozenset[int]:
 
 def main(args: argparse.Namespace) -> int:
     """Run the chosen scenarios; exit status 1 if a measurement failed or wrenmq lost a message."""
+    if args.memory_sites:
+        from .attribution import main as attribute
+
+        return attribute(args.memory_sites)
     if args.list:
         for scenario in SCENARIOS.values():
             print(f"{scenario.name:<15} {scenario.description}")
