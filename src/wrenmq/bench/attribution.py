@@ -39,7 +39,7 @@ __all__ = ["CONCEPTS", "attribute", "main", "table"]
 
 PACKAGE = Path(__file__).resolve().parent.parent  # src/wrenmq
 WARMUP = 200  # connections opened before the first snapshot (first-use caches, pools, trie root)
-FRAMES = 30
+FRAMES = 12  # deep enough to reach the innermost wrenmq frame of the broker's allocations
 
 # Concepts by file (relative to the wrenmq package), for the summary table.
 CONCEPTS: dict[str, str] = {
@@ -162,15 +162,15 @@ def _snapshot() -> tracemalloc.Snapshot:
     return tracemalloc.take_snapshot()
 
 
-def attribute(connections: int) -> dict[str, Any]:
+def attribute(connections: int, warmup: int = WARMUP) -> dict[str, Any]:
     """Open ``connections`` idle MQTT 5 connections to an in-process broker; bytes per site."""
-    raise_nofile_limit(connections + WARMUP + 1024)
+    raise_nofile_limit(connections + warmup + 1024)
     tracemalloc.start(FRAMES)
     broker = _BrokerThread()
     warm = Workers(1)
     crowd = Workers(1)
     try:
-        _open(warm, broker.broker.port, 0, WARMUP, "warm")
+        _open(warm, broker.broker.port, 0, warmup, "warm")
         time.sleep(0.5)
         before, rss_before, sessions_before = _snapshot(), rss_kib(os.getpid()), broker.sessions()
         _open(crowd, broker.broker.port, 0, connections, "mem")
