@@ -1,9 +1,13 @@
 """Start and stop the brokers under test as subprocesses, with equivalent settings.
 
 Both listen on a free loopback port, keep everything in memory (Mosquitto's ``persistence false``;
-wrenmq's ``storage = "memory"``), publish no $SYS topics, log only errors, send with TCP_NODELAY,
-never limit outbound QoS 1/2 messages in flight below 65,535 per client and queue up to a million
-messages per offline session, so that neither drops what the benchmark counts.
+wrenmq's ``storage = "memory"``), publish no $SYS topics, log only errors, never limit outbound
+QoS 1/2 messages in flight below 65,535 per client and queue up to a million messages per offline
+session, so that neither drops what the benchmark counts. Each keeps its own default for Nagle's
+algorithm: Mosquitto's ``set_tcp_nodelay false`` (it writes each packet with its own ``send()``, and
+Nagle coalesces them into fewer TCP segments), wrenmq's TCP_NODELAY (it coalesces its writes itself,
+once per event-loop turn). ``BrokerOptions(mosquitto_nodelay=True)`` gives Mosquitto TCP_NODELAY,
+its best latency and about half its throughput (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -164,7 +168,7 @@ def _mosquitto_command(workdir: Path, port: int, options: BrokerOptions) -> list
 class BrokerOptions:
     """Departures from the equivalent settings above, for the scenarios and experiments that need them."""
 
-    mosquitto_nodelay: bool = True  # False: Mosquitto's own default, Nagle's algorithm on its sockets
+    mosquitto_nodelay: bool = False  # Mosquitto's own default: Nagle's algorithm on its sockets
     wrenmq: dict[str, Any] = field(default_factory=dict)  # more wrenmq settings (e.g. an API port)
 
 

@@ -282,14 +282,14 @@ def wide_fan_out(run: Run) -> dict[str, Any]:
 
 
 def footprint(run: Run) -> dict[str, Any]:
-    """Idle broker RSS one second after start-up; for wrenmq also with the HTTP API and console.
+    """Idle broker RSS ``settle`` seconds (one) after start-up; for wrenmq also with the HTTP API and console.
 
     The API broker is a second wrenmq with ``api_port`` set, asked once for the console page, the
     health check and the metrics (so their modules are loaded) before its RSS is read. Mosquitto
     has no HTTP API or console: its figure on the API row is the broker alone.
     """
     s = run.settings
-    time.sleep(1.0)
+    time.sleep(s.settle)
     rss = run.broker.rss_kib()
     metrics: dict[str, Any] = {"rss_idle_kib": rss, "rss_api_kib": rss, "lost": 0}
     if run.broker.name != "wrenmq" or run.workdir is None:
@@ -311,7 +311,7 @@ def footprint(run: Run) -> dict[str, Any]:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.1)
-        time.sleep(1.0)
+        time.sleep(s.settle)
         metrics["rss_api_kib"] = api.rss_kib()
     finally:
         api.stop()

@@ -50,7 +50,8 @@ class Settings:
     churn: int = 100_000  # connect + subscribe + disconnect cycles
     wide_subscribers: int = 10_000  # wide fan-out: subscribers of one topic
     wide_rounds: int = 5  # wide fan-out: messages per QoS, one at a time
-    mosquitto_nodelay: bool = True  # set_tcp_nodelay in Mosquitto's configuration (its default is false)
+    settle: float = 1.0  # idle seconds before reading an idle broker's RSS (footprint)
+    mosquitto_nodelay: bool = False  # set_tcp_nodelay in Mosquitto's configuration (false: its default)
     drain_timeout: float = 10.0  # after the publishers stop, how long to wait for stragglers
     nice: int = 0  # niceness of broker and generator processes (negative: shield from other load; root only)
     broker_cpus: frozenset[int] = frozenset()
@@ -68,6 +69,7 @@ class Settings:
             churn=500,
             wide_subscribers=200,
             wide_rounds=2,
+            settle=0.3,
             drain_timeout=5.0,
         )
 

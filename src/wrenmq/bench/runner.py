@@ -115,7 +115,12 @@ def main(args: argparse.Namespace) -> int:
                 medians[(name, broker_name)] = median_metrics(ok)
     rows = report.summary_rows(medians, brokers)
     print(report.table(rows, brokers, medians))
-    notes = [n for m in measurements for n in m["notes"]]
+    notes = list(dict.fromkeys(n for m in measurements for n in m["notes"]))
+    if "mosquitto" in brokers:
+        notes.append(
+            f"mosquitto ran with set_tcp_nodelay {'true' if settings.mosquitto_nodelay else 'false (its default)'}; "
+            "see --mosquitto-nodelay"
+        )
     errors = [f"{m['scenario']} {m['broker']}: {m['error']}" for m in measurements if m["error"]]
     lost = [
         f"{m['scenario']} {m['broker']}: {m['metrics'].get('lost')} lost"
