@@ -1,15 +1,18 @@
 """Start and stop the brokers under test as subprocesses, with equivalent settings.
 
 Both listen on a free loopback port, keep everything in memory (Mosquitto's ``persistence false``;
-wrenmq's ``storage = "memory"``), publish no $SYS topics, log only errors, send with TCP_NODELAY,
-never limit outbound QoS 1/2 messages in flight below 65,535 per client and queue up to a million
-messages per offline session, so that neither drops what the benchmark counts.
+wrenmq's ``storage = "memory"``), publish no $SYS topics, log only errors, never limit outbound
+QoS 1/2 messages in flight below 65,535 per client and queue up to a million messages per offline
+session, so that neither drops what the benchmark counts. Each keeps its own default for Nagle's
+algorithm: Mosquitto's ``set_tcp_nodelay false`` (it writes each packet with its own ``send()``, and
+Nagle coalesces them into fewer TCP segments), wrenmq's TCP_NODELAY (it coalesces its writes itself,
+once per event-loop turn). ``BrokerOptions(mosquitto_nodelay=True)`` gives Mosquitto TCP_NODELAY,
+its best latency and about half its throughput (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -17,16 +20,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..mqtt import packets as p
 from ..mqtt.codec import Parser, encode
 from . import procfs
 
-__all__ = ["BROKERS", "BrokerProcess", "find_mosquitto", "free_port", "mosquitto_version", "start_broker"]
+__all__ = [
+    "BROKERS",
+    "BrokerOptions",
+    "BrokerProcess",
+    "find_mosquitto",
+    "free_port",
+    "mosquitto_version",
+    "start_broker",
+]
 
 QUEUE_LIMIT = 1_000_000
 START_TIMEOUT = 15.0
+BROKER_NOFILE = 120_000  # descriptors a broker may open, where the limit can be raised that far
 
 # The wrenmq settings that mirror the Mosquitto configuration below, key for key.
 WRENMQ_SETTINGS = {
@@ -49,7 +63,7 @@ persistence false
 sys_interval 0
 log_dest stderr
 log_type error
-set_tcp_nodelay true
+set_tcp_nodelay {nodelay}
 max_inflight_messages 0
 max_queued_messages {queue}
 max_queued_bytes 0
@@ -126,47 +140,52 @@ def _preexec(cpus: set[int], nice: int) -> Callable[[], None]:
             os.nice(nice)
         if cpus and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, cpus)
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        procfs.raise_nofile_limit(BROKER_NOFILE)
 
     return setup
 
 
-def _wrenmq_command(workdir: Path, port: int, api: bool = False) -> list[str]:
+def _wrenmq_command(workdir: Path, port: int, options: BrokerOptions) -> list[str]:
     lines = [f"port = {port}", f'data_dir = "{workdir}"']
-    settings: dict[str, object] = dict(WRENMQ_SETTINGS)
-    if api:
-        settings["api_port"] = free_port()  # with realtime (its default) on
-    for key, value in settings.items():
+    for key, value in {**WRENMQ_SETTINGS, **options.wrenmq}.items():
         lines.append(f"{key} = {value!r}".replace("'", '"') if isinstance(value, str) else f"{key} = {value}")
     config = workdir / "wrenmq.toml"
     config.write_text("\n".join(lines) + "\n")
     return [sys.executable, "-m", "wrenmq", "serve", "--config", str(config)]
 
 
-def _mosquitto_command(workdir: Path, port: int, api: bool = False) -> list[str]:
+def _mosquitto_command(workdir: Path, port: int, options: BrokerOptions) -> list[str]:
     path = find_mosquitto()
     if path is None:
         raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
     config = workdir / "mosquitto.conf"
-    config.write_text(MOSQUITTO_CONF.format(port=port, queue=QUEUE_LIMIT))
+    nodelay = "true" if options.mosquitto_nodelay else "false"
+    config.write_text(MOSQUITTO_CONF.format(port=port, queue=QUEUE_LIMIT, nodelay=nodelay))
     return [path, "-c", str(config)]
 
 
-BROKERS: dict[str, Callable[[Path, int, bool], list[str]]] = {
+@dataclass(frozen=True)
+class BrokerOptions:
+    """Departures from the equivalent settings above, for the scenarios and experiments that need them."""
+
+    mosquitto_nodelay: bool = False  # Mosquitto's own default: Nagle's algorithm on its sockets
+    wrenmq: dict[str, Any] = field(default_factory=dict)  # more wrenmq settings (e.g. an API port)
+
+
+BROKERS: dict[str, Callable[[Path, int, BrokerOptions], list[str]]] = {
     "wrenmq": _wrenmq_command,
     "mosquitto": _mosquitto_command,
 }
 
 
-def start_broker(name: str, workdir: Path, cpus: set[int], nice: int = 0, api: bool = False) -> BrokerProcess:
-    """Start broker ``name`` on a free port and return once it answers an MQTT CONNECT; ``api``:
-    wrenmq with its HTTP API on (Mosquitto has none)."""
+def start_broker(
+    name: str, workdir: Path, cpus: set[int], nice: int = 0, options: BrokerOptions | None = None
+) -> BrokerProcess:
+    """Start broker ``name`` on a free port and return once it answers an MQTT CONNECT."""
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o777)  # Mosquitto started as root drops to the mosquitto user
     port = free_port()
-    command = BROKERS[name](workdir, port, api)
+    command = BROKERS[name](workdir, port, options or BrokerOptions())
     env = {k: v for k, v in os.environ.items() if not k.startswith("WRENMQ_")}
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:

@@ -36,6 +36,26 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         action="store_true",
         help="run wrenmq with its HTTP API on (realtime and streams, no client of them): their cost per message",
     )
+    parser.add_argument(
+        "--idle-connections",
+        type=int,
+        metavar="N",
+        help="connections of idle_memory (default 10,000; 50,000 needs a file descriptor limit above 50,000 "
+        "per process, which root may raise)",
+    )
+    parser.add_argument(
+        "--mosquitto-nodelay",
+        choices=["on", "off"],
+        help="Mosquitto's set_tcp_nodelay (default off, Mosquitto's own default; on: its best latency, "
+        "about half its throughput; the comparison's setting before 2026-12-05)",
+    )
+    parser.add_argument(
+        "--memory-sites",
+        type=int,
+        metavar="N",
+        help="instead of the scenarios: where the bytes of N idle connections go, by allocation site "
+        "(tracemalloc on an in-process broker; use a pure-Python install)",
+    )
     parser.set_defaults(run=run)
 
 

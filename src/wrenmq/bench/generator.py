@@ -68,6 +68,7 @@ class Control:
     sent: Any
     received: Any
     pipe: Connection
+    marks: Any = None  # per slot: time.monotonic_ns() of the latest delivery (wide fan-out)
 
 
 @dataclass
@@ -88,6 +89,8 @@ class PublisherSpec:
     retain: bool = False
     numbered: bool = False  # each message to its own topic: topics[0] + six digits
     drain_timeout: float = 10.0
+    per_packet: bool = False  # one send() per PUBLISH, as paho-mqtt and MQTT.js write
+    nodelay: bool = True  # TCP_NODELAY; paho-mqtt and MQTT.js leave Nagle's algorithm on
     cpus: set[int] = field(default_factory=set)
 
 
@@ -108,6 +111,7 @@ class SubscriberSpec:
     expected: int = 0  # backlog/storm: messages to wait for
     start_state: int = RUN  # backlog/storm: the state at which to reconnect or subscribe
     timeout: float = 60.0
+    coalesce: bool = True  # pause after small reads (see COALESCE_BYTES); real clients do not
     cpus: set[int] = field(default_factory=set)
 
 
@@ -158,10 +162,10 @@ def read_packet(sock: socket.socket, parser: Parser) -> p.AnyPacket:
 
 
 def open_client(
-    host: str, port: int, client_id: str, clean: bool = True, timeout: float = 10.0
+    host: str, port: int, client_id: str, clean: bool = True, timeout: float = 10.0, nodelay: bool = True
 ) -> tuple[socket.socket, p.Connack]:
     sock = socket.create_connection((host, port), timeout=timeout)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if nodelay else 0)
     sock.sendall(encode(p.Connect(client_id, VERSION, clean, keep_alive=0), VERSION))
     connack = read_packet(sock, Parser(protocol_level=VERSION))
     if not isinstance(connack, p.Connack) or connack.reason_code:
@@ -231,7 +235,7 @@ def _publisher(spec: PublisherSpec, ctl: Control) -> dict[str, Any]:
     _setup(spec.cpus)
     clients = []
     for client_id, topic in zip(spec.client_ids, spec.topics, strict=True):
-        sock, _ = open_client(spec.host, spec.port, client_id)
+        sock, _ = open_client(spec.host, spec.port, client_id, nodelay=spec.nodelay)
         sample = topic + "000000" if spec.numbered else topic
         clients.append(_PubClient(sock, FrameTemplate(sample, spec.payload, spec.qos, spec.retain), topic))
     ctl.pipe.send(("ready", None))
@@ -265,7 +269,7 @@ def _publish_batches(spec: PublisherSpec, ctl: Control, clients: list[_PubClient
     state, sent_arr, recv_arr = ctl.state, ctl.sent, ctl.received
     slot, window, fanout, qos = spec.slot, spec.window, max(spec.fanout, 1), spec.qos
     unacked_max = min(spec.unacked, 60_000)
-    batch = spec.batch
+    batch, per_packet = spec.batch, spec.per_packet
     interval = 1.0 / spec.rate if spec.rate else 0.0
     start = time.monotonic()
     total = 0
@@ -293,7 +297,13 @@ def _publish_batches(spec: PublisherSpec, ctl: Control, clients: list[_PubClient
                 n = min(n, spec.count - total)
                 if n <= 0:
                     break
-            c.sock.sendall(c.template.batch(n, c.pid_index))
+            frames = c.template.batch(n, c.pid_index)
+            if per_packet:
+                view, length = memoryview(frames), c.template.length
+                for offset in range(0, n * length, length):
+                    c.sock.sendall(view[offset : offset + length])
+            else:
+                c.sock.sendall(frames)
             c.pid_index = (c.pid_index + n) % 65535
             c.sent += n
             total += n
@@ -403,7 +413,7 @@ def _receive(
         selector.register(sock, selectors.EVENT_READ, (sock, inbox))
     state, received, slot = ctl.state, ctl.received, spec.slot
     live = spec.mode == "live"
-    coalesce = not spec.sample_all  # the latency scenario reads every message as soon as it arrives
+    coalesce = spec.coalesce and not spec.sample_all  # the latency scenario reads every message as soon as it arrives
     wait = 0.0
     total = 0
     deadline = started + spec.timeout

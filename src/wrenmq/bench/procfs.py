@@ -57,8 +57,18 @@ def rss_kib(pid: int) -> int:
 
 
 def raise_nofile_limit(wanted: int | None = None) -> int:
-    """Raise this process's open-file soft limit towards ``wanted`` (default: the hard limit)."""
+    """Raise this process's open-file soft limit towards ``wanted`` (default: the hard limit).
+
+    Past the hard limit too where that is allowed (root, up to the kernel's ``fs.nr_open``): tens of
+    thousands of connections need as many descriptors in the broker and in the generator.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if wanted is not None and hard != resource.RLIM_INFINITY and wanted > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+            return wanted
+        except (ValueError, OSError):
+            pass  # not permitted: settle for the hard limit
     target = hard if wanted is None or hard == resource.RLIM_INFINITY else min(wanted, hard)
     if wanted is not None and hard == resource.RLIM_INFINITY:
         target = wanted

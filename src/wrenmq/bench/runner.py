@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report
-from .brokers import start_broker
+from .brokers import BrokerOptions, free_port, start_broker
 from .procfs import raise_nofile_limit
 from .scenarios import SCENARIOS, Run, Scenario, Settings, default_cpus, median_metrics
 
@@ -33,9 +33,13 @@ def _cpus(text: str | None, default: frozenset[int]) -> frozenset[int]:
 
 def main(args: argparse.Namespace) -> int:
     """Run the chosen scenarios; exit status 1 if a measurement failed or wrenmq lost a message."""
+    if args.memory_sites:
+        from .attribution import main as attribute
+
+        return attribute(args.memory_sites)
     if args.list:
         for scenario in SCENARIOS.values():
-            print(f"{scenario.name:<12} {scenario.description}")
+            print(f"{scenario.name:<15} {scenario.description}")
         return 0
     names = list(SCENARIOS) if not args.scenarios else [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
@@ -55,14 +59,19 @@ def main(args: argparse.Namespace) -> int:
     )
     if args.quick:
         settings = settings.quick()
-    overrides = {k: getattr(args, k) for k in ("duration", "warmup", "nice") if getattr(args, k) is not None}
-    if getattr(args, "api", False):
+    overrides = {
+        k: getattr(args, k) for k in ("duration", "warmup", "nice", "idle_connections") if getattr(args, k) is not None
+    }
+    if args.mosquitto_nodelay is not None:
+        overrides["mosquitto_nodelay"] = args.mosquitto_nodelay == "on"
+    if args.api:
         overrides["api"] = True
     if overrides:
         settings = Settings(**{**asdict(settings), **overrides})
     if settings.generator_cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, settings.generator_cpus)  # the coordinator stays off the broker's core
     raise_nofile_limit()
+    raise_nofile_limit(settings.idle_connections + 1024)  # past the hard limit where allowed (root)
     if settings.nice:
         os.nice(settings.nice)
     brokers = ["wrenmq"] + ([args.compare] if args.compare else [])
@@ -108,7 +117,12 @@ def main(args: argparse.Namespace) -> int:
                 medians[(name, broker_name)] = median_metrics(ok)
     rows = report.summary_rows(medians, brokers)
     print(report.table(rows, brokers, medians))
-    notes = [n for m in measurements for n in m["notes"]]
+    notes = list(dict.fromkeys(n for m in measurements for n in m["notes"]))
+    if "mosquitto" in brokers:
+        notes.append(
+            f"mosquitto ran with set_tcp_nodelay {'true' if settings.mosquitto_nodelay else 'false (its default)'}; "
+            "see --mosquitto-nodelay"
+        )
     errors = [f"{m['scenario']} {m['broker']}: {m['error']}" for m in measurements if m["error"]]
     lost = [
         f"{m['scenario']} {m['broker']}: {m['metrics'].get('lost')} lost"
@@ -143,6 +157,15 @@ def main(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def broker_options(settings: Settings) -> BrokerOptions:
+    """The brokers' departures from the equivalent settings: ``--mosquitto-nodelay``, and ``--api``
+    (wrenmq with its HTTP API on a free port, realtime and streams with it)."""
+    return BrokerOptions(
+        mosquitto_nodelay=settings.mosquitto_nodelay,
+        wrenmq={"api_port": free_port()} if settings.api else {},
+    )
+
+
 def _measure(
     scenario: Scenario, broker_name: str, round_no: int, settings: Settings, tmp: Path, progress: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -158,12 +181,12 @@ def _measure(
     workdir = tmp / f"{scenario.name}-{broker_name}-{round_no}"
     progress("starting broker")
     try:
-        broker = start_broker(broker_name, workdir, set(settings.broker_cpus), settings.nice, settings.api)
+        broker = start_broker(broker_name, workdir, set(settings.broker_cpus), settings.nice, broker_options(settings))
     except Exception as exc:
         record["error"] = str(exc)
         progress(f"error: {exc}")
         return record
-    run = Run(broker, settings, progress)
+    run = Run(broker, settings, progress, workdir=workdir)
     t0 = time.monotonic()
     try:
         record["metrics"] = scenario.run(run)
