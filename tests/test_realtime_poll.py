@@ -469,3 +469,13 @@ def test_a_message_refused_by_a_later_hook_reaches_no_poll_session(poller: Polle
     poller.server.publish("public/news", b"y")
     (message,) = poller.messages(session["id"], 1)
     assert message["topic"] == "public/news"
+
+
+def test_client_id_with_u0000_is_refused(poller: Poller) -> None:
+    """[MQTT-1.5.4-2] as for an MQTT client id: a realtime client id with U+0000 (how the broker
+    names its own origins, such as a bridge's) or over 128 characters is refused with 422; a
+    plain one is accepted (the sentinel)."""
+    answer = poller.open({"filters": ["t/#"], "client_id": "\x00bridge:upstream"}, status=422)
+    assert "U+0000" in answer["detail"]
+    poller.open({"filters": ["t/#"], "client_id": "x" * 129}, status=422)
+    assert poller.open({"filters": ["t/#"], "client_id": "plain"})["client_id"] == "plain"

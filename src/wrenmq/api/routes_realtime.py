@@ -305,6 +305,6 @@ async def _sign_in(service: RealtimeService, request: Request, client_id: str | 
             token, username, password, client_id or "", peer, client_addr.host if client_addr else None
         )
     except Denied as denied:
-        if denied.status == 429:
-            raise Problem(429, denied.reason) from None
+        if denied.status != 401:
+            raise Problem(denied.status, denied.reason) from None
         raise HTTPException(401, denied.reason, CHALLENGE) from None

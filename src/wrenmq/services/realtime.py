@@ -247,6 +247,9 @@ class RealtimeService(Hook):
         if broker.login_throttled(host):
             raise Denied(429, "too many failed logins from this address; try again in a minute")
         client_id = client_id or "realtime-" + secrets.token_hex(6)
+        if "\x00" in client_id or len(client_id) > 128:
+            # As an MQTT client id [MQTT-1.5.4-2]; and U+0000 starts the broker's own origins (bridges).
+            raise Denied(422, "a client id has at most 128 characters and no U+0000")
         if token:
             from ..api.deps import principal_for_token
 
