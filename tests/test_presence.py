@@ -26,7 +26,7 @@ from paho.mqtt.properties import Properties
 from paho_sync import MQTTv5, MQTTv311, PahoClient
 from wrenmq.config import ConfigError, load_config
 from wrenmq.pytest_plugin import WrenmqServer
-from wrenmq.services.presence import Presence, presence_of, utc_timestamp
+from wrenmq.services.presence import Presence, utc_timestamp
 
 TIMEOUT = 5.0
 PROTOCOLS = [pytest.param(MQTTv311, id="3.1.1"), pytest.param(MQTTv5, id="5.0")]
@@ -466,7 +466,7 @@ def test_registry_survives_a_restart_with_devices_offline(
             "s-9",
         )
         assert retained_lwts(second)["k-1"]["status"] == "offline"
-        presence = presence_of(second.server.broker)
+        presence = second.server.services.presence if second.server.services else None
         assert presence is not None
         events = second.server.call(presence.events("k-1"))
         assert [(e["event"], e["track"]) for e in events] == [("started", "t1")]
@@ -482,7 +482,7 @@ def test_events_are_bounded_per_device(fleet_factory: Callable[..., Fleet]) -> N
     for n in range(5):
         device.event("tick", n=n)
     other.event("tock")
-    presence = presence_of(fleet.server.broker)
+    presence = fleet.server.services.presence if fleet.server.services else None
     assert presence is not None
     deadline = time.monotonic() + TIMEOUT
     while [e["n"] for e in fleet.server.call(presence.events("e-1"))] != [4, 3, 2]:
@@ -495,7 +495,8 @@ def test_presence_off_registers_no_hook(fleet_factory: Callable[..., Fleet]) -> 
     """presence = false: no hook, so device traffic costs nothing and no snapshot appears (wrenmq feature)."""
     fleet = fleet_factory(presence=False)
     broker = fleet.server.broker
-    assert presence_of(broker) is None and broker.hooks.find(Presence) == []
+    assert fleet.server.services is not None and fleet.server.services.presence is None
+    assert broker.hooks.find(Presence) == []
     assert broker.hooks.publish == []
     fleet.device("off-1").status("idle")
     admin = fleet.admin("admin/devices/snapshot")
@@ -508,11 +509,15 @@ def test_presence_is_on_by_default_and_stops_with_the_services(
     """The hook is registered by Services.start (with the API off) and removed by stop (wrenmq feature)."""
     server = wrenmq_server_factory()
     assert server.config.api_port is None
-    presence = presence_of(server.broker)
-    assert presence is not None and server.services is not None and server.services.presence is presence
+    presence = server.services.presence if server.services else None
+    assert presence is not None and broker_hooks_has(server.broker, presence)
     broker = server.broker
     server.call(server.services.stop())
-    assert presence_of(broker) is None
+    assert broker.hooks.find(Presence) == []
+
+
+def broker_hooks_has(broker: Any, hook: Any) -> bool:
+    return hook in broker.hooks.find(type(hook))
 
 
 @pytest.mark.parametrize(
@@ -582,7 +587,7 @@ def test_publish_hooks_with_topic_prefixes_see_only_those_topics(fleet: Fleet) -
 
     server = fleet.server
     broker = server.broker
-    presence = presence_of(broker)
+    presence = server.services.presence if server.services else None
     assert presence is not None and broker.hooks.publish_prefixes == presence.publish_topics
     only, every = Only(), Every()
 

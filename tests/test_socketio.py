@@ -112,7 +112,7 @@ class Realtime:
     @property
     def service(self) -> Any:
         assert self.server.api is not None
-        return self.server.api.app.state.realtime
+        return self.server.services.realtime if self.server.services else None
 
     async def sio(self, auth: dict[str, Any] | None = None, acks: bool = True, **kw: Any) -> Sio:
         """A connected, welcomed Socket.IO client."""

@@ -1,33 +1,36 @@
 """The management HTTP API: FastAPI on the broker's own event loop, on its own listener.
 
-``create_app(broker)`` builds the ASGI app; ``ApiServer`` runs it with uvicorn inside the running
-loop (no thread, no second loop), so request handlers read and change broker state directly.
-Everything the API does to the broker goes through the broker's public methods and hooks.
+``create_app(broker, services)`` builds the ASGI app over the services ``Services`` made (the one
+wiring point: routes are handed the services they serve, they do not look for them);
+``ApiServer`` runs it with uvicorn inside the running loop (no thread, no second loop). Routes read
+the broker through ``BrokerFacade`` (values, not the broker's own objects) where they have moved
+to it, and change it through its public methods and hooks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..storage.private import warn_if_open
-from .keys import ApiKeyStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..broker.broker import Broker
     from ..config import Config
+    from ..services import Services
 
 __all__ = ["ApiServer", "bind_api", "check_api", "create_app"]
 
 log = logging.getLogger("wrenmq.api")
 
 
-def create_app(broker: Broker) -> FastAPI:
+def create_app(broker: Broker, services: Services) -> FastAPI:
     """The API app for ``broker``; each area of the API adds its routes in ``install``."""
     from fastapi import FastAPI  # imported here: every `wrenmq` command imports this package
 
@@ -66,7 +69,9 @@ def create_app(broker: Broker) -> FastAPI:
     facade = BrokerFacade(broker)  # what routes may know and do of the broker
     app.state.broker = broker
     app.state.facade = facade
-    app.state.api_keys = ApiKeyStore(broker.config.api_keys_path)
+    assert services.changes is not None and services.api_keys is not None, "Services.start builds them with the API"
+    app.state.services = services
+    app.state.api_keys = services.api_keys
     app.state.on_stop = []  # callables ApiServer.stop runs first: uvicorn's shutdown waits for open responses
     app.state.on_start = []  # callables ApiServer.start runs on the broker's loop once it serves
     problems.install(app, broker)
@@ -76,16 +81,16 @@ def create_app(broker: Broker) -> FastAPI:
     streams.install(app, broker)
     trace.install(app, broker)
     routes_broker.install(app, facade)
-    routes_brokers.install(app, broker)
+    routes_brokers.install(app, broker, services.connections)
     routes_clients.install(app, facade)
     routes_topics.install(app, facade)
     routes_retained.install(app, facade)
-    routes_resources.install(app, broker)
-    routes_devices.install(app, broker)
-    routes_publish.install(app, broker)
+    routes_resources.install(app, broker, services.changes)
+    routes_devices.install(app, broker, services.presence)
+    routes_publish.install(app, broker, services.connections)
     routes_admin.install(app, broker)
     routes_keys.install(app, broker)
-    routes_realtime.install(app, broker)
+    routes_realtime.install(app, broker, services.realtime)
     routes_session.install(app, broker)
     docs.install(app, broker)
     console.install(app, broker)
@@ -139,11 +144,11 @@ def bind_api(config: Config) -> socket.socket:
 
 
 class ApiServer:
-    """uvicorn serving ``create_app(broker)`` on ``config.api_host:api_port`` in the current loop."""
+    """uvicorn serving ``create_app(broker, services)`` on ``config.api_host:api_port`` in the current loop."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, services: Services) -> None:
         self.broker = broker
-        self.app = create_app(broker)
+        self.app = create_app(broker, services)
         self.port = 0
         self._server: Any = None
         self._socket: socket.socket | None = None
@@ -185,9 +190,6 @@ class ApiServer:
         await server.startup(sockets=[sock])
         for start in self.app.state.on_start:
             start()
-        start_realtime = getattr(self.app.state, "realtime_start", None)
-        if start_realtime is not None:
-            start_realtime()
         self._server, self._socket = server, sock
         self.port = sock.getsockname()[1]
         self._main_loop = asyncio.get_running_loop().create_task(server.main_loop())
@@ -201,10 +203,9 @@ class ApiServer:
             return
         server.should_exit = True
         for stop in self.app.state.on_stop:  # end streams, which would otherwise hold shutdown open
-            stop()
-        stop_realtime = getattr(self.app.state, "realtime_stop", None)
-        if stop_realtime is not None:
-            await stop_realtime()
+            stopped = stop()
+            if inspect.isawaitable(stopped):
+                await stopped
         if self._main_loop is not None:
             await self._main_loop
         await server.shutdown(sockets=[self._socket] if self._socket is not None else None)

@@ -52,7 +52,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 def install(app: FastAPI, broker: BrokerFacade) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BrokerCollector(broker, app))
-    registry.register(ServicesCollector(app.state.broker, app))  # finds the services (until they are wired in)
+    registry.register(ServicesCollector(app.state.services, app))
     # process_*: resident and virtual memory, CPU seconds, open and maximum file descriptors, start
     # time (Linux: read from /proc at scrape time; elsewhere the collector yields nothing).
     ProcessCollector(registry=registry)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..client.url import parse_url
 from ..config import ConfigError, ExternalBrokerConfig
-from ..services.brokers import BrokerConnection, BrokerConnections, Outgoing, Unavailable, connections_of
+from ..services.brokers import BrokerConnection, BrokerConnections, Outgoing, Unavailable
 from .problems import Problem, field_error, problem_responses
 from .routing import BODY_RESPONSES, WRITE_RESPONSES, v1_router
 
@@ -72,8 +72,7 @@ class BrokerList(BaseModel):
     brokers: list[BrokerStatus]
 
 
-def _service(broker: Broker) -> BrokerConnections:
-    service = connections_of(broker)
+def _service(service: BrokerConnections | None) -> BrokerConnections:
     if service is None:
         raise Problem(
             409,
@@ -84,8 +83,7 @@ def _service(broker: Broker) -> BrokerConnections:
     return service
 
 
-def _find(broker: Broker, name: str) -> BrokerConnection:
-    service = connections_of(broker)
+def _find(service: BrokerConnections | None, name: str) -> BrokerConnection:
     connection = service.get(name) if service is not None else None
     if connection is None:
         raise Problem(404, f"unknown broker {name!r}", kind="unknown-broker", title="Unknown broker")
@@ -118,14 +116,14 @@ def _edited(old: ExternalBrokerConfig, edit: BrokerEdit) -> ExternalBrokerConfig
 
 
 async def publish_external(
-    broker: Broker, name: str, topic: str, payload: bytes, qos: int, retain: bool, queue: bool
+    connections: BrokerConnections | None, name: str, topic: str, payload: bytes, qos: int, retain: bool, queue: bool
 ) -> int | None:
     """Publish through the connection ``name``: the remote's reason code, or None if queued.
     404 for an unknown name; 503 when it is down (without ``queue``) or its queue is full; 502
     when the remote refuses the message."""
     from ..client import PublishError
 
-    connection = _find(broker, name)
+    connection = _find(connections, name)
     try:
         return await connection.publish(Outgoing(topic, payload, qos, retain, {}), queue, PUBLISH_TIMEOUT)
     except Unavailable as exc:
@@ -140,19 +138,18 @@ async def publish_external(
         ) from None
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: Broker, connections: BrokerConnections | None) -> None:
     router = v1_router("brokers")  # their status is the dashboard's: any signed-in principal reads it
     management = v1_router("brokers", manage=True)  # adding and removing them is management
 
     @router.get("/brokers", summary="External broker connections and their status")
     async def list_brokers() -> BrokerList:
-        service = connections_of(broker)
-        connections = sorted(service.connections.values(), key=lambda c: c.name) if service is not None else []
-        return BrokerList(brokers=[_status(connection) for connection in connections])
+        found = sorted(connections.connections.values(), key=lambda c: c.name) if connections is not None else []
+        return BrokerList(brokers=[_status(connection) for connection in found])
 
     @router.get("/brokers/{name}", summary="One external broker connection", responses=problem_responses(404))
     async def get_broker(name: str) -> BrokerStatus:
-        return _status(_find(broker, name))
+        return _status(_find(connections, name))
 
     @management.post(
         "/brokers",
@@ -163,7 +160,7 @@ def install(app: FastAPI, broker: Broker) -> None:
     async def add_broker(config: ExternalBrokerConfig) -> BrokerStatus:
         """The body is a ``[[brokers]]`` table as JSON. The connection is made in the background:
         the answer says ``connecting``; poll ``GET /api/v1/brokers/{name}``. 409 if the name is taken."""
-        service = _service(broker)
+        service = _service(connections)
         if service.get(config.name) is not None:
             raise Problem(409, f"a broker named {config.name!r} exists already", title="Name taken")
         try:
@@ -184,8 +181,8 @@ def install(app: FastAPI, broker: Broker) -> None:
         gets the file's settings back when the broker restarts."""
         if edit.name != name:
             raise Problem.invalid([field_error(("body", "name"), f"must be {name!r}, the connection's name")])
-        service = _service(broker)
-        old = _find(broker, name)
+        service = _service(connections)
+        old = _find(connections, name)
         try:
             return _status(await service.replace(_edited(old.config, edit)))
         except ConfigError as exc:
@@ -202,8 +199,7 @@ def install(app: FastAPI, broker: Broker) -> None:
     async def delete_broker(name: str) -> Response:
         """Disconnects and forgets the connection and the messages its queue held. One from the
         config file comes back when the broker restarts."""
-        service = connections_of(broker)
-        if service is None or not await service.remove(name):
+        if connections is None or not await connections.remove(name):
             raise Problem(404, f"unknown broker {name!r}", kind="unknown-broker", title="Unknown broker")
         return Response(status_code=204)
 

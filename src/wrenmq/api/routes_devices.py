@@ -24,7 +24,7 @@ from ..hooks import READ, WRITE, Reject
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode
 from ..services.change_events import name_problem
-from ..services.presence import Presence, presence_of, utc_timestamp
+from ..services.presence import Presence, utc_timestamp
 from .models import Page
 from .problems import FieldError, Problem, field_error, problem_responses
 from .routing import BODY_RESPONSES, WRITE_RESPONSES, Acting, Paging, v1_router
@@ -70,8 +70,7 @@ class SessionCommandSent(BaseModel):
     online: int = Field(description="Online devices that report this session.")
 
 
-def _service(broker: Broker) -> Presence:
-    service = presence_of(broker)
+def _service(service: Presence | None) -> Presence:
     if service is None:
         raise Problem(404, "device presence is off on this broker (presence = false)", title="Not running")
     return service
@@ -120,7 +119,7 @@ def _check_path(path: str, method: str) -> None:
 Params = Annotated[dict[str, Any] | None, Body(description="The command's params (a JSON object); none: {}.")]
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: Broker, presence: Presence | None) -> None:
     router = v1_router("devices")
 
     @router.get("/devices", summary="Devices in the presence registry", responses=problem_responses(404))
@@ -133,7 +132,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         q: Annotated[str | None, Query(description="Substring of the device id or name.")] = None,
     ) -> Page[Device]:
         """Sorted by device id; ``status`` matches the online flag, not the reported status."""
-        service = _service(broker)
+        service = _service(presence)
         online = None if status is None else status == "online"
         needle = q.lower() if q else None
         everything = principal.may_read(service.devices_root + "/#")
@@ -154,7 +153,7 @@ def install(app: FastAPI, broker: Broker) -> None:
     @router.get("/devices/{id}", summary="One device, with its recent events", responses=problem_responses(403, 404))
     async def get_device(principal: Acting, id: str) -> DeviceDetail:
         _check(id=id)
-        service = _service(broker)
+        service = _service(presence)
         principal.require(f"{service.devices_root}/{id}/#", READ)
         entry = service.get(id)
         if entry is None:
@@ -171,7 +170,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         """Removes it and its events from the registry and clears its retained status and lwt. A
         device that is still connected comes back with its next message."""
         _check(id=id)
-        service = _service(broker)
+        service = _service(presence)
         for kind in ("status", "lwt"):
             principal.require(f"{service.devices_root}/{id}/{kind}", WRITE)
         if not await service.delete(id):
@@ -189,7 +188,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         "timestamp", "commandId"}``, to a device that is offline or unknown as well (a persistent
         session gets it later); ``online`` says whether it is online now."""
         _check(id=id, cmd=cmd)
-        service = _service(broker)
+        service = _service(presence)
         topic = f"{service.devices_root}/{id}/commands/{cmd}"
         principal.require(topic, WRITE)
         command_id, payload = _command(cmd, params)
@@ -207,7 +206,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         """Published at QoS 1 to ``sessions/{id}/commands/{cmd}``, which the session's devices
         subscribe to; ``online`` counts the online devices that report this session."""
         _check(id=id, cmd=cmd)
-        service = _service(broker)
+        service = _service(presence)
         topic = f"{service.sessions_root}/{id}/commands/{cmd}"
         principal.require(topic, WRITE)
         command_id, payload = _command(cmd, params)

@@ -34,6 +34,7 @@ from .routing import BODY_RESPONSES, WRITE_RESPONSES, Acting, authenticated_rout
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
+    from ..services.brokers import BrokerConnections
     from .principal import Principal
 
 INTERNAL = "internal"
@@ -92,7 +93,7 @@ async def publish(broker: Broker, principal: Principal, request: PublishRequest)
     )
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: Broker, connections: BrokerConnections | None) -> None:
     router = v1_router("publish")
     compat = authenticated_router("", "compatibility")
     rejected = {**WRITE_RESPONSES, **BODY_RESPONSES}
@@ -162,7 +163,7 @@ def install(app: FastAPI, broker: Broker) -> None:
                 raise Problem(403, refusal)
             payload = inner.payload_bytes()
             code = await publish_external(
-                broker, request.broker, inner.topic, payload, inner.qos, inner.retain, request.queue
+                connections, request.broker, inner.topic, payload, inner.qos, inner.retain, request.queue
             )
             if code is None:
                 response.status_code = 202

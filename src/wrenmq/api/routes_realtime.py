@@ -100,19 +100,17 @@ class _Session:
         self.polling = 0
 
 
-def install(app: FastAPI, broker: Broker) -> None:
+def install(app: FastAPI, broker: Broker, service: RealtimeService | None) -> None:
     """Poll routes, the static files, and (unless ``realtime`` is off) the realtime service and
     Socket.IO bridge, which ``ApiServer`` starts and wraps around the app."""
     static = resources.files("wrenmq") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    if not broker.config.realtime:
+    if service is None:  # realtime = false
         return
     if broker.config.realtime_cors_origins:
         app.add_middleware(PollCors, origins=frozenset(broker.config.realtime_cors_origins))
-    service = RealtimeService(broker, app.state.api_keys)
     bridge = SocketIOBridge(broker, service)
-    app.state.realtime = service
-    app.state.socketio = bridge
+    app.state.socketio = bridge  # ApiServer serves it around the app
     sessions: dict[str, _Session] = {}
     expiry = broker.config.realtime_poll_expiry
 
@@ -150,8 +148,8 @@ def install(app: FastAPI, broker: Broker) -> None:
         await bridge.stop()
         service.stop()
 
-    app.state.realtime_start = start
-    app.state.realtime_stop = stop
+    app.state.on_start.append(start)
+    app.state.on_stop.append(stop)
     app.state.poll_sessions = sessions
 
     router = APIRouter(prefix=API_V1 + "/realtime", tags=["realtime"], generate_unique_id_function=lambda r: r.name)

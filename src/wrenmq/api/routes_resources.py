@@ -69,9 +69,7 @@ def _change(result: ChangeResult) -> Change:
     return Change(resource=result.resource, event=result.event)
 
 
-def install(app: FastAPI, broker: Broker) -> None:
-    service = ChangeService(broker)
-    app.state.changes = service
+def install(app: FastAPI, broker: Broker, service: ChangeService) -> None:
     router = v1_router("resources")
 
     def topic(kind: str, resource_id: str) -> str:

@@ -16,14 +16,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from ..broker.broker import Broker
+    from ..services import Services
 
 __all__ = ["ServicesCollector"]
 
 
 class ServicesCollector(Collector):
-    def __init__(self, broker: Broker, app: FastAPI) -> None:
-        self.broker = broker
+    def __init__(self, services: Services, app: FastAPI) -> None:
+        self.services = services
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
@@ -32,8 +32,6 @@ class ServicesCollector(Collector):
         yield from self._realtime()
 
     def _bridges(self) -> Iterator[Metric]:
-        from ..services.brokers import connections_of
-
         labels = ["connection"]
         connected = GaugeMetricFamily(
             "wrenmq_bridge_connected", "1 while the connection to an external broker is up, else 0.", labels=labels
@@ -57,7 +55,7 @@ class ServicesCollector(Collector):
         refused = CounterMetricFamily(
             "wrenmq_bridge_refused", "Bridged messages the external broker (or this one) refused.", labels=labels
         )
-        service = connections_of(self.broker)
+        service = self.services.connections
         for name, connection in sorted(service.connections.items()) if service is not None else ():
             connected.add_metric([name], 1 if connection.connected else 0)
             messages_in.add_metric([name], connection.messages_in)
@@ -68,12 +66,10 @@ class ServicesCollector(Collector):
         yield from (connected, messages_in, messages_out, queued, dropped, refused)
 
     def _presence(self) -> Iterator[Metric]:
-        from ..services.presence import presence_of
-
         devices = GaugeMetricFamily(
             "wrenmq_presence_devices", "Devices in the presence registry, online or offline.", labels=["state"]
         )
-        presence = presence_of(self.broker)
+        presence = self.services.presence
         if presence is not None:
             online = sum(1 for entry in presence.devices.values() if entry.get("online"))
             devices.add_metric(["online"], online)
@@ -98,7 +94,7 @@ class ServicesCollector(Collector):
         resent = CounterMetricFamily(
             "wrenmq_realtime_socketio_messages_resent", "QoS 1 messages resent to Socket.IO clients that did not ack."
         )
-        service: Any = getattr(self.app.state, "realtime", None)
+        service = self.services.realtime
         bridge: Any = getattr(self.app.state, "socketio", None)
         if service is not None:
             socketio = sum(1 for key in service.subscribers if key.startswith("sio:"))

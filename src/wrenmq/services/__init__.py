@@ -1,10 +1,13 @@
 """Services around the broker: each plugs in through hooks and the broker's public methods, with
 its own API routes (see STYLE.md).
 
-``Services`` starts and stops them beside a running broker, in one place for ``wrenmq serve`` and
-the pytest plugin: device presence (``presence``; first, so it sees every device from the
-start), the external broker connections and bridges, then the HTTP API (when ``api_port`` is
-set). Stopping goes in reverse, the API first, so no request reaches a stopped service.
+``Services`` is the one wiring point: it builds, starts and stops them beside a running broker,
+in one place for ``wrenmq serve``, the pytest plugin and applications that embed wrenmq: device
+presence (``presence``; first, so it sees every device from the start), the external broker
+connections and bridges, then with the HTTP API (when ``api_port`` is set) its key store, the
+resource change events and the realtime service, and the API itself, which is handed them
+(``create_app(broker, services)``): no route or service looks another up. Stopping goes in
+reverse, the API first, so no request reaches a stopped service.
 
 ``start_all`` starts the broker and its services all or nothing: every setting that names a file
 is checked (all problems reported together) and every listener, MQTT and API, is bound before the
@@ -20,9 +23,12 @@ from ..config import ConfigError
 
 if TYPE_CHECKING:
     from ..api import ApiServer
+    from ..api.keys import ApiKeyStore
     from ..broker.broker import Broker
     from .brokers import BrokerConnections
+    from .changes import ChangeService
     from .presence import Presence
+    from .realtime import RealtimeService
 
 __all__ = ["Services"]
 
@@ -35,6 +41,9 @@ class Services:
         self.broker = broker
         self.connections: BrokerConnections | None = None
         self.presence: Presence | None = None
+        self.api_keys: ApiKeyStore | None = None  # with the API
+        self.changes: ChangeService | None = None  # with the API (its resource routes publish them)
+        self.realtime: RealtimeService | None = None  # with the API, unless realtime = false
         self.api: ApiServer | None = None
         self._api_socket: socket.socket | None = None  # bound by bind(), served by start()
 
@@ -89,10 +98,19 @@ class Services:
             await self.presence.start()
         self.connections = BrokerConnections(self.broker)  # external brokers and bridges ([[brokers]])
         await self.connections.start()
-        if self.broker.config.api_port is not None:
+        config = self.broker.config
+        if config.api_port is not None:
             from ..api import ApiServer
+            from ..api.keys import ApiKeyStore
+            from .changes import ChangeService
 
-            self.api = ApiServer(self.broker)
+            self.api_keys = ApiKeyStore(config.api_keys_path)
+            self.changes = ChangeService(self.broker)
+            if config.realtime:
+                from .realtime import RealtimeService
+
+                self.realtime = RealtimeService(self.broker, self.api_keys)
+            self.api = ApiServer(self.broker, self)
             await self.api.start(self._api_socket)
             self._api_socket = None  # the API's now
 
@@ -102,7 +120,8 @@ class Services:
             sock.close()
         api, self.api = self.api, None
         if api is not None:
-            await api.stop()
+            await api.stop()  # (it stops the realtime service it serves)
+        self.realtime = self.changes = self.api_keys = None
         connections, self.connections = self.connections, None
         if connections is not None:
             await connections.stop()

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..broker.router import LocalSubscriber
 from ..config import Bridge, ConfigError, ExternalBrokerConfig
-from ..hooks import Hook, Reject
+from ..hooks import Reject
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, Outgoing
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from ..client import Message as RemoteMessage
     from ..storage import OutboxRecord
 
-__all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "check_connection", "connections_of"]
+__all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "check_connection"]
 
 log = logging.getLogger("wrenmq.brokers")
 
@@ -341,9 +341,9 @@ class BrokerConnection:
             self.messages_in += 1
 
 
-class BrokerConnections(Hook):
-    """The external broker connections of one broker. Registered as a hook that handles no event,
-    only so that ``connections_of`` finds it; out bridges are in-process subscriptions."""
+class BrokerConnections:
+    """The external broker connections of one broker (``Services.connections``); out bridges are
+    in-process subscriptions of the router."""
 
     name = "brokers"
 
@@ -354,13 +354,12 @@ class BrokerConnections(Hook):
         self._running = False
 
     async def start(self) -> None:
-        """Load the stored outboxes, start every configured connection and register the hook."""
+        """Load the stored outboxes and start every configured connection."""
         config = self.broker.config
         self._stored = {}
         for record in await self.broker.storage.outbox_load():
             self._stored.setdefault(record.connection, []).append(record)
         self._running = True
-        self.broker.hooks.add(self)
         for found in config.brokers:
             self.add(found, source="config")
 
@@ -372,7 +371,6 @@ class BrokerConnections(Hook):
         for connection in connections:
             connection.unsubscribe_out(self.broker)
         await asyncio.gather(*(connection.stop() for connection in connections))
-        self.broker.hooks.remove(self)
 
     def add(self, config: ExternalBrokerConfig, source: str = "api") -> BrokerConnection:
         """Start a connection; ``KeyError`` if the name is taken, ``ConfigError`` if its settings
@@ -433,12 +431,6 @@ class BrokerConnections(Hook):
         """Publish a message that came in over ``connection``, as its origin: the connection's own
         out subscriptions (No Local) do not send it back."""
         await self.broker.publish(topic, payload, qos, retain, props, origin=connection.local_id)
-
-
-def connections_of(broker: Broker) -> BrokerConnections | None:
-    """The running :class:`BrokerConnections` of ``broker``, if any."""
-    found = broker.hooks.find(BrokerConnections)
-    return found[0] if found else None
 
 
 def check_connection(config: ExternalBrokerConfig) -> str | None:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from ..broker.broker import Broker
     from ..broker.message import Message
 
-__all__ = ["Presence", "presence_of", "utc_timestamp"]
+__all__ = ["Presence", "utc_timestamp"]
 
 log = logging.getLogger("wrenmq.services.presence")
 
@@ -432,9 +432,3 @@ def _single_level(value: str) -> bool:
 
 def _valid_topic_name(topic: str) -> bool:
     return bool(topic) and not any(bad in topic for bad in ("+", "#", "\x00"))
-
-
-def presence_of(broker: Broker) -> Presence | None:
-    """The running :class:`Presence` of ``broker``, if any."""
-    found = broker.hooks.find(Presence)
-    return found[0] if found else None

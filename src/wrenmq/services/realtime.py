@@ -66,7 +66,6 @@ __all__ = [
     "RealtimeClient",
     "RealtimeService",
     "message_json",
-    "realtime_of",
     "sign_in_user",
 ]
 
@@ -448,14 +447,6 @@ async def sign_in_user(
         client.username = result.username
         client.kind = "user"
     return client
-
-
-def realtime_of(broker: Broker) -> RealtimeService | None:
-    """The running realtime service of ``broker``'s API, if there is one."""
-    for hook in broker.hooks.hooks:
-        if isinstance(hook, RealtimeService):
-            return hook
-    return None
 
 
 def _mqtt_key(client: ClientInfo) -> str:
