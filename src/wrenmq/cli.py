@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from wrenmq import __version__
 from wrenmq.aio import run
-from wrenmq.config import Config, ConfigError, env_var, load_config
+from wrenmq.config import CONFIG_ENV, Config, ConfigError, env_var, load_config
 from wrenmq.logs import setup_logging
 from wrenmq.service_manager import notify
 
@@ -31,7 +31,6 @@ __all__ = ["main"]
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-CONFIG_ENV = "WRENMQ_CONFIG"
 
 Runner = Callable[[argparse.Namespace], int]
 

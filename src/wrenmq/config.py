@@ -33,6 +33,7 @@ from pydantic_core import ErrorDetails
 from .bridge_lines import BRIDGE_SYNTAX, Bridge, parse_bridge
 
 __all__ = [
+    "CONFIG_ENV",
     "ENV_NOT_SETTINGS",
     "ENV_PREFIX",
     "Bridge",
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 ENV_PREFIX = "WRENMQ_"
+CONFIG_ENV = "WRENMQ_CONFIG"  # the config file of `wrenmq serve` (and of the commands that read it)
 # ``WRENMQ_`` variables that are not settings; any other unknown one is an error, as an unknown key in
 # the file is, so a typo (WRENMQ_ALLOW_ANONYMUS=false) cannot leave a setting at its default unseen.
 ENV_NOT_SETTINGS = frozenset(

@@ -23,14 +23,14 @@ if TYPE_CHECKING:
 
     from ..broker.broker import Broker
     from ..config import Config
-    from ..services import Services
+    from .wiring import ApiServices
 
 __all__ = ["ApiServer", "bind_api", "check_api", "create_app"]
 
 log = logging.getLogger("wrenmq.api")
 
 
-def create_app(broker: Broker, services: Services) -> FastAPI:
+def create_app(broker: Broker, services: ApiServices) -> FastAPI:
     """The API app for ``broker``; each area of the API adds its routes in ``install``."""
     from fastapi import FastAPI  # imported here: every `wrenmq` command imports this package
 
@@ -146,7 +146,7 @@ def bind_api(config: Config) -> socket.socket:
 class ApiServer:
     """uvicorn serving ``create_app(broker, services)`` on ``config.api_host:api_port`` in the current loop."""
 
-    def __init__(self, broker: Broker, services: Services) -> None:
+    def __init__(self, broker: Broker, services: ApiServices) -> None:
         self.broker = broker
         self.app = create_app(broker, services)
         self.port = 0

@@ -61,8 +61,7 @@ def _add_location(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from wrenmq.cli import CONFIG_ENV
-    from wrenmq.config import ConfigError, load_config
+    from wrenmq.config import CONFIG_ENV, ConfigError, load_config
 
     from .keys import ApiKeyStore
 

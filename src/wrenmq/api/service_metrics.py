@@ -16,13 +16,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from ..services import Services
+    from .wiring import ApiServices
 
 __all__ = ["ServicesCollector"]
 
 
 class ServicesCollector(Collector):
-    def __init__(self, services: Services, app: FastAPI) -> None:
+    def __init__(self, services: ApiServices, app: FastAPI) -> None:
         self.services = services
         self.app = app
 
