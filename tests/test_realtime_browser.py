@@ -277,9 +277,10 @@ def test_realtime_long_mqtt_outage_shows_each_event_once(server: WrenmqServer, o
     wait_for(page, "() => window.report.numbers.includes(-1)")
     found = report(page)
     numbers = [n for n in found["numbers"] if n >= 0]
-    assert sent > 2500 and sorted(numbers) == list(range(sent)), (len(numbers), len(set(numbers)), sent)
+    # (about 50 a second for 60 s; fewer on a loaded machine: what matters is that most came while down)
+    assert sent > 1000 and sorted(numbers) == list(range(sent)), (len(numbers), len(set(numbers)), sent)
     assert found["transports"] == ["mqtt", "socketio", "mqtt"], found["trace"]
-    assert page.evaluate("() => window.rt.stats.duplicates") > 2000  # the session's replay, dropped
+    assert page.evaluate("() => window.rt.stats.duplicates") > sent // 2  # the session's replay, dropped
     assert not found["errors"]
 
 
