@@ -36,6 +36,7 @@ from ..broker.router import LocalSubscriber
 from ..hooks import READ, Hook
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, valid_topic_filter
+from ..services.journal import Delivery
 from ..services.realtime import Inbox, message_json
 from .deps import authenticate
 from .principal import Principal
@@ -56,7 +57,7 @@ MAX_FILTERS = 16  # filters per stream: each costs a match per published message
 _P = PropertyId
 
 
-class Stream(Inbox):
+class Stream(Inbox[Delivery]):
     """One open stream: its filters (in-process subscriptions owned as ``local_id``), and the
     bounded inbox (``services.realtime.Inbox``) its reader takes (sequence number, time, message,
     QoS) from."""
@@ -71,7 +72,7 @@ class Stream(Inbox):
     def offer(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
         """The router's handler: one call per message, however many of the filters match it."""
         self.seq += 1
-        if not self.put(self.seq, time.time(), message, message.qos):
+        if not self.add((self.seq, time.time(), message, message.qos)):
             self.hub.messages_dropped += 1
 
     async def take(self, timeout: float) -> tuple[list[tuple[int, float, Message, int]], int] | None:

@@ -20,11 +20,8 @@ while one is, every publish and delivery costs a comparison per trace. Each trac
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -33,6 +30,7 @@ from fastapi.responses import StreamingResponse
 
 from ..hooks import ClientInfo, Hook
 from ..mqtt.topics import topic_matches, valid_topic_filter
+from ..services.journal import Inbox
 from .principal import Principal
 from .problems import Problem, field_error, problem_responses
 from .routing import BEARER
@@ -49,50 +47,24 @@ TRACE_BUFFER = 1000  # events a trace holds for a slow reader
 MAX_TRACES = 8  # traces open at once: each costs a comparison per publish and delivery
 
 
-class Trace:
+class Trace(Inbox[dict[str, Any]]):
     """One open trace: what it follows, and its bounded queue of events (oldest dropped first)."""
 
     def __init__(self, client_id: str | None, topic_filter: str | None) -> None:
+        super().__init__(TRACE_BUFFER)
         self.client_id = client_id
         self.topic_filter = topic_filter
-        self.events: deque[dict[str, Any]] = deque()
-        self.dropped = 0
-        self.closed = False
         self.seq = 0
-        self._wake = asyncio.Event()
 
     def follows(self, client_id: str | None, topic: str | None) -> bool:
         if self.client_id is not None:
             return client_id == self.client_id
         return topic is not None and self.topic_filter is not None and topic_matches(self.topic_filter, topic)
 
-    def add(self, event: dict[str, Any]) -> None:
+    def event(self, event: dict[str, Any]) -> None:
         self.seq += 1
         event["seq"] = self.seq
-        if len(self.events) >= TRACE_BUFFER:
-            self.events.popleft()
-            self.dropped += 1
-        self.events.append(event)
-        self._wake.set()
-
-    async def take(self, timeout: float) -> tuple[list[dict[str, Any]], int] | None:
-        """What is waiting (and how many were dropped before it), once there is something or
-        ``timeout`` passed; None once the trace is closed."""
-        if not self.events and not self.dropped and not self.closed:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
-        if self.closed:
-            return None
-        batch = list(self.events)
-        self.events.clear()
-        dropped, self.dropped = self.dropped, 0
-        return batch, dropped
-
-    def close(self) -> None:
-        self.closed = True
-        self._wake.set()
+        self.add(event)
 
 
 def _client(client: ClientInfo) -> dict[str, Any]:
@@ -133,7 +105,7 @@ class TraceHub(Hook):
     def _emit(self, client_id: str | None, topic: str | None, event: dict[str, Any]) -> None:
         for trace in self.traces:
             if trace.follows(client_id, topic):
-                trace.add({**event, "at": time.time()})
+                trace.event({**event, "at": time.time()})
 
     # -- hook events ------------------------------------------------------------------------------
 

@@ -8,38 +8,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from ..broker.journal import Journal
 
 if TYPE_CHECKING:
     from ..broker.message import Message
 
-__all__ = ["Inbox", "Journal"]
+__all__ = ["Delivery", "Inbox", "Journal"]
+
+T = TypeVar("T")
+# What a realtime reader's inbox holds: (journal seq, routing time, message, the QoS to deliver at).
+Delivery = tuple[int, float, "Message", int]
 
 
-class Inbox:
-    """What one realtime reader has not taken yet: bounded; a full inbox drops its oldest message."""
+class Inbox(Generic[T]):
+    """What one reader has not taken yet: bounded; a full inbox drops its oldest item (counted).
+    Realtime readers hold ``(seq, time, message, qos)`` items; API traces hold events."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.buffer: deque[tuple[int, float, Message, int]] = deque()  # seq, time, message, qos
+        self.buffer: deque[T] = deque()
         self.dropped = 0
         self.closed = False
         self._wake = asyncio.Event()
 
-    def put(self, seq: int, now: float, message: Message, qos: int) -> bool:
+    def add(self, item: T) -> bool:
         """Add one; False if the oldest had to go to make room."""
         buffer = self.buffer
         full = len(buffer) >= self.capacity
         if full:
             buffer.popleft()
             self.dropped += 1
-        buffer.append((seq, now, message, qos))
+        buffer.append(item)
         self._wake.set()
         return not full
 
-    async def take(self, timeout: float) -> tuple[list[tuple[int, float, Message, int]], int] | None:
+    async def take(self, timeout: float) -> tuple[list[T], int] | None:
         """What is waiting (and how many were dropped before it) once there is something or
         ``timeout`` passed; None once the inbox is closed."""
         if not self.buffer and not self.dropped and not self.closed:

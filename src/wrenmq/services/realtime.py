@@ -48,7 +48,7 @@ from ..hooks import LET_IN, READ, WRITE, AuthResult, ClientInfo, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
-from .journal import Inbox, Journal
+from .journal import Delivery, Inbox, Journal
 
 RealtimeClient = Principal  # who a realtime client is: the API's one principal type
 
@@ -94,13 +94,13 @@ class Subscriber:
         self.client = client
         self.service = service
         self.filters: dict[str, int] = {}
-        self.inbox = Inbox(service.broker.config.stream_buffer)
+        self.inbox: Inbox[Delivery] = Inbox(service.broker.config.stream_buffer)
         self.presence_id: str | None = None
 
     def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
         """The router's handler: a message one of the filters matched, at ``qos`` (the highest
         granted, capped by the message's)."""
-        if not self.inbox.put(message.seq, message.routed_at or _now(), message, qos):
+        if not self.inbox.add((message.seq, message.routed_at or _now(), message, qos)):
             self.service.messages_dropped += 1
         self.service._notify(self)
 
@@ -329,7 +329,7 @@ class RealtimeService(Hook):
             for seq, stamp, message in self.journal.since(since):
                 qos = _qos_in(filters, message.topic)
                 if qos >= 0:
-                    inbox.put(seq, stamp, message, min(qos, message.qos))
+                    inbox.add((seq, stamp, message, min(qos, message.qos)))
                     queued += 1
         if retained:
             now = time.time()
@@ -338,7 +338,7 @@ class RealtimeService(Hook):
                 for message in self.broker.retained.match(topic_filter):
                     if message.topic not in seen:
                         seen.add(message.topic)
-                        inbox.put(0, now, message, min(filters[topic_filter], message.qos))
+                        inbox.add((0, now, message, min(filters[topic_filter], message.qos)))
                         queued += 1
         if queued:
             self._notify(subscriber)
