@@ -24,8 +24,8 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Security
 from fastapi.responses import Response, StreamingResponse
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from ..broker.message import Message
 
 __all__ = ["HEARTBEAT", "MAX_FILTERS", "Stream", "StreamHub", "install"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("wrenmq.api.streams")
 
@@ -236,27 +238,36 @@ def _dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+async def sse_events(inbox: Inbox[T], hello: bytes, render: Callable[[list[T], int], str]) -> AsyncIterator[bytes]:
+    """Server-Sent Events from ``inbox`` until it closes: ``hello`` at once (the client knows it is
+    subscribed, and proxies see a live response), then each batch as ``render(batch, dropped)``
+    gives it, and a comment every HEARTBEAT seconds without one."""
+    yield hello
+    while True:
+        got = await inbox.take(HEARTBEAT)
+        if got is None:
+            return
+        batch, dropped = got
+        yield render(batch, dropped).encode() if batch or dropped else b": keep-alive\n\n"
+
+
+def _render_messages(batch: list[Delivery], dropped: int) -> str:
+    parts = []
+    if dropped:
+        parts.append(f"event: dropped\ndata: {_dumps({'dropped': dropped, 'next_id': batch[0][0]})}\n\n")
+    for seq, timestamp, message, _qos in batch:
+        parts.append(f"id: {seq}\ndata: {_dumps(message_json(seq, timestamp, message))}\n\n")
+    return "".join(parts)
+
+
 async def _sse(hub: StreamHub, filters: tuple[str, ...]) -> AsyncIterator[bytes]:
     """The event stream. The stream is registered here, so it lives exactly as long as this
     generator: until the client goes away (Starlette cancels it) or the API stops (``hub.close``)."""
     stream = hub.open(filters)
     try:
-        # First bytes at once: the client knows it is subscribed, and proxies see a live response.
-        yield f": wrenmq stream {_dumps({'filters': list(filters)})}\n\n".encode()
-        while True:
-            got = await stream.take(HEARTBEAT)
-            if got is None:
-                return
-            batch, dropped = got
-            if not batch and not dropped:
-                yield b": keep-alive\n\n"
-                continue
-            parts = []
-            if dropped:
-                parts.append(f"event: dropped\ndata: {_dumps({'dropped': dropped, 'next_id': batch[0][0]})}\n\n")
-            for seq, timestamp, message, _qos in batch:
-                parts.append(f"id: {seq}\ndata: {_dumps(message_json(seq, timestamp, message))}\n\n")
-            yield "".join(parts).encode()
+        hello = f": wrenmq stream {_dumps({'filters': list(filters)})}\n\n".encode()
+        async for chunk in sse_events(stream, hello, _render_messages):
+            yield chunk
     finally:
         hub.release(stream)
 

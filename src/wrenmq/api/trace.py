@@ -34,7 +34,7 @@ from ..services.journal import Inbox
 from .principal import Principal
 from .problems import Problem, field_error, problem_responses
 from .routing import BEARER
-from .streams import HEARTBEAT, stream_key
+from .streams import sse_events, stream_key
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
@@ -179,24 +179,21 @@ def _dumps(data: dict[str, Any]) -> str:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
 
+def _render(batch: list[dict[str, Any]], dropped: int) -> str:
+    parts = [f"event: dropped\ndata: {_dumps({'dropped': dropped})}\n\n"] if dropped else []
+    parts += [f"id: {event['seq']}\nevent: trace\ndata: {_dumps(event)}\n\n" for event in batch]
+    return "".join(parts)
+
+
 async def _sse(hub: TraceHub, client_id: str | None, topic_filter: str | None) -> AsyncIterator[bytes]:
     """The event stream. The trace is opened here, so it lives exactly as long as this generator:
     until the client goes away (Starlette cancels it) or the API stops (``hub.close``)."""
     trace = hub.open(client_id, topic_filter)
     following = {"client_id": client_id} if client_id is not None else {"filter": topic_filter}
     try:
-        yield f"event: tracing\ndata: {_dumps(following)}\n\n".encode()
-        while True:
-            got = await trace.take(HEARTBEAT)
-            if got is None:
-                return
-            batch, dropped = got
-            if not batch and not dropped:
-                yield b": keep-alive\n\n"
-                continue
-            parts = [f"event: dropped\ndata: {_dumps({'dropped': dropped})}\n\n"] if dropped else []
-            parts += [f"id: {event['seq']}\nevent: trace\ndata: {_dumps(event)}\n\n" for event in batch]
-            yield "".join(parts).encode()
+        hello = f"event: tracing\ndata: {_dumps(following)}\n\n".encode()
+        async for chunk in sse_events(trace, hello, _render):
+            yield chunk
     finally:
         hub.release(trace)
 
