@@ -71,7 +71,8 @@ def restore(broker: Broker, state: LoadedState) -> None:
             for delivery in over:
                 persist.message_delete(session, delivery)
         session.next_seq = next_seq
-        session.inbound_qos2 = set(loaded.inbound_qos2)
+        if loaded.inbound_qos2:  # (otherwise the shared empty NO_IDS: see Session)
+            session.inbound_qos2 = set(loaded.inbound_qos2)
         elapsed = now_wall - (stored.disconnected_at or now_wall)
         if stored.will is not None:
             will = persist.live_message(stored.will, stored.client_id)

@@ -136,16 +136,29 @@ class SharedGroup:
 
 
 class _Node:
+    """One level of the trie. Each kind of entry has its dict made on first use (None until
+    then, and again once it empties): a leaf holding one subscription has one dict, not four."""
+
     __slots__ = ("children", "local", "shared", "subs")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.subs: dict[str, Subscriber] = {}  # client id -> subscriber
-        self.shared: dict[str, SharedGroup] = {}  # group name -> group
-        self.local: dict[str, LocalSubscriber] = {}  # owner -> in-process subscriber
+        self.children: dict[str, _Node] | None = None
+        self.subs: dict[str, Subscriber] | None = None  # client id -> subscriber
+        self.shared: dict[str, SharedGroup] | None = None  # group name -> group
+        self.local: dict[str, LocalSubscriber] | None = None  # owner -> in-process subscriber
 
     def empty(self) -> bool:
         return not (self.children or self.subs or self.shared or self.local)
+
+    def child(self, level: str) -> _Node:
+        """The child for ``level``, made if there is none."""
+        children = self.children
+        if children is None:
+            children = self.children = {}
+        node = children.get(level)
+        if node is None:
+            node = children[level] = _Node()
+        return node
 
 
 class Match:
@@ -223,12 +236,12 @@ class Router:
             raise ValueError(f"{sub.topic_filter!r} is not a topic filter a local subscriber may use")
         node = self._root
         for level in sub.topic_filter.split("/"):
-            child = node.children.get(level)
-            if child is None:
-                child = node.children[level] = _Node()
-            node = child
-        existed = sub.client_id in node.local
-        node.local[sub.client_id] = sub
+            node = node.child(level)
+        local = node.local
+        if local is None:
+            local = node.local = {}
+        existed = sub.client_id in local
+        local[sub.client_id] = sub
         if not existed:
             self.local_count += 1
         self._cache.clear()
@@ -237,8 +250,14 @@ class Router:
     def unsubscribe_local(self, client_id: str, topic_filter: str) -> bool:
         """Remove an in-process subscription; False if there was none."""
         path = self._path(topic_filter)
-        if path is None or path[-1].local.pop(client_id, None) is None:
+        if path is None:
             return False
+        node = path[-1]
+        local = node.local
+        if local is None or local.pop(client_id, None) is None:
+            return False
+        if not local:
+            node.local = None
         self.local_count -= 1
         self._cache.clear()
         self._prune(path, topic_filter.split("/"))
@@ -249,18 +268,21 @@ class Router:
         group, topic_filter = parse_shared(sub.topic_filter)
         node = self._root
         for level in topic_filter.split("/"):
-            child = node.children.get(level)
-            if child is None:
-                child = node.children[level] = _Node()
-            node = child
+            node = node.child(level)
         client_id = sub.session.client_id
         if group is None:
-            existed = client_id in node.subs
-            node.subs[client_id] = sub
+            subs = node.subs
+            if subs is None:
+                subs = node.subs = {}
+            existed = client_id in subs
+            subs[client_id] = sub
         else:
-            shared = node.shared.get(group)
+            groups = node.shared
+            if groups is None:
+                groups = node.shared = {}
+            shared = groups.get(group)
             if shared is None:
-                shared = node.shared[group] = SharedGroup(sub.topic_filter)
+                shared = groups[group] = SharedGroup(sub.topic_filter)
             existed = client_id in shared.members
             shared.members[client_id] = sub
             sub.share = shared
@@ -279,14 +301,20 @@ class Router:
             return False
         node = path[-1]
         if group is None:
-            if node.subs.pop(client_id, None) is None:
+            subs = node.subs
+            if subs is None or subs.pop(client_id, None) is None:
                 return False
+            if not subs:
+                node.subs = None
         else:
-            shared = node.shared.get(group)
-            if shared is None or shared.members.pop(client_id, None) is None:
+            groups = node.shared
+            shared = groups.get(group) if groups is not None else None
+            if groups is None or shared is None or shared.members.pop(client_id, None) is None:
                 return False
             if not shared.members:
-                del node.shared[group]
+                del groups[group]
+                if not groups:
+                    node.shared = None
             self.shared_count -= 1
         self.count -= 1
         self._cache.clear()
@@ -298,7 +326,8 @@ class Router:
         path = [self._root]
         node = self._root
         for level in topic_filter.split("/"):
-            child = node.children.get(level)
+            children = node.children
+            child = children.get(level) if children is not None else None
             if child is None:
                 return None
             path.append(child)
@@ -309,7 +338,12 @@ class Router:
         """Drop empty nodes so the trie does not grow with every topic ever subscribed."""
         for i in range(len(levels), 0, -1):
             if path[i].empty():
-                del path[i - 1].children[levels[i - 1]]
+                parent = path[i - 1]
+                children = parent.children
+                assert children is not None  # (path[i] is one of them)
+                del children[levels[i - 1]]
+                if not children:
+                    parent.children = None
             else:
                 break
 
@@ -358,17 +392,22 @@ class Router:
                 continue
             if last:
                 _collect(child, subs, groups, local)
-                hash_child = child.children.get("#")
-                if hash_child is not None:
-                    _collect(hash_child, subs, groups, local)
+                grandchildren = child.children
+                if grandchildren is not None:
+                    hash_child = grandchildren.get("#")
+                    if hash_child is not None:
+                        _collect(hash_child, subs, groups, local)
             else:
                 self._walk(child, levels, i + 1, subs, groups, local, dollar)
 
 
 def _collect(node: _Node, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber]) -> None:
-    if node.subs:
-        subs.extend(node.subs.values())
-    if node.shared:
-        groups.extend(node.shared.values())
-    if node.local:
-        local.extend(node.local.values())
+    found = node.subs
+    if found:
+        subs.extend(found.values())
+    shared = node.shared
+    if shared:
+        groups.extend(shared.values())
+    mine = node.local
+    if mine:
+        local.extend(mine.values())
