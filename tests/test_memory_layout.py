@@ -8,45 +8,56 @@ once empty, with the QoS flows behaving as before.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from mqttraw import RawClient
-from wrenmq.broker.session import NO_DELIVERIES
+from wrenmq.broker.router import Router, Subscriber
+from wrenmq.broker.session import NO_DELIVERIES, Session
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.server import NO_IDS
+from wrenmq.mqtt.topics import topic_matches
 from wrenmq.pytest_plugin import WrenmqServer
 
 _EXPIRY = {PropertyId.SESSION_EXPIRY_INTERVAL: 300}
 
 
+def _nodes(server: WrenmqServer, topic_filter: str) -> list[tuple[Any, Any, Any, Any]]:
+    """(children, subs, shared, local) of each trie node on ``topic_filter``'s path, read on the loop."""
+
+    async def read() -> list[tuple[Any, Any, Any, Any]]:
+        found = []
+        node: Any = server.broker.router._root
+        for level in topic_filter.split("/"):
+            node = node.get(level)
+            if node is None:
+                break
+            found.append((node.children, node.subs, node.shared, node.local))
+        return found
+
+    return server.call(read())
+
+
 def _inspect(server: WrenmqServer, client_id: str) -> dict[str, Any]:
-    """The session's containers and its subscription's trie nodes, read on the broker's loop."""
+    """The session's containers, read on the broker's loop."""
 
     async def read() -> dict[str, Any]:
         broker = server.broker
         session = broker.sessions[client_id]
         conn = session.connection
-        nodes: list[Any] = []
-        node: Any = broker.router._root
-        for level in f"dev/{client_id}/cmd".split("/"):
-            node = node.children[level] if node.children else None
-            if node is None:
-                break
-            nodes.append(node)
         return {
-            "session": session,
             "queue": session.queue,
             "queued": list(session.queue),
             "resend": session.resend,
             "qos2": session.inbound_qos2,
             "qos2_ids": set(session.inbound_qos2),
             "protocol_qos2": conn.protocol.inbound_qos2 if conn is not None else None,
-            "nodes": [(n.children, n.subs, n.shared, n.local) for n in nodes],
             "root_children": broker.router._root.children,
         }
 
-    return server.call(read())
+    nodes = _nodes(server, f"dev/{client_id}/cmd")
+    return {**server.call(read()), "nodes": nodes}
 
 
 def _subscriber(server: WrenmqServer, client_id: str) -> RawClient:
@@ -68,22 +79,63 @@ def test_memory_idle_session_holds_no_queue_resend_or_qos2_set_of_its_own(broker
         client.close()
 
 
-def test_memory_trie_node_holds_one_dict_per_kind_it_uses(broker: WrenmqServer) -> None:
+def test_memory_trie_holds_a_lone_child_and_a_lone_subscriber_without_a_dict(broker: WrenmqServer) -> None:
     client = _subscriber(broker, "m2")
     try:
         dev, middle, leaf = _inspect(broker, "m2")["nodes"]
-        # "dev" and "m2" hold children only; the leaf holds its one subscriber only.
-        for children, subs, shared, local in (dev, middle):
-            assert (subs, shared, local) == (None, None, None)
-            assert children is not None
+        # Each node of "dev/m2/cmd" has one entry: held directly, no dict anywhere on the path.
+        assert dev[0] is not None and not isinstance(dev[0], dict)
+        assert middle[0] is not None and not isinstance(middle[0], dict)
+        assert (dev[1:], middle[1:]) == ((None, None, None), (None, None, None))
         children, subs, shared, local = leaf
         assert (children, shared, local) == (None, None, None)
-        assert list(subs) == ["m2"]
+        assert subs is not None and not isinstance(subs, dict) and subs.topic_filter == "dev/m2/cmd"
         client.send(p.Unsubscribe(client.pid(), ["dev/m2/cmd"]))
         client.expect(p.Unsuback)
-        assert _inspect(broker, "m2")["root_children"] is None  # pruned: the root has no dict left
+        assert _inspect(broker, "m2")["root_children"] is None  # pruned: the root holds nothing
     finally:
         client.close()
+
+
+def test_memory_trie_second_entry_makes_a_dict_and_one_left_is_held_directly(broker: WrenmqServer) -> None:
+    """A second subscriber of a filter and a second child of a level share a dict; when one is
+    left it is held directly again. Every subscriber gets what it subscribed to, once."""
+    names = ["t1", "t2", "t3"]
+    clients = {n: RawClient(broker.port, 5) for n in names}
+    try:
+        for n, c in clients.items():
+            assert c.connect(n).reason_code == 0
+            assert c.subscribe("dev/all/cmd", 0).reason_codes == [0]  # one filter, three subscribers
+            assert c.subscribe(f"dev/{n}/+", 0).reason_codes == [0]  # three siblings under "dev"
+        dev, _all, cmd = _nodes(broker, "dev/all/cmd")
+        assert isinstance(dev[0], dict) and sorted(dev[0]) == ["all", "t1", "t2", "t3"]
+        assert isinstance(cmd[1], dict) and sorted(cmd[1]) == names
+        for n in names:
+            broker.publish(f"dev/{n}/cmd", n)
+        broker.publish("dev/all/cmd", "all")
+        for n, c in clients.items():
+            got = [(m.topic, m.payload) for m in (c.expect(p.Publish), c.expect(p.Publish))]
+            assert got == [(f"dev/{n}/cmd", n.encode()), ("dev/all/cmd", b"all")]
+        for n in ("t1", "t2"):
+            c = clients[n]
+            c.send(p.Unsubscribe(c.pid(), ["dev/all/cmd", f"dev/{n}/+"]))
+            c.expect(p.Unsuback)
+            assert c.subscribe("sentinel", 0).reason_codes == [0]
+        c = clients["t3"]
+        c.send(p.Unsubscribe(c.pid(), ["dev/t3/+"]))
+        c.expect(p.Unsuback)
+        dev, _all, cmd = _nodes(broker, "dev/all/cmd")
+        assert dev[0] is not None and not isinstance(dev[0], dict)  # "all" alone under "dev"
+        assert cmd[1] is not None and not isinstance(cmd[1], dict)  # t3 alone on the filter
+        broker.publish("dev/t1/cmd", "gone")  # no subscriber left for it
+        broker.publish("dev/all/cmd", "again")
+        broker.publish("sentinel", "s")
+        assert clients["t3"].expect(p.Publish).payload == b"again"
+        for n in ("t1", "t2"):
+            assert clients[n].expect(p.Publish).topic == "sentinel"  # neither "gone" nor "again" came
+    finally:
+        for c in clients.values():
+            c.close()
 
 
 def test_memory_queue_made_on_first_use_and_given_back_when_drained(broker: WrenmqServer) -> None:
@@ -152,3 +204,33 @@ def test_memory_per_connection_objects_have_no_instance_dict(broker: WrenmqServe
         assert [name for name, has_dict in broker.call(read()) if has_dict] == []
     finally:
         client.close()
+
+
+async def test_memory_compact_trie_matches_like_the_reference_matcher(wrenmq_broker: Any) -> None:
+    """Random subscribes and unsubscribes (fixed seed) through every shape a node takes (a lone
+    child or subscriber held directly, dicts of several, back again): after each step every
+    topic matches exactly the subscriptions ``topic_matches`` says [MQTT-4.7.1-2],
+    [MQTT-4.7.1-3], [MQTT-4.7.2-1]."""
+    rng = random.Random(19)
+    sessions = [Session(wrenmq_broker, f"c{i}", 5, 0) for i in range(4)]
+    filters = ["a", "a/b", "a/+", "a/#", "#", "+", "+/b", "a/b/c", "$s/x", "$s/#", "+/+/c", "a/c"]
+    topics = ["a", "a/b", "a/c", "b/b", "a/b/c", "x/y/c", "$s/x", "$s/y", "a/b/d"]
+    router = Router()
+    held: set[tuple[str, str]] = set()
+    for _ in range(400):
+        session = rng.choice(sessions)
+        topic_filter = rng.choice(filters)
+        key = (session.client_id, topic_filter)
+        if key in held and rng.random() < 0.6:
+            assert router.unsubscribe(session.client_id, topic_filter)
+            held.discard(key)
+        else:
+            assert router.subscribe(Subscriber(session, topic_filter, 0)) == (key in held)
+            held.add(key)
+        assert router.count == len(held)
+        for topic in topics:
+            got = sorted((s.session.client_id, s.topic_filter) for s in router.match(topic).subs)
+            assert got == sorted(k for k in held if topic_matches(k[1], topic)), topic
+    for client_id, topic_filter in sorted(held):
+        assert router.unsubscribe(client_id, topic_filter)
+    assert router._root.children is None  # everything pruned

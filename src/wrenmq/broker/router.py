@@ -136,29 +136,94 @@ class SharedGroup:
 
 
 class _Node:
-    """One level of the trie. Each kind of entry has its dict made on first use (None until
-    then, and again once it empties): a leaf holding one subscription has one dict, not four."""
+    """One level of the trie, sized for the common case of one client per filter (a device's own
+    topics): a single child is held directly (``children`` is that node, its key in its
+    ``level``), and so is a single subscriber (``subs``, keyed by its session's client id); a
+    dict is made for the second one, and given up when one is left. Shared groups and local
+    subscribers, rarer, have a dict made on first use. None: no entry of that kind."""
 
-    __slots__ = ("children", "local", "shared", "subs")
+    __slots__ = ("children", "level", "local", "shared", "subs")
 
-    def __init__(self) -> None:
-        self.children: dict[str, _Node] | None = None
-        self.subs: dict[str, Subscriber] | None = None  # client id -> subscriber
+    def __init__(self, level: str) -> None:
+        self.level = level  # this node's key in its parent
+        self.children: dict[str, _Node] | _Node | None = None
+        self.subs: dict[str, Subscriber] | Subscriber | None = None  # client id -> subscriber
         self.shared: dict[str, SharedGroup] | None = None  # group name -> group
         self.local: dict[str, LocalSubscriber] | None = None  # owner -> in-process subscriber
 
     def empty(self) -> bool:
         return not (self.children or self.subs or self.shared or self.local)
 
+    def get(self, level: str) -> _Node | None:
+        """The child for ``level``, if there is one."""
+        children = self.children
+        if children is None:
+            return None
+        if isinstance(children, _Node):
+            return children if children.level == level else None
+        return children.get(level)
+
     def child(self, level: str) -> _Node:
         """The child for ``level``, made if there is none."""
         children = self.children
         if children is None:
-            children = self.children = {}
-        node = children.get(level)
-        if node is None:
-            node = children[level] = _Node()
-        return node
+            node = self.children = _Node(level)
+            return node
+        if isinstance(children, _Node):
+            if children.level == level:
+                return children
+            node = _Node(level)
+            self.children = {children.level: children, level: node}
+            return node
+        found = children.get(level)
+        if found is None:
+            found = children[level] = _Node(level)
+        return found
+
+    def drop_child(self, level: str) -> None:
+        children = self.children
+        if isinstance(children, _Node):
+            if children.level == level:
+                self.children = None
+        elif children is not None:
+            children.pop(level, None)
+            if len(children) == 1:
+                self.children = next(iter(children.values()))
+            elif not children:
+                self.children = None
+
+    def has_sub(self, client_id: str) -> bool:
+        subs = self.subs
+        if subs is None:
+            return False
+        if isinstance(subs, Subscriber):
+            return subs.session.client_id == client_id
+        return client_id in subs
+
+    def put_sub(self, client_id: str, sub: Subscriber) -> None:
+        subs = self.subs
+        if subs is None or (isinstance(subs, Subscriber) and subs.session.client_id == client_id):
+            self.subs = sub
+        elif isinstance(subs, Subscriber):
+            self.subs = {subs.session.client_id: subs, client_id: sub}
+        else:
+            subs[client_id] = sub
+
+    def pop_sub(self, client_id: str) -> Subscriber | None:
+        subs = self.subs
+        if subs is None:
+            return None
+        if isinstance(subs, Subscriber):
+            if subs.session.client_id != client_id:
+                return None
+            self.subs = None
+            return subs
+        found = subs.pop(client_id, None)
+        if len(subs) == 1:
+            self.subs = next(iter(subs.values()))
+        elif not subs:
+            self.subs = None
+        return found
 
 
 class Match:
@@ -223,7 +288,7 @@ _CACHE_LIMIT = 100_000
 
 class Router:
     def __init__(self) -> None:
-        self._root = _Node()
+        self._root = _Node("")
         self._cache: dict[str, Match] = {}
         self.count = 0  # number of (session, filter) subscriptions
         self.shared_count = 0  # of which shared ($share/...)
@@ -271,11 +336,8 @@ class Router:
             node = node.child(level)
         client_id = sub.session.client_id
         if group is None:
-            subs = node.subs
-            if subs is None:
-                subs = node.subs = {}
-            existed = client_id in subs
-            subs[client_id] = sub
+            existed = node.has_sub(client_id)
+            node.put_sub(client_id, sub)
         else:
             groups = node.shared
             if groups is None:
@@ -301,11 +363,8 @@ class Router:
             return False
         node = path[-1]
         if group is None:
-            subs = node.subs
-            if subs is None or subs.pop(client_id, None) is None:
+            if node.pop_sub(client_id) is None:
                 return False
-            if not subs:
-                node.subs = None
         else:
             groups = node.shared
             shared = groups.get(group) if groups is not None else None
@@ -326,8 +385,7 @@ class Router:
         path = [self._root]
         node = self._root
         for level in topic_filter.split("/"):
-            children = node.children
-            child = children.get(level) if children is not None else None
+            child = node.get(level)
             if child is None:
                 return None
             path.append(child)
@@ -338,12 +396,7 @@ class Router:
         """Drop empty nodes so the trie does not grow with every topic ever subscribed."""
         for i in range(len(levels), 0, -1):
             if path[i].empty():
-                parent = path[i - 1]
-                children = parent.children
-                assert children is not None  # (path[i] is one of them)
-                del children[levels[i - 1]]
-                if not children:
-                    parent.children = None
+                path[i - 1].drop_child(levels[i - 1])
             else:
                 break
 
@@ -373,12 +426,11 @@ class Router:
         local: list[LocalSubscriber],
         dollar: bool,
     ) -> None:
-        children = node.children
-        if not children:
+        if node.children is None:
             return
         root = i == 0 and dollar
         if not root:
-            hash_node = children.get("#")
+            hash_node = node.get("#")
             if hash_node is not None:  # '#' also matches the parent level [MQTT-4.7.1-2]
                 _collect(hash_node, subs, groups, local)
         if i == len(levels):
@@ -387,24 +439,25 @@ class Router:
         for key in (levels[i], None if root else "+"):
             if key is None:
                 continue
-            child = children.get(key)
+            child = node.get(key)
             if child is None:
                 continue
             if last:
                 _collect(child, subs, groups, local)
-                grandchildren = child.children
-                if grandchildren is not None:
-                    hash_child = grandchildren.get("#")
-                    if hash_child is not None:
-                        _collect(hash_child, subs, groups, local)
+                hash_child = child.get("#")
+                if hash_child is not None:
+                    _collect(hash_child, subs, groups, local)
             else:
                 self._walk(child, levels, i + 1, subs, groups, local, dollar)
 
 
 def _collect(node: _Node, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber]) -> None:
     found = node.subs
-    if found:
-        subs.extend(found.values())
+    if found is not None:
+        if isinstance(found, Subscriber):
+            subs.append(found)
+        else:
+            subs.extend(found.values())
     shared = node.shared
     if shared:
         groups.extend(shared.values())
