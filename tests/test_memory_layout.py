@@ -13,10 +13,11 @@ from typing import Any
 
 from mqttraw import RawClient
 from wrenmq.broker.router import Router, Subscriber
-from wrenmq.broker.session import NO_DELIVERIES, Session
+from wrenmq.broker.session import NO_DELIVERIES, NO_INFLIGHT, Session
 from wrenmq.mqtt import packets as p
+from wrenmq.mqtt.codec import _NO_CHUNKS
 from wrenmq.mqtt.properties import PropertyId
-from wrenmq.mqtt.server import NO_IDS
+from wrenmq.mqtt.server import _NO_OUTPUT, NO_IDS
 from wrenmq.mqtt.topics import topic_matches
 from wrenmq.pytest_plugin import WrenmqServer
 
@@ -52,6 +53,9 @@ def _inspect(server: WrenmqServer, client_id: str) -> dict[str, Any]:
             "resend": session.resend,
             "qos2": session.inbound_qos2,
             "qos2_ids": set(session.inbound_qos2),
+            "inflight": session.inflight_out,
+            "chunks": conn.protocol.parser._chunks if conn is not None else None,
+            "out": conn.protocol._out if conn is not None else None,
             "protocol_qos2": conn.protocol.inbound_qos2 if conn is not None else None,
             "root_children": broker.router._root.children,
         }
@@ -67,7 +71,7 @@ def _subscriber(server: WrenmqServer, client_id: str) -> RawClient:
     return client
 
 
-def test_memory_idle_session_holds_no_queue_resend_or_qos2_set_of_its_own(broker: WrenmqServer) -> None:
+def test_memory_idle_connection_holds_no_empty_container_of_its_own(broker: WrenmqServer) -> None:
     client = _subscriber(broker, "m1")
     try:
         seen = _inspect(broker, "m1")
@@ -75,6 +79,10 @@ def test_memory_idle_session_holds_no_queue_resend_or_qos2_set_of_its_own(broker
         assert seen["resend"] is NO_DELIVERIES
         assert seen["qos2"] is NO_IDS
         assert seen["protocol_qos2"] is NO_IDS
+        assert seen["inflight"] is NO_INFLIGHT
+        # Between packets and writes, the protocol holds no chunk or output list of its own.
+        assert seen["chunks"] is _NO_CHUNKS
+        assert seen["out"] is _NO_OUTPUT
     finally:
         client.close()
 
@@ -155,7 +163,10 @@ def test_memory_queue_made_on_first_use_and_given_back_when_drained(broker: Wren
             client.send(p.Puback(m.packet_id))
         client.send(p.Pingreq())  # a sentinel: the acks above were handled before its answer
         client.expect(p.Pingresp)
-        assert _inspect(broker, "m3")["queue"] is NO_DELIVERIES
+        seen = _inspect(broker, "m3")
+        assert seen["queue"] is NO_DELIVERIES
+        assert seen["inflight"] is not NO_INFLIGHT and len(seen["inflight"]) == 0
+        assert (len(NO_DELIVERIES), len(NO_INFLIGHT), len(_NO_CHUNKS), len(_NO_OUTPUT)) == (0, 0, 0, 0)
     finally:
         client.close()
 

@@ -64,7 +64,7 @@ def restore(broker: Broker, state: LoadedState) -> None:
             else:
                 delivery.packet_id = queued.packet_id
                 delivery.state = queued.state
-                session.inflight_out[queued.packet_id] = delivery
+                session.own_inflight()[queued.packet_id] = delivery
         over = session.restore_queued(waiting)  # today's queue bounds may be lower than when stored
         if over:
             log.warning("session %s: %d stored messages over its queue bounds dropped", session.client_id, len(over))

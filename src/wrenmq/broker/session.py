@@ -50,6 +50,9 @@ class Delivery:
 # own (an empty deque allocates a 64-slot block, ~760 bytes). Writers go through ``_own_queue`` /
 # ``_own_resend``, and a deque that empties is given back (``fill``).
 NO_DELIVERIES: deque[Delivery] = deque(maxlen=0)
+# The same for ``inflight_out`` of a session that has never had a QoS 1/2 delivery in flight
+# (writers: ``own_inflight``); once made it stays, as a client that gets QoS 1/2 gets them often.
+NO_INFLIGHT: dict[int, Delivery] = {}
 
 
 class Session:
@@ -87,7 +90,7 @@ class Session:
         self.expiry_interval = expiry_interval
         self.connection: Connection | None = None
         self.subscriptions: dict[str, Subscriber] = {}
-        self.inflight_out: dict[int, Delivery] = {}  # packet id -> delivery, in send order
+        self.inflight_out: dict[int, Delivery] = NO_INFLIGHT  # packet id -> delivery, in send order
         self.queue: deque[Delivery] = NO_DELIVERIES  # (read freely; append through _own_queue)
         self.queued_bytes = 0  # topic and payload bytes of the deliveries in ``queue`` (max_queued_bytes)
         self.resend: deque[Delivery] = NO_DELIVERIES  # in flight from an earlier connection, not yet resent
@@ -158,7 +161,7 @@ class Session:
         pid = self.allocate_packet_id()
         delivery.packet_id = pid
         delivery.state = SENT
-        self.inflight_out[pid] = delivery
+        self.own_inflight()[pid] = delivery
         if self.persistent:
             self.broker.persist.message_add(self, delivery)
         conn.send_publish(delivery, now, False)
@@ -260,12 +263,21 @@ class Session:
             pid = self.allocate_packet_id()
             delivery.packet_id = pid
             delivery.state = SENT
+            if inflight is NO_INFLIGHT:
+                inflight = self.own_inflight()
             inflight[pid] = delivery
             if persistent:
                 self.broker.persist.message_update(self, delivery)
             conn.send_publish(delivery, now, False)
         if not queue and queue is not NO_DELIVERIES:
             self.queue = NO_DELIVERIES  # drained: an idle session keeps no deque
+
+    def own_inflight(self) -> dict[int, Delivery]:
+        """``inflight_out`` to write to (made on first use)."""
+        inflight = self.inflight_out
+        if inflight is NO_INFLIGHT:
+            inflight = self.inflight_out = {}
+        return inflight
 
     def _own_queue(self) -> deque[Delivery]:
         queue = self.queue
