@@ -17,7 +17,7 @@ from wrenmq.broker.session import NO_DELIVERIES, NO_INFLIGHT, Session
 from wrenmq.mqtt import packets as p
 from wrenmq.mqtt.codec import _NO_CHUNKS
 from wrenmq.mqtt.properties import PropertyId
-from wrenmq.mqtt.server import _NO_OUTPUT, NO_IDS
+from wrenmq.mqtt.server import NO_IDS
 from wrenmq.mqtt.topics import topic_matches
 from wrenmq.pytest_plugin import WrenmqServer
 
@@ -55,7 +55,6 @@ def _inspect(server: WrenmqServer, client_id: str) -> dict[str, Any]:
             "qos2_ids": set(session.inbound_qos2),
             "inflight": session.inflight_out,
             "chunks": conn.protocol.parser._chunks if conn is not None else None,
-            "out": conn.protocol._out if conn is not None else None,
             "protocol_qos2": conn.protocol.inbound_qos2 if conn is not None else None,
             "root_children": broker.router._root.children,
         }
@@ -80,9 +79,7 @@ def test_memory_idle_connection_holds_no_empty_container_of_its_own(broker: Wren
         assert seen["qos2"] is NO_IDS
         assert seen["protocol_qos2"] is NO_IDS
         assert seen["inflight"] is NO_INFLIGHT
-        # Between packets and writes, the protocol holds no chunk or output list of its own.
-        assert seen["chunks"] is _NO_CHUNKS
-        assert seen["out"] is _NO_OUTPUT
+        assert seen["chunks"] is _NO_CHUNKS  # between packets the parser holds no chunk list
     finally:
         client.close()
 
@@ -146,7 +143,7 @@ def test_memory_trie_second_entry_makes_a_dict_and_one_left_is_held_directly(bro
             c.close()
 
 
-def test_memory_queue_made_on_first_use_and_given_back_when_drained(broker: WrenmqServer) -> None:
+def test_memory_queue_made_on_first_use_and_given_back_once_caught_up(broker: WrenmqServer) -> None:
     _subscriber(broker, "m3").disconnect()
     for i in range(3):
         broker.publish("dev/m3/cmd", f"q{i}", qos=1)
@@ -166,7 +163,7 @@ def test_memory_queue_made_on_first_use_and_given_back_when_drained(broker: Wren
         seen = _inspect(broker, "m3")
         assert seen["queue"] is NO_DELIVERIES
         assert seen["inflight"] is not NO_INFLIGHT and len(seen["inflight"]) == 0
-        assert (len(NO_DELIVERIES), len(NO_INFLIGHT), len(_NO_CHUNKS), len(_NO_OUTPUT)) == (0, 0, 0, 0)
+        assert (len(NO_DELIVERIES), len(NO_INFLIGHT), len(_NO_CHUNKS)) == (0, 0, 0)
     finally:
         client.close()
 

@@ -4,7 +4,7 @@ inbound QoS 2 packet ids. A session outlives its connections when its expiry int
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from ..mqtt.server import NO_IDS
 from .message import Message
@@ -47,12 +47,14 @@ class Delivery:
 
 # The queue and resend list of a session that has none: one shared empty deque, never written to
 # (maxlen 0: an append to it would be dropped, not shared), so an idle session holds no deque of its
-# own (an empty deque allocates a 64-slot block, ~760 bytes). Writers go through ``_own_queue`` /
-# ``_own_resend``, and a deque that empties is given back (``fill``).
-NO_DELIVERIES: deque[Delivery] = deque(maxlen=0)
+# own (an empty deque allocates a 64-slot block, ~760 bytes). Writers go through ``_own_queue``
+# (the resend list is made by ``resend_inflight``); the queue is given back once the client has
+# caught up (``acknowledge``), the resend list once all of it is resent (``fill``). Final: mypyc
+# keeps these in C statics, not the module dict, so the identity checks cost no lookup.
+NO_DELIVERIES: Final[deque[Delivery]] = deque(maxlen=0)
 # The same for ``inflight_out`` of a session that has never had a QoS 1/2 delivery in flight
 # (writers: ``own_inflight``); once made it stays, as a client that gets QoS 1/2 gets them often.
-NO_INFLIGHT: dict[int, Delivery] = {}
+NO_INFLIGHT: Final[dict[int, Delivery]] = {}
 
 
 class Session:
@@ -269,8 +271,6 @@ class Session:
             if persistent:
                 self.broker.persist.message_update(self, delivery)
             conn.send_publish(delivery, now, False)
-        if not queue and queue is not NO_DELIVERIES:
-            self.queue = NO_DELIVERIES  # drained: an idle session keeps no deque
 
     def own_inflight(self) -> dict[int, Delivery]:
         """``inflight_out`` to write to (made on first use)."""
@@ -290,7 +290,12 @@ class Session:
         delivery = self.inflight_out.get(packet_id)
         if delivery is None or delivery.state != state:
             return None
-        del self.inflight_out[packet_id]
+        inflight = self.inflight_out
+        del inflight[packet_id]
+        if not inflight and not self.queue and self.queue is not NO_DELIVERIES:
+            # Caught up: an idle session keeps no deque. (Not as soon as the queue empties: a busy
+            # subscriber's queue empties and refills, and each new deque costs ~760 bytes.)
+            self.queue = NO_DELIVERIES
         resend = self.resend
         if resend and delivery in resend:
             resend.remove(delivery)

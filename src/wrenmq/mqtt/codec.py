@@ -9,7 +9,7 @@ the connection does one Python call per read, not one per packet. Violations rai
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from . import packets as p
 from .errors import ProtocolError, malformed, protocol_error
@@ -84,7 +84,7 @@ def _packet_id(data: bytes, pos: int, end: int) -> tuple[int, int]:
 
 # A parser between packets holds no chunk list of its own (one per connection adds up): this one
 # is shared and never appended to; ``feed`` makes a list when a packet's body starts arriving.
-_NO_CHUNKS: list[bytes] = []
+_NO_CHUNKS: Final[list[bytes]] = []
 
 
 class Parser:

@@ -23,7 +23,7 @@ feeds the commit back as ``release_held(count)``, as it feeds time to ``handle_t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from . import packets as p
 from .codec import MAX_PACKET_SIZE, PACKET_ID_BYTES, Parser, alias_publish, encode, encode_ack
@@ -44,13 +44,10 @@ Event = p.Packet | ProtocolError
 # shared empty set, never added to, so neither a connection nor its session allocates one of its
 # own; ``accept`` gives the protocol its session's, and the first id makes a set (``_qos2_ids``),
 # which the broker hands back to the session (``inbound_qos2`` after ``ack_publish``/``deny_publish``).
-NO_IDS: set[int] = set()
+NO_IDS: Final[set[int]] = set()
 # No packets waiting: shared, never appended to (receive_data replaces it), so an idle connection
 # holds no list, nor the last packets it was sent, of its own.
-_NO_PACKETS: list[p.AnyPacket] = []
-# No output waiting: shared, never appended to (``_output`` makes a list), so a connection between
-# writes holds no empty list of its own.
-_NO_OUTPUT: list[bytes] = []
+_NO_PACKETS: Final[list[p.AnyPacket]] = []
 
 
 class ServerSettings:
@@ -144,7 +141,7 @@ class ServerProtocol:
         self.inbound_qos2 = NO_IDS
         self._inbound_unacked = 0
         # Output: ready, and held for a storage commit.
-        self._out: list[bytes] = _NO_OUTPUT
+        self._out: list[bytes] = []
         self.out_size = 0
         self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
         self._held_covered = 0  # how many held items a registered barrier will release
@@ -410,7 +407,7 @@ class ServerProtocol:
             data = encode(p.Connack(False, code), 5)
         else:
             return
-        self._output().append(data)
+        self._out.append(data)
         self.out_size += len(data)
 
     # -- inbound QoS 1/2 flows ---------------------------------------------------------------
@@ -459,7 +456,7 @@ class ServerProtocol:
             return
         if data[0] == 0x40:
             self._inbound_unacked -= 1
-        self._output().append(data)
+        self._out.append(data)
         self.out_size += len(data)
 
     # -- outbound ------------------------------------------------------------------------------
@@ -469,7 +466,7 @@ class ServerProtocol:
         if after_commit or self._held:
             self._hold(data)
         else:
-            self._output().append(data)
+            self._out.append(data)
             self.out_size += len(data)
 
     def fits(self, size: int) -> bool:
@@ -487,8 +484,6 @@ class ServerProtocol:
             self._hold(head + pid + tail)
         else:
             out = self._out
-            if out is _NO_OUTPUT:
-                out = self._out = []
             out.append(head)
             if packet_id:
                 out.append(pid)
@@ -532,7 +527,7 @@ class ServerProtocol:
         if hold or self._held:
             self._hold(b"".join(pieces))
         else:
-            self._output().extend(pieces)
+            self._out.extend(pieces)
             self.out_size += size
 
     def send_pubrel(self, packet_id: int, reason_code: int, after_commit: bool) -> None:
@@ -542,14 +537,8 @@ class ServerProtocol:
         """The output ready to go, in order (held output stays until its commit)."""
         out = self._out
         if out:
-            self._out = _NO_OUTPUT
+            self._out = []
             self.out_size = 0
-        return out
-
-    def _output(self) -> list[bytes]:
-        out = self._out
-        if out is _NO_OUTPUT:
-            out = self._out = []
         return out
 
     # -- output held for a storage commit -------------------------------------------------------
@@ -576,7 +565,7 @@ class ServerProtocol:
         items = held[:count]
         del held[:count]
         self._held_covered -= count
-        out = self._output()
+        out = self._out
         size = 0
         for data in items:
             if data[0] == 0x40:
