@@ -48,6 +48,41 @@ _CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output befo
 
 
 class Connection(asyncio.Protocol):
+    """The asyncio side of one client connection (see the module docstring); slotted: one
+    per connection, so no instance ``__dict__``."""
+
+    __slots__ = (
+        "_buffer_seen",
+        "_capped_since",
+        "_flush_scheduled",
+        "_login",
+        "_pause_timer",
+        "_peer",
+        "_rate_at",
+        "_rate_tokens",
+        "auth",
+        "bridge",
+        "broker",
+        "cert_identity",
+        "client_id",
+        "closed",
+        "congested",
+        "disconnect_reason",
+        "limits",
+        "listener",
+        "loop",
+        "message_ids",
+        "over_limit",
+        "protocol",
+        "reading_paused",
+        "session",
+        "transport",
+        "username",
+        "will",
+        "will_delay",
+        "writing_paused",
+    )
+
     def __init__(self, broker: Broker, listener: Any = None) -> None:
         self.broker = broker
         self.listener = listener  # the transports.Listener that accepted it (None: embedded/tests)

@@ -88,6 +88,9 @@ def on_publish(conn: Connection, packet: p.Publish) -> None:
             # The packet id is what makes a resent PUBLISH a duplicate [MQTT-4.3.3-10]: PUBREC
             # waits for it to be committed even when nothing stored the message itself.
             durable = persist.strict
+        conn.protocol.ack_publish(packet, matched != 0, durable)
+        session.inbound_qos2 = conn.protocol.inbound_qos2  # (made on the first id: NO_IDS until then)
+        return
     conn.protocol.ack_publish(packet, matched != 0, durable)
 
 
@@ -114,6 +117,9 @@ def _screen_publish(conn: Connection, packet: p.Publish, message: Message) -> Me
 def _deny_publish(conn: Connection, packet: p.Publish, code: int) -> None:
     conn.broker.stats.dropped_denied += 1
     conn.protocol.deny_publish(packet, code)
+    session = conn.session
+    if packet.qos == 2 and session is not None:
+        session.inbound_qos2 = conn.protocol.inbound_qos2  # (made on the first id: NO_IDS until then)
 
 
 def on_puback(conn: Connection, packet: p.Puback) -> None:

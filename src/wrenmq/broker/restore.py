@@ -64,14 +64,15 @@ def restore(broker: Broker, state: LoadedState) -> None:
             else:
                 delivery.packet_id = queued.packet_id
                 delivery.state = queued.state
-                session.inflight_out[queued.packet_id] = delivery
+                session.own_inflight()[queued.packet_id] = delivery
         over = session.restore_queued(waiting)  # today's queue bounds may be lower than when stored
         if over:
             log.warning("session %s: %d stored messages over its queue bounds dropped", session.client_id, len(over))
             for delivery in over:
                 persist.message_delete(session, delivery)
         session.next_seq = next_seq
-        session.inbound_qos2 = set(loaded.inbound_qos2)
+        if loaded.inbound_qos2:  # (otherwise the shared empty NO_IDS: see Session)
+            session.inbound_qos2 = set(loaded.inbound_qos2)
         elapsed = now_wall - (stored.disconnected_at or now_wall)
         if stored.will is not None:
             will = persist.live_message(stored.will, stored.client_id)

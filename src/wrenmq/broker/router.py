@@ -136,16 +136,94 @@ class SharedGroup:
 
 
 class _Node:
-    __slots__ = ("children", "local", "shared", "subs")
+    """One level of the trie, sized for the common case of one client per filter (a device's own
+    topics): a single child is held directly (``children`` is that node, its key in its
+    ``level``), and so is a single subscriber (``subs``, keyed by its session's client id); a
+    dict is made for the second one, and given up when one is left. Shared groups and local
+    subscribers, rarer, have a dict made on first use. None: no entry of that kind."""
 
-    def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.subs: dict[str, Subscriber] = {}  # client id -> subscriber
-        self.shared: dict[str, SharedGroup] = {}  # group name -> group
-        self.local: dict[str, LocalSubscriber] = {}  # owner -> in-process subscriber
+    __slots__ = ("children", "level", "local", "shared", "subs")
+
+    def __init__(self, level: str) -> None:
+        self.level = level  # this node's key in its parent
+        self.children: dict[str, _Node] | _Node | None = None
+        self.subs: dict[str, Subscriber] | Subscriber | None = None  # client id -> subscriber
+        self.shared: dict[str, SharedGroup] | None = None  # group name -> group
+        self.local: dict[str, LocalSubscriber] | None = None  # owner -> in-process subscriber
 
     def empty(self) -> bool:
         return not (self.children or self.subs or self.shared or self.local)
+
+    def get(self, level: str) -> _Node | None:
+        """The child for ``level``, if there is one."""
+        children = self.children
+        if children is None:
+            return None
+        if isinstance(children, _Node):
+            return children if children.level == level else None
+        return children.get(level)
+
+    def child(self, level: str) -> _Node:
+        """The child for ``level``, made if there is none."""
+        children = self.children
+        if children is None:
+            node = self.children = _Node(level)
+            return node
+        if isinstance(children, _Node):
+            if children.level == level:
+                return children
+            node = _Node(level)
+            self.children = {children.level: children, level: node}
+            return node
+        found = children.get(level)
+        if found is None:
+            found = children[level] = _Node(level)
+        return found
+
+    def drop_child(self, level: str) -> None:
+        children = self.children
+        if isinstance(children, _Node):
+            if children.level == level:
+                self.children = None
+        elif children is not None:
+            children.pop(level, None)
+            if len(children) == 1:
+                self.children = next(iter(children.values()))
+            elif not children:
+                self.children = None
+
+    def has_sub(self, client_id: str) -> bool:
+        subs = self.subs
+        if subs is None:
+            return False
+        if isinstance(subs, Subscriber):
+            return subs.session.client_id == client_id
+        return client_id in subs
+
+    def put_sub(self, client_id: str, sub: Subscriber) -> None:
+        subs = self.subs
+        if subs is None or (isinstance(subs, Subscriber) and subs.session.client_id == client_id):
+            self.subs = sub
+        elif isinstance(subs, Subscriber):
+            self.subs = {subs.session.client_id: subs, client_id: sub}
+        else:
+            subs[client_id] = sub
+
+    def pop_sub(self, client_id: str) -> Subscriber | None:
+        subs = self.subs
+        if subs is None:
+            return None
+        if isinstance(subs, Subscriber):
+            if subs.session.client_id != client_id:
+                return None
+            self.subs = None
+            return subs
+        found = subs.pop(client_id, None)
+        if len(subs) == 1:
+            self.subs = next(iter(subs.values()))
+        elif not subs:
+            self.subs = None
+        return found
 
 
 class Match:
@@ -210,7 +288,7 @@ _CACHE_LIMIT = 100_000
 
 class Router:
     def __init__(self) -> None:
-        self._root = _Node()
+        self._root = _Node("")
         self._cache: dict[str, Match] = {}
         self.count = 0  # number of (session, filter) subscriptions
         self.shared_count = 0  # of which shared ($share/...)
@@ -223,12 +301,12 @@ class Router:
             raise ValueError(f"{sub.topic_filter!r} is not a topic filter a local subscriber may use")
         node = self._root
         for level in sub.topic_filter.split("/"):
-            child = node.children.get(level)
-            if child is None:
-                child = node.children[level] = _Node()
-            node = child
-        existed = sub.client_id in node.local
-        node.local[sub.client_id] = sub
+            node = node.child(level)
+        local = node.local
+        if local is None:
+            local = node.local = {}
+        existed = sub.client_id in local
+        local[sub.client_id] = sub
         if not existed:
             self.local_count += 1
         self._cache.clear()
@@ -237,8 +315,14 @@ class Router:
     def unsubscribe_local(self, client_id: str, topic_filter: str) -> bool:
         """Remove an in-process subscription; False if there was none."""
         path = self._path(topic_filter)
-        if path is None or path[-1].local.pop(client_id, None) is None:
+        if path is None:
             return False
+        node = path[-1]
+        local = node.local
+        if local is None or local.pop(client_id, None) is None:
+            return False
+        if not local:
+            node.local = None
         self.local_count -= 1
         self._cache.clear()
         self._prune(path, topic_filter.split("/"))
@@ -249,18 +333,18 @@ class Router:
         group, topic_filter = parse_shared(sub.topic_filter)
         node = self._root
         for level in topic_filter.split("/"):
-            child = node.children.get(level)
-            if child is None:
-                child = node.children[level] = _Node()
-            node = child
+            node = node.child(level)
         client_id = sub.session.client_id
         if group is None:
-            existed = client_id in node.subs
-            node.subs[client_id] = sub
+            existed = node.has_sub(client_id)
+            node.put_sub(client_id, sub)
         else:
-            shared = node.shared.get(group)
+            groups = node.shared
+            if groups is None:
+                groups = node.shared = {}
+            shared = groups.get(group)
             if shared is None:
-                shared = node.shared[group] = SharedGroup(sub.topic_filter)
+                shared = groups[group] = SharedGroup(sub.topic_filter)
             existed = client_id in shared.members
             shared.members[client_id] = sub
             sub.share = shared
@@ -279,14 +363,17 @@ class Router:
             return False
         node = path[-1]
         if group is None:
-            if node.subs.pop(client_id, None) is None:
+            if node.pop_sub(client_id) is None:
                 return False
         else:
-            shared = node.shared.get(group)
-            if shared is None or shared.members.pop(client_id, None) is None:
+            groups = node.shared
+            shared = groups.get(group) if groups is not None else None
+            if groups is None or shared is None or shared.members.pop(client_id, None) is None:
                 return False
             if not shared.members:
-                del node.shared[group]
+                del groups[group]
+                if not groups:
+                    node.shared = None
             self.shared_count -= 1
         self.count -= 1
         self._cache.clear()
@@ -298,7 +385,7 @@ class Router:
         path = [self._root]
         node = self._root
         for level in topic_filter.split("/"):
-            child = node.children.get(level)
+            child = node.get(level)
             if child is None:
                 return None
             path.append(child)
@@ -309,7 +396,7 @@ class Router:
         """Drop empty nodes so the trie does not grow with every topic ever subscribed."""
         for i in range(len(levels), 0, -1):
             if path[i].empty():
-                del path[i - 1].children[levels[i - 1]]
+                path[i - 1].drop_child(levels[i - 1])
             else:
                 break
 
@@ -339,12 +426,11 @@ class Router:
         local: list[LocalSubscriber],
         dollar: bool,
     ) -> None:
-        children = node.children
-        if not children:
+        if node.children is None:
             return
         root = i == 0 and dollar
         if not root:
-            hash_node = children.get("#")
+            hash_node = node.get("#")
             if hash_node is not None:  # '#' also matches the parent level [MQTT-4.7.1-2]
                 _collect(hash_node, subs, groups, local)
         if i == len(levels):
@@ -353,12 +439,12 @@ class Router:
         for key in (levels[i], None if root else "+"):
             if key is None:
                 continue
-            child = children.get(key)
+            child = node.get(key)
             if child is None:
                 continue
             if last:
                 _collect(child, subs, groups, local)
-                hash_child = child.children.get("#")
+                hash_child = child.get("#")
                 if hash_child is not None:
                     _collect(hash_child, subs, groups, local)
             else:
@@ -366,9 +452,15 @@ class Router:
 
 
 def _collect(node: _Node, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber]) -> None:
-    if node.subs:
-        subs.extend(node.subs.values())
-    if node.shared:
-        groups.extend(node.shared.values())
-    if node.local:
-        local.extend(node.local.values())
+    found = node.subs
+    if found is not None:
+        if isinstance(found, Subscriber):
+            subs.append(found)
+        else:
+            subs.extend(found.values())
+    shared = node.shared
+    if shared:
+        groups.extend(shared.values())
+    mine = node.local
+    if mine:
+        local.extend(mine.values())

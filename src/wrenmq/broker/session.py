@@ -4,8 +4,9 @@ inbound QoS 2 packet ids. A session outlives its connections when its expiry int
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
+from ..mqtt.server import NO_IDS
 from .message import Message
 
 if TYPE_CHECKING:
@@ -44,7 +45,23 @@ class Delivery:
         self.state = QUEUED
 
 
+# The queue and resend list of a session that has none: one shared empty deque, never written to
+# (maxlen 0: an append to it would be dropped, not shared), so an idle session holds no deque of its
+# own (an empty deque allocates a 64-slot block, ~760 bytes). Writers go through ``_own_queue``
+# (the resend list is made by ``resend_inflight``); the queue is given back once the client has
+# caught up (``acknowledge``), the resend list once all of it is resent (``fill``). Final: mypyc
+# keeps these in C statics, not the module dict, so the identity checks cost no lookup.
+NO_DELIVERIES: Final[deque[Delivery]] = deque(maxlen=0)
+# The same for ``inflight_out`` of a session that has never had a QoS 1/2 delivery in flight
+# (writers: ``own_inflight``); once made it stays, as a client that gets QoS 1/2 gets them often.
+NO_INFLIGHT: Final[dict[int, Delivery]] = {}
+
+
 class Session:
+    """One client's session. Its containers that most sessions leave empty (the offline queue,
+    the resend list, inbound QoS 2 ids) start as shared empty stand-ins and are made on first
+    use: an idle connection's session holds two dicts of its own (see BENCHMARKS.md)."""
+
     __slots__ = (
         "_next_pid",
         "broker",
@@ -75,11 +92,13 @@ class Session:
         self.expiry_interval = expiry_interval
         self.connection: Connection | None = None
         self.subscriptions: dict[str, Subscriber] = {}
-        self.inflight_out: dict[int, Delivery] = {}  # packet id -> delivery, in send order
-        self.queue: deque[Delivery] = deque()
+        self.inflight_out: dict[int, Delivery] = NO_INFLIGHT  # packet id -> delivery, in send order
+        self.queue: deque[Delivery] = NO_DELIVERIES  # (read freely; append through _own_queue)
         self.queued_bytes = 0  # topic and payload bytes of the deliveries in ``queue`` (max_queued_bytes)
-        self.resend: deque[Delivery] = deque()  # in flight from an earlier connection, not yet resent
-        self.inbound_qos2: set[int] = set()
+        self.resend: deque[Delivery] = NO_DELIVERIES  # in flight from an earlier connection, not yet resent
+        # QoS 2 packet ids received and not yet released; the connection's protocol adds to it and
+        # makes it on the first one (the shared NO_IDS until then): inbound.sync_inbound_qos2.
+        self.inbound_qos2: set[int] = NO_IDS
         self.next_seq = 0
         self.dropped = 0
         self.will: Message | None = None  # a will waiting out its delay
@@ -144,7 +163,7 @@ class Session:
         pid = self.allocate_packet_id()
         delivery.packet_id = pid
         delivery.state = SENT
-        self.inflight_out[pid] = delivery
+        self.own_inflight()[pid] = delivery
         if self.persistent:
             self.broker.persist.message_add(self, delivery)
         conn.send_publish(delivery, now, False)
@@ -169,7 +188,7 @@ class Session:
                 self.queued_bytes -= queued_size(old)
                 if self.persistent:
                     self.broker.persist.message_delete(self, old)
-        self.queue.append(delivery)
+        self._own_queue().append(delivery)
         self.queued_bytes += size
         if self.persistent:
             self.broker.persist.message_add(self, delivery)
@@ -210,7 +229,8 @@ class Session:
             size += delivery_size
         if limits.queue_drop_oldest:
             kept.reverse()
-        self.queue.extend(kept)
+        if kept:
+            self._own_queue().extend(kept)
         self.queued_bytes += size
         self.dropped += len(over)
         self.broker.stats.dropped_queue_full += len(over)
@@ -232,6 +252,7 @@ class Session:
                     conn.send_publish(delivery, now, True)
             if resend:
                 return
+            self.resend = NO_DELIVERIES  # (all resent: its block goes)
         persistent = self.persistent
         while queue and len(inflight) < quota and not conn.congested:
             delivery = queue.popleft()
@@ -244,19 +265,42 @@ class Session:
             pid = self.allocate_packet_id()
             delivery.packet_id = pid
             delivery.state = SENT
+            if inflight is NO_INFLIGHT:
+                inflight = self.own_inflight()
             inflight[pid] = delivery
             if persistent:
                 self.broker.persist.message_update(self, delivery)
             conn.send_publish(delivery, now, False)
+
+    def own_inflight(self) -> dict[int, Delivery]:
+        """``inflight_out`` to write to (made on first use)."""
+        inflight = self.inflight_out
+        if inflight is NO_INFLIGHT:
+            inflight = self.inflight_out = {}
+        return inflight
+
+    def _own_queue(self) -> deque[Delivery]:
+        queue = self.queue
+        if queue is NO_DELIVERIES:
+            queue = self.queue = deque()
+        return queue
 
     def acknowledge(self, packet_id: int, state: int) -> Delivery | None:
         """Complete (PUBACK/PUBCOMP) the delivery with ``packet_id`` if it is in ``state``."""
         delivery = self.inflight_out.get(packet_id)
         if delivery is None or delivery.state != state:
             return None
-        del self.inflight_out[packet_id]
-        if self.resend and delivery in self.resend:
-            self.resend.remove(delivery)
+        inflight = self.inflight_out
+        del inflight[packet_id]
+        if not inflight and not self.queue and self.queue is not NO_DELIVERIES:
+            # Caught up: an idle session keeps no deque. (Not as soon as the queue empties: a busy
+            # subscriber's queue empties and refills, and each new deque costs ~760 bytes.)
+            self.queue = NO_DELIVERIES
+        resend = self.resend
+        if resend and delivery in resend:
+            resend.remove(delivery)
+            if not resend:
+                self.resend = NO_DELIVERIES
         if self.persistent:
             self.broker.persist.message_delete(self, delivery)
         return delivery
@@ -267,8 +311,8 @@ class Session:
         The client may have announced a smaller Receive Maximum this time: PUBLISHes beyond it wait
         in ``resend`` for acknowledgements [MQTT-3.3.4-9]; PUBRELs are never held back [MQTT-3.3.4-10].
         """
-        resend = self.resend
-        resend.clear()
+        self.resend = NO_DELIVERIES
+        resend: deque[Delivery] | None = None
         deliveries = list(self.inflight_out.values())
         outstanding = sum(1 for d in deliveries if d.state != SENT)  # a PUBREL's message counts until PUBCOMP
         quota = conn.send_quota
@@ -279,6 +323,8 @@ class Session:
                 outstanding += 1
                 conn.send_publish(delivery, now, True)
             else:
+                if resend is None:
+                    resend = self.resend = deque()
                 resend.append(delivery)
 
     def take_shared(self) -> list[Delivery]:
@@ -292,7 +338,8 @@ class Session:
             del self.inflight_out[d.packet_id]
         queued = [d for d in self.queue if d.share is not None]
         if queued:
-            self.queue = deque(d for d in self.queue if d.share is None)
+            rest = deque(d for d in self.queue if d.share is None)
+            self.queue = rest if rest else NO_DELIVERIES
             self.queued_bytes -= sum(queued_size(d) for d in queued)
             taken.extend(queued)
         if self.persistent:

@@ -9,7 +9,7 @@ the connection does one Python call per read, not one per packet. Violations rai
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from . import packets as p
 from .errors import ProtocolError, malformed, protocol_error
@@ -82,6 +82,11 @@ def _packet_id(data: bytes, pos: int, end: int) -> tuple[int, int]:
     return pid, pos + 2
 
 
+# A parser between packets holds no chunk list of its own (one per connection adds up): this one
+# is shared and never appended to; ``feed`` makes a list when a packet's body starts arriving.
+_NO_CHUNKS: Final[list[bytes]] = []
+
+
 class Parser:
     """Incremental decoder for one byte stream.
 
@@ -95,7 +100,7 @@ class Parser:
         self._buf = b""
         # A packet whose length is known but whose body is still arriving is collected as chunks
         # and joined once, so a large packet read in small pieces costs linear, not quadratic, copying.
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes] = _NO_CHUNKS  # (shared and never appended to: none yet)
         self._have = 0
         self._need = 0
         self.error: ProtocolError | None = None
@@ -122,7 +127,7 @@ class Parser:
             if self._have < self._need:
                 return []
             data = b"".join(self._chunks)
-            self._chunks = []
+            self._chunks = _NO_CHUNKS
             self._have = self._need = 0
         elif self._buf:
             data = self._buf + data
@@ -189,7 +194,7 @@ class Parser:
             return out
         if pos < size:
             if self._need:
-                self._chunks.append(data[pos:])
+                self._chunks = [data[pos:]]  # (it held none: _need was 0 or its chunks were joined)
                 self._have = size - pos
             else:
                 self._buf = data[pos:]

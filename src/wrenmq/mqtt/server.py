@@ -23,7 +23,7 @@ feeds the commit back as ``release_held(count)``, as it feeds time to ``handle_t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from . import packets as p
 from .codec import MAX_PACKET_SIZE, PACKET_ID_BYTES, Parser, alias_publish, encode, encode_ack
@@ -40,12 +40,14 @@ _CONNACK_ACCEPTED = encode(p.Connack(False, 0), p.MQTT_3_1_1)
 _CONNACK_SESSION_PRESENT = encode(p.Connack(True, 0), p.MQTT_3_1_1)
 
 Event = p.Packet | ProtocolError
-# The inbound QoS 2 ids before CONNACK (none can arrive then): one shared empty set, so a connection
-# allocates none of its own; ``accept`` gives it its session's.
-_NO_IDS: set[int] = set()
+# No inbound QoS 2 ids (before CONNACK, and for a session that was never sent a QoS 2 PUBLISH): one
+# shared empty set, never added to, so neither a connection nor its session allocates one of its
+# own; ``accept`` gives the protocol its session's, and the first id makes a set (``_qos2_ids``),
+# which the broker hands back to the session (``inbound_qos2`` after ``ack_publish``/``deny_publish``).
+NO_IDS: Final[set[int]] = set()
 # No packets waiting: shared, never appended to (receive_data replaces it), so an idle connection
 # holds no list, nor the last packets it was sent, of its own.
-_NO_PACKETS: list[p.AnyPacket] = []
+_NO_PACKETS: Final[list[p.AnyPacket]] = []
 
 
 class ServerSettings:
@@ -77,6 +79,38 @@ class Timeout:
 class ServerProtocol:
     """One client connection's MQTT state, from the server's side. See the module docstring."""
 
+    __slots__ = (
+        "_aliases_in",
+        "_aliases_out",
+        "_error",
+        "_held",
+        "_held_covered",
+        "_inbound_unacked",
+        "_next",
+        "_out",
+        "_packets",
+        "_partial_since",
+        "connect_expiry",
+        "connected",
+        "failed",
+        "idle_limit",
+        "inbound_qos2",
+        "keep_alive",
+        "last_rx",
+        "login_expires_at",
+        "max_packet_out",
+        "opened_at",
+        "out_size",
+        "parser",
+        "request_problem_info",
+        "send_quota",
+        "settings",
+        "topic_alias_max_in",
+        "topic_alias_out_max",
+        "version",
+        "wants_barrier",
+    )
+
     def __init__(self, settings: ServerSettings, now: float) -> None:
         self.settings = settings
         self.parser = Parser(settings.max_packet_size)
@@ -104,7 +138,7 @@ class ServerProtocol:
         self._aliases_out: dict[str, int] | None = None  # topic -> alias, least recently used first
         # Inbound QoS: the session's set of QoS 2 packet ids received and not yet released, and the
         # QoS 1/2 PUBLISHes not yet answered (Receive Maximum).
-        self.inbound_qos2 = _NO_IDS
+        self.inbound_qos2 = NO_IDS
         self._inbound_unacked = 0
         # Output: ready, and held for a storage commit.
         self._out: list[bytes] = []
@@ -386,7 +420,7 @@ class ServerProtocol:
         if packet.qos == 1:
             self._ack(encode_ack(p.PUBACK, pid, code, self.version), after_commit)
         else:
-            self.inbound_qos2.add(pid)
+            self._qos2_ids().add(pid)
             self._inbound_unacked -= 1
             self._ack(encode_ack(p.PUBREC, pid, code, self.version), after_commit)
 
@@ -402,9 +436,15 @@ class ServerProtocol:
             return
         self._inbound_unacked -= 1  # (a QoS 1 PUBLISH counts until its PUBACK is written: _ack)
         if self.version != 5:
-            self.inbound_qos2.add(pid)
+            self._qos2_ids().add(pid)
         # A PUBREC with a failure code ends the QoS 2 exchange [MQTT-4.3.3-4 context].
         self._ack(encode_ack(p.PUBREC, pid, code, self.version))
+
+    def _qos2_ids(self) -> set[int]:
+        ids = self.inbound_qos2
+        if ids is NO_IDS:
+            ids = self.inbound_qos2 = set()
+        return ids
 
     def complete_pubrel(self, packet_id: int, after_commit: bool) -> None:
         """PUBCOMP for a PUBREL the broker has released (next_event handed it out)."""
