@@ -4,6 +4,7 @@ downloads a browser). ``chromium()`` launches it headless, or skips the test whe
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,3 +40,18 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def console_page(browser: Any, url: str, key: str, route: str, ready: str, errors: list[str]) -> Any:
+    """A 1280x800 page of the console at ``url`` signed in with the API key ``key``, opened on
+    ``#/<route>`` once ``ready`` (a selector) shows; console errors and page errors go to ``errors``,
+    and confirmation dialogs are accepted."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_init_script(f"sessionStorage.setItem('wrenmq.console.key', {json.dumps(key)})")
+    page = context.new_page()
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(f"{url}/#/{route}")
+    page.wait_for_selector(ready, timeout=15_000)
+    return page

@@ -6,13 +6,13 @@ is bridged; Remove ends it. A read-only key sees the list and no controls."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from browser import console_page
 from mosquitto_fixture import MOSQUITTO, MosquittoBroker
 from paho_sync import MQTTv5, PahoClient
 from test_console_live import ARTIFACTS
@@ -31,15 +31,7 @@ def server(wrenmq_server_factory: Callable[..., WrenmqServer]) -> WrenmqServer:
 
 
 def open_page(browser: Any, server: WrenmqServer, key: str, errors: list[str]) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.add_init_script(f"sessionStorage.setItem('wrenmq.console.key', {json.dumps(key)})")
-    page = context.new_page()
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(server.api_url + "/#/brokers")
-    page.wait_for_selector("section.page-brokers", timeout=TIMEOUT_MS)
-    return page
+    return console_page(browser, server.api_url, key, "brokers", "section.page-brokers", errors)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ refuses its next request (401). A read-only key sees the list without the form o
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from browser import console_page
 from test_console_live import ARTIFACTS
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
@@ -26,15 +26,7 @@ def server(wrenmq_server_factory: Callable[..., WrenmqServer]) -> WrenmqServer:
 
 
 def open_page(browser: Any, server: WrenmqServer, key: str, errors: list[str]) -> Any:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.add_init_script(f"sessionStorage.setItem('wrenmq.console.key', {json.dumps(key)})")
-    page = context.new_page()
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("dialog", lambda dialog: dialog.accept())
-    page.goto(server.api_url + "/#/keys")
-    page.wait_for_selector("#key-table tr[data-key]", timeout=TIMEOUT_MS)
-    return page
+    return console_page(browser, server.api_url, key, "keys", "#key-table tr[data-key]", errors)
 
 
 @pytest.fixture
