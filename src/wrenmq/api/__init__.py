@@ -134,7 +134,9 @@ def bind_api(config: Config) -> socket.socket:
     assert config.api_port is not None, "the API is off (api_port)"
     family = socket.AF_INET6 if ":" in config.api_host else socket.AF_INET
     try:
-        sock = socket.create_server((config.api_host, config.api_port), family=family, backlog=1024)
+        sock = socket.create_server(
+            (config.api_host, config.api_port), family=family, backlog=1024, reuse_port=config.reuse_port
+        )
     except OSError as exc:
         raise OSError(
             exc.errno,
