@@ -72,8 +72,7 @@ def check_workers(config: Config, count: int) -> None:
             )
         if listener.port == 0:
             raise ConfigError(
-                f"--workers: listener {listener.label}: port 0 would give each worker a port of its own; "
-                "choose a port"
+                f"--workers: listener {listener.label}: port 0 would give each worker a port of its own; choose a port"
             )
     if config.api_port == 0:
         raise ConfigError("--workers: api_port 0 would give each worker a port of its own; choose a port")
