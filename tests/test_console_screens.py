@@ -29,6 +29,7 @@ PAGES = [
     "devices",
     "resources",
     "brokers",
+    "nodes",
     "trace",
     "users",
     "keys",
