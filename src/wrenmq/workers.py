@@ -268,9 +268,11 @@ class Supervisor:
                 log.error("worker %s %s before it was ready: stopping every worker", worker.name, how)
                 return code if code > 0 else EXIT_FAILURE
             now = time.monotonic()
-            worker.pause = FIRST_PAUSE if now - worker.started > STABLE else min(worker.pause * 2, MAX_PAUSE)
+            if now - worker.started > STABLE:
+                worker.pause = FIRST_PAUSE
             worker.restart_at = now + worker.pause
             log.warning("worker %s %s: restarting it in %.1f s", worker.name, how, worker.pause)
+            worker.pause = min(worker.pause * 2, MAX_PAUSE)  # the next time, should it die again soon
         return None
 
     def _stop(self) -> int:
