@@ -216,4 +216,3 @@ def cluster(run: Run) -> dict[str, Any]:
             metrics[f"hop_{q}_us"] = there - here
     metrics["nproc"] = os.cpu_count() or 1
     return metrics
-
