@@ -131,6 +131,16 @@ def _spread(port: int, api_port: int, key: str, names: list[str], tag: str) -> l
     return [*subs, pub]
 
 
+def _start(node: BrokerProcess) -> None:
+    """The supervisor, until every worker is ready: workers start one after another, each taking
+    seconds on a busy machine, longer than BrokerProcess.start waits for a first listener."""
+    command = serve_command(node.port, node.data_dir, "--log-level", "info", *node.args, storage=None)
+    with open(node.log_path, "ab") as log:
+        node.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=node.env)
+    _wait(lambda: "2 workers ready" in node.log() or node.proc.poll() is not None, "both workers", timeout=90)
+    assert node.proc.poll() is None, node.log()
+
+
 @pytest.mark.skipif(not have_redis(), reason="needs Debian's redis-server")
 def test_workers_share_listeners_forward_restart_and_stop(tmp_path: Path, redis_server: RedisServer) -> None:
     """Two workers: connections land on both, a message crosses between them, a killed worker is
@@ -141,9 +151,7 @@ def test_workers_share_listeners_forward_restart_and_stop(tmp_path: Path, redis_
         "--api-port", str(api_port), "--storage", "memory", "--ws-port", str(free_port()),
     )  # fmt: skip
     key = _api_key(tmp_path)  # the supervisor's data_dir: every worker reads this keys file
-    node.start()
-    assert node.proc is not None
-    _wait(lambda: "2 workers ready" in node.log(), "both workers")
+    _start(node)
     workers = _children(node.proc.pid)
     assert sorted(map(_node_name, workers)) == ["box-w1", "box-w2"]
     assert sorted(_arg(pid, "--data-dir") for pid in workers) == [str(tmp_path / "w1"), str(tmp_path / "w2")]
@@ -156,7 +164,7 @@ def test_workers_share_listeners_forward_restart_and_stop(tmp_path: Path, redis_
     name = _node_name(victim)
     os.kill(victim, signal.SIGKILL)
     _wait(lambda: f"worker {name} was killed by signal 9: restarting it" in node.log(), "the supervisor to notice")
-    _wait(lambda: node.log().count(f"node {name} joined") == 2, f"{name} to rejoin")
+    _wait(lambda: node.log().count(f"node {name} joined") == 2, f"{name} to rejoin", timeout=60)
     restarted = _wait(lambda: [p for p in _children(node.proc.pid) if p not in workers], "a new worker process")
     assert len(_children(node.proc.pid)) == 2 and _node_name(restarted[0]) == name
     clients = _spread(node.port, api_port, key, ["box-w1", "box-w2"], "again")  # the new one serves

@@ -49,6 +49,9 @@ log = logging.getLogger("wrenmq.cluster")
 
 HEARTBEAT = 1.0  # seconds between heartbeats
 HEARTBEAT_TTL = 3.0  # a node silent this long is dead
+# The first heartbeat's TTL: between joining and its first beat a node finishes starting (the API's
+# imports alone block its loop for seconds on a busy machine), and must not be taken for dead then.
+START_TTL = 30.0
 GROUP = "wrenmq"  # the consumer group of every inbox stream
 INBOX_MAXLEN = 1_000_000  # entries an inbox keeps at most (approximately) for a node that is down
 MIN_REDIS = (5, 0)  # streams and consumer groups
@@ -200,7 +203,7 @@ class Cluster:
         r = self.redis
         alive_key = self.key("alive", self.node)
         deadline = time.monotonic() + HEARTBEAT_TTL * 2 + 1
-        while not await r.set(alive_key, self._status_json(), nx=True, px=int(HEARTBEAT_TTL * 1000)):
+        while not await r.set(alive_key, self._status_json(), nx=True, px=int(START_TTL * 1000)):
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"node_name: {self.node!r} is in use by a running node of this cluster; give each node its own"
