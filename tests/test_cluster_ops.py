@@ -20,11 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis as redis_py
 import yaml
 
+import wrenmq.cluster
 from paho_sync import MQTTv5, PahoClient
 from redisproc import RedisServer, have_redis
-from serveproc import clean_env, free_port
+from serveproc import BrokerProcess, clean_env, free_port
 from wrenmq.cli import _build_parser
 from wrenmq.config import load_config
 
@@ -314,3 +316,45 @@ def _run_compose_behind_haproxy(tmp_path: Path, started: Started, redis: RedisSe
     assert counts["a"] > 0 and counts["b"] > 0, counts  # leastconn: 7 clients, 3 and 4
     for client in [*subs, pub]:
         client.close()
+
+
+class _SlowStart:
+    """A Cluster whose node keeps its loop busy for ``BLOCK`` seconds right after joining, as a
+    node does that imports the API on a busy machine (a subclass made at run time: the cluster
+    module is plain Python, and its class is what Services builds)."""
+
+    BLOCK = 6.0
+
+    @classmethod
+    def of(cls, base: type) -> type:
+        class SlowStart(base):  # type: ignore[misc, valid-type]
+            async def start(self) -> None:
+                await super().start()
+                time.sleep(cls.BLOCK)  # the loop runs nothing meanwhile: no heartbeat
+
+        return SlowStart
+
+
+@needs_redis
+def test_cluster_node_slow_to_start_is_not_taken_for_dead(
+    tmp_path: Path, wrenmq_server_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose start-up holds its loop for 6 s after joining (before its first heartbeat) is
+    not reaped by the node already running: its first heartbeat lasts START_TTL, not 3 s."""
+
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        (tmp_path / "w").mkdir()
+        watcher = BrokerProcess(tmp_path / "w", "--cluster-url", server.url, "--node-name", "watcher").start()
+        monkeypatch.setattr(wrenmq.cluster, "Cluster", _SlowStart.of(wrenmq.cluster.Cluster))
+        started_at = time.monotonic()
+        wrenmq_server_factory(cluster_url=server.url, node_name="slow")  # returns once started: 6 s later
+        assert time.monotonic() - started_at >= _SlowStart.BLOCK
+        client = redis_py.Redis(port=server.port)
+        assert client.hexists("wrenmq:default:nodes", "slow"), watcher.log()
+        assert "node slow stopped heartbeating" not in watcher.log()
+        client.close()
+        watcher.kill()
+    finally:
+        server.stop()
