@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,12 +147,17 @@ def test_workers_share_listeners_forward_restart_and_stop(tmp_path: Path, redis_
     """Two workers: connections land on both, a message crosses between them, a killed worker is
     restarted (and serves again), SIGTERM stops the supervisor and every worker (status 0)."""
     api_port = free_port()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # as systemd's NOTIFY_SOCKET
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(60)
     node = BrokerProcess(
         tmp_path, "--workers", "2", "--cluster-url", redis_server.url, "--node-name", "box",
         "--api-port", str(api_port), "--storage", "memory", "--ws-port", str(free_port()),
+        env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
     )  # fmt: skip
     key = _api_key(tmp_path)  # the supervisor's data_dir: every worker reads this keys file
     _start(node)
+    assert notify.recv(100) == b"READY=1"  # once, from the supervisor, when both workers are
     workers = _children(node.proc.pid)
     assert sorted(map(_node_name, workers)) == ["box-w1", "box-w2"]
     assert sorted(_arg(pid, "--data-dir") for pid in workers) == [str(tmp_path / "w1"), str(tmp_path / "w2")]
@@ -171,8 +177,13 @@ def test_workers_share_listeners_forward_restart_and_stop(tmp_path: Path, redis_
     for client in clients:
         client.close()
 
+    node.proc.send_signal(signal.SIGHUP)  # forwarded: each worker reloads its files
+    _wait(lambda: node.log().count("reloading hooks' files") == 2, "both workers to reload")
+
     running = _children(node.proc.pid)
     node.stop()  # SIGTERM: asserts exit status 0
+    assert notify.recv(100) == b"STOPPING=1"
+    notify.close()
     for pid in running:
         assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the supervisor"
     assert node.log().count("wrenmq stopped") == 2  # both running workers stopped cleanly (the killed run could not)
@@ -182,8 +193,6 @@ def test_workers_share_listeners_forward_restart_and_stop(tmp_path: Path, redis_
 def test_workers_first_start_failure_stops_all(tmp_path: Path, redis_server: RedisServer) -> None:
     """A worker that cannot start (its port taken by another program) is a deployment error: the
     supervisor stops and exits with the worker's status instead of restarting it forever."""
-    import socket
-
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
