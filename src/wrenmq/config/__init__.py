@@ -17,6 +17,7 @@ from .model import SETTINGS, Config, Setting, nest_settings
 from .sections import (
     SECTIONS,
     ApiConfig,
+    ClusterConfig,
     ConsoleConfig,
     EventsConfig,
     JwtConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "SETTINGS",
     "ApiConfig",
     "Bridge",
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "ConsoleConfig",

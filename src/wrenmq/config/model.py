@@ -20,6 +20,7 @@ from .listeners import ExternalBrokerConfig, ListenerConfig
 from .sections import (
     SECTIONS,
     ApiConfig,
+    ClusterConfig,
     ConsoleConfig,
     EventsConfig,
     JwtConfig,
@@ -105,6 +106,7 @@ class Config(BaseModel):
     realtime: RealtimeConfig = RealtimeConfig()
     console: ConsoleConfig = ConsoleConfig()
     presence: PresenceConfig = PresenceConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from .types import (
     JWT_MIN_SECRET_BYTES,
@@ -30,6 +30,7 @@ from .types import (
 __all__ = [
     "SECTIONS",
     "ApiConfig",
+    "ClusterConfig",
     "ConsoleConfig",
     "EventsConfig",
     "JwtConfig",
@@ -404,6 +405,35 @@ class PresenceConfig(Section):
     ] = "object"
 
 
+def _check_cluster_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a Redis URL: redis://host:6379/0, rediss://... or unix:///path")
+    return url
+
+
+class ClusterConfig(Section):
+    """This node's cluster on Redis (``url`` unset: one node)."""
+
+    flat_prefix: ClassVar[str] = "cluster_"
+    flat_names: ClassVar[dict[str, str]] = {"node_name": "node_name"}
+
+    url: Annotated[
+        str | None,
+        AfterValidator(_check_cluster_url),
+        Field(description="Redis URL (redis://, rediss://, unix://) of the cluster this node joins (unset: one node)."),
+    ] = None
+    node_name: Annotated[
+        str, Field(description="This node's name in the cluster, unique among its nodes (default: host:port).")
+    ] = ""
+    name: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+            description="Names the cluster's keys in Redis, so several clusters can share one Redis.",
+        ),
+    ] = "default"
+
+
 SECTIONS: dict[str, type[Section]] = {
     "log": LogConfig,
     "limits": LimitsConfig,
@@ -414,4 +444,5 @@ SECTIONS: dict[str, type[Section]] = {
     "realtime": RealtimeConfig,
     "console": ConsoleConfig,
     "presence": PresenceConfig,
+    "cluster": ClusterConfig,
 }
