@@ -233,3 +233,22 @@ def test_readme_file_example_loads_in_sections(tmp_path: Path) -> None:
     toml = "\n".join(line.removeprefix("  ") for line in block.group(1).splitlines())
     config = load_config(write(tmp_path, toml), env={})
     assert (config.api.port, config.limits.max_queued_messages, config.durability) == (8081, 1000, "relaxed")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tls_port = 8883\n", "key 'tls_port': tls_port needs certfile and keyfile"),
+        ("require_certificate = true\n", "key 'require_certificate': require_certificate needs cafile"),
+        ('[[brokers]]\nname = "a"\nurl = "mqtt://h"\n[[brokers]]\nname = "a"\nurl = "mqtt://h"\n', "named 'a'"),
+        ('[log]\ndest = ["file"]\n', "key 'log.dest': log_dest file needs log_file"),
+        ("[limits]\nwrite_buffer_high = 10\nwrite_buffer_low = 10\n", "must be greater than write_buffer_low"),
+        ("[metrics]\nhistory_interval = 0.05\n", "metrics_history_retention / metrics_history_interval"),
+        ('[api]\nkeyfile = "k.pem"\n', "key 'api.keyfile': api_keyfile needs api_certfile"),
+        ('[jwt]\nsecret = "short"\n', "key 'jwt.secret': jwt_secret must be at least 32 bytes"),
+        ('[cluster]\nurl = "http://h"\n', "key 'cluster.url': expected a Redis URL"),
+    ],
+)
+def test_config_rules_over_several_keys_hold_in_every_section(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text), env={})

@@ -148,6 +148,7 @@ class Config(BaseModel):
         api_loopback = self.api.port is None or is_loopback(self.api.host)
         return api_loopback and all(found.loopback for found in self.effective_listeners())
 
+    @model_validator(mode="after")
     def _check_listeners(self) -> Config:
         """TLS shorthand ports need a certificate; build the listener list once to surface errors."""
         needs_cert = [k for k in ("tls_port", "wss_port") if getattr(self, k) is not None]
@@ -165,6 +166,7 @@ class Config(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
     def _check_brokers(self) -> Config:
         names = [found.name for found in self.brokers]
         twice = sorted({name for name in names if names.count(name) > 1})
