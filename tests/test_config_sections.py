@@ -217,9 +217,14 @@ def test_readme_sections_table_lists_every_setting_in_its_place() -> None:
     table = text[text.index("### Sections") :].split("\n\n")[1]
     listed: dict[str | None, list[str]] = {}
     for row in table.splitlines()[2:]:
-        section, _flat, settings = (cell.strip() for cell in row.strip("|").split("|"))
+        section, flat, settings = (cell.strip() for cell in row.strip("|").split("|"))
         name = None if section == "top level" else section.strip("`[]")
         listed[name] = re.findall(r"`([a-z_]+)`", settings.split("(")[0])
+        if name is not None:  # the flat names: the prefix, and the names that are not prefix + key
+            model = SECTIONS[name]
+            prefix = re.match(r"`([a-z]+_)<key>`", flat)
+            assert (prefix.group(1) if prefix else "") == model.flat_prefix, name
+            assert set(re.findall(r"`([a-z_]+)`", flat)) == set(model.flat_names) | set(model.flat_names.values())
     expected: dict[str | None, list[str]] = {None: [f for f in Config.model_fields if f not in SECTIONS]}
     expected |= {name: list(section.model_fields) for name, section in SECTIONS.items()}
     assert listed == expected

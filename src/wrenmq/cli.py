@@ -101,7 +101,7 @@ def _add_serve(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--config",
         type=Path,
         metavar="FILE",
-        help="config file: TOML (keys are field names) or Mosquitto's mosquitto.conf",
+        help="config file: TOML (settings at the top level or in [sections]) or Mosquitto's mosquitto.conf",
     )
     for key in _SERVE_FLAGS:
         _add_config_flag(parser, key)
