@@ -41,7 +41,7 @@ from .types import (
     is_loopback,
 )
 
-__all__ = ["SETTINGS", "Config", "Setting", "nest_settings", "setting_names"]
+__all__ = ["SETTINGS", "Config", "Setting", "nest_settings", "unknown_name", "written_keys"]
 
 
 class Config(BaseModel):
@@ -235,11 +235,6 @@ def _settings() -> Iterator[tuple[str, Setting]]:
 
 
 SETTINGS: dict[str, Setting] = dict(_settings())
-
-
-def setting_names() -> list[str]:
-    """Every name a setting may be written with, for suggestions."""
-    return list(SETTINGS)
 
 
 def unknown_name(name: str) -> str:
