@@ -146,7 +146,7 @@ def bind_api(config: Config) -> socket.socket:
 
 
 class ApiServer:
-    """uvicorn serving ``create_app(broker, services)`` on ``config.api.host:api_port`` in the current loop."""
+    """uvicorn serving ``create_app(broker, services)`` on ``config.api.host:port`` in the current loop."""
 
     def __init__(self, broker: Broker, services: ApiServices) -> None:
         self.broker = broker
