@@ -120,9 +120,9 @@ def _ping_redis(port: int) -> bool:
 
 @needs_redis
 def test_cluster_readme_recipe_runs_as_written(tmp_path: Path, started: Started) -> None:
-    """Redis and two nodes from the recipe; a subscriber on b gets a publish on a; the client id
-    "phone" on node a, then on node b, each time gets a message published on the other node; the
-    recipe's curl lists both nodes alive."""
+    """Redis and two nodes from the recipe; a subscriber on b gets a publish on a; "phone" leaves
+    a persistent session on node a, a message for it is queued through node b, and it takes the
+    session over on node b with that message [MQTT-3.2.2-2]; the recipe's curl lists both nodes."""
     ports = {"6379": free_port(), "1883": free_port(), "1884": free_port(), "8080": free_port(), "8081": free_port()}
 
     def as_here(line: str) -> str:
@@ -134,6 +134,7 @@ def test_cluster_readme_recipe_runs_as_written(tmp_path: Path, started: Started)
     env = _env()
     logs: list[Path] = []
     pending: list[tuple[subprocess.Popen[bytes], str]] = []  # a background subscriber, its command
+    last_pub: tuple[str, str] | None = None
     for line in map(as_here, lines):
         args = shlex.split(line.removesuffix("&").strip())
         if args[0] == "redis-server":
@@ -144,21 +145,30 @@ def test_cluster_readme_recipe_runs_as_written(tmp_path: Path, started: Started)
             logs.append(log)
             node = started(args, cwd=tmp_path, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
             _wait_for_log(node, log, " joined at ")
-        elif args[:2] == ["wrenmq", "sub"]:
-            assert line.endswith("&"), line
+        elif args[:2] == ["wrenmq", "sub"] and line.endswith("&"):
             sub = started(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             pending.append((sub, line))
         elif args[:2] == ["wrenmq", "pub"]:
-            sub, sub_line = pending.pop()
             topic, payload = args[args.index("-t") + 1], args[args.index("-m") + 1]
+            last_pub = (topic, payload)
+            if not pending:  # for a subscription made earlier: once every node knows every route
+                _wait(lambda: _routes_settled(tmp_path, ports, env), "the nodes' route replicas")
+                subprocess.run(args, cwd=tmp_path, env=env, check=True, timeout=30)
+                continue
+            sub, sub_line = pending.pop()
             deadline = time.monotonic() + 20
-            while sub.poll() is None:  # until the subscription has crossed to the publisher's node
-                subprocess.run(args, cwd=tmp_path, env=env, check=True, timeout=20)
+            while sub.poll() is None:  # until the new subscription has crossed to the publisher's node
+                subprocess.run(args, cwd=tmp_path, env=env, check=True, timeout=30)
                 assert time.monotonic() < deadline, f"{sub_line!r} got nothing from {line!r}"
                 time.sleep(0.2)
             out, err = sub.communicate()
             assert sub.returncode == 0, err
             assert out.decode().splitlines() == [f"{topic} {payload}"], (line, out, err)
+        elif args[:2] == ["wrenmq", "sub"]:
+            done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            if "-C" in args:  # the message queued for it, from its session
+                assert last_pub is not None and done.stdout.splitlines() == [" ".join(last_pub)], done
         elif args[0] == "curl":
             answer = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True)
             assert answer.returncode == 0, answer.stderr
@@ -169,7 +179,32 @@ def test_cluster_readme_recipe_runs_as_written(tmp_path: Path, started: Started)
             raise AssertionError(f"the recipe has a command this test does not know: {line}")
     assert len(logs) == 2 and not pending
     kinds = [shlex.split(line)[0:2] for line in lines]
-    assert kinds.count(["wrenmq", "pub"]) == 3 and ["curl", "-H"] in kinds  # every step above ran
+    assert kinds.count(["wrenmq", "pub"]) == 2 and kinds.count(["wrenmq", "sub"]) == 3 and ["curl", "-H"] in kinds
+
+
+def _routes_settled(workdir: Path, ports: dict[str, int], env: dict[str, str]) -> bool:
+    """Whether each node's replica holds every other node's filters as Redis has them."""
+    client = redis_py.Redis(port=ports["6379"])
+    try:
+        for name, api in (("a", ports["8080"]), ("b", ports["8081"])):
+            key_file = workdir / f"test-key-{name}"
+            if not key_file.exists():
+                made = subprocess.run(
+                    ["wrenmq", "apikey", "--data-dir", f"node-{name}", "create", "test"],
+                    cwd=workdir, env=env, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                key_file.write_text(made.stdout.strip())
+            answer = httpx.get(
+                f"http://127.0.0.1:{api}/api/v1/cluster",
+                headers={"Authorization": f"Bearer {key_file.read_text()}"},
+                timeout=5,
+            )
+            others = [n["name"] for n in answer.json()["nodes"] if not n["self"]]
+            if answer.json()["routes"] != sum(client.scard(f"wrenmq:default:routes:{o}") for o in others):
+                return False
+        return True
+    finally:
+        client.close()
 
 
 def _compose() -> dict[str, Any]:
@@ -200,7 +235,7 @@ def test_cluster_compose_names_what_exists() -> None:
         assert set(mounts) - {"./"} <= set(compose["volumes"])
     assert names == {"a", "b"}
     config = load_config(CLUSTER / "wrenmq.toml")
-    assert config.cluster_url == "redis://redis:6379/0"
+    assert config.cluster.url == "redis://redis:6379/0"
     assert str(config.api_keys_path).startswith("/var/lib/wrenmq-keys/")
     lb = services["lb"]
     assert {p.split(":")[0] for p in lb["ports"]} == {"1883", "8080"}

@@ -9,9 +9,9 @@ three settings of its own:
 - ``node_name`` ``<name>-w<i>``: each worker is a member of the cluster at ``cluster_url``, which
   carries messages, retained messages, shared groups and client ids between them exactly as
   between machines (hence ``--workers`` needs ``cluster_url``);
-- ``data_dir`` ``<data_dir>/w<i>``: a node's storage is its own (a restarted worker finds its
-  sessions there). The API keys file stays ``<data_dir>/api_keys.json``, so one ``wrenmq apikey``
-  serves every worker.
+- ``data_dir`` ``<data_dir>/w<i>``: what a node keeps on disk is its own (its persistent sessions
+  are in Redis, as every cluster node's). The API keys file stays ``<data_dir>/api_keys.json``,
+  re-read when it changes, so one ``wrenmq apikey`` serves every worker.
 
 The supervisor binds nothing and routes nothing. It starts the workers, tells the service manager
 ``READY=1`` once every worker has (each worker's ``NOTIFY_SOCKET`` is one of the supervisor's),
@@ -59,7 +59,7 @@ def check_workers(config: Config, count: int) -> None:
     """``ConfigError`` when ``config`` cannot run as ``count`` workers, naming what to change."""
     if count < 1:
         raise ConfigError(f"--workers: {count}: expected 1 or more worker processes")
-    if config.cluster_url is None:
+    if config.cluster.url is None:
         raise ConfigError(
             "--workers needs cluster_url: each worker is a node of a cluster on Redis "
             "(set cluster_url in the config file, --cluster-url or WRENMQ_CLUSTER_URL)"
@@ -74,7 +74,7 @@ def check_workers(config: Config, count: int) -> None:
             raise ConfigError(
                 f"--workers: listener {listener.label}: port 0 would give each worker a port of its own; choose a port"
             )
-    if config.api_port == 0:
+    if config.api.port == 0:
         raise ConfigError("--workers: api_port 0 would give each worker a port of its own; choose a port")
 
 
@@ -97,7 +97,7 @@ def worker_argv(argv: list[str]) -> list[str]:
 def base_node_name(config: Config) -> str:
     from .cluster import default_node_name
 
-    return config.node_name or default_node_name(config.port)
+    return config.cluster.node_name or default_node_name(config.port)
 
 
 class Worker:
