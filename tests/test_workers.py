@@ -53,6 +53,17 @@ def test_workers_refuse_port_zero(tmp_path: Path) -> None:
     assert "port 0 would give each worker a port of its own" in result.stderr
 
 
+def test_workers_refuse_a_unix_socket_listener(tmp_path: Path) -> None:
+    """SO_REUSEPORT is for TCP: a Unix socket listener cannot be shared, and start-up says so."""
+    config = tmp_path / "wrenmq.toml"
+    config.write_text(f'[[listeners]]\ntype = "unix"\nsocket = "{tmp_path / "mqtt.sock"}"\n')
+    cmd = serve_command(free_port(), tmp_path, "--workers", "2", "--cluster-url", "redis://127.0.0.1:1/0")
+    result = subprocess.run([*cmd, "--config", str(config)], env=clean_env(), capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "a Unix socket cannot be shared by worker processes" in result.stderr
+    assert not (tmp_path / "mqtt.sock").exists()
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
