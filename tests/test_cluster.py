@@ -400,13 +400,20 @@ class Persistent:
         self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self.events.put(("disconnect", rc.value))
         self.client.on_subscribe = lambda _c, _u, _m, rcs, _p: self.events.put(("suback", rcs))
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.session_present = self.connect(port)
+
+    def connect(self, port: int) -> bool:
+        """Connect (again: paho keeps its QoS 2 state for the session); returns Session Present."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 300
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
-        kind, (rc, present) = self.events.get(timeout=10)
-        assert kind == "connack" and rc == 0, (kind, rc)
-        self.session_present = present
+        while True:
+            kind, value = self.events.get(timeout=20)
+            if kind == "connack":
+                rc, present = value
+                assert rc == 0, rc
+                return bool(present)
 
     def subscribe(self, topic: str, qos: int) -> None:
         self.client.subscribe(topic, qos)
@@ -498,7 +505,7 @@ def test_cluster_node_killed_sessions_continue(cluster: Callable[..., Node]) -> 
     def send(count: int) -> None:
         nonlocal n
         for _ in range(count):
-            info = pub.publish("feed/x", str(n).encode(), qos=1)
+            info = pub.publish("feed/x", str(n).encode(), qos=2)  # (QoS 1 to s1, QoS 2 to s2)
             pending[info.mid] = n
             n += 1
             time.sleep(0.005)
@@ -511,21 +518,21 @@ def test_cluster_node_killed_sessions_continue(cluster: Callable[..., Node]) -> 
         assert time.monotonic() < deadline, "the publisher's messages were not all acknowledged"
         time.sleep(0.05)
     got: dict[int, list[int]] = {}
-    for qos, old in subs.items():
-        old.client.loop_stop()
-        received = [int(m.payload) for m in old.take(old.messages.qsize())]
-        again = Persistent(b.port, f"s{qos}")  # waits for A's sessions to be adopted, then takes them
-        assert again.session_present
-        again.client.publish("feed/end", f"end{qos}".encode(), qos=1)
-        rest = []
+    for qos, client in subs.items():
+        client.client.loop_stop()  # (its connection to A is gone)
+        # The same client reconnects to B (as paho's own reconnect would, keeping its QoS 2
+        # state): it waits for A's sessions to be adopted, then takes its own over.
+        assert client.connect(b.port)
+        client.client.publish("feed/end", f"end{qos}".encode(), qos=2)  # (queued after the rest, same flow)
+        payloads = []
         while True:
-            message = again.take(1)[0]
+            message = client.take(1)[0]
             if message.payload == f"end{qos}".encode():
                 break
             if not message.payload.startswith(b"end"):  # (the other subscriber's sentinel)
-                rest.append(int(message.payload))
-        got[qos] = before_kill[qos] + received + rest
-        again.close()
+                payloads.append(int(message.payload))
+        got[qos] = before_kill[qos] + payloads
+        client.close()
     for qos in (1, 2):
         missing = sorted(set(acked) - set(got[qos]))
         assert not missing, f"QoS {qos} subscriber lost acknowledged messages: {missing[:20]}"
