@@ -319,6 +319,7 @@ def test_sys_messages_count_every_packet_publish_messages_only_publishes(client)
     watcher.send(p.Subscribe(1, [p.Subscription(f"$SYS/broker/{name}", 0) for name in names]))
     watcher.expect(p.Suback)
     latest: dict[str, int] = {}
+
     # A value is published when it changed. publish/messages/sent comes last in a round and
     # changes every round here (the watcher is sent $SYS PUBLISHes): when it arrives (live, not
     # the retained copy sent on SUBSCRIBE), the other three are that round's values.

@@ -191,6 +191,12 @@ def _check_bridge(line: str) -> str:
     return line
 
 
+def _check_topic_name(topic: str | None) -> str | None:
+    if topic is not None and (not topic or "+" in topic or "#" in topic or "\x00" in topic):
+        raise ValueError(f"{topic!r} is not a topic name (not empty, no wildcards) [MQTT-3.3.2-2]")
+    return topic
+
+
 def _check_broker_url(url: str) -> str:
     from .client.url import parse_url  # the client's URL rules: mqtt, mqtts, ws, wss
 
@@ -249,6 +255,21 @@ class ExternalBrokerConfig(BaseModel):
     outgoing_retain: Annotated[
         bool, Field(description="Send the RETAIN flag of bridged-out messages (false: never retained there).")
     ] = True
+    notifications: Annotated[
+        bool,
+        Field(
+            description="Publish the connection's state, retained: 1 up, 0 down (the remote's copy as"
+            " its will), here and on the remote (Mosquitto's bridge notifications)."
+        ),
+    ] = False
+    notifications_local_only: Annotated[
+        bool, Field(description="Publish the state notifications on this broker only, not on the remote.")
+    ] = False
+    notification_topic: Annotated[
+        str | None,
+        AfterValidator(_check_topic_name),
+        Field(description="Topic of the state notifications (default: $SYS/broker/connection/<client id>/state)."),
+    ] = None
 
     @model_validator(mode="after")
     def _check_name(self) -> ExternalBrokerConfig:

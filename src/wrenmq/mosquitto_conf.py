@@ -137,7 +137,8 @@ class _Bridge:
         self.line = line
         self.name = name
         self.address: tuple[str, int] | None = None
-        self.settings: dict[str, Any] = {"version": 4}  # Mosquitto bridges default to 3.1.1
+        # Mosquitto's bridge defaults where wrenmq's differ: MQTT 3.1.1, state notifications on.
+        self.settings: dict[str, Any] = {"version": 4, "notifications": True}
         self.topics: list[str] = []
         self.tls = False
 

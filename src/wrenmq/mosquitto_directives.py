@@ -92,12 +92,10 @@ BRIDGE_IGNORED = {
     "local_clientid",
     "local_password",
     "local_username",
-    "notification_topic",
-    "notifications_local_only",
     "round_robin",
     "threshold",
 }
-BRIDGE_DEFAULTS = {"notifications": "false", "start_type": "automatic"}
+BRIDGE_DEFAULTS = {"start_type": "automatic"}
 BRIDGE_REFUSED = {
     "bridge_capath": "bridge_capath is not supported; put the CA certificates in one file for bridge_cafile",
     "bridge_identity": "TLS-PSK is not supported",
@@ -115,6 +113,9 @@ BRIDGE_SETTINGS = {
     "remote_clean_start": ("clean_start", "bool"),
     "try_private": ("bridge_bit", "bool"),
     "bridge_outgoing_retain": ("outgoing_retain", "bool"),
+    "notifications": ("notifications", "bool"),
+    "notifications_local_only": ("notifications_local_only", "bool"),
+    "notification_topic": ("notification_topic", "topic"),
 }
 BRIDGE_KEYS |= set(BRIDGE_SETTINGS)
 BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_DEFAULTS) | set(BRIDGE_REFUSED)

@@ -26,7 +26,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 from weakref import WeakSet
 
@@ -160,6 +160,9 @@ class Client:
         self.max_packet_size = max_packet_size
         self.connect_properties: Properties = dict(connect_properties or {})
         self.bridge = bridge and version < 5  # the bridge bit is sent (and, once connected, was accepted)
+        # Told True once a connection is up (its session resumed), False when one is lost (not on
+        # disconnect()): a bridge's state notifications hang on it.
+        self.on_connection: Callable[[bool], None] | None = None
 
         self.state: State = "new"
         self.connack: p.Connack | None = None  # the latest accepted CONNACK
@@ -535,15 +538,19 @@ class Client:
         self._session.resume(conn.send, connack.session_present)
         self._ready = True
         self._wake_waiters()
+        if self.on_connection is not None:
+            self.on_connection(True)
 
     def connection_closed(self, conn: Connection, reason: ClientError) -> None:
         """Called by the connection as it ends (before the supervisor hears of it)."""
         if self._conn is not conn:
             return
         self._conn = None
-        self._ready = False
+        was_ready, self._ready = self._ready, False
         self.last_error = reason
         log.info("connection to %s:%d lost: %s", self.host, self.port, reason)
+        if was_ready and self.on_connection is not None:
+            self.on_connection(False)
         if self.reconnect:
             self.state = "reconnecting"
         else:

@@ -106,10 +106,19 @@ class BrokerConnection:
             self._echoes = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._window = asyncio.Semaphore(WINDOW)
+        # Mosquitto's bridge notifications: the state, published here in order by one task.
+        self.notification_topic = notification_topic(config, self.client.client_id)
+        self._states: asyncio.Queue[bool] | None = None
+        if self.notification_topic is not None:
+            self._states = asyncio.Queue()
+            self.client.on_connection = self._states.put_nowait
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._states is not None:
+            self._states.put_nowait(False)  # Mosquitto's first notification: not connected yet
+            self._spawn(self._notify(self._states))
         self.client.start()
         self._spawn(self._pump())
         if self.in_bridges:
@@ -117,11 +126,43 @@ class BrokerConnection:
 
     async def stop(self) -> None:
         # Disconnecting fails what the client holds; those messages stay stored (Outbox.returned).
+        was_connected = self.client.connected
         await self.client.disconnect()
         tasks, self._tasks = self._tasks, set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.notification_topic is not None and was_connected:
+            await self._notify_local(False)  # (the remote keeps its "1": a clean DISCONNECT sends no will)
+
+    # --- state notifications (Mosquitto's `notifications`) ----------------------------------------
+
+    async def _notify(self, states: asyncio.Queue[bool]) -> None:
+        """Publish each change of state, retained: here (in order), and on the remote once connected
+        ("1"; its "0" is the will the remote publishes when the connection drops)."""
+        config = self.config
+        while True:
+            up = await states.get()
+            if up and not config.notifications_local_only:
+                self._spawn(self._notify_remote())
+            await self._notify_local(up)
+
+    async def _notify_local(self, up: bool) -> None:
+        topic = self.notification_topic
+        assert topic is not None
+        try:
+            await self.service.broker.publish(topic, b"1" if up else b"0", 1, True, origin=self.local_id)
+        except (Reject, ValueError) as exc:
+            log.warning("broker %s: the state notification was refused here: %s", self.name, exc)
+
+    async def _notify_remote(self) -> None:
+        from ..client import ClientError
+
+        assert self.notification_topic is not None
+        try:
+            await self.client.publish(self.notification_topic, b"1", 1, retain=True)
+        except ClientError as exc:  # refused (an ACL there), or the connection went: the will says 0
+            log.info("broker %s: the state notification was not published on the remote: %s", self.name, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"wrenmq broker {self.name}")
@@ -442,11 +483,21 @@ def check_connection(config: ExternalBrokerConfig) -> str | None:
     return None
 
 
+def notification_topic(config: ExternalBrokerConfig, client_id: str) -> str | None:
+    """Where the connection publishes its state (None: notifications off); Mosquitto's default
+    names the client id the connection has at the remote."""
+    if not config.notifications:
+        return None
+    return config.notification_topic or f"$SYS/broker/connection/{client_id}/state"
+
+
 def _make_client(config: ExternalBrokerConfig) -> Client:
     from ..client import Client
+    from ..mqtt.packets import Will
 
+    client_id = config.client_id or f"{socket.gethostname()}.{config.name}"
     settings: dict[str, Any] = {
-        "client_id": config.client_id or f"{socket.gethostname()}.{config.name}",
+        "client_id": client_id,
         "version": config.version,
         # Keep the session at the remote (what it queues for us while we are away), unless asked not to.
         "clean_start": config.clean_start,
@@ -458,6 +509,9 @@ def _make_client(config: ExternalBrokerConfig) -> Client:
         # Mosquitto's try_private: the remote then sends no echoes.
         "bridge": config.version < 5 and config.bridge_bit,
     }
+    topic = notification_topic(config, client_id)
+    if topic is not None and not config.notifications_local_only:
+        settings["will"] = Will(topic, b"0", 1, True)  # the remote says "0" when the connection drops
     if config.username is not None:
         settings["username"] = config.username
     if config.password is not None:
