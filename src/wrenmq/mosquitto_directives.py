@@ -80,22 +80,19 @@ REFUSED = {
 }
 REFUSED_PREFIXES = ("auth_opt_", "plugin_opt_")
 
+# Ignored with a warning that says why: nothing in wrenmq for it to change, and ignoring it lets in
+# nothing Mosquitto would keep out.
+_INSIDE = "wrenmq's bridges run inside the broker, with no local connection"
 BRIDGE_IGNORED = {
-    "bridge_alpn",
-    "bridge_attempt_unsubscribe",
-    "bridge_bind_address",
-    "bridge_max_packet_size",
-    "bridge_require_ocsp",
-    "bridge_tls_version",
-    "idle_timeout",
-    "local_clean_start",
-    "local_clientid",
-    "local_password",
-    "local_username",
-    "round_robin",
-    "threshold",
+    "bridge_bind_address": "wrenmq's bridges connect from the address the system routes by",
+    "local_clientid": f"{_INSIDE} or client id of their own",
+    "local_username": f"{_INSIDE} to log in with; as in Mosquitto, the ACL does not apply to a bridge",
+    "local_password": f"{_INSIDE} to log in with; as in Mosquitto, the ACL does not apply to a bridge",
+    "local_cleansession": f"{_INSIDE}; what waits for the remote is kept in storage either way",
+    "local_clean_start": f"{_INSIDE}; what waits for the remote is kept in storage either way",
+    "idle_timeout": "only start_type lazy uses it, and wrenmq's bridges start at once (automatic)",
+    "threshold": "only start_type lazy uses it, and wrenmq's bridges start at once (automatic)",
 }
-BRIDGE_DEFAULTS = {"start_type": "automatic"}
 BRIDGE_REFUSED = {
     "bridge_capath": "bridge_capath is not supported; put the CA certificates in one file for bridge_cafile",
     "bridge_identity": "TLS-PSK is not supported",
@@ -103,6 +100,7 @@ BRIDGE_REFUSED = {
 }
 BRIDGE_KEYS = {"address", "addresses", "topic", "remote_username", "username", "remote_password", "password"}
 BRIDGE_KEYS |= {"remote_clientid", "clientid", "bridge_protocol_version", "bridge_cafile", "restart_timeout"}
+BRIDGE_KEYS |= {"start_type", "round_robin", "bridge_tls_version", "bridge_require_ocsp"}
 # Bridge settings carried over to the external broker connection: directive -> (its key, how read).
 BRIDGE_SETTINGS = {
     "bridge_certfile": ("certfile", "path"),
@@ -116,9 +114,12 @@ BRIDGE_SETTINGS = {
     "notifications": ("notifications", "bool"),
     "notifications_local_only": ("notifications_local_only", "bool"),
     "notification_topic": ("notification_topic", "topic"),
+    "bridge_max_packet_size": ("max_packet_size", "int"),
+    "bridge_attempt_unsubscribe": ("unsubscribe_out", "bool"),
+    "bridge_alpn": ("alpn", "str"),
 }
 BRIDGE_KEYS |= set(BRIDGE_SETTINGS)
-BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_DEFAULTS) | set(BRIDGE_REFUSED)
+BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_REFUSED)
 
 OTHER = {"listener", "port", "bind_address", "protocol", "socket_domain", "tls_version", "per_listener_settings"}
 OTHER |= {"persistence", "persistence_location", "persistent_client_expiration", "log_type", "log_dest"}

@@ -88,6 +88,11 @@ class Client:
     0x83, Mosquitto's ``try_private``): a broker that knows it does not send the client back what it
     published and keeps the RETAIN flag as published. A broker that refuses it (return code 1) is
     asked again at once without it, as Mosquitto does; ``bridge`` then reads False.
+
+    ``fallbacks``: more ``(host, port)`` addresses of the same broker service, tried in turn when an
+    attempt fails (``host``/``port`` then name the one in use). A lost connection starts again from
+    the first address, or with ``round_robin`` from the next one (Mosquitto's bridge ``address``
+    with several hosts and ``round_robin``).
     """
 
     def __init__(
@@ -116,6 +121,8 @@ class Client:
         max_packet_size: int | None = None,
         connect_properties: Properties | None = None,
         bridge: bool = False,
+        fallbacks: Sequence[tuple[str, int]] = (),
+        round_robin: bool = False,
     ) -> None:
         if version not in (p.MQTT_3_1, p.MQTT_3_1_1, p.MQTT_5):
             raise ValueError(f"version must be 5, 4 (3.1.1) or 3 (3.1), not {version!r}")
@@ -138,6 +145,9 @@ class Client:
             tls = ssl.create_default_context()
         self.host = host
         self.port = port if port is not None else _DEFAULT_PORTS[(bool(tls), transport == "ws")]
+        self._addresses = [(self.host, self.port), *fallbacks]
+        self._address = 0  # the index of (host, port) in _addresses
+        self.round_robin = round_robin
         if client_id is None:
             # 3.x: an empty id needs Clean Session 1 [MQTT-3.1.3-7], so make one up (as mosquitto_pub does).
             client_id = f"wrenmq-{secrets.token_hex(8)}" if version < 5 else ""
@@ -423,6 +433,7 @@ class Client:
                 # A connection the broker drops at once counts as a failure, so a broker that
                 # accepts and then kicks us out is not hammered at the minimum delay.
                 failures = 0 if loop.time() - connected_at >= self.backoff[1] else failures + 1
+                self._move_address(0 if not self.round_robin else self._address + 1)
             if not immediate:
                 delay = backoff_delay(failures, *self.backoff)
                 self.next_attempt_at = time.time() + delay
@@ -433,6 +444,7 @@ class Client:
                 await self._connect_once()
             except Exception as exc:
                 failures += 1
+                self._move_address(self._address + 1)
                 if not isinstance(exc, ClientError):  # a bug: say so, but keep the client alive
                     log.exception("unexpected error connecting to %s:%d", self.host, self.port)
                     exc = ConnectError(f"unexpected error: {exc!r}")
@@ -442,6 +454,13 @@ class Client:
                 log.info("connecting to %s:%d failed (%s); retrying", self.host, self.port, exc)
                 continue
             connected, connected_at = True, loop.time()
+
+    def _move_address(self, index: int) -> None:
+        """Make the next attempt at ``_addresses[index]`` (wrapping round)."""
+        addresses = self._addresses
+        if len(addresses) > 1:
+            self._address = index % len(addresses)
+            self.host, self.port = addresses[self._address]
 
     async def _connect_once(self) -> None:
         """One attempt: open the transport, CONNECT, wait for CONNACK, resume the session."""

@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from ..broker.router import LocalSubscriber
-from ..config import Bridge, ConfigError, ExternalBrokerConfig
+from ..config import Bridge, ConfigError, ExternalBrokerConfig, split_address
 from ..hooks import Reject
-from ..mqtt.properties import PropertyId
+from ..mqtt.codec import publish_size
+from ..mqtt.properties import PropertyId, encode_properties
 from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, Outgoing
 
@@ -111,7 +112,13 @@ class BrokerConnection:
         self._states: asyncio.Queue[bool] | None = None
         if self.notification_topic is not None:
             self._states = asyncio.Queue()
-            self.client.on_connection = self._states.put_nowait
+        in_filters = {bridge.remote_filter for bridge in self.in_bridges}
+        self._stale_filters: list[str] = []
+        if config.unsubscribe_out:
+            found = {bridge.remote_filter for bridge in self.out_bridges} - in_filters
+            self._stale_filters = sorted(found)
+        if self._states is not None or self._stale_filters:
+            self.client.on_connection = self._on_connection
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -146,6 +153,23 @@ class BrokerConnection:
             if up and not config.notifications_local_only:
                 self._spawn(self._notify_remote())
             await self._notify_local(up)
+
+    def _on_connection(self, up: bool) -> None:
+        """The client's connection came up (True) or went (False)."""
+        if self._states is not None:
+            self._states.put_nowait(up)
+        if up and self._stale_filters:
+            self._spawn(self._unsubscribe_stale())
+
+    async def _unsubscribe_stale(self) -> None:
+        """Mosquitto's bridge_attempt_unsubscribe: a session kept at the remote may still hold a
+        subscription from when an out bridge was in or both; drop it, so the remote stops sending."""
+        from ..client import ClientError
+
+        try:
+            await self.client.unsubscribe(self._stale_filters)
+        except ClientError as exc:
+            log.info("broker %s: UNSUBSCRIBE of the out bridges' filters failed: %s", self.name, exc)
 
     async def _notify_local(self, up: bool) -> None:
         topic = self.notification_topic
@@ -237,6 +261,8 @@ class BrokerConnection:
             props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
             retain = message.retain and self.config.outgoing_retain
             item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), retain, props)
+            if self.config.max_packet_size and self._too_large(item):
+                return
             try:
                 self.outbox.put(item)
             except OutboxFull:
@@ -244,6 +270,16 @@ class BrokerConnection:
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("broker %s: the queue is full; %d bridged messages dropped", self.name, self.dropped)
             return
+
+    def _too_large(self, item: Outgoing) -> bool:
+        """Over ``max_packet_size`` (Mosquitto's bridge_max_packet_size): dropped, and counted."""
+        rest = len(item.payload) + (len(encode_properties(item.properties)) if self.config.version == 5 else 0)
+        size = publish_size(len(item.topic.encode()), item.qos, rest)
+        if size <= self.config.max_packet_size:
+            return False
+        self.dropped += 1
+        log.info("broker %s: a %d-byte PUBLISH on %s is over max_packet_size; dropped", self.name, size, item.topic)
+        return True
 
     async def publish(self, item: Outgoing, queue: bool, timeout: float) -> int | None:
         """Publish through this connection for the API: the remote's reason code once it has
@@ -503,12 +539,18 @@ def _make_client(config: ExternalBrokerConfig) -> Client:
         "clean_start": config.clean_start,
         "session_expiry": SESSION_EXPIRY if config.version == 5 and not config.clean_start else 0,
         "keepalive": config.keepalive,
-        "reconnect": True,
-        "backoff": (min(0.5, config.reconnect_max), config.reconnect_max),
+        "backoff": (min(config.reconnect_min, config.reconnect_max), config.reconnect_max),
+        "reconnect": config.reconnect,
         "max_queued": WINDOW,
         # Mosquitto's try_private: the remote then sends no echoes.
         "bridge": config.version < 5 and config.bridge_bit,
     }
+    if config.addresses:
+        from ..client.url import parse_url
+
+        default_port = parse_url(config.url).port
+        settings["fallbacks"] = [split_address(address, default_port) for address in config.addresses]
+        settings["round_robin"] = config.round_robin
     topic = notification_topic(config, client_id)
     if topic is not None and not config.notifications_local_only:
         settings["will"] = Will(topic, b"0", 1, True)  # the remote says "0" when the connection drops
@@ -516,7 +558,8 @@ def _make_client(config: ExternalBrokerConfig) -> Client:
         settings["username"] = config.username
     if config.password is not None:
         settings["password"] = config.password
-    if config.cafile is not None or config.certfile is not None or config.tls_insecure:
+    tls_settings = (config.cafile, config.certfile, config.tls_version, config.alpn)
+    if config.tls_insecure or any(value is not None for value in tls_settings):
         settings["tls"] = _tls_context(config)
     return Client.from_url(config.url, **settings)
 
@@ -540,6 +583,10 @@ def _tls_context(config: ExternalBrokerConfig) -> ssl.SSLContext:
             ) from None
     if config.tls_insecure:
         context.check_hostname = False
+    if config.tls_version == "TLSv1.3":
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+    if config.alpn is not None:
+        context.set_alpn_protocols([config.alpn])
     return context
 
 
