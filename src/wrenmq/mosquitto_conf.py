@@ -34,6 +34,7 @@ from .mosquitto_directives import (
     LEVEL_NAMES,
     LISTENER_KEYS,
     LOG_LEVELS,
+    MATCHING,
     NAME_OK,
     REFUSED,
     REFUSED_PREFIXES,
@@ -249,7 +250,11 @@ class _Reader:
             why = REFUSED.get(name, "plugin options are not supported (wrenmq's auth hooks are Python)")
             self.errors.append(f"{line.where}: {name}: {why}; wrenmq cannot enforce it, so it will not start")
         elif name in IGNORED:
-            self._warn(line, "not supported by wrenmq; ignored")
+            self._warn(line, f"{IGNORED[name]}; ignored")
+        elif name in MATCHING:
+            behaves_as, why = MATCHING[name]
+            if line.word != behaves_as:
+                self._warn(line, f"{why}; ignored")
         elif name in SECURITY:
             self._security(line)
         elif name in LISTENER_KEYS:

@@ -33,31 +33,35 @@ GLOBAL_INTS = {
 }
 GLOBAL_BOOLS = {"retain_available": "retain_available"}
 
-# Ignored with a warning: wrenmq has no such setting, and ignoring it loosens nothing.
+# Ignored with a warning that says why: wrenmq has no such setting, and ignoring it loosens nothing.
+_STORAGE = "wrenmq's storage commits each change as it happens (see durability); there is no snapshot file"
 IGNORED = {
-    "allow_duplicate_messages",
-    "allow_zero_length_clientid",
-    "auto_id_prefix",
-    "autosave_interval",
-    "autosave_on_changes",
-    "check_retain_source",
-    "ciphers_tls1.3",
-    "connection_messages",
-    "dhparamfile",
-    "http_dir",
-    "log_timestamp",
-    "log_timestamp_format",
-    "memory_limit",
-    "persistence_file",
-    "pid_file",
-    "queue_qos0_messages",
-    "retry_interval",
-    "set_tcp_nodelay",
-    "store_clean_interval",
-    "upgrade_outgoing_qos",
-    "user",
-    "websockets_headers_size",
-    "websockets_log_level",
+    "allow_duplicate_messages": "deprecated in Mosquitto 2; wrenmq has no such switch",
+    "auto_id_prefix": "wrenmq's assigned client ids start with 'wrenmq-'",
+    "autosave_interval": _STORAGE,
+    "autosave_on_changes": _STORAGE,
+    "persistence_file": _STORAGE + " (sqlite: <persistence_location>/wrenmq.db)",
+    "ciphers_tls1.3": "Python's TLS cannot choose TLS 1.3 cipher suites; its defaults are used",
+    "connection_messages": "wrenmq has no switch for its connect and disconnect log lines",
+    "dhparamfile": "wrenmq's TLS key exchange is ECDHE, which needs no DH parameters",
+    "http_dir": "wrenmq's WebSocket listeners serve no files (the console is on the API port)",
+    "log_timestamp": "wrenmq's log lines always start with a UTC timestamp (log_format json: a field)",
+    "log_timestamp_format": "wrenmq's log timestamps are always ISO 8601 in UTC",
+    "memory_limit": "wrenmq has no overall memory limit; max_queued_messages and max_queued_bytes bound queues",
+    "pid_file": "wrenmq writes no pid file (systemd and containers track the process)",
+    "retry_interval": "removed in Mosquitto 2; wrenmq, as MQTT says, resends only on reconnect",
+    "store_clean_interval": "obsolete in Mosquitto 2",
+    "user": "wrenmq does not change user; start it as the user it runs as (the systemd unit and the image do)",
+    "websockets_headers_size": "wrenmq's WebSocket listeners size their buffers themselves",
+    "websockets_log_level": "a libwebsockets setting; wrenmq's WebSocket listeners are its own",
+}
+# Directives whose value wrenmq always behaves as: silent with that value, warned about with another.
+MATCHING = {
+    "allow_zero_length_clientid": ("true", "wrenmq always assigns a client id where MQTT allows an empty one"),
+    "check_retain_source": ("false", "wrenmq checks the ACL when a retained message is published, not again"),
+    "queue_qos0_messages": ("false", "wrenmq never queues QoS 0 messages for disconnected clients"),
+    "set_tcp_nodelay": ("true", "wrenmq always sets TCP_NODELAY"),
+    "upgrade_outgoing_qos": ("false", "wrenmq sends at the lower of the published and the granted QoS, as MQTT says"),
 }
 # Refused: ignoring any of these would let in, or show, more than Mosquitto does.
 REFUSED = {
@@ -125,8 +129,8 @@ OTHER = {"listener", "port", "bind_address", "protocol", "socket_domain", "tls_v
 OTHER |= {"persistence", "persistence_location", "persistent_client_expiration", "log_type", "log_dest"}
 OTHER |= {"log_facility"}
 OTHER |= {"include_dir", "connection"}
-KNOWN = (set(LISTENER_KEYS) | set(SECURITY) | set(GLOBAL_INTS) | set(GLOBAL_BOOLS) | IGNORED | set(REFUSED)) | (
-    BRIDGE_KEYS | OTHER
+KNOWN = (set(LISTENER_KEYS) | set(SECURITY) | set(GLOBAL_INTS) | set(GLOBAL_BOOLS) | set(IGNORED) | set(MATCHING)) | (
+    set(REFUSED) | BRIDGE_KEYS | OTHER
 )
 
 LOG_LEVELS = {"debug": 0, "all": 0, "information": 1, "notice": 1, "warning": 2, "error": 3, "none": 3}

@@ -444,7 +444,6 @@ class Client:
                 await self._connect_once()
             except Exception as exc:
                 failures += 1
-                self._move_address(self._address + 1)
                 if not isinstance(exc, ClientError):  # a bug: say so, but keep the client alive
                     log.exception("unexpected error connecting to %s:%d", self.host, self.port)
                     exc = ConnectError(f"unexpected error: {exc!r}")
@@ -452,6 +451,7 @@ class Client:
                     self._finish(exc)
                     return
                 log.info("connecting to %s:%d failed (%s); retrying", self.host, self.port, exc)
+                self._move_address(self._address + 1)
                 continue
             connected, connected_at = True, loop.time()
 
