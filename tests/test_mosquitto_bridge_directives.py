@@ -1,7 +1,8 @@
 """More of a Mosquitto bridge block's directives (mosquitto.conf(5)) carried over to wrenmq's external
 broker connection, each checked against real Mosquittos (issue 17; Mosquitto's bridge options, not
 the MQTT specification): ``address`` with several hosts and ``round_robin``,
-``bridge_max_packet_size``, ``bridge_attempt_unsubscribe`` and ``start_type once``."""
+``bridge_max_packet_size``, ``bridge_attempt_unsubscribe``, ``bridge_bind_address``, ``start_type
+once``, and ``bridge_tls_version`` and ``bridge_alpn`` against a TLS server of the test's own."""
 
 from __future__ import annotations
 
@@ -207,3 +208,13 @@ def test_bridge_tls_version_and_alpn_reach_the_tls_handshake(tmp_path: Path, fro
             assert isinstance(first, str) and "refused" in first
     finally:
         listener.close()
+
+
+def test_bridge_bind_address_is_the_address_the_remote_sees(mosquitto: MosquittoBroker, from_conf) -> None:  # type: ignore[no-untyped-def]
+    """``bridge_bind_address 127.0.0.2``: Mosquitto logs the bridge connecting from that address
+    (any 127.0.0.0/8 address is the loopback's on Linux)."""
+    from_conf(
+        f"connection bound\naddress 127.0.0.1:{mosquitto.port}\nremote_clientid bound-bridge\n"
+        "bridge_bind_address 127.0.0.2\ntopic b/# out 1\n"
+    )
+    wait_for_log(mosquitto, r"New bridge connected from 127\.0\.0\.2:\d+ as bound-bridge ")

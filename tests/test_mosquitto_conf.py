@@ -258,14 +258,13 @@ topic # both
         20,
     )
     assert (broker.notifications, broker.notifications_local_only) == (True, True)
-    assert broker.notification_topic == "bridges/edge/state"
+    assert broker.notification_topic == "bridges/edge/state" and broker.bind_address == "10.0.0.9"
     ignored = [warning.split(": ", 2)[1:] for warning in warnings]
     assert [name for name, _ in ignored] == [
         "local_clientid",
         "local_username",
         "local_password",
         "local_cleansession",
-        "bridge_bind_address",
         "idle_timeout",
         "threshold",
     ]

@@ -207,6 +207,12 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
+def _check_ip(address: str | None) -> str | None:
+    if address is not None:
+        ipaddress.ip_address(address)  # ValueError: "... does not appear to be an IPv4 or IPv6 address"
+    return address
+
+
 def _check_address(address: str) -> str:
     split_address(address, 1883)
     return address
@@ -286,6 +292,11 @@ class ExternalBrokerConfig(BaseModel):
     round_robin: Annotated[
         bool, Field(description="After a lost connection, try the next address rather than the url's first.")
     ] = False
+    bind_address: Annotated[
+        str | None,
+        AfterValidator(_check_ip),
+        Field(description="Local IP address to connect from (Mosquitto's bridge_bind_address)."),
+    ] = None
     reconnect_min: Annotated[
         float, Field(gt=0, description="First wait before reconnecting, in seconds (the backoff starts there).")
     ] = 0.5

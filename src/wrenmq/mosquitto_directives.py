@@ -88,7 +88,6 @@ REFUSED_PREFIXES = ("auth_opt_", "plugin_opt_")
 # nothing Mosquitto would keep out.
 _INSIDE = "wrenmq's bridges run inside the broker, with no local connection"
 BRIDGE_IGNORED = {
-    "bridge_bind_address": "wrenmq's bridges connect from the address the system routes by",
     "local_clientid": f"{_INSIDE} or client id of their own",
     "local_username": f"{_INSIDE} to log in with; as in Mosquitto, the ACL does not apply to a bridge",
     "local_password": f"{_INSIDE} to log in with; as in Mosquitto, the ACL does not apply to a bridge",
@@ -121,6 +120,7 @@ BRIDGE_SETTINGS = {
     "bridge_max_packet_size": ("max_packet_size", "int"),
     "bridge_attempt_unsubscribe": ("unsubscribe_out", "bool"),
     "bridge_alpn": ("alpn", "str"),
+    "bridge_bind_address": ("bind_address", "str"),
 }
 BRIDGE_KEYS |= set(BRIDGE_SETTINGS)
 BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_REFUSED)

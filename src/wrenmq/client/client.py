@@ -92,7 +92,7 @@ class Client:
     ``fallbacks``: more ``(host, port)`` addresses of the same broker service, tried in turn when an
     attempt fails (``host``/``port`` then name the one in use). A lost connection starts again from
     the first address, or with ``round_robin`` from the next one (Mosquitto's bridge ``address``
-    with several hosts and ``round_robin``).
+    with several hosts and ``round_robin``). ``local_address``: the local IP address to connect from.
     """
 
     def __init__(
@@ -123,6 +123,7 @@ class Client:
         bridge: bool = False,
         fallbacks: Sequence[tuple[str, int]] = (),
         round_robin: bool = False,
+        local_address: str | None = None,
     ) -> None:
         if version not in (p.MQTT_3_1, p.MQTT_3_1_1, p.MQTT_5):
             raise ValueError(f"version must be 5, 4 (3.1.1) or 3 (3.1), not {version!r}")
@@ -148,6 +149,7 @@ class Client:
         self._addresses = [(self.host, self.port), *fallbacks]
         self._address = 0  # the index of (host, port) in _addresses
         self.round_robin = round_robin
+        self.local_address = local_address  # the local IP address connections are made from
         if client_id is None:
             # 3.x: an empty id needs Clean Session 1 [MQTT-3.1.3-7], so make one up (as mosquitto_pub does).
             client_id = f"wrenmq-{secrets.token_hex(8)}" if version < 5 else ""
@@ -478,6 +480,7 @@ class Client:
                         server_hostname=self.server_hostname,
                         websocket=self.transport == "ws",
                         ws_path=self.ws_path,
+                        local_address=self.local_address,
                     )
                     clean_start = self.clean_start if (self._first_connect or self.version < 5) else False
                     conn.send(self._connect_packet(clean_start))

@@ -553,6 +553,8 @@ def _make_client(config: ExternalBrokerConfig) -> Client:
         default_port = parse_url(config.url).port
         settings["fallbacks"] = [split_address(address, default_port) for address in config.addresses]
         settings["round_robin"] = config.round_robin
+    if config.bind_address is not None:
+        settings["local_address"] = config.bind_address
     topic = notification_topic(config, client_id)
     if topic is not None and not config.notifications_local_only:
         settings["will"] = Will(topic, b"0", 1, True)  # the remote says "0" when the connection drops
