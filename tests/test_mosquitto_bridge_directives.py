@@ -218,3 +218,24 @@ def test_bridge_bind_address_is_the_address_the_remote_sees(mosquitto: Mosquitto
         "bridge_bind_address 127.0.0.2\ntopic b/# out 1\n"
     )
     wait_for_log(mosquitto, r"New bridge connected from 127\.0\.0\.2:\d+ as bound-bridge ")
+
+
+def test_bridge_without_round_robin_moves_back_to_the_first_address(
+    mosquitto_factory, from_conf, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """``round_robin false`` (the default): connected to a later address, the bridge checks the first
+    one every few seconds (here shortened) and moves back to it once it takes connections."""
+    from wrenmq.services import brokers
+
+    monkeypatch.setattr(brokers, "PRIMARY_RETRY", 0.2)
+    first, second = mosquitto_factory(), mosquitto_factory()
+    first.stop()
+    server = from_conf(
+        f"connection back\naddress 127.0.0.1:{first.port} 127.0.0.1:{second.port}\nrestart_timeout 1\ntopic b/# out 1\n"
+    )
+    client = connection_of(server, "back").client
+    wait_until(lambda: client.connected, "no connection")
+    assert client.port == second.port
+    first.start()
+    wait_until(lambda: client.connected and client.port == first.port, "not back on the first address")
+    wait_for_log(first, r"New bridge connected from \S+ as \S+\.back ")

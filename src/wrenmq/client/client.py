@@ -295,6 +295,17 @@ class Client:
                 conn.abort()
         self._finish(None)
 
+    def drop_connection(self) -> None:
+        """Close the network connection at once, without DISCONNECT (the broker publishes the will),
+        and reconnect as after any lost connection (from the first address, unless ``round_robin``)."""
+        if self._conn is not None and self._ready:
+            self._conn.abort()
+
+    @property
+    def on_first_address(self) -> bool:
+        """Whether the connection is (or is being) made to the first of the addresses."""
+        return self._address == 0
+
     # --- operations -------------------------------------------------------------------------------
 
     async def publish(

@@ -61,6 +61,7 @@ log = logging.getLogger("wrenmq.brokers")
 
 WINDOW = 100  # messages handed to the client at once (in flight or waiting in its own queue)
 SESSION_EXPIRY = 86_400  # MQTT 5: the remote keeps our session (and what it queued for us) a day
+PRIMARY_RETRY = 5.0  # seconds between checks that the first address is back (Mosquitto's too)
 ECHO_MEMORY = 10_000  # 3.1.1: how many sent (topic, payload) pairs are remembered to spot echoes
 _PER_HOP = (PropertyId.TOPIC_ALIAS, PropertyId.SUBSCRIPTION_IDENTIFIER)
 
@@ -128,6 +129,8 @@ class BrokerConnection:
             self._spawn(self._notify(self._states))
         self.client.start()
         self._spawn(self._pump())
+        if self.config.addresses and not self.config.round_robin:
+            self._spawn(self._back_to_first())
         if self.in_bridges:
             self._spawn(self._bring_in())
 
@@ -141,6 +144,26 @@ class BrokerConnection:
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.notification_topic is not None and was_connected:
             await self._notify_local(False)  # (the remote keeps its "1": a clean DISCONNECT sends no will)
+
+    async def _back_to_first(self) -> None:
+        """As Mosquitto without round_robin: while connected to another address, check every few
+        seconds whether the first one takes a TCP connection, and if so move back to it."""
+        from ..client.url import parse_url
+
+        url = parse_url(self.config.url)
+        while True:
+            await asyncio.sleep(PRIMARY_RETRY)
+            client = self.client
+            if not client.connected or client.on_first_address:
+                continue
+            try:
+                async with asyncio.timeout(PRIMARY_RETRY):
+                    _, writer = await asyncio.open_connection(url.host, url.port, local_addr=_local(self.config))
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            log.info("broker %s: %s:%d is back; moving to it", self.name, url.host, url.port)
+            client.drop_connection()
 
     # --- state notifications (Mosquitto's `notifications`) ----------------------------------------
 
@@ -592,6 +615,10 @@ def _tls_context(config: ExternalBrokerConfig) -> ssl.SSLContext:
     if config.alpn is not None:
         context.set_alpn_protocols([config.alpn])
     return context
+
+
+def _local(config: ExternalBrokerConfig) -> tuple[str, int] | None:
+    return None if config.bind_address is None else (config.bind_address, 0)
 
 
 def _settle(item: Outgoing, exc: BaseException) -> None:
