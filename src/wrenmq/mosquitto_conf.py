@@ -493,7 +493,7 @@ class _Reader:
             if len(seconds) not in (1, 2) or min(seconds) <= 0:
                 self.errors.append(f"{line.where}: restart_timeout needs one or two whole numbers of seconds")
                 return
-            # `restart_timeout 20`: constant; `restart_timeout 10 60`: a backoff from 10 up to 60.
+            # `restart_timeout 20`: 20 (with jitter); `restart_timeout 10 60`: a backoff from 10 up to 60.
             bridge.settings["reconnect_min"], bridge.settings["reconnect_max"] = seconds[0], seconds[-1]
         elif name == "bridge_protocol_version":
             version = {"mqttv311": 4, "mqttv31": 4, "mqttv50": 5}.get(line.word)
