@@ -239,6 +239,9 @@ class Connection(asyncio.Protocol):
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
+        stats = self.broker.stats
+        stats.packets_in_closed += self.protocol.packets_in
+        stats.packets_out_closed += self.protocol.packets_out
         if self.listener is not None:
             self.listener.connections -= 1
         if exc is not None and self.disconnect_reason == "connection lost":

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,13 +40,13 @@ from urllib.parse import urlsplit, urlunsplit
 from ..broker.router import LocalSubscriber
 from ..config import Bridge, ConfigError, ExternalBrokerConfig
 from ..hooks import Reject
-from ..mqtt.properties import PropertyId
+from ..mqtt.codec import publish_size
+from ..mqtt.properties import PropertyId, encode_properties
 from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, Outgoing
+from .remote_client import WINDOW, check_connection, local_address, make_client, notification_topic
 
 if TYPE_CHECKING:
-    import ssl
-
     from ..broker.broker import Broker
     from ..broker.message import Message
     from ..client import Client
@@ -58,8 +57,7 @@ __all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "
 
 log = logging.getLogger("wrenmq.brokers")
 
-WINDOW = 100  # messages handed to the client at once (in flight or waiting in its own queue)
-SESSION_EXPIRY = 86_400  # MQTT 5: the remote keeps our session (and what it queued for us) a day
+PRIMARY_RETRY = 5.0  # seconds between checks that the first address is back (Mosquitto's too)
 ECHO_MEMORY = 10_000  # 3.1.1: how many sent (topic, payload) pairs are remembered to spot echoes
 _PER_HOP = (PropertyId.TOPIC_ALIAS, PropertyId.SUBSCRIPTION_IDENTIFIER)
 
@@ -91,7 +89,7 @@ class BrokerConnection:
         # Who the out bridges' in-process subscriptions belong to, and the origin of what the in
         # bridges bring in (No Local between the two). A NUL is in no MQTT client id [MQTT-1.5.4-2].
         self.local_id = "\x00bridge:" + config.name
-        self.client = _make_client(config)
+        self.client = make_client(config)
         self.outbox = Outbox(config.name, config.queue_size, service.broker.storage, service.stored(config.name))
         self.messages_in = 0  # received from the remote and published here
         self.messages_out = 0  # acknowledged (QoS 1/2) or sent (QoS 0) by the remote
@@ -106,22 +104,108 @@ class BrokerConnection:
             self._echoes = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._window = asyncio.Semaphore(WINDOW)
+        # Mosquitto's bridge notifications: the state, published here in order by one task.
+        self.notification_topic = notification_topic(config, self.client.client_id)
+        self._states: asyncio.Queue[bool] | None = None
+        if self.notification_topic is not None:
+            self._states = asyncio.Queue()
+        in_filters = {bridge.remote_filter for bridge in self.in_bridges}
+        self._stale_filters: list[str] = []
+        if config.unsubscribe_out:
+            found = {bridge.remote_filter for bridge in self.out_bridges} - in_filters
+            self._stale_filters = sorted(found)
+        if self._states is not None or self._stale_filters:
+            self.client.on_connection = self._on_connection
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._states is not None:
+            self._states.put_nowait(False)  # Mosquitto's first notification: not connected yet
+            self._spawn(self._notify(self._states))
         self.client.start()
         self._spawn(self._pump())
+        if self.config.addresses and not self.config.round_robin:
+            self._spawn(self._back_to_first())
         if self.in_bridges:
             self._spawn(self._bring_in())
 
     async def stop(self) -> None:
         # Disconnecting fails what the client holds; those messages stay stored (Outbox.returned).
+        was_connected = self.client.connected
         await self.client.disconnect()
         tasks, self._tasks = self._tasks, set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.notification_topic is not None and was_connected:
+            await self._notify_local(False)  # (the remote keeps its "1": a clean DISCONNECT sends no will)
+
+    async def _back_to_first(self) -> None:
+        """As Mosquitto without round_robin: while connected to another address, check every few
+        seconds whether the first one takes a TCP connection, and if so move back to it."""
+        from ..client.url import parse_url
+
+        url = parse_url(self.config.url)
+        while True:
+            await asyncio.sleep(PRIMARY_RETRY)
+            client = self.client
+            if not client.connected or client.on_first_address:
+                continue
+            try:
+                async with asyncio.timeout(PRIMARY_RETRY):
+                    _, writer = await asyncio.open_connection(url.host, url.port, local_addr=local_address(self.config))
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            log.info("broker %s: %s:%d is back; moving to it", self.name, url.host, url.port)
+            client.drop_connection()
+
+    # --- state notifications (Mosquitto's `notifications`) ----------------------------------------
+
+    async def _notify(self, states: asyncio.Queue[bool]) -> None:
+        """Publish each change of state, retained: here (in order), and on the remote once connected
+        ("1"; its "0" is the will the remote publishes when the connection drops)."""
+        config = self.config
+        while True:
+            up = await states.get()
+            if up and not config.notifications_local_only:
+                self._spawn(self._notify_remote())
+            await self._notify_local(up)
+
+    def _on_connection(self, up: bool) -> None:
+        """The client's connection came up (True) or went (False)."""
+        if self._states is not None:
+            self._states.put_nowait(up)
+        if up and self._stale_filters:
+            self._spawn(self._unsubscribe_stale())
+
+    async def _unsubscribe_stale(self) -> None:
+        """Mosquitto's bridge_attempt_unsubscribe: a session kept at the remote may still hold a
+        subscription from when an out bridge was in or both; drop it, so the remote stops sending."""
+        from ..client import ClientError
+
+        try:
+            await self.client.unsubscribe(self._stale_filters)
+        except ClientError as exc:
+            log.info("broker %s: UNSUBSCRIBE of the out bridges' filters failed: %s", self.name, exc)
+
+    async def _notify_local(self, up: bool) -> None:
+        topic = self.notification_topic
+        assert topic is not None
+        try:
+            await self.service.broker.publish(topic, b"1" if up else b"0", 1, True, origin=self.local_id)
+        except (Reject, ValueError) as exc:
+            log.warning("broker %s: the state notification was refused here: %s", self.name, exc)
+
+    async def _notify_remote(self) -> None:
+        from ..client import ClientError
+
+        assert self.notification_topic is not None
+        try:
+            await self.client.publish(self.notification_topic, b"1", 1, retain=True)
+        except ClientError as exc:  # refused (an ACL there), or the connection went: the will says 0
+            log.info("broker %s: the state notification was not published on the remote: %s", self.name, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"wrenmq broker {self.name}")
@@ -198,6 +282,8 @@ class BrokerConnection:
             props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
             retain = message.retain and self.config.outgoing_retain
             item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), retain, props)
+            if self.config.max_packet_size and self._too_large(item):
+                return
             try:
                 self.outbox.put(item)
             except OutboxFull:
@@ -205,6 +291,16 @@ class BrokerConnection:
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("broker %s: the queue is full; %d bridged messages dropped", self.name, self.dropped)
             return
+
+    def _too_large(self, item: Outgoing) -> bool:
+        """Over ``max_packet_size`` (Mosquitto's bridge_max_packet_size): dropped, and counted."""
+        rest = len(item.payload) + (len(encode_properties(item.properties)) if self.config.version == 5 else 0)
+        size = publish_size(len(item.topic.encode()), item.qos, rest)
+        if size <= self.config.max_packet_size:
+            return False
+        self.dropped += 1
+        log.info("broker %s: a %d-byte PUBLISH on %s is over max_packet_size; dropped", self.name, size, item.topic)
+        return True
 
     async def publish(self, item: Outgoing, queue: bool, timeout: float) -> int | None:
         """Publish through this connection for the API: the remote's reason code once it has
@@ -433,62 +529,6 @@ class BrokerConnections:
         """Publish a message that came in over ``connection``, as its origin: the connection's own
         out subscriptions (No Local) do not send it back."""
         await self.broker.publish(topic, payload, qos, retain, props, origin=connection.local_id)
-
-
-def check_connection(config: ExternalBrokerConfig) -> str | None:
-    """What would stop the connection ``config`` from starting (its cafile does not load), or None."""
-    try:
-        _make_client(config)
-    except (ValueError, OSError) as exc:
-        return f"broker {config.name!r}: {exc}"
-    return None
-
-
-def _make_client(config: ExternalBrokerConfig) -> Client:
-    from ..client import Client
-
-    settings: dict[str, Any] = {
-        "client_id": config.client_id or f"{socket.gethostname()}.{config.name}",
-        "version": config.version,
-        # Keep the session at the remote (what it queues for us while we are away), unless asked not to.
-        "clean_start": config.clean_start,
-        "session_expiry": SESSION_EXPIRY if config.version == 5 and not config.clean_start else 0,
-        "keepalive": config.keepalive,
-        "reconnect": True,
-        "backoff": (min(0.5, config.reconnect_max), config.reconnect_max),
-        "max_queued": WINDOW,
-        # Mosquitto's try_private: the remote then sends no echoes.
-        "bridge": config.version < 5 and config.bridge_bit,
-    }
-    if config.username is not None:
-        settings["username"] = config.username
-    if config.password is not None:
-        settings["password"] = config.password
-    if config.cafile is not None or config.certfile is not None or config.tls_insecure:
-        settings["tls"] = _tls_context(config)
-    return Client.from_url(config.url, **settings)
-
-
-def _tls_context(config: ExternalBrokerConfig) -> ssl.SSLContext:
-    """The remote is checked against ``cafile`` (else the system's CAs), by name unless
-    ``tls_insecure``; ``certfile``/``keyfile`` are this side's certificate."""
-    import ssl
-
-    cafile = None if config.cafile is None else str(config.cafile)
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except OSError as exc:  # ssl.SSLError too
-        raise ValueError(f"cafile {config.cafile}: cannot load it: {exc.strerror or exc}") from None
-    if config.certfile is not None:
-        try:
-            context.load_cert_chain(str(config.certfile), str(config.keyfile))
-        except OSError as exc:
-            raise ValueError(
-                f"certfile {config.certfile} / keyfile {config.keyfile}: cannot load them: {exc.strerror or exc}"
-            ) from None
-    if config.tls_insecure:
-        context.check_hostname = False
-    return context
 
 
 def _settle(item: Outgoing, exc: BaseException) -> None:
