@@ -24,15 +24,20 @@ class RecordUsernames(Hook):
 
 
 class CountDrops(Hook):
-    """Counts what ``on_dropped`` is told, by (client id, reason)."""
+    """Counts what ``on_dropped`` is told, by (client id, reason), and keeps the first ``keep``
+    drops as (client id, reason, topic, payload or None)."""
 
     name = "count-drops"
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 100) -> None:
         self.counts: Counter[tuple[str | None, str]] = Counter()
+        self.seen: list[tuple[str | None, str, str | None, bytes | None]] = []
+        self.keep = keep
 
     def on_dropped(self, client_id: str | None, topic: str | None, reason: str, detail: str, message: Any) -> None:
         self.counts[client_id, reason] += 1
+        if len(self.seen) < self.keep:
+            self.seen.append((client_id, reason, topic, None if message is None else message.payload))
 
 
 def add_hook(server: WrenmqServer, hook: Hook) -> None:

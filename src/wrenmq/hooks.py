@@ -171,7 +171,7 @@ class DropReason:
     """Why the broker dropped something (``on_dropped``'s ``reason``). Each has a counter in
     ``Broker.stats`` (and so in ``wrenmq_messages_dropped_total`` or a metric beside it)."""
 
-    QUEUE_FULL = "queue_full"  # a session's queue was at max_queued_messages / max_queued_bytes
+    QUEUE_FULL = "queue_full"  # a session's queue at max_queued_*, or a realtime client's inbox at stream_buffer
     EXPIRED = "expired"  # its Message Expiry Interval passed while it was queued [MQTT-3.3.2-5]
     OFFLINE = "offline"  # QoS 0 for a session whose client is not connected (not queued)
     CONGESTED = "congested"  # QoS 0 for a client whose output waits at max_write_buffer
