@@ -13,26 +13,13 @@ from typing import Any
 import pytest
 
 from paho_sync import MQTTv5, PahoFactory
+from test_console import PAGES
 from test_console_live import ARTIFACTS, Device, curl
 from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
-PAGES = [
-    "dashboard",
-    "clients",
-    "subscriptions",
-    "topics",
-    "retained",
-    "mqtt",
-    "devices",
-    "resources",
-    "brokers",
-    "trace",
-    "users",
-    "keys",
-]
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 
