@@ -167,7 +167,7 @@ class SocketIOBridge:
             if isinstance(presence, dict):
                 self.service.join_presence(subscriber, presence, "socketio")
         except Denied as denied:
-            self.service.close(key)
+            self.service.close(key, reason="refused: " + denied.reason)
             log.info("Socket.IO connection from %s refused: %s", peer, denied.reason)
             raise socketio.exceptions.ConnectionRefusedError(denied.reason) from None
         self.inflight[sid] = {}
@@ -180,10 +180,12 @@ class SocketIOBridge:
         # closed) said goodbye; a lost connection, or one the server ended, may come back over
         # another transport within realtime_presence_grace, and is not announced offline before.
         handover = sid in self._handing_over
-        goodbye = sid in self._leaving or (reason == self.sio.reason.CLIENT_DISCONNECT and not handover)
+        left = sid in self._leaving
+        goodbye = left or (reason == self.sio.reason.CLIENT_DISCONNECT and not handover)
         self._leaving.discard(sid)
         self._handing_over.discard(sid)
-        self.service.close("sio:" + sid, goodbye=goodbye)
+        said = "moved to another transport" if handover else "the client left" if left else str(reason or "closed")
+        self.service.close("sio:" + sid, goodbye=goodbye, reason=said)
         self.inflight.pop(sid, None)
         self._ready.pop(sid, None)
 
