@@ -119,7 +119,12 @@ class Services:
             from .changes import ChangeService
 
             self.api_keys = ApiKeyStore(config.api_keys_path)
-            self.changes = ChangeService(self.broker)
+            store = None
+            if self.cluster is not None:  # the cluster's resources, in Redis
+                from ..storage.redis_resources import RedisResources
+
+                store = RedisResources(self.cluster.redis, self.cluster.key)
+            self.changes = ChangeService(self.broker, store)
             if config.realtime:
                 from .realtime import RealtimeService
 
