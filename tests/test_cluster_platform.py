@@ -7,8 +7,12 @@ sessions valid on every node. Nodes are ``wrenmq serve`` subprocesses sharing a 
 from __future__ import annotations
 
 import json
+import queue
+import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -99,3 +103,116 @@ def test_cluster_resource_seq_gap_free_across_nodes(cluster: Callable[..., Node]
 def _json(response: httpx.Response) -> Any:
     assert response.status_code < 300, response.text
     return response.json()
+
+
+def _brokers(http: httpx.Client) -> dict[str, Any]:
+    return {item["name"]: item for item in _json(http.get("/api/v1/brokers"))["brokers"]}
+
+
+def _bridge_connections(mosquitto: Any) -> list[str]:
+    """The client ids of the connections Mosquitto accepted, but the test's own clients."""
+    found = re.findall(r"New client connected from \S+ as (\S+) ", mosquitto.log.read_text(errors="replace"))
+    return [client_id for client_id in found if not client_id.startswith("remote-")]
+
+
+def _wait_runner(nodes: dict[str, httpx.Client], timeout: float = 15.0) -> str:
+    """The node that runs connection ``cloud``, once it is connected and subscribed there and every
+    other node reports it in standby, run by that node."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {name: _brokers(http)["cloud"] for name, http in nodes.items()}
+        running = [name for name, status in seen.items() if status["state"] != "standby"]
+        if len(running) == 1:
+            runner = running[0]
+            mine = seen[runner]
+            if (
+                mine["state"] == "connected"
+                and mine["subscribed"]
+                and all(status["node"] == runner for status in seen.values())
+            ):
+                return runner
+        assert time.monotonic() < deadline, f"no single runner: {seen}"
+        time.sleep(0.1)
+
+
+def test_cluster_external_broker_one_runner_and_takeover(
+    cluster: Callable[..., Node], mosquitto: Any, tmp_path: Path
+) -> None:
+    """Two nodes with the same [[brokers]] entry for a real Mosquitto: one runs it, the other
+    waits in standby. A message on the remote arrives once on subscribers of both nodes; a message
+    published on either node goes out to the remote once. After kill -9 of the runner, the other
+    node takes the connection over within seconds and bridges both ways."""
+    config = tmp_path / "wrenmq.toml"
+    config.write_text(
+        '[[brokers]]\nname = "cloud"\n'
+        f'url = "mqtt://127.0.0.1:{mosquitto.port}"\n'
+        'bridges = ["topic in/# in 1 local/ remote/", "topic out/# out 1 local/ remote/"]\n'
+    )
+    nodes: dict[str, Node] = {}
+    https: dict[str, httpx.Client] = {}
+    for name in ("a", "b"):
+        nodes[name], https[name] = api_node(cluster, name, "--config", str(config))
+    runner = _wait_runner(https)
+    other = "b" if runner == "a" else "a"
+    sub_a, sub_b = crossed(nodes["a"], nodes["b"], "local/in/#")
+    remote_pub = PahoClient(mosquitto.port, MQTTv5, client_id="remote-pub")
+    remote_sub = PahoClient(mosquitto.port, MQTTv5, client_id="remote-sub")
+    remote_sub.subscribe("remote/out/#", 1)
+
+    def check_in(tag: str, subs: list[PahoClient]) -> None:
+        for i in range(5):
+            remote_pub.publish(f"remote/in/{tag}", f"{tag}-{i}".encode(), qos=1)
+        remote_pub.publish("remote/in/end", tag.encode(), qos=1)  # the sentinel: nothing twice before it
+        for sub in subs:
+            got = [(m.topic, m.payload.decode()) for m in sub.receive(6, timeout=15)]
+            assert got == [(f"local/in/{tag}", f"{tag}-{i}") for i in range(5)] + [("local/in/end", tag)]
+
+    def check_out(tag: str, publishers: list[PahoClient]) -> None:
+        for n, pub in enumerate(publishers):
+            pub.publish(f"local/out/{tag}", f"{tag}-{n}".encode(), qos=1)
+        sentinel = publishers[0]
+        sentinel.publish("local/out/end", tag.encode(), qos=1)
+        got = sorted((m.topic, m.payload.decode()) for m in remote_sub.receive(len(publishers) + 1, timeout=15))
+        want = [(f"remote/out/{tag}", f"{tag}-{n}") for n in range(len(publishers))] + [("remote/out/end", tag)]
+        assert got == sorted(want)
+
+    check_in("first", [sub_a, sub_b])
+    pub_a = PahoClient(nodes["a"].port, MQTTv5, client_id="local-pub-a")
+    pub_b = PahoClient(nodes["b"].port, MQTTv5, client_id="local-pub-b")
+    pub_other = pub_a if other == "a" else pub_b
+    # The standby node's messages reach the runner's out bridge: wait until its route crossed.
+    deadline = time.monotonic() + 15
+    while True:
+        pub_other.publish("local/out/probe", b"probe", qos=0)
+        try:
+            remote_sub.messages.get(timeout=0.2)
+            break
+        except queue.Empty:
+            assert time.monotonic() < deadline, "the standby node's messages never reached the remote"
+    time.sleep(0.3)
+    while not remote_sub.messages.empty():
+        remote_sub.messages.get_nowait()
+    check_out("first", [pub_a, pub_b])
+    # API publishing through the connection: on the standby node it names the runner.
+    refused = https[other].post("/publish", json={"broker": "cloud", "topic": "x", "payload": "y", "queue": True})
+    assert refused.status_code == 503 and f"node {runner!r}" in refused.json()["detail"]
+
+    # The remote saw one connection of the cluster's, with the cluster's client id (not one per node).
+    assert _bridge_connections(mosquitto) == ["wrenmq.default.cloud"]
+
+    started = time.monotonic()
+    nodes[runner].kill()
+    for client in (pub_a, pub_b, sub_a if runner == "a" else sub_b):
+        client.close()
+    assert _wait_runner({other: https[other]}, timeout=20) == other
+    took = time.monotonic() - started
+    assert took < 10, f"the takeover took {took:.1f}s"
+    survivor_sub = sub_b if other == "b" else sub_a
+    check_in("second", [survivor_sub])
+    pub_survivor = PahoClient(nodes[other].port, MQTTv5, client_id="local-pub-2")
+    check_out("second", [pub_survivor])
+    assert _bridge_connections(mosquitto) == ["wrenmq.default.cloud"] * 2  # the same session, resumed
+    for client in (survivor_sub, pub_survivor, remote_pub, remote_sub):
+        client.close()
+    for http in https.values():
+        http.close()

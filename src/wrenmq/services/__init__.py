@@ -110,7 +110,8 @@ class Services:
 
             self.presence = Presence(self.broker)  # device registry, wills, heartbeats, snapshot
             await self.presence.start()
-        self.connections = BrokerConnections(self.broker)  # external brokers and bridges ([[brokers]])
+        # External brokers and bridges ([[brokers]]); in a cluster, each run by one node at a time.
+        self.connections = BrokerConnections(self.broker, self.cluster)
         await self.connections.start()
         config = self.broker.config
         if config.api_port is not None:
