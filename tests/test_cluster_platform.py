@@ -23,6 +23,7 @@ from paho_sync import MQTTv5, PahoClient
 from redisproc import have_redis
 from serveproc import BrokerProcess, free_port
 from test_cluster import _api_key, wait_until_routed
+from wrenmq.auth.passwords import PasswordFile
 
 redis_server = test_cluster.redis_server  # the fixtures, shared
 cluster = test_cluster.cluster
@@ -216,3 +217,63 @@ def test_cluster_external_broker_one_runner_and_takeover(
         client.close()
     for http in https.values():
         http.close()
+
+
+def test_cluster_api_keys_and_console_sessions_work_on_every_node(cluster: Callable[..., Node], tmp_path: Path) -> None:
+    """A key created through the API on node A works on node B for the very next request, and once
+    revoked on B is refused on A; a console sign-in on A is valid on B, keeps its JWT's ACL
+    claims there, and a sign-out on B ends it on A. A key from a node's own keys file still works
+    on that node."""
+    import jwt
+
+    secret = "cluster-test-secret-of-32-bytes!"
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    passwords = PasswordFile.load(passwd)
+    passwords.set_password("alice", "wonderland")
+    passwords.save()
+    config = tmp_path / "wrenmq.toml"
+    config.write_text(
+        f'password_file = "{passwd}"\njwt_secret = "{secret}"\n'
+        'console_admins = ["alice", "carol"]\nconsole_users = ["bob"]\n'
+    )
+    _a, ops_a = api_node(cluster, "a", "--config", str(config))
+    _b, ops_b = api_node(cluster, "b", "--config", str(config))
+    url_a, url_b = str(ops_a.base_url), str(ops_b.base_url)
+
+    def on(url: str, token: str) -> httpx.Client:
+        return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=TIMEOUT)
+
+    # API keys: created on A (with A's file key), used on B at once, listed everywhere, revoked on B.
+    for round_ in range(3):
+        created = _json(ops_a.post("/api/v1/keys", json={"name": f"shared{round_}"}))
+        with on(url_b, created["key"]) as shared_b, on(url_a, created["key"]) as shared_a:
+            assert _json(shared_b.get("/api/v1/session"))["name"] == f"shared{round_}"
+            assert f"shared{round_}" in [key["name"] for key in _json(shared_b.get("/api/v1/keys"))["keys"]]
+            assert shared_b.delete(f"/api/v1/keys/shared{round_}").status_code == 204
+            assert shared_a.get("/api/v1/session").status_code == 401
+            assert shared_b.get("/api/v1/session").status_code == 401
+    assert ops_b.post("/api/v1/keys", json={"name": "once"}).status_code == 201
+    assert ops_a.post("/api/v1/keys", json={"name": "once"}).status_code == 409  # one name cluster-wide
+    # A node's file key is that node's: A's does not sign in on B.
+    assert httpx.get(url_b + "/api/v1/session", headers=ops_a.headers, timeout=TIMEOUT).status_code == 401
+
+    # Console sessions: a password sign-in on A, used on B, signed out on B.
+    signed_in = httpx.post(url_a + "/api/v1/session", json={"username": "alice", "password": "wonderland"})
+    assert signed_in.status_code == 201, signed_in.text
+    with on(url_b, signed_in.json()["token"]) as alice_b, on(url_a, signed_in.json()["token"]) as alice_a:
+        assert _json(alice_b.get("/api/v1/session"))["kind"] == "console"
+        assert alice_b.get("/api/v1/clients").status_code == 200  # an admin: manages on B too
+        assert alice_b.delete("/api/v1/session").status_code == 204
+        assert alice_a.get("/api/v1/session").status_code == 401
+        assert alice_b.get("/api/v1/session").status_code == 401
+
+    # A JWT sign-in keeps its token's ACL claims on the other node.
+    token = jwt.encode({"sub": "carol", "exp": 4102444800, "publish": ["public/#"]}, secret, "HS256")
+    signed_in = httpx.post(url_b + "/api/v1/session", json={"username": "carol", "password": token})
+    assert signed_in.status_code == 201, signed_in.text
+    with on(url_a, signed_in.json()["token"]) as carol_a:
+        assert carol_a.post("/api/v1/publish", json={"topic": "public/x", "payload": "x"}).status_code == 200
+        assert carol_a.post("/api/v1/publish", json={"topic": "private/x", "payload": "x"}).status_code == 403
+    ops_a.close()
+    ops_b.close()

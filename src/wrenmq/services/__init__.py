@@ -121,9 +121,11 @@ class Services:
 
             self.api_keys = ApiKeyStore(config.api_keys_path)
             store = None
-            if self.cluster is not None:  # the cluster's resources, in Redis
+            if self.cluster is not None:  # the cluster's keys, console sessions and resources, in Redis
+                from ..api.cluster_keys import ClusterKeyStore
                 from ..storage.redis_resources import RedisResources
 
+                self.api_keys = ClusterKeyStore(config.api_keys_path, self.cluster)
                 store = RedisResources(self.cluster.redis, self.cluster.key)
             self.changes = ChangeService(self.broker, store)
             if config.realtime:
