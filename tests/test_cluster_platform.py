@@ -277,3 +277,48 @@ def test_cluster_api_keys_and_console_sessions_work_on_every_node(cluster: Calla
         assert carol_a.post("/api/v1/publish", json={"topic": "private/x", "payload": "x"}).status_code == 403
     ops_a.close()
     ops_b.close()
+
+
+async def test_cluster_lease_one_holder_handover_and_redis_loss(redis_server: Any) -> None:
+    """services.lease against a real redis-server: one holder at a time; a holder that stops hands
+    the lease over at once (no TTL wait); a holder that loses Redis gives the lease up on its own
+    before it could expire, so no other node runs the thing while it still does."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from wrenmq.services.lease import Lease
+
+    events: list[tuple[str, str]] = []
+
+    def lease(redis: Any, holder: str) -> Lease:
+        async def acquired() -> None:
+            events.append((holder, "acquired"))
+
+        async def lost() -> None:
+            events.append((holder, "lost"))
+
+        return Lease(redis, "test:lease", holder, acquired, lost, ttl=2.0, renew=0.2)
+
+    async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.02)
+
+    ra = aioredis.from_url(redis_server.url)
+    rb = aioredis.from_url(redis_server.url)
+    a, b = lease(ra, "a"), lease(rb, "b")
+    a.start()
+    await until(lambda: a.held)
+    b.start()
+    await until(lambda: b.seen == "a")
+    assert not b.held and events == [("a", "acquired")]
+    await a.stop()  # gives it back: b takes it at its next attempt, long before the TTL
+    await until(lambda: b.held, timeout=1.0)
+    assert events == [("a", "acquired"), ("b", "acquired")]
+    redis_server.stop()  # b can no longer renew: it gives the lease up within the TTL
+    await until(lambda: not b.held, timeout=3.0)
+    assert events[-1] == ("b", "lost")
+    await b.stop()
+    await ra.aclose()
+    await rb.aclose()
