@@ -32,7 +32,7 @@ the one holding its lease in Redis (``services.lease``; the others keep it in ``
 over by another node within seconds when its holder dies. The holder's out bridges subscribe
 cluster-wide (not ``node_only``), so a message published on any node is forwarded to the holder and
 goes out once; what it brings in is published there and forwarded by the cluster like any message.
-The connection's default client id is then the cluster's (``wrenmq.<cluster_name>.<name>``), so
+The connection's default client id is then the cluster's (``wrenmq.<cluster.name>.<name>``), so
 the node that takes over resumes the session the remote kept. Its outbox stays in the storage of
 the node that queued it: what a dead holder had not sent goes out when that node runs it again.
 """
@@ -374,7 +374,7 @@ class BrokerConnections:
         self.broker = broker
         self.cluster = cluster  # with cluster_url: each connection runs where its lease is held
         # A cluster's connections are the cluster's: one client id, whichever node runs them.
-        self.client_prefix = f"wrenmq.{broker.config.cluster_name}" if cluster is not None else socket.gethostname()
+        self.client_prefix = f"wrenmq.{broker.config.cluster.name}" if cluster is not None else socket.gethostname()
         self.connections: dict[str, BrokerConnection] = {}
         self._leases: dict[str, Lease] = {}
         self._stored: dict[str, list[OutboxRecord]] = {}  # loaded outboxes no connection has taken yet

@@ -78,9 +78,9 @@ class ChangeService:
         config = broker.config
         self.broker = broker
         self.store = store  # None: the broker's storage
-        self.prefix = config.events_prefix
-        self.qos = config.events_qos
-        self.retain = config.events_retain
+        self.prefix = config.events.prefix
+        self.qos = config.events.qos
+        self.retain = config.events.retain
         self._lock = asyncio.Lock()
 
     @property
