@@ -322,3 +322,21 @@ async def test_cluster_lease_one_holder_handover_and_redis_loss(redis_server: An
     await b.stop()
     await ra.aclose()
     await rb.aclose()
+
+
+def test_cluster_resources_503_while_redis_is_away(cluster: Callable[..., Node], redis_server: Any) -> None:
+    """The cluster's resources are in Redis: while it is out of reach a change answers 503 (not
+    500, and nothing half-stored); once it is back, changes continue at the next seq."""
+    _a, http = api_node(cluster, "a")
+    assert _json(http.put("/api/v1/resources/thing/t", json={"n": 1}))["event"]["seq"] == 1
+    redis_server.stop()
+    refused = http.put("/api/v1/resources/thing/t", json={"n": 2})
+    assert refused.status_code == 503 and "Redis" in refused.json()["detail"], refused.text
+    assert refused.headers["retry-after"] == "1"
+    redis_server.start()  # (empty: nothing is saved to disk) on the same port
+    deadline = time.monotonic() + 15
+    while (response := http.put("/api/v1/resources/thing/t", json={"n": 3})).status_code == 503:
+        assert time.monotonic() < deadline, response.text
+        time.sleep(0.2)
+    assert response.status_code in (200, 201), response.text
+    http.close()
