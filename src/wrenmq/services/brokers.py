@@ -26,12 +26,22 @@ bridges (:class:`wrenmq.config.Bridge`).
 The service is started and stopped beside the broker by ``wrenmq serve`` and the pytest plugin, like the API server:
 ``connections = BrokerConnections(broker); await connections.start()``. Connections added at
 runtime last until the broker stops (put them in the config file to keep them).
+
+In a cluster (``BrokerConnections(broker, cluster)``) each connection is run by one node at a time:
+the one holding its lease in Redis (``services.lease``; the others keep it in ``standby``), taken
+over by another node within seconds when its holder dies. The holder's out bridges subscribe
+cluster-wide (not ``node_only``), so a message published on any node is forwarded to the holder and
+goes out once; what it brings in is published there and forwarded by the cluster like any message.
+The connection's default client id is then the cluster's (``wrenmq.<cluster.name>.<name>``), so
+the node that takes over resumes the session the remote kept. Its outbox stays in the storage of
+the node that queued it: what a dead holder had not sent goes out when that node runs it again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any, Literal
@@ -51,7 +61,9 @@ if TYPE_CHECKING:
     from ..broker.message import Message
     from ..client import Client
     from ..client import Message as RemoteMessage
+    from ..cluster import Cluster
     from ..storage import OutboxRecord
+    from .lease import Lease
 
 __all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "check_connection"]
 
@@ -61,7 +73,7 @@ PRIMARY_RETRY = 5.0  # seconds between checks that the first address is back (Mo
 ECHO_MEMORY = 10_000  # 3.1.1: how many sent (topic, payload) pairs are remembered to spot echoes
 _PER_HOP = (PropertyId.TOPIC_ALIAS, PropertyId.SUBSCRIPTION_IDENTIFIER)
 
-State = Literal["connecting", "connected", "reconnecting", "stopped"]
+State = Literal["connecting", "connected", "reconnecting", "stopped", "standby"]
 
 
 class Unavailable(Exception):
@@ -89,7 +101,8 @@ class BrokerConnection:
         # Who the out bridges' in-process subscriptions belong to, and the origin of what the in
         # bridges bring in (No Local between the two). A NUL is in no MQTT client id [MQTT-1.5.4-2].
         self.local_id = "\x00bridge:" + config.name
-        self.client = make_client(config)
+        self.client = make_client(config, service.client_prefix)
+        self.running = False  # started (in a cluster: while this node holds the lease)
         self.outbox = Outbox(config.name, config.queue_size, service.broker.storage, service.stored(config.name))
         self.messages_in = 0  # received from the remote and published here
         self.messages_out = 0  # acknowledged (QoS 1/2) or sent (QoS 0) by the remote
@@ -120,6 +133,7 @@ class BrokerConnection:
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.running = True
         if self._states is not None:
             self._states.put_nowait(False)  # Mosquitto's first notification: not connected yet
             self._spawn(self._notify(self._states))
@@ -217,6 +231,8 @@ class BrokerConnection:
     @property
     def state(self) -> State:
         client = self.client
+        if not self.running and self.service.cluster is not None:
+            return "standby"  # another node runs it (or none yet)
         if client.state == "connected":
             return "connected"
         if client.state == "closed":
@@ -248,17 +264,19 @@ class BrokerConnection:
             "dropped": self.dropped,
             "refused": self.refused,
             "bridges": [str(bridge) for bridge in self.bridges],
+            "node": self.service.runner(self.name),
         }
 
     # --- out: this broker to the remote -----------------------------------------------------------
 
-    def subscribe_out(self, broker: Broker) -> None:
+    def subscribe_out(self, broker: Broker, node_only: bool = True) -> None:
         """Subscribe in-process to the out bridges' local filters, one subscription per distinct
         filter; its Subscription Identifier (from 1) names the bridges with that filter, so a
-        message says which bridges it matched."""
+        message says which bridges it matched. ``node_only``: messages published on this node only
+        (a single node); else on any node of the cluster (this node runs the connection for all)."""
         for index, topic_filter in enumerate(self._out_filters, 1):
             broker.subscribe_local(
-                LocalSubscriber(self.local_id, topic_filter, self.bridge_out, 2, True, index, node_only=True)
+                LocalSubscriber(self.local_id, topic_filter, self.bridge_out, 2, True, index, node_only=node_only)
             )
 
     def unsubscribe_out(self, broker: Broker) -> None:
@@ -305,6 +323,10 @@ class BrokerConnection:
     async def publish(self, item: Outgoing, queue: bool, timeout: float) -> int | None:
         """Publish through this connection for the API: the remote's reason code once it has
         acknowledged, or None if the message was queued (``queue``: the remote is down, or slow)."""
+        if not self.running and self.service.cluster is not None:
+            runner = self.service.runner(self.name)
+            where = f"node {runner!r}" if runner else "no node yet"
+            raise Unavailable(f"broker {self.name!r} is run by {where} of the cluster; publish there")
         if not self.client.connected:
             if not queue:
                 raise Unavailable(f"broker {self.name!r} is not connected{_why(self.client)}")
@@ -445,9 +467,13 @@ class BrokerConnections:
 
     name = "brokers"
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, cluster: Cluster | None = None) -> None:
         self.broker = broker
+        self.cluster = cluster  # with cluster_url: each connection runs where its lease is held
+        # A cluster's connections are the cluster's: one client id, whichever node runs them.
+        self.client_prefix = f"wrenmq.{broker.config.cluster.name}" if cluster is not None else socket.gethostname()
         self.connections: dict[str, BrokerConnection] = {}
+        self._leases: dict[str, Lease] = {}
         self._stored: dict[str, list[OutboxRecord]] = {}  # loaded outboxes no connection has taken yet
         self._running = False
 
@@ -465,10 +491,13 @@ class BrokerConnections:
         if not self._running:
             return
         self._running = False
+        leases, self._leases = list(self._leases.values()), {}
         connections, self.connections = list(self.connections.values()), {}
         for connection in connections:
-            connection.unsubscribe_out(self.broker)
+            if connection.running:
+                connection.unsubscribe_out(self.broker)
         await asyncio.gather(*(connection.stop() for connection in connections))
+        await asyncio.gather(*(lease.stop() for lease in leases))  # after: no second runner meanwhile
 
     def add(self, config: ExternalBrokerConfig, source: str = "api") -> BrokerConnection:
         """Start a connection; ``KeyError`` if the name is taken, ``ConfigError`` if its settings
@@ -482,18 +511,77 @@ class BrokerConnections:
         except (ValueError, OSError) as exc:  # e.g. a cafile that does not load
             raise ConfigError(f"broker {config.name!r}: {exc}") from None
         self.connections[config.name] = connection
-        connection.start()
-        connection.subscribe_out(self.broker)
-        log.info("broker %s: connecting to %s", config.name, _public_url(config.url))
+        cluster = self.cluster
+        if cluster is None:
+            self._run(connection)
+        elif config.name not in self._leases:
+            from .lease import Lease  # (imports redis: only in a cluster)
+
+            name = config.name
+            lease = Lease(
+                cluster.redis,
+                cluster.key("broker", name),
+                cluster.node,
+                lambda: self._acquired(name),
+                lambda: self._lost(name),
+            )
+            self._leases[name] = lease
+            lease.start()
+        elif self._leases[config.name].held:  # replaced while this node runs it
+            self._run(connection)
         return connection
+
+    def _run(self, connection: BrokerConnection) -> None:
+        connection.start()
+        connection.subscribe_out(self.broker, node_only=self.cluster is None)
+        log.info("broker %s: connecting to %s", connection.name, _public_url(connection.config.url))
+
+    def runner(self, name: str) -> str | None:
+        """The cluster node that runs connection ``name`` as last seen (None on a single node)."""
+        lease = self._leases.get(name)
+        return lease.seen if lease is not None else None
+
+    async def _acquired(self, name: str) -> None:
+        """This node took the lease of ``name``: run it (with what storage holds for it)."""
+        connection = self.connections.get(name)
+        if connection is None or connection.running:
+            return
+        fresh = await self._fresh(connection)
+        log.info("broker %s: this node runs it now (lease taken)", name)
+        self._run(fresh)
+
+    async def _lost(self, name: str) -> None:
+        """This node no longer holds the lease of ``name``: stop running it, keep it in standby."""
+        connection = self.connections.get(name)
+        if connection is None or not connection.running:
+            return
+        log.warning("broker %s: the lease is lost: another node may run it now", name)
+        connection.unsubscribe_out(self.broker)
+        await connection.stop()
+        await self._fresh(connection)
+
+    async def _fresh(self, connection: BrokerConnection) -> BrokerConnection:
+        """A new, unstarted connection in place of ``connection`` (a client runs once), with its
+        outbox as storage holds it now."""
+        name = connection.name
+        held = [record for record in await self.broker.storage.outbox_load() if record.connection == name]
+        self._stored[name] = held
+        fresh = BrokerConnection(connection.config, self, connection.source)
+        if self.connections.get(name) is connection:
+            self.connections[name] = fresh
+        return fresh
 
     async def remove(self, name: str) -> bool:
         """Stop and forget a connection, with what its queue held; False if there is none."""
         connection = self.connections.pop(name, None)
         if connection is None:
             return False
-        connection.unsubscribe_out(self.broker)
+        if connection.running:
+            connection.unsubscribe_out(self.broker)
         await connection.stop()
+        lease = self._leases.pop(name, None)
+        if lease is not None:
+            await lease.stop()
         connection.outbox.clear()
         return True
 
@@ -513,7 +601,8 @@ class BrokerConnections:
         if problem is not None:
             raise ConfigError(problem)
         del self.connections[config.name]
-        old.unsubscribe_out(self.broker)
+        if old.running:
+            old.unsubscribe_out(self.broker)
         await old.stop()
         # Storage reads follow its writes in order: this sees every acknowledgement the old one had.
         held = [record for record in await self.broker.storage.outbox_load() if record.connection == config.name]

@@ -259,7 +259,7 @@ class RealtimeService(Hook):
         if token:
             from ..api.deps import principal_for_token
 
-            principal = principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
+            principal = await principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
             if principal is None:
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")

@@ -37,11 +37,12 @@ def notification_topic(config: ExternalBrokerConfig, client_id: str) -> str | No
     return config.notification_topic or f"$SYS/broker/connection/{client_id}/state"
 
 
-def make_client(config: ExternalBrokerConfig) -> Client:
+def make_client(config: ExternalBrokerConfig, prefix: str | None = None) -> Client:
     from ..client import Client
     from ..mqtt.packets import Will
 
-    client_id = config.client_id or f"{socket.gethostname()}.{config.name}"
+    # (unset: <host>.<name>; in a cluster <wrenmq.cluster>.<name>, the same on whichever node runs it)
+    client_id = config.client_id or f"{prefix or socket.gethostname()}.{config.name}"
     settings: dict[str, Any] = {
         "client_id": client_id,
         "version": config.version,
