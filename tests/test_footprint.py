@@ -82,11 +82,12 @@ def _loaded(modules: list[str], roots: tuple[str, ...]) -> list[str]:
     return [m for m in modules if any(m == root or m.startswith(root + ".") for root in roots)]
 
 
-def test_footprint_serve_without_api_loads_no_http_or_realtime_stack(tmp_path: Path) -> None:
+def test_footprint_serve_without_api_loads_no_http_or_realtime_stack_or_sqlite(tmp_path: Path) -> None:
     found = _serve_modules(tmp_path, [], api=False)
     modules = found["modules"]
     assert isinstance(modules, list) and "wrenmq.broker.broker" in modules
     assert _loaded(modules, _HTTP_STACK + _SOCKETIO) == []
+    assert _loaded(modules, ("sqlite3", "wrenmq.storage.sqlite")) == []  # memory storage: no SQLite
     assert _loaded(modules, ("wrenmq.api.ctl_cli",)) == ["wrenmq.api.ctl_cli"]  # its flags, not its client
 
 
