@@ -90,7 +90,7 @@ class SocketIOBridge:
         self.broker = broker
         self.service = service
         self.accepting = True  # False: new connections are refused (operators, and the fallback tests)
-        self.ack_timeout = config.realtime_ack_timeout
+        self.ack_timeout = config.realtime.ack_timeout
         self._sio: Any = None  # the socketio.AsyncServer, made with the first request (the module docstring)
         self._app: Any = None  # its ASGI app
         self._loading = asyncio.Lock()
@@ -112,7 +112,7 @@ class SocketIOBridge:
 
     def _server(self, socketio: Any) -> Any:
         config = self.broker.config
-        listed = frozenset(config.realtime_cors_origins)  # besides the API's own origin
+        listed = frozenset(config.realtime.cors_origins)  # besides the API's own origin
         sio = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins=partial(_origin_allowed, listed) if listed else None,  # None: same origin only
@@ -120,7 +120,7 @@ class SocketIOBridge:
             engineio_logger=False,
             ping_interval=10,
             ping_timeout=10,
-            max_http_buffer_size=config.max_packet_size,
+            max_http_buffer_size=config.limits.max_packet_size,
         )
         sio.on("connect", self._connect)
         sio.on("disconnect", self._disconnect)
