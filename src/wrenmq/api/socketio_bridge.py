@@ -39,7 +39,7 @@ Server to client:
 
 python-socketio is imported on the first request to ``/socket.io/``, in a worker thread so the
 broker's loop keeps running, not at start-up: its package imports its clients and queue managers
-too (engineio's clients with aiohttp and requests, redis), about 23 MB of an API process that may
+too (engineio's clients with aiohttp and requests, redis), about 23 MiB of an API process that may
 never see a Socket.IO client (BENCHMARKS.md, idle footprint).
 """
 
@@ -141,11 +141,13 @@ class SocketIOBridge:
         python-socketio's ``ASGIApp`` does) to ``other``."""
 
         async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] in ("http", "websocket") and (scope["path"].rstrip("/") + "/").startswith("/socket.io/"):
-                app = self._app or await self._load(other)
-                await app(scope, receive, send)
-            else:
-                await other(scope, receive, send)
+            if scope["type"] in ("http", "websocket"):  # (a lifespan scope has no path)
+                path: str = scope["path"]
+                if (path if path.endswith("/") else path + "/").startswith("/socket.io/"):
+                    app = self._app or await self._load(other)
+                    await app(scope, receive, send)
+                    return
+            await other(scope, receive, send)
 
         return serve
 
