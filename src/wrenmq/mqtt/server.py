@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from . import packets as p
-from .codec import MAX_PACKET_SIZE, PACKET_ID_BYTES, Parser, alias_publish, encode, encode_ack
+from .codec import MAX_PACKET_SIZE, Parser, alias_publish, encode, encode_ack, packet_id_bytes
 from .errors import ProtocolError
 from .properties import PropertyId
 from .reason_codes import ConnackReturnCode, ReasonCode, connack_v3_code
@@ -487,7 +487,7 @@ class ServerProtocol:
         """Send a PUBLISH encoded once for every subscriber as ``head [+ packet id] + tail`` (QoS 0:
         ``packet_id`` 0 and ``head`` is all of it), with an outbound Topic Alias if the client
         allows them; ``hold``: after the pending commit (see the module docstring)."""
-        pid = PACKET_ID_BYTES[packet_id] if packet_id else b""
+        pid = packet_id_bytes(packet_id) if packet_id else b""
         if self.topic_alias_out_max:
             self._send_aliased(head, pid, tail, topic, payload, hold)
         elif hold or self._held:
