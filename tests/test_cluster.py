@@ -541,3 +541,49 @@ def test_cluster_node_killed_sessions_continue(cluster: Callable[..., Node]) -> 
     pub.loop_stop()
     watcher.close()
     probe.close()
+
+
+def test_cluster_redis_restart_loses_no_acknowledged_message(
+    cluster: Callable[..., Node], redis_server: RedisServer
+) -> None:
+    """Redis restarted empty under two nodes: local traffic goes on meanwhile; a QoS 1 message
+    bound for the other node is acknowledged only once Redis took it (strict durability), and
+    arrives; the nodes join again (routes, sessions) without being restarted [MQTT-4.3.2-2]."""
+    a, b = cluster("a"), cluster("b")
+    remote = Persistent(b.port, "remote-sub")
+    remote.subscribe("cross/#", 1)
+    local = PahoClient(a.port, MQTTv5, client_id="local-sub")
+    local.subscribe("local/#", 1)
+    pub = PahoClient(a.port, MQTTv5, client_id="pub")
+    probe = PahoClient(b.port, MQTTv5, client_id="probe")
+    probe.subscribe("cross/#", 0)
+    wait_until_routed(pub, probe, "cross/probe")
+    remote.take(remote.messages.qsize())
+    redis_server.stop()
+    pub.publish("local/1", b"during", qos=1)  # A's own subscriber: no wait for Redis
+    assert local.receive(1)[0].payload == b"during"
+    acked: list[int] = []
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sender", protocol=mqtt.MQTTv5)
+    mids: dict[int, int] = {}
+    sender.on_publish = lambda _c, _u, mid, _rc, _p: acked.append(mids[mid])
+    sender.connect("127.0.0.1", a.port)
+    sender.loop_start()
+    for i in range(5):
+        mids[sender.publish("cross/x", str(i).encode(), qos=1).mid] = i
+    time.sleep(1.0)
+    assert acked == []  # not acknowledged while Redis cannot take them
+    redis_server.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 5:
+        assert time.monotonic() < deadline, f"acknowledged after Redis came back: {acked}"
+        time.sleep(0.05)
+    got = sorted(int(m.payload) for m in remote.take(5, timeout=20) if m.payload != b"probe")
+    assert got == [0, 1, 2, 3, 4]
+    # the nodes are back in Redis: new routes reach the other node again
+    late = PahoClient(b.port, MQTTv5, client_id="late")
+    late.subscribe("later/#", 1)
+    wait_until_routed(pub, late, "later/probe", timeout=20)
+    sender.loop_stop()
+    for client in (local, pub, probe, late):
+        client.close()
+    remote.close()
