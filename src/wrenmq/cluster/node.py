@@ -53,7 +53,7 @@ HEARTBEAT_TTL = 3.0  # a node silent this long is dead
 START_TTL = 30.0  # the first claim of a node's name lasts this long, until heartbeats begin
 GROUP = "wrenmq"  # the consumer group of every inbox stream
 INBOX_MAXLEN = 1_000_000  # entries an inbox keeps at most (approximately) for a node that is down
-MIN_REDIS = (5, 0)  # streams and consumer groups
+MIN_REDIS = (6, 2)  # streams, consumer groups and XAUTOCLAIM
 _READ_BATCH = 512
 
 
