@@ -342,6 +342,11 @@ def test_cluster_api_lists_nodes_and_death(cluster: Callable[..., Node]) -> None
         time.sleep(0.2)
     assert status["enabled"] is True and status["node"] == "a" and status["connected"] is True
     assert names["a"]["self"] is True and names["b"]["state"] == "alive"
+    PahoClient(b.port, MQTTv5, client_id="counted")  # one connection on B, counted in the totals
+    deadline = time.monotonic() + 10
+    while _cluster_status(a, api)["totals"]["connections"] < 1:
+        assert time.monotonic() < deadline, _cluster_status(a, api)
+        time.sleep(0.2)
     assert "redis_version" in status and json.dumps(status)
     b.kill()
     deadline = time.monotonic() + 10

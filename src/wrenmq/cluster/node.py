@@ -768,8 +768,13 @@ class Cluster:
             }
             entry.update({k: v for k, v in peer.status.items() if k != "time"})
             nodes.append(entry)
+        totals = {
+            key: sum(int(n.get(key) or 0) for n in nodes if n["state"] == "alive")
+            for key in ("connections", "sessions", "subscriptions", "messages_received", "messages_sent")
+        }
         return {
             "node": self.node,
+            "totals": totals,
             "redis": _safe_url(self.url),
             "redis_version": self.redis_version,
             "connected": self.connected,
