@@ -475,6 +475,16 @@ def test_cluster_session_moves_to_another_node(cluster: Callable[..., Node]) -> 
     pub.publish("orders/after", b"after", qos=1)
     assert back.take(1)[0].payload == b"after"
     back.close()
+    pub.publish("orders/late", b"queued for the old session", qos=1)
+    fresh = PahoClient(b.port, MQTTv5, client_id="mover")  # Clean Start on B discards it [MQTT-3.1.2-4]
+    fresh.close()
+    again = Persistent(a.port, "mover")
+    assert not again.session_present
+    again.client.publish("orders/end", b"sentinel", qos=1)  # not subscribed any more: nothing comes
+    again.subscribe("orders/end", 1)
+    again.client.publish("orders/end", b"sentinel", qos=1)
+    assert again.take(1)[0].payload == b"sentinel"  # and not the old session's queued message
+    again.close()
     pub.close()
     watcher.close()
 
