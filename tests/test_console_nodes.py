@@ -85,6 +85,7 @@ def test_nodes_page_shows_the_cluster_live(
         page.wait_for_function(
             f"() => document.querySelector(\"{b_row} .nd-connections\")?.textContent === '1'", timeout=TIMEOUT_MS
         )
+        assert page.inner_text("#nodes-total-connections") == "1"  # the totals over the alive nodes
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "console-nodes-desktop.png"), full_page=True)
 

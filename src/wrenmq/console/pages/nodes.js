@@ -1,9 +1,9 @@
 // Nodes: the cluster on Redis as the node answering sees it (GET /api/v1/cluster), refreshed every
 // REFRESH_MS while the tab is visible (nodes heartbeat every second, so a node that stops shows as
 // dead within a few). Each node's state, connections, sessions, subscriptions, what it forwarded
-// to other nodes and received from them, and its last heartbeat; above, this node's link to Redis
-// (a node that cannot reach Redis keeps serving its own clients and queues its forwards). A broker
-// without cluster_url is a single node, and the page says so.
+// to other nodes and received from them, and its last heartbeat; above, the totals over the alive
+// nodes and this node's link to Redis (a node that cannot reach Redis keeps serving its own clients
+// and queues its forwards). A broker without cluster_url is a single node, and the page says so.
 
 export const title = "Nodes";
 
@@ -38,6 +38,8 @@ export function render(root, ctx) {
       h("span", { id: "nodes-link", class: "badge " + (status.connected ? "ok" : "bad") },
         status.connected ? "connected to Redis" : "Redis unreachable: forwards queued"),
       fact("Nodes alive", `${status.nodes.filter((n) => n.state === "alive").length} of ${status.nodes.length}`, "nodes-alive"),
+      status.totals ? fact("Connections, all nodes", fmt.number(status.totals.connections), "nodes-total-connections") : null,
+      status.totals ? fact("Sessions, all nodes", fmt.number(status.totals.sessions), "nodes-total-sessions") : null,
       fact("Routes of other nodes", fmt.number(status.routes)),
       fact("Forwards queued", fmt.number(status.forward_queue), "nodes-queue"),
       status.dropped ? fact("Forwards dropped", fmt.number(status.dropped), "nodes-dropped") : null));
