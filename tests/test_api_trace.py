@@ -20,6 +20,8 @@ from problems import problem
 from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.api.trace import TraceHub
+from wrenmq.broker.message import Message
+from wrenmq.hooks import ClientInfo, Hook, Reject
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT = 10.0
@@ -130,6 +132,51 @@ def test_trace_follows_a_topic_filter_from_any_client(server: WrenmqServer, http
     while server.broker.hooks.find(TraceHub):
         assert time.monotonic() < deadline, "the trace hook stayed registered"
         time.sleep(0.05)
+
+
+class RefuseTopic(Hook):
+    """A publish hook that refuses one topic."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
+        if message.topic == self.topic:
+            raise Reject(reason="refused for the test")
+        return message
+
+
+def test_trace_shows_no_publish_a_later_hook_refused(server: WrenmqServer, http: httpx.Client) -> None:
+    """A publish is traced once routed: a hook registered after the trace opened (behind the
+    trace's own hook) that refuses the message leaves no publish event. The sentinel published
+    after it is the next event, with the subscriptions it reached."""
+    trace = TraceReader(http, filter="t/#")
+    refuse = RefuseTopic("t/refused")
+
+    async def add() -> None:
+        server.broker.hooks.add(refuse)
+
+    server.call(add())
+    publisher = PahoClient(server.port, MQTTv5, "pub")
+    watcher = PahoClient(server.port, MQTTv5, "watcher")
+    try:
+        watcher.subscribe("t/sentinel", 0)
+        publisher.publish("t/refused", b"no", qos=1)
+        publisher.publish("t/sentinel", b"yes", qos=1)
+        watcher.messages.get(timeout=TIMEOUT)
+        assert brief(trace.event()) == ("subscribe", "watcher", "t/sentinel")
+        published = trace.event()
+        assert brief(published) == ("publish", "pub", "t/sentinel") and published["matched"] == 1
+        assert brief(trace.event()) == ("deliver", "watcher", "t/sentinel")
+    finally:
+        publisher.close()
+        watcher.close()
+        trace.close()
+
+        async def remove() -> None:
+            server.broker.hooks.remove(refuse)
+
+        server.call(remove())
 
 
 def test_trace_is_a_management_route_with_one_target(server: WrenmqServer, http: httpx.Client) -> None:

@@ -3,13 +3,14 @@
 
 Events are what the hooks see: ``connect`` (the CONNACK was sent: user, address, protocol, clean
 start, keep alive), ``disconnect`` (the reason, and whether it was a normal one), ``subscribe``
-(the filter and the QoS granted), ``unsubscribe``, ``publish`` (a message about to be routed: topic,
-QoS, retain, size; from the client, or from the broker itself: API, wills) and ``deliver`` (a
-PUBLISH written to a client). A client trace has every event of that client id; a topic trace the
+(the filter and the QoS granted), ``unsubscribe``, ``publish`` (a message routed: topic, QoS, retain,
+size, how many subscriptions it matched; from the client, or from the broker itself: API, wills)
+and ``deliver`` (a PUBLISH written to a client). A client trace has every event of that client id; a topic trace the
 publishes and deliveries of matching topics and the subscriptions and unsubscriptions whose filter
 falls under it. Payloads are not sent (the message streams and the MQTT client page show them, under
-the ACL); what a trace shows is who did what, on which topic, when. Messages refused before the
-hooks (the ACL, limits) are not seen.
+the ACL); what a trace shows is who did what, on which topic, when. A message refused (by the ACL,
+limits or any publish hook) is not seen: a publish is traced once routed (``on_published``), and
+the deliveries made while it was routed are held until then, so that it still comes first.
 
 Tracing is a management action (it shows every client's activity). A :class:`TraceHub` is a hook
 registered only while a trace is open, so the broker pays nothing for traces when there are none;
@@ -80,6 +81,13 @@ class TraceHub(Hook):
         self.broker = broker
         self.traces: set[Trace] = set()
         self.closed = False
+        # Deliveries of the message being routed, held for its publish (on_published): its number,
+        # the events, and whether a flush is due on the loop's next turn (a message routed with
+        # no on_published, as $SYS, is never held longer).
+        self._published_seq = 0
+        self._held_seq = 0
+        self._held: list[tuple[str | None, str | None, dict[str, Any]]] = []
+        self._flush_due = False
 
     def open(self, client_id: str | None, topic_filter: str | None) -> Trace:
         trace = Trace(client_id, topic_filter)
@@ -140,10 +148,9 @@ class TraceHub(Hook):
             client.client_id, topic_filter, {"event": "unsubscribe", **_client(client), "topic_filter": topic_filter}
         )
 
-    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
-        # Here, not in on_published: a publish is traced before its deliveries. The hub is added
-        # when a trace opens, behind the hooks there then; one added later may still refuse it.
+    def on_published(self, client: ClientInfo | None, message: Message, matched: int) -> None:
         who = _client(client) if client is not None else {"client_id": None, "username": None}
+        self._flush_held(message.seq)
         self._emit(
             who["client_id"],
             message.topic,
@@ -154,22 +161,42 @@ class TraceHub(Hook):
                 "qos": message.qos,
                 "retain": message.retain,
                 "bytes": len(message.payload),
+                "matched": matched,
             },
         )
-        return message
+        self._published_seq = message.seq
+        if self._held_seq == message.seq:
+            self._flush_held()
 
     def on_message_delivered(self, client: ClientInfo, message: Message) -> None:
-        self._emit(
-            client.client_id,
-            message.topic,
-            {
-                "event": "deliver",
-                **_client(client),
-                "topic": message.topic,
-                "qos": message.qos,
-                "bytes": len(message.payload),
-            },
-        )
+        event = {
+            "event": "deliver",
+            **_client(client),
+            "topic": message.topic,
+            "qos": message.qos,
+            "bytes": len(message.payload),
+        }
+        seq = message.seq
+        if seq == self.broker.message_seq and seq != self._published_seq:  # being routed: after its publish
+            self._flush_held(seq)
+            self._held_seq = seq
+            self._held.append((client.client_id, message.topic, {**event, "at": time.time()}))
+            if not self._flush_due:
+                self._flush_due = True
+                self.broker.loop.call_soon(self._flush_held)
+            return
+        self._emit(client.client_id, message.topic, event)
+
+    def _flush_held(self, unless: int = -1) -> None:
+        """Emit the held deliveries, unless they are of message ``unless``."""
+        self._flush_due = False
+        if self._held_seq == unless or not self._held:
+            return
+        held, self._held = self._held, []
+        for client_id, topic, event in held:
+            for trace in self.traces:
+                if trace.follows(client_id, topic):
+                    trace.event(dict(event))
 
     def on_stop(self) -> None:
         self.close()
@@ -211,7 +238,8 @@ def install(app: FastAPI, broker: Broker) -> None:
             "Give exactly one of `client_id` and `filter`. Each `event: trace` has JSON `data`: `seq`, `at` "
             "(Unix time), `event` (connect, disconnect, subscribe, unsubscribe, publish, deliver), `client_id`, "
             "`username`, and what the event is about (`topic`, `topic_filter`, `qos`, `retain`, `bytes`, "
-            "`reason`, `expected`, `peer`, `protocol`, `clean_start`, `keep_alive`); never payloads. The "
+            "`reason`, `expected`, `peer`, `protocol`, `clean_start`, `keep_alive`; a publish's `matched`: the "
+            "subscriptions it reached); never payloads. The "
             f"first event is `tracing` (what is followed). A reader slower than the events loses the oldest "
             f"beyond {TRACE_BUFFER} (`event: dropped`). A management route: API keys and console_admins."
         ),
