@@ -420,7 +420,7 @@ class Broker:
         now = self.loop.time()
         journal = self.journal
         if journal is not None:  # kept for realtime clients that resume (stamps routed_at first)
-            journal.record(message, now)
+            journal.record(message, now, match.topic)
         count = 0
         msg_qos = message.qos
         if subs:
