@@ -84,6 +84,8 @@ _SERVE_FLAGS = (
     "allow_anonymous",
     "max_packet_size",
     "sys_interval",
+    "cluster_url",
+    "node_name",
 )
 
 

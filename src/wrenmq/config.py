@@ -198,6 +198,12 @@ def _check_broker_url(url: str) -> str:
     return url
 
 
+def _check_cluster_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a Redis URL: redis://host:6379/0, rediss://... or unix:///path")
+    return url
+
+
 class ExternalBrokerConfig(BaseModel):
     """A named connection to another MQTT broker (``[[brokers]]``), with its bridges."""
 
@@ -542,6 +548,21 @@ class Config(BaseModel):
     write_buffer_low: Annotated[
         int, Field(ge=0, description="Write buffer size below which a client is sent its queue again.")
     ] = 64 * KiB
+    cluster_url: Annotated[
+        str | None,
+        AfterValidator(_check_cluster_url),
+        Field(description="Redis URL (redis://, rediss://, unix://) of the cluster this node joins (unset: one node)."),
+    ] = None
+    node_name: Annotated[
+        str, Field(description="This node's name in the cluster, unique among its nodes (default: host:port).")
+    ] = ""
+    cluster_name: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+            description="Names the cluster's keys in Redis, so several clusters can share one Redis.",
+        ),
+    ] = "default"
 
     @model_validator(mode="after")
     def _check_write_buffer(self) -> Config:

@@ -45,6 +45,7 @@ def create_app(broker: Broker, services: ApiServices) -> FastAPI:
         routes_broker,
         routes_brokers,
         routes_clients,
+        routes_cluster,
         routes_devices,
         routes_keys,
         routes_publish,
@@ -82,6 +83,7 @@ def create_app(broker: Broker, services: ApiServices) -> FastAPI:
     trace.install(app, broker)
     routes_broker.install(app, facade)
     routes_brokers.install(app, broker, services.connections)
+    routes_cluster.install(app, services.cluster)
     routes_clients.install(app, facade)
     routes_topics.install(app, facade)
     routes_retained.install(app, facade)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ..cluster import Cluster
     from ..services.brokers import BrokerConnections
     from ..services.changes import ChangeService
     from ..services.presence import Presence
@@ -16,6 +17,9 @@ __all__ = ["ApiServices"]
 
 
 class ApiServices(Protocol):
+    @property
+    def cluster(self) -> Cluster | None: ...
+
     @property
     def presence(self) -> Presence | None: ...
 

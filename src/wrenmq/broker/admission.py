@@ -237,6 +237,8 @@ class Admission:
                 ", session present" if session_present else "",
             )
         self.broker.persist.session_put(session, connected=True)
+        if self.broker.cluster is not None:  # the client id is this connection's, cluster-wide
+            self.broker.cluster.client_connected(client_id, conn.will, conn.will_delay)
         if self.broker.hooks.connect:
             self.broker.hooks.notify(self.broker.hooks.connect, conn, packet)
         if session_present:

@@ -110,6 +110,9 @@ class Broker:
         self._checked: list[str] | None = None  # check()'s answer
         self._sys: SysTopics | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
+        # The cluster this node belongs to (wrenmq.cluster.Cluster, set when it starts): it forwards
+        # what route matched on other nodes, and picks the node that serves each shared group.
+        self.cluster: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -342,7 +345,7 @@ class Broker:
         if self.hooks.published:
             self.hooks.notify(self.hooks.published, None, message, matched)
         if self.persist.strict and qos and self.persist.writes != before:
-            await self.storage.flush()
+            await self.persist.flush()
         return matched
 
     def subscribe_local(self, sub: LocalSubscriber) -> None:
@@ -383,8 +386,10 @@ class Broker:
             return False
         before = self.persist.writes
         self._retain(Message(topic, b"", 0, True))
+        if self.cluster is not None:
+            self.cluster.retain_cleared(topic)
         if self.persist.strict and self.persist.writes != before:
-            await self.storage.flush()
+            await self.persist.flush()
         return True
 
     def number(self, message: Message) -> int:
@@ -444,7 +449,10 @@ class Broker:
                         now,
                     )
                     count += 1
+        cluster = self.cluster
         for group in match.groups:
+            if cluster is not None and not cluster.serves_group(group.key, message):
+                continue  # another node's members take this one
             member = group.pick()
             if member is None:
                 continue
@@ -461,6 +469,8 @@ class Broker:
             count += 1
         if match.local:  # in-process subscribers (realtime readers, API streams, bridges out): not counted
             match.deliver_local(message)
+        if cluster is not None and message.hop is None:
+            count += cluster.forward(message)  # once to each other node with matching subscribers
         return count
 
     def _deliver_merged(self, message: Message, subs: list[Subscriber], now: float) -> int:

@@ -35,6 +35,7 @@ class Message:
         "_value",
         "_wire",
         "expires_at",
+        "hop",
         "origin",
         "payload",
         "properties",
@@ -78,6 +79,7 @@ class Message:
         self.seq = 0  # the broker's number for it, given when it is first routed (0: not yet)
         self.routed_at = 0.0  # wall-clock seconds it was routed, stamped by the journal (journal.py)
         self.stored_id: str | None = None  # its Broker.message_id from before a restart (see persist.py)
+        self.hop: Any = None  # cluster.wire.Hop when another node of the cluster forwarded it here
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at

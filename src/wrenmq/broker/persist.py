@@ -8,6 +8,7 @@ tell whether routing a PUBLISH made anything that strict durability must wait fo
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from ..storage import MemoryStorage, Storage, StoredMessage, StoredSession, Stor
 from .message import Message
 
 if TYPE_CHECKING:
-    import asyncio
+    from collections.abc import Callable
 
     from .connection import Connection
     from .router import Subscriber
@@ -36,6 +37,9 @@ class Persistence:
         self.strict = strict and self.enabled
         self.writes = 0
         self.held: list[Connection] = []  # connections with held output no barrier covers yet
+        # What a barrier waits for besides the storage commit: the cluster's forwards to other nodes
+        # (an object with ``barrier(callback)`` that chains the storage's), None on a single node.
+        self.gate: Any = None
         self._seal_scheduled = False
 
     @staticmethod
@@ -64,7 +68,26 @@ class Persistence:
             if count:
                 covered.append((conn, count))
         if covered:
-            self.storage.barrier(lambda: _release(covered))
+            self.barrier(lambda: _release(covered))
+
+    def barrier(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything enqueued so far is committed (and forwarded)."""
+        gate = self.gate
+        if gate is not None:
+            gate.barrier(callback)
+        else:
+            self.storage.barrier(callback)
+
+    async def flush(self) -> None:
+        """Wait until everything enqueued so far is committed (and forwarded)."""
+        future: asyncio.Future[None] = self.loop.create_future()
+
+        def release() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.barrier(release)
+        await future
 
     # -- records ------------------------------------------------------------------------
 

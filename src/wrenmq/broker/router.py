@@ -79,7 +79,7 @@ class LocalSubscriber:
     them back out. An owner that acts for a user checks that user's ACL when it subscribes.
     """
 
-    __slots__ = ("client_id", "handler", "no_local", "qos", "subscription_id", "topic_filter")
+    __slots__ = ("client_id", "handler", "no_local", "node_only", "qos", "subscription_id", "topic_filter")
 
     def __init__(
         self,
@@ -89,10 +89,14 @@ class LocalSubscriber:
         qos: int = 2,
         no_local: bool = False,
         subscription_id: int | None = None,
+        node_only: bool = False,
     ) -> None:
         self.client_id = client_id
         self.topic_filter = topic_filter
         self.handler = handler
+        # In a cluster: wants only the messages published on this node (a bridge out, which every
+        # node runs for its own publishers), not those other nodes forward here.
+        self.node_only = node_only
         self.qos = qos
         self.no_local = no_local
         self.subscription_id = subscription_id
@@ -250,9 +254,12 @@ class Match:
         if self.local_overlapping:
             return _deliver_local_merged(message, self.local)
         count = 0
+        forwarded = message.hop is not None
         for sub in self.local:
             if sub.no_local and origin is not None and sub.client_id == origin:
                 continue  # [MQTT-3.8.3-3]
+            if forwarded and sub.node_only:
+                continue
             sid = sub.subscription_id
             try:
                 sub.handler(message, sub.qos if sub.qos < msg_qos else msg_qos, None if sid is None else [sid])
@@ -268,8 +275,11 @@ def _deliver_local_merged(message: Message, local: list[LocalSubscriber]) -> int
     [MQTT-3.3.4-3]."""
     merged: dict[str, tuple[LocalSubscriber, int, list[int]]] = {}
     origin = message.origin
+    forwarded = message.hop is not None
     for sub in local:
         if sub.no_local and origin is not None and sub.client_id == origin:
+            continue
+        if forwarded and sub.node_only:
             continue
         qos = sub.qos if sub.qos < message.qos else message.qos
         entry = merged.get(sub.client_id)
@@ -296,6 +306,8 @@ class Router:
         self.count = 0  # number of (session, filter) subscriptions
         self.shared_count = 0  # of which shared ($share/...)
         self.local_count = 0  # number of (owner, filter) in-process subscriptions
+        # Told (full filter, added) of every subscription added or removed: the cluster's routes.
+        self.watch: Any = None
 
     def subscribe_local(self, sub: LocalSubscriber) -> bool:
         """Add or replace an in-process subscription; True if it replaced one. ``ValueError`` for
@@ -312,6 +324,8 @@ class Router:
         local[sub.client_id] = sub
         if not existed:
             self.local_count += 1
+            if self.watch is not None and not sub.node_only:
+                self.watch(sub.topic_filter, True)
         self._cache.clear()
         return existed
 
@@ -322,11 +336,14 @@ class Router:
             return False
         node = path[-1]
         local = node.local
-        if local is None or local.pop(client_id, None) is None:
+        gone = None if local is None else local.pop(client_id, None)
+        if local is None or gone is None:
             return False
         if not local:
             node.local = None
         self.local_count -= 1
+        if self.watch is not None and not gone.node_only:
+            self.watch(topic_filter, False)
         self._cache.clear()
         self._prune(path, topic_filter.split("/"))
         return True
@@ -355,6 +372,8 @@ class Router:
             self.count += 1
             if group is not None:
                 self.shared_count += 1
+            if self.watch is not None:
+                self.watch(sub.topic_filter, True)
         self._cache.clear()
         return existed
 
@@ -379,6 +398,8 @@ class Router:
                     node.shared = None
             self.shared_count -= 1
         self.count -= 1
+        if self.watch is not None:
+            self.watch(full_filter, False)
         self._cache.clear()
         self._prune(path, topic_filter.split("/"))
         return True

@@ -62,15 +62,22 @@ class SessionTable:
         for delivery in session.take_shared():
             self._redeliver_shared(session, delivery, now)
         will, conn.will = conn.will, None
+        cluster = self.broker.cluster
         if session.expiry_interval == 0 or not session_continues:
+            if cluster is not None:
+                cluster.will_pending(session.client_id, None, 0)
             if will is not None:
                 self.wills.publish(will)
             self.end(session)
             return
-        if will is not None:
-            if conn.will_delay:  # [MQTT-3.1.3-9]: wait, unless the session ends first
-                self.wills.delay(session, will, conn.will_delay, conn.will_delay)
-            else:
+        if will is not None and conn.will_delay:  # [MQTT-3.1.3-9]: wait, unless the session ends first
+            self.wills.delay(session, will, conn.will_delay, conn.will_delay)
+            if cluster is not None:  # (published by another node if this one dies before it is due)
+                cluster.will_pending(session.client_id, will, conn.will_delay)
+        else:
+            if cluster is not None:
+                cluster.will_pending(session.client_id, None, 0)
+            if will is not None:
                 self.wills.publish(will)
         self.schedule_expiry(session, session.expiry_interval)
         self.broker.persist.session_put(session, connected=False)
@@ -112,6 +119,8 @@ class SessionTable:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         broker.persist.session_delete(session.client_id)
+        if broker.cluster is not None:  # its will and client id are no longer this node's
+            broker.cluster.session_ended(session.client_id)
         will, session.will = session.will, None
         if will is not None:
             self.wills.publish(will)

@@ -39,6 +39,8 @@ class WillScheduler:
         session.will_handle = None
         will, session.will = session.will, None
         if will is not None:
+            if self.broker.cluster is not None:
+                self.broker.cluster.will_pending(session.client_id, None, 0)
             self.publish(will)
             self.broker.persist.session_put(session, connected=False)
 

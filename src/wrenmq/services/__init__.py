@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ..api import ApiServer
     from ..api.keys import ApiKeyStore
     from ..broker.broker import Broker
+    from ..cluster import Cluster
     from .brokers import BrokerConnections
     from .changes import ChangeService
     from .presence import Presence
@@ -39,6 +40,7 @@ class Services:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        self.cluster: Cluster | None = None  # with cluster_url
         self.connections: BrokerConnections | None = None
         self.presence: Presence | None = None
         self.api_keys: ApiKeyStore | None = None  # with the API
@@ -91,6 +93,18 @@ class Services:
     async def start(self) -> None:
         from .brokers import BrokerConnections  # lazily: `wrenmq --help` must not import the client
 
+        cluster_url = self.broker.config.cluster_url
+        if cluster_url is not None:  # first: every service's routes go cluster-wide
+            from ..cluster import Cluster, default_node_name
+
+            config = self.broker.config
+            self.cluster = Cluster(
+                self.broker,
+                cluster_url,
+                config.node_name or default_node_name(config.port),
+                f"wrenmq:{config.cluster_name}:",
+            )
+            await self.cluster.start()
         if self.broker.config.presence:
             from .presence import Presence
 
@@ -128,3 +142,6 @@ class Services:
         presence, self.presence = self.presence, None
         if presence is not None:
             await presence.stop()
+        cluster, self.cluster = self.cluster, None
+        if cluster is not None:
+            await cluster.stop()

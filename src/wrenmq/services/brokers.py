@@ -173,7 +173,9 @@ class BrokerConnection:
         filter; its Subscription Identifier (from 1) names the bridges with that filter, so a
         message says which bridges it matched."""
         for index, topic_filter in enumerate(self._out_filters, 1):
-            broker.subscribe_local(LocalSubscriber(self.local_id, topic_filter, self.bridge_out, 2, True, index))
+            broker.subscribe_local(
+                LocalSubscriber(self.local_id, topic_filter, self.bridge_out, 2, True, index, node_only=True)
+            )
 
     def unsubscribe_out(self, broker: Broker) -> None:
         for topic_filter in self._out_filters:

@@ -1,0 +1,762 @@
+"""One node of a wrenmq cluster on Redis: membership, routes, forwarding, retained, wills.
+
+What lives in Redis (every key under ``wrenmq:<cluster>:``, so several clusters can share one Redis):
+
+- ``nodes`` (hash): node name -> JSON about it (started, pid, listeners, API); ``alive:<node>``: a key
+  refreshed every ``HEARTBEAT`` seconds with a TTL of ``HEARTBEAT_TTL``, holding its live counts.
+- ``routes:<node>`` (set): the node's distinct filters (shared ones whole, ``$share/g/f``); changes
+  are announced on the ``routes`` channel so every node keeps a replica (``routes.RouteTable``).
+- ``in:<node>`` (stream, consumer group ``wrenmq``): messages forwarded to the node, one entry per
+  message and node, read with XREADGROUP and acknowledged once routed (and, with strict durability,
+  committed), so a node that restarts under the same name reads what it had not finished.
+- ``retained`` (hash): topic -> the retained message, for nodes that start later.
+- ``wills:<node>`` (hash): client id -> the will of each client connected there (and of each whose
+  Will Delay Interval is running), published by a surviving node when the node dies.
+- ``owner:<client id>``: the node holding the client's connection; a CONNECT elsewhere kicks it
+  (``ctl:<node>`` channel): a client id is one connection cluster-wide [MQTT-3.1.4-3].
+
+A node that stops heartbeating is dead after ``HEARTBEAT_TTL``: each node drops its routes from
+its replica, and one (the one that takes ``reaping:<node>``) publishes its clients' wills and
+deletes its keys. See README.md, "Cluster on Redis", for what this does and does not guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from ..broker.message import Message
+from ..config import ConfigError
+from ..mqtt.reason_codes import ReasonCode
+from .routes import LocalFilters, RouteTable
+from .wire import decode_message, encode_message
+
+if TYPE_CHECKING:
+    from ..broker.broker import Broker
+
+__all__ = ["HEARTBEAT", "HEARTBEAT_TTL", "Cluster", "ClusterError"]
+
+log = logging.getLogger("wrenmq.cluster")
+
+HEARTBEAT = 1.0  # seconds between heartbeats
+HEARTBEAT_TTL = 3.0  # a node silent this long is dead
+GROUP = "wrenmq"  # the consumer group of every inbox stream
+INBOX_MAXLEN = 1_000_000  # entries an inbox keeps at most (approximately) for a node that is down
+MIN_REDIS = (5, 0)  # streams and consumer groups
+_READ_BATCH = 512
+
+
+class ClusterError(ConfigError):
+    """Redis cannot be used (unreachable, too old, the node name taken): start-up stops."""
+
+
+def default_node_name(port: int | None) -> str:
+    return f"{socket.gethostname()}:{port if port is not None else os.getpid()}"
+
+
+class _Peer:
+    """What this node knows of another."""
+
+    __slots__ = ("alive", "info", "last_seen", "status")
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+        self.status: dict[str, Any] = {}
+        self.alive = True
+        self.last_seen = time.time()
+
+
+class Cluster:
+    """This node's membership of the cluster at ``config.cluster_url``."""
+
+    def __init__(self, broker: Broker, url: str, node: str, prefix: str = "wrenmq:default:") -> None:
+        self.broker = broker
+        self.url = url
+        self.node = node
+        self.prefix = prefix
+        # (Any: redis-py types every reply as bytes | str; with decode_responses=False they are bytes)
+        self.redis: Any = aioredis.from_url(url, decode_responses=False, health_check_interval=10)
+        self.routes = RouteTable()
+        self.local = LocalFilters()
+        self.peers: dict[str, _Peer] = {}
+        self.started_at = time.time()
+        self.redis_version = ""
+        # Outgoing: (stream, fields) entries waiting for the sender; marks count what was queued and
+        # what Redis confirmed, so a barrier can wait for the forwards queued before it.
+        self._out: list[tuple[str, dict[bytes, bytes]]] = []
+        self._queued = 0
+        self._sent = 0
+        self._waiters: list[tuple[int, Any]] = []
+        self._wake = asyncio.Event()
+        self._route_ops: list[tuple[str, bool]] = []  # (filter, added) to announce, in order
+        self._wills: dict[str, bytes | None] = {}  # client id -> will record to store (None: delete)
+        # Client ids taken (True: a client connected here) and released (its session ended), in order.
+        self._claims: list[tuple[str, bool]] = []
+        self._assigned: list[tuple[Message, str, str]] = []  # (message, node, group) decided in route
+        self._group_turn: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.connected = False  # to Redis, as last seen
+        self.forwarded = 0  # messages sent to other nodes (one per node)
+        self.received = 0  # messages other nodes forwarded here
+        self.dropped = 0  # forwards given up (the queue past its bound while Redis was away)
+        self.max_queue = 100_000
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join: check Redis, claim the node name, publish routes, load retained messages, start
+        the heartbeat, the inbox reader and the sender. ``ClusterError`` if Redis cannot be used."""
+        r = self.redis
+        try:
+            info = await r.info("server")
+        except (RedisError, OSError) as exc:
+            raise ClusterError(f"cluster_url: cannot reach Redis at {_safe_url(self.url)}: {exc}") from exc
+        version = str(info.get("redis_version", "0"))
+        self.redis_version = version
+        if tuple(int(x) for x in version.split(".")[:2]) < MIN_REDIS:
+            raise ClusterError(f"cluster_url: Redis {version} is too old (streams need {MIN_REDIS[0]}.{MIN_REDIS[1]})")
+        await self._claim_name()
+        broker = self.broker
+        # This node's filters: its restored sessions' subscriptions (local subscribers come later).
+        for session in broker.sessions.values():
+            for full_filter in session.subscriptions:
+                self.local.add(full_filter)
+        broker.router.watch = self._route_changed
+        await self._publish_own_routes()
+        await self._sync_retained()
+        try:
+            await r.xgroup_create(self.key("in", self.node), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self.connected = True
+        broker.cluster = self
+        broker.persist.gate = self
+        pubsub = r.pubsub()
+        await pubsub.subscribe(self.key("routes"), self.key("ctl", self.node))
+        await self._resync_routes()
+        self._tasks = [
+            asyncio.create_task(self._listen(pubsub), name="cluster-listen"),
+            asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
+            asyncio.create_task(self._read_inbox(), name="cluster-inbox"),
+            asyncio.create_task(self._send(), name="cluster-send"),
+        ]
+        log.info("cluster: node %s joined at %s (Redis %s)", self.node, _safe_url(self.url), version)
+
+    async def stop(self) -> None:
+        """Leave: flush what is queued, remove this node's routes and membership (its wills are
+        not published: a node that stops says goodbye; one that dies does not)."""
+        self._stopping = True
+        broker = self.broker
+        if broker.router.watch == self._route_changed:
+            broker.router.watch = None
+        self._wake.set()
+        for task in self._tasks:
+            if task.get_name() != "cluster-send":
+                task.cancel()
+        for task in self._tasks:
+            if task.get_name() == "cluster-send":
+                try:
+                    await asyncio.wait_for(task, 3.0)
+                except (TimeoutError, asyncio.CancelledError):
+                    pass
+            else:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._tasks = []
+        with contextlib.suppress(RedisError, OSError):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.key("routes", self.node), self.key("wills", self.node), self.key("alive", self.node))
+                pipe.hdel(self.key("nodes"), self.node)
+                pipe.publish(self.key("routes"), _event("drop", self.node))
+                await pipe.execute()
+        if broker.cluster is self:
+            broker.cluster = None
+        if broker.persist.gate is self:
+            broker.persist.gate = None
+        self._release_all()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.aclose()
+        log.info("cluster: node %s left", self.node)
+
+    async def _claim_name(self) -> None:
+        """Take ``alive:<node>``; a live node of the same name is an error. A dead predecessor of
+        this name (killed, not yet reaped) is reaped first, as any other node would."""
+        r = self.redis
+        alive_key = self.key("alive", self.node)
+        deadline = time.monotonic() + HEARTBEAT_TTL * 2 + 1
+        while not await r.set(alive_key, self._status_json(), nx=True, px=int(HEARTBEAT_TTL * 1000)):
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"node_name: {self.node!r} is in use by a running node of this cluster; give each node its own"
+                )
+            await asyncio.sleep(0.25)
+        if await r.hexists(self.key("nodes"), self.node):
+            await self._reap(self.node)  # this name's previous run died: its wills are due
+        info = {
+            "name": self.node,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": self.started_at,
+            "listeners": [listener.url for listener in self.broker.listeners],
+        }
+        await r.hset(self.key("nodes"), self.node, json.dumps(info))
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def _route_changed(self, full_filter: str, added: bool) -> None:
+        """The router's watch: a subscription was added or removed on this node."""
+        if (self.local.add(full_filter) if added else self.local.remove(full_filter)) and not full_filter.startswith(
+            "$SYS"
+        ):
+            self._route_ops.append((full_filter, added))
+            self._wake.set()
+
+    async def _publish_own_routes(self) -> None:
+        own = [f for f in self.local.counts if not f.startswith("$SYS")]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key("routes", self.node))
+            if own:
+                pipe.sadd(self.key("routes", self.node), *own)
+            pipe.publish(self.key("routes"), _event("sync", self.node))
+            await pipe.execute()
+
+    async def _resync_routes(self) -> None:
+        """Read every other node's routes afresh (at start and after the connection came back)."""
+        r = self.redis
+        nodes = {name.decode(): json.loads(raw) for name, raw in (await r.hgetall(self.key("nodes"))).items()}
+        for name in list(self.routes.nodes()):
+            if name not in nodes:
+                self.routes.drop(name)
+        for name, info in nodes.items():
+            if name == self.node:
+                continue
+            peer = self.peers.get(name)
+            if peer is None:
+                self.peers[name] = _Peer(info)
+            else:
+                peer.info = info
+            await self._read_routes_of(name)
+        for name in list(self.peers):
+            if name not in nodes:
+                del self.peers[name]
+
+    async def _read_routes_of(self, name: str) -> None:
+        members = await self.redis.smembers(self.key("routes", name))
+        self.routes.replace(name, {m.decode() for m in members})
+
+    # -- the hot path's calls (from Broker.route, compiled) ---------------------------------
+
+    def serves_group(self, key: str, message: Message) -> bool:
+        """Whether this node's members of shared group ``key`` take ``message``: for a message
+        forwarded here, if the sender chose this node; for one published here, the group's turn
+        among the nodes with members (round robin), recording the choice for ``forward``."""
+        hop = message.hop
+        if hop is not None:
+            return key in hop.groups
+        others = self.routes.match(message.topic).groups.get(key)
+        if not others:
+            return True
+        candidates = sorted({self.node, *others})
+        turn = self._group_turn.get(key, 0)
+        self._group_turn[key] = turn + 1
+        chosen = candidates[turn % len(candidates)]
+        if chosen == self.node:
+            return True
+        self._assigned.append((message, chosen, key))
+        return False
+
+    def forward(self, message: Message) -> int:
+        """Queue ``message`` once for each other node with matching subscribers (and, retained,
+        for every node); returns how many nodes it goes to."""
+        topic = message.topic
+        if topic.startswith("$SYS"):
+            return 0
+        match = self.routes.match(topic)
+        targets: dict[str, list[str]] = {node: [] for node in match.nodes}
+        assigned = self._assigned
+        if assigned:
+            for entry in assigned:
+                if entry[0] is message:
+                    targets.setdefault(entry[1], []).append(entry[2])
+            self._assigned = [entry for entry in assigned if entry[0] is not message]
+        if match.groups:
+            here = {group.key for group in self.broker.router.match(topic).groups}  # (a cached match)
+        for key, nodes in match.groups.items():
+            if key not in here:
+                # A group with no member here: serves_group never saw it; take its turn now.
+                candidates = sorted(nodes)
+                turn = self._group_turn.get(key, 0)
+                self._group_turn[key] = turn + 1
+                targets.setdefault(candidates[turn % len(candidates)], []).append(key)
+        retain_only: list[str] = []
+        if message.retain:
+            self._retained_changed(message)
+            retain_only = [name for name, peer in self.peers.items() if peer.alive and name not in targets]
+        if not targets and not retain_only:
+            return 0
+        broker = self.broker
+        message_id = broker.message_id(message)
+        now = broker.loop.time()
+        for node, groups in targets.items():
+            self._queue(node, encode_message(message, self.node, message_id, groups, now))
+        for node in retain_only:
+            self._queue(node, encode_message(message, self.node, message_id, [], now, retain_only=True))
+        if message.qos and broker.persist.strict:
+            broker.persist.writes += 1  # the publisher's ack waits for these (see barrier)
+        self.forwarded += len(targets)
+        return len(targets)
+
+    def retain_cleared(self, topic: str) -> None:
+        """``Broker.delete_retained`` cleared ``topic`` here without routing: clear it everywhere."""
+        empty = Message(topic, b"", 0, True)
+        self._retained_changed(empty)
+        now = self.broker.loop.time()
+        for name, peer in self.peers.items():
+            if peer.alive:
+                self._queue(name, encode_message(empty, self.node, "", [], now, retain_only=True))
+
+    def _queue(self, node: str, fields: dict[bytes, bytes]) -> None:
+        if len(self._out) >= self.max_queue:
+            self.dropped += 1
+            log.warning("cluster: forward queue full (Redis unreachable?): a message for %s is dropped", node)
+            return
+        self._out.append((self.key("in", node), fields))
+        self._queued += 1
+        if len(self._out) == 1:
+            self._wake.set()
+
+    def _retained_changed(self, message: Message) -> None:
+        """Queue the write of ``retained``'s record of the topic (an empty value deletes it)."""
+        record = b""
+        if message.payload:
+            record = _pack(encode_message(message, self.node, "", [], self.broker.loop.time()))
+        self._out.append(("", {b"t": message.topic.encode(), b"v": record}))
+        self._queued += 1
+        self._wake.set()
+
+    # -- wills and client ids ----------------------------------------------------------------
+
+    def client_connected(self, client_id: str, will: Message | None, delay: int) -> None:
+        """A client connected here: its client id is this node's now, and its will is kept in
+        Redis for the surviving nodes to publish should this node die."""
+        self._claims.append((client_id, True))
+        self.will_pending(client_id, will, delay)
+
+    def will_pending(self, client_id: str, will: Message | None, delay: int) -> None:
+        """Keep (or with None, forget) the will another node publishes if this one dies."""
+        if will is None:
+            self._wills[client_id] = None
+        else:
+            record = encode_message(will, self.node, "", [], self.broker.loop.time())
+            record[b"d"] = b"%d" % delay
+            self._wills[client_id] = _pack(record)
+        self._wake.set()
+
+    def session_ended(self, client_id: str) -> None:
+        """The client's session ended here: forget its will, and its client id if still ours."""
+        self._wills[client_id] = None
+        self._claims.append((client_id, False))
+        self._wake.set()
+
+    def _kick(self, client_id: str, by: str) -> None:
+        """Another node accepted ``client_id``: close its connection here [MQTT-3.1.4-3]."""
+        broker = self.broker
+        session = broker.sessions.get(client_id)
+        if session is None:
+            return
+        conn = session.connection
+        if conn is None:
+            broker.table.end(session)  # its session continues over there, not here
+            return
+        log.info("cluster: client %s connected on node %s: its connection here is closed", client_id, by)
+        conn.will = None  # the client is alive elsewhere: this is no death
+        conn.disconnect_reason = "session taken over"
+        conn.close_with(ReasonCode.SESSION_TAKEN_OVER, f"session taken over by node {by}")
+        broker.table.detach(conn, session_continues=False)
+
+    # -- commit gate (Persistence.gate) ------------------------------------------------------
+
+    def barrier(self, callback: Any) -> None:
+        """Run ``callback`` once the storage committed what was enqueued before and Redis took
+        every forward queued before: a publisher's ack waits for both under strict durability."""
+        mark = self._queued
+        self.broker.storage.barrier(lambda: self._after_commit(mark, callback))
+
+    def _after_commit(self, mark: int, callback: Any) -> None:
+        if self._sent >= mark and not self._waiters:
+            callback()
+        else:
+            self._waiters.append((mark, callback))
+
+    def _release(self) -> None:
+        waiters = self._waiters
+        done = 0
+        for mark, callback in waiters:
+            if mark > self._sent:
+                break
+            done += 1
+            try:
+                callback()
+            except Exception:
+                log.exception("cluster: a commit callback failed")
+        if done:
+            del waiters[:done]
+
+    def _release_all(self) -> None:
+        self._sent = self._queued
+        self._release()
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    async def _send(self) -> None:
+        """Write what is queued to Redis, one pipeline per batch; retry while Redis is away."""
+        backoff = 0.1
+        while True:
+            if not self._out and not self._route_ops and not self._wills and not self._claims:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._out = self._out, []
+            ops, self._route_ops = self._route_ops, []
+            wills, self._wills = self._wills, {}
+            claims, self._claims = self._claims, []
+            try:
+                kicks = await self._write(batch, ops, wills, claims)
+            except (RedisError, OSError) as exc:
+                if self.connected:
+                    log.warning("cluster: Redis unreachable (%s): queueing until it is back", exc)
+                self.connected = False
+                self._out = batch + self._out
+                self._route_ops = ops + self._route_ops
+                self._wills = {**wills, **self._wills}
+                self._claims = claims + self._claims
+                if self._stopping:
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            if not self.connected:
+                self.connected = True
+                log.info("cluster: Redis is back")
+            self._sent += len(batch)
+            self._release()
+            for client_id, old in kicks:
+                await self.redis.publish(self.key("ctl", old), _event("kick", client_id, self.node))
+
+    async def _write(  # (the pipe's replies: see self.redis)
+        self,
+        batch: list[tuple[str, dict[bytes, bytes]]],
+        ops: list[tuple[str, bool]],
+        wills: dict[str, bytes | None],
+        claims: list[tuple[str, bool]],
+    ) -> list[tuple[str, str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, fields in batch:
+                if not stream:  # a retained message changed: the record newcomers load
+                    if fields[b"v"]:
+                        pipe.hset(self.key("retained"), fields[b"t"], fields[b"v"])
+                    else:
+                        pipe.hdel(self.key("retained"), fields[b"t"])
+                    continue
+                pipe.xadd(stream, fields, maxlen=INBOX_MAXLEN, approximate=True)
+            for full_filter, added in ops:
+                if added:
+                    pipe.sadd(self.key("routes", self.node), full_filter)
+                else:
+                    pipe.srem(self.key("routes", self.node), full_filter)
+                pipe.publish(self.key("routes"), _event("+" if added else "-", self.node, full_filter))
+            for client_id, record in wills.items():
+                if record is None:
+                    pipe.hdel(self.key("wills", self.node), client_id)
+                else:
+                    pipe.hset(self.key("wills", self.node), client_id, record)
+            for client_id, taken in claims:
+                if taken:
+                    pipe.set(self.key("owner", client_id), self.node, get=True)
+                else:
+                    pipe.eval(_RELEASE_OWNER, 1, self.key("owner", client_id), self.node)
+            results = await pipe.execute()
+        kicks = []
+        if claims:
+            for (client_id, taken), old in zip(claims, results[-len(claims) :], strict=True):
+                if taken and isinstance(old, bytes) and old.decode() != self.node:
+                    kicks.append((client_id, old.decode()))
+        return kicks
+
+    async def _listen(self, pubsub: Any) -> None:
+        """Route announcements and kicks; after a lost connection, resubscribe and resync."""
+        while True:
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+                try:
+                    await pubsub.reset()
+                    await pubsub.subscribe(self.key("routes"), self.key("ctl", self.node))
+                    await self._publish_own_routes()
+                    await self._resync_routes()
+                    log.info("cluster: route replica resynchronised")
+                except (RedisError, OSError):
+                    pass
+                continue
+            if message is None:
+                continue
+            parts = message["data"].decode().split("\x00")
+            kind = parts[0]
+            if kind == "kick" and len(parts) == 3:
+                self._kick(parts[1], parts[2])
+            elif parts[1] == self.node:
+                continue
+            elif kind == "+" and len(parts) == 3:
+                self.routes.add(parts[1], parts[2])
+            elif kind == "-" and len(parts) == 3:
+                self.routes.remove(parts[1], parts[2])
+            elif kind == "sync":
+                self.peers.setdefault(parts[1], _Peer({"name": parts[1]}))
+                with contextlib.suppress(RedisError, OSError):
+                    await self._read_routes_of(parts[1])
+            elif kind == "drop":
+                self.routes.drop(parts[1])
+                self.peers.pop(parts[1], None)
+
+    async def _heartbeat(self) -> None:
+        """Refresh ``alive:<node>``; find nodes that stopped, drop their routes and reap them."""
+        r = self.redis
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                await r.set(self.key("alive", self.node), self._status_json(), px=int(HEARTBEAT_TTL * 1000))
+                names = [name.decode() for name in await r.hkeys(self.key("nodes"))]
+                others = [name for name in names if name != self.node]
+                statuses = await r.mget([self.key("alive", name) for name in others]) if others else []
+            except (RedisError, OSError):
+                continue
+            for name, status in zip(others, statuses, strict=True):
+                peer = self.peers.get(name)
+                if peer is None:
+                    peer = self.peers[name] = _Peer({"name": name})
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._read_routes_of(name)
+                if status is not None:
+                    peer.status = json.loads(status)
+                    peer.last_seen = time.time()
+                    peer.alive = True
+                    continue
+                if peer.alive:
+                    log.warning("cluster: node %s stopped heartbeating: its routes are dropped", name)
+                peer.alive = False
+                self.routes.drop(name)
+                with contextlib.suppress(RedisError, OSError):
+                    await self._reap(name)
+
+    async def _reap(self, name: str) -> None:
+        """Publish a dead node's wills and forget it, once cluster-wide (``reaping:<node>``)."""
+        r = self.redis
+        if not await r.set(self.key("reaping", name), self.node, nx=True, px=10_000):
+            return
+        wills = await r.hgetall(self.key("wills", name))
+        now = self.broker.loop.time()
+        published = 0
+        for raw in wills.values():
+            fields = _unpack(raw)
+            delay = int(fields.pop(b"d", b"0"))
+            will, _ = decode_message(fields, now)
+            will.hop = None  # published here, as this node's own
+            will.stored_id = None
+            if delay:
+                self.broker.loop.call_later(delay, self._publish_will, will)
+            else:
+                self._publish_will(will)
+            published += 1
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key("wills", name), self.key("routes", name))
+            pipe.hdel(self.key("nodes"), name)
+            pipe.publish(self.key("routes"), _event("drop", name))
+            await pipe.execute()
+        self.peers.pop(name, None)
+        log.warning("cluster: node %s is dead: %d will(s) of its clients published", name, published)
+
+    def _publish_will(self, will: Message) -> None:
+        if self.broker.running:
+            self.broker.wills.publish(will)
+
+    async def _read_inbox(self) -> None:
+        """Route what other nodes forward here; acknowledge each batch once routed (and, with
+        strict durability, once what routing stored is committed). Entries left unacknowledged
+        by a previous run of this node are read first."""
+        r = self.redis
+        stream = self.key("in", self.node)
+        pending = True  # first our own unacknowledged entries (id 0), then new ones (">")
+        while True:
+            try:
+                found = await r.xreadgroup(
+                    GROUP,
+                    self.node,
+                    {stream: "0" if pending else ">"},
+                    count=_READ_BATCH,
+                    block=None if pending else 1000,
+                )
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+                try:
+                    await r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                except ResponseError:
+                    pass
+                except (RedisError, OSError):
+                    pass
+                continue
+            entries = found[0][1] if found else []
+            if pending and not entries:
+                pending = False
+                continue
+            if not entries:
+                continue
+            broker = self.broker
+            persist = broker.persist
+            writes = persist.writes
+            now = broker.loop.time()
+            ids = []
+            for entry_id, fields in entries:
+                ids.append(entry_id)
+                if not fields:
+                    continue  # (an entry trimmed away while pending)
+                try:
+                    message, retain_only = decode_message(fields, now)
+                except (KeyError, ValueError):
+                    log.warning("cluster: a malformed entry %s in %s was skipped", entry_id, stream)
+                    continue
+                self.received += 1
+                if retain_only:
+                    broker._retain(message)
+                else:
+                    broker.route(message)
+            if persist.strict and persist.writes != writes:
+                await broker.storage.flush()
+            try:
+                await r.xack(stream, GROUP, *ids)
+            except (RedisError, OSError):
+                pass  # read again after a restart: at least once
+
+    # -- status ------------------------------------------------------------------------------
+
+    def _status_json(self) -> str:
+        broker = self.broker
+        stats = broker.stats
+        return json.dumps(
+            {
+                "connections": len(broker.connections),
+                "sessions": len(broker.sessions),
+                "subscriptions": broker.router.count,
+                "messages_received": sum(stats.messages_received_qos),
+                "messages_sent": sum(stats.messages_sent_qos),
+                "forwarded": self.forwarded,
+                "received_from_nodes": self.received,
+                "time": time.time(),
+            }
+        )
+
+    def status(self) -> dict[str, Any]:
+        """This node and every node it knows, for ``GET /api/v1/cluster``."""
+        me = json.loads(self._status_json())
+        nodes = [{"name": self.node, "self": True, "state": "alive", "last_heartbeat": me["time"], **me}]
+        for name, peer in sorted(self.peers.items()):
+            entry: dict[str, Any] = {
+                "name": name,
+                "self": False,
+                "state": "alive" if peer.alive else "dead",
+                "last_heartbeat": peer.last_seen,
+            }
+            entry.update({k: v for k, v in peer.status.items() if k != "time"})
+            nodes.append(entry)
+        return {
+            "node": self.node,
+            "redis": _safe_url(self.url),
+            "redis_version": self.redis_version,
+            "connected": self.connected,
+            "nodes": nodes,
+            "routes": len(self.routes),
+            "forward_queue": len(self._out),
+            "dropped": self.dropped,
+        }
+
+    async def _sync_retained(self) -> None:
+        """Load the cluster's retained messages; the first node seeds them from its own store."""
+        r = self.redis
+        broker = self.broker
+        seeded = self.key("retained", "seeded")
+        if await r.set(seeded, self.node, nx=True):
+            records = {}
+            for message in broker.retained:
+                if not message.topic.startswith("$SYS"):
+                    records[message.topic] = _pack(encode_message(message, self.node, "", [], broker.loop.time()))
+            if records:
+                await r.hset(self.key("retained"), mapping=records)  # type: ignore[arg-type]
+            return
+        stored = await r.hgetall(self.key("retained"))
+        now = broker.loop.time()
+        keep = set()
+        for topic, raw in stored.items():
+            message, _ = decode_message(_unpack(raw), now)
+            message.hop = None
+            message.stored_id = None
+            broker._retain(message)
+            keep.add(topic.decode())
+        for message in list(broker.retained):
+            if message.topic not in keep and not message.topic.startswith("$SYS"):
+                broker._retain(Message(message.topic, b"", 0, True))
+
+
+# Delete a client id's owner key only if this node still holds it (another may have taken it since).
+_RELEASE_OWNER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def _event(*parts: str) -> str:
+    return "\x00".join(parts)
+
+
+def _pack(fields: dict[bytes, bytes]) -> bytes:
+    """Stream fields as one value (a will or a retained message in a hash)."""
+    out = bytearray()
+    for name, value in fields.items():
+        out += len(name).to_bytes(1, "big") + name + len(value).to_bytes(4, "big") + value
+    return bytes(out)
+
+
+def _unpack(raw: bytes) -> dict[bytes, bytes]:
+    fields = {}
+    pos = 0
+    while pos < len(raw):
+        n = raw[pos]
+        name = raw[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+        size = int.from_bytes(raw[pos : pos + 4], "big")
+        fields[name] = raw[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+    return fields
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url

@@ -1,0 +1,386 @@
+"""Cluster on Redis: nodes as real ``wrenmq serve`` subprocesses sharing a real ``redis-server``,
+clients are paho-mqtt (3.1.1 and 5.0) and mosquitto_pub.
+
+Routes travel through Redis asynchronously, so each test first waits for a probe to cross (a
+publish on one node reaching a subscriber on another) before it counts: a condition, not a sleep.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from paho_sync import MQTTv5, MQTTv311, PahoClient
+from redisproc import RedisServer, have_redis
+from serveproc import BrokerProcess, clean_env, free_port
+
+pytestmark = pytest.mark.skipif(not have_redis(), reason="needs Debian's redis-server")
+
+Node = BrokerProcess
+SERVE = [
+    sys.executable,
+    "-m",
+    "wrenmq",
+    "serve",
+    "--port",
+    "0",
+    "--ws-port",
+    "off",
+    "--api-port",
+    "off",
+    "--storage",
+    "memory",
+]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., Node]]:
+    nodes: list[Node] = []
+
+    def start(name: str, *args: str) -> Node:
+        data = tmp_path / name
+        data.mkdir(exist_ok=True)
+        node = BrokerProcess(data, "--cluster-url", redis_server.url, "--node-name", name, *args)
+        nodes.append(node.start())
+        wait_for_log(node, "joined at")
+        return node
+
+    yield start
+    for node in nodes:
+        if node.proc is not None and node.proc.poll() is None:
+            node.kill()
+
+
+def wait_for_log(node: Node, text: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in node.log():
+        assert time.monotonic() < deadline, f"{text!r} not in the log:\n{node.log()}"
+        time.sleep(0.05)
+
+
+def wait_until_routed(publisher: PahoClient, subscriber: PahoClient, topic: str, timeout: float = 10.0) -> None:
+    """Publish probes on ``topic`` until one reaches ``subscriber``; then drain what arrived."""
+    deadline = time.monotonic() + timeout
+    while True:
+        publisher.publish(topic, b"probe", qos=0)
+        try:
+            subscriber.messages.get(timeout=0.2)
+            break
+        except queue.Empty:
+            assert time.monotonic() < deadline, f"no probe on {topic} crossed the cluster"
+    time.sleep(0.3)  # let probes in flight land, then forget them all
+    while not subscriber.messages.empty():
+        subscriber.messages.get_nowait()
+
+
+@pytest.mark.parametrize("protocol", [MQTTv311, MQTTv5])
+def test_cluster_cross_node_delivery_qos012(cluster: Callable[..., Node], protocol: int) -> None:
+    """A message published on node A reaches a subscriber on node B once, at every QoS
+    [MQTT-4.3.1-1], [MQTT-4.3.2-2], [MQTT-4.3.3-2] (QoS 2: exactly once), in order [MQTT-4.6.0-5]."""
+    a, b = cluster("a"), cluster("b")
+    sub = PahoClient(b.port, protocol, client_id="sub")
+    sub.subscribe("probe/#", 0)
+    pub = PahoClient(a.port, protocol, client_id="pub")
+    wait_until_routed(pub, sub, "probe/x")
+    assert sub.subscribe("data/+", 2) == [2]
+    wait_until_routed(pub, sub, "data/probe")
+    for qos in (0, 1, 2):
+        for i in range(20):
+            pub.publish(f"data/q{qos}", f"{qos}-{i}".encode(), qos=qos)
+    pub.publish("data/end", b"sentinel", qos=2)
+    got = sub.receive(61, timeout=15)
+    payloads = [m.payload.decode() for m in got]
+    assert payloads[-1] == "sentinel"
+    for qos in (0, 1, 2):
+        mine = [p for p in payloads if p.startswith(f"{qos}-")]
+        assert mine == [f"{qos}-{i}" for i in range(20)], f"QoS {qos}: {mine}"
+    assert [m.qos for m in got[:-1]] == [0] * 20 + [1] * 20 + [2] * 20
+    pub.close()
+    sub.close()
+
+
+def test_cluster_no_forward_without_subscribers(cluster: Callable[..., Node]) -> None:
+    """A message goes only to nodes with matching subscribers: B's counters show what crossed."""
+    a, b = cluster("a", "--api-port", str(api_a := free_port())), cluster("b")
+    sub = PahoClient(b.port, MQTTv5, client_id="sub")
+    sub.subscribe("wanted/#", 1)
+    pub = PahoClient(a.port, MQTTv5, client_id="pub")
+    wait_until_routed(pub, sub, "wanted/probe")
+    before = _node_counts(a, api_a, "a")["forwarded"]
+    for i in range(50):
+        pub.publish(f"unwanted/{i}", b"x", qos=1)
+    pub.publish("wanted/end", b"sentinel", qos=1)
+    assert sub.receive(1)[0].payload == b"sentinel"
+    after = _node_counts(a, api_a, "a")["forwarded"]
+    assert after - before == 1  # only the sentinel crossed
+    pub.close()
+    sub.close()
+
+
+def _api_key(node: Node) -> str:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wrenmq",
+            "apikey",
+            "--data-dir",
+            str(node.data_dir),
+            "create",
+            f"t{time.monotonic_ns()}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def _cluster_status(node: Node, api_port: int) -> dict:  # type: ignore[type-arg]
+    key = getattr(node, "_key", None) or _api_key(node)
+    node._key = key  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            response = httpx.get(
+                f"http://127.0.0.1:{api_port}/api/v1/cluster", headers={"Authorization": f"Bearer {key}"}, timeout=5
+            )
+            response.raise_for_status()
+            return response.json()  # type: ignore[no-any-return]
+        except httpx.HTTPError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def _node_counts(node: Node, api_port: int, name: str) -> dict:  # type: ignore[type-arg]
+    status = _cluster_status(node, api_port)
+    return next(n for n in status["nodes"] if n["name"] == name)
+
+
+def test_cluster_retained_on_every_node(cluster: Callable[..., Node]) -> None:
+    """A retained message published on A is sent to a new subscriber on B [MQTT-3.3.1-9], and on a
+    node that joins later; clearing it on A [MQTT-3.3.1-6] clears it on B."""
+    a, b = cluster("a"), cluster("b")
+    pub = PahoClient(a.port, MQTTv311, client_id="pub")
+    pub.publish("config/site", b"v1", qos=1, retain=True)
+    pub.publish("config/other", b"o1", qos=1, retain=True)
+    _wait_retained(b.port, "config/site", b"v1")
+    c = cluster("c")  # joins after: loads the cluster's retained messages from Redis
+    _wait_retained(c.port, "config/other", b"o1")
+    pub.publish("config/site", b"", qos=1, retain=True)
+    pub.publish("config/site2", b"marker", qos=1, retain=True)
+    _wait_retained(b.port, "config/site2", b"marker")
+    probe = PahoClient(b.port, MQTTv311, client_id="probe2")
+    probe.subscribe("config/#", 1)
+    got = probe.receive(2)
+    assert sorted((m.topic, m.payload) for m in got) == [("config/other", b"o1"), ("config/site2", b"marker")]
+    probe.publish("config/zz", b"after", qos=1)  # sentinel: nothing else was retained under config/#
+    assert probe.receive(1)[0].payload == b"after"
+    pub.close()
+    probe.close()
+
+
+def _wait_retained(port: int, topic: str, payload: bytes, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        client = PahoClient(port, MQTTv311)
+        client.subscribe(topic, 1)
+        try:
+            found = client.messages.get(timeout=0.5)
+            if found.payload == payload and found.retain:
+                client.close()
+                return
+        except queue.Empty:
+            pass
+        client.close()
+        assert time.monotonic() < deadline, f"{topic} never retained as {payload!r}"
+
+
+def test_cluster_shared_subscription_each_message_once(cluster: Callable[..., Node]) -> None:
+    """``$share/workers/jobs/#`` with a member on A and one on B: each message of a publisher on C
+    goes to exactly one member cluster-wide [MQTT-4.8.2-3], and both take turns."""
+    a, b, c = cluster("a"), cluster("b"), cluster("c")
+    wa = PahoClient(a.port, MQTTv5, client_id="worker-a")
+    wb = PahoClient(b.port, MQTTv5, client_id="worker-b")
+    wa.subscribe("$share/workers/jobs/#", 1)
+    wb.subscribe("$share/workers/jobs/#", 1)
+    watch_a = PahoClient(a.port, MQTTv5, client_id="watch-a")
+    watch_b = PahoClient(b.port, MQTTv5, client_id="watch-b")
+    watch_a.subscribe("jobs/#", 1)
+    watch_b.subscribe("jobs/#", 1)
+    pub = PahoClient(c.port, MQTTv5, client_id="pub")
+    wait_until_routed(pub, watch_a, "jobs/probe")
+    wait_until_routed(pub, watch_b, "jobs/probe")
+    deadline = time.monotonic() + 10  # both members' routes have reached C once C alternates
+    while True:
+        for q in (wa.messages, wb.messages):
+            while not q.empty():
+                q.get_nowait()
+        for _ in range(4):
+            pub.publish("jobs/probe", b"p", qos=1)
+        watch_a.receive(4)
+        time.sleep(0.2)
+        if not wa.messages.empty() and not wb.messages.empty():
+            break
+        assert time.monotonic() < deadline, "the shared group never spread over both nodes"
+    time.sleep(0.3)
+    for q in (wa.messages, wb.messages, watch_a.messages):
+        while not q.empty():
+            q.get_nowait()
+    n = 40
+    for i in range(n):
+        pub.publish(f"jobs/{i}", str(i).encode(), qos=1)
+    watch_a.receive(n, timeout=15)  # every job has reached node A by now (the sentinel)
+    watch_b.receive(n, timeout=15)
+    time.sleep(0.5)  # (the members' deliveries are already sent with the watchers')
+    got = []
+    per_member = []
+    for q in (wa.messages, wb.messages):
+        mine = []
+        while not q.empty():
+            mine.append(q.get_nowait())
+        per_member.append(len(mine))
+        got += mine
+    assert all(per_member), per_member  # both members took turns
+    payloads = sorted(int(m.payload) for m in got)
+    assert payloads == list(range(n)), payloads  # each once, none lost
+    for client in (wa, wb, watch_a, watch_b, pub):
+        client.close()
+
+
+def test_cluster_client_id_is_one_connection(cluster: Callable[..., Node]) -> None:
+    """A client id is one connection cluster-wide: connecting on B closes the connection on A
+    with 0x8E Session taken over [MQTT-3.1.4-3]."""
+    a, b = cluster("a"), cluster("b")
+    reasons: queue.Queue[int] = queue.Queue()
+    first = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="device-7", protocol=mqtt.MQTTv5)
+    first.on_disconnect = lambda _c, _u, _f, rc, _p: reasons.put(rc.value)
+    connected: queue.Queue[int] = queue.Queue()
+    first.on_connect = lambda _c, _u, _f, rc, _p: connected.put(rc.value)
+    first.connect("127.0.0.1", a.port)
+    first.loop_start()
+    assert connected.get(timeout=5) == 0
+    time.sleep(0.3)  # its claim of the client id reaches Redis (written within a loop turn)
+    second = PahoClient(b.port, MQTTv5, client_id="device-7")
+    assert reasons.get(timeout=10) == 0x8E
+    first.loop_stop()
+    second.close()
+
+
+def test_cluster_node_killed_wills_published(cluster: Callable[..., Node]) -> None:
+    """kill -9 of node A: a surviving node publishes the wills of A's clients within 5 s
+    [MQTT-3.1.2-8], and a will with a Will Delay Interval only after it [MQTT-3.1.3-9]."""
+    a, b = cluster("a"), cluster("b")
+    watcher = PahoClient(b.port, MQTTv5, client_id="watcher")
+    watcher.subscribe("status/#", 1)
+    devices = []
+    for i, delay in ((1, 0), (2, 0), (3, 3)):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"dev{i}", protocol=mqtt.MQTTv5)
+        props = Properties(PacketTypes.WILLMESSAGE)
+        if delay:
+            props.WillDelayInterval = delay
+        client.will_set(f"status/dev{i}", b"offline", qos=1, retain=False, properties=props)
+        client.connect("127.0.0.1", a.port, properties=_session_props())
+        client.loop_start()
+        devices.append(client)
+    pub = PahoClient(a.port, MQTTv5, client_id="pub")
+    wait_until_routed(pub, watcher, "status/probe")
+    pub.close()
+    time.sleep(0.5)  # the wills are in Redis within a loop turn of CONNECT
+    killed_at = time.monotonic()
+    a.kill()
+    got = watcher.receive(2, timeout=10)
+    elapsed = time.monotonic() - killed_at
+    assert sorted(m.topic for m in got) == ["status/dev1", "status/dev2"]
+    assert elapsed < 5.0, f"wills took {elapsed:.1f}s"
+    delayed = watcher.receive(1, timeout=10)
+    assert delayed[0].topic == "status/dev3"
+    assert time.monotonic() - killed_at >= 3.0
+    for client in devices:
+        client.loop_stop()
+    watcher.close()
+
+
+def _session_props() -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 60
+    return props
+
+
+def test_cluster_api_lists_nodes_and_death(cluster: Callable[..., Node]) -> None:
+    """``GET /api/v1/cluster`` lists the nodes; a killed node leaves the list once reaped."""
+    api = free_port()
+    a = cluster("a", "--api-port", str(api))
+    b = cluster("b")
+    deadline = time.monotonic() + 10
+    while True:
+        status = _cluster_status(a, api)
+        names = {n["name"]: n for n in status["nodes"]}
+        if "b" in names:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert status["enabled"] is True and status["node"] == "a" and status["connected"] is True
+    assert names["a"]["self"] is True and names["b"]["state"] == "alive"
+    assert "redis_version" in status and json.dumps(status)
+    b.kill()
+    deadline = time.monotonic() + 10
+    while "b" in {n["name"] for n in _cluster_status(a, api)["nodes"]}:
+        assert time.monotonic() < deadline, "a dead node stays listed"
+        time.sleep(0.2)
+
+
+def test_cluster_unreachable_redis_stops_start_up(tmp_path: Path) -> None:
+    """A Redis that cannot be reached stops start-up with a message naming ``cluster_url``."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    result = subprocess.run(
+        [*SERVE, "--cluster-url", dead],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "cluster_url" in result.stderr and "cannot reach Redis" in result.stderr, result.stderr
+
+
+def test_cluster_bad_url_names_the_key(tmp_path: Path) -> None:
+    """A URL that is not Redis's stops start-up naming the setting, as flag and as variable."""
+    serve = [sys.executable, "-m", "wrenmq", "serve", "--port", "0"]
+    result = subprocess.run([*serve, "--cluster-url", "http://x"], capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "--cluster-url" in result.stderr, result.stderr
+    env = clean_env(WRENMQ_CLUSTER_URL="http://x")
+    result = subprocess.run(serve, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode != 0 and "WRENMQ_CLUSTER_URL" in result.stderr, result.stderr
+
+
+def test_cluster_node_name_in_use_is_refused(
+    cluster: Callable[..., Node], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Two running nodes may not share a name (their routes and inboxes would mix)."""
+    cluster("a")
+    result = subprocess.run(
+        [*SERVE, "--cluster-url", redis_server.url, "--node-name", "a"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0 and "node_name" in result.stderr, result.stderr
