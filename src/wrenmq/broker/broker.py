@@ -12,6 +12,7 @@ subscriber, which writes shared pre-encoded bytes to the subscriber's connection
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import secrets
@@ -153,7 +154,8 @@ class Broker:
             raise ConfigError("\n".join(errors))
         try:
             for listener in self.listeners:
-                await listener.bind(self)
+                # The listener's connections are ours: no Python frame per accepted socket.
+                await listener.bind(functools.partial(Connection, self, listener), self.config.connect_timeout)
         except BaseException:
             self._unbind()
             raise
