@@ -17,6 +17,7 @@ import gc
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__, auth, hot_path
@@ -154,12 +155,20 @@ class Broker:
             raise ConfigError("\n".join(errors))
         try:
             for listener in self.listeners:
-                # The listener's connections are ours: no Python frame per accepted socket.
-                await listener.bind(functools.partial(Connection, self, listener), self.config.connect_timeout)
+                await listener.bind(self._connections_for(listener), self.config.connect_timeout)
         except BaseException:
             self._unbind()
             raise
         self._bound = True
+
+    def _connections_for(self, listener: Listener) -> Callable[[], Connection]:
+        """The factory of ``listener``'s connections: ours, called by the loop with no Python frame
+        per accepted socket."""
+        return functools.partial(Connection, self, listener)
+
+    async def reopen(self, listener: Listener) -> None:
+        """Bind and serve again one of ``listeners`` that was closed, on a running broker."""
+        await listener.start(self._connections_for(listener), self.config.connect_timeout)
 
     def _unbind(self) -> None:
         for listener in self.listeners:
