@@ -31,7 +31,7 @@ from fastapi.responses import StreamingResponse
 
 from ..hooks import ClientInfo, Hook
 from ..mqtt.topics import topic_matches, valid_topic_filter
-from ..services.journal import Inbox
+from ..services.realtime.inbox import Inbox
 from .principal import Principal
 from .problems import Problem, field_error, problem_responses
 from .routing import BEARER

@@ -1,186 +1,37 @@
-"""Realtime for applications that cannot always speak MQTT: the shared parts of the Socket.IO
-bridge (``services.socketio_bridge``) and HTTP long polling (``api.routes_realtime``).
-
-* **Who.** A realtime client signs in with an API key (its name is the username) or with a user
-  name and password checked by the same authentication hooks as an MQTT CONNECT; without either it
-  is anonymous, allowed where the broker allows anonymous MQTT clients. Its filters and topics are
-  checked by the same ACL hooks as an MQTT client's, as ``READ`` and ``WRITE``.
-* **The journal.** Every message the broker routes is kept for a while, bounded by count, bytes
-  and age (``realtime_journal_*``), under the broker's number for it (``Broker.number``) and the
-  time it was routed (``Message.routed_at``, which every realtime delivery of it carries). A
-  client that opens a realtime connection with ``since`` (a server timestamp) first gets what it
-  missed from there: a browser that falls back from MQTT to Socket.IO, or from Socket.IO to
-  polling, loses nothing between the two. Each message carries ``Broker.message_id`` on every
-  transport (``message_id`` here, the user property ``wrenmq-message-id`` over MQTT for clients
-  that ask for it), so the browser client drops what it then sees twice, by identity
-  (``wrenmq-realtime.js``).
-* **Inboxes.** What a Socket.IO client or a poll session is sent goes through an :class:`Inbox`: a
-  bounded buffer that drops the oldest when its reader is too slow and says how many it dropped.
-* **Presence.** Application users announce themselves with a presence id; each of their live
-  connections (a Socket.IO socket, a poll session, an MQTT connection that published its own
-  online presence) is an attachment. The first attachment publishes a retained
-  ``<realtime_presence_prefix>/<id>`` ``{"status": "online"}``, the last one to go the offline
-  one. An offline message (an MQTT will) for a user still attached by another transport is
-  dropped: a browser that moved from MQTT to Socket.IO stays online.
-
-Messages reach the journal from ``Broker.route`` itself (``Broker.journal``, compiled: a Python
-call per message would cost as much again as routing it), after every publish hook; they reach
-readers as in-process subscriptions in the broker's router (``Broker.subscribe_local``), matched
-with MQTT clients' by the one trie match per message, so readers cost nothing for messages they do
-not want. ``on_publish`` runs for presence topics only; no other hook event runs per message.
-"""
+"""The realtime service: the journal it switches on, the readers, presence, and the checks every
+realtime request goes through (sign-in, ACL, filters). The Socket.IO bridge and the poll routes
+are its two faces (see the package docstring)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
 import secrets
 import time
-from time import time as _now
 from typing import TYPE_CHECKING, Any
 
-from ..api.principal import Principal
-from ..broker.facade import BrokerFacade
-from ..broker.router import LocalSubscriber
-from ..hooks import LET_IN, READ, WRITE, AuthResult, ClientInfo, Hook, Reject
-from ..mqtt import packets as p
-from ..mqtt.properties import PropertyId
-from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
-from .journal import Delivery, Inbox, Journal
-
-RealtimeClient = Principal  # who a realtime client is: the API's one principal type
+from ...broker.facade import BrokerFacade
+from ...broker.journal import Journal
+from ...broker.router import LocalSubscriber
+from ...hooks import READ, WRITE, ClientInfo, Hook, Reject
+from ...mqtt.topics import SHARE_PREFIX, valid_topic_filter
+from .errors import Denied
+from .presence import PresenceBoard, mqtt_key
+from .readers import Subscriber
+from .resume import queue_first
+from .signin import RealtimeClient, sign_in_user
 
 if TYPE_CHECKING:
-    from ..api.keys import ApiKeyStore
-    from ..broker.broker import Broker
-    from ..broker.message import Message
+    from ...api.keys import ApiKeyStore
+    from ...broker.broker import Broker
+    from ...broker.message import Message
 
-__all__ = [
-    "MAX_FILTERS",
-    "Denied",
-    "Inbox",
-    "Journal",
-    "PresenceBoard",
-    "RealtimeClient",
-    "RealtimeService",
-    "message_json",
-    "sign_in_user",
-]
+__all__ = ["MAX_FILTERS", "RealtimeService"]
 
 log = logging.getLogger("wrenmq.realtime")
 
 MAX_FILTERS = 64  # filters per realtime client: each costs a match per routed message
-_P = PropertyId
-
-
-class Denied(Exception):
-    """A realtime request refused: ``status`` is the HTTP status it maps to (401, 403, 422)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-class Subscriber:
-    """A realtime reader (a Socket.IO socket or a poll session): its filters, with QoS, and inbox.
-    Its filters are in-process subscriptions in the broker's router, owned as ``local_id``."""
-
-    def __init__(self, key: str, client: RealtimeClient, service: RealtimeService) -> None:
-        self.key = key
-        self.local_id = "realtime:" + key
-        self.client = client
-        self.service = service
-        self.filters: dict[str, int] = {}
-        self.inbox: Inbox[Delivery] = Inbox(service.broker.config.stream_buffer)
-        self.presence_id: str | None = None
-
-    def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
-        """The router's handler: a message one of the filters matched, at ``qos`` (the highest
-        granted, capped by the message's)."""
-        if not self.inbox.add((message.seq, message.routed_at or _now(), message, qos)):
-            self.service.messages_dropped += 1
-        self.service._notify(self)
-
-
-class PresenceBoard:
-    """Which application users are present, over which connections (see the module docstring)."""
-
-    def __init__(self, service: RealtimeService, prefix: str, grace: float = 0.0) -> None:
-        self.service = service
-        self.prefix = prefix
-        self.grace = grace
-        # Users whose last attachment was lost, not closed: offline when the grace ends, unless back.
-        self.leaving: dict[str, asyncio.TimerHandle] = {}
-        self.topic_prefix = prefix + "/"
-        self.attachments: dict[str, dict[str, str]] = {}  # presence id -> {attachment key: transport}
-        self.by_key: dict[str, str] = {}  # attachment key -> presence id
-        self.meta: dict[str, dict[str, Any]] = {}
-
-    def topic(self, presence_id: str) -> str:
-        return self.topic_prefix + presence_id
-
-    def attach(self, presence_id: str, key: str, transport: str, meta: dict[str, Any] | None = None) -> None:
-        if self.by_key.get(key) == presence_id:
-            return
-        self.detach(key)
-        present = self.attachments.setdefault(presence_id, {})
-        leaving = self.leaving.pop(presence_id, None)
-        if leaving is not None:
-            leaving.cancel()  # back within the grace: others never saw them go
-        first = not present and leaving is None
-        present[key] = transport
-        self.by_key[key] = presence_id
-        if meta:
-            self.meta[presence_id] = {k: v for k, v in meta.items() if k not in ("id", "status", "timestamp")}
-        if first and not key.startswith("mqtt:"):  # an MQTT client published its own online message
-            self._announce(presence_id, "online", transport)
-
-    def detach(self, key: str, goodbye: bool = True) -> None:
-        """``key`` ended; ``goodbye``: closed on purpose, else lost (the user may be back over
-        another transport within ``grace``, and is not announced offline before)."""
-        presence_id = self.by_key.pop(key, None)
-        if presence_id is None:
-            return
-        present = self.attachments.get(presence_id, {})
-        transport = present.pop(key, "")
-        if present:
-            if key.startswith("mqtt:"):  # its will may have said offline: say online again
-                self._announce(presence_id, "online", next(iter(present.values())))
-            return
-        self.attachments.pop(presence_id, None)
-        if key.startswith("mqtt:"):  # an MQTT client's will says offline for it
-            self.meta.pop(presence_id, None)
-        elif goodbye or not self.grace:
-            self._left(presence_id, transport)
-        else:
-            loop = asyncio.get_running_loop()
-            self.leaving[presence_id] = loop.call_later(self.grace, self._left, presence_id, transport)
-
-    def flush_leaving(self) -> None:
-        """Say offline now for everyone still in their grace (the service is stopping)."""
-        for presence_id, handle in list(self.leaving.items()):
-            handle.cancel()
-            self._left(presence_id, "")
-
-    def _left(self, presence_id: str, transport: str) -> None:
-        self.leaving.pop(presence_id, None)
-        if not self.attachments.get(presence_id):
-            self._announce(presence_id, "offline", transport)
-            self.meta.pop(presence_id, None)
-
-    def present_elsewhere(self, presence_id: str) -> bool:
-        """Whether the user is attached by something other than MQTT (which its will speaks for)."""
-        if presence_id in self.leaving:
-            return True
-        return any(not key.startswith("mqtt:") for key in self.attachments.get(presence_id, ()))
-
-    def _announce(self, presence_id: str, status: str, transport: str) -> None:
-        body = {**self.meta.get(presence_id, {}), "id": presence_id, "status": status, "transport": transport}
-        body["timestamp"] = _iso(time.time())
-        self.service.publish_soon(self.topic(presence_id), json.dumps(body).encode(), qos=1, retain=True)
 
 
 class RealtimeService(Hook):
@@ -250,7 +101,7 @@ class RealtimeService(Hook):
             # As an MQTT client id [MQTT-1.5.4-2]; and U+0000 starts the broker's own origins (bridges).
             raise Denied(422, "a client id has at most 128 characters and no U+0000")
         if token:
-            from ..api.deps import principal_for_token
+            from ...api.deps import principal_for_token
 
             principal = principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
             if principal is None:
@@ -323,23 +174,7 @@ class RealtimeService(Hook):
         if self.subscribers.get(subscriber.key) is subscriber:  # (not one closed meanwhile)
             for topic_filter, qos in filters.items():
                 self.broker.subscribe_local(LocalSubscriber(subscriber.local_id, topic_filter, subscriber.deliver, qos))
-        queued = 0
-        inbox = subscriber.inbox
-        if since is not None:
-            for seq, stamp, message in self.journal.since(since):
-                qos = _qos_in(filters, message.topic)
-                if qos >= 0:
-                    inbox.add((seq, stamp, message, min(qos, message.qos)))
-                    queued += 1
-        if retained:
-            now = time.time()
-            seen: set[str] = set()
-            for topic_filter in new:
-                for message in self.broker.retained.match(topic_filter):
-                    if message.topic not in seen:
-                        seen.add(message.topic)
-                        inbox.add((0, now, message, min(filters[topic_filter], message.qos)))
-                        queued += 1
+        queued = queue_first(subscriber.inbox, self.journal, self.broker.retained, filters, new, since, retained)
         if queued:
             self._notify(subscriber)
         return queued
@@ -410,110 +245,11 @@ class RealtimeService(Hook):
         if status == "offline" and self.presence.present_elsewhere(presence_id):
             raise Reject(reason=f"{presence_id} is still present over another transport")
         if status == "online" and client is not None:
-            self.presence.attach(presence_id, _mqtt_key(client), "mqtt")
+            self.presence.attach(presence_id, mqtt_key(client), "mqtt")
 
     def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
         if self.presence.by_key:
-            self.presence.detach(_mqtt_key(client))
+            self.presence.detach(mqtt_key(client))
 
     def on_stop(self) -> None:
         self.stop()
-
-
-async def sign_in_user(
-    broker: Broker, username: str | None, password: str | None, client_id: str, peer: str, host: str
-) -> RealtimeClient:
-    """Check a user name and password by the broker's one login rule (``Broker.check_login``), as
-    for an MQTT CONNECT: an authentication source must vouch for the user, or anonymous access be
-    allowed for the API. Password checks run off the event loop. Failures count toward the
-    broker's failed-login throttle. Raises :class:`Denied` (401)."""
-    client = Principal.user(BrokerFacade(broker), client_id, username, peer)
-    packet = p.Connect(
-        client_id=client_id,
-        protocol_level=5,
-        username=username,
-        password=password.encode() if password is not None else None,
-    )
-    decided = broker.check_login(client, packet, broker.anonymous_allowed(None))
-    result = decided if isinstance(decided, AuthResult) else await decided
-    if not result.allowed:
-        broker.login_failed(host)
-        if username is None:
-            raise Denied(401, "sign in with an API key or a user name and password (anonymous access is off)")
-        raise Denied(401, result.reason or "bad user name or password")
-    if result is not LET_IN:
-        client.auth = result
-    if result.username is not None:
-        client.username = result.username
-        client.kind = "user"
-    return client
-
-
-def _mqtt_key(client: ClientInfo) -> str:
-    """An MQTT connection's attachment: by connection, not only client id, so that the end of a
-    connection taken over (reported after the new one attached) does not detach the new one."""
-    return f"mqtt:{client.client_id}:{id(client):x}"
-
-
-def _qos_in(filters: dict[str, int], topic: str) -> int:
-    best = -1
-    for topic_filter, qos in filters.items():
-        if qos > best and topic_matches(topic_filter, topic):
-            best = qos
-    return best
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + f".{int(timestamp % 1 * 1000):03d}Z"
-
-
-# -- formats --------------------------------------------------------------------------------------
-
-
-def message_json(
-    seq: int, timestamp: float, message: Message, qos: int | None = None, message_id: str | None = None
-) -> dict[str, Any]:
-    """A message as the API's streams, Socket.IO and polling send it. ``id`` is the sender's
-    sequence number (0 for a retained message sent on subscribe); ``message_id`` (Socket.IO and
-    polling) is ``Broker.message_id``, the same whichever way the message reaches a client."""
-    payload = message.payload
-    try:
-        text, encoding = payload.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
-    data: dict[str, Any] = {
-        "id": seq,
-        "topic": message.topic,
-        "qos": message.qos if qos is None else qos,
-        "retain": message.retain,
-        "payload": text,
-        "encoding": encoding,
-        "timestamp": round(timestamp, 6),
-    }
-    if message_id is not None:
-        data["message_id"] = message_id
-    props = message.properties
-    if props:
-        found: dict[str, Any] = {}
-        for pid, name in _PROPERTIES:
-            value = props.get(pid)
-            if value is None:
-                continue
-            if pid == _P.CORRELATION_DATA:
-                value = base64.b64encode(value).decode("ascii")
-            elif pid == _P.USER_PROPERTY:
-                value = [[k, v] for k, v in value]
-            found[name] = value
-        if found:
-            data["properties"] = found
-    return data
-
-
-_PROPERTIES = (
-    (_P.PAYLOAD_FORMAT_INDICATOR, "payload_format_indicator"),
-    (_P.MESSAGE_EXPIRY_INTERVAL, "message_expiry_interval"),
-    (_P.CONTENT_TYPE, "content_type"),
-    (_P.RESPONSE_TOPIC, "response_topic"),
-    (_P.CORRELATION_DATA, "correlation_data"),
-    (_P.USER_PROPERTY, "user_properties"),
-)

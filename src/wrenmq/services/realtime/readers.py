@@ -1,0 +1,37 @@
+"""A realtime reader (a Socket.IO socket or a poll session): its filters, which are in-process
+subscriptions in the broker's router, and the inbox the router's handler fills."""
+
+from __future__ import annotations
+
+from time import time as _now
+from typing import TYPE_CHECKING
+
+from .inbox import Delivery, Inbox
+from .signin import RealtimeClient
+
+if TYPE_CHECKING:
+    from ...broker.message import Message
+    from .service import RealtimeService
+
+__all__ = ["Subscriber"]
+
+
+class Subscriber:
+    """A realtime reader (a Socket.IO socket or a poll session): its filters, with QoS, and inbox.
+    Its filters are in-process subscriptions in the broker's router, owned as ``local_id``."""
+
+    def __init__(self, key: str, client: RealtimeClient, service: RealtimeService) -> None:
+        self.key = key
+        self.local_id = "realtime:" + key
+        self.client = client
+        self.service = service
+        self.filters: dict[str, int] = {}
+        self.inbox: Inbox[Delivery] = Inbox(service.broker.config.stream_buffer)
+        self.presence_id: str | None = None
+
+    def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
+        """The router's handler: a message one of the filters matched, at ``qos`` (the highest
+        granted, capped by the message's)."""
+        if not self.inbox.add((message.seq, message.routed_at or _now(), message, qos)):
+            self.service.messages_dropped += 1
+        self.service._notify(self)
