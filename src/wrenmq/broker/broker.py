@@ -85,9 +85,9 @@ class Broker:
         if config is None:
             config = Config(**overrides)
         elif overrides:
-            config = Config(**{**config.model_dump(), **overrides})
+            config = config.replace(**overrides)
         self.config = config
-        self.limits = Limits(config)
+        self.limits = Limits(config.limits)
         self.router = Router()
         # Recent routed messages for realtime clients that resume: set by the realtime service.
         self.journal: Journal | None = None
@@ -155,7 +155,7 @@ class Broker:
             raise ConfigError("\n".join(errors))
         try:
             for listener in self.listeners:
-                await listener.bind(self._connections_for(listener), self.config.connect_timeout)
+                await listener.bind(self._connections_for(listener), self.config.limits.connect_timeout)
         except BaseException:
             self._unbind()
             raise
@@ -168,7 +168,7 @@ class Broker:
 
     async def reopen(self, listener: Listener) -> None:
         """Bind and serve again one of ``listeners`` that was closed, on a running broker."""
-        await listener.start(self._connections_for(listener), self.config.connect_timeout)
+        await listener.start(self._connections_for(listener), self.config.limits.connect_timeout)
 
     def _unbind(self) -> None:
         for listener in self.listeners:

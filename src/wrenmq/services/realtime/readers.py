@@ -26,7 +26,7 @@ class Subscriber:
         self.client = client
         self.service = service
         self.filters: dict[str, int] = {}
-        self.inbox: Inbox[Delivery] = Inbox(service.broker.config.stream_buffer)
+        self.inbox: Inbox[Delivery] = Inbox(service.broker.config.api.stream_buffer)
         self.presence_id: str | None = None
 
     def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:

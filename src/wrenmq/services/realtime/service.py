@@ -45,9 +45,9 @@ class RealtimeService(Hook):
         self.broker = broker
         self.api_keys = api_keys
         self.journal = Journal(
-            config.realtime_journal_size, config.realtime_journal_bytes, config.realtime_journal_seconds
+            config.realtime.journal_size, config.realtime.journal_bytes, config.realtime.journal_seconds
         )
-        self.presence = PresenceBoard(self, config.realtime_presence_prefix, config.realtime_presence_grace)
+        self.presence = PresenceBoard(self, config.realtime.presence_prefix, config.realtime.presence_grace)
         self._presence_prefix = self.presence.topic_prefix
         self.publish_topics: tuple[str, ...] = (self._presence_prefix,)  # on_publish: presence only
         self.subscribers: dict[str, Subscriber] = {}
