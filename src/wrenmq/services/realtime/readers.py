@@ -6,6 +6,7 @@ from __future__ import annotations
 from time import time as _now
 from typing import TYPE_CHECKING
 
+from ...hooks import DropReason
 from .inbox import Delivery, Inbox
 from .signin import RealtimeClient
 
@@ -31,7 +32,14 @@ class Subscriber:
 
     def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
         """The router's handler: a message one of the filters matched, at ``qos`` (the highest
-        granted, capped by the message's)."""
-        if not self.inbox.add((message.seq, message.routed_at or _now(), message, qos)):
+        granted, capped by the message's). A full inbox loses its oldest, told to ``on_dropped``."""
+        inbox = self.inbox
+        oldest = inbox.buffer[0] if len(inbox.buffer) >= inbox.capacity else None
+        if not inbox.add((message.seq, message.routed_at or _now(), message, qos)):
             self.service.messages_dropped += 1
+            hooks = self.service.broker.hooks
+            if hooks.dropped and oldest is not None:
+                lost = oldest[2]
+                detail = "the realtime client's inbox was full (stream_buffer)"
+                hooks.notify(hooks.dropped, self.client.client_id, lost.topic, DropReason.QUEUE_FULL, detail, lost)
         self.service._notify(self)

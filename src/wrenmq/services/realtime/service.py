@@ -103,7 +103,7 @@ class RealtimeService(Hook):
         if token:
             from ...api.deps import principal_for_token
 
-            principal = principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
+            principal = await principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
             if principal is None:
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")
@@ -152,15 +152,26 @@ class RealtimeService(Hook):
     # -- readers ------------------------------------------------------------------------------------
 
     def open(self, key: str, client: RealtimeClient) -> Subscriber:
+        """A signed-in client's connection (``key``: ``sio:<sid>`` or ``poll:<session id>``);
+        told to the ``on_realtime_connect`` hooks (the console's trace)."""
         subscriber = Subscriber(key, client, self)
         self.subscribers[key] = subscriber
+        hooks = self.broker.hooks
+        if hooks.realtime_connect:
+            hooks.notify(hooks.realtime_connect, client, _transport(key))
         return subscriber
 
-    def close(self, key: str, goodbye: bool = True) -> None:
+    def close(self, key: str, goodbye: bool = True, reason: str = "") -> None:
+        """End a connection: ``goodbye`` if the client said so (else its user may come back within
+        the presence grace); ``reason`` in words, for the ``on_realtime_disconnect`` hooks."""
         subscriber = self.subscribers.pop(key, None)
         if subscriber is not None:
             self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
+            hooks = self.broker.hooks
+            if hooks.realtime_disconnect:
+                said = reason or ("the client left" if goodbye else "connection lost")
+                hooks.notify(hooks.realtime_disconnect, subscriber.client, _transport(key), said, goodbye)
         self.presence.detach(key, goodbye)
 
     def subscribe(
@@ -253,3 +264,8 @@ class RealtimeService(Hook):
 
     def on_stop(self) -> None:
         self.stop()
+
+
+def _transport(key: str) -> str:
+    """``socketio`` or ``poll``, from a reader's key (``sio:<sid>``, ``poll:<session id>``)."""
+    return "socketio" if key.startswith("sio:") else "poll"
