@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from ...hooks import ClientInfo
 from .formats import iso_time
 
-if TYPE_CHECKING:
-    from .service import RealtimeService
+# How the board publishes an announcement: (topic, payload, qos, retain), from a hook (no await).
+Publish = Callable[[str, bytes, int, bool], None]
 
 __all__ = ["PresenceBoard", "mqtt_key"]
 
@@ -21,8 +22,8 @@ __all__ = ["PresenceBoard", "mqtt_key"]
 class PresenceBoard:
     """Which application users are present, over which connections (see the module docstring)."""
 
-    def __init__(self, service: RealtimeService, prefix: str, grace: float = 0.0) -> None:
-        self.service = service
+    def __init__(self, publish: Publish, prefix: str, grace: float = 0.0) -> None:
+        self.publish = publish
         self.prefix = prefix
         self.grace = grace
         # Users whose last attachment was lost, not closed: offline when the grace ends, unless back.
@@ -93,7 +94,7 @@ class PresenceBoard:
     def _announce(self, presence_id: str, status: str, transport: str) -> None:
         body = {**self.meta.get(presence_id, {}), "id": presence_id, "status": status, "transport": transport}
         body["timestamp"] = iso_time(time.time())
-        self.service.publish_soon(self.topic(presence_id), json.dumps(body).encode(), qos=1, retain=True)
+        self.publish(self.topic(presence_id), json.dumps(body).encode(), 1, True)
 
 
 def mqtt_key(client: ClientInfo) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ...broker.facade import BrokerFacade
 from ...broker.journal import Journal
 from ...broker.router import LocalSubscriber
-from ...hooks import READ, WRITE, ClientInfo, Hook, Reject
+from ...hooks import READ, WRITE, ClientInfo, DropReason, Hook, Reject
 from ...mqtt.topics import SHARE_PREFIX, valid_topic_filter
 from .errors import Denied
 from .presence import PresenceBoard, mqtt_key
@@ -47,7 +47,9 @@ class RealtimeService(Hook):
         self.journal = Journal(
             config.realtime.journal_size, config.realtime.journal_bytes, config.realtime.journal_seconds
         )
-        self.presence = PresenceBoard(self, config.realtime.presence_prefix, config.realtime.presence_grace)
+        self.presence = PresenceBoard(
+            self.publish_soon, config.realtime.presence_prefix, config.realtime.presence_grace
+        )
         self._presence_prefix = self.presence.topic_prefix
         self.publish_topics: tuple[str, ...] = (self._presence_prefix,)  # on_publish: presence only
         self.subscribers: dict[str, Subscriber] = {}
@@ -154,7 +156,7 @@ class RealtimeService(Hook):
     def open(self, key: str, client: RealtimeClient) -> Subscriber:
         """A signed-in client's connection (``key``: ``sio:<sid>`` or ``poll:<session id>``);
         told to the ``on_realtime_connect`` hooks (the console's trace)."""
-        subscriber = Subscriber(key, client, self)
+        subscriber = Subscriber(key, client, self, self.broker.config.api.stream_buffer)
         self.subscribers[key] = subscriber
         hooks = self.broker.hooks
         if hooks.realtime_connect:
@@ -197,6 +199,17 @@ class RealtimeService(Hook):
 
     def _unsubscribe_all(self, subscriber: Subscriber) -> None:
         self.unsubscribe(subscriber, list(subscriber.filters))
+
+    def reader_dropped(self, subscriber: Subscriber, lost: Message | None) -> None:
+        """A reader's full inbox lost its oldest message: counted, and told to ``on_dropped``."""
+        self.messages_dropped += 1
+        hooks = self.broker.hooks
+        if hooks.dropped and lost is not None:
+            detail = "the realtime client's inbox was full (stream_buffer)"
+            hooks.notify(hooks.dropped, subscriber.client.client_id, lost.topic, DropReason.QUEUE_FULL, detail, lost)
+
+    def reader_woke(self, subscriber: Subscriber) -> None:
+        self._notify(subscriber)
 
     def _notify(self, subscriber: Subscriber) -> None:
         for listener in self.listeners:
