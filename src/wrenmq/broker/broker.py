@@ -359,8 +359,8 @@ class Broker:
         self.stats.publish_bytes_received += len(data)
         before = self.persist.writes
         matched = self.route(message)
-        if self.hooks.published:
-            self.hooks.notify(self.hooks.published, None, message, matched)
+        if self.hooks.published and self.hooks.wants_published(message.topic):
+            self.hooks.run_published(None, message, matched)
         if self.persist.strict and qos and self.persist.writes != before:
             await self.persist.flush()
         return matched
