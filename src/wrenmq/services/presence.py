@@ -22,8 +22,9 @@ memory on the event loop: the hook only updates dicts and enqueues writes, which
 writer thread commits. After a restart every device is offline until it shows up again (no
 connection survives a restart).
 
-The hot path: the hook declares ``publish_topics`` (the device root and the request topic), so the
-broker calls ``on_publish`` for those topics only; every other message costs one ``str.startswith``.
+The hot path: the hook observes routed messages (``on_published``: what a publish hook refused is
+not seen) and declares ``publish_topics`` (the device root and the request topic), so the broker
+calls it for those topics only; every other message costs one ``str.startswith``.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Presence(Hook):
         self.request_topic = f"{config.presence.admin_root}/request/snapshot"
         self._device_prefix = self.devices_root + "/"
         self._announce_topic = f"{self.devices_root}/{ANNOUNCE}/announce"
-        # The hot path calls on_publish for these topics only (one str.startswith for the rest).
+        # The hot path calls on_published for these topics only (one str.startswith for the rest).
         self.publish_topics: tuple[str, ...] = (self._device_prefix, self.request_topic)
         self.devices: dict[str, dict[str, Any]] = {}
         self._seen_at: dict[str, float] = {}  # loop time of the last message from each online device
@@ -135,9 +136,10 @@ class Presence(Hook):
 
     # -- hook events (on the event loop; never block) -----------------------------------------
 
-    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
+    def on_published(self, client: ClientInfo | None, message: Message, matched: int) -> None:
+        # After routing: a message a publish hook refused is not taken for the device's word.
         if not message.topic.startswith(self.publish_topics):  # the hook set filters too: for direct calls
-            return message
+            return
         topic = message.topic
         try:
             if topic == self.request_topic:
@@ -146,7 +148,6 @@ class Presence(Hook):
                 self._device_message(client, topic, message)
         except Exception:  # presence observes: never let it get in the way of the message
             log.exception("presence could not handle a message on %s", topic)
-        return message
 
     def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
         device_id = self._bound.pop(client, None)
