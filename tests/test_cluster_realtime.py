@@ -1,0 +1,269 @@
+"""The realtime platform across cluster nodes (issue 16): Socket.IO, the browser client and
+realtime resume, with two nodes sharing a real ``redis-server``.
+
+The nodes here run in this process (``wrenmq_server_factory``: each on its own thread and event
+loop, each a full ``Services`` with its own API), so a test can also call a node's Socket.IO
+server directly; they talk to each other only through Redis, as separate machines would. The
+clients are real: socket.io-client in Node.js, paho-mqtt, httpx, wrenmq-realtime.js in Chromium.
+Routes travel through Redis asynchronously, so each test first waits for a probe to cross.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paho_sync import MQTTv5, PahoClient
+from redisproc import RedisServer, have_redis
+from serveproc import free_port
+from wrenmq.pytest_plugin import WrenmqServer
+
+pytestmark = pytest.mark.skipif(not have_redis(), reason="needs Debian's redis-server")
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE_MODULES = ROOT / "node_modules"
+TIMEOUT = 15.0
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    server = RedisServer(tmp_path).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def nodes(wrenmq_server_factory: Callable[..., WrenmqServer], redis_url: str) -> Callable[..., WrenmqServer]:
+    """Start a cluster node named ``name`` in this process, with its API (and so realtime)."""
+
+    def start(name: str, **overrides: Any) -> WrenmqServer:
+        return wrenmq_server_factory(api_port=0, cluster_url=redis_url, node_name=name, **overrides)
+
+    return start
+
+
+def bridge(node: WrenmqServer) -> Any:
+    assert node.api is not None
+    return node.api.app.state.socketio
+
+
+# -- socket.io-client in Node.js ---------------------------------------------------------------------
+
+SIO_SCRIPT = """
+const { io } = require("socket.io-client");
+const [url, filter] = process.argv.slice(1);
+const say = (data) => process.stdout.write(JSON.stringify(data) + "\\n");
+const socket = io(url, { transports: ["websocket"], reconnection: false });
+socket.on("welcome", async () => {
+  const answer = await socket.timeout(10000).emitWithAck("subscribe", { filters: [filter], qos: 1, retained: false });
+  say({ subscribed: answer });
+});
+socket.on("message", (data, ack) => { say({ message: data }); if (ack) ack("ok"); });
+socket.on("notice", (data) => say({ notice: data }));
+socket.on("connect_error", (err) => say({ error: String(err) }));
+process.stdin.on("end", () => { socket.close(); process.exit(0); });
+process.stdin.resume();
+"""
+
+
+class SioNode:
+    """socket.io-client in Node.js: what the server sends it, one JSON line each, in a queue."""
+
+    def __init__(self, url: str, topic_filter: str) -> None:
+        if shutil.which("node") is None or not (NODE_MODULES / "socket.io-client").exists():
+            pytest.skip("node and the repository's node_modules (socket.io-client) are needed")
+        env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
+        self.process = subprocess.Popen(
+            ["node", "-e", SIO_SCRIPT, url, topic_filter],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.put(json.loads(line))
+
+    def next(self, key: str, timeout: float = TIMEOUT) -> Any:
+        """The next line with ``key`` (others are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            data = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            assert "error" not in data, data
+            if key in data:
+                return data[key]
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def probe_until(send: Callable[[], None], arrived: Callable[[float], bool], timeout: float = TIMEOUT) -> None:
+    """Call ``send`` until ``arrived(wait)`` says something came (a route or a channel crossed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        send()
+        if arrived(0.25):
+            return
+        assert time.monotonic() < deadline, "no probe crossed the cluster"
+
+
+def _got(client: SioNode, key: str, match: Callable[[Any], bool]) -> Callable[[float], bool]:
+    def arrived(wait: float) -> bool:
+        try:
+            return match(client.next(key, wait))
+        except queue.Empty:
+            return False
+
+    return arrived
+
+
+def drain(client: SioNode, until: str) -> list[dict[str, Any]]:
+    """The messages up to and including the one on topic ``until`` (the sentinel)."""
+    found = []
+    while True:
+        message = client.next("message")
+        found.append(message)
+        if message["topic"] == until:
+            return found
+
+
+def test_cluster_socketio_client_gets_publish_from_another_node(nodes: Callable[..., WrenmqServer]) -> None:
+    """Issue 16: a Socket.IO client (socket.io-client in Node.js) attached to node A receives what
+    paho publishes on node B, at QoS 1, each message once, with B's message id."""
+    a, b = nodes("a"), nodes("b")
+    client = SioNode(a.api_url, "sio/#")
+    publisher = PahoClient(b.port, MQTTv5, client_id="sio-pub")
+    try:
+        assert client.next("subscribed")["ok"]
+        probe_until(lambda: publisher.publish("sio/probe", b"{}", qos=0), _got(client, "message", lambda m: True))
+        time.sleep(0.3)  # (probes in flight land; the sentinel below ends what is counted)
+        for i in range(20):
+            publisher.publish(f"sio/{i % 2}", json.dumps({"n": i}).encode(), qos=1)
+        publisher.publish("sio/end", b"{}", qos=1)
+        got = [m for m in drain(client, "sio/end") if m["topic"] != "sio/probe"]
+        assert [json.loads(m["payload"])["n"] for m in got[:-1]] == list(range(20))
+        assert all(m["qos"] == 1 for m in got)
+        assert len({m["message_id"] for m in got}) == 21
+    finally:
+        publisher.close()
+        client.close()
+
+
+def test_cluster_socketio_room_emit_reaches_a_socket_on_another_node(nodes: Callable[..., WrenmqServer]) -> None:
+    """Issue 16: with a cluster, the Socket.IO server runs on python-socketio's Redis manager: an
+    emit made on node B to a room (the topic filter a socket subscribed to) reaches the socket on
+    node A, and a socket in no such room gets nothing (a sentinel emitted to it after says so)."""
+    a, b = nodes("a"), nodes("b")
+    member = SioNode(a.api_url, "rooms/#")
+    other = SioNode(a.api_url, "elsewhere/#")
+    try:
+        assert member.next("subscribed")["ok"] and other.next("subscribed")["ok"]
+        probe_until(
+            lambda: b.call(bridge(b).emit("notice", {"probe": True}, room="rooms/#")),
+            _got(member, "notice", lambda data: data == {"probe": True}),
+        )
+        b.call(bridge(b).emit("notice", {"text": "to the room"}, room="rooms/#"))
+        assert member.next("notice") == {"text": "to the room"}
+        b.call(bridge(b).emit("notice", {"text": "sentinel"}, room="elsewhere/#"))
+        assert other.next("notice") == {"text": "sentinel"}  # the room emit before it never came
+    finally:
+        member.close()
+        other.close()
+
+
+# -- wrenmq-realtime.js in Chromium -------------------------------------------------------------------
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<script src="/static/vendor/mqtt.min.js"></script>
+<script src="/static/vendor/socket.io.min.js"></script>
+<script src="/static/wrenmq-realtime.js"></script>
+<script>
+window.report = { numbers: [], transports: [], errors: [] };
+window.start = function (options, filter) {
+  const rt = WrenmqRealtime.connect(options);
+  window.rt = rt;
+  rt.on("status", (s) => { if (s.state === "connected") window.report.transports.push(s.transport); });
+  rt.on("error", (e) => window.report.errors.push(String(e)));
+  rt.subscribe(filter, (msg) => {
+    if (msg.json && typeof msg.json.n === "number") window.report.numbers.push(msg.json.n);
+  });
+};
+</script>
+"""
+
+
+def open_page(browser: Any, node: WrenmqServer, **options: Any) -> Any:
+    context = browser.new_context()
+    page = context.new_page()
+    page.route(node.api_url + "/test", lambda route: route.fulfill(body=PAGE, content_type="text/html"))
+    page.goto(node.api_url + "/test")
+    settings = {
+        "url": node.api_url,
+        "mqttUrl": f"ws://127.0.0.1:{free_port()}/mqtt",  # nothing listens: MQTT fails, the client falls back
+        "backoffInitial": 200,
+        "connectTimeout": 3000,
+        "pollTimeout": 5,
+        **options,
+    }
+    page.evaluate("([o, f]) => window.start(o, f)", [settings, "web/#"])
+    return page
+
+
+def test_cluster_browser_client_on_fallbacks_gets_publishes_from_another_node(
+    nodes: Callable[..., WrenmqServer], browser: Any
+) -> None:
+    """Issue 16: wrenmq-realtime.js on node A, fallen back from MQTT (unreachable) to Socket.IO, and
+    another on long polling only, both show each message paho publishes on node B exactly once."""
+    a, b = nodes("a"), nodes("b")
+    on_socketio = open_page(browser, a)
+    on_polling = open_page(browser, a, transports=["polling"])
+    publisher = PahoClient(b.port, MQTTv5, client_id="web-pub")
+    try:
+        for page, transport in ((on_socketio, "socketio"), (on_polling, "polling")):
+            page.wait_for_function("(t) => window.report.transports.includes(t)", arg=transport, timeout=20_000)
+
+        def probe() -> None:
+            publisher.publish("web/probe", b'{"n": -1}', qos=0)
+
+        def both(wait: float) -> bool:
+            time.sleep(wait)
+            return all(page.evaluate("() => window.report.numbers.includes(-1)") for page in (on_socketio, on_polling))
+
+        probe_until(probe, both)
+        for i in range(30):
+            publisher.publish(f"web/{i % 3}", json.dumps({"n": i}).encode(), qos=1)
+        for page in (on_socketio, on_polling):
+            page.wait_for_function(
+                "() => new Set(window.report.numbers.filter((n) => n >= 0)).size === 30", timeout=20_000
+            )
+            found = page.evaluate("() => window.report")
+            numbers = [n for n in found["numbers"] if n >= 0]
+            assert numbers == list(range(30)), numbers  # once each, in order
+            assert not found["errors"], found["errors"]
+        assert on_socketio.evaluate("() => window.rt.status.transport") == "socketio"
+        assert on_polling.evaluate("() => window.rt.status.transport") == "polling"
+    finally:
+        publisher.close()
+        for page in (on_socketio, on_polling):
+            page.context.close()
