@@ -10,10 +10,12 @@ Routes travel through Redis asynchronously, so each test first waits for a probe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -43,7 +45,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def nodes(wrenmq_server_factory: Callable[..., WrenmqServer], redis_url: str) -> Callable[..., WrenmqServer]:
+def nodes(redis_url: str, wrenmq_server_factory: Callable[..., WrenmqServer]) -> Callable[..., WrenmqServer]:
     """Start a cluster node named ``name`` in this process, with its API (and so realtime)."""
 
     def start(name: str, **overrides: Any) -> WrenmqServer:
@@ -267,3 +269,156 @@ def test_cluster_browser_client_on_fallbacks_gets_publishes_from_another_node(
         publisher.close()
         for page in (on_socketio, on_polling):
             page.context.close()
+
+
+# -- realtime resume on another node ------------------------------------------------------------------
+
+
+class Switch:
+    """A TCP load balancer in front of one node's API at a time: ``move(port)`` sends new
+    connections to another node and cuts the open ones (as when a node goes out of the pool)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.links: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self.lock:
+                self.links += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def move(self, port: int) -> None:
+        self.target = port
+        with self.lock:
+            links, self.links = self.links, []
+        for link in links:
+            with contextlib.suppress(OSError):
+                link.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.move(self.target)
+
+
+RT_SCRIPT = """
+const WrenmqRealtime = require(process.argv[1]);
+const options = JSON.parse(process.argv[2]);
+const say = (data) => process.stdout.write(JSON.stringify(data) + "\\n");
+const rt = WrenmqRealtime.connect(options);
+rt.subscribe("resume/#", (msg) => say({ message: msg.json, transport: msg.transport }));
+rt.on("status", (s) => { if (s.state === "connected") say({ connected: s.transport }); });
+process.stdin.on("end", () => { rt.close(); setTimeout(() => process.exit(0), 200); });
+process.stdin.resume();
+"""
+
+
+class RealtimeNode(SioNode):
+    """wrenmq-realtime.js (this repository's file) in Node.js, printing what it shows."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        if shutil.which("node") is None or not (NODE_MODULES / "socket.io-client").exists():
+            pytest.skip("node and the repository's node_modules (socket.io-client) are needed")
+        script = ROOT / "src" / "wrenmq" / "static" / "wrenmq-realtime.js"
+        env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
+        self.process = subprocess.Popen(
+            ["node", "-e", RT_SCRIPT, str(script), json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+
+def journal_has(node: WrenmqServer, topic: str) -> bool:
+    async def look() -> bool:
+        assert node.services is not None and node.services.realtime is not None
+        return any(message.topic == topic for _, _, message in node.services.realtime.journal.since(0))
+
+    return node.call(look())
+
+
+@pytest.mark.parametrize("transport", ["socketio", "polling"])
+def test_cluster_realtime_resume_on_another_node_misses_nothing(
+    nodes: Callable[..., WrenmqServer], transport: str
+) -> None:
+    """Issue 16: wrenmq-realtime.js reading through a load balancer from node A is moved to node B
+    while paho keeps publishing on A; on B it replays what it missed from B's journal, which holds
+    A's messages because the realtime readers' filters are held cluster-wide: every number shown
+    exactly once (repeats near the cut carry the same message id and are dropped)."""
+    a, b = nodes("a"), nodes("b")
+    switch = Switch(a.api.port if a.api else 0)
+    client = RealtimeNode(
+        {
+            "url": f"http://127.0.0.1:{switch.port}",
+            "transports": [transport],
+            "backoffInitial": 200,
+            "backoffMax": 1000,
+            "connectTimeout": 3000,
+            "pollTimeout": 2,
+        }
+    )
+    publisher = PahoClient(a.port, MQTTv5, client_id="resume-pub")
+    sent = 0
+    shown: list[int] = []
+
+    def in_b_journal(wait: float) -> bool:
+        if journal_has(b, "resume/probe"):
+            return True
+        time.sleep(wait)
+        return False
+
+    def publish(count: int, pause: float = 0.0) -> None:
+        nonlocal sent
+        for _ in range(count):
+            publisher.publish("resume/x", json.dumps({"n": sent}).encode(), qos=1)
+            sent += 1
+            time.sleep(pause)
+
+    try:
+        assert client.next("connected") == transport
+        # B's journal holds A's messages for the filter A's reader holds (announced through Redis).
+        probe_until(lambda: publisher.publish("resume/probe", b'{"n": -1}', qos=0), in_b_journal)
+        publish(20)
+        while not shown or shown[-1] != sent - 1:
+            shown.append(client.next("message")["n"])
+        switch.move(b.api.port if b.api else 0)  # the client is cut off, and comes back on B...
+        publish(40, 0.01)  # ...while A goes on publishing
+        assert client.next("connected") == transport
+        publisher.publish("resume/end", b'{"n": -2}', qos=1)
+        while (n := client.next("message")["n"]) != -2:
+            shown.append(n)
+    finally:
+        publisher.close()
+        client.close()
+        switch.close()
+    numbers = [n for n in shown if n >= 0]
+    assert sorted(numbers) == list(range(sent)), (len(numbers), sorted(set(range(sent)) - set(numbers)))

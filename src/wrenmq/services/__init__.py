@@ -123,7 +123,7 @@ class Services:
             if config.realtime:
                 from .realtime import RealtimeService
 
-                self.realtime = RealtimeService(self.broker, self.api_keys)
+                self.realtime = RealtimeService(self.broker, self.api_keys, self.cluster)
             self.api = ApiServer(self.broker, self)
             await self.api.start(self._api_socket)
             self._api_socket = None  # the API's now

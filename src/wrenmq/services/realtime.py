@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from ..api.keys import ApiKeyStore
     from ..broker.broker import Broker
     from ..broker.message import Message
+    from ..cluster import Cluster
+    from .realtime_cluster import ClusterJournal
 
 __all__ = [
     "MAX_FILTERS",
@@ -189,13 +191,19 @@ class RealtimeService(Hook):
 
     name = "realtime"
 
-    def __init__(self, broker: Broker, api_keys: ApiKeyStore) -> None:
+    def __init__(self, broker: Broker, api_keys: ApiKeyStore, cluster: Cluster | None = None) -> None:
         config = broker.config
         self.broker = broker
         self.api_keys = api_keys
         self.journal = Journal(
             config.realtime_journal_size, config.realtime_journal_bytes, config.realtime_journal_seconds
         )
+        # With a cluster: every node's journal holds what readers anywhere read (realtime_cluster).
+        self.shared: ClusterJournal | None = None
+        if cluster is not None and self.journal.size:
+            from .realtime_cluster import ClusterJournal
+
+            self.shared = ClusterJournal(broker, cluster, config.realtime_journal_seconds)
         self.presence = PresenceBoard(self, config.realtime_presence_prefix, config.realtime_presence_grace)
         self._presence_prefix = self.presence.topic_prefix
         self.publish_topics: tuple[str, ...] = (self._presence_prefix,)  # on_publish: presence only
@@ -215,6 +223,8 @@ class RealtimeService(Hook):
             if self.journal.size:
                 self.journal.offset = time.time() - self.broker.loop.time()
                 self.broker.journal = self.journal
+            if self.shared is not None:
+                self.shared.start()
 
     def stop(self) -> None:
         if self._started:
@@ -223,6 +233,8 @@ class RealtimeService(Hook):
                 self.broker.hooks.remove(self)
             if self.broker.journal is self.journal:
                 self.broker.journal = None
+            if self.shared is not None:
+                self.shared.stop()
         for subscriber in list(self.subscribers.values()):
             self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
@@ -323,6 +335,9 @@ class RealtimeService(Hook):
         if self.subscribers.get(subscriber.key) is subscriber:  # (not one closed meanwhile)
             for topic_filter, qos in filters.items():
                 self.broker.subscribe_local(LocalSubscriber(subscriber.local_id, topic_filter, subscriber.deliver, qos))
+            if self.shared is not None:
+                for topic_filter in new:
+                    self.shared.use(topic_filter)
         queued = 0
         inbox = subscriber.inbox
         if since is not None:
@@ -348,6 +363,8 @@ class RealtimeService(Hook):
         for topic_filter in filters:
             if subscriber.filters.pop(topic_filter, None) is not None:
                 self.broker.unsubscribe_local(subscriber.local_id, topic_filter)
+                if self.shared is not None:
+                    self.shared.release(topic_filter)
 
     def _unsubscribe_all(self, subscriber: Subscriber) -> None:
         self.unsubscribe(subscriber, list(subscriber.filters))
