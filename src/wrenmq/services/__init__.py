@@ -108,7 +108,7 @@ class Services:
         if self.broker.config.presence:
             from .presence import Presence
 
-            self.presence = Presence(self.broker)  # device registry, wills, heartbeats, snapshot
+            self.presence = Presence(self.broker, self.cluster)  # device registry, wills, heartbeats, snapshot
             await self.presence.start()
         self.connections = BrokerConnections(self.broker)  # external brokers and bridges ([[brokers]])
         await self.connections.start()
