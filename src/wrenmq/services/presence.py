@@ -393,7 +393,8 @@ class Presence(Hook):
 
     def replace(self, device_id: str, entry: dict[str, Any] | None, elsewhere: bool) -> None:
         """Another node changed ``device_id``'s entry (None: forgot it); ``elsewhere``: the device
-        is heard through that node, which watches its heartbeats."""
+        is heard through that node, which watches its heartbeats. (Not written to this node's
+        storage: the registry is Redis's; a node's storage keeps what it changed itself.)"""
         if entry is None:
             if self.devices.pop(device_id, None) is not None:
                 self._forget(device_id)
@@ -404,7 +405,6 @@ class Presence(Hook):
             self._seen_at.pop(device_id, None)
         if not entry["online"]:
             self._lwt_set.add(device_id)
-        self.broker.storage.device_put([dict(entry)])
 
     # -- what the service publishes -------------------------------------------------------------
 
