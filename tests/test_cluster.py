@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -384,3 +385,152 @@ def test_cluster_node_name_in_use_is_refused(
         timeout=30,
     )
     assert result.returncode != 0 and "node_name" in result.stderr, result.stderr
+
+
+class Persistent:
+    """A paho MQTT 5 client with a persistent session (clean start off, expiry 300 s)."""
+
+    def __init__(self, port: int, client_id: str) -> None:
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda _c, _u, flags, rc, _p: self.events.put(
+            ("connack", (rc.value, flags.session_present))
+        )
+        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self.events.put(("disconnect", rc.value))
+        self.client.on_subscribe = lambda _c, _u, _m, rcs, _p: self.events.put(("suback", rcs))
+        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 300
+        self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
+        self.client.loop_start()
+        kind, (rc, present) = self.events.get(timeout=10)
+        assert kind == "connack" and rc == 0, (kind, rc)
+        self.session_present = present
+
+    def subscribe(self, topic: str, qos: int) -> None:
+        self.client.subscribe(topic, qos)
+        kind, _ = self.events.get(timeout=10)
+        assert kind == "suback"
+
+    def take(self, count: int, timeout: float = 15.0) -> list[mqtt.MQTTMessage]:
+        deadline = time.monotonic() + timeout
+        got = []
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"got {len(got)} of {count}: {[m.payload for m in got]}"
+            got.append(self.messages.get(timeout=remaining))
+        return got
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def drop(self) -> None:
+        """Go away without DISCONNECT."""
+        self.client.loop_stop()
+        self.client.socket().close()  # type: ignore[union-attr]
+
+
+def test_cluster_session_moves_to_another_node(cluster: Callable[..., Node]) -> None:
+    """A persistent session taken up on another node: session present [MQTT-3.2.2-2], with the
+    messages queued while it was offline, in order [MQTT-4.6.0-5]; a live connection on the first
+    node is closed with 0x8E [MQTT-3.1.4-3]."""
+    a, b = cluster("a"), cluster("b")
+    first = Persistent(a.port, "mover")
+    assert not first.session_present
+    first.subscribe("orders/#", 2)
+    pub = PahoClient(b.port, MQTTv5, client_id="pub")
+    watcher = PahoClient(a.port, MQTTv5, client_id="watch")
+    watcher.subscribe("orders/#", 1)
+    wait_until_routed(pub, watcher, "orders/probe")
+    first.take(first.messages.qsize())  # (probes)
+    first.close()
+    for i in range(10):
+        pub.publish("orders/new", f"o{i}".encode(), qos=1 if i % 2 else 2)
+    watcher.receive(10)  # all of them routed by now (a sentinel for the queue on A)
+    moved = Persistent(b.port, "mover")
+    assert moved.session_present
+    got = [m.payload.decode() for m in moved.take(10)]
+    # (paho hands a QoS 2 message to the application at PUBREL, so order shows per QoS)
+    assert [x for x in got if int(x[1:]) % 2] == [f"o{i}" for i in range(1, 10, 2)], got
+    assert [x for x in got if not int(x[1:]) % 2] == [f"o{i}" for i in range(0, 10, 2)], got
+    # now live on B: connecting on A takes it back, closing B's connection with 0x8E
+    back = Persistent(a.port, "mover")
+    assert back.session_present
+    kind, code = moved.events.get(timeout=10)
+    assert (kind, code) == ("disconnect", 0x8E)
+    pub.publish("orders/after", b"after", qos=1)
+    assert back.take(1)[0].payload == b"after"
+    back.close()
+    pub.close()
+    watcher.close()
+
+
+def test_cluster_node_killed_sessions_continue(cluster: Callable[..., Node]) -> None:
+    """kill -9 of the node holding persistent QoS 1 and QoS 2 subscribers while a publisher on
+    another node keeps sending: they reconnect to a survivor and get every message whose PUBACK
+    the publisher had [MQTT-4.3.2-2], [MQTT-4.3.3-2]; a QoS 2 message whose flow had completed is
+    not delivered again [MQTT-4.3.3-3]."""
+    a, b = cluster("a"), cluster("b")
+    subs = {1: Persistent(a.port, "s1"), 2: Persistent(a.port, "s2")}
+    subs[1].subscribe("feed/#", 1)
+    subs[2].subscribe("feed/#", 2)
+    acked: list[int] = []
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="feeder", protocol=mqtt.MQTTv5)
+    pending: dict[int, int] = {}
+    pub.on_publish = lambda _c, _u, mid, _rc, _p: acked.append(pending.pop(mid))
+    pub.connect("127.0.0.1", b.port)
+    pub.loop_start()
+    watcher = PahoClient(b.port, MQTTv5, client_id="w")
+    watcher.subscribe("feed/#", 0)
+    probe = PahoClient(b.port, MQTTv5, client_id="probe-pub")
+    for client in subs.values():
+        deadline = time.monotonic() + 10
+        while client.messages.empty():
+            probe.publish("feed/probe", b"-1", qos=0)
+            time.sleep(0.1)
+            assert time.monotonic() < deadline
+    time.sleep(0.3)
+    before_kill = {qos: [int(m.payload) for m in client.take(client.messages.qsize())] for qos, client in subs.items()}
+    n = 0
+
+    def send(count: int) -> None:
+        nonlocal n
+        for _ in range(count):
+            info = pub.publish("feed/x", str(n).encode(), qos=1)
+            pending[info.mid] = n
+            n += 1
+            time.sleep(0.005)
+
+    send(100)
+    a.kill()
+    send(200)  # while A is dead and being reaped
+    deadline = time.monotonic() + 10
+    while pending:
+        assert time.monotonic() < deadline, "the publisher's messages were not all acknowledged"
+        time.sleep(0.05)
+    got: dict[int, list[int]] = {}
+    for qos, old in subs.items():
+        old.client.loop_stop()
+        received = [int(m.payload) for m in old.take(old.messages.qsize())]
+        again = Persistent(b.port, f"s{qos}")  # waits for A's sessions to be adopted, then takes them
+        assert again.session_present
+        again.client.publish("feed/end", f"end{qos}".encode(), qos=1)
+        rest = []
+        while True:
+            message = again.take(1)[0]
+            if message.payload == f"end{qos}".encode():
+                break
+            if not message.payload.startswith(b"end"):  # (the other subscriber's sentinel)
+                rest.append(int(message.payload))
+        got[qos] = before_kill[qos] + received + rest
+        again.close()
+    for qos in (1, 2):
+        missing = sorted(set(acked) - set(got[qos]))
+        assert not missing, f"QoS {qos} subscriber lost acknowledged messages: {missing[:20]}"
+    dupes = [x for x in got[2] if x >= 0 and got[2].count(x) > 1]
+    assert not dupes, f"QoS 2 delivered again: {sorted(set(dupes))[:20]}"
+    pub.loop_stop()
+    watcher.close()
+    probe.close()

@@ -25,8 +25,8 @@ def test_defaults() -> None:
         "sqlite",
         "strict",
     )
-    assert config.max_packet_size == 16 * 1024 * 1024
-    assert config.max_session_expiry_interval == 4294967295
+    assert config.limits.max_packet_size == 16 * 1024 * 1024
+    assert config.limits.max_session_expiry_interval == 4294967295
     assert config.sqlite_path == config.data_dir / "wrenmq.db"
     assert "wrenmq" in str(config.data_dir)
 
@@ -52,7 +52,7 @@ def test_env_strings_are_parsed() -> None:
     config = load_config(env=env)
     assert config.allow_anonymous is False
     assert config.data_dir == Path("/srv/wrenmq")
-    assert config.log_level == "debug"
+    assert config.log.level == "debug"
 
 
 def test_data_dir_expands_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

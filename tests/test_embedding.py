@@ -106,7 +106,7 @@ async def test_broker_from_a_config_object(tmp_path: Path):
     broker = wrenmq.Broker(config)
     assert broker.config is config
     overridden = wrenmq.Broker(config, receive_maximum=10)
-    assert overridden.config.receive_maximum == 10 and overridden.config.max_packet_size == 1024
+    assert overridden.config.limits.receive_maximum == 10 and overridden.config.limits.max_packet_size == 1024
     async with broker:
         client = RawClient(broker.port, 5)
         try:

@@ -94,13 +94,13 @@ def test_log_dest_from_mosquitto_conf(tmp_path: Path) -> None:
     )
     warnings: list[str] = []
     config = load_config(conf, warnings=warnings)
-    assert config.log_dest == ["stdout", "file", "syslog"]
-    assert config.log_file == log_file
-    assert config.syslog_facility == "local5"
+    assert config.log.dest == ["stdout", "file", "syslog"]
+    assert config.log.file == log_file
+    assert config.log.syslog_facility == "local5"
     assert any("line 6: log_dest: log_dest topic is not supported" in found for found in warnings), warnings
     conf.write_text("log_dest none\n")
-    assert load_config(conf).log_dest == []
-    assert load_config(None).log_dest == ["stderr"]  # Mosquitto's default too, in the foreground
+    assert load_config(conf).log.dest == []
+    assert load_config(None).log.dest == ["stderr"]  # Mosquitto's default too, in the foreground
 
 
 @pytest.mark.parametrize(

@@ -96,13 +96,17 @@ max_connections 50
 """,
     )
     assert config.storage == "sqlite" and config.data_dir == tmp_path / "data"
-    assert config.log_level == "info"
-    assert config.max_inflight_messages == 65535  # Mosquitto's 0: no limit
-    assert (config.max_queued_messages, config.max_packet_size, config.max_keepalive) == (500, 100000, 300)
-    assert config.max_queued_bytes == 0  # no limit, in both
+    assert config.log.level == "info"
+    assert config.limits.max_inflight_messages == 65535  # Mosquitto's 0: no limit
+    assert (config.limits.max_queued_messages, config.limits.max_packet_size, config.limits.max_keepalive) == (
+        500,
+        100000,
+        300,
+    )
+    assert config.limits.max_queued_bytes == 0  # no limit, in both
     assert config.sys_interval == 30
-    assert config.max_session_expiry_interval == 2 * 86400
-    assert (config.retain_available, config.maximum_qos) == (False, 1)
+    assert config.limits.max_session_expiry_interval == 2 * 86400
+    assert (config.limits.retain_available, config.limits.maximum_qos) == (False, 1)
     assert config.allow_anonymous is False  # Mosquitto 2: off once a listener is configured
     assert config.ws_port is None and config.port is None  # only the file's listeners
     listeners = [(found.type, found.host, found.port, found.max_connections) for found in config.effective_listeners()]
@@ -160,7 +164,7 @@ def test_mosquitto_conf_include_dir(tmp_path: Path) -> None:
     (confd / "10-listener.conf").write_text("listener 1890\nallow_anonymous true\n")
     (confd / "README").write_text("not read\n")
     config = load(tmp_path, f"max_keepalive 30\ninclude_dir {confd}\n")
-    assert config.max_keepalive == 60  # read in name order, at the include_dir line
+    assert config.limits.max_keepalive == 60  # read in name order, at the include_dir line
     assert [found.port for found in config.effective_listeners()] == [1890]
 
 

@@ -508,7 +508,7 @@ def test_presence_is_on_by_default_and_stops_with_the_services(
 ) -> None:
     """The hook is registered by Services.start (with the API off) and removed by stop (wrenmq feature)."""
     server = wrenmq_server_factory()
-    assert server.config.api_port is None
+    assert server.config.api.port is None
     presence = server.services.presence if server.services else None
     assert presence is not None and broker_hooks_has(server.broker, presence)
     broker = server.broker
@@ -547,8 +547,8 @@ def test_presence_settings_from_file_and_environment(tmp_path: Path) -> None:
     config = tmp_path / "wrenmq.toml"
     config.write_text('presence_devices_root = "fleet"\npresence_heartbeat_interval = 5\n')
     loaded = load_config(config, env={"WRENMQ_PRESENCE_MISSED_HEARTBEATS": "4", "WRENMQ_PRESENCE": "false"})
-    assert (loaded.presence_devices_root, loaded.presence_heartbeat_interval) == ("fleet", 5.0)
-    assert (loaded.presence_missed_heartbeats, loaded.presence) == (4, False)
+    assert (loaded.presence.devices_root, loaded.presence.heartbeat_interval) == ("fleet", 5.0)
+    assert (loaded.presence.missed_heartbeats, loaded.presence.enabled) == (4, False)
     with pytest.raises(ConfigError, match="WRENMQ_PRESENCE_EVENTS_KEPT"):
         load_config(env={"WRENMQ_PRESENCE_EVENTS_KEPT": "many"})
 

@@ -41,7 +41,7 @@ def test_factory_applies_overrides_and_test_defaults(
 ) -> None:
     first = wrenmq_server_factory(maximum_qos=1)
     second = wrenmq_server_factory()
-    assert first.config.maximum_qos == 1
+    assert first.config.limits.maximum_qos == 1
     assert (second.config.storage, second.config.sys_interval) == ("memory", 0)
     assert first.port != second.port
     assert first.config.data_dir != second.config.data_dir

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from wrenmq import __version__
 from wrenmq.aio import run
-from wrenmq.config import CONFIG_ENV, Config, ConfigError, env_var, load_config
+from wrenmq.config import CONFIG_ENV, SETTINGS, Config, ConfigError, env_var, load_config
 from wrenmq.logs import setup_logging
 from wrenmq.service_manager import notify
 
@@ -101,7 +101,7 @@ def _add_serve(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
         "--config",
         type=Path,
         metavar="FILE",
-        help="config file: TOML (keys are field names) or Mosquitto's mosquitto.conf",
+        help="config file: TOML (settings at the top level or in [sections]) or Mosquitto's mosquitto.conf",
     )
     for key in _SERVE_FLAGS:
         _add_config_flag(parser, key)
@@ -110,7 +110,7 @@ def _add_serve(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _add_config_flag(parser: argparse.ArgumentParser, key: str) -> None:
     """A flag whose help, choices and type come from the Config field, so they cannot drift."""
-    field = Config.model_fields[key]
+    field = SETTINGS[key].info
     default = field.get_default(call_default_factory=True)
     help_text = f"{field.description} (default: {default}; env {env_var(key)})"
     flag = "--" + key.replace("_", "-")
@@ -147,12 +147,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     config = load_config(config_file, overrides={key: getattr(args, key) for key in _SERVE_FLAGS}, warnings=ignored)
     try:
         setup_logging(
-            config.log_level,
-            log_format=config.log_format,
-            dests=config.log_dest,
-            log_file=config.log_file,
-            syslog_address=config.syslog_address,
-            syslog_facility=config.syslog_facility,
+            config.log.level,
+            log_format=config.log.format,
+            dests=config.log.dest,
+            log_file=config.log.file,
+            syslog_address=config.log.syslog_address,
+            syslog_facility=config.log.syslog_facility,
         )
     except OSError as exc:  # the log file's directory is missing or not writable; no syslog socket
         print(f"wrenmq: configuration error: {exc.strerror or exc}", file=sys.stderr)

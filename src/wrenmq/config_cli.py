@@ -45,7 +45,7 @@ def add_parser(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config, read_config_file
+    from .config import ConfigError, load_config, nest_settings, read_config_file
 
     path: Path = args.file
     warnings: list[str] = []
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"wrenmq config: warning: {warning}", file=sys.stderr)
             comments = [f"# Converted from {path} by wrenmq config convert."]
             comments += [f"# warning: {warning}" for warning in warnings]
-            sys.stdout.write("\n".join(comments) + "\n\n" + dump_toml(values))
+            sys.stdout.write("\n".join(comments) + "\n\n" + dump_toml(nest_settings(values)))
             return EXIT_OK
         config = load_config(path, warnings=warnings)
     except ConfigError as exc:
@@ -82,9 +82,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def dump_toml(values: Mapping[str, Any]) -> str:
-    """TOML for a config mapping: scalars and lists of scalars first, then arrays of tables."""
+    """TOML for a config mapping: scalars and lists of scalars first, then sections ([api]), then
+    arrays of tables ([[listeners]])."""
+    sections = {key: value for key, value in values.items() if isinstance(value, Mapping)}
     tables = {key: value for key, value in values.items() if _is_tables(value)}
-    lines = [f"{key} = {_value(value)}" for key, value in values.items() if key not in tables]
+    lines = [f"{key} = {_value(value)}" for key, value in values.items() if key not in tables and key not in sections]
+    for key, section in sections.items():
+        lines += ["", f"[{key}]"]
+        lines += [f"{name} = {_value(value)}" for name, value in section.items()]
     for key, entries in tables.items():
         for entry in entries:
             lines += ["", f"[[{key}]]"]

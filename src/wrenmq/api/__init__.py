@@ -103,19 +103,19 @@ def check_api(config: Config) -> list[str]:
     """What would stop the API from starting, as messages naming the key (its TLS files); the key
     file's mode is checked too (a warning)."""
     warn_if_open(config.api_keys_path, "API key file")
-    if config.api_certfile is None:
+    if config.api.certfile is None:
         return []
     import ssl
 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        context.load_cert_chain(config.api_certfile, config.api_keyfile)
+        context.load_cert_chain(config.api.certfile, config.api.keyfile)
     except (OSError, ssl.SSLError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else (getattr(exc, "reason", None) or exc)
-        keyfile = f" / api_keyfile {config.api_keyfile}"
-        if config.api_keyfile is None:
+        keyfile = f" / api_keyfile {config.api.keyfile}"
+        if config.api.keyfile is None:
             keyfile = " (api_keyfile is unset, so the key must be in the same file)"
-        return [f"api_certfile {config.api_certfile}{keyfile}: cannot load: {why}"]
+        return [f"api_certfile {config.api.certfile}{keyfile}: cannot load: {why}"]
     return []
 
 
@@ -131,14 +131,14 @@ def browsable_host(host: str) -> str:
 def bind_api(config: Config) -> socket.socket:
     """The API's listening socket, bound before anything starts: a taken port is an ``OSError``
     naming the address (rather than uvicorn's ``sys.exit()`` once the broker is serving)."""
-    assert config.api_port is not None, "the API is off (api_port)"
-    family = socket.AF_INET6 if ":" in config.api_host else socket.AF_INET
+    assert config.api.port is not None, "the API is off (api_port)"
+    family = socket.AF_INET6 if ":" in config.api.host else socket.AF_INET
     try:
-        sock = socket.create_server((config.api_host, config.api_port), family=family, backlog=1024)
+        sock = socket.create_server((config.api.host, config.api.port), family=family, backlog=1024)
     except OSError as exc:
         raise OSError(
             exc.errno,
-            f"API listener on {config.api_host}:{config.api_port}: {exc.strerror} "
+            f"API listener on {config.api.host}:{config.api.port}: {exc.strerror} "
             "(api_port: choose another port, or off for no API and console)",
         ) from exc
     sock.setblocking(False)
@@ -146,7 +146,7 @@ def bind_api(config: Config) -> socket.socket:
 
 
 class ApiServer:
-    """uvicorn serving ``create_app(broker, services)`` on ``config.api_host:api_port`` in the current loop."""
+    """uvicorn serving ``create_app(broker, services)`` on ``config.api.host:port`` in the current loop."""
 
     def __init__(self, broker: Broker, services: ApiServices) -> None:
         self.broker = broker
@@ -163,18 +163,18 @@ class ApiServer:
         from .limits import limit_requests
 
         config = self.broker.config
-        assert config.api_port is not None, "the API is off (api_port)"
+        assert config.api.port is not None, "the API is off (api_port)"
         ssl: dict[str, Any] = {}
-        if config.api_certfile is not None:
-            ssl = {"ssl_certfile": str(config.api_certfile)}
-            if config.api_keyfile is not None:  # else the key is in the certificate file
-                ssl["ssl_keyfile"] = str(config.api_keyfile)
+        if config.api.certfile is not None:
+            ssl = {"ssl_certfile": str(config.api.certfile)}
+            if config.api.keyfile is not None:  # else the key is in the certificate file
+                ssl["ssl_keyfile"] = str(config.api.keyfile)
         bridge = getattr(self.app.state, "socketio", None)  # Socket.IO at /socket.io/, the API around it
         served = bridge.asgi(self.app) if bridge is not None else self.app
         server_config = uvicorn.Config(
             limit_requests(self.app, served),  # bodies and unauthenticated requests bounded first
-            host=config.api_host,
-            port=config.api_port,
+            host=config.api.host,
+            port=config.api.port,
             lifespan="off",
             access_log=False,
             log_config=None,  # keep wrenmq's logging: uvicorn's dictConfig would close its handlers
@@ -196,7 +196,7 @@ class ApiServer:
         self.port = sock.getsockname()[1]
         self._main_loop = asyncio.get_running_loop().create_task(server.main_loop())
         scheme = "https" if ssl else "http"
-        base = f"{scheme}://{browsable_host(config.api_host)}:{self.port}"
+        base = f"{scheme}://{browsable_host(config.api.host)}:{self.port}"
         log.info("API listening on %s/api/v1; web console at %s/", base, base)
 
     async def stop(self) -> None:
@@ -214,5 +214,5 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        scheme = "https" if self.broker.config.api_certfile is not None else "http"
-        return f"{scheme}://{self.broker.config.api_host}:{self.port}"
+        scheme = "https" if self.broker.config.api.certfile is not None else "http"
+        return f"{scheme}://{self.broker.config.api.host}:{self.port}"

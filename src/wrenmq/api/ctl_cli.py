@@ -137,15 +137,15 @@ def api_url(config_file: Path | None) -> str:
         config = load_config(config_file)
     except ConfigError as exc:
         raise ValueError(f"configuration error (or pass --url): {exc}") from None
-    if config.api_port is None:
+    if config.api.port is None:
         raise ValueError("the API is off in this configuration (api_port); pass --url")
-    host = config.api_host
+    host = config.api.host
     if host in ("", "0.0.0.0", "::"):  # every interface: this machine answers on loopback
         host = "127.0.0.1" if host != "::" else "::1"
     if ":" in host:
         host = f"[{host}]"
-    scheme = "https" if config.api_certfile is not None else "http"
-    return f"{scheme}://{host}:{config.api_port}"
+    scheme = "https" if config.api.certfile is not None else "http"
+    return f"{scheme}://{host}:{config.api.port}"
 
 
 class Api:

@@ -164,7 +164,7 @@ class MetricsHistory:
 
 def install(app: FastAPI, broker: Broker) -> None:
     config = broker.config
-    history = MetricsHistory(broker, config.metrics_history_interval, config.metrics_history_retention)
+    history = MetricsHistory(broker, config.metrics.history_interval, config.metrics.history_retention)
     app.state.metrics_history = history
     app.state.on_start.append(history.start)
     app.state.on_stop.append(history.stop)

@@ -124,9 +124,9 @@ class RequestLimits:
 def limit_requests(app: FastAPI, asgi: ASGIApp) -> RequestLimits:
     """``asgi`` (the API app, or Socket.IO around it) behind the bounds of ``app``'s broker config."""
     config = app.state.broker.config
-    max_body = config.api_max_body_size
+    max_body = config.api.max_body_size
     # A PUBLISH of max_packet_size given as base64 (4/3 of it) in JSON, with room for the rest.
-    max_publish = max(max_body, config.max_packet_size * 4 // 3 + max_body)
+    max_publish = max(max_body, config.limits.max_packet_size * 4 // 3 + max_body)
 
     def credentialed(scope: Scope) -> bool:
         path: str = scope["path"]
@@ -149,7 +149,7 @@ def limit_requests(app: FastAPI, asgi: ASGIApp) -> RequestLimits:
         asgi,
         max_body=max_body,
         max_publish_body=max_publish,
-        max_unauthenticated=config.api_max_unauthenticated_requests,
+        max_unauthenticated=config.api.max_unauthenticated_requests,
         credentialed=credentialed,
     )
     app.state.request_limits = limits

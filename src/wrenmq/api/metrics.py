@@ -74,7 +74,7 @@ def install(app: FastAPI, broker: BrokerFacade) -> None:
     app.state.on_stop.append(lag.stop)
     lag.start_if_running()
 
-    public = broker.config.metrics_public
+    public = broker.config.metrics.public
 
     @app.get(
         "/metrics",

@@ -49,23 +49,27 @@ def broker_problems(broker: Broker, request: PublishRequest, loc: tuple[str | in
     """What this broker's settings refuse in ``request`` (the schema has checked the rest)."""
     config = broker.config
     errors = []
-    if request.qos > config.maximum_qos:
-        message = f"QoS {request.qos} is above the broker's maximum_qos ({config.maximum_qos})"
+    if request.qos > config.limits.maximum_qos:
+        message = f"QoS {request.qos} is above the broker's maximum_qos ({config.limits.maximum_qos})"
         errors.append(field_error((*loc, "qos"), message))
-    if request.retain and not config.retain_available:
+    if request.retain and not config.limits.retain_available:
         errors.append(field_error((*loc, "retain"), "retained messages are not available (retain_available)"))
     topic = request.topic
-    if len(topic) > config.max_topic_length:
-        message = f"the topic is {len(topic)} characters, over max_topic_length ({config.max_topic_length})"
+    if len(topic) > config.limits.max_topic_length:
+        message = f"the topic is {len(topic)} characters, over max_topic_length ({config.limits.max_topic_length})"
         errors.append(field_error((*loc, "topic"), message))
-    if topic.count("/") >= config.max_topic_levels:
-        message = f"the topic has {topic.count('/') + 1} levels, over max_topic_levels ({config.max_topic_levels})"
+    if topic.count("/") >= config.limits.max_topic_levels:
+        message = (
+            f"the topic has {topic.count('/') + 1} levels, over max_topic_levels ({config.limits.max_topic_levels})"
+        )
         errors.append(field_error((*loc, "topic"), message))
     payload = request.payload_bytes()
     size = publish_size(topic.encode(), payload, request.qos, encode_properties(request.properties.to_mqtt()))
-    if size > config.max_packet_size:
+    if size > config.limits.max_packet_size:
         given = [name for name in ("payload_base64", "payload_json") if getattr(request, name) is not None]
-        message = f"the PUBLISH would be {size} bytes, over the broker's max_packet_size ({config.max_packet_size})"
+        message = (
+            f"the PUBLISH would be {size} bytes, over the broker's max_packet_size ({config.limits.max_packet_size})"
+        )
         errors.append(field_error((*loc, given[0] if given else "payload"), message))
     return errors
 

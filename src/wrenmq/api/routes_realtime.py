@@ -108,12 +108,12 @@ def install(app: FastAPI, broker: Broker, service: RealtimeService | None, clust
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     if service is None:  # realtime = false
         return
-    if broker.config.realtime_cors_origins:
-        app.add_middleware(PollCors, origins=frozenset(broker.config.realtime_cors_origins))
+    if broker.config.realtime.cors_origins:
+        app.add_middleware(PollCors, origins=frozenset(broker.config.realtime.cors_origins))
     bridge = SocketIOBridge(broker, service, cluster)
     app.state.socketio = bridge  # ApiServer serves it around the app
     sessions: dict[str, _Session] = {}
-    expiry = broker.config.realtime_poll_expiry
+    expiry = broker.config.realtime.poll_expiry
 
     def session_of(session_id: str) -> _Session:
         found = sessions.get(session_id)

@@ -90,13 +90,13 @@ def install(app: FastAPI, broker: Broker) -> None:
         except Denied as denied:
             raise HTTPException(401, denied.reason, {"WWW-Authenticate": "Bearer"}) from None
         name = client.username or credentials.username
-        if name in config.console_admins:
+        if name in config.console.admins:
             read_only = False
-        elif name in config.console_users:
+        elif name in config.console.users:
             read_only = True
         else:
             raise Problem(403, f"user {name!r} may not use the console (list it in console_users or console_admins)")
-        seconds = config.console_session_hours * 3600
+        seconds = config.console.session_hours * 3600
         token = keys.open_session(name, read_only, seconds, client.auth)
         return Session(token=token, name=name, read_only=read_only, expires=time.time() + seconds)
 
@@ -110,12 +110,12 @@ def install(app: FastAPI, broker: Broker) -> None:
         principal = authenticate(request)
         config = broker.config
         topics = ConsoleTopics(
-            events_prefix=config.events_prefix,
-            presence=config.presence,
-            presence_devices_root=config.presence_devices_root,
-            presence_admin_root=config.presence_admin_root,
-            presence_sessions_root=config.presence_sessions_root,
-            realtime_presence_prefix=config.realtime_presence_prefix,
+            events_prefix=config.events.prefix,
+            presence=config.presence.enabled,
+            presence_devices_root=config.presence.devices_root,
+            presence_admin_root=config.presence.admin_root,
+            presence_sessions_root=config.presence.sessions_root,
+            realtime_presence_prefix=config.realtime.presence_prefix,
         )
         kind: Literal["key", "console"] = "console" if principal.kind == "console" else "key"
         return Caller(

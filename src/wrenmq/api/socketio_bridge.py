@@ -94,8 +94,8 @@ class SocketIOBridge:
         self.broker = broker
         self.service = service
         self.accepting = True  # False: new connections are refused (operators, and the fallback tests)
-        self.ack_timeout = config.realtime_ack_timeout
-        listed = frozenset(config.realtime_cors_origins)  # besides the API's own origin
+        self.ack_timeout = config.realtime.ack_timeout
+        listed = frozenset(config.realtime.cors_origins)  # besides the API's own origin
         # With a cluster: emits to rooms and to sockets on other nodes travel through Redis.
         self.manager: Any = None
         if cluster is not None:
@@ -108,7 +108,7 @@ class SocketIOBridge:
             engineio_logger=False,
             ping_interval=10,
             ping_timeout=10,
-            max_http_buffer_size=config.max_packet_size,
+            max_http_buffer_size=config.limits.max_packet_size,
         )
         self.sio.on("connect", self._connect)
         self.sio.on("disconnect", self._disconnect)

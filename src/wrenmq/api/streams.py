@@ -100,7 +100,7 @@ class StreamHub(Hook):
 
     def open(self, filters: tuple[str, ...]) -> Stream:
         self._opened += 1
-        stream = Stream(self, filters, self.broker.config.stream_buffer, f"api-stream:{id(self):x}:{self._opened}")
+        stream = Stream(self, filters, self.broker.config.api.stream_buffer, f"api-stream:{id(self):x}:{self._opened}")
         if self.closed:
             stream.close()
             return stream

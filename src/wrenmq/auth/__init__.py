@@ -20,7 +20,7 @@ __all__ = ["install"]
 
 def install(config: Config, add: Callable[[Hook], None]) -> None:
     listeners = config.effective_listeners()
-    if config.jwt_configured:
+    if config.jwt.configured:
         from .jwt import JwtAuthHook
 
         add(JwtAuthHook(config))  # reads its key files now: a bad one stops start-up

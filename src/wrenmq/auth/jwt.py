@@ -69,17 +69,17 @@ class JwtAuthHook(Hook):
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.algorithms = frozenset(config.jwt_algorithms)
-        self.secret = config.jwt_secret if "HS256" in self.algorithms else None
-        self.public_key, self.public_key_algorithm = _load_public_key(config.jwt_public_key_file, self.algorithms)
+        self.algorithms = frozenset(config.jwt.algorithms)
+        self.secret = config.jwt.secret if "HS256" in self.algorithms else None
+        self.public_key, self.public_key_algorithm = _load_public_key(config.jwt.public_key_file, self.algorithms)
         self.jwks: dict[str, jwt.PyJWK] = {}
         self._jwks_mtime = 0.0
-        if config.jwt_jwks_file is not None:
-            self.jwks, self._jwks_mtime = _load_jwks(config.jwt_jwks_file, self.algorithms)
-        self.audience = config.jwt_audience
-        self.issuer = config.jwt_issuer
-        self.username_claim = config.jwt_username_claim
-        self.acl_claims = config.jwt_acl_claims
+        if config.jwt.jwks_file is not None:
+            self.jwks, self._jwks_mtime = _load_jwks(config.jwt.jwks_file, self.algorithms)
+        self.audience = config.jwt.audience
+        self.issuer = config.jwt.issuer
+        self.username_claim = config.jwt.username_claim
+        self.acl_claims = config.jwt.acl_claims
 
     def handles(self, event: str) -> bool:
         if event == "on_acl_check" and not self.acl_claims:
@@ -153,7 +153,7 @@ class JwtAuthHook(Hook):
         if algorithm not in self.algorithms:
             return f"token algorithm {algorithm!r} is not in jwt_algorithms"
         kid = header.get("kid")
-        if kid is not None and self.config.jwt_jwks_file is not None:
+        if kid is not None and self.config.jwt.jwks_file is not None:
             jwk = self.jwks.get(kid) if isinstance(kid, str) else None
             if jwk is None and isinstance(kid, str):
                 jwk = self._reload_jwks().get(kid)
@@ -173,12 +173,12 @@ class JwtAuthHook(Hook):
         config = self.config
         ok = True
         try:
-            if config.jwt_public_key_file is not None:
+            if config.jwt.public_key_file is not None:
                 self.public_key, self.public_key_algorithm = _load_public_key(
-                    config.jwt_public_key_file, self.algorithms
+                    config.jwt.public_key_file, self.algorithms
                 )
-            if config.jwt_jwks_file is not None:
-                self.jwks, self._jwks_mtime = _load_jwks(config.jwt_jwks_file, self.algorithms)
+            if config.jwt.jwks_file is not None:
+                self.jwks, self._jwks_mtime = _load_jwks(config.jwt.jwks_file, self.algorithms)
         except ConfigError as exc:
             log.warning("%s (keeping the keys loaded before)", exc)
             ok = False
@@ -186,7 +186,7 @@ class JwtAuthHook(Hook):
 
     def _reload_jwks(self) -> dict[str, jwt.PyJWK]:
         """An unknown kid may be a rotated key: re-read the JWKS file if it changed."""
-        path = self.config.jwt_jwks_file
+        path = self.config.jwt.jwks_file
         assert path is not None
         try:
             if os.stat(path).st_mtime == self._jwks_mtime:

@@ -101,7 +101,8 @@ class Admission:
             self.broker.stats.internal_errors += 1
             log.exception("internal error accepting %s", conn.client_id)
             conn.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
-        conn.login_decided()
+        if conn.holding(done):  # (not if the cluster now holds it for a session handover)
+            conn.login_decided()
 
     def _login_decided(self, conn: Connection, packet: p.Connect, result: AuthResult) -> None:
         if not result.allowed:
@@ -113,7 +114,29 @@ class Admission:
             conn.username = result.username
         if result.expires_at is not None:
             conn.protocol.login_expires_at = self.broker.loop.time() + max(0.001, result.expires_at - time.time())
+        cluster = self.broker.cluster
+        if cluster is not None:
+            # In a cluster the client id may be held on another node: it hands the session over
+            # (closing the connection there) before this one is admitted with it.
+            claim = cluster.claim(conn.client_id, packet.clean_start)
+            if claim is not None:
+                conn.hold_for_login(claim)
+                claim.add_done_callback(lambda done: self._claim_finished(conn, packet, done))
+                return
         self._admit(conn, packet)
+
+    def _claim_finished(self, conn: Connection, packet: p.Connect, done: asyncio.Future[Any]) -> None:
+        if done.cancelled() or conn.closed:
+            return
+        try:
+            self._admit(conn, packet)
+        except ProtocolError as exc:
+            conn.protocol_violation(exc)
+        except Exception:
+            self.broker.stats.internal_errors += 1
+            log.exception("internal error accepting %s", conn.client_id)
+            conn.close_with(ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR, "internal error")
+        conn.login_decided()
 
     def _admit(self, conn: Connection, packet: p.Connect) -> None:
         """The client is who it says it is: its will, keep alive, session and CONNACK."""

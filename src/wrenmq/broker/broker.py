@@ -83,9 +83,9 @@ class Broker:
         if config is None:
             config = Config(**overrides)
         elif overrides:
-            config = Config(**{**config.model_dump(), **overrides})
+            config = config.replace(**overrides)
         self.config = config
-        self.limits = Limits(config)
+        self.limits = Limits(config.limits)
         self.router = Router()
         # Recent routed messages for realtime clients that resume: set by the realtime service.
         self.journal: Journal | None = None

@@ -542,6 +542,10 @@ class Connection(asyncio.Protocol):
             self.reading_paused = True
             self.transport.pause_reading()
 
+    def holding(self, login: asyncio.Future[Any]) -> bool:
+        """Whether reading waits for ``login`` (and not for something the broker asked since)."""
+        return self._login is login
+
     def login_decided(self) -> None:
         """The login is decided (CONNACK sent, or the client refused): handle what the client sent
         meanwhile, in order, and read again."""

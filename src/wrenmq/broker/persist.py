@@ -40,6 +40,9 @@ class Persistence:
         # What a barrier waits for besides the storage commit: the cluster's forwards to other nodes
         # (an object with ``barrier(callback)`` that chains the storage's), None on a single node.
         self.gate: Any = None
+        # Where session records go: the storage, or in a cluster its Redis session store, so that
+        # another node can take a session over (an object with the storage's session methods).
+        self.sessions: Any = storage
         self._seal_scheduled = False
 
     @staticmethod
@@ -147,17 +150,17 @@ class Persistence:
     def session_put(self, session: Session, connected: bool) -> None:
         if self.enabled and session.persistent:
             self.writes += 1
-            self.storage.session_put(self.stored_session(session, connected))
+            self.sessions.session_put(self.stored_session(session, connected))
 
     def session_delete(self, client_id: str) -> None:
         if self.enabled:
             self.writes += 1
-            self.storage.session_delete(client_id)
+            self.sessions.session_delete(client_id)
 
     def message_add(self, session: Session, delivery: Delivery) -> None:
         if self.enabled:
             self.writes += 1
-            self.storage.message_add(
+            self.sessions.message_add(
                 session.client_id,
                 StoredSessionMessage(
                     delivery.seq,
@@ -171,22 +174,22 @@ class Persistence:
     def message_update(self, session: Session, delivery: Delivery) -> None:
         if self.enabled:
             self.writes += 1
-            self.storage.message_update(session.client_id, delivery.seq, delivery.packet_id or None, delivery.state)
+            self.sessions.message_update(session.client_id, delivery.seq, delivery.packet_id or None, delivery.state)
 
     def message_delete(self, session: Session, delivery: Delivery) -> None:
         if self.enabled:
             self.writes += 1
-            self.storage.message_delete(session.client_id, delivery.seq)
+            self.sessions.message_delete(session.client_id, delivery.seq)
 
     def inbound_add(self, session: Session, packet_id: int) -> None:
         if self.enabled:
             self.writes += 1
-            self.storage.inbound_add(session.client_id, packet_id)
+            self.sessions.inbound_add(session.client_id, packet_id)
 
     def inbound_delete(self, session: Session, packet_id: int) -> None:
         if self.enabled:
             self.writes += 1
-            self.storage.inbound_delete(session.client_id, packet_id)
+            self.sessions.inbound_delete(session.client_id, packet_id)
 
     def retain_set(self, message: Message) -> None:
         if self.enabled:

@@ -78,6 +78,7 @@ class Session:
         "queue",
         "queued_bytes",
         "resend",
+        "seen",
         "subscriptions",
         "will",
         "will_delay",
@@ -106,6 +107,9 @@ class Session:
         self.will_handle: asyncio.TimerHandle | None = None  # fires a delayed will
         self.expiry_handle: asyncio.TimerHandle | None = None  # ends the session once it expires
         self._next_pid = 0
+        # Message ids delivered lately, while a cluster hands this session over between nodes (a
+        # message may then come both ways for a moment); None (nearly always): no check.
+        self.seen: set[str] | None = None
 
     @property
     def backlog(self) -> bool:
@@ -147,6 +151,12 @@ class Session:
         share: SharedGroup | None,
         now: float,
     ) -> None:
+        seen = self.seen
+        if seen is not None:
+            message_id = self.broker.message_id(message)
+            if message_id in seen:
+                return
+            seen.add(message_id)
         conn = self.connection
         if not qos:
             if conn is not None:

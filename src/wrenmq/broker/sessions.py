@@ -109,6 +109,17 @@ class SessionTable:
             self.broker.stats.sessions_expired += 1
             self.end(session)
 
+    def release(self, session: Session) -> None:
+        """Forget ``session`` here without ending it: another node of the cluster takes it over
+        from its stored state (no will is published, nothing stored is deleted)."""
+        session.cancel_timers()
+        session.will = None
+        for topic_filter in session.subscriptions:
+            self.broker.router.unsubscribe(session.client_id, topic_filter)
+        session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
     def end(self, session: Session) -> None:
         """Discard a session; a will still waiting out its delay is sent now [MQTT-3.1.3-9]."""
         broker = self.broker

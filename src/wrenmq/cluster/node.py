@@ -36,8 +36,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..broker.message import Message
 from ..config import ConfigError
-from ..mqtt.reason_codes import ReasonCode
+from .handover import Handover
 from .routes import LocalFilters, RouteTable
+from .sessions import SessionStore
 from .wire import decode_message, encode_message
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ log = logging.getLogger("wrenmq.cluster")
 
 HEARTBEAT = 1.0  # seconds between heartbeats
 HEARTBEAT_TTL = 3.0  # a node silent this long is dead
+START_TTL = 30.0  # the first claim of a node's name lasts this long, until heartbeats begin
 GROUP = "wrenmq"  # the consumer group of every inbox stream
 INBOX_MAXLEN = 1_000_000  # entries an inbox keeps at most (approximately) for a node that is down
 MIN_REDIS = (5, 0)  # streams and consumer groups
@@ -92,15 +94,13 @@ class Cluster:
         self.redis_version = ""
         # Outgoing: (stream, fields) entries waiting for the sender; marks count what was queued and
         # what Redis confirmed, so a barrier can wait for the forwards queued before it.
-        self._out: list[tuple[str, dict[bytes, bytes]]] = []
+        self._out: list[tuple[Any, ...]] = []  # Redis commands, written in order (see _send)
         self._queued = 0
         self._sent = 0
         self._waiters: list[tuple[int, Any]] = []
         self._wake = asyncio.Event()
         self._route_ops: list[tuple[str, bool]] = []  # (filter, added) to announce, in order
         self._wills: dict[str, bytes | None] = {}  # client id -> will record to store (None: delete)
-        # Client ids taken (True: a client connected here) and released (its session ended), in order.
-        self._claims: list[tuple[str, bool]] = []
         self._assigned: list[tuple[Message, str, str]] = []  # (message, node, group) decided in route
         self._group_turn: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,6 +110,8 @@ class Cluster:
         self.received = 0  # messages other nodes forwarded here
         self.dropped = 0  # forwards given up (the queue past its bound while Redis was away)
         self.max_queue = 100_000
+        self.sessions = SessionStore(self)
+        self.handover = Handover(self)
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -130,9 +132,20 @@ class Cluster:
         self.redis_version = version
         if tuple(int(x) for x in version.split(".")[:2]) < MIN_REDIS:
             raise ClusterError(f"cluster_url: Redis {version} is too old (streams need {MIN_REDIS[0]}.{MIN_REDIS[1]})")
-        await self._claim_name()
         broker = self.broker
-        # This node's filters: its restored sessions' subscriptions (local subscribers come later).
+        persist = broker.persist
+        # Sessions are kept in Redis from now on (any node may take one over); with strict
+        # durability an ack waits for Redis to take what it depends on (see barrier).
+        persist.sessions = self.sessions
+        persist.enabled = True
+        persist.strict = broker.config.durability == "strict"
+        await self._claim_name()
+        await self._carry_local_sessions()
+        if await r.hexists(self.key("nodes"), self.node):
+            await self._wait_reaped_elsewhere()
+            await self._reap(self.node)  # this name's last run died: its wills are due, its sessions back
+        await r.hset(self.key("nodes"), self.node, json.dumps(self._info()))
+        # This node's filters: its sessions' subscriptions (local subscribers come later).
         for session in broker.sessions.values():
             for full_filter in session.subscriptions:
                 self.local.add(full_filter)
@@ -150,6 +163,7 @@ class Cluster:
         pubsub = r.pubsub()
         await pubsub.subscribe(self.key("routes"), self.key("ctl", self.node))
         await self._resync_routes()
+        await r.set(self.key("alive", self.node), self._status_json(), px=int(HEARTBEAT_TTL * 1000))  # (started)
         self._tasks = [
             asyncio.create_task(self._listen(pubsub), name="cluster-listen"),
             asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
@@ -159,10 +173,15 @@ class Cluster:
         log.info("cluster: node %s joined at %s (Redis %s)", self.node, _safe_url(self.url), version)
 
     async def stop(self) -> None:
-        """Leave: flush what is queued, remove this node's routes and membership (its wills are
-        not published: a node that stops says goodbye; one that dies does not)."""
-        self._stopping = True
+        """Leave. The broker stops first (its clients are disconnected without their wills, as a
+        restart is no client going away) and what that stored is flushed to Redis. A node that
+        holds persistent sessions then only stops heartbeating: another node adopts its sessions
+        and drains its inbox, as for a node that died (or it takes them back itself if it comes
+        back first), so no message for them is lost while it is down. A node without any leaves
+        the cluster outright."""
         broker = self.broker
+        await broker.stop()
+        self._stopping = True
         if broker.router.watch == self._route_changed:
             broker.router.watch = None
         self._wake.set()
@@ -172,7 +191,7 @@ class Cluster:
         for task in self._tasks:
             if task.get_name() == "cluster-send":
                 try:
-                    await asyncio.wait_for(task, 3.0)
+                    await asyncio.wait_for(task, 5.0)
                 except (TimeoutError, asyncio.CancelledError):
                     pass
             else:
@@ -180,10 +199,13 @@ class Cluster:
                     await task
         self._tasks = []
         with contextlib.suppress(RedisError, OSError):
+            homed = await self.redis.scard(self.key("home", self.node))
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self.key("routes", self.node), self.key("wills", self.node), self.key("alive", self.node))
-                pipe.hdel(self.key("nodes"), self.node)
-                pipe.publish(self.key("routes"), _event("drop", self.node))
+                pipe.delete(self.key("wills", self.node), self.key("alive", self.node))
+                if not homed:
+                    pipe.delete(self.key("routes", self.node), self.key("in", self.node))
+                    pipe.hdel(self.key("nodes"), self.node)
+                    pipe.publish(self.key("routes"), _event("drop", self.node))
                 await pipe.execute()
         if broker.cluster is self:
             broker.cluster = None
@@ -200,22 +222,56 @@ class Cluster:
         r = self.redis
         alive_key = self.key("alive", self.node)
         deadline = time.monotonic() + HEARTBEAT_TTL * 2 + 1
-        while not await r.set(alive_key, self._status_json(), nx=True, px=int(HEARTBEAT_TTL * 1000)):
+        # (a longer TTL while starting: adopting sessions may take a while before heartbeats begin)
+        while not await r.set(alive_key, self._status_json(), nx=True, px=int(START_TTL * 1000)):
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"node_name: {self.node!r} is in use by a running node of this cluster; give each node its own"
                 )
             await asyncio.sleep(0.25)
-        if await r.hexists(self.key("nodes"), self.node):
-            await self._reap(self.node)  # this name's previous run died: its wills are due
-        info = {
+
+    def _info(self) -> dict[str, Any]:
+        return {
             "name": self.node,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": self.started_at,
             "listeners": [listener.url for listener in self.broker.listeners],
         }
-        await r.hset(self.key("nodes"), self.node, json.dumps(info))
+
+    async def _wait_reaped_elsewhere(self) -> None:
+        """Another node may be reaping this name's last run: let it finish first."""
+        r = self.redis
+        deadline = time.monotonic() + 40
+        while await r.exists(self.key("reaping", self.node)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+
+    async def _carry_local_sessions(self) -> None:
+        """Sessions this node's own store held (from before it joined a cluster) move to Redis,
+        unless the cluster has them already; the local copies are deleted either way."""
+        broker = self.broker
+        r = self.redis
+        local = list(broker.sessions.values())
+        carried = 0
+        for session in local:
+            client_id = session.client_id
+            if (
+                await r.set(self.key("owner", client_id), self.node, nx=True)
+                or (await r.get(self.key("owner", client_id))) == self.node.encode()
+            ):
+                if not await r.exists(self.key("s", client_id)):
+                    broker.persist.session_put(session, connected=False)
+                    for delivery in [*session.inflight_out.values(), *session.queue]:
+                        broker.persist.message_add(session, delivery)
+                    for packet_id in session.inbound_qos2:
+                        broker.persist.inbound_add(session, packet_id)
+                    carried += 1
+                self.handover.owned.add(client_id)
+            else:
+                broker.table.release(session)  # the cluster's copy is the one
+            broker.storage.session_delete(client_id)
+        if local:
+            log.info("cluster: %d session(s) of this node's own store carried into the cluster", carried)
 
     # -- routes ----------------------------------------------------------------------------
 
@@ -314,9 +370,9 @@ class Cluster:
         message_id = broker.message_id(message)
         now = broker.loop.time()
         for node, groups in targets.items():
-            self._queue(node, encode_message(message, self.node, message_id, groups, now))
+            self.send_to(node, encode_message(message, self.node, message_id, groups, now))
         for node in retain_only:
-            self._queue(node, encode_message(message, self.node, message_id, [], now, retain_only=True))
+            self.send_to(node, encode_message(message, self.node, message_id, [], now, retain_only=True))
         if message.qos and broker.persist.strict:
             broker.persist.writes += 1  # the publisher's ack waits for these (see barrier)
         self.forwarded += len(targets)
@@ -329,33 +385,43 @@ class Cluster:
         now = self.broker.loop.time()
         for name, peer in self.peers.items():
             if peer.alive:
-                self._queue(name, encode_message(empty, self.node, "", [], now, retain_only=True))
+                self.send_to(name, encode_message(empty, self.node, "", [], now, retain_only=True))
 
-    def _queue(self, node: str, fields: dict[bytes, bytes]) -> None:
-        if len(self._out) >= self.max_queue:
-            self.dropped += 1
-            log.warning("cluster: forward queue full (Redis unreachable?): a message for %s is dropped", node)
-            return
-        self._out.append((self.key("in", node), fields))
+    def command(self, *args: Any) -> None:
+        """Queue one Redis command on the ordered writer (see ``_send``)."""
+        self._out.append(args)
         self._queued += 1
         if len(self._out) == 1:
             self._wake.set()
 
+    def send_to(self, node: str, fields: dict[bytes, bytes]) -> None:
+        """Queue a message entry for ``node``'s inbox (dropped past ``max_queue``, Redis away)."""
+        if len(self._out) >= self.max_queue:
+            self.dropped += 1
+            log.warning("cluster: forward queue full (Redis unreachable?): a message for %s is dropped", node)
+            return
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat += (name, value)
+        self.command("XADD", self.key("in", node), "MAXLEN", "~", INBOX_MAXLEN, "*", *flat)
+
     def _retained_changed(self, message: Message) -> None:
-        """Queue the write of ``retained``'s record of the topic (an empty value deletes it)."""
-        record = b""
+        """Keep ``retained``'s record of the topic (for nodes that start later) as it is here."""
         if message.payload:
             record = _pack(encode_message(message, self.node, "", [], self.broker.loop.time()))
-        self._out.append(("", {b"t": message.topic.encode(), b"v": record}))
-        self._queued += 1
-        self._wake.set()
+            self.command("HSET", self.key("retained"), message.topic, record)
+        else:
+            self.command("HDEL", self.key("retained"), message.topic)
 
     # -- wills and client ids ----------------------------------------------------------------
 
+    def claim(self, client_id: str, clean: bool) -> asyncio.Future[Any] | None:
+        """Before a CONNECT is admitted (see ``handover.Handover.claim``)."""
+        return self.handover.claim(client_id, clean)
+
     def client_connected(self, client_id: str, will: Message | None, delay: int) -> None:
-        """A client connected here: its client id is this node's now, and its will is kept in
-        Redis for the surviving nodes to publish should this node die."""
-        self._claims.append((client_id, True))
+        """A client was admitted here: its will is kept in Redis for the surviving nodes to
+        publish should this node die."""
         self.will_pending(client_id, will, delay)
 
     def will_pending(self, client_id: str, will: Message | None, delay: int) -> None:
@@ -371,24 +437,8 @@ class Cluster:
     def session_ended(self, client_id: str) -> None:
         """The client's session ended here: forget its will, and its client id if still ours."""
         self._wills[client_id] = None
-        self._claims.append((client_id, False))
-        self._wake.set()
-
-    def _kick(self, client_id: str, by: str) -> None:
-        """Another node accepted ``client_id``: close its connection here [MQTT-3.1.4-3]."""
-        broker = self.broker
-        session = broker.sessions.get(client_id)
-        if session is None:
-            return
-        conn = session.connection
-        if conn is None:
-            broker.table.end(session)  # its session continues over there, not here
-            return
-        log.info("cluster: client %s connected on node %s: its connection here is closed", client_id, by)
-        conn.will = None  # the client is alive elsewhere: this is no death
-        conn.disconnect_reason = "session taken over"
-        conn.close_with(ReasonCode.SESSION_TAKEN_OVER, f"session taken over by node {by}")
-        broker.table.detach(conn, session_continues=False)
+        self.handover.owned.discard(client_id)
+        self.command("EVAL", _RELEASE_OWNER, 1, self.key("owner", client_id), self.node)
 
     # -- commit gate (Persistence.gate) ------------------------------------------------------
 
@@ -425,10 +475,11 @@ class Cluster:
     # -- tasks -------------------------------------------------------------------------------
 
     async def _send(self) -> None:
-        """Write what is queued to Redis, one pipeline per batch; retry while Redis is away."""
+        """Write what is queued to Redis: one MULTI/EXEC per batch, so what routing stored and
+        the inbox entries it acknowledged land together; retry while Redis is away."""
         backoff = 0.1
         while True:
-            if not self._out and not self._route_ops and not self._wills and not self._claims:
+            if not self._out and not self._route_ops and not self._wills:
                 if self._stopping:
                     return
                 self._wake.clear()
@@ -437,9 +488,8 @@ class Cluster:
             batch, self._out = self._out, []
             ops, self._route_ops = self._route_ops, []
             wills, self._wills = self._wills, {}
-            claims, self._claims = self._claims, []
             try:
-                kicks = await self._write(batch, ops, wills, claims)
+                await self._write(batch, ops, wills)
             except (RedisError, OSError) as exc:
                 if self.connected:
                     log.warning("cluster: Redis unreachable (%s): queueing until it is back", exc)
@@ -447,7 +497,6 @@ class Cluster:
                 self._out = batch + self._out
                 self._route_ops = ops + self._route_ops
                 self._wills = {**wills, **self._wills}
-                self._claims = claims + self._claims
                 if self._stopping:
                     return
                 await asyncio.sleep(backoff)
@@ -459,25 +508,13 @@ class Cluster:
                 log.info("cluster: Redis is back")
             self._sent += len(batch)
             self._release()
-            for client_id, old in kicks:
-                await self.redis.publish(self.key("ctl", old), _event("kick", client_id, self.node))
 
-    async def _write(  # (the pipe's replies: see self.redis)
-        self,
-        batch: list[tuple[str, dict[bytes, bytes]]],
-        ops: list[tuple[str, bool]],
-        wills: dict[str, bytes | None],
-        claims: list[tuple[str, bool]],
-    ) -> list[tuple[str, str]]:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, fields in batch:
-                if not stream:  # a retained message changed: the record newcomers load
-                    if fields[b"v"]:
-                        pipe.hset(self.key("retained"), fields[b"t"], fields[b"v"])
-                    else:
-                        pipe.hdel(self.key("retained"), fields[b"t"])
-                    continue
-                pipe.xadd(stream, fields, maxlen=INBOX_MAXLEN, approximate=True)
+    async def _write(
+        self, batch: list[tuple[Any, ...]], ops: list[tuple[str, bool]], wills: dict[str, bytes | None]
+    ) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for args in batch:
+                pipe.execute_command(*args)
             for full_filter, added in ops:
                 if added:
                     pipe.sadd(self.key("routes", self.node), full_filter)
@@ -489,18 +526,7 @@ class Cluster:
                     pipe.hdel(self.key("wills", self.node), client_id)
                 else:
                     pipe.hset(self.key("wills", self.node), client_id, record)
-            for client_id, taken in claims:
-                if taken:
-                    pipe.set(self.key("owner", client_id), self.node, get=True)
-                else:
-                    pipe.eval(_RELEASE_OWNER, 1, self.key("owner", client_id), self.node)
-            results = await pipe.execute()
-        kicks = []
-        if claims:
-            for (client_id, taken), old in zip(claims, results[-len(claims) :], strict=True):
-                if taken and isinstance(old, bytes) and old.decode() != self.node:
-                    kicks.append((client_id, old.decode()))
-        return kicks
+            await pipe.execute()
 
     async def _listen(self, pubsub: Any) -> None:
         """Route announcements and kicks; after a lost connection, resubscribe and resync."""
@@ -522,9 +548,11 @@ class Cluster:
                 continue
             parts = message["data"].decode().split("\x00")
             kind = parts[0]
-            if kind == "kick" and len(parts) == 3:
-                self._kick(parts[1], parts[2])
-            elif parts[1] == self.node:
+            if kind == "handoff" and len(parts) == 4:
+                self.handover.hand_over(parts[1], parts[2], parts[3] == "1")
+            elif kind == "released" and len(parts) == 2:
+                self.handover.released(parts[1])
+            elif len(parts) < 2 or parts[1] == self.node:
                 continue
             elif kind == "+" and len(parts) == 3:
                 self.routes.add(parts[1], parts[2])
@@ -562,20 +590,21 @@ class Cluster:
                     peer.alive = True
                     continue
                 if peer.alive:
-                    log.warning("cluster: node %s stopped heartbeating: its routes are dropped", name)
+                    log.warning("cluster: node %s stopped heartbeating", name)
                 peer.alive = False
-                self.routes.drop(name)
+                # Its routes stay until it is reaped: what is forwarded to it meanwhile waits in its
+                # inbox for the node that adopts its sessions.
                 with contextlib.suppress(RedisError, OSError):
                     await self._reap(name)
 
     async def _reap(self, name: str) -> None:
-        """Publish a dead node's wills and forget it, once cluster-wide (``reaping:<node>``)."""
+        """A node died: publish its clients' wills, adopt its persistent sessions, drop its routes
+        and drain its inbox into the adopted sessions; once cluster-wide (``reaping:<node>``)."""
         r = self.redis
-        if not await r.set(self.key("reaping", name), self.node, nx=True, px=10_000):
+        if not await r.set(self.key("reaping", name), self.node, nx=True, px=30_000):
             return
         wills = await r.hgetall(self.key("wills", name))
         now = self.broker.loop.time()
-        published = 0
         for raw in wills.values():
             fields = _unpack(raw)
             delay = int(fields.pop(b"d", b"0"))
@@ -586,75 +615,89 @@ class Cluster:
                 self.broker.loop.call_later(delay, self._publish_will, will)
             else:
                 self._publish_will(will)
-            published += 1
+        adopted = await self.handover.adopt(name)
+        if name == self.node:  # this node's own last run: its inbox is read as usual
+            await r.delete(self.key("wills", name), self.key("reaping", name))
+            log.warning(
+                "cluster: this node's last run died: %d will(s) published, %d session(s) back", len(wills), len(adopted)
+            )
+            return
+        self._wake.set()  # the adopted sessions' routes go out before the others drop the dead node's
+        while self._out or self._route_ops:
+            await asyncio.sleep(0.01)
         async with r.pipeline(transaction=True) as pipe:
             pipe.delete(self.key("wills", name), self.key("routes", name))
             pipe.hdel(self.key("nodes"), name)
             pipe.publish(self.key("routes"), _event("drop", name))
             await pipe.execute()
+        self.routes.drop(name)
         self.peers.pop(name, None)
-        log.warning("cluster: node %s is dead: %d will(s) of its clients published", name, published)
+        log.warning(
+            "cluster: node %s is dead: %d will(s) of its clients published, %d session(s) adopted",
+            name,
+            len(wills),
+            len(adopted),
+        )
+        drain = asyncio.create_task(self.handover.drain(name, adopted), name="cluster-drain")
+        self._tasks.append(drain)  # (not awaited here: the heartbeat must go on)
 
     def _publish_will(self, will: Message) -> None:
         if self.broker.running:
             self.broker.wills.publish(will)
 
     async def _read_inbox(self) -> None:
-        """Route what other nodes forward here; acknowledge each batch once routed (and, with
-        strict durability, once what routing stored is committed). Entries left unacknowledged
-        by a previous run of this node are read first."""
+        """Route what other nodes forward here. Each batch's XACK is queued on the writer after
+        the session records its routing queued, so they land in one MULTI/EXEC: an entry is
+        acknowledged exactly when what it did is stored. Entries left unacknowledged by this
+        node's last run are read first."""
         r = self.redis
         stream = self.key("in", self.node)
-        pending = True  # first our own unacknowledged entries (id 0), then new ones (">")
+        after: str | None = "0"  # first our own pending entries (after this id), then new ones
         while True:
             try:
                 found = await r.xreadgroup(
                     GROUP,
                     self.node,
-                    {stream: "0" if pending else ">"},
+                    {stream: after if after is not None else ">"},
                     count=_READ_BATCH,
-                    block=None if pending else 1000,
+                    block=None if after is not None else 1000,
                 )
             except (RedisError, OSError):
                 await asyncio.sleep(0.5)
-                try:
+                with contextlib.suppress(RedisError, OSError):
                     await r.xgroup_create(stream, GROUP, id="0", mkstream=True)
-                except ResponseError:
-                    pass
-                except (RedisError, OSError):
-                    pass
                 continue
             entries = found[0][1] if found else []
-            if pending and not entries:
-                pending = False
-                continue
             if not entries:
+                after = None
                 continue
-            broker = self.broker
-            persist = broker.persist
-            writes = persist.writes
-            now = broker.loop.time()
-            ids = []
-            for entry_id, fields in entries:
-                ids.append(entry_id)
-                if not fields:
-                    continue  # (an entry trimmed away while pending)
-                try:
-                    message, retain_only = decode_message(fields, now)
-                except (KeyError, ValueError):
-                    log.warning("cluster: a malformed entry %s in %s was skipped", entry_id, stream)
-                    continue
-                self.received += 1
-                if retain_only:
-                    broker._retain(message)
-                else:
-                    broker.route(message)
-            if persist.strict and persist.writes != writes:
-                await broker.storage.flush()
+            if after is not None:
+                last = entries[-1][0]
+                after = last.decode() if isinstance(last, bytes) else str(last)
+            self._route_entries(stream, entries)
+
+    def _route_entries(self, stream: str, entries: list[Any]) -> None:
+        broker = self.broker
+        now = broker.loop.time()
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if not fields:
+                continue  # (an entry trimmed away while pending)
             try:
-                await r.xack(stream, GROUP, *ids)
-            except (RedisError, OSError):
-                pass  # read again after a restart: at least once
+                message, retain_only = decode_message(fields, now)
+            except (KeyError, ValueError):
+                log.warning("cluster: a malformed entry %s in %s was skipped", entry_id, stream)
+                continue
+            self.received += 1
+            target = fields.get(b"c")
+            if target is not None:
+                self.handover.targeted(message, target.decode())
+            elif retain_only:
+                broker._retain(message)
+            else:
+                broker.route(message)
+        self.command("XACK", stream, GROUP, *ids)
 
     # -- status ------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ class Services:
 
         config = self.broker.config
         errors = [found for found in map(check_connection, config.brokers) if found is not None]
-        if config.api_port is not None:
+        if config.api.port is not None:
             from ..api import check_api
 
             errors += check_api(config)
@@ -64,7 +64,7 @@ class Services:
 
     def bind(self) -> None:
         """Bind the API's address (an ``OSError`` names it), serving no one until ``start``."""
-        if self.broker.config.api_port is not None and self._api_socket is None:
+        if self.broker.config.api.port is not None and self._api_socket is None:
             from ..api import bind_api
 
             self._api_socket = bind_api(self.broker.config)
@@ -93,7 +93,7 @@ class Services:
     async def start(self) -> None:
         from .brokers import BrokerConnections  # lazily: `wrenmq --help` must not import the client
 
-        cluster_url = self.broker.config.cluster_url
+        cluster_url = self.broker.config.cluster.url
         if cluster_url is not None:  # first: every service's routes go cluster-wide
             from ..cluster import Cluster, default_node_name
 
@@ -101,11 +101,11 @@ class Services:
             self.cluster = Cluster(
                 self.broker,
                 cluster_url,
-                config.node_name or default_node_name(config.port),
-                f"wrenmq:{config.cluster_name}:",
+                config.cluster.node_name or default_node_name(config.port),
+                f"wrenmq:{config.cluster.name}:",
             )
             await self.cluster.start()
-        if self.broker.config.presence:
+        if self.broker.config.presence.enabled:
             from .presence import Presence
 
             self.presence = Presence(self.broker, self.cluster)  # device registry, wills, heartbeats, snapshot
@@ -113,14 +113,14 @@ class Services:
         self.connections = BrokerConnections(self.broker)  # external brokers and bridges ([[brokers]])
         await self.connections.start()
         config = self.broker.config
-        if config.api_port is not None:
+        if config.api.port is not None:
             from ..api import ApiServer
             from ..api.keys import ApiKeyStore
             from .changes import ChangeService
 
             self.api_keys = ApiKeyStore(config.api_keys_path)
             self.changes = ChangeService(self.broker)
-            if config.realtime:
+            if config.realtime.enabled:
                 from .realtime import RealtimeService
 
                 self.realtime = RealtimeService(self.broker, self.api_keys, self.cluster)

@@ -48,9 +48,9 @@ class ChangeService:
     def __init__(self, broker: Broker) -> None:
         config = broker.config
         self.broker = broker
-        self.prefix = config.events_prefix
-        self.qos = config.events_qos
-        self.retain = config.events_retain
+        self.prefix = config.events.prefix
+        self.qos = config.events.qos
+        self.retain = config.events.retain
         self._lock = asyncio.Lock()
 
     @property

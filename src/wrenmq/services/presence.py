@@ -80,15 +80,15 @@ class Presence(Hook):
             from .presence_cluster import PresenceCluster
 
             self.shared = PresenceCluster(self, cluster)
-        self.devices_root = config.presence_devices_root
-        self.sessions_root = config.presence_sessions_root
-        self.interval = config.presence_heartbeat_interval
-        self.timeout = config.presence_heartbeat_interval * config.presence_missed_heartbeats
-        self.debounce = config.presence_snapshot_debounce
-        self.events_kept = config.presence_events_kept
-        self.snapshot_array = config.presence_snapshot_format == "array"
-        self.snapshot_topic = f"{config.presence_admin_root}/devices/snapshot"
-        self.request_topic = f"{config.presence_admin_root}/request/snapshot"
+        self.devices_root = config.presence.devices_root
+        self.sessions_root = config.presence.sessions_root
+        self.interval = config.presence.heartbeat_interval
+        self.timeout = config.presence.heartbeat_interval * config.presence.missed_heartbeats
+        self.debounce = config.presence.snapshot_debounce
+        self.events_kept = config.presence.events_kept
+        self.snapshot_array = config.presence.snapshot_format == "array"
+        self.snapshot_topic = f"{config.presence.admin_root}/devices/snapshot"
+        self.request_topic = f"{config.presence.admin_root}/request/snapshot"
         self._device_prefix = self.devices_root + "/"
         self._announce_topic = f"{self.devices_root}/{ANNOUNCE}/announce"
         # The hot path calls on_publish for these topics only (one str.startswith for the rest).

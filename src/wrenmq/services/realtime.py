@@ -96,7 +96,7 @@ class Subscriber:
         self.client = client
         self.service = service
         self.filters: dict[str, int] = {}
-        self.inbox: Inbox[Delivery] = Inbox(service.broker.config.stream_buffer)
+        self.inbox: Inbox[Delivery] = Inbox(service.broker.config.api.stream_buffer)
         self.presence_id: str | None = None
 
     def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
@@ -196,15 +196,15 @@ class RealtimeService(Hook):
         self.broker = broker
         self.api_keys = api_keys
         self.journal = Journal(
-            config.realtime_journal_size, config.realtime_journal_bytes, config.realtime_journal_seconds
+            config.realtime.journal_size, config.realtime.journal_bytes, config.realtime.journal_seconds
         )
         # With a cluster: every node's journal holds what readers anywhere read (realtime_cluster).
         self.shared: ClusterJournal | None = None
         if cluster is not None and self.journal.size:
             from .realtime_cluster import ClusterJournal
 
-            self.shared = ClusterJournal(broker, cluster, config.realtime_journal_seconds)
-        self.presence = PresenceBoard(self, config.realtime_presence_prefix, config.realtime_presence_grace)
+            self.shared = ClusterJournal(broker, cluster, config.realtime.journal_seconds)
+        self.presence = PresenceBoard(self, config.realtime.presence_prefix, config.realtime.presence_grace)
         self._presence_prefix = self.presence.topic_prefix
         self.publish_topics: tuple[str, ...] = (self._presence_prefix,)  # on_publish: presence only
         self.subscribers: dict[str, Subscriber] = {}

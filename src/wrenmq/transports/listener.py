@@ -92,7 +92,7 @@ class Listener:
                 config.port,
                 ssl=self._ssl,
                 # A socket that stalls its handshake gets no longer than one that never sends CONNECT.
-                ssl_handshake_timeout=broker.config.connect_timeout if self._ssl is not None else None,
+                ssl_handshake_timeout=broker.config.limits.connect_timeout if self._ssl is not None else None,
                 reuse_address=True,
                 backlog=4096,
                 start_serving=False,
