@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from paho_sync import MQTTv5, PahoClient
@@ -424,3 +425,43 @@ def test_cluster_realtime_resume_on_another_node_misses_nothing(
         switch.close()
     numbers = [n for n in shown if n >= 0]
     assert sorted(numbers) == list(range(sent)), (len(numbers), sorted(set(range(sent)) - set(numbers)))
+
+
+def test_cluster_realtime_journal_filters_held_while_read_then_for_journal_seconds(
+    nodes: Callable[..., WrenmqServer],
+) -> None:
+    """Issue 16: a filter a poll session on A reads is held by B's journal (so A forwards its
+    messages to B) while the session lives; once it is closed, B lets go of it after
+    ``realtime_journal_seconds`` (1 s here; at B's next refresh) and A forwards nothing more."""
+    a, b = nodes("a", realtime_journal_seconds=1), nodes("b", realtime_journal_seconds=1)
+
+    def b_holds() -> bool:
+        async def look() -> bool:
+            assert b.services is not None and b.services.realtime is not None
+            shared = b.services.realtime.shared
+            return shared is not None and "gone/#" in shared.held
+
+        return b.call(look())
+
+    def a_forwards_to_b() -> bool:
+        async def look() -> bool:
+            assert a.services is not None and a.services.cluster is not None
+            return "b" in a.services.cluster.routes.match("gone/x").nodes
+
+        return a.call(look())
+
+    def until(condition: Callable[[], bool], what: str) -> float:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+        return time.monotonic()
+
+    with httpx.Client(base_url=a.api_url, timeout=10) as http:
+        session = http.post("/api/v1/realtime/poll", json={"filters": ["gone/#"]}).json()["id"]
+        until(lambda: b_holds() and a_forwards_to_b(), "B never held A's reader's filter")
+        assert http.delete(f"/api/v1/realtime/poll/{session}").status_code == 204
+        closed = time.monotonic()
+        assert b_holds()  # (still: its messages may be asked for)
+        let_go = until(lambda: not b_holds() and not a_forwards_to_b(), "B held the filter for ever")
+    assert let_go - closed >= 1.0

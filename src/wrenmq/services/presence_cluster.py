@@ -20,7 +20,10 @@ A device of the dead node without a will goes offline once it has been silent fo
 timeout, as any silent device does; one surviving node (the one that takes
 ``presence:offline:<id>``) publishes its offline message.
 
-A node that starts when the registry in Redis is empty seeds it from its own storage.
+A node that starts when the registry in Redis is empty seeds it from its own storage. A change
+announced while a node's channel subscription was lost (Redis restarting) reaches that node's
+replica with the device's next change (an online device's next heartbeat); what is in Redis is
+read again only when a node starts.
 """
 
 from __future__ import annotations

@@ -52,8 +52,8 @@ REFRESH = 5.0  # seconds between refreshes of the filters this node's readers ho
 
 # Forget a filter whose time has passed, unless a node refreshed it meanwhile.
 _EXPIRE = (
-    "local until = redis.call('hget', KEYS[1], ARGV[1]) "
-    "if until and tonumber(until) < tonumber(ARGV[2]) then return redis.call('hdel', KEYS[1], ARGV[1]) end "
+    "local t = redis.call('hget', KEYS[1], ARGV[1]) "
+    "if t and tonumber(t) < tonumber(ARGV[2]) then return redis.call('hdel', KEYS[1], ARGV[1]) end "
     "return 0"
 )
 
@@ -158,7 +158,7 @@ class ClusterJournal:
                 async with asyncio.timeout(max(0.0, next_refresh - loop.time())):
                     await self._wake.wait()
             self._wake.clear()
-            new, self._new = self._new, []
+            new, self._new = list(dict.fromkeys(self._new)), []
             refresh = loop.time() >= next_refresh
             if refresh:
                 next_refresh = loop.time() + REFRESH
@@ -170,7 +170,7 @@ class ClusterJournal:
                     await self._read()
                     await self._expire()
             except (RedisError, OSError) as exc:
-                log.debug("realtime journal filters: Redis unreachable (%s); retrying", exc)
+                log.warning("realtime journal filters: Redis failed (%s); retrying", exc)
                 self._new = list(dict.fromkeys([*new, *self._new]))
                 await asyncio.sleep(0.5)
 
@@ -205,7 +205,7 @@ class ClusterJournal:
 
 # Set a filter's time to ARGV[2] unless it is already later.
 _EXTEND = (
-    "local until = redis.call('hget', KEYS[1], ARGV[1]) "
-    "if not until or tonumber(until) < tonumber(ARGV[2]) then redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end "
+    "local t = redis.call('hget', KEYS[1], ARGV[1]) "
+    "if not t or tonumber(t) < tonumber(ARGV[2]) then redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) end "
     "return 0"
 )
