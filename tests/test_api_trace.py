@@ -6,6 +6,7 @@ Real broker, paho-mqtt clients, the SSE read with httpx."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -14,12 +15,21 @@ from typing import Any
 
 import httpx
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
+from hookrec import add_hook
+from mqttraw import RawClient
 from paho_sync import MQTTv5, PahoClient
 from problems import problem
+from test_socketio import Sio
 from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.api.trace import TraceHub
+from wrenmq.hooks import Hook, Reject
+from wrenmq.mqtt import packets as p
+from wrenmq.mqtt.properties import PropertyId
+from wrenmq.mqtt.reason_codes import ReasonCode
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT = 10.0
@@ -69,6 +79,12 @@ def http(server: WrenmqServer) -> Iterator[httpx.Client]:
     key = ApiKeyStore(server.broker.config.api_keys_path).create("ops")
     with httpx.Client(base_url=server.api_url, headers={"Authorization": "Bearer " + key}, timeout=TIMEOUT) as client:
         yield client
+
+
+def expiring(seconds: int) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = seconds
+    return props
 
 
 def brief(event: dict[str, Any]) -> tuple[Any, ...]:
@@ -140,3 +156,158 @@ def test_trace_is_a_management_route_with_one_target(server: WrenmqServer, http:
     signed_in = httpx.post(server.api_url + "/api/v1/session", json={"username": "bob", "password": "builder"})
     bob = {"Authorization": "Bearer " + signed_in.json()["token"]}
     problem(httpx.get(server.api_url + "/api/v1/trace", params={"client_id": "a"}, headers=bob), 403)
+
+
+class RefuseTopic(Hook):
+    """Refuses every message on one topic, as an application's publish hook would."""
+
+    name = "refuse-topic"
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    def on_publish(self, client: Any, message: Any) -> Any:
+        if message.topic == self.topic:
+            raise Reject(ReasonCode.PAYLOAD_FORMAT_INVALID, "not a reading")
+        return message
+
+
+@pytest.fixture
+def strict(wrenmq_server_factory: Callable[..., WrenmqServer], tmp_path: Path) -> WrenmqServer:
+    acl = tmp_path / "acl"
+    acl.write_text("pattern readwrite q/#\npattern readwrite r/#\npattern readwrite deep/#\n")
+    return wrenmq_server_factory(
+        api_port=0,
+        allow_anonymous=True,
+        acl_file=acl,
+        max_topic_levels=4,
+        max_queued_messages=2,
+        slow_consumer_timeout=1.0,
+    )
+
+
+def drops(trace: TraceReader, until: Callable[[dict[str, Any]], bool]) -> list[tuple[Any, ...]]:
+    """The trace's events up to the one ``until`` accepts (the sentinel), briefly."""
+    seen: list[tuple[Any, ...]] = []
+    while True:
+        event = trace.event()
+        if event["event"] == "drop":
+            seen.append(("drop", event["reason"], event["topic"]))
+        else:
+            seen.append(brief(event))
+        if until(event):
+            return seen
+
+
+def test_trace_shows_what_the_broker_drops_for_a_client_and_why(strict: WrenmqServer) -> None:
+    # [MQTT-3.1.2-25] too large for the client, [MQTT-3.3.2-5] expired while queued, the ACL on
+    # PUBLISH and SUBSCRIBE, the topic limits, a full queue, QoS 0 while away, a slow consumer.
+    key = ApiKeyStore(strict.broker.config.api_keys_path).create("ops")
+    headers = {"Authorization": "Bearer " + key}
+    with httpx.Client(base_url=strict.api_url, headers=headers, timeout=TIMEOUT) as http:
+        trace = TraceReader(http, client_id="lazy")
+        publisher = PahoClient(strict.port, MQTTv5, "publisher")
+        lazy = RawClient(strict.port, 5)
+        props = {
+            PropertyId.RECEIVE_MAXIMUM: 1,
+            PropertyId.SESSION_EXPIRY_INTERVAL: 300,
+            PropertyId.MAXIMUM_PACKET_SIZE: 200,
+        }
+        try:
+            assert lazy.connect("lazy", properties=props).reason_code == 0
+            assert lazy.publish("secret/1", b"x", qos=1).reason_code == ReasonCode.NOT_AUTHORIZED  # type: ignore[union-attr]
+            assert lazy.publish("deep/1/2/3/4/5", b"x", qos=1).reason_code == ReasonCode.TOPIC_NAME_INVALID  # type: ignore[union-attr]
+            assert lazy.subscribe("secret/#", 1).reason_codes == [ReasonCode.NOT_AUTHORIZED]
+            assert lazy.subscribe("q/#", 1).reason_codes == [1]
+            publisher.publish("q/big", b"x" * 300, qos=1)  # over its Maximum Packet Size
+            publisher.publish("q/1", b"1", qos=1)  # in flight (Receive Maximum 1, never acknowledged)
+            publisher.publish("q/2", b"2", qos=1, properties=expiring(1))  # queued; expires in 1 s
+            publisher.publish("q/3", b"3", qos=1)  # queued: the queue (2) is full now
+            publisher.publish("q/4", b"4", qos=1)  # dropped; the client is at its cap, not draining
+            lazy.expect_closed(5.0)  # a slow consumer: disconnected after slow_consumer_timeout
+            publisher.publish("q/0", b"0", qos=0)  # QoS 0 for a client that is away: not queued
+            again = RawClient(strict.port, 5)
+            assert again.connect(
+                "lazy", clean=False, properties={PropertyId.SESSION_EXPIRY_INTERVAL: 300}
+            ).session_present
+            received = [again.expect(p.Publish).topic for _ in range(2)]  # q/1 resent, q/2 expired, then q/3
+            assert received == ["q/1", "q/3"], received
+            seen = drops(trace, lambda e: e["event"] == "deliver" and e["topic"] == "q/3")
+            again.close()
+        finally:
+            publisher.close()
+            lazy.close()
+            trace.close()
+    assert seen == [
+        ("connect", "lazy", None),
+        ("drop", "publish_denied", "secret/1"),
+        ("drop", "topic_limits", "deep/1/2/3/4/5"),
+        ("drop", "subscribe_denied", "secret/#"),
+        ("subscribe", "lazy", "q/#"),
+        ("drop", "too_large", "q/big"),
+        ("deliver", "lazy", "q/1"),
+        ("drop", "queue_full", "q/4"),
+        ("drop", "slow_consumer", None),
+        ("disconnect", "lazy", None),
+        ("drop", "offline", "q/0"),
+        ("connect", "lazy", None),
+        ("deliver", "lazy", "q/1"),
+        ("drop", "expired", "q/2"),
+        ("deliver", "lazy", "q/3"),
+    ], seen
+
+
+def test_trace_of_a_topic_shows_publishes_a_hook_refused(strict: WrenmqServer) -> None:
+    hook = RefuseTopic("r/refused")
+    add_hook(strict, hook)
+    key = ApiKeyStore(strict.broker.config.api_keys_path).create("ops")
+    headers = {"Authorization": "Bearer " + key}
+    with httpx.Client(base_url=strict.api_url, headers=headers, timeout=TIMEOUT) as http:
+        trace = TraceReader(http, filter="r/#")
+        publisher = PahoClient(strict.port, MQTTv5, "publisher")
+        try:
+            publisher.publish("r/refused", b"x", qos=1)
+            refused = http.post("/api/v1/publish", json={"topic": "r/refused", "payload": "y"})
+            assert refused.status_code >= 400, refused.text
+            publisher.publish("r/ok", b"z", qos=1)  # the sentinel
+            events = []
+            while not events or events[-1]["event"] != "publish":
+                events.append(trace.event())
+        finally:
+            publisher.close()
+            trace.close()
+    assert [(e["event"], e["client_id"], e.get("reason"), e.get("detail")) for e in events] == [
+        ("drop", "publisher", "rejected", "not a reading"),
+        ("drop", None, "rejected", "not a reading"),  # the API's publish: the broker's own
+        ("publish", "publisher", None, None),
+    ]
+    assert events[0]["qos"] == 1 and events[0]["bytes"] == 1
+
+
+def test_trace_shows_browser_realtime_clients_coming_and_going(server: WrenmqServer, http: httpx.Client) -> None:
+    trace = TraceReader(http, client_id="browser-7")
+    opened = http.post("/api/v1/realtime/poll", json={"client_id": "browser-7", "filters": ["t/#"]})
+    assert opened.status_code == 201, opened.text
+    assert http.delete(f"/api/v1/realtime/poll/{opened.json()['id']}").status_code == 204
+
+    async def socketio_visit() -> None:
+        sio = await Sio().connect(
+            server.api_url, auth={"token": http.headers["Authorization"][7:], "clientId": "browser-7"}
+        )
+        await sio.call("leave", {})
+        await sio.close()
+
+    asyncio.run(socketio_visit())
+    seen = []
+    while len(seen) < 4:
+        event = trace.event()
+        seen.append(
+            (event["event"], event["transport"], event["client_id"], event.get("expected"), event.get("reason"))
+        )
+    trace.close()
+    assert seen == [
+        ("connect", "poll", "browser-7", None, None),
+        ("disconnect", "poll", "browser-7", True, "the client left"),
+        ("connect", "socketio", "browser-7", None, None),
+        ("disconnect", "socketio", "browser-7", True, "the client left"),
+    ]

@@ -180,8 +180,9 @@ def test_footprint_reads_the_idle_broker_and_wrenmq_with_its_api(fleet_run: Run)
     assert result["rss_idle_kib"] > 0
     if fleet_run.broker.name == "wrenmq":
         assert result["rss_api_kib"] > result["rss_idle_kib"], result  # FastAPI and the console are loaded
+        assert result["rss_socketio_kib"] > result["rss_api_kib"], result  # and then python-socketio
     else:
-        assert result["rss_api_kib"] == result["rss_idle_kib"] and fleet_run.notes, result
+        assert result["rss_api_kib"] == result["rss_socketio_kib"] == result["rss_idle_kib"] and fleet_run.notes
 
 
 def test_memory_sites_charge_every_traced_byte_to_a_site():

@@ -342,6 +342,11 @@ def test_cluster_api_lists_nodes_and_death(cluster: Callable[..., Node]) -> None
         time.sleep(0.2)
     assert status["enabled"] is True and status["node"] == "a" and status["connected"] is True
     assert names["a"]["self"] is True and names["b"]["state"] == "alive"
+    PahoClient(b.port, MQTTv5, client_id="counted")  # one connection on B, counted in the totals
+    deadline = time.monotonic() + 10
+    while _cluster_status(a, api)["totals"]["connections"] < 1:
+        assert time.monotonic() < deadline, _cluster_status(a, api)
+        time.sleep(0.2)
     assert "redis_version" in status and json.dumps(status)
     b.kill()
     deadline = time.monotonic() + 10
@@ -400,13 +405,20 @@ class Persistent:
         self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self.events.put(("disconnect", rc.value))
         self.client.on_subscribe = lambda _c, _u, _m, rcs, _p: self.events.put(("suback", rcs))
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.session_present = self.connect(port)
+
+    def connect(self, port: int) -> bool:
+        """Connect (again: paho keeps its QoS 2 state for the session); returns Session Present."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 300
         self.client.connect("127.0.0.1", port, clean_start=False, properties=props)
         self.client.loop_start()
-        kind, (rc, present) = self.events.get(timeout=10)
-        assert kind == "connack" and rc == 0, (kind, rc)
-        self.session_present = present
+        while True:
+            kind, value = self.events.get(timeout=20)
+            if kind == "connack":
+                rc, present = value
+                assert rc == 0, rc
+                return bool(present)
 
     def subscribe(self, topic: str, qos: int) -> None:
         self.client.subscribe(topic, qos)
@@ -463,6 +475,16 @@ def test_cluster_session_moves_to_another_node(cluster: Callable[..., Node]) -> 
     pub.publish("orders/after", b"after", qos=1)
     assert back.take(1)[0].payload == b"after"
     back.close()
+    pub.publish("orders/late", b"queued for the old session", qos=1)
+    fresh = PahoClient(b.port, MQTTv5, client_id="mover")  # Clean Start on B discards it [MQTT-3.1.2-4]
+    fresh.close()
+    again = Persistent(a.port, "mover")
+    assert not again.session_present
+    again.client.publish("orders/end", b"sentinel", qos=1)  # not subscribed any more: nothing comes
+    again.subscribe("orders/end", 1)
+    again.client.publish("orders/end", b"sentinel", qos=1)
+    assert again.take(1)[0].payload == b"sentinel"  # and not the old session's queued message
+    again.close()
     pub.close()
     watcher.close()
 
@@ -498,7 +520,7 @@ def test_cluster_node_killed_sessions_continue(cluster: Callable[..., Node]) -> 
     def send(count: int) -> None:
         nonlocal n
         for _ in range(count):
-            info = pub.publish("feed/x", str(n).encode(), qos=1)
+            info = pub.publish("feed/x", str(n).encode(), qos=2)  # (QoS 1 to s1, QoS 2 to s2)
             pending[info.mid] = n
             n += 1
             time.sleep(0.005)
@@ -511,21 +533,21 @@ def test_cluster_node_killed_sessions_continue(cluster: Callable[..., Node]) -> 
         assert time.monotonic() < deadline, "the publisher's messages were not all acknowledged"
         time.sleep(0.05)
     got: dict[int, list[int]] = {}
-    for qos, old in subs.items():
-        old.client.loop_stop()
-        received = [int(m.payload) for m in old.take(old.messages.qsize())]
-        again = Persistent(b.port, f"s{qos}")  # waits for A's sessions to be adopted, then takes them
-        assert again.session_present
-        again.client.publish("feed/end", f"end{qos}".encode(), qos=1)
-        rest = []
+    for qos, client in subs.items():
+        client.client.loop_stop()  # (its connection to A is gone)
+        # The same client reconnects to B (as paho's own reconnect would, keeping its QoS 2
+        # state): it waits for A's sessions to be adopted, then takes its own over.
+        assert client.connect(b.port)
+        client.client.publish("feed/end", f"end{qos}".encode(), qos=2)  # (queued after the rest, same flow)
+        payloads = []
         while True:
-            message = again.take(1)[0]
+            message = client.take(1)[0]
             if message.payload == f"end{qos}".encode():
                 break
             if not message.payload.startswith(b"end"):  # (the other subscriber's sentinel)
-                rest.append(int(message.payload))
-        got[qos] = before_kill[qos] + received + rest
-        again.close()
+                payloads.append(int(message.payload))
+        got[qos] = before_kill[qos] + payloads
+        client.close()
     for qos in (1, 2):
         missing = sorted(set(acked) - set(got[qos]))
         assert not missing, f"QoS {qos} subscriber lost acknowledged messages: {missing[:20]}"
@@ -534,3 +556,49 @@ def test_cluster_node_killed_sessions_continue(cluster: Callable[..., Node]) -> 
     pub.loop_stop()
     watcher.close()
     probe.close()
+
+
+def test_cluster_redis_restart_loses_no_acknowledged_message(
+    cluster: Callable[..., Node], redis_server: RedisServer
+) -> None:
+    """Redis restarted empty under two nodes: local traffic goes on meanwhile; a QoS 1 message
+    bound for the other node is acknowledged only once Redis took it (strict durability), and
+    arrives; the nodes join again (routes, sessions) without being restarted [MQTT-4.3.2-2]."""
+    a, b = cluster("a"), cluster("b")
+    remote = Persistent(b.port, "remote-sub")
+    remote.subscribe("cross/#", 1)
+    local = PahoClient(a.port, MQTTv5, client_id="local-sub")
+    local.subscribe("local/#", 1)
+    pub = PahoClient(a.port, MQTTv5, client_id="pub")
+    probe = PahoClient(b.port, MQTTv5, client_id="probe")
+    probe.subscribe("cross/#", 0)
+    wait_until_routed(pub, probe, "cross/probe")
+    remote.take(remote.messages.qsize())
+    redis_server.stop()
+    pub.publish("local/1", b"during", qos=1)  # A's own subscriber: no wait for Redis
+    assert local.receive(1)[0].payload == b"during"
+    acked: list[int] = []
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sender", protocol=mqtt.MQTTv5)
+    mids: dict[int, int] = {}
+    sender.on_publish = lambda _c, _u, mid, _rc, _p: acked.append(mids[mid])
+    sender.connect("127.0.0.1", a.port)
+    sender.loop_start()
+    for i in range(5):
+        mids[sender.publish("cross/x", str(i).encode(), qos=1).mid] = i
+    time.sleep(1.0)
+    assert acked == []  # not acknowledged while Redis cannot take them
+    redis_server.start()
+    deadline = time.monotonic() + 20
+    while len(acked) < 5:
+        assert time.monotonic() < deadline, f"acknowledged after Redis came back: {acked}"
+        time.sleep(0.05)
+    got = sorted(int(m.payload) for m in remote.take(5, timeout=20) if m.payload != b"probe")
+    assert got == [0, 1, 2, 3, 4]
+    # the nodes are back in Redis: new routes reach the other node again
+    late = PahoClient(b.port, MQTTv5, client_id="late")
+    late.subscribe("later/#", 1)
+    wait_until_routed(pub, late, "later/probe", timeout=20)
+    sender.loop_stop()
+    for client in (local, pub, probe, late):
+        client.close()
+    remote.close()

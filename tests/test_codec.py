@@ -858,7 +858,7 @@ def test_publish_layout_shared_by_every_encoder(version, qos, payload_size):  # 
     """The broker's shared fan-out bytes (Message.wire), the codec's encoder and the size check of
     the API and the client are one layout, across the Remaining Length's 1/2/3-byte boundaries."""
     from wrenmq.broker.message import Message
-    from wrenmq.mqtt.codec import PACKET_ID_BYTES, encode_publish, publish_size
+    from wrenmq.mqtt.codec import encode_publish, packet_id_bytes, publish_size
     from wrenmq.mqtt.properties import encode_properties
 
     props = {PropertyId.CONTENT_TYPE: "text/plain"} if version == 5 else {}
@@ -866,7 +866,7 @@ def test_publish_layout_shared_by_every_encoder(version, qos, payload_size):  # 
     packet = Publish("a/b", payload, qos, True, 7 if qos else None, properties=props)
     wire = encode_publish(packet, version)
     head, tail = Message("a/b", payload, qos, True, props).wire(version, qos, True)
-    assert (head + PACKET_ID_BYTES[7] + tail if qos else head) == wire
+    assert (head + packet_id_bytes(7) + tail if qos else head) == wire
     rest = len(payload) + (len(encode_properties(props)) if version == 5 else 0)
     assert publish_size(len(b"a/b"), qos, rest) == len(wire)
     (decoded,) = Parser(protocol_level=version).feed(wire)
@@ -877,11 +877,11 @@ def test_publish_layout_shared_by_every_encoder(version, qos, payload_size):  # 
 @pytest.mark.parametrize("with_topic", [True, False])
 def test_alias_publish_reframes_the_shared_bytes(qos, with_topic):  # [MQTT-3.3.2-12]
     from wrenmq.broker.message import Message
-    from wrenmq.mqtt.codec import PACKET_ID_BYTES, alias_publish
+    from wrenmq.mqtt.codec import alias_publish, packet_id_bytes
 
     message = Message("a/b", b"x" * 300, qos, False, {PropertyId.CONTENT_TYPE: "t"})
     head, tail = message.wire(5, qos, False)
-    pid = PACKET_ID_BYTES[9] if qos else b""
+    pid = packet_id_bytes(9) if qos else b""
     start, block = alias_publish(head, pid, tail, message.payload, 3, with_topic)
     (decoded,) = Parser(protocol_level=5).feed(start + block + message.payload)
     assert decoded.topic == ("a/b" if with_topic else "")

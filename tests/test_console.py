@@ -17,7 +17,21 @@ from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
-PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "users"]
+# Every page of the console's menu (an API key that manages sees them all).
+PAGES = [
+    "dashboard",
+    "clients",
+    "subscriptions",
+    "topics",
+    "retained",
+    "mqtt",
+    "devices",
+    "resources",
+    "brokers",
+    "trace",
+    "users",
+    "keys",
+]
 TIMEOUT_MS = 15_000
 
 
@@ -72,6 +86,8 @@ def test_console_sign_in_with_api_key_then_every_page_loads(console: Console, se
     console.sign_in_with_key(key(server))
     page.wait_for_selector("#sign-out:not([hidden])", timeout=TIMEOUT_MS)
     page.wait_for_function("() => document.getElementById('live').dataset.state === 'connected'", timeout=TIMEOUT_MS)
+    menu = page.eval_on_selector_all("#sidebar a[href^='#/']", "(links) => links.map((a) => a.hash.slice(2))")
+    assert menu == PAGES  # (the screenshots of every page, test_console_screens.py, take this list too)
     for name in PAGES:
         page.click(f"#sidebar a[href='#/{name}']")
         page.wait_for_selector(f"section.page-{name}", timeout=TIMEOUT_MS)

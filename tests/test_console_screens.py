@@ -13,26 +13,13 @@ from typing import Any
 import pytest
 
 from paho_sync import MQTTv5, PahoFactory
+from test_console import PAGES
 from test_console_live import ARTIFACTS, Device, curl
 from userfiles import write_passwords
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.pytest_plugin import WrenmqServer
 
 TIMEOUT_MS = 15_000
-PAGES = [
-    "dashboard",
-    "clients",
-    "subscriptions",
-    "topics",
-    "retained",
-    "mqtt",
-    "devices",
-    "resources",
-    "brokers",
-    "trace",
-    "users",
-    "keys",
-]
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 
@@ -58,7 +45,8 @@ def api_key(server: WrenmqServer) -> str:
 
 @pytest.fixture
 def seeded(server: WrenmqServer, api_key: str) -> Iterator[None]:
-    """Something on every page: devices, a resource, retained messages, connected clients."""
+    """Something on every page: devices, a resource, retained messages, connected clients, a
+    subscription (and, on the Trace page, a publish and its delivery)."""
     factory = PahoFactory(server.port)
     devices = []
     try:
@@ -67,6 +55,8 @@ def seeded(server: WrenmqServer, api_key: str) -> Iterator[None]:
             device.announce(kind, name)
             device.status("playing" if i == 0 else "idle", session="demo", position=61_000)
             devices.append(device)
+        subscriber = factory(MQTTv5, client_id="screen-subscriber")
+        subscriber.subscribe("plant/#", 1)
         publisher = factory(MQTTv5, client_id="screen-publisher")
         publisher.publish("plant/line1/temperature", json.dumps({"celsius": 21.5}).encode(), qos=1, retain=True)
         publisher.publish("plant/line2/state", b"running", qos=1, retain=True)
@@ -109,13 +99,25 @@ def test_console_every_page_fits_the_screen(
                     page.fill(".mqtt-subscribe input", "plant/#")
                     page.click(".mqtt-subscribe button[type=submit]")
                     page.wait_for_selector("li.mqtt-message", timeout=TIMEOUT_MS)
+            if name == "trace":  # follow a topic filter while something is published under it
+                page.select_option("#trace-kind", "filter")
+                page.fill("#trace-target", "plant/#")
+                page.click("#trace-start")
+                page.wait_for_selector("#trace-state:text-is('tracing')", timeout=TIMEOUT_MS)
+                server.publish("plant/line3/state", b"starting", qos=1)
+                page.wait_for_selector("#trace-events li[data-event='deliver']", timeout=TIMEOUT_MS)
             page.wait_for_timeout(1200)
             overflow = page.evaluate(
                 "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
+            ringed = page.evaluate(  # the page region is focused on each navigation: no ring around all of it
+                "() => document.activeElement.id === 'view'"
+                " && getComputedStyle(document.activeElement).outlineStyle !== 'none'"
+            )
             page.evaluate("() => window.scrollTo(0, 0)")  # (a full-page shot draws the sticky bar where it is)
             page.screenshot(path=str(ARTIFACTS / f"console-screen-{name}-{size}-{theme}.png"), full_page=True)
             assert overflow <= 0, (name, overflow)
+            assert not ringed, name
             assert "could not load" not in page.inner_text("main"), name
         if size == "phone":  # the menu opens over the page
             page.click("#menu-toggle")

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from paho_sync import MQTTv5, PahoClient
@@ -76,6 +77,38 @@ def test_trace_page_follows_a_client_live(browser: Any, server: WrenmqServer) ->
         while server.broker.hooks.find(TraceHub):
             assert time.monotonic() < deadline, "the trace stayed open after leaving the page"
             time.sleep(0.05)
+        assert not errors, errors
+    finally:
+        context.close()
+
+
+def test_trace_page_shows_drops_with_their_reason_and_browser_clients(browser: Any, server: WrenmqServer) -> None:
+    key = ApiKeyStore(server.broker.config.api_keys_path).create("admin")
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.add_init_script(f"sessionStorage.setItem('wrenmq.console.key', {json.dumps(key)})")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(server.api_url + "/#/trace/app-3")
+        page.wait_for_selector("#trace-state:text-is('tracing')", timeout=TIMEOUT_MS)
+        app = PahoClient(server.port, MQTTv5, "app-3")
+        app.publish("$SYS/forged", b"x", qos=1)  # clients may not publish the broker's topics
+        app.close()
+        headers = {"Authorization": "Bearer " + key}
+        opened = httpx.post(
+            server.api_url + "/api/v1/realtime/poll", json={"client_id": "app-3", "filters": ["a/#"]}, headers=headers
+        )
+        assert opened.status_code == 201, opened.text
+        closed = httpx.delete(server.api_url + f"/api/v1/realtime/poll/{opened.json()['id']}", headers=headers)
+        assert closed.status_code == 204
+        page.wait_for_selector("#trace-events li[data-event='disconnect']:has-text('long polling')", timeout=TIMEOUT_MS)
+        drop = page.inner_text("#trace-events li[data-event='drop']")
+        assert "publish denied" in drop and "$SYS/forged" in drop and "the broker's own topic" in drop, drop
+        polled = page.inner_text("#trace-events li[data-event='connect']:has-text('long polling')")
+        assert "app-3" in polled, polled
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "console-trace-drops-desktop.png"), full_page=True)
         assert not errors, errors
     finally:
         context.close()

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from fairness_load import PairResult, healthy_pair, start_load
+from hookrec import CountDrops, add_hook
 from mqttraw import RawClient
 from serveproc import clean_env, free_port, serve_command
 from wrenmq.broker import Broker
@@ -200,6 +201,8 @@ def test_nonreading_subscriber_bounded_then_disconnected_after_timeout(wrenmq_se
     watcher.subscribe("will/stuck", 0)
     stuck = client(server, "stuck", small=True, will=p.Will("will/stuck", b"gone"))
     stuck.subscribe("#", qos)
+    drops = CountDrops()  # what a trace is told: each drop, with its reason
+    add_hook(server, drops)
     stats = server.broker.stats
     started = time.monotonic()
     server.call(_publish_many(server.broker, "flood/t", 6000, KiB, qos))  # 6 MB: past what the kernels buffer
@@ -216,6 +219,9 @@ def test_nonreading_subscriber_bounded_then_disconnected_after_timeout(wrenmq_se
     gone = wait_disconnected(server, "stuck", SLOW_CONSUMER_TIMEOUT + 3.0)
     assert gone - started >= SLOW_CONSUMER_TIMEOUT - SWEEP  # not before its time at the cap
     assert stats.slow_consumers_dropped == 1
+    told = drops.counts[("stuck", "queue_full" if qos else "congested")]
+    assert told == (stats.dropped_queue_full if qos else stats.dropped_congested) > 0
+    assert drops.counts[("stuck", "slow_consumer")] == 1
     will = watcher.expect(p.Publish)  # a network close, not a DISCONNECT: the will is published
     assert (will.topic, will.payload) == ("will/stuck", b"gone")
     assert len(slow_consumer_warnings(caplog, "stuck")) == 1  # logged once

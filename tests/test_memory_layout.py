@@ -8,6 +8,7 @@ once empty, with the QoS flows behaving as before.
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
 
@@ -242,3 +243,22 @@ async def test_memory_compact_trie_matches_like_the_reference_matcher(wrenmq_bro
     for client_id, topic_filter in sorted(held):
         assert router.unsubscribe(client_id, topic_filter)
     assert router._root.children is None  # everything pruned
+
+
+def test_memory_connect_looks_up_no_peer_address_unless_asked(broker: WrenmqServer, caplog: Any) -> None:
+    """Without INFO logging and with no failed login, a CONNECT asks nothing of the client's
+    address: no getpeername() per connect, no "host:port" string kept per connection. The
+    failed-login throttle still finds the address once there are failures to look it up in."""
+    caplog.set_level(logging.WARNING, logger="wrenmq")
+    client = _subscriber(broker, "m6")
+    try:
+
+        async def read() -> str | None:
+            conn = broker.broker.sessions["m6"].connection
+            assert conn is not None
+            return conn._peer
+
+        assert broker.call(read()) is None
+        assert broker.broker.admission.failures == {}
+    finally:
+        client.close()

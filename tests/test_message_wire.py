@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import pytest
 
-from wrenmq.broker.message import MESSAGE_ID_PROPERTY, PACKET_ID_BYTES, Message
+from wrenmq.broker.message import MESSAGE_ID_PROPERTY, Message
 from wrenmq.mqtt import packets as p
-from wrenmq.mqtt.codec import Parser
+from wrenmq.mqtt.codec import Parser, packet_id_bytes
 from wrenmq.mqtt.properties import PropertyId
 
 _P = PropertyId
 
 
 def decode(head: bytes, tail: bytes, qos: int, packet_id: int = 7) -> p.Publish:
-    data = head + (PACKET_ID_BYTES[packet_id] if qos else b"") + tail
+    data = head + (packet_id_bytes(packet_id) if qos else b"") + tail
     (packet,) = Parser(protocol_level=5).feed(data)
     assert isinstance(packet, p.Publish)
     return packet

@@ -170,12 +170,14 @@ def test_mosquitto_conf_include_dir(tmp_path: Path) -> None:
 
 def test_mosquitto_conf_ignored_directives_warn_with_their_line(tmp_path: Path) -> None:
     warnings: list[str] = []
-    path = conf(tmp_path, "listener 1883\npid_file /run/m.pid\nlog_dest topic\nset_tcp_nodelay true\n")
+    text = "listener 1883\npid_file /run/m.pid\nlog_dest topic\nset_tcp_nodelay true\nqueue_qos0_messages true\n"
+    path = conf(tmp_path, text)
     load_config(path, env={}, warnings=warnings)
+    # Each says why; a value wrenmq behaves as anyway (set_tcp_nodelay true) is not warned about.
     assert warnings == [
-        f"{path} line 2: pid_file: not supported by wrenmq; ignored",
+        f"{path} line 2: pid_file: wrenmq writes no pid file (systemd and containers track the process); ignored",
         f"{path} line 3: log_dest: log_dest topic is not supported by wrenmq; ignored",
-        f"{path} line 4: set_tcp_nodelay: not supported by wrenmq; ignored",
+        f"{path} line 5: queue_qos0_messages: wrenmq never queues QoS 0 messages for disconnected clients; ignored",
     ]
 
 
@@ -218,6 +220,68 @@ def test_mosquitto_conf_errors_name_the_line(tmp_path: Path) -> None:
         load(tmp_path, "listener 8883\ncertfile /etc/cert.pem\n")
 
 
+def test_mosquitto_conf_every_bridge_directive_is_carried_over_or_warned_about(tmp_path: Path) -> None:
+    """mosquitto.conf(5)'s bridge directives: each one wrenmq can honour sets its connection's
+    setting; each one it cannot is a warning naming the line and saying why."""
+    warnings: list[str] = []
+    (tmp_path / "ca.pem").write_text("")
+    (broker,) = load(
+        tmp_path,
+        f"""listener 1883
+connection edge
+address 10.0.0.1:1884 10.0.0.2 [::1]:1885
+round_robin true
+bridge_cafile {tmp_path}/ca.pem
+bridge_tls_version tlsv1.3
+bridge_alpn mqtt
+bridge_max_packet_size 2048
+bridge_attempt_unsubscribe false
+bridge_require_ocsp false
+start_type once
+restart_timeout 20
+notifications_local_only true
+notification_topic bridges/edge/state
+local_clientid edge-local
+local_username bridge
+local_password secret
+local_cleansession false
+bridge_bind_address 10.0.0.9
+idle_timeout 30
+threshold 5
+topic # both
+""",
+        warnings,
+    ).brokers
+    assert broker.url == "mqtts://10.0.0.1:1884"
+    assert (broker.addresses, broker.round_robin) == (["10.0.0.2:1883", "[::1]:1885"], True)
+    assert (broker.tls_version, broker.alpn, broker.max_packet_size) == ("TLSv1.3", "mqtt", 2048)
+    assert (broker.unsubscribe_out, broker.reconnect, broker.reconnect_min, broker.reconnect_max) == (
+        False,
+        False,
+        20,
+        20,
+    )
+    assert (broker.notifications, broker.notifications_local_only) == (True, True)
+    assert broker.notification_topic == "bridges/edge/state" and broker.bind_address == "10.0.0.9"
+    ignored = [warning.split(": ", 2)[1:] for warning in warnings]
+    assert [name for name, _ in ignored] == [
+        "local_clientid",
+        "local_username",
+        "local_password",
+        "local_cleansession",
+        "idle_timeout",
+        "threshold",
+    ]
+    assert all(why.endswith("; ignored") and len(why) > 40 for _, why in ignored), ignored
+    assert "the ACL does not apply to a bridge" in dict(ignored)["local_username"]
+    lazy: list[str] = []
+    load(tmp_path, "listener 1883\nconnection c\naddress h\nstart_type lazy\ntopic #\n", lazy)
+    assert lazy == [
+        f"{tmp_path / 'mosquitto.conf'} line 4: start_type: wrenmq starts the bridge at once and restarts"
+        " it when it fails (automatic)"
+    ]
+
+
 def test_mosquitto_conf_bridge_blocks_become_broker_connections(tmp_path: Path) -> None:
     warnings: list[str] = []
     (tmp_path / "ca.pem").write_text("")
@@ -255,10 +319,12 @@ topic # both
     ]
     assert (other.name, other.url, other.version) == ("other", "mqtt://10.0.0.2:1883", 5)
     assert other.bridges == ["topic # both"]
-    assert [warning.split(": ", 1)[1] for warning in warnings] == [
-        "address: wrenmq's bridges use one address; mqtt.example.com:8883 is used, the rest ignored",
-    ]
-    for refused in ("bridge_identity me", "bridge_capath /etc/ssl/certs"):
+    assert warnings == []
+    assert cloud.addresses == ["backup.example.com:8883"] and cloud.round_robin is False
+    assert (cloud.reconnect_min, cloud.reconnect_max) == (5, 60)
+    # Mosquitto's defaults for a bridge: notifications on, UNSUBSCRIBE from the out topics.
+    assert cloud.notifications is True and cloud.unsubscribe_out is True and cloud.reconnect is True
+    for refused in ("bridge_identity me", "bridge_capath /etc/ssl/certs", "bridge_require_ocsp true"):
         with pytest.raises(ConfigError, match=f"line 4: {refused.split()[0]}:"):
             load(tmp_path, f"listener 1883\nconnection c\naddress h\n{refused}\ntopic #\n")
     with pytest.raises(ConfigError, match="line 2: topic belongs in a bridge"):
@@ -288,7 +354,7 @@ def test_config_convert_prints_equivalent_toml(tmp_path: Path, capsys: pytest.Ca
     path = conf(tmp_path, EXAMPLE.format(port=1883, ws_port=9001, remote=1884))
     assert wrenmq_main(["config", "convert", str(path)]) == 0
     out, err = capsys.readouterr()
-    assert f"{path} line 6: pid_file: not supported by wrenmq; ignored" in err
+    assert f"{path} line 6: pid_file: wrenmq writes no pid file" in err
     assert f"# warning: {path} line 6: pid_file" in out  # the warnings head the TOML as comments
     toml_path = tmp_path / "wrenmq.toml"
     toml_path.write_text(out)
@@ -380,7 +446,7 @@ keyfile {key}
         client.disconnect()
         client.loop_stop()
     subscriber.close()
-    assert f"{path} line 2: pid_file: not supported by wrenmq; ignored" in log.read_text()
+    assert f"{path} line 2: pid_file: wrenmq writes no pid file" in log.read_text()
 
 
 def test_serve_mosquitto_conf_refused_directive_stops_start(tmp_path: Path) -> None:

@@ -167,5 +167,5 @@ def test_mosquitto_files_carry_over(tmp_path: Path) -> None:
     # Beside the one an editable (pure-Python) install adds about the hot path (tests/test_deploy.py):
     warnings = [line for line in lines if "WARNING" in line and "the hot path is not compiled" not in line]
     assert len(warnings) == 2, warnings
-    assert f"{conf} line 13: user: not supported by wrenmq; ignored" in warnings[0]
+    assert f"{conf} line 13: user: wrenmq does not change user; start it as the user it runs as" in warnings[0]
     assert f"run chmod 600 {passwd}" in warnings[1]  # mosquitto_passwd made it readable by all

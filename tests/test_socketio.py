@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from hookrec import CountDrops, add_hook
 from paho_sync import MQTTv5, MQTTv311, PahoClient
 from wrenmq.api.keys import ApiKeyStore
 from wrenmq.auth.passwords import PasswordFile
@@ -597,6 +598,24 @@ async def test_slow_client_gets_dropped_notice(realtime_factory: Callable[..., R
     assert await asyncio.wait_for(client.dropped.get(), TIMEOUT) == {"count": 3}
     assert [(await client.message())["payload"] for _ in range(2)] == ["3", "4"]
     await client.nothing()
+
+
+async def test_slow_client_drops_are_told_to_the_drop_hooks(realtime_factory: Callable[..., Realtime]) -> None:
+    """wrenmq feature (issue 18, the trace's drops): the messages a realtime client's full inbox
+    loses are told to ``on_dropped`` as that client's, oldest first, with the queue-full reason."""
+    rt = realtime_factory(stream_buffer=2)
+    drops = CountDrops()
+    add_hook(rt.server, drops)
+    client = await rt.sio({"clientId": "slow-browser"})
+    await client.subscribe("burst")
+
+    async def burst() -> None:  # all five routed before the sender runs: three pushed out
+        for i in range(5):
+            await rt.server.broker.publish("burst", str(i))
+
+    rt.server.call(burst())
+    assert await asyncio.wait_for(client.dropped.get(), TIMEOUT) == {"count": 3}
+    assert drops.seen == [("slow-browser", "queue_full", "burst", str(i).encode()) for i in range(3)]
 
 
 # -- presence -------------------------------------------------------------------------------------

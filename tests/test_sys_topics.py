@@ -306,3 +306,45 @@ def test_sys_load_sockets_counts_sockets_without_connect(client, sys_broker):  #
     finally:
         for sock in bare:
             sock.close()
+
+
+def test_sys_messages_count_every_packet_publish_messages_only_publishes(client):  # statistics: Mosquitto's sys_tree.c
+    """Mosquitto counts every control packet read or written in ``messages/received|sent``
+    (packet_mosq.c) and PUBLISHes alone in ``publish/messages/received|sent``: a client that
+    connects and pings ten times adds 11 packets each way (CONNECT + PINGREQs; CONNACK +
+    PINGRESPs) and no PUBLISH. The watcher sends nothing after its SUBSCRIBE; what it is sent
+    is $SYS PUBLISHes, so sent minus publish-sent moves by the pinger's 11 alone."""
+    watcher = client("watcher")
+    names = ("messages/received", "messages/sent", "publish/messages/received", "publish/messages/sent")
+    watcher.send(p.Subscribe(1, [p.Subscription(f"$SYS/broker/{name}", 0) for name in names]))
+    watcher.expect(p.Suback)
+    latest: dict[str, int] = {}
+
+    # A value is published when it changed. publish/messages/sent comes last in a round and
+    # changes every round here (the watcher is sent $SYS PUBLISHes): when it arrives (live, not
+    # the retained copy sent on SUBSCRIBE), the other three are that round's values.
+    def next_round(timeout: float = 3.0) -> dict[str, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            packet = watcher.recv(max(0.01, deadline - time.monotonic()))
+            if isinstance(packet, p.Publish):  # (a retained value is the last one published)
+                latest[packet.topic.removeprefix("$SYS/broker/")] = int(packet.payload)
+                if packet.topic.endswith("publish/messages/sent") and not packet.retain and len(latest) == 4:
+                    return dict(latest)
+
+    before = next_round()
+    pinger = client("pinger")
+    for _ in range(10):
+        pinger.send(p.Pingreq())
+        pinger.expect(p.Pingresp)
+    deadline = time.monotonic() + 5.0
+    while True:
+        now = next_round()
+        received = now["messages/received"] - before["messages/received"]
+        control_sent = (now["messages/sent"] - now["publish/messages/sent"]) - (
+            before["messages/sent"] - before["publish/messages/sent"]
+        )
+        if (received, control_sent) == (11, 11) or time.monotonic() > deadline:
+            break
+    assert (received, control_sent) == (11, 11)
+    assert now["publish/messages/received"] == before["publish/messages/received"]

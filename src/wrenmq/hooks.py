@@ -46,6 +46,18 @@ The events, in the order a client meets them:
     A PUBLISH was written to ``client``.
 ``on_disconnect(client, reason, expected)``
     The connection closed; ``expected`` is True for a DISCONNECT without will.
+``on_realtime_connect(client, transport)`` / ``on_realtime_disconnect(client, transport, reason, expected)``
+    A browser realtime client signed in and opened a connection (``transport``: ``"socketio"`` or
+    ``"poll"``), or its connection ended (``expected``: it said goodbye). Not MQTT connections: the
+    MQTT events above never fire for them.
+``on_dropped(client_id, topic, reason, detail, message)``
+    The broker dropped something: a message it will not route or deliver, a subscription it
+    refused, or a client it disconnected as a slow consumer. ``reason`` is a ``DropReason``;
+    ``detail`` says more in words (may be empty); ``client_id`` is the publisher of a refused
+    publish or the subscriber a delivery was meant for (None for the broker's own publications);
+    ``topic`` the message's topic, the refused filter, or None; ``message`` the ``Message`` when
+    there is one. Called only where a drop happens (nothing per routed message); counters count
+    drops whether or not a hook listens.
 ``on_session_expired(client_id)``
     A session ended: expired, or discarded by a clean start.
 
@@ -81,6 +93,7 @@ __all__ = [
     "AuthResult",
     "BrokerInfo",
     "ClientInfo",
+    "DropReason",
     "Hook",
     "ListenerInfo",
     "Reject",
@@ -152,6 +165,23 @@ class RestoredClient:
         self.cert_identity: str | None = None
         self.auth: Any = None
         self.peer = ""
+
+
+class DropReason:
+    """Why the broker dropped something (``on_dropped``'s ``reason``). Each has a counter in
+    ``Broker.stats`` (and so in ``wrenmq_messages_dropped_total`` or a metric beside it)."""
+
+    QUEUE_FULL = "queue_full"  # a session's queue at max_queued_*, or a realtime client's inbox at stream_buffer
+    EXPIRED = "expired"  # its Message Expiry Interval passed while it was queued [MQTT-3.3.2-5]
+    OFFLINE = "offline"  # QoS 0 for a session whose client is not connected (not queued)
+    CONGESTED = "congested"  # QoS 0 for a client whose output waits at max_write_buffer
+    TOO_LARGE = "too_large"  # over the client's Maximum Packet Size [MQTT-3.1.2-25]
+    PUBLISH_DENIED = "publish_denied"  # the ACL, or a $ topic clients may not publish to
+    TOPIC_LIMITS = "topic_limits"  # a topic beyond max_topic_length / max_topic_levels
+    REJECTED = "rejected"  # an on_publish hook raised Reject (``detail``: its reason)
+    SUBSCRIBE_DENIED = "subscribe_denied"  # a SUBSCRIBE's filter the ACL refused (``topic``: the filter)
+    SUBSCRIBE_QUOTA = "subscribe_quota"  # a SUBSCRIBE beyond max_subscriptions (``topic``: the filter)
+    SLOW_CONSUMER = "slow_consumer"  # the client was disconnected as a slow consumer (``detail``: why)
 
 
 class Reject(Exception):
@@ -256,6 +286,17 @@ class Hook:
         pass
 
     def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
+        pass
+
+    def on_realtime_connect(self, client: ClientInfo, transport: str) -> None:
+        pass
+
+    def on_realtime_disconnect(self, client: ClientInfo, transport: str, reason: str, expected: bool) -> None:
+        pass
+
+    def on_dropped(
+        self, client_id: str | None, topic: str | None, reason: str, detail: str, message: Message | None
+    ) -> None:
         pass
 
     def on_session_expired(self, client_id: str) -> None:

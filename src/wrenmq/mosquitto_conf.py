@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from .mosquitto_directives import (
-    BRIDGE_DEFAULTS,
     BRIDGE_IGNORED,
     BRIDGE_KEYS,
     BRIDGE_REFUSED,
@@ -35,6 +34,7 @@ from .mosquitto_directives import (
     LEVEL_NAMES,
     LISTENER_KEYS,
     LOG_LEVELS,
+    MATCHING,
     NAME_OK,
     REFUSED,
     REFUSED_PREFIXES,
@@ -137,9 +137,12 @@ class _Bridge:
         self.line = line
         self.name = name
         self.address: tuple[str, int] | None = None
-        self.settings: dict[str, Any] = {"version": 4}  # Mosquitto bridges default to 3.1.1
+        # Mosquitto's bridge defaults where wrenmq's differ: MQTT 3.1.1, state notifications on,
+        # UNSUBSCRIBE from the out topics' remote filters on connecting.
+        self.settings: dict[str, Any] = {"version": 4, "notifications": True, "unsubscribe_out": True}
         self.topics: list[str] = []
         self.tls = False
+        self.round_robin = False
 
 
 class _Reader:
@@ -247,7 +250,11 @@ class _Reader:
             why = REFUSED.get(name, "plugin options are not supported (wrenmq's auth hooks are Python)")
             self.errors.append(f"{line.where}: {name}: {why}; wrenmq cannot enforce it, so it will not start")
         elif name in IGNORED:
-            self._warn(line, "not supported by wrenmq; ignored")
+            self._warn(line, f"{IGNORED[name]}; ignored")
+        elif name in MATCHING:
+            behaves_as, why = MATCHING[name]
+            if line.word != behaves_as:
+                self._warn(line, f"{why}; ignored")
         elif name in SECURITY:
             self._security(line)
         elif name in LISTENER_KEYS:
@@ -427,10 +434,26 @@ class _Reader:
         if name in BRIDGE_REFUSED:
             self.errors.append(f"{line.where}: {name}: {BRIDGE_REFUSED[name]}; the bridge cannot be carried over")
         elif name in BRIDGE_IGNORED:
-            self._warn(line, "not supported for wrenmq's bridges; ignored")
-        elif name in BRIDGE_DEFAULTS:
-            if line.word != BRIDGE_DEFAULTS[name]:
-                self._warn(line, f"wrenmq's bridges behave as {name} {BRIDGE_DEFAULTS[name]}; ignored")
+            self._warn(line, f"{BRIDGE_IGNORED[name]}; ignored")
+        elif name == "bridge_require_ocsp":
+            if self._bool(line):
+                self.errors.append(
+                    f"{line.where}: bridge_require_ocsp: OCSP is not supported, so wrenmq cannot check the"
+                    " remote's certificate as asked; the bridge cannot be carried over"
+                )
+        elif name == "start_type":
+            self._start_type(bridge, line)
+        elif name == "bridge_tls_version":
+            tls = {"tlsv1.3": "TLSv1.3", "tlsv1.2": "TLSv1.2", "tlsv1.1": "TLSv1.2"}.get(line.word)
+            if tls is None:
+                self.errors.append(f"{line.where}: bridge_tls_version must be tlsv1.3, tlsv1.2 or tlsv1.1")
+                return
+            if line.word == "tlsv1.1":
+                self._warn(line, "wrenmq connects with TLS 1.2 or later only")
+            bridge.settings["tls_version"] = tls
+        elif name == "round_robin":
+            if (flag := self._bool(line)) is not None:
+                bridge.round_robin = flag
         elif name in ("address", "addresses"):
             self._address(bridge, line)
         elif name == "topic":
@@ -464,9 +487,14 @@ class _Reader:
         elif name == "restart_timeout":
             words = line.rest.split()
             try:
-                bridge.settings["reconnect_max"] = float(int(words[-1]))
-            except (ValueError, IndexError):
+                seconds = [float(int(word)) for word in words]
+            except ValueError:
+                seconds = []
+            if len(seconds) not in (1, 2) or min(seconds) <= 0:
                 self.errors.append(f"{line.where}: restart_timeout needs one or two whole numbers of seconds")
+                return
+            # `restart_timeout 20`: 20 (with jitter); `restart_timeout 10 60`: a backoff from 10 up to 60.
+            bridge.settings["reconnect_min"], bridge.settings["reconnect_max"] = seconds[0], seconds[-1]
         elif name == "bridge_protocol_version":
             version = {"mqttv311": 4, "mqttv31": 4, "mqttv50": 5}.get(line.word)
             if version is None:
@@ -476,20 +504,29 @@ class _Reader:
                 self._warn(line, "wrenmq's bridges speak MQTT 3.1.1 or 5; using 3.1.1")
             bridge.settings["version"] = version
 
+    def _start_type(self, bridge: _Bridge, line: _Line) -> None:
+        if line.word == "once":
+            bridge.settings["reconnect"] = False  # started with the broker, not restarted
+        elif line.word == "lazy":
+            self._warn(line, "wrenmq starts the bridge at once and restarts it when it fails (automatic)")
+        elif line.word != "automatic":
+            self.errors.append(f"{line.where}: start_type must be automatic, lazy or once, not {line.word!r}")
+
     def _address(self, bridge: _Bridge, line: _Line) -> None:
         addresses = line.rest.split()
         if not addresses:
             self.errors.append(f"{line.where}: {line.directive} needs host[:port]")
             return
-        if len(addresses) > 1:
-            self._warn(line, f"wrenmq's bridges use one address; {addresses[0]} is used, the rest ignored")
-        host, sep, port = addresses[0].rpartition(":")
-        if not sep or "]" in port or (":" in host and not host.startswith("[")):
-            host, port = addresses[0], "1883"
-        if not port.isdigit():
-            self.errors.append(f"{line.where}: {addresses[0]!r} is not host[:port]")
+        from .config import split_address
+
+        try:
+            found = [split_address(address, 1883) for address in addresses]
+        except ValueError as exc:
+            self.errors.append(f"{line.where}: {exc}")
             return
-        bridge.address = (host, int(port))
+        bridge.address = found[0]
+        if len(found) > 1:  # the others, tried in turn (Mosquitto's round_robin decides the order)
+            bridge.settings["addresses"] = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in found[1:]]
 
     # -- the result -------------------------------------------------------------------------------
 
@@ -546,7 +583,18 @@ class _Reader:
             return None
         host, port = bridge.address
         scheme = "mqtts" if bridge.tls else "mqtt"
+        if ":" in host:
+            host = f"[{host}]"
         found: dict[str, Any] = {"name": bridge.name, "url": f"{scheme}://{host}:{port}"}
         found.update(bridge.settings)
+        if bridge.round_robin:
+            found["round_robin"] = True
+        if not bridge.tls:  # as Mosquitto: TLS settings without bridge_cafile do nothing
+            for key in ("tls_version", "alpn"):
+                if found.pop(key, None) is not None:
+                    self.out.warnings.append(
+                        f"{bridge.line.where}: connection {bridge.line.word}: {key} without bridge_cafile"
+                        " (no TLS); ignored"
+                    )
         found["bridges"] = bridge.topics
         return found

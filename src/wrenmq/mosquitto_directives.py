@@ -33,31 +33,35 @@ GLOBAL_INTS = {
 }
 GLOBAL_BOOLS = {"retain_available": "retain_available"}
 
-# Ignored with a warning: wrenmq has no such setting, and ignoring it loosens nothing.
+# Ignored with a warning that says why: wrenmq has no such setting, and ignoring it loosens nothing.
+_STORAGE = "wrenmq's storage commits each change as it happens (see durability); there is no snapshot file"
 IGNORED = {
-    "allow_duplicate_messages",
-    "allow_zero_length_clientid",
-    "auto_id_prefix",
-    "autosave_interval",
-    "autosave_on_changes",
-    "check_retain_source",
-    "ciphers_tls1.3",
-    "connection_messages",
-    "dhparamfile",
-    "http_dir",
-    "log_timestamp",
-    "log_timestamp_format",
-    "memory_limit",
-    "persistence_file",
-    "pid_file",
-    "queue_qos0_messages",
-    "retry_interval",
-    "set_tcp_nodelay",
-    "store_clean_interval",
-    "upgrade_outgoing_qos",
-    "user",
-    "websockets_headers_size",
-    "websockets_log_level",
+    "allow_duplicate_messages": "deprecated in Mosquitto 2; wrenmq has no such switch",
+    "auto_id_prefix": "wrenmq's assigned client ids start with 'wrenmq-'",
+    "autosave_interval": _STORAGE,
+    "autosave_on_changes": _STORAGE,
+    "persistence_file": _STORAGE + " (sqlite: <persistence_location>/wrenmq.db)",
+    "ciphers_tls1.3": "Python's TLS cannot choose TLS 1.3 cipher suites; its defaults are used",
+    "connection_messages": "wrenmq has no switch for its connect and disconnect log lines",
+    "dhparamfile": "wrenmq's TLS key exchange is ECDHE, which needs no DH parameters",
+    "http_dir": "wrenmq's WebSocket listeners serve no files (the console is on the API port)",
+    "log_timestamp": "wrenmq's log lines always start with a UTC timestamp (log_format json: a field)",
+    "log_timestamp_format": "wrenmq's log timestamps are always ISO 8601 in UTC",
+    "memory_limit": "wrenmq has no overall memory limit; max_queued_messages and max_queued_bytes bound queues",
+    "pid_file": "wrenmq writes no pid file (systemd and containers track the process)",
+    "retry_interval": "removed in Mosquitto 2; wrenmq, as MQTT says, resends only on reconnect",
+    "store_clean_interval": "obsolete in Mosquitto 2",
+    "user": "wrenmq does not change user; start it as the user it runs as (the systemd unit and the image do)",
+    "websockets_headers_size": "wrenmq's WebSocket listeners size their buffers themselves",
+    "websockets_log_level": "a libwebsockets setting; wrenmq's WebSocket listeners are its own",
+}
+# Directives whose value wrenmq always behaves as: silent with that value, warned about with another.
+MATCHING = {
+    "allow_zero_length_clientid": ("true", "wrenmq always assigns a client id where MQTT allows an empty one"),
+    "check_retain_source": ("false", "wrenmq checks the ACL when a retained message is published, not again"),
+    "queue_qos0_messages": ("false", "wrenmq never queues QoS 0 messages for disconnected clients"),
+    "set_tcp_nodelay": ("true", "wrenmq always sets TCP_NODELAY"),
+    "upgrade_outgoing_qos": ("false", "wrenmq sends at the lower of the published and the granted QoS, as MQTT says"),
 }
 # Refused: ignoring any of these would let in, or show, more than Mosquitto does.
 REFUSED = {
@@ -80,24 +84,18 @@ REFUSED = {
 }
 REFUSED_PREFIXES = ("auth_opt_", "plugin_opt_")
 
+# Ignored with a warning that says why: nothing in wrenmq for it to change, and ignoring it lets in
+# nothing Mosquitto would keep out.
+_INSIDE = "wrenmq's bridges run inside the broker, with no local connection"
 BRIDGE_IGNORED = {
-    "bridge_alpn",
-    "bridge_attempt_unsubscribe",
-    "bridge_bind_address",
-    "bridge_max_packet_size",
-    "bridge_require_ocsp",
-    "bridge_tls_version",
-    "idle_timeout",
-    "local_clean_start",
-    "local_clientid",
-    "local_password",
-    "local_username",
-    "notification_topic",
-    "notifications_local_only",
-    "round_robin",
-    "threshold",
+    "local_clientid": f"{_INSIDE} or client id of their own",
+    "local_username": f"{_INSIDE} to log in with; as in Mosquitto, the ACL does not apply to a bridge",
+    "local_password": f"{_INSIDE} to log in with; as in Mosquitto, the ACL does not apply to a bridge",
+    "local_cleansession": f"{_INSIDE}; what waits for the remote is kept in storage either way",
+    "local_clean_start": f"{_INSIDE}; what waits for the remote is kept in storage either way",
+    "idle_timeout": "only start_type lazy uses it, and wrenmq's bridges start at once (automatic)",
+    "threshold": "only start_type lazy uses it, and wrenmq's bridges start at once (automatic)",
 }
-BRIDGE_DEFAULTS = {"notifications": "false", "start_type": "automatic"}
 BRIDGE_REFUSED = {
     "bridge_capath": "bridge_capath is not supported; put the CA certificates in one file for bridge_cafile",
     "bridge_identity": "TLS-PSK is not supported",
@@ -105,6 +103,7 @@ BRIDGE_REFUSED = {
 }
 BRIDGE_KEYS = {"address", "addresses", "topic", "remote_username", "username", "remote_password", "password"}
 BRIDGE_KEYS |= {"remote_clientid", "clientid", "bridge_protocol_version", "bridge_cafile", "restart_timeout"}
+BRIDGE_KEYS |= {"start_type", "round_robin", "bridge_tls_version", "bridge_require_ocsp"}
 # Bridge settings carried over to the external broker connection: directive -> (its key, how read).
 BRIDGE_SETTINGS = {
     "bridge_certfile": ("certfile", "path"),
@@ -115,16 +114,23 @@ BRIDGE_SETTINGS = {
     "remote_clean_start": ("clean_start", "bool"),
     "try_private": ("bridge_bit", "bool"),
     "bridge_outgoing_retain": ("outgoing_retain", "bool"),
+    "notifications": ("notifications", "bool"),
+    "notifications_local_only": ("notifications_local_only", "bool"),
+    "notification_topic": ("notification_topic", "topic"),
+    "bridge_max_packet_size": ("max_packet_size", "int"),
+    "bridge_attempt_unsubscribe": ("unsubscribe_out", "bool"),
+    "bridge_alpn": ("alpn", "str"),
+    "bridge_bind_address": ("bind_address", "str"),
 }
 BRIDGE_KEYS |= set(BRIDGE_SETTINGS)
-BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_DEFAULTS) | set(BRIDGE_REFUSED)
+BRIDGE_KEYS |= set(BRIDGE_IGNORED) | set(BRIDGE_REFUSED)
 
 OTHER = {"listener", "port", "bind_address", "protocol", "socket_domain", "tls_version", "per_listener_settings"}
 OTHER |= {"persistence", "persistence_location", "persistent_client_expiration", "log_type", "log_dest"}
 OTHER |= {"log_facility"}
 OTHER |= {"include_dir", "connection"}
-KNOWN = (set(LISTENER_KEYS) | set(SECURITY) | set(GLOBAL_INTS) | set(GLOBAL_BOOLS) | IGNORED | set(REFUSED)) | (
-    BRIDGE_KEYS | OTHER
+KNOWN = (set(LISTENER_KEYS) | set(SECURITY) | set(GLOBAL_INTS) | set(GLOBAL_BOOLS) | set(IGNORED) | set(MATCHING)) | (
+    set(REFUSED) | BRIDGE_KEYS | OTHER
 )
 
 LOG_LEVELS = {"debug": 0, "all": 0, "information": 1, "notice": 1, "warning": 2, "error": 3, "none": 3}

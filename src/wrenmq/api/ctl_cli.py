@@ -16,9 +16,7 @@ import json
 import os
 import ssl
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -167,13 +165,17 @@ class Api:
             if not self.key:
                 raise CtlError("an API key is needed: --key or WRENMQ_KEY (wrenmq apikey create NAME)")
             headers["authorization"] = f"Bearer {self.key}"
-        request = urllib.request.Request(url, method=method, headers=headers)
+        # Imported here: urllib.request and http.client would sit in every `wrenmq serve` (0.7 MB).
+        from urllib.error import HTTPError, URLError
+        from urllib.request import Request, urlopen
+
+        request = Request(url, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT, context=self.context) as response:
+            with urlopen(request, timeout=TIMEOUT, context=self.context) as response:
                 body = response.read()
-        except urllib.error.HTTPError as exc:
+        except HTTPError as exc:
             raise CtlError(f"{method} {path}: {exc.code} {_detail(exc.read()) or exc.reason}") from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CtlError(f"cannot reach the API at {self.base}: {reason}") from None
         return json.loads(body) if body else None

@@ -29,14 +29,14 @@ def bearer_token(connection: HTTPConnection) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def principal_for_token(
+async def principal_for_token(
     broker: BrokerFacade, store: ApiKeyStore, token: str, client_id: str | None = None, peer: str = "api"
 ) -> Principal | None:
     """Who ``token`` signs in: an API key (may manage; read-only if the key is), or a console
     session (a console_admins user manages and writes, a console_users one only reads); else None.
     The ACL sees the key's or the user's name either way."""
     if token.startswith(SESSION_PREFIX):
-        session = store.session(token)
+        session = await store.lookup_session(token)
         if session is None:
             return None
         name, read_only = session.key.name, session.key.read_only
@@ -50,7 +50,7 @@ def principal_for_token(
             auth=session.auth,
             peer=peer,
         )
-    key = store.verify(token)
+    key = await store.lookup(token)
     if key is None:
         return None
     return Principal(
@@ -58,19 +58,19 @@ def principal_for_token(
     )
 
 
-def authenticate(connection: HTTPConnection, token: str | None = None) -> Principal:
+async def authenticate(connection: HTTPConnection, token: str | None = None) -> Principal:
     """The principal of the request's ``Authorization: Bearer`` token (or ``token``), else 401."""
     token = bearer_token(connection) or token
     app = connection.app
-    principal = principal_for_token(app.state.facade, app.state.api_keys, token) if token else None
+    principal = await principal_for_token(app.state.facade, app.state.api_keys, token) if token else None
     if principal is None:
         raise HTTPException(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
-def acting(request: Request) -> Principal:
+async def acting(request: Request) -> Principal:
     """FastAPI dependency: who acts in this request (set by KeyCheckedRoute; else signed in here)."""
     principal = getattr(request.state, "principal", None)
     if principal is None:
-        principal = request.state.principal = authenticate(request)
+        principal = request.state.principal = await authenticate(request)
     return principal

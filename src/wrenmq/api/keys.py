@@ -4,6 +4,11 @@ A key is ``wmq_`` plus 32 random bytes (URL-safe base64), shown once by ``wrenmq
 The file keeps each key's name, SHA-256 and whether it is read-only: a key has 256 bits of entropy,
 so a fast hash is enough (no password stretching needed), and a stolen file reveals no key. The
 file is re-read when it changes on disk, so keys created while the broker runs work at once.
+
+The API reaches the store through its coroutines (``lookup``, ``lookup_session``, ``sign_in``,
+``sign_out``, ``keys``, ``add``, ``revoke``): here they answer from the file and memory; in a
+cluster ``cluster_keys.ClusterKeyStore`` answers them from Redis, so every node sees the same keys
+and sessions. The plain methods stay for the ``wrenmq apikey`` command and the request limits.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from ..storage.private import make_private_dir
 
-__all__ = ["PREFIX", "SESSION_PREFIX", "ApiKey", "ApiKeyStore", "ConsoleSession", "describe"]
+__all__ = ["PREFIX", "SESSION_PREFIX", "ApiKey", "ApiKeyStore", "ConsoleSession", "check_name", "describe"]
 
 PREFIX = "wmq_"
 SESSION_PREFIX = "wms_"  # a console sign-in by user name and password (POST /api/v1/session)
@@ -74,6 +79,30 @@ class ApiKeyStore:
     def close_session(self, token: str) -> bool:
         return self._sessions.pop(hashlib.sha256(token.encode()).hexdigest(), None) is not None
 
+    # -- what the API awaits (a cluster's store answers from Redis) -------------------------------
+
+    async def lookup(self, token: str) -> ApiKey | None:
+        """The key (or console session's key) ``token`` signs in, or None."""
+        return self.verify(token)
+
+    async def lookup_session(self, token: str) -> ConsoleSession | None:
+        return self.session(token)
+
+    async def sign_in(self, name: str, read_only: bool, seconds: float, auth: Any = None) -> str:
+        return self.open_session(name, read_only, seconds, auth)
+
+    async def sign_out(self, token: str) -> bool:
+        return self.close_session(token)
+
+    async def keys(self) -> list[ApiKey]:
+        return self.all()
+
+    async def add(self, name: str, read_only: bool = False) -> str:
+        return self.create(name, read_only)
+
+    async def revoke(self, name: str) -> bool:
+        return self.delete(name)
+
     # -- reading ------------------------------------------------------------------------------
 
     def all(self) -> list[ApiKey]:
@@ -113,8 +142,7 @@ class ApiKeyStore:
 
     def create(self, name: str, read_only: bool = False) -> str:
         """Add a key named ``name``; returns the token (the only time it exists in clear)."""
-        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise ValueError("a key name is 1-64 letters, digits, '-', '_' or '.'")
+        check_name(name)
         self._refresh()
         if name in self._keys:
             raise ValueError(f"an API key named {name!r} exists; delete it first")
@@ -145,6 +173,12 @@ class ApiKeyStore:
                 os.unlink(tmp)
             raise
         self._stamp = None  # re-read (and re-stamp) on next use
+
+
+def check_name(name: str) -> None:
+    """``ValueError`` unless ``name`` can name a key."""
+    if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ValueError("a key name is 1-64 letters, digits, '-', '_' or '.'")
 
 
 def describe(key: ApiKey) -> dict[str, Any]:

@@ -137,7 +137,7 @@ def limit_requests(app: FastAPI, asgi: ASGIApp) -> RequestLimits:
         elif path.startswith(SOCKETIO_PREFIX):
             bridge = getattr(app.state, "socketio", None)
             sid = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("sid", [""])[0]
-            if bridge is not None and sid and sid in bridge.sio.eio.sockets:
+            if bridge is not None and sid and bridge.has_socket(sid):
                 return True
         token = _bearer(scope)
         if token is None:

@@ -140,6 +140,11 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return Problem(500, "internal error; the broker's log has the details").response()
 
 
+async def _on_redis_error(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("API %s %s: the cluster's Redis failed: %s", request.method, request.url.path, exc)
+    return Problem(503, "the cluster's Redis is out of reach; try again").response({"Retry-After": "1"})
+
+
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these error statuses (the schema is filled in by install)."""
     return {status: {"description": _DESCRIPTIONS.get(status, HTTPStatus(status).phrase)} for status in statuses}
@@ -187,6 +192,11 @@ def install(app: FastAPI, broker: Broker) -> None:
     app.add_exception_handler(HTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected)
+    if broker.config.cluster.url is not None:  # (redis is imported only in a cluster)
+        from redis.exceptions import RedisError
+
+        # The cluster's state (resources, keys, sessions) is in Redis: while it is away, say so.
+        app.add_exception_handler(RedisError, _on_redis_error)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -37,7 +37,9 @@ class BrokerStatus(BaseModel):
     source: Literal["config", "api"] = Field(description="From the config file, or added through the API.")
     version: int = Field(description="MQTT version: 5, or 4 (3.1.1).")
     client_id: str
-    state: Literal["connecting", "connected", "reconnecting", "stopped"]
+    state: Literal["connecting", "connected", "reconnecting", "stopped", "standby"] = Field(
+        description="`standby`: in a cluster, another node runs the connection (see `node`)."
+    )
     connected: bool
     next_attempt_at: str | None = Field(description="Reconnecting: when the next attempt is made (RFC 3339).")
     last_error: str | None = Field(description="Why the last connection ended or the last attempt failed.")
@@ -50,6 +52,9 @@ class BrokerStatus(BaseModel):
     dropped: int = Field(description="Bridged messages dropped because the queue was full.")
     refused: int = Field(description="Messages refused by the remote (PUBACK failure) or, coming in, by this broker.")
     bridges: list[str]
+    node: str | None = Field(
+        default=None, description="In a cluster: the node that runs the connection (holds its lease), as last seen."
+    )
     username: str | None = Field(default=None, description="The user name it connects with (setting or URL).")
     has_password: bool = Field(default=False, description="Whether it connects with a password (never shown).")
     cafile: str | None = None

@@ -38,6 +38,10 @@ class ClusterStatus(BaseModel):
     redis_version: str | None = None
     connected: Annotated[bool, _doc("Whether this node reaches Redis now.")] = False
     nodes: list[ClusterNode] = []
+    totals: Annotated[
+        dict[str, int],
+        _doc("Connections, sessions, subscriptions, messages received and sent, summed over the alive nodes."),
+    ] = {}
     routes: Annotated[int, _doc("Filters of other nodes in this node's replica of the route table.")] = 0
     forward_queue: Annotated[int, _doc("Forwards waiting for Redis.")] = 0
     dropped: Annotated[int, _doc("Forwards given up while Redis was unreachable (queue full).")] = 0

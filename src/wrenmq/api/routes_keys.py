@@ -2,7 +2,8 @@
 them, for the console's API keys page. A management route: API keys and ``console_admins``
 sessions list them, and those that may write create and revoke them. A new key is answered once,
 in the 201 of its creation; the file keeps only its SHA-256, so no route can show it again.
-Revoking takes effect at the next request made with the key."""
+Revoking takes effect at the next request made with the key. In a cluster the keys created here
+are the cluster's (``cluster_keys``), and work, and are revoked, on every node."""
 
 from __future__ import annotations
 
@@ -55,15 +56,15 @@ def install(app: FastAPI, broker: Broker) -> None:
     lock = asyncio.Lock()  # one change of the file at a time: each reads, changes and replaces it
     invalid = problem_responses(409)
 
-    def keys() -> list[ApiKey]:
+    async def keys() -> list[ApiKey]:
         try:
-            return store.all()
+            return await store.keys()
         except ValueError as exc:
             raise Problem(409, f"{exc}; fix the file first", kind="file-invalid", title="File invalid") from None
 
     @router.get("/keys", summary="List the API keys (never the keys themselves)", responses=invalid)
     async def list_keys() -> KeyList:
-        return KeyList(api_keys_file=str(store.path), keys=[_info(key) for key in keys()])
+        return KeyList(api_keys_file=str(store.path), keys=[_info(key) for key in await keys()])
 
     @router.post(
         "/keys",
@@ -73,13 +74,13 @@ def install(app: FastAPI, broker: Broker) -> None:
     )
     async def create_key(new: KeyCreate) -> KeyCreated:
         async with lock:
-            if any(key.name == new.name for key in keys()):
+            if any(key.name == new.name for key in await keys()):
                 raise Problem(409, f"an API key named {new.name!r} exists; revoke it first", kind="exists")
             try:
-                token = store.create(new.name, read_only=new.read_only)
+                token = await store.add(new.name, read_only=new.read_only)
             except ValueError as exc:
                 raise Problem.invalid([field_error(("body", "name"), str(exc))]) from None
-            created = next(key for key in keys() if key.name == new.name)
+            created = next(key for key in await keys() if key.name == new.name)
         return KeyCreated(name=created.name, read_only=created.read_only, created=created.created, key=token)
 
     @router.delete(
@@ -90,8 +91,8 @@ def install(app: FastAPI, broker: Broker) -> None:
     )
     async def revoke_key(name: Annotated[str, PathParam(description="The key's name.")]) -> Response:
         async with lock:
-            keys()
-            if not store.delete(name):
+            await keys()
+            if not await store.revoke(name):
                 raise Problem(404, f"no API key named {name!r}")
         return Response(status_code=204)
 

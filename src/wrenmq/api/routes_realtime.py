@@ -122,9 +122,9 @@ def install(app: FastAPI, broker: Broker, service: RealtimeService | None, clust
         found.last_seen = time.monotonic()
         return found
 
-    def end(session_id: str, goodbye: bool = True) -> None:
+    def end(session_id: str, goodbye: bool = True, reason: str = "") -> None:
         if sessions.pop(session_id, None) is not None:
-            service.close("poll:" + session_id, goodbye)
+            service.close("poll:" + session_id, goodbye, reason)
 
     async def expire() -> None:
         while True:
@@ -132,7 +132,7 @@ def install(app: FastAPI, broker: Broker, service: RealtimeService | None, clust
             deadline = time.monotonic() - expiry
             for session_id, found in list(sessions.items()):
                 if not found.polling and found.last_seen < deadline:
-                    end(session_id)
+                    end(session_id, reason=f"expired: no request for {expiry:g} s")
 
     tasks: list[asyncio.Task[None]] = []
 
@@ -145,7 +145,7 @@ def install(app: FastAPI, broker: Broker, service: RealtimeService | None, clust
         for task in tasks:
             task.cancel()
         for session_id in list(sessions):
-            end(session_id)
+            end(session_id, reason="the server is stopping")
         await bridge.stop()
         service.stop()
 
@@ -174,7 +174,7 @@ def install(app: FastAPI, broker: Broker, service: RealtimeService | None, clust
             try:
                 service.join_presence(subscriber, body.presence.model_dump(exclude_none=True), "polling")
             except Denied as denied:
-                service.close(subscriber.key)
+                service.close(subscriber.key, reason="refused: " + denied.reason)
                 del sessions[session_id]
                 raise Problem(denied.status, denied.reason) from None
         service.subscribe(subscriber, dict.fromkeys(filters, body.qos), _since(body.since, body.replay), body.retained)
@@ -264,7 +264,7 @@ def install(app: FastAPI, broker: Broker, service: RealtimeService | None, clust
         ] = True,
     ) -> Response:
         session_of(id)
-        end(id, goodbye)
+        end(id, goodbye, "the client left" if goodbye else "moved to another transport")
         return Response(status_code=204)
 
     app.include_router(router)

@@ -5,7 +5,8 @@ The credentials are checked by the broker's authentication hooks, as for an MQTT
 count toward its failed-login throttle. Only users named in ``console_admins`` (read-write) or
 ``console_users`` (read-only) get a session: a device's credentials must not open the management
 API. The answer is a token that works as an API key named after the user, for
-``console_session_hours``, held in memory (a restart signs everyone out). Everything the session
+``console_session_hours``, held in memory (a restart signs everyone out; in a cluster, in Redis,
+valid on every node: ``cluster_keys``). Everything the session
 reads, publishes and subscribes to (API routes, streams, Socket.IO, polling) is checked by the ACL
 as that user, with what its authentication answered (a JWT's claims); only ``console_admins`` may
 use the management routes (see ``principal``).
@@ -97,7 +98,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         else:
             raise Problem(403, f"user {name!r} may not use the console (list it in console_users or console_admins)")
         seconds = config.console.session_hours * 3600
-        token = keys.open_session(name, read_only, seconds, client.auth)
+        token = await keys.sign_in(name, read_only, seconds, client.auth)
         return Session(token=token, name=name, read_only=read_only, expires=time.time() + seconds)
 
     @router.get(
@@ -107,7 +108,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         dependencies=[Security(BEARER)],
     )
     async def who_am_i(request: Request) -> Caller:
-        principal = authenticate(request)
+        principal = await authenticate(request)
         config = broker.config
         topics = ConsoleTopics(
             events_prefix=config.events.prefix,
@@ -136,9 +137,9 @@ def install(app: FastAPI, broker: Broker) -> None:
         dependencies=[Security(BEARER)],
     )
     async def sign_out(request: Request) -> Response:
-        authenticate(request)
+        await authenticate(request)
         token = request.headers["authorization"].partition(" ")[2].strip()
-        keys.close_session(token)
+        await keys.sign_out(token)
         return Response(status_code=204)
 
     app.include_router(router)

@@ -65,7 +65,7 @@ class KeyCheckedRoute(APIRoute):
         manages = self.manages
 
         async def checked(request: Request) -> Response:
-            principal = request.state.principal = authenticate(request)
+            principal = request.state.principal = await authenticate(request)
             refusal = principal.manage_refusal() if manages else None
             if refusal is None and request.method not in ("GET", "HEAD"):
                 refusal = principal.change_refusal()

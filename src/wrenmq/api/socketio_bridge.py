@@ -32,7 +32,7 @@ Client to server, each answering through the Socket.IO acknowledgement:
 Across cluster nodes (``cluster_url``): a socket's messages reach it through its own node (the
 realtime service's readers are routes like any subscriber's, so the cluster forwards what they
 match to that node); the Socket.IO server runs on python-socketio's ``AsyncRedisManager`` on the
-channel ``wrenmq:<cluster_name>:socketio``, so what the server emits to a room (a topic filter the
+channel ``wrenmq:<cluster name>:socketio``, so what the server emits to a room (a topic filter the
 sockets joined) or to a socket (``SocketIOBridge.emit``), and a disconnect of a socket, reach it
 on whichever node it is attached to. Per-socket deliveries skip that channel (``ignore_queue``):
 the socket is on this node, and the Redis round trip would buy nothing.
@@ -44,18 +44,23 @@ Server to client:
         ``properties``, ``timestamp``. At QoS 1 the server asks for an acknowledgement and resends
         (``"dup": true``) after ``realtime_ack_timeout`` until it gets one, at most 3 times.
     ``dropped``: ``{"count": n}`` when a client too slow for its messages lost the oldest.
+
+python-socketio is imported on the first request to ``/socket.io/``, in a worker thread so the
+broker's loop keeps running, not at start-up: its package imports its clients and queue managers
+too (engineio's clients with aiohttp and requests, redis), about 23 MiB of an API process that may
+never see a Socket.IO client (BENCHMARKS.md, idle footprint).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import socketio  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
 from ..services.realtime import Denied, RealtimeService, Subscriber, message_json
@@ -95,29 +100,11 @@ class SocketIOBridge:
         self.service = service
         self.accepting = True  # False: new connections are refused (operators, and the fallback tests)
         self.ack_timeout = config.realtime.ack_timeout
-        listed = frozenset(config.realtime.cors_origins)  # besides the API's own origin
-        # With a cluster: emits to rooms and to sockets on other nodes travel through Redis.
-        self.manager: Any = None
-        if cluster is not None:
-            self.manager = socketio.AsyncRedisManager(cluster.url, channel=cluster.key("socketio"))
-        self.sio = socketio.AsyncServer(
-            client_manager=self.manager,
-            async_mode="asgi",
-            cors_allowed_origins=partial(_origin_allowed, listed) if listed else None,  # None: same origin only
-            logger=False,
-            engineio_logger=False,
-            ping_interval=10,
-            ping_timeout=10,
-            max_http_buffer_size=config.limits.max_packet_size,
-        )
-        self.sio.on("connect", self._connect)
-        self.sio.on("disconnect", self._disconnect)
-        self.sio.on("subscribe", self._subscribe)
-        self.sio.on("unsubscribe", self._unsubscribe)
-        self.sio.on("publish", self._publish)
-        self.sio.on("leave", self._leave)
-        self.sio.on("handover", self._handover)
-        self.sio.on("*", self._any_event)
+        self._sio: Any = None  # the socketio.AsyncServer, made with the first request (the module docstring)
+        self._app: Any = None  # its ASGI app
+        self._loading = asyncio.Lock()
+        self.cluster = cluster
+        self.manager: Any = None  # with a cluster: python-socketio's Redis manager (made with the server)
         self.inflight: dict[str, dict[int, _Inflight]] = {}
         self._ready: dict[str, Subscriber] = {}
         self._leaving: set[str] = set()  # sids that said leave: their disconnect is a goodbye
@@ -127,9 +114,65 @@ class SocketIOBridge:
         self.messages_sent = 0
         self.resent = 0
 
+    @property
+    def sio(self) -> Any:
+        """The ``socketio.AsyncServer`` (made on first use, imported at once if not yet)."""
+        if self._sio is None:
+            self._sio = self._server(importlib.import_module("socketio"))
+        return self._sio
+
+    def _server(self, socketio: Any) -> Any:
+        config = self.broker.config
+        listed = frozenset(config.realtime.cors_origins)  # besides the API's own origin
+        if self.cluster is not None:  # emits to rooms and to sockets on other nodes travel through Redis
+            self.manager = socketio.AsyncRedisManager(self.cluster.url, channel=self.cluster.key("socketio"))
+        sio = socketio.AsyncServer(
+            client_manager=self.manager,
+            async_mode="asgi",
+            cors_allowed_origins=partial(_origin_allowed, listed) if listed else None,  # None: same origin only
+            logger=False,
+            engineio_logger=False,
+            ping_interval=10,
+            ping_timeout=10,
+            max_http_buffer_size=config.limits.max_packet_size,
+        )
+        sio.on("connect", self._connect)
+        sio.on("disconnect", self._disconnect)
+        sio.on("subscribe", self._subscribe)
+        sio.on("unsubscribe", self._unsubscribe)
+        sio.on("publish", self._publish)
+        sio.on("leave", self._leave)
+        sio.on("handover", self._handover)
+        sio.on("*", self._any_event)
+        return sio
+
+    def has_socket(self, sid: str) -> bool:
+        """Whether ``sid`` is an open Engine.IO session (never, before the first Socket.IO request)."""
+        return self._sio is not None and sid in self._sio.eio.sockets
+
     def asgi(self, other: Any) -> Any:
-        """The ASGI app serving ``/socket.io/`` and passing everything else to ``other``."""
-        return socketio.ASGIApp(self.sio, other_asgi_app=other, socketio_path="socket.io")
+        """The ASGI app serving ``/socket.io/`` and passing everything else (the lifespan too, as
+        python-socketio's ``ASGIApp`` does) to ``other``."""
+
+        async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] in ("http", "websocket"):  # (a lifespan scope has no path)
+                path: str = scope["path"]
+                if (path if path.endswith("/") else path + "/").startswith("/socket.io/"):
+                    app = self._app or await self._load(other)
+                    await app(scope, receive, send)
+                    return
+            await other(scope, receive, send)
+
+        return serve
+
+    async def _load(self, other: Any) -> Any:
+        async with self._loading:
+            if self._app is None:
+                socketio = await asyncio.to_thread(importlib.import_module, "socketio")
+                if self._sio is None:
+                    self._sio = self._server(socketio)
+                self._app = socketio.ASGIApp(self._sio, other_asgi_app=other, socketio_path="socket.io")
+        return self._app
 
     def start(self) -> None:
         self.service.listeners.append(self._inbox_filled)
@@ -176,7 +219,7 @@ class SocketIOBridge:
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         if not self.accepting:
-            raise socketio.exceptions.ConnectionRefusedError("Socket.IO is not accepting connections")
+            raise _refused("Socket.IO is not accepting connections")
         auth = auth if isinstance(auth, dict) else {}
         scope = environ.get("asgi.scope") or {}
         client_addr = scope.get("client")
@@ -196,9 +239,9 @@ class SocketIOBridge:
             if isinstance(presence, dict):
                 self.service.join_presence(subscriber, presence, "socketio")
         except Denied as denied:
-            self.service.close(key)
+            self.service.close(key, reason="refused: " + denied.reason)
             log.info("Socket.IO connection from %s refused: %s", peer, denied.reason)
-            raise socketio.exceptions.ConnectionRefusedError(denied.reason) from None
+            raise _refused(denied.reason) from None
         self.inflight[sid] = {}
         await self.sio.emit(
             "welcome",
@@ -212,10 +255,12 @@ class SocketIOBridge:
         # closed) said goodbye; a lost connection, or one the server ended, may come back over
         # another transport within realtime_presence_grace, and is not announced offline before.
         handover = sid in self._handing_over
-        goodbye = sid in self._leaving or (reason == self.sio.reason.CLIENT_DISCONNECT and not handover)
+        left = sid in self._leaving
+        goodbye = left or (reason == self.sio.reason.CLIENT_DISCONNECT and not handover)
         self._leaving.discard(sid)
         self._handing_over.discard(sid)
-        self.service.close("sio:" + sid, goodbye=goodbye)
+        said = "moved to another transport" if handover else "the client left" if left else str(reason or "closed")
+        self.service.close("sio:" + sid, goodbye=goodbye, reason=said)
         self.inflight.pop(sid, None)
         self._ready.pop(sid, None)
 
@@ -385,6 +430,12 @@ async def publish_for(broker: Broker, service: RealtimeService, subscriber: Subs
     except Denied as denied:
         return _error(denied.status, denied.reason)
     return {"ok": True, "matched": matched}
+
+
+def _refused(reason: str) -> Exception:
+    """What a connect handler raises to refuse (python-socketio is loaded: it is calling us)."""
+    refused: type[Exception] = importlib.import_module("socketio.exceptions").ConnectionRefusedError
+    return refused(reason)
 
 
 def _error(status: int, reason: str) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def install(app: FastAPI, broker: Broker) -> None:
     @app.websocket("/api/v1/stream/ws")
     async def stream_ws(websocket: WebSocket) -> None:
         try:
-            key = stream_key(websocket, websocket.query_params.get("token"))
+            key = await stream_key(websocket, websocket.query_params.get("token"))
             filters = _check(broker, key, websocket.query_params.getlist("filter"))
         except HTTPException as exc:
             headers = dict(exc.headers) if exc.headers else None
@@ -187,7 +187,7 @@ def install(app: FastAPI, broker: Broker) -> None:
         await _websocket(hub, websocket, filters)
 
 
-def stream_key(
+async def stream_key(
     connection: HTTPConnection,
     token: Annotated[
         str | None,
@@ -197,7 +197,7 @@ def stream_key(
     """Who opens the stream, from ``Authorization: Bearer`` or ``?token=`` (an API key or a
     console session), as client ``api-stream:<name>``; else 401."""
     try:
-        principal = authenticate(connection, token)
+        principal = await authenticate(connection, token)
     except HTTPException as exc:
         exc.detail = (
             "a valid API key is required (Authorization: Bearer <key>, or ?token=<key> where headers cannot be set)"

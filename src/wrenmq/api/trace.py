@@ -1,15 +1,19 @@
 """Trace: follow one client id, or one topic filter, live: ``GET /api/v1/trace?client_id=...`` or
 ``?filter=...`` as Server-Sent Events, for the console's Trace page (as EMQX's and MQTTX's traces).
 
-Events are what the hooks see: ``connect`` (the CONNACK was sent: user, address, protocol, clean
-start, keep alive), ``disconnect`` (the reason, and whether it was a normal one), ``subscribe``
-(the filter and the QoS granted), ``unsubscribe``, ``publish`` (a message about to be routed: topic,
-QoS, retain, size; from the client, or from the broker itself: API, wills) and ``deliver`` (a
-PUBLISH written to a client). A client trace has every event of that client id; a topic trace the
-publishes and deliveries of matching topics and the subscriptions and unsubscriptions whose filter
-falls under it. Payloads are not sent (the message streams and the MQTT client page show them, under
-the ACL); what a trace shows is who did what, on which topic, when. Messages refused before the
-hooks (the ACL, limits) are not seen.
+Events are what the hooks see: ``connect`` (an MQTT client's CONNACK was sent: user, address,
+protocol, clean start, keep alive; or a browser realtime client signed in over Socket.IO or long
+polling: ``transport`` says which), ``disconnect`` (the reason, and whether it was a normal one),
+``subscribe`` (the filter and the QoS granted), ``unsubscribe``, ``publish`` (a message about to be
+routed: topic, QoS, retain, size; from the client, or from the broker itself: API, wills),
+``deliver`` (a PUBLISH written to a client) and ``drop`` (what the broker dropped, and why: a
+``hooks.DropReason``, e.g. a full queue, an expired message, QoS 0 for a client that is away, a
+publish or subscription the ACL refused, a slow consumer disconnected). A client trace has every
+event of that client id (a drop of a delivery belongs to the subscriber it was meant for, a refused
+publish to its publisher); a topic trace the publishes, deliveries and drops of matching topics and
+the subscriptions and unsubscriptions whose filter falls under it. Payloads are not sent (the
+message streams and the MQTT client page show them, under the ACL); what a trace shows is who did
+what, on which topic, when.
 
 Tracing is a management action (it shows every client's activity). A :class:`TraceHub` is a hook
 registered only while a trace is open, so the broker pays nothing for traces when there are none;
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, FastAPI, Query, Security
 from fastapi.responses import StreamingResponse
 
-from ..hooks import ClientInfo, Hook
+from ..hooks import ClientInfo, DropReason, Hook
 from ..mqtt.topics import topic_matches, valid_topic_filter
 from ..services.journal import Inbox
 from .principal import Principal
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_TRACES", "TRACE_BUFFER", "Trace", "TraceHub", "install"]
 
+_DROP_REASONS = [value for name, value in vars(DropReason).items() if name.isupper()]
 TRACE_BUFFER = 1000  # events a trace holds for a slow reader
 MAX_TRACES = 8  # traces open at once: each costs a comparison per publish and delivery
 
@@ -116,6 +121,7 @@ class TraceHub(Hook):
             {
                 "event": "connect",
                 **_client(client),
+                "transport": "mqtt",
                 "peer": client.peer,
                 "protocol": client.version,
                 "clean_start": packet.clean_start,
@@ -125,8 +131,33 @@ class TraceHub(Hook):
 
     def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
         self._emit(
-            client.client_id, None, {"event": "disconnect", **_client(client), "reason": reason, "expected": expected}
+            client.client_id,
+            None,
+            {"event": "disconnect", **_client(client), "transport": "mqtt", "reason": reason, "expected": expected},
         )
+
+    def on_realtime_connect(self, client: ClientInfo, transport: str) -> None:
+        self._emit(
+            client.client_id, None, {"event": "connect", **_client(client), "transport": transport, "peer": client.peer}
+        )
+
+    def on_realtime_disconnect(self, client: ClientInfo, transport: str, reason: str, expected: bool) -> None:
+        self._emit(
+            client.client_id,
+            None,
+            {"event": "disconnect", **_client(client), "transport": transport, "reason": reason, "expected": expected},
+        )
+
+    def on_dropped(
+        self, client_id: str | None, topic: str | None, reason: str, detail: str, message: Message | None
+    ) -> None:
+        event: dict[str, Any] = {"event": "drop", "client_id": client_id, "topic": topic, "reason": reason}
+        if detail:
+            event["detail"] = detail
+        if message is not None:
+            event["qos"] = message.qos
+            event["bytes"] = len(message.payload)
+        self._emit(client_id, topic, event)
 
     def on_subscribe(self, client: ClientInfo, topic_filter: str, qos: int) -> None:
         self._emit(
@@ -209,9 +240,11 @@ def install(app: FastAPI, broker: Broker) -> None:
         summary="Follow one client id or topic filter live, as Server-Sent Events",
         description=(
             "Give exactly one of `client_id` and `filter`. Each `event: trace` has JSON `data`: `seq`, `at` "
-            "(Unix time), `event` (connect, disconnect, subscribe, unsubscribe, publish, deliver), `client_id`, "
-            "`username`, and what the event is about (`topic`, `topic_filter`, `qos`, `retain`, `bytes`, "
-            "`reason`, `expected`, `peer`, `protocol`, `clean_start`, `keep_alive`); never payloads. The "
+            "(Unix time), `event` (connect, disconnect, subscribe, unsubscribe, publish, deliver, drop), "
+            "`client_id`, `username`, and what the event is about (`topic`, `topic_filter`, `qos`, `retain`, "
+            "`bytes`, `reason`, `detail`, `expected`, `transport` (mqtt, socketio, poll), `peer`, `protocol`, "
+            "`clean_start`, `keep_alive`); never payloads. A `drop` has `reason`: one of "
+            f"{', '.join(_DROP_REASONS)}. The "
             f"first event is `tracing` (what is followed). A reader slower than the events loses the oldest "
             f"beyond {TRACE_BUFFER} (`event: dropped`). A management route: API keys and console_admins."
         ),

@@ -284,14 +284,15 @@ def wide_fan_out(run: Run) -> dict[str, Any]:
 def footprint(run: Run) -> dict[str, Any]:
     """Idle broker RSS ``settle`` seconds (one) after start-up; for wrenmq also with the HTTP API and console.
 
-    The API broker is a second wrenmq with ``api_port`` set, asked once for the console page, the
-    health check and the metrics (so their modules are loaded) before its RSS is read. Mosquitto
-    has no HTTP API or console: its figure on the API row is the broker alone.
+    The API broker is a second wrenmq with ``api_port`` set, asked once for the console page and
+    its script, the health check and the metrics (so their modules are loaded) before its RSS is
+    read; then, for a third figure, a Socket.IO handshake (python-socketio is imported with the
+    first one). Mosquitto has no HTTP API or console: its figure on the API rows is the broker alone.
     """
     s = run.settings
     time.sleep(s.settle)
     rss = run.broker.rss_kib()
-    metrics: dict[str, Any] = {"rss_idle_kib": rss, "rss_api_kib": rss, "lost": 0}
+    metrics: dict[str, Any] = {"rss_idle_kib": rss, "rss_api_kib": rss, "rss_socketio_kib": rss, "lost": 0}
     if run.broker.name != "wrenmq" or run.workdir is None:
         run.notes.append("footprint: Mosquitto has no HTTP API or console; its 'with API' figure is the broker alone")
         return metrics
@@ -299,20 +300,28 @@ def footprint(run: Run) -> dict[str, Any]:
     options = BrokerOptions(wrenmq={"api_port": api_port})
     api = start_broker("wrenmq", run.workdir / "with-api", set(s.broker_cpus), s.nice, options)
     try:
-        for path in ("/healthz", "/console/", "/metrics"):
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{api_port}{path}", timeout=5).read()
-                    break
-                except urllib.error.HTTPError:
-                    break  # answered (a sign-in is wanted): the route's code is loaded
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
+        for path in ("/healthz", "/", "/console/app.js", "/metrics"):
+            _get(api_port, path)
         time.sleep(s.settle)
         metrics["rss_api_kib"] = api.rss_kib()
+        _get(api_port, "/socket.io/?EIO=4&transport=polling")
+        time.sleep(s.settle)
+        metrics["rss_socketio_kib"] = api.rss_kib()
     finally:
         api.stop()
     return metrics
+
+
+def _get(port: int, path: str) -> None:
+    """One GET to the API, retried until it listens; any HTTP answer will do (the route's code ran)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5).read()
+            return
+        except urllib.error.HTTPError:
+            return  # answered (a sign-in is wanted): the route's code is loaded
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -164,6 +164,7 @@ SCENARIOS: dict[str, Scenario] = {
             (
                 Metric("rss_idle_kib", "broker-only RSS KiB", "lower"),
                 Metric("rss_api_kib", "RSS KiB with API + console (Mosquitto: none)", "lower"),
+                Metric("rss_socketio_kib", "RSS KiB after a Socket.IO handshake too (Mosquitto: none)", "lower"),
             ),
             footprint,
         ),

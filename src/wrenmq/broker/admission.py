@@ -275,7 +275,7 @@ class Admission:
         if conn.over_limit:
             self._refuse(conn, ReasonCode.SERVER_BUSY, "too many connections")
             return None
-        if self.login_throttled(conn.peer_host):
+        if self.failures and self.login_throttled(conn.peer_host):  # no failures: no address lookup
             self._refuse(conn, ReasonCode.CONNECTION_RATE_EXCEEDED, "too many failed logins from this address")
             return None
         listener = conn.listener

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import __version__, auth, hot_path
 from ..config import Config, ConfigError
-from ..hooks import READ, AuthResult
+from ..hooks import READ, AuthResult, DropReason, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode
@@ -337,7 +337,13 @@ class Broker:
             expires_at = self.loop.time() + props[_P.MESSAGE_EXPIRY_INTERVAL]
         message = Message(topic, data, qos, retain, props, expires_at, origin)
         if self.hooks.publish:
-            message = self.hooks.run_publish(None, message)  # a Reject reaches the caller
+            try:
+                message = self.hooks.run_publish(None, message)
+            except Reject as reject:  # (reaches the caller)
+                if self.hooks.dropped:
+                    detail = reject.reason or str(reject)
+                    self.hooks.notify(self.hooks.dropped, None, topic, DropReason.REJECTED, detail, message)
+                raise
         self.stats.messages_received_qos[qos] += 1
         self.stats.publish_bytes_received += len(data)
         before = self.persist.writes

@@ -26,6 +26,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
+from ..hooks import DropReason
 from ..mqtt import packets as p
 from ..mqtt.codec import UnsupportedProtocolVersion, publish_resent
 from ..mqtt.errors import ProtocolError
@@ -239,6 +240,9 @@ class Connection(asyncio.Protocol):
         if self._pause_timer is not None:
             self._pause_timer.cancel()
         self.broker.connections.discard(self)
+        stats = self.broker.stats
+        stats.packets_in_closed += self.protocol.packets_in
+        stats.packets_out_closed += self.protocol.packets_out
         if self.listener is not None:
             self.listener.connections -= 1
         if exc is not None and self.disconnect_reason == "connection lost":
@@ -305,7 +309,16 @@ class Connection(asyncio.Protocol):
             log.warning("client %s (%s) disconnected as a slow consumer: %s", self.client_id or "-", self.peer, why)
             self.closed = True
             self.disconnect_reason = f"slow consumer: {why}"
+            self._tell_dropped(DropReason.SLOW_CONSUMER, why, None)
         self.abort()
+
+    def _tell_dropped(self, reason: str, detail: str, message: Message | None) -> None:
+        """Tell the ``on_dropped`` hooks, if any, that something of this client's was dropped."""
+        hooks = self.broker.hooks
+        if hooks.dropped:
+            hooks.notify(
+                hooks.dropped, self.client_id, None if message is None else message.topic, reason, detail, message
+            )
 
     def _check_slow_consumer(self, now: float, timeout: float) -> bool:
         """Whether the client has been at its output cap for ``timeout`` seconds without draining,
@@ -326,6 +339,7 @@ class Connection(asyncio.Protocol):
         else:
             self.broker.stats.slow_consumers_dropped += 1
             log.warning("client %s (%s) disconnected as a slow consumer: %s", self.client_id, self.peer, why)
+            self._tell_dropped(DropReason.SLOW_CONSUMER, why, None)
             self.close_with(ReasonCode.QUOTA_EXCEEDED, f"slow consumer: {why}")
         return True
 
@@ -365,6 +379,8 @@ class Connection(asyncio.Protocol):
     def send_qos0(self, message: Message, retain: bool, sub_ids: list[int] | None, now: float) -> None:
         if self.congested:
             self.broker.stats.dropped_congested += 1
+            if self.broker.hooks.dropped:
+                self._tell_dropped(DropReason.CONGESTED, "", message)
             return
         protocol = self.protocol
         if sub_ids is None and message.expires_at is None and not self.message_ids:
@@ -375,6 +391,7 @@ class Connection(asyncio.Protocol):
         limit = protocol.max_packet_out
         if limit and len(data) > limit:  # [MQTT-3.1.2-25]
             self.broker.stats.dropped_too_large += 1
+            self._tell_dropped(DropReason.TOO_LARGE, f"{len(data)} bytes; the client takes at most {limit}", message)
             return
         protocol.send_publish(data, 0, b"", message.topic, message.payload, False)
         self._pump()
@@ -401,6 +418,8 @@ class Connection(asyncio.Protocol):
         if limit and len(head) + 2 + len(tail) > limit:
             # Too large for this client: discard as if delivered [MQTT-3.1.2-25].
             self.broker.stats.dropped_too_large += 1
+            size = len(head) + 2 + len(tail)
+            self._tell_dropped(DropReason.TOO_LARGE, f"{size} bytes; the client takes at most {limit}", message)
             session = self.session
             if session is not None:
                 session.acknowledge(delivery.packet_id, SENT)

@@ -29,6 +29,9 @@ _EVENTS = (
     "on_message_delivered",
     "on_disconnect",
     "on_session_expired",
+    "on_realtime_connect",
+    "on_realtime_disconnect",
+    "on_dropped",
 )
 
 
@@ -50,6 +53,10 @@ class HookSet:
         self.delivered: list[Any] = []
         self.disconnect: list[Any] = []
         self.session_expired: list[Any] = []
+        self.realtime_connect: list[Any] = []
+        self.realtime_disconnect: list[Any] = []
+        # Checked where the broker drops something (``if hooks.dropped:``), never per routed message.
+        self.dropped: list[Any] = []
 
     def add(self, hook: Any, first: bool = False) -> None:
         """Register ``hook`` (a ``wrenmq.hooks.Hook``) after the others, or before them."""
@@ -79,6 +86,7 @@ class HookSet:
         self.start, self.stop, self.authenticate, self.acl_check = lists[0], lists[1], lists[2], lists[3]
         self.connect, self.subscribe, self.unsubscribe, self.publish = lists[4], lists[5], lists[6], lists[7]
         self.published, self.delivered, self.disconnect, self.session_expired = lists[8:12]
+        self.realtime_connect, self.realtime_disconnect, self.dropped = lists[12], lists[13], lists[14]
         self._publish_topics = [hook.publish_topics for hook in self.hooks if hook.handles("on_publish")]
         wanted: list[str] = []
         for topics in self._publish_topics:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..hooks import WRITE, Reject
+from ..hooks import WRITE, DropReason, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode
@@ -41,7 +41,7 @@ def on_publish(conn: Connection, packet: p.Publish) -> None:
         len(topic) >= limits.max_topic_levels and topic.count("/") >= limits.max_topic_levels
     ):
         log.info("client %s published to a topic beyond max_topic_length/levels", conn.client_id)
-        _deny_publish(conn, packet, ReasonCode.TOPIC_NAME_INVALID)
+        _deny_publish(conn, packet, ReasonCode.TOPIC_NAME_INVALID, DropReason.TOPIC_LIMITS, "", None)
         return
     if (
         topic[0] == "$"  # (a topic is never empty here)
@@ -50,7 +50,9 @@ def on_publish(conn: Connection, packet: p.Publish) -> None:
     ):
         conn.broker.stats.acl_denied += 1
         log.info("client %s may not publish to %s (the broker's topics)", conn.client_id, topic)
-        _deny_publish(conn, packet, ReasonCode.NOT_AUTHORIZED)
+        _deny_publish(
+            conn, packet, ReasonCode.NOT_AUTHORIZED, DropReason.PUBLISH_DENIED, "the broker's own topic", None
+        )
         return
     qos = packet.qos
     props = packet.properties
@@ -101,7 +103,7 @@ def _screen_publish(conn: Connection, packet: p.Publish, message: Message) -> Me
     if hooks.acl_check and not hooks.run_acl_check(conn, message.topic, WRITE):
         conn.broker.stats.acl_denied += 1
         log.info("client %s may not publish to %s", conn.client_id, message.topic)
-        _deny_publish(conn, packet, ReasonCode.NOT_AUTHORIZED)
+        _deny_publish(conn, packet, ReasonCode.NOT_AUTHORIZED, DropReason.PUBLISH_DENIED, "the ACL", message)
         return None
     if not hooks.publish:
         return message
@@ -110,12 +112,19 @@ def _screen_publish(conn: Connection, packet: p.Publish, message: Message) -> Me
     except Reject as reject:  # (a name of its own: mypyc types the except variable)
         log.info("publish by %s to %s rejected: %s", conn.client_id, message.topic, reject)
         code = reject.reason_code if reject.reason_code >= 0x80 else ReasonCode.UNSPECIFIED_ERROR
-        _deny_publish(conn, packet, code)
+        _deny_publish(conn, packet, code, DropReason.REJECTED, reject.reason or str(reject), message)
         return None
 
 
-def _deny_publish(conn: Connection, packet: p.Publish, code: int) -> None:
+def _deny_publish(
+    conn: Connection, packet: p.Publish, code: int, reason: str, detail: str, message: Message | None
+) -> None:
+    """Refuse a PUBLISH (a reason code to an MQTT 5 publisher), counted and told to ``on_dropped``
+    (``message``: None when it was refused before one was made)."""
     conn.broker.stats.dropped_denied += 1
+    hooks = conn.broker.hooks
+    if hooks.dropped:
+        hooks.notify(hooks.dropped, conn.client_id, packet.topic, reason, detail, message)
     conn.protocol.deny_publish(packet, code)
     session = conn.session
     if packet.qos == 2 and session is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..mqtt.codec import PACKET_ID_BYTES, publish_head
+from ..mqtt.codec import publish_head
 from ..mqtt.properties import PropertyId, encode_properties, encode_varint
 
 _EXPIRY = PropertyId.MESSAGE_EXPIRY_INTERVAL
@@ -21,7 +21,7 @@ _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
 _USER = PropertyId.USER_PROPERTY
 MESSAGE_ID_PROPERTY = "wrenmq-message-id"  # the user property that carries Broker.message_id
 
-__all__ = ["MESSAGE_ID_PROPERTY", "PACKET_ID_BYTES", "Message"]
+__all__ = ["MESSAGE_ID_PROPERTY", "Message"]
 
 
 class Message:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Final
 
+from ..hooks import DropReason
 from ..mqtt.server import NO_IDS
 from .message import Message
 
@@ -161,6 +162,8 @@ class Session:
         if not qos:
             if conn is not None:
                 conn.send_qos0(message, retain, sub_ids, now)
+            elif self.broker.hooks.dropped:  # (QoS 0 is not queued for a client that is away)
+                self.tell_dropped(DropReason.OFFLINE, "", message)
             return
         delivery = Delivery(message, qos, retain, sub_ids, share, self.next_seq)
         self.next_seq += 1
@@ -189,12 +192,12 @@ class Session:
                 not limits.max_queued_bytes or size <= limits.max_queued_bytes
             )
             if not (limits.queue_drop_oldest and fits_alone):
-                self._dropped_full()
+                self._dropped_full(delivery.message)
                 return
             queue = self.queue
             while self.over_bounds(1, size):  # (fits_alone: the queue empties before it is over)
-                self._dropped_full()
                 old = queue.popleft()
+                self._dropped_full(old.message)
                 self.queued_bytes -= queued_size(old)
                 if self.persistent:
                     self.broker.persist.message_delete(self, old)
@@ -210,12 +213,20 @@ class Session:
             return True
         return bool(limits.max_queued_bytes) and self.queued_bytes + size > limits.max_queued_bytes
 
-    def _dropped_full(self) -> None:
+    def _dropped_full(self, message: Message) -> None:
         self.dropped += 1
         self.broker.stats.dropped_queue_full += 1
         conn = self.connection
         if conn is not None:
             conn.at_cap()
+        if self.broker.hooks.dropped:
+            self.tell_dropped(DropReason.QUEUE_FULL, "", message)
+
+    def tell_dropped(self, reason: str, detail: str, message: Message) -> None:
+        """Tell the ``on_dropped`` hooks (the caller checked there are some) that a message meant
+        for this session was dropped."""
+        hooks = self.broker.hooks
+        hooks.notify(hooks.dropped, self.client_id, message.topic, reason, detail, message)
 
     def restore_queued(self, deliveries: list[Delivery]) -> list[Delivery]:
         """Queue deliveries loaded from storage (in order) within today's bounds, which may be
@@ -269,6 +280,8 @@ class Session:
             self.queued_bytes -= queued_size(delivery)
             if delivery.message.expired(now):  # [MQTT-3.3.2-5]
                 self.broker.stats.messages_expired += 1
+                if self.broker.hooks.dropped:
+                    self.tell_dropped(DropReason.EXPIRED, "", delivery.message)
                 if persistent:
                     self.broker.persist.message_delete(self, delivery)
                 continue

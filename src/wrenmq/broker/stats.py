@@ -23,6 +23,8 @@ class Stats:
         "messages_expired",
         "messages_received_qos",
         "messages_sent_qos",
+        "packets_in_closed",
+        "packets_out_closed",
         "protocol_errors",
         "publish_bytes_received",
         "publish_bytes_sent",
@@ -49,6 +51,11 @@ class Stats:
         self.messages_expired = 0
         self.messages_received_qos = [0, 0, 0]  # PUBLISHes (and wills, in-process publications) in, by QoS
         self.messages_sent_qos = [0, 0, 0]  # PUBLISHes written to clients, by QoS
+        # Control packets in and out (out: all but PUBLISH) of connections now closed; a live
+        # connection keeps its own (ServerProtocol.packets_in/out: one add on an attribute it
+        # already has, no shared counter per packet) until it closes and adds them here.
+        self.packets_in_closed = 0
+        self.packets_out_closed = 0
         self.protocol_errors = 0
         self.publish_bytes_received = 0  # payload bytes of the PUBLISHes counted in messages_received_qos
         self.publish_bytes_sent = 0  # payload bytes of the PUBLISHes counted in messages_sent_qos

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ..hooks import PARTIAL, READ
+from ..hooks import PARTIAL, READ, DropReason
 from ..mqtt import packets as p
 from ..mqtt.codec import encode
 from ..mqtt.errors import ProtocolError
@@ -66,6 +66,9 @@ class SubscriptionPolicy:
                 and len(session.subscriptions) >= limits.max_subscriptions
             ):
                 log.info("client %s is at max_subscriptions", conn.client_id)
+                if hooks.dropped:
+                    detail = f"max_subscriptions is {limits.max_subscriptions}"
+                    hooks.notify(hooks.dropped, conn.client_id, topic_filter, DropReason.SUBSCRIBE_QUOTA, detail, None)
                 codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else 0x80)
                 continue
             if group is not None and request.no_local:
@@ -74,6 +77,10 @@ class SubscriptionPolicy:
             if not readable or (readable == PARTIAL and group is not None):
                 broker.stats.acl_denied += 1
                 log.info("client %s may not subscribe to %s", conn.client_id, topic_filter)
+                if hooks.dropped:
+                    hooks.notify(
+                        hooks.dropped, conn.client_id, topic_filter, DropReason.SUBSCRIBE_DENIED, "the ACL", None
+                    )
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else 0x80)
                 continue
             qos = min(request.qos, limits.maximum_qos)  # QoS downgrade [MQTT-3.9.3-1 context]

@@ -3,7 +3,9 @@
 The names are Mosquitto's wherever the meaning carries over, so dashboards made for Mosquitto read
 them unchanged. The ``load/.../{1min,5min,15min}`` values are computed as Mosquitto computes them:
 a rate per minute over the last interval, smoothed exponentially with a 1, 5 or 15 minute time
-constant, printed with two decimals; ``load/connections`` counts CONNECTs accepted, ``load/sockets``
+constant, printed with two decimals. As in Mosquitto, ``messages/...`` count MQTT control packets
+of every type (CONNECT, PINGREQ, PUBACK, ...), ``publish/messages/...`` PUBLISHes only (received:
+from clients, wills and in-process publications); ``load/connections`` counts CONNECTs accepted, ``load/sockets``
 every socket a listener accepted. ``publish/bytes/...`` are PUBLISH payload bytes, where ``bytes/...``
 count every byte of every packet. ``heap/current`` and ``heap/maximum`` are the process's
 resident memory now and at its peak (Python has no heap of its own to report), in bytes.
@@ -62,12 +64,24 @@ class SysTopics:
             self._handle.cancel()
             self._handle = None
 
+    def packets(self) -> tuple[int, int]:
+        """MQTT control packets received and sent, of every type (Mosquitto's ``messages/received``
+        and ``messages/sent``, counted in packet_mosq.c for each packet read or written): those of
+        closed connections and of every live one; sent PUBLISHes are counted by the broker."""
+        stats = self.broker.stats
+        received, sent = stats.packets_in_closed, stats.packets_out_closed + stats.messages_sent
+        for conn in self.broker.connections:
+            received += conn.protocol.packets_in
+            sent += conn.protocol.packets_out
+        return received, sent
+
     def counters(self) -> dict[str, int]:
         """The running totals whose rates the load topics give, by their name under ``load/``."""
         stats = self.broker.stats
+        received, sent = self.packets()
         return {
-            "messages/received": stats.messages_received,
-            "messages/sent": stats.messages_sent,
+            "messages/received": received,
+            "messages/sent": sent,
             "publish/received": stats.messages_received,
             "publish/sent": stats.messages_sent,
             "publish/dropped": self.limit_drops(),
@@ -89,6 +103,7 @@ class SysTopics:
         connected = sum(1 for c in broker.connections if c.connected)
         disconnected = sum(1 for s in broker.sessions.values() if s.connection is None)
         self.clients_maximum = max(self.clients_maximum, connected)
+        packets_received, packets_sent = self.packets()
         stored = len(broker.retained)
         stored_bytes = broker.retained.bytes
         for session in broker.sessions.values():
@@ -104,8 +119,8 @@ class SysTopics:
             "clients/inactive": str(disconnected),
             "clients/maximum": str(self.clients_maximum),
             "clients/expired": str(stats.sessions_expired),
-            "messages/received": str(stats.messages_received),
-            "messages/sent": str(stats.messages_sent),
+            "messages/received": str(packets_received),
+            "messages/sent": str(packets_sent),
             "messages/dropped": str(stats.messages_dropped),
             "messages/stored": str(stored),
             "store/messages/count": str(stored),

@@ -26,7 +26,7 @@ import random
 import secrets
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 from weakref import WeakSet
 
@@ -88,6 +88,11 @@ class Client:
     0x83, Mosquitto's ``try_private``): a broker that knows it does not send the client back what it
     published and keeps the RETAIN flag as published. A broker that refuses it (return code 1) is
     asked again at once without it, as Mosquitto does; ``bridge`` then reads False.
+
+    ``fallbacks``: more ``(host, port)`` addresses of the same broker service, tried in turn when an
+    attempt fails (``host``/``port`` then name the one in use). A lost connection starts again from
+    the first address, or with ``round_robin`` from the next one (Mosquitto's bridge ``address``
+    with several hosts and ``round_robin``). ``local_address``: the local IP address to connect from.
     """
 
     def __init__(
@@ -116,6 +121,9 @@ class Client:
         max_packet_size: int | None = None,
         connect_properties: Properties | None = None,
         bridge: bool = False,
+        fallbacks: Sequence[tuple[str, int]] = (),
+        round_robin: bool = False,
+        local_address: str | None = None,
     ) -> None:
         if version not in (p.MQTT_3_1, p.MQTT_3_1_1, p.MQTT_5):
             raise ValueError(f"version must be 5, 4 (3.1.1) or 3 (3.1), not {version!r}")
@@ -138,6 +146,10 @@ class Client:
             tls = ssl.create_default_context()
         self.host = host
         self.port = port if port is not None else _DEFAULT_PORTS[(bool(tls), transport == "ws")]
+        self._addresses = [(self.host, self.port), *fallbacks]
+        self._address = 0  # the index of (host, port) in _addresses
+        self.round_robin = round_robin
+        self.local_address = local_address  # the local IP address connections are made from
         if client_id is None:
             # 3.x: an empty id needs Clean Session 1 [MQTT-3.1.3-7], so make one up (as mosquitto_pub does).
             client_id = f"wrenmq-{secrets.token_hex(8)}" if version < 5 else ""
@@ -160,6 +172,9 @@ class Client:
         self.max_packet_size = max_packet_size
         self.connect_properties: Properties = dict(connect_properties or {})
         self.bridge = bridge and version < 5  # the bridge bit is sent (and, once connected, was accepted)
+        # Told True once a connection is up (its session resumed), False when one is lost (not on
+        # disconnect()): a bridge's state notifications hang on it.
+        self.on_connection: Callable[[bool], None] | None = None
 
         self.state: State = "new"
         self.connack: p.Connack | None = None  # the latest accepted CONNACK
@@ -279,6 +294,17 @@ class Client:
             except TimeoutError:
                 conn.abort()
         self._finish(None)
+
+    def drop_connection(self) -> None:
+        """Close the network connection at once, without DISCONNECT (the broker publishes the will),
+        and reconnect as after any lost connection (from the first address, unless ``round_robin``)."""
+        if self._conn is not None and self._ready:
+            self._conn.abort()
+
+    @property
+    def on_first_address(self) -> bool:
+        """Whether the connection is (or is being) made to the first of the addresses."""
+        return self._address == 0
 
     # --- operations -------------------------------------------------------------------------------
 
@@ -420,6 +446,7 @@ class Client:
                 # A connection the broker drops at once counts as a failure, so a broker that
                 # accepts and then kicks us out is not hammered at the minimum delay.
                 failures = 0 if loop.time() - connected_at >= self.backoff[1] else failures + 1
+                self._move_address(0 if not self.round_robin else self._address + 1)
             if not immediate:
                 delay = backoff_delay(failures, *self.backoff)
                 self.next_attempt_at = time.time() + delay
@@ -437,8 +464,16 @@ class Client:
                     self._finish(exc)
                     return
                 log.info("connecting to %s:%d failed (%s); retrying", self.host, self.port, exc)
+                self._move_address(self._address + 1)
                 continue
             connected, connected_at = True, loop.time()
+
+    def _move_address(self, index: int) -> None:
+        """Make the next attempt at ``_addresses[index]`` (wrapping round)."""
+        addresses = self._addresses
+        if len(addresses) > 1:
+            self._address = index % len(addresses)
+            self.host, self.port = addresses[self._address]
 
     async def _connect_once(self) -> None:
         """One attempt: open the transport, CONNECT, wait for CONNACK, resume the session."""
@@ -456,6 +491,7 @@ class Client:
                         server_hostname=self.server_hostname,
                         websocket=self.transport == "ws",
                         ws_path=self.ws_path,
+                        local_address=self.local_address,
                     )
                     clean_start = self.clean_start if (self._first_connect or self.version < 5) else False
                     conn.send(self._connect_packet(clean_start))
@@ -535,15 +571,19 @@ class Client:
         self._session.resume(conn.send, connack.session_present)
         self._ready = True
         self._wake_waiters()
+        if self.on_connection is not None:
+            self.on_connection(True)
 
     def connection_closed(self, conn: Connection, reason: ClientError) -> None:
         """Called by the connection as it ends (before the supervisor hears of it)."""
         if self._conn is not conn:
             return
         self._conn = None
-        self._ready = False
+        was_ready, self._ready = self._ready, False
         self.last_error = reason
         log.info("connection to %s:%d lost: %s", self.host, self.port, reason)
+        if was_ready and self.on_connection is not None:
+            self.on_connection(False)
         if self.reconnect:
             self.state = "reconnecting"
         else:

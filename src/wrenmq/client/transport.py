@@ -22,12 +22,16 @@ async def open_transport(
     server_hostname: str | None,
     websocket: bool,
     ws_path: str,
+    local_address: str | None = None,
 ) -> None:
-    """Connect ``protocol`` to ``host:port``; returns once it may send MQTT (upgrade done, for ws)."""
+    """Connect ``protocol`` to ``host:port`` (from ``local_address``, if given); returns once it may
+    send MQTT (upgrade done, for ws)."""
     loop = asyncio.get_running_loop()
     extra: dict[str, Any] = {}
     if tls is not None:
         extra = {"ssl": tls, "server_hostname": server_hostname or host}
+    if local_address is not None:
+        extra["local_addr"] = (local_address, 0)
     try:
         if not websocket:
             await loop.create_connection(lambda: protocol, host, port, **extra)

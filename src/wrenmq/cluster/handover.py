@@ -88,7 +88,10 @@ class Handover:
             await r.set(owner_key, cluster.node)
             self.owned.add(client_id)
             broker = cluster.broker
-            if clean or client_id in broker.sessions:
+            if client_id in broker.sessions:
+                return
+            if clean:  # Clean Start [MQTT-3.1.2-4]: whatever Redis still has of an old session goes
+                cluster.sessions.session_delete(client_id)
                 return
             loaded = await cluster.sessions.load(client_id)
             if loaded is not None and client_id not in broker.sessions:

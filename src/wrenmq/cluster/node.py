@@ -53,7 +53,7 @@ HEARTBEAT_TTL = 3.0  # a node silent this long is dead
 START_TTL = 30.0  # the first claim of a node's name lasts this long, until heartbeats begin
 GROUP = "wrenmq"  # the consumer group of every inbox stream
 INBOX_MAXLEN = 1_000_000  # entries an inbox keeps at most (approximately) for a node that is down
-MIN_REDIS = (5, 0)  # streams and consumer groups
+MIN_REDIS = (6, 2)  # streams, consumer groups and XAUTOCLAIM
 _READ_BATCH = 512
 
 
@@ -238,6 +238,37 @@ class Cluster:
             "started": self.started_at,
             "listeners": [listener.url for listener in self.broker.listeners],
         }
+
+    async def _rejoin(self) -> None:
+        """After Redis was away: this node's entry, its inbox's group, and, if Redis came back
+        without them (restarted with no persistence), everything this node keeps there again: its
+        sessions with their messages, its client ids, its clients' wills, the retained messages."""
+        r = self.redis
+        broker = self.broker
+        await r.hset(self.key("nodes"), self.node, json.dumps(self._info()))
+        with contextlib.suppress(ResponseError):
+            await r.xgroup_create(self.key("in", self.node), GROUP, id="0", mkstream=True)
+        if not await r.exists(self.key("retained", "seeded")):
+            await self._sync_retained()
+        if await r.exists(self.key("home", self.node)):
+            return  # (Redis kept what it had)
+        persist = broker.persist
+        restored = 0
+        for session in list(broker.sessions.values()):
+            client_id = session.client_id
+            self.command("SET", self.key("owner", client_id), self.node)
+            if session.persistent:
+                persist.session_put(session, connected=session.connection is not None)
+                for delivery in [*session.inflight_out.values(), *session.queue]:
+                    persist.message_add(session, delivery)
+                for packet_id in session.inbound_qos2:
+                    persist.inbound_add(session, packet_id)
+                restored += 1
+        for conn in list(broker.connections):
+            if conn.will is not None and conn.client_id:
+                self.will_pending(conn.client_id, conn.will, conn.will_delay)
+        if restored:
+            log.warning("cluster: Redis came back without this node's state: %d session(s) stored again", restored)
 
     async def _wait_reaped_elsewhere(self) -> None:
         """Another node may be reaping this name's last run: let it finish first."""
@@ -529,20 +560,27 @@ class Cluster:
             await pipe.execute()
 
     async def _listen(self, pubsub: Any) -> None:
-        """Route announcements and kicks; after a lost connection, resubscribe and resync."""
+        """Route announcements and handoffs; after a lost connection, resubscribe, join again
+        (Redis may have come back empty) and resync the route replica."""
+        lost = False
         while True:
-            try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            except (RedisError, OSError):
-                await asyncio.sleep(0.5)
+            if lost:
                 try:
                     await pubsub.reset()
                     await pubsub.subscribe(self.key("routes"), self.key("ctl", self.node))
+                    await self._rejoin()
                     await self._publish_own_routes()
                     await self._resync_routes()
-                    log.info("cluster: route replica resynchronised")
-                except (RedisError, OSError):
-                    pass
+                    lost = False
+                    log.info("cluster: back in Redis; route replica resynchronised")
+                except (RedisError, OSError, RuntimeError):
+                    await asyncio.sleep(0.5)
+                    continue
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except (RedisError, OSError, RuntimeError):
+                lost = True
+                await asyncio.sleep(0.5)
                 continue
             if message is None:
                 continue
@@ -730,8 +768,13 @@ class Cluster:
             }
             entry.update({k: v for k, v in peer.status.items() if k != "time"})
             nodes.append(entry)
+        totals = {
+            key: sum(int(n.get(key) or 0) for n in nodes if n["state"] == "alive")
+            for key in ("connections", "sessions", "subscriptions", "messages_received", "messages_sent")
+        }
         return {
             "node": self.node,
+            "totals": totals,
             "redis": _safe_url(self.url),
             "redis_version": self.redis_version,
             "connected": self.connected,

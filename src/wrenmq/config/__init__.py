@@ -11,7 +11,7 @@ had before sections (``api_port``), in files, variables and flags alike.
 """
 
 from ..bridge_lines import Bridge, parse_bridge
-from .listeners import ExternalBrokerConfig, ListenerConfig
+from .listeners import ExternalBrokerConfig, ListenerConfig, split_address
 from .load import CONFIG_ENV, ENV_NOT_SETTINGS, ENV_PREFIX, env_var, env_vars, load_config, read_config_file
 from .model import SETTINGS, Config, Setting, nest_settings
 from .sections import (
@@ -58,4 +58,5 @@ __all__ = [
     "nest_settings",
     "parse_bridge",
     "read_config_file",
+    "split_address",
 ]

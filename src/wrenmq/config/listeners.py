@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -9,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from ..bridge_lines import BRIDGE_SYNTAX, Bridge, parse_bridge
 from .types import OptionalPath, Port, TlsVersion, is_loopback
 
-__all__ = ["ExternalBrokerConfig", "ListenerConfig"]
+__all__ = ["ExternalBrokerConfig", "ListenerConfig", "split_address"]
 
 
 class ListenerConfig(BaseModel):
@@ -79,6 +80,33 @@ def _check_bridge(line: str) -> str:
     return line
 
 
+def _check_topic_name(topic: str | None) -> str | None:
+    if topic is not None and (not topic or "+" in topic or "#" in topic or "\x00" in topic):
+        raise ValueError(f"{topic!r} is not a topic name (not empty, no wildcards) [MQTT-3.3.2-2]")
+    return topic
+
+
+def split_address(address: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6 address]:port`` as (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or (":" in host and not host.startswith("[")):
+        host, port = address, str(default_port)  # no port, or a bare IPv6 address
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or "/" in address or "@" in address:
+        raise ValueError(f"{address!r} is not host[:port]")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+def _check_ip(address: str | None) -> str | None:
+    if address is not None:
+        ipaddress.ip_address(address)  # ValueError: "... does not appear to be an IPv4 or IPv6 address"
+    return address
+
+
+def _check_address(address: str) -> str:
+    split_address(address, 1883)
+    return address
+
+
 def _check_broker_url(url: str) -> str:
     from ..client.url import parse_url  # the client's URL rules: mqtt, mqtts, ws, wss
 
@@ -137,13 +165,70 @@ class ExternalBrokerConfig(BaseModel):
     outgoing_retain: Annotated[
         bool, Field(description="Send the RETAIN flag of bridged-out messages (false: never retained there).")
     ] = True
+    addresses: Annotated[
+        list[Annotated[str, AfterValidator(_check_address)]],
+        Field(
+            description="More host[:port] addresses of the remote (port: the url's), tried in turn when an"
+            " attempt fails; a lost connection starts again from the url's (Mosquitto's address list)."
+        ),
+    ] = []
+    round_robin: Annotated[
+        bool, Field(description="After a lost connection, try the next address rather than the url's first.")
+    ] = False
+    bind_address: Annotated[
+        str | None,
+        AfterValidator(_check_ip),
+        Field(description="Local IP address to connect from (Mosquitto's bridge_bind_address)."),
+    ] = None
+    reconnect_min: Annotated[
+        float, Field(gt=0, description="First wait before reconnecting, in seconds (the backoff starts there).")
+    ] = 0.5
+    reconnect: Annotated[
+        bool, Field(description="Reconnect after the connection fails (false: Mosquitto's start_type once).")
+    ] = True
+    max_packet_size: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=268435460,
+            description="Largest PUBLISH sent to the remote, in bytes (0: no limit); a larger bridged"
+            " message is dropped.",
+        ),
+    ] = 0
+    unsubscribe_out: Annotated[
+        bool,
+        Field(
+            description="On each connect, UNSUBSCRIBE at the remote from the out-only bridges' remote filters"
+            " (Mosquitto's bridge_attempt_unsubscribe: a kept session stops sending what is no longer brought in)."
+        ),
+    ] = False
+    tls_version: Annotated[
+        Literal["TLSv1.2", "TLSv1.3"] | None,
+        Field(description="Lowest TLS version to the remote (default: the system's, at least TLS 1.2)."),
+    ] = None
+    alpn: Annotated[str | None, Field(min_length=1, description="TLS ALPN protocol to ask the remote for.")] = None
+    notifications: Annotated[
+        bool,
+        Field(
+            description="Publish the connection's state, retained: 1 up, 0 down (the remote's copy as"
+            " its will), here and on the remote (Mosquitto's bridge notifications)."
+        ),
+    ] = False
+    notifications_local_only: Annotated[
+        bool, Field(description="Publish the state notifications on this broker only, not on the remote.")
+    ] = False
+    notification_topic: Annotated[
+        str | None,
+        AfterValidator(_check_topic_name),
+        Field(description="Topic of the state notifications (default: $SYS/broker/connection/<client id>/state)."),
+    ] = None
 
     @model_validator(mode="after")
     def _check_name(self) -> ExternalBrokerConfig:
         if self.name == "internal":
             raise ValueError("the name 'internal' means this broker; choose another")
         tls = self.url.lower().startswith(("mqtts:", "wss:", "ssl:", "tls:"))
-        for key in ("cafile", "certfile", "keyfile", "tls_insecure"):
+        for key in ("cafile", "certfile", "keyfile", "tls_insecure", "tls_version", "alpn"):
             if getattr(self, key) and not tls:
                 raise ValueError(f"{key} needs a TLS url (mqtts:// or wss://)")
         if (self.certfile is None) != (self.keyfile is None):

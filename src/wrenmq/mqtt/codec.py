@@ -462,8 +462,18 @@ def _frame(first: int, body: bytes) -> bytes:
     return bytes((first,)) + encode_varint(len(body)) + body
 
 
-# Two-byte packet identifiers, built once: the hot path indexes instead of allocating.
-PACKET_ID_BYTES = [i.to_bytes(2, "big") for i in range(65536)]
+# Two-byte packet identifiers, each built on first use and kept: the hot path indexes instead of
+# allocating, and a broker holds only the ones it has sent (all 65,536 made up front were 2.8 MB of
+# an idle broker's memory; the table of empty stand-ins is 0.5 MB).
+_PACKET_ID_BYTES: Final[list[bytes]] = [b""] * 65536
+
+
+def packet_id_bytes(packet_id: int) -> bytes:
+    """Packet identifier ``packet_id`` (1-65535; also a Topic Alias) as its two bytes on the wire."""
+    found = _PACKET_ID_BYTES[packet_id]
+    if not found:
+        found = _PACKET_ID_BYTES[packet_id] = packet_id.to_bytes(2, "big")
+    return found
 
 
 # -- PUBLISH (section 3.3) --------------------------------------------------------------------
@@ -509,7 +519,7 @@ def encode_publish(packet: p.Publish, version: int) -> bytes:
         return publish_head(first, topic, len(tail)) + tail
     if not packet.packet_id:
         raise ValueError("QoS > 0 PUBLISH needs a packet identifier")
-    return publish_head(first, topic, 2 + len(tail)) + PACKET_ID_BYTES[packet.packet_id] + tail
+    return publish_head(first, topic, 2 + len(tail)) + packet_id_bytes(packet.packet_id) + tail
 
 
 def alias_publish(
@@ -535,7 +545,7 @@ def alias_publish(
         if not byte & 0x80:
             break
         shift += 7
-    block = encode_varint(length + 3) + b"\x23" + PACKET_ID_BYTES[alias] + props[start : start + length]
+    block = encode_varint(length + 3) + b"\x23" + packet_id_bytes(alias) + props[start : start + length]
     topic = head[pos + 2 : topic_end] if with_topic else b""
     return publish_head(head[0], topic, len(packet_id) + len(block) + len(payload)) + packet_id, block
 
@@ -548,9 +558,9 @@ def encode_ack(ptype: int, packet_id: int, reason_code: int = 0, version: int = 
     """PUBACK, PUBREC, PUBREL or PUBCOMP without properties: the acks of the hot path. Before MQTT 5
     there is no reason code on the wire."""
     if version != 5 or not reason_code:
-        return _ACK_HEADS[ptype] + PACKET_ID_BYTES[packet_id]
+        return _ACK_HEADS[ptype] + packet_id_bytes(packet_id)
     first = (ptype << 4) | (2 if ptype == p.PUBREL else 0)
-    return bytes((first, 3)) + PACKET_ID_BYTES[packet_id] + bytes((reason_code,))
+    return bytes((first, 3)) + packet_id_bytes(packet_id) + bytes((reason_code,))
 
 
 def _encode_connect(packet: p.Connect, version: int) -> bytes:
@@ -591,7 +601,7 @@ def _encode_ack(packet: p._Ack, version: int) -> bytes:
     if not packet.properties or version != 5:
         return encode_ack(packet.type, packet.packet_id, packet.reason_code, version)
     first = (packet.type << 4) | (2 if packet.type == p.PUBREL else 0)
-    body = PACKET_ID_BYTES[packet.packet_id] + bytes((packet.reason_code,)) + encode_properties(packet.properties)
+    body = packet_id_bytes(packet.packet_id) + bytes((packet.reason_code,)) + encode_properties(packet.properties)
     return _frame(first, body)
 
 

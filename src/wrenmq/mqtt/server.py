@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from . import packets as p
-from .codec import MAX_PACKET_SIZE, PACKET_ID_BYTES, Parser, alias_publish, encode, encode_ack
+from .codec import MAX_PACKET_SIZE, Parser, alias_publish, encode, encode_ack, packet_id_bytes
 from .errors import ProtocolError
 from .properties import PropertyId
 from .reason_codes import ConnackReturnCode, ReasonCode, connack_v3_code
@@ -101,6 +101,8 @@ class ServerProtocol:
         "max_packet_out",
         "opened_at",
         "out_size",
+        "packets_in",
+        "packets_out",
         "parser",
         "request_problem_info",
         "send_quota",
@@ -143,6 +145,10 @@ class ServerProtocol:
         # Output: ready, and held for a storage commit.
         self._out: list[bytes] = []
         self.out_size = 0
+        # Control packets in (every one parsed) and out (every one but PUBLISH, which the broker
+        # counts itself): Mosquitto's $SYS messages/received and messages/sent count all packets.
+        self.packets_in = 0
+        self.packets_out = 0
         self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
         self._held_covered = 0  # how many held items a registered barrier will release
         self.wants_barrier = False  # held output appeared that no barrier covers: register one
@@ -160,6 +166,7 @@ class ServerProtocol:
         if parser.error is not None:
             self._error = parser.error  # handed out after the good packets before it
         if packets:
+            self.packets_in += len(packets)
             # Keep alive counts complete control packets only [MQTT-3.1.2-24]: bytes trickled into
             # a packet that never finishes do not keep a client connected (packet_read_timeout).
             self.last_rx = now
@@ -407,6 +414,7 @@ class ServerProtocol:
             data = encode(p.Connack(False, code), 5)
         else:
             return
+        self.packets_out += 1
         self._out.append(data)
         self.out_size += len(data)
 
@@ -451,6 +459,7 @@ class ServerProtocol:
         self._ack(encode_ack(p.PUBCOMP, packet_id), after_commit)
 
     def _ack(self, data: bytes, after_commit: bool = False) -> None:
+        self.packets_out += 1
         if after_commit or self._held:
             self._hold(data)
             return
@@ -463,6 +472,7 @@ class ServerProtocol:
 
     def send(self, data: bytes, after_commit: bool = False) -> None:
         """Send an encoded packet after everything before it (SUBACK, UNSUBACK, ...)."""
+        self.packets_out += 1
         if after_commit or self._held:
             self._hold(data)
         else:
@@ -477,7 +487,7 @@ class ServerProtocol:
         """Send a PUBLISH encoded once for every subscriber as ``head [+ packet id] + tail`` (QoS 0:
         ``packet_id`` 0 and ``head`` is all of it), with an outbound Topic Alias if the client
         allows them; ``hold``: after the pending commit (see the module docstring)."""
-        pid = PACKET_ID_BYTES[packet_id] if packet_id else b""
+        pid = packet_id_bytes(packet_id) if packet_id else b""
         if self.topic_alias_out_max:
             self._send_aliased(head, pid, tail, topic, payload, hold)
         elif hold or self._held:

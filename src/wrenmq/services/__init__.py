@@ -110,7 +110,8 @@ class Services:
 
             self.presence = Presence(self.broker, self.cluster)  # device registry, wills, heartbeats, snapshot
             await self.presence.start()
-        self.connections = BrokerConnections(self.broker)  # external brokers and bridges ([[brokers]])
+        # External brokers and bridges ([[brokers]]); in a cluster, each run by one node at a time.
+        self.connections = BrokerConnections(self.broker, self.cluster)
         await self.connections.start()
         config = self.broker.config
         if config.api.port is not None:
@@ -119,7 +120,14 @@ class Services:
             from .changes import ChangeService
 
             self.api_keys = ApiKeyStore(config.api_keys_path)
-            self.changes = ChangeService(self.broker)
+            store = None
+            if self.cluster is not None:  # the cluster's keys, console sessions and resources, in Redis
+                from ..api.cluster_keys import ClusterKeyStore
+                from ..storage.redis_resources import RedisResources
+
+                self.api_keys = ClusterKeyStore(config.api_keys_path, self.cluster)
+                store = RedisResources(self.cluster.redis, self.cluster.key)
+            self.changes = ChangeService(self.broker, store)
             if config.realtime.enabled:
                 from .realtime import RealtimeService
 

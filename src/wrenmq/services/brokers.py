@@ -26,6 +26,15 @@ bridges (:class:`wrenmq.config.Bridge`).
 The service is started and stopped beside the broker by ``wrenmq serve`` and the pytest plugin, like the API server:
 ``connections = BrokerConnections(broker); await connections.start()``. Connections added at
 runtime last until the broker stops (put them in the config file to keep them).
+
+In a cluster (``BrokerConnections(broker, cluster)``) each connection is run by one node at a time:
+the one holding its lease in Redis (``services.lease``; the others keep it in ``standby``), taken
+over by another node within seconds when its holder dies. The holder's out bridges subscribe
+cluster-wide (not ``node_only``), so a message published on any node is forwarded to the holder and
+goes out once; what it brings in is published there and forwarded by the cluster like any message.
+The connection's default client id is then the cluster's (``wrenmq.<cluster.name>.<name>``), so
+the node that takes over resumes the session the remote kept. Its outbox stays in the storage of
+the node that queued it: what a dead holder had not sent goes out when that node runs it again.
 """
 
 from __future__ import annotations
@@ -41,29 +50,30 @@ from urllib.parse import urlsplit, urlunsplit
 from ..broker.router import LocalSubscriber
 from ..config import Bridge, ConfigError, ExternalBrokerConfig
 from ..hooks import Reject
-from ..mqtt.properties import PropertyId
+from ..mqtt.codec import publish_size
+from ..mqtt.properties import PropertyId, encode_properties
 from ..mqtt.topics import client_may_publish
 from .outbox import Outbox, OutboxFull, Outgoing
+from .remote_client import WINDOW, check_connection, local_address, make_client, notification_topic
 
 if TYPE_CHECKING:
-    import ssl
-
     from ..broker.broker import Broker
     from ..broker.message import Message
     from ..client import Client
     from ..client import Message as RemoteMessage
+    from ..cluster import Cluster
     from ..storage import OutboxRecord
+    from .lease import Lease
 
 __all__ = ["BrokerConnection", "BrokerConnections", "Outgoing", "Unavailable", "check_connection"]
 
 log = logging.getLogger("wrenmq.brokers")
 
-WINDOW = 100  # messages handed to the client at once (in flight or waiting in its own queue)
-SESSION_EXPIRY = 86_400  # MQTT 5: the remote keeps our session (and what it queued for us) a day
+PRIMARY_RETRY = 5.0  # seconds between checks that the first address is back (Mosquitto's too)
 ECHO_MEMORY = 10_000  # 3.1.1: how many sent (topic, payload) pairs are remembered to spot echoes
 _PER_HOP = (PropertyId.TOPIC_ALIAS, PropertyId.SUBSCRIPTION_IDENTIFIER)
 
-State = Literal["connecting", "connected", "reconnecting", "stopped"]
+State = Literal["connecting", "connected", "reconnecting", "stopped", "standby"]
 
 
 class Unavailable(Exception):
@@ -91,7 +101,8 @@ class BrokerConnection:
         # Who the out bridges' in-process subscriptions belong to, and the origin of what the in
         # bridges bring in (No Local between the two). A NUL is in no MQTT client id [MQTT-1.5.4-2].
         self.local_id = "\x00bridge:" + config.name
-        self.client = _make_client(config)
+        self.client = make_client(config, service.client_prefix)
+        self.running = False  # started (in a cluster: while this node holds the lease)
         self.outbox = Outbox(config.name, config.queue_size, service.broker.storage, service.stored(config.name))
         self.messages_in = 0  # received from the remote and published here
         self.messages_out = 0  # acknowledged (QoS 1/2) or sent (QoS 0) by the remote
@@ -106,22 +117,109 @@ class BrokerConnection:
             self._echoes = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._window = asyncio.Semaphore(WINDOW)
+        # Mosquitto's bridge notifications: the state, published here in order by one task.
+        self.notification_topic = notification_topic(config, self.client.client_id)
+        self._states: asyncio.Queue[bool] | None = None
+        if self.notification_topic is not None:
+            self._states = asyncio.Queue()
+        in_filters = {bridge.remote_filter for bridge in self.in_bridges}
+        self._stale_filters: list[str] = []
+        if config.unsubscribe_out:
+            found = {bridge.remote_filter for bridge in self.out_bridges} - in_filters
+            self._stale_filters = sorted(found)
+        if self._states is not None or self._stale_filters:
+            self.client.on_connection = self._on_connection
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.running = True
+        if self._states is not None:
+            self._states.put_nowait(False)  # Mosquitto's first notification: not connected yet
+            self._spawn(self._notify(self._states))
         self.client.start()
         self._spawn(self._pump())
+        if self.config.addresses and not self.config.round_robin:
+            self._spawn(self._back_to_first())
         if self.in_bridges:
             self._spawn(self._bring_in())
 
     async def stop(self) -> None:
         # Disconnecting fails what the client holds; those messages stay stored (Outbox.returned).
+        was_connected = self.client.connected
         await self.client.disconnect()
         tasks, self._tasks = self._tasks, set()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.notification_topic is not None and was_connected:
+            await self._notify_local(False)  # (the remote keeps its "1": a clean DISCONNECT sends no will)
+
+    async def _back_to_first(self) -> None:
+        """As Mosquitto without round_robin: while connected to another address, check every few
+        seconds whether the first one takes a TCP connection, and if so move back to it."""
+        from ..client.url import parse_url
+
+        url = parse_url(self.config.url)
+        while True:
+            await asyncio.sleep(PRIMARY_RETRY)
+            client = self.client
+            if not client.connected or client.on_first_address:
+                continue
+            try:
+                async with asyncio.timeout(PRIMARY_RETRY):
+                    _, writer = await asyncio.open_connection(url.host, url.port, local_addr=local_address(self.config))
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            log.info("broker %s: %s:%d is back; moving to it", self.name, url.host, url.port)
+            client.drop_connection()
+
+    # --- state notifications (Mosquitto's `notifications`) ----------------------------------------
+
+    async def _notify(self, states: asyncio.Queue[bool]) -> None:
+        """Publish each change of state, retained: here (in order), and on the remote once connected
+        ("1"; its "0" is the will the remote publishes when the connection drops)."""
+        config = self.config
+        while True:
+            up = await states.get()
+            if up and not config.notifications_local_only:
+                self._spawn(self._notify_remote())
+            await self._notify_local(up)
+
+    def _on_connection(self, up: bool) -> None:
+        """The client's connection came up (True) or went (False)."""
+        if self._states is not None:
+            self._states.put_nowait(up)
+        if up and self._stale_filters:
+            self._spawn(self._unsubscribe_stale())
+
+    async def _unsubscribe_stale(self) -> None:
+        """Mosquitto's bridge_attempt_unsubscribe: a session kept at the remote may still hold a
+        subscription from when an out bridge was in or both; drop it, so the remote stops sending."""
+        from ..client import ClientError
+
+        try:
+            await self.client.unsubscribe(self._stale_filters)
+        except ClientError as exc:
+            log.info("broker %s: UNSUBSCRIBE of the out bridges' filters failed: %s", self.name, exc)
+
+    async def _notify_local(self, up: bool) -> None:
+        topic = self.notification_topic
+        assert topic is not None
+        try:
+            await self.service.broker.publish(topic, b"1" if up else b"0", 1, True, origin=self.local_id)
+        except (Reject, ValueError) as exc:
+            log.warning("broker %s: the state notification was refused here: %s", self.name, exc)
+
+    async def _notify_remote(self) -> None:
+        from ..client import ClientError
+
+        assert self.notification_topic is not None
+        try:
+            await self.client.publish(self.notification_topic, b"1", 1, retain=True)
+        except ClientError as exc:  # refused (an ACL there), or the connection went: the will says 0
+            log.info("broker %s: the state notification was not published on the remote: %s", self.name, exc)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=f"wrenmq broker {self.name}")
@@ -133,6 +231,8 @@ class BrokerConnection:
     @property
     def state(self) -> State:
         client = self.client
+        if not self.running and self.service.cluster is not None:
+            return "standby"  # another node runs it (or none yet)
         if client.state == "connected":
             return "connected"
         if client.state == "closed":
@@ -164,17 +264,19 @@ class BrokerConnection:
             "dropped": self.dropped,
             "refused": self.refused,
             "bridges": [str(bridge) for bridge in self.bridges],
+            "node": self.service.runner(self.name),
         }
 
     # --- out: this broker to the remote -----------------------------------------------------------
 
-    def subscribe_out(self, broker: Broker) -> None:
+    def subscribe_out(self, broker: Broker, node_only: bool = True) -> None:
         """Subscribe in-process to the out bridges' local filters, one subscription per distinct
         filter; its Subscription Identifier (from 1) names the bridges with that filter, so a
-        message says which bridges it matched."""
+        message says which bridges it matched. ``node_only``: messages published on this node only
+        (a single node); else on any node of the cluster (this node runs the connection for all)."""
         for index, topic_filter in enumerate(self._out_filters, 1):
             broker.subscribe_local(
-                LocalSubscriber(self.local_id, topic_filter, self.bridge_out, 2, True, index, node_only=True)
+                LocalSubscriber(self.local_id, topic_filter, self.bridge_out, 2, True, index, node_only=node_only)
             )
 
     def unsubscribe_out(self, broker: Broker) -> None:
@@ -198,6 +300,8 @@ class BrokerConnection:
             props = {k: v for k, v in message.properties.items() if k not in _PER_HOP}
             retain = message.retain and self.config.outgoing_retain
             item = Outgoing(remote, message.payload, min(message.qos, bridge.qos), retain, props)
+            if self.config.max_packet_size and self._too_large(item):
+                return
             try:
                 self.outbox.put(item)
             except OutboxFull:
@@ -206,9 +310,23 @@ class BrokerConnection:
                     log.warning("broker %s: the queue is full; %d bridged messages dropped", self.name, self.dropped)
             return
 
+    def _too_large(self, item: Outgoing) -> bool:
+        """Over ``max_packet_size`` (Mosquitto's bridge_max_packet_size): dropped, and counted."""
+        rest = len(item.payload) + (len(encode_properties(item.properties)) if self.config.version == 5 else 0)
+        size = publish_size(len(item.topic.encode()), item.qos, rest)
+        if size <= self.config.max_packet_size:
+            return False
+        self.dropped += 1
+        log.info("broker %s: a %d-byte PUBLISH on %s is over max_packet_size; dropped", self.name, size, item.topic)
+        return True
+
     async def publish(self, item: Outgoing, queue: bool, timeout: float) -> int | None:
         """Publish through this connection for the API: the remote's reason code once it has
         acknowledged, or None if the message was queued (``queue``: the remote is down, or slow)."""
+        if not self.running and self.service.cluster is not None:
+            runner = self.service.runner(self.name)
+            where = f"node {runner!r}" if runner else "no node yet"
+            raise Unavailable(f"broker {self.name!r} is run by {where} of the cluster; publish there")
         if not self.client.connected:
             if not queue:
                 raise Unavailable(f"broker {self.name!r} is not connected{_why(self.client)}")
@@ -349,9 +467,13 @@ class BrokerConnections:
 
     name = "brokers"
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, cluster: Cluster | None = None) -> None:
         self.broker = broker
+        self.cluster = cluster  # with cluster_url: each connection runs where its lease is held
+        # A cluster's connections are the cluster's: one client id, whichever node runs them.
+        self.client_prefix = f"wrenmq.{broker.config.cluster.name}" if cluster is not None else socket.gethostname()
         self.connections: dict[str, BrokerConnection] = {}
+        self._leases: dict[str, Lease] = {}
         self._stored: dict[str, list[OutboxRecord]] = {}  # loaded outboxes no connection has taken yet
         self._running = False
 
@@ -369,10 +491,13 @@ class BrokerConnections:
         if not self._running:
             return
         self._running = False
+        leases, self._leases = list(self._leases.values()), {}
         connections, self.connections = list(self.connections.values()), {}
         for connection in connections:
-            connection.unsubscribe_out(self.broker)
+            if connection.running:
+                connection.unsubscribe_out(self.broker)
         await asyncio.gather(*(connection.stop() for connection in connections))
+        await asyncio.gather(*(lease.stop() for lease in leases))  # after: no second runner meanwhile
 
     def add(self, config: ExternalBrokerConfig, source: str = "api") -> BrokerConnection:
         """Start a connection; ``KeyError`` if the name is taken, ``ConfigError`` if its settings
@@ -386,18 +511,77 @@ class BrokerConnections:
         except (ValueError, OSError) as exc:  # e.g. a cafile that does not load
             raise ConfigError(f"broker {config.name!r}: {exc}") from None
         self.connections[config.name] = connection
-        connection.start()
-        connection.subscribe_out(self.broker)
-        log.info("broker %s: connecting to %s", config.name, _public_url(config.url))
+        cluster = self.cluster
+        if cluster is None:
+            self._run(connection)
+        elif config.name not in self._leases:
+            from .lease import Lease  # (imports redis: only in a cluster)
+
+            name = config.name
+            lease = Lease(
+                cluster.redis,
+                cluster.key("broker", name),
+                cluster.node,
+                lambda: self._acquired(name),
+                lambda: self._lost(name),
+            )
+            self._leases[name] = lease
+            lease.start()
+        elif self._leases[config.name].held:  # replaced while this node runs it
+            self._run(connection)
         return connection
+
+    def _run(self, connection: BrokerConnection) -> None:
+        connection.start()
+        connection.subscribe_out(self.broker, node_only=self.cluster is None)
+        log.info("broker %s: connecting to %s", connection.name, _public_url(connection.config.url))
+
+    def runner(self, name: str) -> str | None:
+        """The cluster node that runs connection ``name`` as last seen (None on a single node)."""
+        lease = self._leases.get(name)
+        return lease.seen if lease is not None else None
+
+    async def _acquired(self, name: str) -> None:
+        """This node took the lease of ``name``: run it (with what storage holds for it)."""
+        connection = self.connections.get(name)
+        if connection is None or connection.running:
+            return
+        fresh = await self._fresh(connection)
+        log.info("broker %s: this node runs it now (lease taken)", name)
+        self._run(fresh)
+
+    async def _lost(self, name: str) -> None:
+        """This node no longer holds the lease of ``name``: stop running it, keep it in standby."""
+        connection = self.connections.get(name)
+        if connection is None or not connection.running:
+            return
+        log.warning("broker %s: the lease is lost: another node may run it now", name)
+        connection.unsubscribe_out(self.broker)
+        await connection.stop()
+        await self._fresh(connection)
+
+    async def _fresh(self, connection: BrokerConnection) -> BrokerConnection:
+        """A new, unstarted connection in place of ``connection`` (a client runs once), with its
+        outbox as storage holds it now."""
+        name = connection.name
+        held = [record for record in await self.broker.storage.outbox_load() if record.connection == name]
+        self._stored[name] = held
+        fresh = BrokerConnection(connection.config, self, connection.source)
+        if self.connections.get(name) is connection:
+            self.connections[name] = fresh
+        return fresh
 
     async def remove(self, name: str) -> bool:
         """Stop and forget a connection, with what its queue held; False if there is none."""
         connection = self.connections.pop(name, None)
         if connection is None:
             return False
-        connection.unsubscribe_out(self.broker)
+        if connection.running:
+            connection.unsubscribe_out(self.broker)
         await connection.stop()
+        lease = self._leases.pop(name, None)
+        if lease is not None:
+            await lease.stop()
         connection.outbox.clear()
         return True
 
@@ -417,7 +601,8 @@ class BrokerConnections:
         if problem is not None:
             raise ConfigError(problem)
         del self.connections[config.name]
-        old.unsubscribe_out(self.broker)
+        if old.running:
+            old.unsubscribe_out(self.broker)
         await old.stop()
         # Storage reads follow its writes in order: this sees every acknowledgement the old one had.
         held = [record for record in await self.broker.storage.outbox_load() if record.connection == config.name]
@@ -433,62 +618,6 @@ class BrokerConnections:
         """Publish a message that came in over ``connection``, as its origin: the connection's own
         out subscriptions (No Local) do not send it back."""
         await self.broker.publish(topic, payload, qos, retain, props, origin=connection.local_id)
-
-
-def check_connection(config: ExternalBrokerConfig) -> str | None:
-    """What would stop the connection ``config`` from starting (its cafile does not load), or None."""
-    try:
-        _make_client(config)
-    except (ValueError, OSError) as exc:
-        return f"broker {config.name!r}: {exc}"
-    return None
-
-
-def _make_client(config: ExternalBrokerConfig) -> Client:
-    from ..client import Client
-
-    settings: dict[str, Any] = {
-        "client_id": config.client_id or f"{socket.gethostname()}.{config.name}",
-        "version": config.version,
-        # Keep the session at the remote (what it queues for us while we are away), unless asked not to.
-        "clean_start": config.clean_start,
-        "session_expiry": SESSION_EXPIRY if config.version == 5 and not config.clean_start else 0,
-        "keepalive": config.keepalive,
-        "reconnect": True,
-        "backoff": (min(0.5, config.reconnect_max), config.reconnect_max),
-        "max_queued": WINDOW,
-        # Mosquitto's try_private: the remote then sends no echoes.
-        "bridge": config.version < 5 and config.bridge_bit,
-    }
-    if config.username is not None:
-        settings["username"] = config.username
-    if config.password is not None:
-        settings["password"] = config.password
-    if config.cafile is not None or config.certfile is not None or config.tls_insecure:
-        settings["tls"] = _tls_context(config)
-    return Client.from_url(config.url, **settings)
-
-
-def _tls_context(config: ExternalBrokerConfig) -> ssl.SSLContext:
-    """The remote is checked against ``cafile`` (else the system's CAs), by name unless
-    ``tls_insecure``; ``certfile``/``keyfile`` are this side's certificate."""
-    import ssl
-
-    cafile = None if config.cafile is None else str(config.cafile)
-    try:
-        context = ssl.create_default_context(cafile=cafile)
-    except OSError as exc:  # ssl.SSLError too
-        raise ValueError(f"cafile {config.cafile}: cannot load it: {exc.strerror or exc}") from None
-    if config.certfile is not None:
-        try:
-            context.load_cert_chain(str(config.certfile), str(config.keyfile))
-        except OSError as exc:
-            raise ValueError(
-                f"certfile {config.certfile} / keyfile {config.keyfile}: cannot load them: {exc.strerror or exc}"
-            ) from None
-    if config.tls_insecure:
-        context.check_hostname = False
-    return context
 
 
 def _settle(item: Outgoing, exc: BaseException) -> None:

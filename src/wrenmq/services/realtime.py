@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from ..api.principal import Principal
 from ..broker.facade import BrokerFacade
 from ..broker.router import LocalSubscriber
-from ..hooks import LET_IN, READ, WRITE, AuthResult, ClientInfo, Hook, Reject
+from ..hooks import LET_IN, READ, WRITE, AuthResult, ClientInfo, DropReason, Hook, Reject
 from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, topic_matches, valid_topic_filter
@@ -101,9 +101,16 @@ class Subscriber:
 
     def deliver(self, message: Message, qos: int, sub_ids: list[int] | None) -> None:
         """The router's handler: a message one of the filters matched, at ``qos`` (the highest
-        granted, capped by the message's)."""
-        if not self.inbox.add((message.seq, message.routed_at or _now(), message, qos)):
+        granted, capped by the message's). A full inbox loses its oldest, told to ``on_dropped``."""
+        inbox = self.inbox
+        oldest = inbox.buffer[0] if len(inbox.buffer) >= inbox.capacity else None
+        if not inbox.add((message.seq, message.routed_at or _now(), message, qos)):
             self.service.messages_dropped += 1
+            hooks = self.service.broker.hooks
+            if hooks.dropped and oldest is not None:
+                lost = oldest[2]
+                detail = "the realtime client's inbox was full (stream_buffer)"
+                hooks.notify(hooks.dropped, self.client.client_id, lost.topic, DropReason.QUEUE_FULL, detail, lost)
         self.service._notify(self)
 
 
@@ -264,7 +271,7 @@ class RealtimeService(Hook):
         if token:
             from ..api.deps import principal_for_token
 
-            principal = principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
+            principal = await principal_for_token(BrokerFacade(broker), self.api_keys, token, client_id, peer)
             if principal is None:
                 broker.login_failed(host)
                 raise Denied(401, "invalid API key")
@@ -313,15 +320,26 @@ class RealtimeService(Hook):
     # -- readers ------------------------------------------------------------------------------------
 
     def open(self, key: str, client: RealtimeClient) -> Subscriber:
+        """A signed-in client's connection (``key``: ``sio:<sid>`` or ``poll:<session id>``);
+        told to the ``on_realtime_connect`` hooks (the console's trace)."""
         subscriber = Subscriber(key, client, self)
         self.subscribers[key] = subscriber
+        hooks = self.broker.hooks
+        if hooks.realtime_connect:
+            hooks.notify(hooks.realtime_connect, client, _transport(key))
         return subscriber
 
-    def close(self, key: str, goodbye: bool = True) -> None:
+    def close(self, key: str, goodbye: bool = True, reason: str = "") -> None:
+        """End a connection: ``goodbye`` if the client said so (else its user may come back within
+        the presence grace); ``reason`` in words, for the ``on_realtime_disconnect`` hooks."""
         subscriber = self.subscribers.pop(key, None)
         if subscriber is not None:
             self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
+            hooks = self.broker.hooks
+            if hooks.realtime_disconnect:
+                said = reason or ("the client left" if goodbye else "connection lost")
+                hooks.notify(hooks.realtime_disconnect, subscriber.client, _transport(key), said, goodbye)
         self.presence.detach(key, goodbye)
 
     def subscribe(
@@ -464,6 +482,11 @@ async def sign_in_user(
         client.username = result.username
         client.kind = "user"
     return client
+
+
+def _transport(key: str) -> str:
+    """``socketio`` or ``poll``, from a reader's key (``sio:<sid>``, ``poll:<session id>``)."""
+    return "socketio" if key.startswith("sio:") else "poll"
 
 
 def _mqtt_key(client: ClientInfo) -> str:

@@ -4,6 +4,7 @@ and their change events, bridge outboxes), behind one write-behind interface."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .base import (
     NEVER_EXPIRES,
@@ -22,7 +23,9 @@ from .base import (
     StoredSubscription,
 )
 from .memory import MemoryStorage
-from .sqlite import SqliteStorage
+
+if TYPE_CHECKING:
+    from .sqlite import SqliteStorage
 
 __all__ = [
     "NEVER_EXPIRES",
@@ -50,5 +53,16 @@ def open_storage(kind: str, path: Path, durability: str, commit_interval: float)
     if kind == "memory":
         return MemoryStorage()
     if kind == "sqlite":
+        from .sqlite import SqliteStorage
+
         return SqliteStorage(path, durability, commit_interval)
     raise ValueError(f"unknown storage kind {kind!r}; expected 'memory' or 'sqlite'")
+
+
+def __getattr__(name: str) -> Any:
+    # SqliteStorage (and with it sqlite3, 1.2 MiB) is imported when first used, not by every broker.
+    if name == "SqliteStorage":
+        from .sqlite import SqliteStorage
+
+        return SqliteStorage
+    raise AttributeError(name)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import stat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import sqlite3
 
 __all__ = ["PRIVATE_DIR", "PRIVATE_FILE", "connect_sqlite", "make_private_dir", "prepare_database", "warn_if_open"]
 
@@ -84,4 +86,6 @@ def connect_sqlite(path: Path, **kwargs: Any) -> sqlite3.Connection:
     """``sqlite3.connect(path)`` with the database private (see ``prepare_database``). The one place
     wrenmq opens SQLite: ``SqliteStorage`` attaches its other files to this connection."""
     prepare_database(path)
+    import sqlite3  # here: a broker on memory storage without the API never loads SQLite (1.2 MiB)
+
     return sqlite3.connect(path, **kwargs)

@@ -78,7 +78,7 @@ function build(ctx) {
     const dot = h("span", { class: "mqtt-dot", "aria-hidden": "true" });
     conn.tab = h("button", { type: "button", role: "tab", id: `mqtt-tab-${n}`, "aria-controls": `mqtt-conn-${n}`,
                              class: "mqtt-tab", dataset: { state: "connecting" }, onclick: () => show(conn) },
-      dot, settings.name, h("span", { class: "mqtt-version" }, v5 ? " · 5" : " · 3.1.1"));
+      dot, settings.name, h("span", { class: "mqtt-version" }, v5 ? " · MQTT 5" : " · MQTT 3.1.1"));
     tabBar.insertBefore(conn.tab, newTab);
 
     conn.panel = h("section", { class: "stack mqtt-connection", id: `mqtt-conn-${n}`, role: "tabpanel",

@@ -1,6 +1,7 @@
 // Trace: follow one client id or one topic filter live (GET /api/v1/trace, Server-Sent Events read
 // with fetch, so the key goes in the Authorization header and not in the URL): its connects,
-// disconnects, subscriptions and messages, as the broker's hooks see them. For callers that manage
+// disconnects (MQTT and browser realtime clients), subscriptions, messages and what the broker drops
+// (with the reason), as the broker's hooks see them. For callers that manage
 // (app.js leaves the page out of the menu otherwise). Leaving the page ends the trace.
 // #/trace/<client id> (the Clients page's "Trace" link) starts following that client at once.
 //
@@ -16,12 +17,35 @@ function clock(seconds) {
   return date.toLocaleTimeString("en-GB", { hour12: false }) + "." + String(date.getMilliseconds()).padStart(3, "0");
 }
 
+// Why the broker dropped something (hooks.DropReason), in words.
+export const DROP_REASONS = {
+  queue_full: "queue full",
+  expired: "message expired",
+  offline: "QoS 0 while the client is away",
+  congested: "QoS 0 to a congested client",
+  too_large: "over the client's maximum packet size",
+  publish_denied: "publish denied",
+  topic_limits: "topic beyond the broker's limits",
+  rejected: "refused by a hook",
+  subscribe_denied: "subscription denied",
+  subscribe_quota: "too many subscriptions",
+  slow_consumer: "disconnected as a slow consumer",
+};
+
+const TRANSPORTS = { socketio: "Socket.IO", poll: "long polling" };
+
 function detail(e) {
+  const via = TRANSPORTS[e.transport];
   switch (e.event) {
     case "connect":
+      if (via) return [via, e.username ? "user " + e.username : "no user name", e.peer].join(" · ");
       return [e.username ? "user " + e.username : "no user name", e.peer, "MQTT " + ({ 3: "3.1", 4: "3.1.1", 5: "5" }[e.protocol] || e.protocol),
         e.clean_start ? "clean start" : "session kept", "keep alive " + e.keep_alive + " s"].join(" · ");
-    case "disconnect": return (e.expected ? "normal disconnect" : "unexpected") + (e.reason ? " · " + e.reason : "");
+    case "disconnect":
+      return (via ? via + " · " : "") + (e.expected ? "normal disconnect" : "unexpected") + (e.reason ? " · " + e.reason : "");
+    case "drop":
+      return [DROP_REASONS[e.reason] || e.reason, e.topic, e.detail, e.qos === undefined ? null : "QoS " + e.qos,
+        e.bytes === undefined ? null : e.bytes + " bytes"].filter((part) => part !== null && part !== undefined && part !== "").join(" · ");
     case "subscribe": return e.topic_filter + " · QoS " + e.qos;
     case "unsubscribe": return e.topic_filter;
     case "publish": return e.topic + " · QoS " + e.qos + (e.retain ? " · retained" : "") + " · " + e.bytes + " bytes";
@@ -67,7 +91,7 @@ export function render(root, ctx) {
       h("div", { class: "us-field tr-kind" }, h("label", { for: "trace-kind" }, "Follow"), kind),
       h("div", { class: "us-field" }, h("label", { for: "trace-target" }, "Client id or topic filter"), target),
       startButton, stopButton, state),
-    h("p", { class: "muted" }, "Connects, disconnects, subscriptions, publishes and deliveries, as they happen; never payloads."),
+    h("p", { class: "muted" }, "Connects (MQTT, Socket.IO, long polling), disconnects, subscriptions, publishes, deliveries and drops with their reason, as they happen; never payloads."),
     error);
   const counter = h("span", { class: "muted", id: "trace-counter", role: "status" });
   const pauseButton = h("button", { type: "button", id: "trace-pause", onclick: () => setPaused(!paused) }, "Pause");
