@@ -68,12 +68,14 @@ const [url, filter] = process.argv.slice(1);
 const say = (data) => process.stdout.write(JSON.stringify(data) + "\\n");
 const socket = io(url, { transports: ["websocket"], reconnection: false });
 socket.on("welcome", async () => {
+  say({ sid: socket.id });
   const answer = await socket.timeout(10000).emitWithAck("subscribe", { filters: [filter], qos: 1, retained: false });
   say({ subscribed: answer });
 });
 socket.on("message", (data, ack) => { say({ message: data }); if (ack) ack("ok"); });
 socket.on("notice", (data) => say({ notice: data }));
 socket.on("connect_error", (err) => say({ error: String(err) }));
+socket.on("disconnect", (reason) => say({ disconnected: reason }));
 process.stdin.on("end", () => { socket.close(); process.exit(0); });
 process.stdin.resume();
 """
@@ -175,11 +177,13 @@ def test_cluster_socketio_client_gets_publish_from_another_node(nodes: Callable[
 def test_cluster_socketio_room_emit_reaches_a_socket_on_another_node(nodes: Callable[..., WrenmqServer]) -> None:
     """Issue 16: with a cluster, the Socket.IO server runs on python-socketio's Redis manager: an
     emit made on node B to a room (the topic filter a socket subscribed to) reaches the socket on
-    node A, and a socket in no such room gets nothing (a sentinel emitted to it after says so)."""
+    node A, and a socket in no such room gets nothing (a sentinel emitted to it after says so); an
+    emit to one socket of A and a disconnect of one made on B reach it too."""
     a, b = nodes("a"), nodes("b")
     member = SioNode(a.api_url, "rooms/#")
     other = SioNode(a.api_url, "elsewhere/#")
     try:
+        member_sid, other_sid = member.next("sid"), other.next("sid")
         assert member.next("subscribed")["ok"] and other.next("subscribed")["ok"]
         probe_until(
             lambda: b.call(bridge(b).emit("notice", {"probe": True}, room="rooms/#")),
@@ -191,6 +195,10 @@ def test_cluster_socketio_room_emit_reaches_a_socket_on_another_node(nodes: Call
         assert notice == {"text": "to the room"}
         b.call(bridge(b).emit("notice", {"text": "sentinel"}, room="elsewhere/#"))
         assert other.next("notice") == {"text": "sentinel"}  # the room emit before it never came
+        b.call(bridge(b).emit("notice", {"text": "to you"}, to=other_sid))
+        assert other.next("notice") == {"text": "to you"}
+        b.call(bridge(b).sio.disconnect(member_sid))  # a socket of node A, disconnected from node B
+        assert member.next("disconnected") == "io server disconnect"
     finally:
         member.close()
         other.close()
