@@ -58,7 +58,8 @@ class PresenceCluster:
         self.heard_through: dict[str, str] = {}  # online device -> the node it is heard through
         self.heard_at: dict[str, float] = {}  # device heard through another node -> loop time of news
         self.known_nodes: set[str] = set()  # every node seen alive (one gone from the list died)
-        self._out: dict[str, tuple[dict[str, Any] | None, bool]] = {}  # device -> (entry | None, heard here)
+        # device -> (entry | None, heard here, newly heard here: its node to write)
+        self._out: dict[str, tuple[dict[str, Any] | None, bool, bool]] = {}
         self._events: list[tuple[str, str, int]] = []  # (device, event JSON, how many to keep)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,7 +102,10 @@ class PresenceCluster:
         for entry in entries:
             device_id = entry["deviceId"]
             here = device_id in heard_here
-            self._out[device_id] = (entry, here)
+            moved = here and self.heard_through.get(device_id) != self.node
+            if device_id in self._out:  # (not written yet: keep what it says of the node)
+                moved = moved or self._out[device_id][2]
+            self._out[device_id] = (entry, here, moved)
             if here:
                 self.heard_through[device_id] = self.node
             elif not entry["online"]:
@@ -109,7 +113,7 @@ class PresenceCluster:
         self._wake.set()
 
     def delete(self, device_id: str) -> None:
-        self._out[device_id] = (None, False)
+        self._out[device_id] = (None, False, False)
         self.heard_through.pop(device_id, None)
         self._wake.set()
 
@@ -162,14 +166,14 @@ class PresenceCluster:
             return
         try:
             async with self.cluster.redis.pipeline(transaction=False) as pipe:
-                for device_id, (entry, here) in out.items():
+                for device_id, (entry, here, moved) in out.items():
                     if entry is None:
                         pipe.hdel(self.devices_key, device_id)
                         pipe.hdel(self.nodes_key, device_id)
                         pipe.delete(self.cluster.key("presence", "events", device_id))
                     else:
                         pipe.hset(self.devices_key, device_id, json.dumps(entry))
-                        if here:
+                        if moved:
                             pipe.hset(self.nodes_key, device_id, self.node)
                         elif not entry["online"]:
                             pipe.hdel(self.nodes_key, device_id)
