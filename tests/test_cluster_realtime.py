@@ -28,7 +28,7 @@ import pytest
 
 from paho_sync import MQTTv5, PahoClient
 from redisproc import RedisServer, have_redis
-from serveproc import free_port
+from serveproc import BrokerProcess, free_port
 from wrenmq.pytest_plugin import WrenmqServer
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="needs Debian's redis-server")
@@ -473,3 +473,59 @@ def test_cluster_realtime_journal_filters_held_while_read_then_for_journal_secon
         assert b_holds()  # (still: its messages may be asked for)
         let_go = until(lambda: not b_holds() and not a_forwards_to_b(), "B held the filter for ever")
     assert let_go - closed >= 1.0
+
+
+def test_cluster_realtime_resume_after_its_node_is_killed(
+    nodes: Callable[..., WrenmqServer], redis_url: str, tmp_path: Path
+) -> None:
+    """Issue 16: wrenmq-realtime.js on Socket.IO through a load balancer to node K, which is killed
+    (kill -9) while paho keeps publishing on node C; the balancer sends it to node B, whose journal
+    holds C's messages because K's reader's filter was held cluster-wide: every number is shown
+    exactly once."""
+    b, c = nodes("b"), nodes("c")
+    api_port = free_port()
+    doomed = BrokerProcess(tmp_path, "--cluster-url", redis_url, "--node-name", "k", "--api-port", str(api_port))
+    doomed.start()
+    switch = Switch(api_port)
+    client = RealtimeNode(
+        {"url": f"http://127.0.0.1:{switch.port}", "transports": ["socketio"], "backoffInitial": 200,
+         "backoffMax": 1000, "connectTimeout": 3000}
+    )  # fmt: skip
+    publisher = PahoClient(c.port, MQTTv5, client_id="killed-pub")
+    sent = 0
+    shown: list[int] = []
+
+    def publish(count: int, pause: float = 0.0) -> None:
+        nonlocal sent
+        for _ in range(count):
+            publisher.publish("resume/x", json.dumps({"n": sent}).encode(), qos=1)
+            sent += 1
+            time.sleep(pause)
+
+    def probed(wait: float) -> bool:
+        try:
+            got = client.next("message", wait)["n"] == -1
+        except queue.Empty:
+            return False
+        return got and journal_has(b, "resume/probe")
+
+    try:
+        assert client.next("connected") == "socketio"
+        # C forwards to K (its reader) and to B (the filter held for B's journal).
+        probe_until(lambda: publisher.publish("resume/probe", b'{"n": -1}', qos=0), probed)
+        publish(20)
+        while not shown or shown[-1] != sent - 1:
+            shown.append(client.next("message")["n"])
+        doomed.kill()
+        switch.move(b.api.port if b.api else 0)
+        publish(40, 0.01)  # while K is dead (and then reaped), the client comes back on B
+        assert client.next("connected") == "socketio"
+        publisher.publish("resume/end", b'{"n": -2}', qos=1)
+        while (n := client.next("message")["n"]) != -2:
+            shown.append(n)
+    finally:
+        publisher.close()
+        client.close()
+        switch.close()
+    numbers = [n for n in shown if n >= 0]
+    assert sorted(numbers) == list(range(sent)), (len(numbers), sorted(set(range(sent)) - set(numbers)))
