@@ -92,7 +92,7 @@ def create_app(broker: Broker, services: ApiServices) -> FastAPI:
     routes_publish.install(app, broker, services.connections)
     routes_admin.install(app, broker)
     routes_keys.install(app, broker)
-    routes_realtime.install(app, broker, services.realtime)
+    routes_realtime.install(app, broker, services.realtime, services.cluster)
     routes_session.install(app, broker)
     docs.install(app, broker)
     console.install(app, broker)

@@ -128,7 +128,7 @@ class Broker:
         errors: list[str] = []
         self.listeners = []
         for listener_config in config.effective_listeners():
-            listener = Listener(listener_config, config.anonymous_allowed(listener_config))
+            listener = Listener(listener_config, config.anonymous_allowed(listener_config), config.reuse_port)
             try:
                 listener.prepare()
             except ConfigError as exc:

@@ -44,8 +44,9 @@ def socket_gid(listener: str, group: str) -> int:
 class Listener:
     """A bound listener and what connections need from it: its settings and its own counters."""
 
-    def __init__(self, config: ListenerConfig, anonymous: bool) -> None:
+    def __init__(self, config: ListenerConfig, anonymous: bool, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port  # worker processes share the port (serve --workers)
         self.name = config.label
         self.type = config.type
         self.anonymous = anonymous  # clients without a username may connect here
@@ -96,7 +97,7 @@ class Listener:
                 # A socket that stalls its handshake gets no longer than one that never sends CONNECT.
                 ssl_handshake_timeout=handshake_timeout if self._ssl is not None else None,
                 reuse_address=True,
-                reuse_port=broker.config.reuse_port,  # worker processes share the port (serve --workers)
+                reuse_port=self.reuse_port,
                 backlog=4096,
                 start_serving=False,
             )

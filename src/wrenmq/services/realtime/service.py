@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ...api.keys import ApiKeyStore
     from ...broker.broker import Broker
     from ...broker.message import Message
+    from ...cluster import Cluster
+    from ..realtime_cluster import ClusterJournal
 
 __all__ = ["MAX_FILTERS", "RealtimeService"]
 
@@ -40,13 +42,19 @@ class RealtimeService(Hook):
 
     name = "realtime"
 
-    def __init__(self, broker: Broker, api_keys: ApiKeyStore) -> None:
+    def __init__(self, broker: Broker, api_keys: ApiKeyStore, cluster: Cluster | None = None) -> None:
         config = broker.config
         self.broker = broker
         self.api_keys = api_keys
         self.journal = Journal(
             config.realtime.journal_size, config.realtime.journal_bytes, config.realtime.journal_seconds
         )
+        # With a cluster: every node's journal holds what readers anywhere read (realtime_cluster).
+        self.shared: ClusterJournal | None = None
+        if cluster is not None and self.journal.size:
+            from ..realtime_cluster import ClusterJournal
+
+            self.shared = ClusterJournal(broker, cluster, config.realtime.journal_seconds)
         self.presence = PresenceBoard(
             self.publish_soon, config.realtime.presence_prefix, config.realtime.presence_grace
         )
@@ -68,6 +76,8 @@ class RealtimeService(Hook):
             if self.journal.size:
                 self.journal.offset = time.time() - self.broker.loop.time()
                 self.broker.journal = self.journal
+            if self.shared is not None:
+                self.shared.start()
 
     def stop(self) -> None:
         if self._started:
@@ -76,6 +86,8 @@ class RealtimeService(Hook):
                 self.broker.hooks.remove(self)
             if self.broker.journal is self.journal:
                 self.broker.journal = None
+            if self.shared is not None:
+                self.shared.stop()
         for subscriber in list(self.subscribers.values()):
             self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
@@ -187,6 +199,9 @@ class RealtimeService(Hook):
         if self.subscribers.get(subscriber.key) is subscriber:  # (not one closed meanwhile)
             for topic_filter, qos in filters.items():
                 self.broker.subscribe_local(LocalSubscriber(subscriber.local_id, topic_filter, subscriber.deliver, qos))
+            if self.shared is not None:
+                for topic_filter in new:
+                    self.shared.use(topic_filter)
         queued = queue_first(subscriber.inbox, self.journal, self.broker.retained, filters, new, since, retained)
         if queued:
             self._notify(subscriber)
@@ -196,6 +211,8 @@ class RealtimeService(Hook):
         for topic_filter in filters:
             if subscriber.filters.pop(topic_filter, None) is not None:
                 self.broker.unsubscribe_local(subscriber.local_id, topic_filter)
+                if self.shared is not None:
+                    self.shared.release(topic_filter)
 
     def _unsubscribe_all(self, subscriber: Subscriber) -> None:
         self.unsubscribe(subscriber, list(subscriber.filters))
