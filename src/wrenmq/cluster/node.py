@@ -37,7 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 from ..broker.message import Message
 from ..config import ConfigError
 from .handover import Handover
-from .routes import LocalFilters, RouteTable
+from .routes import NO_ROUTE, LocalFilters, RouteTable
 from .sessions import SessionStore
 from .wire import decode_message, encode_message
 
@@ -375,9 +375,13 @@ class Cluster:
         """Queue ``message`` once for each other node with matching subscribers (and, retained,
         for every node); returns how many nodes it goes to."""
         topic = message.topic
+        match = self.routes.cache.get(topic)
+        if match is None:
+            match = self.routes.match(topic)
+        if match is NO_ROUTE and not message.retain and not self._assigned:
+            return 0  # (the common case: a topic no other node wants, known from one dict lookup)
         if topic.startswith("$SYS"):
             return 0
-        match = self.routes.match(topic)
         targets: dict[str, list[str]] = {node: [] for node in match.nodes}
         assigned = self._assigned
         if assigned:
