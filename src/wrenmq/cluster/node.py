@@ -31,7 +31,6 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from ..broker.message import Message
@@ -39,6 +38,7 @@ from ..config import ConfigError
 from .handover import Handover
 from .routes import NO_ROUTE, LocalFilters, RouteTable
 from .sessions import SessionStore
+from .url import connect
 from .wire import decode_message, encode_message
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Cluster:
         self.node = node
         self.prefix = prefix
         # (Any: redis-py types every reply as bytes | str; with decode_responses=False they are bytes)
-        self.redis: Any = aioredis.from_url(url, decode_responses=False, health_check_interval=10)
+        self.redis: Any = connect(url)
         self.routes = RouteTable()
         self.local = LocalFilters()
         self.peers: dict[str, _Peer] = {}
