@@ -103,3 +103,35 @@ def test_cluster_users_of_a_killed_node_go_offline(
         watcher.close()
         if doomed.proc is not None and doomed.proc.poll() is None:
             doomed.kill()
+
+
+def test_cluster_mqtt_will_offline_refused_while_attached_on_another_node(
+    nodes: Callable[..., WrenmqServer],  # noqa: F811
+) -> None:
+    """A user's MQTT connection on B dies (its will says offline) while the user is attached by
+    long polling on A: the will is refused, the user stays online (a sentinel comes next)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    a, b = nodes("a"), nodes("b")
+    assert a.api_url
+    watcher = PahoClient(b.port, MQTTv5, client_id="presence-watch")
+    watcher.subscribe("presence/#", 1)
+    open_poll(a.api_url, "dave")
+    assert next_presence(watcher) == ("presence/dave", "online")
+    time.sleep(1.0)  # (the attachment's count reaches every node's replica through Redis)
+    tab = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dave-mqtt", protocol=mqtt.MQTTv5)
+    tab.will_set("presence/dave", json.dumps({"status": "offline"}), qos=1, retain=True)
+    tab.connect("127.0.0.1", b.port)
+    tab.loop_start()
+    tab.publish("presence/dave", json.dumps({"status": "online"}), qos=1, retain=True).wait_for_publish(10)
+    assert next_presence(watcher) == ("presence/dave", "online")
+    tab.loop_stop()
+    tab.socket().close()  # type: ignore[union-attr]  (gone without DISCONNECT: its will is published)
+    time.sleep(1.5)
+    watcher.client.publish("presence/zz-sentinel", json.dumps({"status": "sentinel"}), qos=1)
+    got = next_presence(watcher)
+    while got == ("presence/dave", "online"):  # (said again once the MQTT attachment went)
+        got = next_presence(watcher)
+    assert got == ("presence/zz-sentinel", "sentinel")
+    watcher.close()
