@@ -485,6 +485,37 @@ class Cluster:
         self.handover.owned.discard(client_id)
         self.command("EVAL", _RELEASE_OWNER, 1, self.key("owner", client_id), self.node)
 
+    # -- channels for services -------------------------------------------------------------------
+
+    async def follow(
+        self,
+        channel: str,
+        handle: Callable[[bytes], None],
+        subscribed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Call ``handle`` with each message on ``channel``, for as long as the task runs; after a
+        lost connection subscribe again, then ``subscribed`` (read what was missed meanwhile). A
+        message ``handle`` cannot read (ValueError, KeyError) is logged and skipped."""
+        while True:
+            pubsub: Any = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                if subscribed is not None:
+                    await subscribed()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None:
+                        continue
+                    try:
+                        handle(message["data"])
+                    except (ValueError, KeyError):
+                        log.warning("cluster: an unreadable message on %s was skipped", channel)
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
     # -- commit gate (Persistence.gate) ------------------------------------------------------
 
     def barrier(self, callback: Any) -> None:

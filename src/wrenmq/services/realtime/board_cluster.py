@@ -13,7 +13,6 @@ cluster's reaper (``Cluster.reapers``); users left with none are announced offli
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -122,7 +121,7 @@ class SharedAttachments:
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._run(), name="realtime-presence-ops"),
-            asyncio.create_task(self._listen(), name="realtime-presence-listen"),
+            asyncio.create_task(self.cluster.follow(self.channel, self._count), name="realtime-presence-listen"),
         ]
         self.cluster.reapers.append(self._reap)
 
@@ -181,23 +180,10 @@ class SharedAttachments:
         for raw in gone:
             self.announce(raw.decode() if isinstance(raw, bytes) else str(raw), "offline", "")
 
-    async def _listen(self) -> None:
+    def _count(self, data: bytes) -> None:
         """Keep ``elsewhere`` current from the counts every attach and detach publish."""
-        while True:
-            pubsub: Any = self.cluster.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None:
-                        continue
-                    presence_id, _, count = message["data"].decode().rpartition("\x00")
-                    if int(count):
-                        self.elsewhere[presence_id] = int(count)
-                    else:
-                        self.elsewhere.pop(presence_id, None)
-            except (RedisError, OSError, ValueError):
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+        presence_id, _, count = data.decode().rpartition("\x00")
+        if int(count):
+            self.elsewhere[presence_id] = int(count)
+        else:
+            self.elsewhere.pop(presence_id, None)
