@@ -79,7 +79,9 @@ def test_nodes_page_shows_the_cluster_live(
         assert "this node" in page.inner_text("#nodes-table tr[data-node='console-a']")
         assert page.inner_text("#nodes-alive") == "2 of 2"
         b_row = "#nodes-table tr[data-node='console-b']"
-        assert page.inner_text(f"{b_row} .nd-connections") == "0"
+        page.wait_for_function(  # (B's counts arrive with the first of its heartbeats that A reads)
+            f"() => document.querySelector(\"{b_row} .nd-connections\")?.textContent === '0'", timeout=TIMEOUT_MS
+        )
 
         client = PahoClient(other.port, MQTTv5, client_id="on-b")  # B's next heartbeat counts it
         page.wait_for_function(

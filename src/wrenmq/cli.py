@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; the return value is the process exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else sys.argv[1:]  # (serve --workers runs it again per worker)
+    args.command_line = list(argv) if argv is not None else sys.argv[1:]  # (serve --workers runs it again)
     run: Runner | None = getattr(args, "run", None)
     if run is None:
         parser.print_help(sys.stderr)
@@ -170,7 +170,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.workers is not None:
         from wrenmq.workers import Supervisor
 
-        return Supervisor(config, args.argv, args.workers).run()
+        return Supervisor(config, args.command_line, args.workers).run()
     try:
         run(_serve(config))
     except OSError as exc:  # typically the port is taken or the data directory is not writable

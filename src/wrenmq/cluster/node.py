@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
 
+from ..aio import cancelling
 from ..broker.message import Message
 from ..config import ConfigError
 from .handover import Handover
@@ -106,6 +107,7 @@ class Cluster:
         self._group_turn: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._closing = False  # set first thing by stop: channel followers end
         self.connected = False  # to Redis, as last seen
         self.forwarded = 0  # messages sent to other nodes (one per node)
         self.received = 0  # messages other nodes forwarded here
@@ -187,6 +189,7 @@ class Cluster:
         back first), so no message for them is lost while it is down. A node without any leaves
         the cluster outright."""
         broker = self.broker
+        self._closing = True  # (what follows a channel for a service ends with it)
         for reaper in list(self.reapers):  # what services keep per node goes with it
             with contextlib.suppress(Exception):
                 await reaper(self.node)
@@ -495,14 +498,15 @@ class Cluster:
     ) -> None:
         """Call ``handle`` with each message on ``channel``, for as long as the task runs; after a
         lost connection subscribe again, then ``subscribed`` (read what was missed meanwhile). A
-        message ``handle`` cannot read (ValueError, KeyError) is logged and skipped."""
-        while True:
+        message ``handle`` cannot read (ValueError, KeyError) is logged and skipped. Ends when
+        the cluster stops (redis-py may turn a cancellation into a connection error)."""
+        while not self._closing:
             pubsub: Any = self.redis.pubsub()
             try:
                 await pubsub.subscribe(channel)
                 if subscribed is not None:
                     await subscribed()
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None:
                         continue
@@ -511,6 +515,8 @@ class Cluster:
                     except (ValueError, KeyError):
                         log.warning("cluster: an unreadable message on %s was skipped", channel)
             except (RedisError, OSError):
+                if cancelling():
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(RedisError, OSError):
@@ -619,11 +625,15 @@ class Cluster:
                     lost = False
                     log.info("cluster: back in Redis; route replica resynchronised")
                 except (RedisError, OSError, RuntimeError):
+                    if cancelling():
+                        raise asyncio.CancelledError from None
                     await asyncio.sleep(0.5)
                     continue
             try:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except (RedisError, OSError, RuntimeError):
+                if cancelling():
+                    raise asyncio.CancelledError from None
                 lost = True
                 await asyncio.sleep(0.5)
                 continue
@@ -664,6 +674,8 @@ class Cluster:
                 others = [name for name in names if name != self.node]
                 statuses = await r.mget([self.key("alive", name) for name in others]) if others else []
             except (RedisError, OSError):
+                if cancelling():
+                    raise asyncio.CancelledError from None
                 continue
             for name, status in zip(others, statuses, strict=True):
                 peer = self.peers.get(name)
@@ -755,6 +767,8 @@ class Cluster:
                     block=None if after is not None else 1000,
                 )
             except (RedisError, OSError):
+                if cancelling():
+                    raise asyncio.CancelledError from None
                 await asyncio.sleep(0.5)
                 with contextlib.suppress(RedisError, OSError):
                     await r.xgroup_create(stream, GROUP, id="0", mkstream=True)

@@ -19,6 +19,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from ..aio import cancelling
+
 __all__ = ["RENEW", "TTL", "Lease"]
 
 log = logging.getLogger("wrenmq.lease")
@@ -93,6 +95,8 @@ class Lease:
                     found = await self.redis.get(self.key)
                     self.seen = found.decode() if found is not None else None
             except (RedisError, OSError) as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from None
                 # Out of touch: keep it only while no other node could have taken it.
                 holds = self.held and time.monotonic() - renewed < self._ttl - self._renew
                 if not holds and self.held:

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from ..aio import cancelling
+
 if TYPE_CHECKING:
     from ..cluster import Cluster
     from .presence import Presence
@@ -155,6 +157,8 @@ class PresenceCluster:
             try:
                 await self._write()
             except (RedisError, OSError) as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from None
                 log.warning("presence: Redis unreachable (%s); retrying", exc)
                 await asyncio.sleep(0.5)
                 self._wake.set()

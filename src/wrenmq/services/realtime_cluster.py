@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
+from ..aio import cancelling
 from ..broker.router import LocalSubscriber
 
 if TYPE_CHECKING:
@@ -172,6 +173,8 @@ class ClusterJournal:
                     await self._read()
                     await self._expire()
             except (RedisError, OSError) as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from None
                 log.warning("realtime journal filters: Redis failed (%s); retrying", exc)
                 self._new = list(dict.fromkeys([*new, *self._new]))
                 await asyncio.sleep(0.5)

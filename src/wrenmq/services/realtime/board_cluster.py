@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from ...aio import cancelling
+
 if TYPE_CHECKING:
     from ...cluster import Cluster
 
@@ -141,6 +143,8 @@ class SharedAttachments:
                     await self._do(r, op)
                     break
                 except (RedisError, OSError) as exc:
+                    if cancelling():
+                        raise asyncio.CancelledError from None
                     log.warning("realtime presence: Redis failed (%s); retrying", exc)
                     await asyncio.sleep(0.5)
 

@@ -94,6 +94,8 @@ class RealtimeService(Hook):
                 self.broker.journal = None
             if self.shared is not None:
                 self.shared.stop()
+            if self.presence.shared is not None:
+                self.presence.shared.stop()
         for subscriber in list(self.subscribers.values()):
             self._unsubscribe_all(subscriber)
             subscriber.inbox.close()
