@@ -40,6 +40,7 @@ from .session import SENT, Delivery
 
 if TYPE_CHECKING:
     from .broker import Broker
+    from .limits import Limits
     from .session import Session
 
 log = logging.getLogger("wrenmq.connection")
@@ -69,9 +70,7 @@ class Connection(asyncio.Protocol):
         "closed",
         "congested",
         "disconnect_reason",
-        "limits",
         "listener",
-        "loop",
         "message_ids",
         "over_limit",
         "protocol",
@@ -87,37 +86,46 @@ class Connection(asyncio.Protocol):
     def __init__(self, broker: Broker, listener: Any = None) -> None:
         self.broker = broker
         self.listener = listener  # the transports.Listener that accepted it (None: embedded/tests)
-        self.auth: Any = None  # the AuthResult of the hook that let the client in
-        self.cert_identity: str | None = None  # CN of a verified TLS client certificate
-        self.over_limit = False  # accepted past max_connections: CONNECT is refused with Server busy
-        self._rate_tokens = 1e9  # max_publish_rate bucket (capped to its burst on first use)
-        self._rate_at = 0.0
-        self.loop = broker.loop
-        self.limits = limits = broker.limits
+        self.protocol = ServerProtocol(broker.limits, 0.0)  # its clocks start in connection_made
         self.transport: asyncio.Transport | None = None
-        self.protocol = ServerProtocol(limits, 0.0)  # its clocks start in connection_made
-        self.bridge = False  # a Mosquitto bridge (protocol level 0x83/0x84): see Broker.subscribe
+        self.session: Session | None = None
         self.client_id = ""
         self.username: str | None = None
+        self.auth: Any = None  # the AuthResult of the hook that let the client in
+        self.cert_identity: str | None = None  # CN of a verified TLS client certificate
         self._peer: str | None = None  # "host:port", resolved on first use (a syscall or two)
-        self.session: Session | None = None
-        self.closed = False
-        # The client asked for the broker's message id on each PUBLISH (a CONNECT user property;
-        # the realtime browser client does, to drop what it got over another transport).
-        self.message_ids = False
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
-        self.congested = False  # buffer reached max_write_buffer, not yet below low: QoS 0 dropped, 1/2 queued
-        self.writing_paused = False
-        self.reading_paused = False
-        self._flush_scheduled = False
+        self._rate_tokens = 1e9  # max_publish_rate bucket (capped to its burst on first use)
+        self._rate_at = 0.0
         self._capped_since = 0.0  # since when its output has been at its cap without draining (0: not)
         self._buffer_seen = 0  # write buffer size at the last sweep, to tell a slow reader from a stopped one
         self._pause_timer: asyncio.TimerHandle | None = None
         # While a login is checked off the loop: the check (the protocol keeps what the client sends
         # meanwhile; its events are pulled once the login is decided: see hold_for_login).
         self._login: asyncio.Future[Any] | None = None
+        # The flags last and together: compiled, a bool is one byte, and eight in a row share the
+        # eight bytes each would take between pointers (mypyc lays fields out in this order).
+        self.over_limit = False  # accepted past max_connections: CONNECT is refused with Server busy
+        self.bridge = False  # a Mosquitto bridge (protocol level 0x83/0x84): see Broker.subscribe
+        self.closed = False
+        # The client asked for the broker's message id on each PUBLISH (a CONNECT user property;
+        # the realtime browser client does, to drop what it got over another transport).
+        self.message_ids = False
+        self.congested = False  # buffer reached max_write_buffer, not yet below low: QoS 0 dropped, 1/2 queued
+        self.writing_paused = False
+        self.reading_paused = False
+        self._flush_scheduled = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.broker.loop
+
+    @property
+    def limits(self) -> Limits:
+        """The broker's (one object for every connection: not a field of each)."""
+        return self.broker.limits
 
     # -- what the protocol knows, for the broker, hooks and the API --------------------------------
 
@@ -550,7 +558,7 @@ class Connection(asyncio.Protocol):
         self.broker.stats.protocol_errors += 1
         protocol = self.protocol
         if not protocol.version:
-            protocol.version = protocol.parser.protocol_level  # a bad CONNECT: answer in its protocol level
+            protocol.version = protocol.protocol_level  # a bad CONNECT: answer in its protocol level
         self.close_with(exc.reason_code, str(exc.args[0]))
 
     def hold_for_login(self, login: asyncio.Future[Any]) -> None:

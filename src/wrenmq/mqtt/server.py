@@ -48,6 +48,8 @@ NO_IDS: Final[set[int]] = set()
 # No packets waiting: shared, never appended to (receive_data replaces it), so an idle connection
 # holds no list, nor the last packets it was sent, of its own.
 _NO_PACKETS: Final[list[p.AnyPacket]] = []
+# No output ready (``data_to_send`` between flushes): shared, and never appended to by anyone.
+_NO_OUTPUT: Final[list[bytes]] = []
 
 
 class ServerSettings:
@@ -76,13 +78,17 @@ class Timeout:
         self.reason = reason
 
 
-class ServerProtocol:
-    """One client connection's MQTT state, from the server's side. See the module docstring."""
+class ServerProtocol(Parser):
+    """One client connection's MQTT state, from the server's side. See the module docstring.
+
+    It is its own ``Parser`` (the codec's incremental decoder, extended): the protocol owns the
+    parsing of its byte stream, and one object per connection instead of two saves an object
+    header and the pointer between them (about 60 bytes per idle connection, see BENCHMARKS.md).
+    The parser's ``error`` is the parse error handed out after the good packets before it."""
 
     __slots__ = (
         "_aliases_in",
         "_aliases_out",
-        "_error",
         "_held",
         "_held_covered",
         "_inbound_unacked",
@@ -103,7 +109,6 @@ class ServerProtocol:
         "out_size",
         "packets_in",
         "packets_out",
-        "parser",
         "request_problem_info",
         "send_quota",
         "settings",
@@ -114,14 +119,11 @@ class ServerProtocol:
     )
 
     def __init__(self, settings: ServerSettings, now: float) -> None:
+        super().__init__(settings.max_packet_size)
         self.settings = settings
-        self.parser = Parser(settings.max_packet_size)
         self.version = 0  # the CONNECT's protocol level (0: none yet)
-        self.connected = False  # CONNACK accepted
-        self.failed = False  # a violation was reported: no more events
         self._packets = _NO_PACKETS  # parsed, not yet handed out by next_event
         self._next = 0
-        self._error: ProtocolError | None = None  # a parse error after the packets above
         # Clocks (the caller's time, e.g. the event loop's).
         self.opened_at = now
         self.last_rx = now  # when the last complete control packet arrived
@@ -132,7 +134,6 @@ class ServerProtocol:
         # What the client negotiated in CONNECT.
         self.send_quota = 65535  # the client's Receive Maximum, capped by max_inflight_messages
         self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
-        self.request_problem_info = True
         self.connect_expiry = 0  # the Session Expiry Interval the client asked for in CONNECT
         self.topic_alias_max_in = 0
         self._aliases_in: dict[int, str] | None = None
@@ -143,7 +144,7 @@ class ServerProtocol:
         self.inbound_qos2 = NO_IDS
         self._inbound_unacked = 0
         # Output: ready, and held for a storage commit.
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # (made by the first output after each flush: see _output)
         self.out_size = 0
         # Control packets in (every one parsed) and out (every one but PUBLISH, which the broker
         # counts itself): Mosquitto's $SYS messages/received and messages/sent count all packets.
@@ -151,20 +152,21 @@ class ServerProtocol:
         self.packets_out = 0
         self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
         self._held_covered = 0  # how many held items a registered barrier will release
+        # The flags last and together: compiled, a bool is one byte, and in a row they share the
+        # eight bytes each would take between pointers (mypyc lays fields out in this order).
+        self.connected = False  # CONNACK accepted
+        self.failed = False  # a violation was reported: no more events
+        self.request_problem_info = True
         self.wants_barrier = False  # held output appeared that no barrier covers: register one
 
     # -- input -------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes from the client; the packets they complete come out of ``next_event``."""
-        parser = self.parser
         try:
-            packets = parser.feed(data)
-        except ProtocolError as exc:
-            self._error = exc
+            packets = self.feed(data)  # (a parse error is kept in ``error``, after the good packets)
+        except ProtocolError:
             return
-        if parser.error is not None:
-            self._error = parser.error  # handed out after the good packets before it
         if packets:
             self.packets_in += len(packets)
             # Keep alive counts complete control packets only [MQTT-3.1.2-24]: bytes trickled into
@@ -175,8 +177,8 @@ class ServerProtocol:
                 self._next = 0
             else:
                 self._packets.extend(packets)
-            self._partial_since = now if parser.buffered else 0.0
-        elif parser.buffered:
+            self._partial_since = now if self.buffered else 0.0
+        elif self.buffered:
             if not self._partial_since:
                 self._partial_since = now
         else:
@@ -193,7 +195,7 @@ class ServerProtocol:
                 if packets:
                     self._packets = _NO_PACKETS
                     self._next = 0
-                error = self._error
+                error = self.error
                 if error is None:
                     return None
                 return self._fail(error)
@@ -214,7 +216,7 @@ class ServerProtocol:
         self._packets = _NO_PACKETS
         self._next = 0
         if not self.version:
-            self.version = self.parser.protocol_level  # a bad CONNECT: answered in its protocol level
+            self.version = self.protocol_level  # a bad CONNECT: answered in its protocol level
         return error
 
     def _on_publish(self, packet: p.Publish) -> bool:
@@ -238,7 +240,7 @@ class ServerProtocol:
             pid: int = packet.packet_id  # type: ignore[assignment]
             if qos == 2 and pid in self.inbound_qos2:
                 # A resent QoS 2 PUBLISH we already own: acknowledge, do not deliver twice [MQTT-4.3.3-9].
-                self._ack(encode_ack(p.PUBREC, pid))
+                self._answer(encode_ack(p.PUBREC, pid))
                 return False
             self._inbound_unacked += 1
             if self._inbound_unacked + len(self.inbound_qos2) > settings.receive_maximum:
@@ -279,7 +281,7 @@ class ServerProtocol:
             if pid in self.inbound_qos2:
                 self.inbound_qos2.discard(pid)
                 return True  # the broker releases it and answers (complete_pubrel)
-            self._ack(encode_ack(p.PUBCOMP, pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, self.version))
+            self._answer(encode_ack(p.PUBCOMP, pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, self.version))
             return False
         if ptype == p.PINGREQ:
             self.send(_PINGRESP)
@@ -415,7 +417,7 @@ class ServerProtocol:
         else:
             return
         self.packets_out += 1
-        self._out.append(data)
+        self._output().append(data)
         self.out_size += len(data)
 
     # -- inbound QoS 1/2 flows ---------------------------------------------------------------
@@ -426,11 +428,11 @@ class ServerProtocol:
         pid: int = packet.packet_id  # type: ignore[assignment]
         code = ReasonCode.NO_MATCHING_SUBSCRIBERS if self.version == 5 and not matched else 0
         if packet.qos == 1:
-            self._ack(encode_ack(p.PUBACK, pid, code, self.version), after_commit)
+            self._answer(encode_ack(p.PUBACK, pid, code, self.version), after_commit)
         else:
             self._qos2_ids().add(pid)
             self._inbound_unacked -= 1
-            self._ack(encode_ack(p.PUBREC, pid, code, self.version), after_commit)
+            self._answer(encode_ack(p.PUBREC, pid, code, self.version), after_commit)
 
     def deny_publish(self, packet: p.Publish, code: int) -> None:
         """A refused PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
@@ -440,13 +442,13 @@ class ServerProtocol:
             return
         pid: int = packet.packet_id  # type: ignore[assignment]
         if qos == 1:
-            self._ack(encode_ack(p.PUBACK, pid, code, self.version))
+            self._answer(encode_ack(p.PUBACK, pid, code, self.version))
             return
-        self._inbound_unacked -= 1  # (a QoS 1 PUBLISH counts until its PUBACK is written: _ack)
+        self._inbound_unacked -= 1  # (a QoS 1 PUBLISH counts until its PUBACK is written: _answer)
         if self.version != 5:
             self._qos2_ids().add(pid)
         # A PUBREC with a failure code ends the QoS 2 exchange [MQTT-4.3.3-4 context].
-        self._ack(encode_ack(p.PUBREC, pid, code, self.version))
+        self._answer(encode_ack(p.PUBREC, pid, code, self.version))
 
     def _qos2_ids(self) -> set[int]:
         ids = self.inbound_qos2
@@ -456,16 +458,16 @@ class ServerProtocol:
 
     def complete_pubrel(self, packet_id: int, after_commit: bool) -> None:
         """PUBCOMP for a PUBREL the broker has released (next_event handed it out)."""
-        self._ack(encode_ack(p.PUBCOMP, packet_id), after_commit)
+        self._answer(encode_ack(p.PUBCOMP, packet_id), after_commit)
 
-    def _ack(self, data: bytes, after_commit: bool = False) -> None:
+    def _answer(self, data: bytes, after_commit: bool = False) -> None:
         self.packets_out += 1
         if after_commit or self._held:
             self._hold(data)
             return
         if data[0] == 0x40:
             self._inbound_unacked -= 1
-        self._out.append(data)
+        self._output().append(data)
         self.out_size += len(data)
 
     # -- outbound ------------------------------------------------------------------------------
@@ -476,7 +478,7 @@ class ServerProtocol:
         if after_commit or self._held:
             self._hold(data)
         else:
-            self._out.append(data)
+            self._output().append(data)
             self.out_size += len(data)
 
     def fits(self, size: int) -> bool:
@@ -494,6 +496,8 @@ class ServerProtocol:
             self._hold(head + pid + tail)
         else:
             out = self._out
+            if out is None:
+                out = self._out = []
             out.append(head)
             if packet_id:
                 out.append(pid)
@@ -537,7 +541,7 @@ class ServerProtocol:
         if hold or self._held:
             self._hold(b"".join(pieces))
         else:
-            self._out.extend(pieces)
+            self._output().extend(pieces)
             self.out_size += size
 
     def send_pubrel(self, packet_id: int, reason_code: int, after_commit: bool) -> None:
@@ -546,9 +550,18 @@ class ServerProtocol:
     def data_to_send(self) -> list[bytes]:
         """The output ready to go, in order (held output stays until its commit)."""
         out = self._out
-        if out:
-            self._out = []
-            self.out_size = 0
+        if out is None:
+            return _NO_OUTPUT
+        self._out = None
+        self.out_size = 0
+        return out
+
+    def _output(self) -> list[bytes]:
+        """The list output is appended to: none is held between flushes, so an idle connection
+        keeps no list of its own (56 bytes each)."""
+        out = self._out
+        if out is None:
+            out = self._out = []
         return out
 
     # -- output held for a storage commit -------------------------------------------------------
@@ -575,7 +588,7 @@ class ServerProtocol:
         items = held[:count]
         del held[:count]
         self._held_covered -= count
-        out = self._out
+        out = self._output()
         size = 0
         for data in items:
             if data[0] == 0x40:
