@@ -21,6 +21,8 @@ from ..mqtt.topics import SHARE_PREFIX, parse_shared, valid_topic_filter
 from .message import Message
 
 if TYPE_CHECKING:
+    from mypy_extensions import i32  # compiled: a 4-byte field (annotations only: no run-time import)
+
     from .session import Session
 
 log = logging.getLogger("wrenmq.router")
@@ -58,10 +60,11 @@ class Subscriber:
     ) -> None:
         self.session = session
         self.topic_filter = topic_filter  # as subscribed, with any $share/ prefix
-        self.qos = qos
+        # The options next to each other: compiled, two i32 and two bools fill 8 + 8 bytes, not 32.
+        self.qos: i32 = qos
+        self.retain_handling: i32 = retain_handling
         self.no_local = no_local
         self.retain_as_published = retain_as_published
-        self.retain_handling = retain_handling
         self.subscription_id = subscription_id
         self.share: SharedGroup | None = None
         # Granted in part by an ACL (hooks.PARTIAL): the client object its hooks are asked about each

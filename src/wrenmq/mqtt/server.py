@@ -23,13 +23,16 @@ feeds the commit back as ``release_held(count)``, as it feeds time to ``handle_t
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import packets as p
 from .codec import MAX_PACKET_SIZE, Parser, alias_publish, encode, encode_ack, packet_id_bytes
 from .errors import ProtocolError
 from .properties import PropertyId
 from .reason_codes import ConnackReturnCode, ReasonCode, connack_v3_code
+
+if TYPE_CHECKING:
+    from mypy_extensions import i32  # compiled: a 4-byte field (annotations only: no run-time import)
 
 _TOPIC_ALIAS = PropertyId.TOPIC_ALIAS
 _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
@@ -96,10 +99,9 @@ class ServerProtocol(Parser):
         "_out",
         "_packets",
         "_partial_since",
-        "connect_expiry",
         "connected",
+        "expiry_at_connect",
         "failed",
-        "idle_limit",
         "inbound_qos2",
         "keep_alive",
         "last_rx",
@@ -112,7 +114,6 @@ class ServerProtocol(Parser):
         "request_problem_info",
         "send_quota",
         "settings",
-        "topic_alias_max_in",
         "topic_alias_out_max",
         "version",
         "wants_barrier",
@@ -121,43 +122,40 @@ class ServerProtocol(Parser):
     def __init__(self, settings: ServerSettings, now: float) -> None:
         super().__init__(settings.max_packet_size)
         self.settings = settings
-        self.version = 0  # the CONNECT's protocol level (0: none yet)
         self._packets = _NO_PACKETS  # parsed, not yet handed out by next_event
-        self._next = 0
         # Clocks (the caller's time, e.g. the event loop's).
         self.opened_at = now
         self.last_rx = now  # when the last complete control packet arrived
         self._partial_since = 0.0  # when the unfinished packet in the parser began (0: none)
-        self.keep_alive = 0
-        self.idle_limit = 0.0  # 1.5 x keep alive; 0: no limit
         self.login_expires_at = 0.0  # when the client's credentials run out (0: never)
-        # What the client negotiated in CONNECT.
-        self.send_quota = 65535  # the client's Receive Maximum, capped by max_inflight_messages
-        self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
-        self.connect_expiry = 0  # the Session Expiry Interval the client asked for in CONNECT
-        self.topic_alias_max_in = 0
+        self.max_packet_out = 0  # the client's Maximum Packet Size (0: none; up to 2**32 - 1)
         self._aliases_in: dict[int, str] | None = None
-        self.topic_alias_out_max = 0  # aliases we may send: the client's maximum, capped (0: none)
         self._aliases_out: dict[str, int] | None = None  # topic -> alias, least recently used first
-        # Inbound QoS: the session's set of QoS 2 packet ids received and not yet released, and the
-        # QoS 1/2 PUBLISHes not yet answered (Receive Maximum).
+        # Inbound QoS: the session's set of QoS 2 packet ids received and not yet released.
         self.inbound_qos2 = NO_IDS
-        self._inbound_unacked = 0
         # Output: ready, and held for a storage commit.
         self._out: list[bytes] | None = None  # (made by the first output after each flush: see _output)
         self.out_size = 0
+        self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
         # Control packets in (every one parsed) and out (every one but PUBLISH, which the broker
         # counts itself): Mosquitto's $SYS messages/received and messages/sent count all packets.
         self.packets_in = 0
         self.packets_out = 0
-        self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
-        self._held_covered = 0  # how many held items a registered barrier will release
-        # The flags last and together: compiled, a bool is one byte, and in a row they share the
-        # eight bytes each would take between pointers (mypyc lays fields out in this order).
+        # Small bounded numbers, then the flags, last and together: compiled, an i32 takes four
+        # bytes and a bool one, so these share the eight bytes each would take between pointers
+        # (mypyc lays fields out in the order they are first assigned here).
+        self.version: i32 = 0  # the CONNECT's protocol level (0: none yet)
+        self._next: i32 = 0  # the next of _packets to hand out
+        self.keep_alive: i32 = 0  # in force (0: no limit; 1.5 x it without a packet ends the connection)
+        self.send_quota: i32 = 65535  # the client's Receive Maximum, capped by max_inflight_messages
+        self.topic_alias_out_max: i32 = 0  # aliases we may send: the client's maximum, capped (0: none)
+        self._inbound_unacked: i32 = 0  # QoS 1/2 PUBLISHes not yet answered (Receive Maximum)
+        self._held_covered: i32 = 0  # how many held items a registered barrier will release
         self.connected = False  # CONNACK accepted
         self.failed = False  # a violation was reported: no more events
         self.request_problem_info = True
         self.wants_barrier = False  # held output appeared that no barrier covers: register one
+        self.expiry_at_connect = False  # the CONNECT asked for a Session Expiry Interval above 0
 
     # -- input -------------------------------------------------------------------------------
 
@@ -250,7 +248,7 @@ class ServerProtocol(Parser):
     def _resolve_alias(self, packet: p.Publish, alias: int) -> None:
         """[MQTT-3.3.2-9], [MQTT-3.3.2-10]: a topic alias from 1 to the maximum we granted; a topic
         with it sets the mapping, an empty topic uses it. The alias is per-hop: it is dropped."""
-        if not alias or alias > self.topic_alias_max_in:
+        if not alias or alias > (self.settings.topic_alias_maximum if self.version == 5 else 0):
             raise ProtocolError(ReasonCode.TOPIC_ALIAS_INVALID, f"[MQTT-3.3.2-9] topic alias {alias} out of range")
         aliases = self._aliases_in
         if aliases is None:
@@ -291,7 +289,7 @@ class ServerProtocol(Parser):
         if ptype == p.DISCONNECT:
             props = packet.properties  # type: ignore[union-attr]
             expiry = props.get(PropertyId.SESSION_EXPIRY_INTERVAL) if props else None
-            if expiry is not None and self.connect_expiry == 0 and expiry != 0:
+            if expiry is not None and not self.expiry_at_connect and expiry != 0:
                 # [MQTT-3.14.2-2]: cannot turn a non-persistent session into a persistent one.
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.14.2-2] session expiry set on DISCONNECT")
             self.failed = True  # the last packet of the connection
@@ -311,8 +309,8 @@ class ServerProtocol(Parser):
         if not self.connected:
             return self.opened_at + self.settings.connect_timeout
         deadlines = [self.login_expires_at]
-        if self.idle_limit:
-            deadlines.append(self.last_rx + self.idle_limit)
+        if self.keep_alive:
+            deadlines.append(self.last_rx + 1.5 * int(self.keep_alive))
         if self._partial_since and self.settings.packet_read_timeout:
             deadlines.append(self._partial_since + self.settings.packet_read_timeout)
         found = [d for d in deadlines if d]
@@ -333,7 +331,7 @@ class ServerProtocol(Parser):
         if self.login_expires_at and now >= self.login_expires_at:
             # The token or credentials the client logged in with ran out: 0xA0 Maximum connect time.
             return Timeout(ReasonCode.MAXIMUM_CONNECT_TIME, "credentials expired")
-        limit = self.idle_limit
+        limit = 1.5 * int(self.keep_alive)
         if limit and now - self.last_rx >= limit:
             return Timeout(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
         deadline = self.settings.packet_read_timeout
@@ -370,8 +368,7 @@ class ServerProtocol(Parser):
             self.send_quota = min(props.get(PropertyId.RECEIVE_MAXIMUM, 65535), settings.max_inflight_messages)
             self.max_packet_out = props.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
             self.request_problem_info = props.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
-            self.connect_expiry = props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)
-            self.topic_alias_max_in = settings.topic_alias_maximum
+            self.expiry_at_connect = props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0) != 0
             if settings.topic_alias_out_maximum:  # [MQTT-3.1.2-26], [MQTT-3.1.2-27]
                 self.topic_alias_out_max = min(
                     props.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0), settings.topic_alias_out_maximum
@@ -381,7 +378,6 @@ class ServerProtocol(Parser):
             self.send_quota = min(65535, settings.max_inflight_messages)
             connack = _CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED
         self.keep_alive = keep_alive
-        self.idle_limit = keep_alive * 1.5
         self.inbound_qos2 = inbound_qos2
         self.connected = True
         self.send(connack, after_commit)
