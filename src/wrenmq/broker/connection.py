@@ -49,19 +49,32 @@ _STUCK_FACTOR = 2  # a connection whose unsent output passes this many max_write
 _CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output before it is aborted
 
 
-class Connection(asyncio.Protocol):
+class _RateBucket:
+    """A connection's ``max_publish_rate`` token bucket: made by its first PUBLISH under a rate
+    limit, so a connection without one carries a pointer, not three fields."""
+
+    __slots__ = ("at", "pause_timer", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 1e9  # (capped to the burst on first use)
+        self.at = 0.0
+        self.pause_timer: asyncio.TimerHandle | None = None  # reads resume when it fires
+
+
+class Connection:
     """The asyncio side of one client connection (see the module docstring); slotted: one
-    per connection, so no instance ``__dict__``."""
+    per connection, so no instance ``__dict__``. An ``asyncio.Protocol`` by its methods, not by
+    inheritance (event loops call a protocol's methods, they do not check its class): compiled,
+    a subclass of that Python class would carry a ``__dict__`` and a ``__weakref__`` pointer, 16
+    bytes per connection."""
 
     __slots__ = (
         "_buffer_seen",
         "_capped_since",
         "_flush_scheduled",
         "_login",
-        "_pause_timer",
         "_peer",
-        "_rate_at",
-        "_rate_tokens",
+        "_rate",
         "auth",
         "bridge",
         "broker",
@@ -97,11 +110,9 @@ class Connection(asyncio.Protocol):
         self.will: Message | None = None
         self.will_delay = 0
         self.disconnect_reason = "connection lost"
-        self._rate_tokens = 1e9  # max_publish_rate bucket (capped to its burst on first use)
-        self._rate_at = 0.0
+        self._rate: _RateBucket | None = None  # max_publish_rate's bucket (made on first use)
         self._capped_since = 0.0  # since when its output has been at its cap without draining (0: not)
         self._buffer_seen = 0  # write buffer size at the last sweep, to tell a slow reader from a stopped one
-        self._pause_timer: asyncio.TimerHandle | None = None
         # While a login is checked off the loop: the check (the protocol keeps what the client sends
         # meanwhile; its events are pulled once the login is decided: see hold_for_login).
         self._login: asyncio.Future[Any] | None = None
@@ -245,8 +256,8 @@ class Connection(asyncio.Protocol):
         """The connection is over for the broker: release what it holds and tell the broker."""
         if self._login is not None:
             self._login.cancel()  # nobody is waiting for the answer: free the check's place
-        if self._pause_timer is not None:
-            self._pause_timer.cancel()
+        if self._rate is not None and self._rate.pause_timer is not None:
+            self._rate.pause_timer.cancel()
         self.broker.connections.discard(self)
         stats = self.broker.stats
         stats.packets_in_closed += self.protocol.packets_in
@@ -364,9 +375,10 @@ class Connection(asyncio.Protocol):
     def resume_reading(self) -> None:
         """Read from the client again: its ``max_publish_rate`` bucket has refilled, or its login
         is decided. (Nothing else pauses reading: no client waits on another's buffer.)"""
-        if self._pause_timer is not None:
-            self._pause_timer.cancel()
-            self._pause_timer = None
+        bucket = self._rate
+        if bucket is not None and bucket.pause_timer is not None:
+            bucket.pause_timer.cancel()
+            bucket.pause_timer = None
         if not self.reading_paused:
             return
         self.reading_paused = False
@@ -607,18 +619,21 @@ class Connection(asyncio.Protocol):
         """Token bucket for ``max_publish_rate`` (a burst of one second's worth): a client over its
         rate loses nothing and is not cut off; its reads pause until the bucket has refilled."""
         now = self.loop.time()
+        bucket = self._rate
+        if bucket is None:
+            bucket = self._rate = _RateBucket()
         burst = rate if rate > 1.0 else 1.0
-        tokens = self._rate_tokens + (now - self._rate_at) * rate
+        tokens = bucket.tokens + (now - bucket.at) * rate
         if tokens > burst:
             tokens = burst
         tokens -= 1.0
-        self._rate_tokens = tokens
-        self._rate_at = now
+        bucket.tokens = tokens
+        bucket.at = now
         transport = self.transport
         if tokens < 0.0 and transport is not None:
             if not self.reading_paused:
                 self.reading_paused = True
                 transport.pause_reading()
-            if self._pause_timer is not None:  # the rest of this read deepened the deficit
-                self._pause_timer.cancel()
-            self._pause_timer = self.loop.call_later(-tokens / rate, self.resume_reading)
+            if bucket.pause_timer is not None:  # the rest of this read deepened the deficit
+                bucket.pause_timer.cancel()
+            bucket.pause_timer = self.loop.call_later(-tokens / rate, self.resume_reading)

@@ -15,6 +15,8 @@ from .message import Message
 if TYPE_CHECKING:
     import asyncio
 
+    from mypy_extensions import i32  # compiled: a 4-byte field (annotations only: no run-time import)
+
     from .broker import Broker
     from .connection import Connection
     from .router import SharedGroup, Subscriber
@@ -93,7 +95,9 @@ class Session:
         self.broker = broker
         self.client_id = client_id
         self.owner: str | None = None  # broker.session_owner() of its user; None: not known (an old store)
-        self.protocol_version = protocol_version
+        # (two i32 side by side: compiled, they share the eight bytes an int field takes)
+        self.protocol_version: i32 = protocol_version
+        self._next_pid: i32 = 0
         self.expiry_interval = expiry_interval
         self.connection: Connection | None = None
         # Its subscriptions: none, one held directly (a device subscribes to its own topics once), or
@@ -113,7 +117,6 @@ class Session:
         self.will_delay = 0
         self.will_handle: asyncio.TimerHandle | None = None  # fires a delayed will
         self.expiry_handle: asyncio.TimerHandle | None = None  # ends the session once it expires
-        self._next_pid = 0
         # Message ids delivered lately, while a cluster hands this session over between nodes (a
         # message may then come both ways for a moment); None (nearly always): no check.
         self.seen: set[str] | None = None

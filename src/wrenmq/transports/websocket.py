@@ -438,7 +438,7 @@ class WebSocketTransport(asyncio.Transport):
         return self._transport.is_reading()
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._adapter.connection
+        return cast(asyncio.BaseProtocol, self._adapter.connection)  # (a protocol by its methods)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         raise NotImplementedError("the MQTT connection of a WebSocket cannot be replaced")
