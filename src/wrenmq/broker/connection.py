@@ -177,7 +177,7 @@ class Connection:
         connections = self.broker.connections
         if limits.max_connections and len(connections) >= limits.max_connections:
             self.over_limit = True
-        connections.add(self)
+        connections[self] = None
         listener = self.listener
         if listener is not None:
             if listener.max_connections and listener.connections >= listener.max_connections:
@@ -258,7 +258,7 @@ class Connection:
             self._login.cancel()  # nobody is waiting for the answer: free the check's place
         if self._rate is not None and self._rate.pause_timer is not None:
             self._rate.pause_timer.cancel()
-        self.broker.connections.discard(self)
+        self.broker.connections.pop(self, None)
         stats = self.broker.stats
         stats.packets_in_closed += self.protocol.packets_in
         stats.packets_out_closed += self.protocol.packets_out
