@@ -284,6 +284,32 @@ def test_trace_of_a_topic_shows_publishes_a_hook_refused(strict: WrenmqServer) -
     assert events[0]["qos"] == 1 and events[0]["bytes"] == 1
 
 
+def test_trace_shows_no_publish_a_later_hook_refused(server: WrenmqServer, http: httpx.Client) -> None:
+    """A publish is traced once routed: a hook registered after the trace opened (behind the
+    trace's own hook) that refuses the message leaves its drop and no publish event. The
+    sentinel published after it follows, with the subscriptions it reached, then its delivery."""
+    trace = TraceReader(http, filter="t/#")
+    refuse = RefuseTopic("t/refused")
+    add_hook(server, refuse)
+    publisher = PahoClient(server.port, MQTTv5, "pub")
+    watcher = PahoClient(server.port, MQTTv5, "watcher")
+    try:
+        watcher.subscribe("t/sentinel", 0)
+        publisher.publish("t/refused", b"no", qos=1)
+        publisher.publish("t/sentinel", b"yes", qos=1)
+        watcher.messages.get(timeout=TIMEOUT)
+        assert brief(trace.event()) == ("subscribe", "watcher", "t/sentinel")
+        dropped = trace.event()
+        assert (dropped["event"], dropped["topic"], dropped["reason"]) == ("drop", "t/refused", "rejected")
+        published = trace.event()
+        assert brief(published) == ("publish", "pub", "t/sentinel") and published["matched"] == 1
+        assert brief(trace.event()) == ("deliver", "watcher", "t/sentinel")
+    finally:
+        publisher.close()
+        watcher.close()
+        trace.close()
+
+
 def test_trace_shows_browser_realtime_clients_coming_and_going(server: WrenmqServer, http: httpx.Client) -> None:
     trace = TraceReader(http, client_id="browser-7")
     opened = http.post("/api/v1/realtime/poll", json={"client_id": "browser-7", "filters": ["t/#"]})

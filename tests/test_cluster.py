@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from paho_sync import MQTTv5, MQTTv311, PahoClient
-from redisproc import RedisServer, have_redis
+from redisproc import RedisSentinel, RedisServer, have_redis
 from serveproc import BrokerProcess, clean_env, free_port
 
 pytestmark = pytest.mark.skipif(not have_redis(), reason="needs Debian's redis-server")
@@ -602,3 +602,36 @@ def test_cluster_redis_restart_loses_no_acknowledged_message(
     for client in (local, pub, probe, late):
         client.close()
     remote.close()
+
+
+def test_cluster_through_redis_sentinel(tmp_path: Path, redis_server: RedisServer) -> None:
+    """``redis+sentinel://host:port/db/master``: a node finds Redis through Sentinel and is one
+    cluster with a node given Redis's address directly."""
+    sentinel = RedisSentinel(tmp_path, redis_server).start()
+    nodes = []
+    try:
+        for name, url in (("s", sentinel.url()), ("d", redis_server.url)):
+            data = tmp_path / name
+            data.mkdir()
+            node = BrokerProcess(data, "--cluster-url", url, "--node-name", name).start()
+            nodes.append(node)
+            wait_for_log(node, "joined at")
+        sub = PahoClient(nodes[1].port, MQTTv5, client_id="sub")
+        sub.subscribe("via/#", 1)
+        pub = PahoClient(nodes[0].port, MQTTv5, client_id="pub")
+        wait_until_routed(pub, sub, "via/probe")
+        pub.publish("via/sentinel", b"found", qos=1)
+        assert sub.receive(1)[0].payload == b"found"
+        pub.close()
+        sub.close()
+    finally:
+        for node in nodes:
+            node.kill()
+        sentinel.stop()
+
+
+def test_cluster_sentinel_url_checked() -> None:
+    """A Sentinel URL without its master's name stops start-up naming the setting."""
+    env = clean_env(WRENMQ_CLUSTER_URL="redis+sentinel://127.0.0.1:26379/0")
+    result = subprocess.run(SERVE, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode != 0 and "WRENMQ_CLUSTER_URL" in result.stderr and "master" in result.stderr

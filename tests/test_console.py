@@ -28,6 +28,7 @@ PAGES = [
     "devices",
     "resources",
     "brokers",
+    "nodes",
     "trace",
     "users",
     "keys",

@@ -4,8 +4,11 @@ is routed (a wrenmq feature; no MQTT statement)."""
 
 from __future__ import annotations
 
+import sys
+
 from wrenmq.broker.journal import Journal
 from wrenmq.broker.message import Message
+from wrenmq.mqtt.properties import PropertyId
 
 
 def routed(journal: Journal, seq: int, now: float, payload: bytes = b"x") -> Message:
@@ -19,8 +22,34 @@ def test_record_stamps_the_message_with_wall_clock_time():
     journal = Journal(10, 1000, 60.0, offset=1_000_000.0)
     message = routed(journal, 1, 5.25)
     assert message.routed_at == 1_000_005.25
-    assert journal.since(0.0) == [(1, 1_000_005.25, message)]
+    [(seq, stamp, replayed)] = journal.since(0.0)
+    assert (seq, stamp, replayed.seq, replayed.routed_at) == (1, 1_000_005.25, 1, 1_000_005.25)
+    assert (replayed.topic, replayed.payload) == ("t/1", b"x")
     assert journal.oldest == 1_000_005.25
+
+
+def test_journal_keeps_what_a_replay_needs_not_the_message():
+    """The cost of the journal is in what it holds (megabytes of messages, freed cold): it keeps
+    neither the routed message nor its encodings, nor a topic string of its own; a replay builds
+    the message again with everything a realtime client is sent."""
+    journal = Journal(10, 1000, 60.0, offset=100.0)
+    props = {PropertyId.CONTENT_TYPE: "text/plain", PropertyId.USER_PROPERTY: [("k", "v")]}
+    message = Message("plant/1/temp", b"21.5", 1, True, props, 400.0, "sensor-1")
+    message.seq = 7
+    message.stored_id = "abcd-3"
+    message.wire(5, 1, True)  # an encoding cached on it
+    router_topic = "plant/1/temp"  # the string the router's match cache holds for the topic
+    held = sys.getrefcount(message)
+    journal.record(message, 2.0, router_topic)
+    assert sys.getrefcount(message) == held
+    [(seq, stamp, replayed)] = journal.since(0.0)
+    assert replayed is not message and replayed.topic is router_topic
+    assert (seq, stamp) == (7, 102.0)
+    assert (replayed.payload, replayed.qos, replayed.retain, replayed.properties) == (b"21.5", 1, True, props)
+    assert (replayed.expires_at, replayed.origin, replayed.seq, replayed.stored_id) == (400.0, "sensor-1", 7, "abcd-3")
+    assert replayed.routed_at == message.routed_at == 102.0
+    plain = routed(journal, 8, 3.0)
+    assert journal.since(102.0)[0][2].properties == plain.properties == {}
 
 
 def test_count_bound_keeps_the_newest_across_the_ring():

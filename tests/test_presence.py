@@ -588,14 +588,15 @@ def test_publish_hooks_with_topic_prefixes_see_only_those_topics(fleet: Fleet) -
     server = fleet.server
     broker = server.broker
     presence = server.services.presence if server.services else None
-    assert presence is not None and broker.hooks.publish_prefixes == presence.publish_topics
+    assert presence is not None and broker.hooks.published_prefixes == presence.publish_topics
+    assert broker.hooks.publish_prefixes == ()  # presence observes after routing, on its topics only
     only, every = Only(), Every()
 
     async def add(hook: Hook) -> None:
         broker.hooks.add(hook)
 
     server.call(add(only))
-    assert set(broker.hooks.publish_prefixes or ()) == {"x/", "devices/", "admin/request/snapshot"}
+    assert set(broker.hooks.publish_prefixes or ()) == {"x/"}
     client = fleet.admin()
     client.publish("y/1", b"a", qos=1)
     client.publish("x/1", b"b", qos=1)
@@ -606,3 +607,26 @@ def test_publish_hooks_with_topic_prefixes_see_only_those_topics(fleet: Fleet) -
     client.publish("x/2", b"d", qos=1)
     server.publish("y/3", b"e")
     assert seen[1:] == [("every", "y/2"), ("only", "x/2"), ("every", "x/2"), ("every", "y/3")]
+
+
+def test_presence_does_not_take_a_refused_message_for_the_device(fleet: Fleet) -> None:
+    """Presence observes routed messages only (``on_published``): an announce that a publish hook
+    added after it refuses never reaches the registry. The announce after it is the sentinel."""
+    from hookrec import add_hook
+    from wrenmq.hooks import Hook, Reject
+
+    class RefuseDevice(Hook):
+        def on_publish(self, client: Any, message: Any) -> Any:
+            if b"refused-1" in message.payload:
+                raise Reject(reason="not this device")
+            return message
+
+    add_hook(fleet.server, RefuseDevice())
+    admin = fleet.admin("admin/devices/snapshot")
+    client = fleet.admin()
+    for device_id in ("refused-1", "kept-1"):
+        client.publish("devices/discovery/announce", json.dumps({"deviceId": device_id}).encode(), qos=1)
+    snapshot = snapshot_until(admin, lambda s: "kept-1" in by_id(s))
+    assert "refused-1" not in by_id(snapshot)
+    presence = fleet.server.services.presence if fleet.server.services else None
+    assert presence is not None and "refused-1" not in presence.devices

@@ -144,7 +144,7 @@ def stop_websocket(server: WrenmqServer) -> None:
 def start_websocket(server: WrenmqServer) -> None:
     async def start() -> None:
         listener = next(found for found in server.broker.listeners if found.type == "ws")
-        await listener.start(server.broker)
+        await server.broker.reopen(listener)
 
     server.call(start())
 

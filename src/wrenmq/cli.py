@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; the return value is the process exit code."""
     parser = _build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # (serve --workers runs it again per worker)
     run: Runner | None = getattr(args, "run", None)
     if run is None:
         parser.print_help(sys.stderr)
@@ -105,6 +106,13 @@ def _add_serve(subcommands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     for key in _SERVE_FLAGS:
         _add_config_flag(parser, key)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run N worker processes sharing the listeners (SO_REUSEPORT), each a node of the cluster "
+        "at cluster_url (needed), supervised: a worker that dies is restarted",
+    )
     parser.set_defaults(run=_run_serve)
 
 
@@ -159,6 +167,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for warning in ignored:
         log.warning("%s", warning)
+    if args.workers is not None:
+        from wrenmq.workers import Supervisor
+
+        return Supervisor(config, args.argv, args.workers).run()
     try:
         run(_serve(config))
     except OSError as exc:  # typically the port is taken or the data directory is not writable

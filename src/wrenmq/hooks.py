@@ -38,7 +38,8 @@ The events, in the order a client meets them:
     The message was routed; ``matched`` client subscriptions took it (in-process ones are not
     counted, as in PUBACK's 0x10 No matching subscribers). Only
     observes: the message is what every ``on_publish`` hook let through, whatever order the hooks
-    were added in; it must not be changed. A hook that passes messages on for some topics only
+    were added in; it must not be changed. ``publish_topics`` limits it to those topics as it does
+    ``on_publish`` (device presence observes so). A hook that passes messages on for some topics only
     (to browsers, streams, other brokers) subscribes in-process instead
     (``Broker.subscribe_local``), so the broker's one topic match per message serves it too.
     ``$SYS`` messages the broker publishes on its own skip both publish events.
@@ -243,7 +244,7 @@ class Hook:
     """Base class of every extension; each method is an event, and the defaults do nothing."""
 
     name = "hook"
-    publish_topics: tuple[str, ...] | None = None  # on_publish only for topics with these prefixes
+    publish_topics: tuple[str, ...] | None = None  # on_publish and on_published only for these prefixes
 
     def handles(self, event: str) -> bool:
         """Whether this hook takes part in ``event`` (an ``on_*`` name), asked once when it is added.

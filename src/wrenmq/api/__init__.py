@@ -92,7 +92,7 @@ def create_app(broker: Broker, services: ApiServices) -> FastAPI:
     routes_publish.install(app, broker, services.connections)
     routes_admin.install(app, broker)
     routes_keys.install(app, broker)
-    routes_realtime.install(app, broker, services.realtime)
+    routes_realtime.install(app, broker, services.realtime, services.cluster)
     routes_session.install(app, broker)
     docs.install(app, broker)
     console.install(app, broker)
@@ -134,7 +134,9 @@ def bind_api(config: Config) -> socket.socket:
     assert config.api.port is not None, "the API is off (api_port)"
     family = socket.AF_INET6 if ":" in config.api.host else socket.AF_INET
     try:
-        sock = socket.create_server((config.api.host, config.api.port), family=family, backlog=1024)
+        sock = socket.create_server(
+            (config.api.host, config.api.port), family=family, backlog=1024, reuse_port=config.reuse_port
+        )
     except OSError as exc:
         raise OSError(
             exc.errno,

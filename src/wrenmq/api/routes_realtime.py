@@ -38,6 +38,7 @@ from .socketio_bridge import SocketIOBridge
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
+    from ..cluster import Cluster
 
 __all__ = ["install"]
 
@@ -100,7 +101,7 @@ class _Session:
         self.polling = 0
 
 
-def install(app: FastAPI, broker: Broker, service: RealtimeService | None) -> None:
+def install(app: FastAPI, broker: Broker, service: RealtimeService | None, cluster: Cluster | None = None) -> None:
     """Poll routes, the static files, and (unless ``realtime`` is off) the realtime service and
     Socket.IO bridge, which ``ApiServer`` starts and wraps around the app."""
     static = resources.files("wrenmq") / "static"
@@ -109,7 +110,7 @@ def install(app: FastAPI, broker: Broker, service: RealtimeService | None) -> No
         return
     if broker.config.realtime.cors_origins:
         app.add_middleware(PollCors, origins=frozenset(broker.config.realtime.cors_origins))
-    bridge = SocketIOBridge(broker, service)
+    bridge = SocketIOBridge(broker, service, cluster)
     app.state.socketio = bridge  # ApiServer serves it around the app
     sessions: dict[str, _Session] = {}
     expiry = broker.config.realtime.poll_expiry

@@ -29,6 +29,14 @@ Client to server, each answering through the Socket.IO acknowledgement:
     Any other event name is a topic: ``socket.emit("chat/room1", {...})`` publishes the data as JSON
         at QoS 0 (QoS 1 when the client asks for an acknowledgement).
 
+Across cluster nodes (``cluster_url``): a socket's messages reach it through its own node (the
+realtime service's readers are routes like any subscriber's, so the cluster forwards what they
+match to that node); the Socket.IO server runs on python-socketio's ``AsyncRedisManager`` on the
+channel ``wrenmq:<cluster name>:socketio``, so what the server emits to a room (a topic filter the
+sockets joined) or to a socket (``SocketIOBridge.emit``), and a disconnect of a socket, reach it
+on whichever node it is attached to. Per-socket deliveries skip that channel (``ignore_queue``):
+the socket is on this node, and the Redis round trip would buy nothing.
+
 Server to client:
     ``message``: the JSON a stream sends (``api.streams``): ``id`` (journal seq; 0 for a retained
         message sent on subscribe), ``message_id`` (``Broker.message_id``: the same on every
@@ -61,6 +69,7 @@ from .routes_publish import broker_problems
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
+    from ..cluster import Cluster
 
 __all__ = ["SocketIOBridge"]
 
@@ -85,7 +94,7 @@ class _Inflight:
 class SocketIOBridge:
     """The Socket.IO server and the task that sends each socket what its inbox holds."""
 
-    def __init__(self, broker: Broker, service: RealtimeService) -> None:
+    def __init__(self, broker: Broker, service: RealtimeService, cluster: Cluster | None = None) -> None:
         config = broker.config
         self.broker = broker
         self.service = service
@@ -94,6 +103,8 @@ class SocketIOBridge:
         self._sio: Any = None  # the socketio.AsyncServer, made with the first request (the module docstring)
         self._app: Any = None  # its ASGI app
         self._loading = asyncio.Lock()
+        self.cluster = cluster
+        self.manager: Any = None  # with a cluster: python-socketio's Redis manager (made with the server)
         self.inflight: dict[str, dict[int, _Inflight]] = {}
         self._ready: dict[str, Subscriber] = {}
         self._leaving: set[str] = set()  # sids that said leave: their disconnect is a goodbye
@@ -113,7 +124,10 @@ class SocketIOBridge:
     def _server(self, socketio: Any) -> Any:
         config = self.broker.config
         listed = frozenset(config.realtime.cors_origins)  # besides the API's own origin
+        if self.cluster is not None:  # emits to rooms and to sockets on other nodes travel through Redis
+            self.manager = socketio.AsyncRedisManager(self.cluster.url, channel=self.cluster.key("socketio"))
         sio = socketio.AsyncServer(
+            client_manager=self.manager,
             async_mode="asgi",
             cors_allowed_origins=partial(_origin_allowed, listed) if listed else None,  # None: same origin only
             logger=False,
@@ -176,6 +190,21 @@ class SocketIOBridge:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        manager = self.manager
+        if manager is not None:  # its listener task and Redis connection (started on first use)
+            listener = getattr(manager, "thread", None)
+            if listener is not None:
+                listener.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listener
+            if manager.redis is not None:
+                with contextlib.suppress(Exception):
+                    await manager.redis.aclose()
+
+    async def emit(self, event: str, data: Any, room: str | None = None, to: str | None = None) -> None:
+        """Emit ``event`` to the sockets in ``room`` (a topic filter they subscribed to), to the
+        socket ``to`` (a sid), or to every socket; with a cluster, on every node."""
+        await self.sio.emit(event, data, room=room, to=to)
 
     async def disconnect_all(self) -> None:
         """End every Socket.IO connection (their clients reconnect, or fall back)."""
@@ -215,7 +244,10 @@ class SocketIOBridge:
             raise _refused(denied.reason) from None
         self.inflight[sid] = {}
         await self.sio.emit(
-            "welcome", {"clientId": client.client_id, "username": client.username, "now": time.time()}, to=sid
+            "welcome",
+            {"clientId": client.client_id, "username": client.username, "now": time.time()},
+            to=sid,
+            ignore_queue=True,
         )
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
@@ -337,16 +369,16 @@ class SocketIOBridge:
         inbox.buffer.clear()
         inbox.dropped = 0
         if dropped:
-            await self.sio.emit("dropped", {"count": dropped}, to=sid)
+            await self.sio.emit("dropped", {"count": dropped}, to=sid, ignore_queue=True)
         inflight = self.inflight.get(sid)
         now = time.time()
         for seq, stamp, message, qos in batch:
             data = message_json(seq, stamp, message, qos, self.broker.message_id(message))
             if qos and inflight is not None and seq and len(inflight) < MAX_INFLIGHT:
                 inflight[seq] = _Inflight(data, now)
-                await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq))
+                await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq), ignore_queue=True)
             else:
-                await self.sio.emit("message", data, to=sid)
+                await self.sio.emit("message", data, to=sid, ignore_queue=True)
         self.messages_sent += len(batch)
 
     def _acked(self, sid: str, seq: int, *args: Any) -> None:
@@ -369,7 +401,7 @@ class SocketIOBridge:
                 entry.sent_at = time.time()
                 self.resent += 1
                 data = {**entry.data, "dup": True}
-                await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq))
+                await self.sio.emit("message", data, to=sid, callback=partial(self._acked, sid, seq), ignore_queue=True)
 
 
 async def publish_for(broker: Broker, service: RealtimeService, subscriber: Subscriber, data: Any) -> dict[str, Any]:

@@ -36,8 +36,8 @@ from ..broker.router import LocalSubscriber
 from ..hooks import READ, Hook
 from ..mqtt.properties import PropertyId
 from ..mqtt.topics import SHARE_PREFIX, valid_topic_filter
-from ..services.journal import Delivery
 from ..services.realtime import Inbox, message_json
+from ..services.realtime.inbox import Delivery
 from .deps import authenticate
 from .principal import Principal
 from .problems import Problem, field_error, problem_responses

@@ -4,16 +4,18 @@
 Events are what the hooks see: ``connect`` (an MQTT client's CONNACK was sent: user, address,
 protocol, clean start, keep alive; or a browser realtime client signed in over Socket.IO or long
 polling: ``transport`` says which), ``disconnect`` (the reason, and whether it was a normal one),
-``subscribe`` (the filter and the QoS granted), ``unsubscribe``, ``publish`` (a message about to be
-routed: topic, QoS, retain, size; from the client, or from the broker itself: API, wills),
-``deliver`` (a PUBLISH written to a client) and ``drop`` (what the broker dropped, and why: a
-``hooks.DropReason``, e.g. a full queue, an expired message, QoS 0 for a client that is away, a
-publish or subscription the ACL refused, a slow consumer disconnected). A client trace has every
-event of that client id (a drop of a delivery belongs to the subscriber it was meant for, a refused
-publish to its publisher); a topic trace the publishes, deliveries and drops of matching topics and
-the subscriptions and unsubscriptions whose filter falls under it. Payloads are not sent (the
-message streams and the MQTT client page show them, under the ACL); what a trace shows is who did
-what, on which topic, when.
+``subscribe`` (the filter and the QoS granted), ``unsubscribe``, ``publish`` (a message routed:
+topic, QoS, retain, size, how many subscriptions it matched; from the client, or from the broker
+itself: API, wills), ``deliver`` (a PUBLISH written to a client) and ``drop`` (what the broker
+dropped, and why: a ``hooks.DropReason``, e.g. a full queue, an expired message, QoS 0 for a client
+that is away, a publish or subscription the ACL refused, a slow consumer disconnected). A client
+trace has every event of that client id (a drop of a delivery belongs to the subscriber it was
+meant for, a refused publish to its publisher); a topic trace the publishes, deliveries and drops
+of matching topics and the subscriptions and unsubscriptions whose filter falls under it. Payloads
+are not sent (the message streams and the MQTT client page show them, under the ACL); what a trace
+shows is who did what, on which topic, when. A refused message (ACL, limits, any publish hook) has
+no publish event, only its drop: a publish is traced once routed (``on_published``), and the
+deliveries made while it was routed are held until then, so that it still comes first.
 
 Tracing is a management action (it shows every client's activity). A :class:`TraceHub` is a hook
 registered only while a trace is open, so the broker pays nothing for traces when there are none;
@@ -34,7 +36,7 @@ from fastapi.responses import StreamingResponse
 
 from ..hooks import ClientInfo, DropReason, Hook
 from ..mqtt.topics import topic_matches, valid_topic_filter
-from ..services.journal import Inbox
+from ..services.realtime.inbox import Inbox
 from .principal import Principal
 from .problems import Problem, field_error, problem_responses
 from .routing import BEARER
@@ -85,6 +87,13 @@ class TraceHub(Hook):
         self.broker = broker
         self.traces: set[Trace] = set()
         self.closed = False
+        # Deliveries of the message being routed, held for its publish (on_published): its number,
+        # the events, and whether a flush is due on the loop's next turn (a message routed with
+        # no on_published, as $SYS, is never held longer).
+        self._published_seq = 0
+        self._held_seq = 0
+        self._held: list[tuple[str | None, str | None, dict[str, Any]]] = []
+        self._flush_due = False
 
     def open(self, client_id: str | None, topic_filter: str | None) -> Trace:
         trace = Trace(client_id, topic_filter)
@@ -171,10 +180,9 @@ class TraceHub(Hook):
             client.client_id, topic_filter, {"event": "unsubscribe", **_client(client), "topic_filter": topic_filter}
         )
 
-    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
-        # Here, not in on_published: a publish is traced before its deliveries. The hub is added
-        # when a trace opens, behind the hooks there then; one added later may still refuse it.
+    def on_published(self, client: ClientInfo | None, message: Message, matched: int) -> None:
         who = _client(client) if client is not None else {"client_id": None, "username": None}
+        self._flush_held(message.seq)
         self._emit(
             who["client_id"],
             message.topic,
@@ -185,22 +193,42 @@ class TraceHub(Hook):
                 "qos": message.qos,
                 "retain": message.retain,
                 "bytes": len(message.payload),
+                "matched": matched,
             },
         )
-        return message
+        self._published_seq = message.seq
+        if self._held_seq == message.seq:
+            self._flush_held()
 
     def on_message_delivered(self, client: ClientInfo, message: Message) -> None:
-        self._emit(
-            client.client_id,
-            message.topic,
-            {
-                "event": "deliver",
-                **_client(client),
-                "topic": message.topic,
-                "qos": message.qos,
-                "bytes": len(message.payload),
-            },
-        )
+        event = {
+            "event": "deliver",
+            **_client(client),
+            "topic": message.topic,
+            "qos": message.qos,
+            "bytes": len(message.payload),
+        }
+        seq = message.seq
+        if seq == self.broker.message_seq and seq != self._published_seq:  # being routed: after its publish
+            self._flush_held(seq)
+            self._held_seq = seq
+            self._held.append((client.client_id, message.topic, {**event, "at": time.time()}))
+            if not self._flush_due:
+                self._flush_due = True
+                self.broker.loop.call_soon(self._flush_held)
+            return
+        self._emit(client.client_id, message.topic, event)
+
+    def _flush_held(self, unless: int = -1) -> None:
+        """Emit the held deliveries, unless they are of message ``unless``."""
+        self._flush_due = False
+        if self._held_seq == unless or not self._held:
+            return
+        held, self._held = self._held, []
+        for client_id, topic, event in held:
+            for trace in self.traces:
+                if trace.follows(client_id, topic):
+                    trace.event(dict(event))
 
     def on_stop(self) -> None:
         self.close()
@@ -243,7 +271,8 @@ def install(app: FastAPI, broker: Broker) -> None:
             "(Unix time), `event` (connect, disconnect, subscribe, unsubscribe, publish, deliver, drop), "
             "`client_id`, `username`, and what the event is about (`topic`, `topic_filter`, `qos`, `retain`, "
             "`bytes`, `reason`, `detail`, `expected`, `transport` (mqtt, socketio, poll), `peer`, `protocol`, "
-            "`clean_start`, `keep_alive`); never payloads. A `drop` has `reason`: one of "
+            "`clean_start`, `keep_alive`; a publish's `matched`: the subscriptions it reached); never payloads. "
+            "A `drop` has `reason`: one of "
             f"{', '.join(_DROP_REASONS)}. The "
             f"first event is `tracing` (what is followed). A reader slower than the events loses the oldest "
             f"beyond {TRACE_BUFFER} (`event: dropped`). A management route: API keys and console_admins."

@@ -89,6 +89,9 @@ class Scenario:
     description: str
     metrics: tuple[Metric, ...]
     run: Callable[[Run], dict[str, Any]]
+    in_quick: bool = True  # part of `--quick` (CI's smoke run) unless named with --scenarios
+    wrenmq_only: bool = False  # a wrenmq feature Mosquitto has no counterpart of: not run on --compare's broker
+    missing: Callable[[], str | None] | None = None  # why it cannot run on this machine (skipped, said so)
 
 
 def cpu_metrics() -> tuple[Metric, ...]:

@@ -22,13 +22,21 @@ from .brokers import BrokerOptions, free_port, start_broker
 from .procfs import raise_nofile_limit
 from .scenarios import SCENARIOS, Run, Scenario, Settings, default_cpus, median_metrics
 
-__all__ = ["main"]
+__all__ = ["chosen_scenarios", "main"]
 
 
 def _cpus(text: str | None, default: frozenset[int]) -> frozenset[int]:
     if text is None:
         return default
     return frozenset(int(c) for c in text.split(",") if c.strip())
+
+
+def chosen_scenarios(scenarios: str | None, quick: bool) -> list[str]:
+    """The names given with ``--scenarios``; else all, less those ``--quick`` leaves out (the cluster's:
+    it starts Redis and two more nodes, too long for a smoke run)."""
+    if scenarios:
+        return [n.strip() for n in scenarios.split(",") if n.strip()]
+    return [name for name, scenario in SCENARIOS.items() if scenario.in_quick or not quick]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -41,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         for scenario in SCENARIOS.values():
             print(f"{scenario.name:<15} {scenario.description}")
         return 0
-    names = list(SCENARIOS) if not args.scenarios else [n.strip() for n in args.scenarios.split(",") if n.strip()]
+    names = chosen_scenarios(args.scenarios, args.quick)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         print(
@@ -95,12 +103,20 @@ def main(args: argparse.Namespace) -> int:
         print("wrenmq bench: fewer than 2 CPUs: broker and generator share a core", file=sys.stderr)
 
     measurements: list[dict[str, Any]] = []
+    skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="wrenmq-bench-") as tmp:
         for name in names:
             scenario = SCENARIOS[name]
+            why = scenario.missing() if scenario.missing else None
+            if why:
+                skipped.append(f"{name} skipped: {why}")
+                print(f"wrenmq bench: {skipped[-1]}", file=sys.stderr)
+                continue
             for round_no in range(args.rounds):
                 order = brokers if round_no % 2 == 0 else brokers[::-1]
                 for broker_name in order:
+                    if scenario.wrenmq_only and broker_name != "wrenmq":
+                        continue
                     label = f"{name} {broker_name}" + (f" round {round_no + 1}" if args.rounds > 1 else "")
                     progress = progress_for(label)
                     measurements.append(_measure(scenario, broker_name, round_no, settings, Path(tmp), progress))
@@ -117,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
                 medians[(name, broker_name)] = median_metrics(ok)
     rows = report.summary_rows(medians, brokers)
     print(report.table(rows, brokers, medians))
-    notes = list(dict.fromkeys(n for m in measurements for n in m["notes"]))
+    notes = skipped + list(dict.fromkeys(n for m in measurements for n in m["notes"]))
     if "mosquitto" in brokers:
         notes.append(
             f"mosquitto ran with set_tcp_nodelay {'true' if settings.mosquitto_nodelay else 'false (its default)'}; "

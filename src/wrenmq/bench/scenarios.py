@@ -7,6 +7,7 @@ connection, churn, wide fan-out, idle footprint); ``measure`` holds what they sh
 
 from __future__ import annotations
 
+from .cluster import cluster, redis_missing
 from .fleet import churn, connections, footprint, idle_memory, wide_fan_out
 from .measure import Metric, Run, Scenario, Settings, cpu_metrics, default_cpus, median_metrics
 from .stored import backlog, retained
@@ -157,6 +158,33 @@ SCENARIOS: dict[str, Scenario] = {
                 *cpu_metrics(),
             ),
             churn,
+        ),
+        Scenario(
+            "cluster",
+            "2 clustered nodes and Redis vs 1 node: 8 publishers -> 1 subscriber (QoS 0) and latency at 2,000 msg/s; "
+            "single node, both on clustered node A (local), publishers on A and subscriber on B (cross)",
+            (
+                Metric("single_msgs_per_s", "single node: delivered msg/s", "higher"),
+                Metric("local_msgs_per_s", "clustered, nothing crosses: delivered msg/s", "higher"),
+                Metric("cross_msgs_per_s", "every message crosses: delivered msg/s", "higher"),
+                Metric("single_cpu_us", "single node: broker CPU us/msg", "lower", "{:,.1f}"),
+                Metric("local_cpu_us", "local: nodes' CPU us/msg", "lower", "{:,.1f}"),
+                Metric("cross_cpu_us", "cross: nodes' CPU us/msg (A + B)", "lower", "{:,.1f}"),
+                Metric("cross_redis_cpu_us", "cross: Redis CPU us/msg", "lower", "{:,.1f}"),
+                Metric("cross_redis_ops", "cross: Redis commands/msg", "lower", "{:,.2f}"),
+                Metric("single_p50_us", "single node: latency p50 us", "lower"),
+                Metric("single_p99_us", "single node: latency p99 us", "lower"),
+                Metric("cross_p50_us", "cross: latency p50 us", "lower"),
+                Metric("cross_p99_us", "cross: latency p99 us", "lower"),
+                Metric("hop_p50_us", "added by a hop: p50 us", "lower"),
+                Metric("hop_p99_us", "added by a hop: p99 us", "lower"),
+                _LOST,
+                Metric("nproc", "CPUs", None),
+            ),
+            cluster,
+            in_quick=False,
+            wrenmq_only=True,
+            missing=redis_missing,
         ),
         Scenario(
             "footprint",

@@ -10,6 +10,7 @@ subscribers that read whatever has arrived without pausing; BENCHMARKS.md says w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .generator import EXIT, MEASURE, RUN, STOP, PublisherSpec, SubscriberSpec, run_publisher, run_subscriber
@@ -30,15 +31,22 @@ __all__ = [
 
 
 def _stream(
-    run: Run, publishers: list[PublisherSpec], subscribers: list[SubscriberSpec], fanout: int
+    run: Run,
+    publishers: list[PublisherSpec],
+    subscribers: list[SubscriberSpec],
+    fanout: int,
+    ready: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Subscribers first, then publishers; warm up, measure, stop, drain, count."""
+    """Subscribers first, then (once ``ready`` returns: a cluster's routes have crossed) publishers;
+    warm up, measure, stop, drain, count."""
     s = run.settings
     workers = Workers(len(publishers) + len(subscribers), s.nice)
     try:
         subs = [workers.start("subscriber", run_subscriber, spec) for spec in subscribers]
         for i in subs:
             workers.expect(i, "ready", 30)
+        if ready is not None:
+            ready()
         pubs = [workers.start("publisher", run_publisher, spec) for spec in publishers]
         for i in pubs:
             workers.expect(i, "ready", 30)

@@ -12,10 +12,12 @@ subscriber, which writes shared pre-encoded bytes to the subscriber's connection
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__, auth, hot_path
@@ -128,7 +130,7 @@ class Broker:
         errors: list[str] = []
         self.listeners = []
         for listener_config in config.effective_listeners():
-            listener = Listener(listener_config, config.anonymous_allowed(listener_config))
+            listener = Listener(listener_config, config.anonymous_allowed(listener_config), config.reuse_port)
             try:
                 listener.prepare()
             except ConfigError as exc:
@@ -155,11 +157,20 @@ class Broker:
             raise ConfigError("\n".join(errors))
         try:
             for listener in self.listeners:
-                await listener.bind(self)
+                await listener.bind(self._connections_for(listener), self.config.limits.connect_timeout)
         except BaseException:
             self._unbind()
             raise
         self._bound = True
+
+    def _connections_for(self, listener: Listener) -> Callable[[], Connection]:
+        """The factory of ``listener``'s connections: ours, called by the loop with no Python frame
+        per accepted socket."""
+        return functools.partial(Connection, self, listener)
+
+    async def reopen(self, listener: Listener) -> None:
+        """Bind and serve again one of ``listeners`` that was closed, on a running broker."""
+        await listener.start(self._connections_for(listener), self.config.limits.connect_timeout)
 
     def _unbind(self) -> None:
         for listener in self.listeners:
@@ -350,8 +361,8 @@ class Broker:
         self.stats.publish_bytes_received += len(data)
         before = self.persist.writes
         matched = self.route(message)
-        if self.hooks.published:
-            self.hooks.notify(self.hooks.published, None, message, matched)
+        if self.hooks.published and self.hooks.wants_published(message.topic):
+            self.hooks.run_published(None, message, matched)
         if self.persist.strict and qos and self.persist.writes != before:
             await self.persist.flush()
         return matched
@@ -433,7 +444,7 @@ class Broker:
         now = self.loop.time()
         journal = self.journal
         if journal is not None:  # kept for realtime clients that resume (stamps routed_at first)
-            journal.record(message, now)
+            journal.record(message, now, match.topic)
         count = 0
         msg_qos = message.qos
         if subs:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .broker import Broker
     from .limits import Limits
     from .session import Session
+    from .stats import Stats
 
 log = logging.getLogger("wrenmq.connection")
 
@@ -518,6 +519,18 @@ class Connection:
         """A refusing CONNACK, then close: the CONNACK must arrive, whatever the client sent after CONNECT."""
         self.protocol.refuse(code)
         self.close_gracefully(reason)
+
+    # -- what a transport in front of it needs (transports.websocket.ServedConnection) -----------
+
+    @property
+    def counters(self) -> Stats:
+        """Where a transport in front of this connection counts what only it sees (the broker's)."""
+        return self.broker.stats
+
+    @property
+    def lingering(self) -> set[Any]:
+        """Where sockets closing with a reason wait (``transports.linger``): the broker's."""
+        return self.broker.lingering
 
     # -- closing --------------------------------------------------------------------------------
 

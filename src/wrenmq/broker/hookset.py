@@ -50,6 +50,9 @@ class HookSet:
         self.publish_prefixes: tuple[str, ...] | None = None
         self._publish_topics: list[tuple[str, ...] | None] = []
         self.published: list[Any] = []
+        # The same for on_published (a hook's publish_topics serve both events).
+        self.published_prefixes: tuple[str, ...] | None = None
+        self._published_topics: list[tuple[str, ...] | None] = []
         self.delivered: list[Any] = []
         self.disconnect: list[Any] = []
         self.session_expired: list[Any] = []
@@ -88,13 +91,9 @@ class HookSet:
         self.published, self.delivered, self.disconnect, self.session_expired = lists[8:12]
         self.realtime_connect, self.realtime_disconnect, self.dropped = lists[12], lists[13], lists[14]
         self._publish_topics = [hook.publish_topics for hook in self.hooks if hook.handles("on_publish")]
-        wanted: list[str] = []
-        for topics in self._publish_topics:
-            if topics is None:
-                self.publish_prefixes = None
-                return
-            wanted.extend(topics)
-        self.publish_prefixes = tuple(wanted)
+        self.publish_prefixes = _prefixes(self._publish_topics)
+        self._published_topics = [hook.publish_topics for hook in self.hooks if hook.handles("on_published")]
+        self.published_prefixes = _prefixes(self._published_topics)
 
     def _handlers(self, event: str) -> list[Any]:
         return [getattr(hook, event) for hook in self.hooks if hook.handles(event)]
@@ -151,6 +150,22 @@ class HookSet:
                 message = replaced
         return message
 
+    def wants_published(self, topic: str) -> bool:
+        """Whether some ``on_published`` hook wants ``topic`` (one ``str.startswith`` when the
+        hooks name their topics)."""
+        prefixes = self.published_prefixes
+        return bool(self.published) and (prefixes is None or topic.startswith(prefixes))
+
+    def run_published(self, client: Any, message: Message, matched: int) -> None:
+        """The ``on_published`` hooks that want the message's topic; one that fails is logged."""
+        for handler, topics in zip(self.published, self._published_topics, strict=True):
+            if topics is not None and not message.topic.startswith(topics):
+                continue
+            try:
+                handler(client, message, matched)
+            except Exception:
+                log.exception("hook %r failed", handler)
+
     # -- dispatch: notifications -----------------------------------------------------------------
 
     def notify(self, handlers: list[Any], *args: Any) -> None:
@@ -159,6 +174,16 @@ class HookSet:
                 handler(*args)
             except Exception:
                 log.exception("hook %r failed", handler)
+
+
+def _prefixes(wanted: list[tuple[str, ...] | None]) -> tuple[str, ...] | None:
+    """Every prefix the hooks want, or None when one of them wants every topic."""
+    found: list[str] = []
+    for topics in wanted:
+        if topics is None:
+            return None
+        found.extend(topics)
+    return tuple(found)
 
 
 def _authenticate_from(handlers: list[Any], start: int, client: Any, packet: Any) -> Any:

@@ -76,8 +76,8 @@ def on_publish(conn: Connection, packet: p.Publish) -> None:
             return
         message = screened
     matched = broker.route(message)
-    if hooks.published:
-        hooks.notify(hooks.published, conn, message, matched)
+    if hooks.published and hooks.wants_published(message.topic):
+        hooks.run_published(conn, message, matched)
     if not qos:
         return
     # Strict durability: a message that had to be stored is acknowledged after its commit.

@@ -250,9 +250,12 @@ _INTERN_LEVEL_MAX: Final = 16  # longer levels are rarely shared words (ids, UUI
 class Match:
     """The subscribers for one topic, as cached: plain subscribers, shared groups, local ones."""
 
-    __slots__ = ("groups", "local", "local_overlapping", "overlapping", "subs")
+    __slots__ = ("groups", "local", "local_overlapping", "overlapping", "subs", "topic")
 
-    def __init__(self, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber]) -> None:
+    def __init__(
+        self, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber], topic: str = ""
+    ) -> None:
+        self.topic = topic  # the topic as cached: one string for every message on it (the journal keeps it)
         self.subs = subs
         self.groups = groups
         self.local = local
@@ -449,7 +452,7 @@ class Router:
         levels = topic.split("/")
         # [MQTT-4.7.2-1]: a leading wildcard does not match a topic starting with '$'.
         self._walk(self._root, levels, 0, subs, groups, local, topic.startswith("$"))
-        result = Match(subs, groups, local)
+        result = Match(subs, groups, local, topic)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[topic] = result

@@ -60,5 +60,5 @@ class WillScheduler:
                 log.info("will on %s rejected by a hook: %s", will.topic, reject)
                 return
         matched = broker.route(will)
-        if hooks.published:
-            hooks.notify(hooks.published, None, will, matched)
+        if hooks.published and hooks.wants_published(will.topic):
+            hooks.run_published(None, will, matched)

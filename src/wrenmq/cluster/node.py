@@ -31,14 +31,14 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
 from ..broker.message import Message
 from ..config import ConfigError
 from .handover import Handover
-from .routes import LocalFilters, RouteTable
+from .routes import NO_ROUTE, LocalFilters, RouteTable
 from .sessions import SessionStore
+from .url import connect
 from .wire import decode_message, encode_message
 
 if TYPE_CHECKING:
@@ -86,7 +86,7 @@ class Cluster:
         self.node = node
         self.prefix = prefix
         # (Any: redis-py types every reply as bytes | str; with decode_responses=False they are bytes)
-        self.redis: Any = aioredis.from_url(url, decode_responses=False, health_check_interval=10)
+        self.redis: Any = connect(url)
         self.routes = RouteTable()
         self.local = LocalFilters()
         self.peers: dict[str, _Peer] = {}
@@ -163,7 +163,10 @@ class Cluster:
         pubsub = r.pubsub()
         await pubsub.subscribe(self.key("routes"), self.key("ctl", self.node))
         await self._resync_routes()
-        await r.set(self.key("alive", self.node), self._status_json(), px=int(HEARTBEAT_TTL * 1000))  # (started)
+        # START_TTL again until the first heartbeat (at the loop's next free turn): what starts after
+        # the cluster (the API's imports) can hold the loop for seconds on a busy machine, and this
+        # node must not be reaped meanwhile.
+        await r.set(self.key("alive", self.node), self._status_json(), px=int(START_TTL * 1000))
         self._tasks = [
             asyncio.create_task(self._listen(pubsub), name="cluster-listen"),
             asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
@@ -372,9 +375,13 @@ class Cluster:
         """Queue ``message`` once for each other node with matching subscribers (and, retained,
         for every node); returns how many nodes it goes to."""
         topic = message.topic
+        match = self.routes.cache.get(topic)
+        if match is None:
+            match = self.routes.match(topic)
+        if match is NO_ROUTE and not message.retain and not self._assigned:
+            return 0  # (the common case: a topic no other node wants, known from one dict lookup)
         if topic.startswith("$SYS"):
             return 0
-        match = self.routes.match(topic)
         targets: dict[str, list[str]] = {node: [] for node in match.nodes}
         assigned = self._assigned
         if assigned:
@@ -605,10 +612,14 @@ class Cluster:
                 self.peers.pop(parts[1], None)
 
     async def _heartbeat(self) -> None:
-        """Refresh ``alive:<node>``; find nodes that stopped, drop their routes and reap them."""
+        """Refresh ``alive:<node>``; find nodes that stopped, drop their routes and reap them. The
+        first beat comes at the loop's first free turn, ending start-up's longer TTL at once."""
         r = self.redis
+        first = True
         while True:
-            await asyncio.sleep(HEARTBEAT)
+            if not first:
+                await asyncio.sleep(HEARTBEAT)
+            first = False
             try:
                 await r.set(self.key("alive", self.node), self._status_json(), px=int(HEARTBEAT_TTL * 1000))
                 names = [name.decode() for name in await r.hkeys(self.key("nodes"))]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..mqtt.topics import SHARE_PREFIX
 
-__all__ = ["LocalFilters", "RouteMatch", "RouteTable"]
+__all__ = ["NO_ROUTE", "LocalFilters", "RouteMatch", "RouteTable"]
 
 
 class _Node:
@@ -34,7 +34,7 @@ class RouteMatch:
         self.groups = groups
 
 
-_EMPTY = RouteMatch(frozenset(), {})
+NO_ROUTE = RouteMatch(frozenset(), {})
 _CACHE_LIMIT = 50_000
 
 
@@ -54,7 +54,7 @@ class RouteTable:
     def __init__(self) -> None:
         self._root = _Node()
         self._by_node: dict[str, set[str]] = {}
-        self._cache: dict[str, RouteMatch] = {}
+        self.cache: dict[str, RouteMatch] = {}  # by topic (read directly by Cluster.forward)
 
     def __len__(self) -> int:
         return sum(len(filters) for filters in self._by_node.values())
@@ -81,7 +81,7 @@ class RouteTable:
             trie.nodes.add(node)
         else:
             trie.groups.setdefault(key, set()).add(node)
-        self._cache.clear()
+        self.cache.clear()
 
     def remove(self, node: str, full_filter: str) -> None:
         filters = self._by_node.get(node)
@@ -112,7 +112,7 @@ class RouteTable:
             if found.children or found.nodes or found.groups:
                 break
             del path[i - 1].children[levels[i - 1]]
-        self._cache.clear()
+        self.cache.clear()
 
     def replace(self, node: str, filters: set[str]) -> None:
         """Make ``node``'s entries exactly ``filters`` (a resync after a reconnect)."""
@@ -127,18 +127,21 @@ class RouteTable:
             self.remove(node, gone)
 
     def match(self, topic: str) -> RouteMatch:
-        hit = self._cache.get(topic)
+        hit = self.cache.get(topic)
         if hit is not None:
             return hit
         if not self._by_node:
-            return _EMPTY
+            return NO_ROUTE
         nodes: set[str] = set()
         groups: dict[str, set[str]] = {}
         _walk(self._root, topic.split("/"), 0, topic.startswith("$"), nodes, groups)
-        result = RouteMatch(frozenset(nodes), {key: frozenset(found) for key, found in groups.items()})
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[topic] = result
+        if nodes or groups:
+            result = RouteMatch(frozenset(nodes), {key: frozenset(found) for key, found in groups.items()})
+        else:
+            result = NO_ROUTE  # (one shared object: Cluster.forward's fast path tests for it)
+        if len(self.cache) >= _CACHE_LIMIT:
+            self.cache.clear()
+        self.cache[topic] = result
         return result
 
 

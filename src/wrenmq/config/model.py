@@ -86,6 +86,13 @@ class Config(BaseModel):
     listeners: Annotated[
         list[ListenerConfig], Field(description="More listeners ([[listeners]] tables), beside the ones above.")
     ] = []
+    reuse_port: Annotated[
+        bool,
+        Field(
+            description="Bind the MQTT listeners and the API with SO_REUSEPORT, so several processes share "
+            "their ports (wrenmq serve --workers sets it)."
+        ),
+    ] = False
     brokers: Annotated[
         list[ExternalBrokerConfig],
         Field(description="Connections to other MQTT brokers ([[brokers]] tables), with their bridges."),

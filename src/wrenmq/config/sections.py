@@ -406,8 +406,18 @@ class PresenceConfig(Section):
 
 
 def _check_cluster_url(url: str | None) -> str | None:
-    if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected a Redis URL: redis://host:6379/0, rediss://... or unix:///path")
+    if url is None:
+        return None
+    if url.startswith("redis+sentinel://"):
+        from ..cluster.url import parse_sentinel_url  # (plain parsing; imports no Redis client)
+
+        parse_sentinel_url(url)  # ValueError says what is wrong
+        return url
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            "expected a Redis URL: redis://host:6379/0, rediss://..., unix:///path or "
+            "redis+sentinel://[:password@]host:26379[,host:26379...]/db/master"
+        )
     return url
 
 

@@ -18,7 +18,7 @@
 // Pages that need the management routes (MANAGED) are left out of the menu for callers that do
 // not manage (console_users sessions), so nobody is shown a page that can only answer 403.
 
-const PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "brokers", "trace", "users", "keys"];
+const PAGES = ["dashboard", "clients", "subscriptions", "topics", "retained", "mqtt", "devices", "resources", "brokers", "nodes", "trace", "users", "keys"];
 const MANAGED = new Set(["clients", "subscriptions", "trace", "users", "keys"]);  // pages that need a caller that manages
 const KEY = "wrenmq.console.key";
 const THEME = "wrenmq.console.theme";  // "light" | "dark"; absent: follow the system

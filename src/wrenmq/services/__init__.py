@@ -108,7 +108,7 @@ class Services:
         if self.broker.config.presence.enabled:
             from .presence import Presence
 
-            self.presence = Presence(self.broker)  # device registry, wills, heartbeats, snapshot
+            self.presence = Presence(self.broker, self.cluster)  # device registry, wills, heartbeats, snapshot
             await self.presence.start()
         # External brokers and bridges ([[brokers]]); in a cluster, each run by one node at a time.
         self.connections = BrokerConnections(self.broker, self.cluster)
@@ -131,7 +131,7 @@ class Services:
             if config.realtime.enabled:
                 from .realtime import RealtimeService
 
-                self.realtime = RealtimeService(self.broker, self.api_keys)
+                self.realtime = RealtimeService(self.broker, self.api_keys, self.cluster)
             self.api = ApiServer(self.broker, self)
             await self.api.start(self._api_socket)
             self._api_socket = None  # the API's now

@@ -22,8 +22,9 @@ memory on the event loop: the hook only updates dicts and enqueues writes, which
 writer thread commits. After a restart every device is offline until it shows up again (no
 connection survives a restart).
 
-The hot path: the hook declares ``publish_topics`` (the device root and the request topic), so the
-broker calls ``on_publish`` for those topics only; every other message costs one ``str.startswith``.
+The hot path: the hook observes routed messages (``on_published``: what a publish hook refused is
+not seen) and declares ``publish_topics`` (the device root and the request topic), so the broker
+calls it for those topics only; every other message costs one ``str.startswith``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from ..mqtt.properties import PropertyId
 if TYPE_CHECKING:
     from ..broker.broker import Broker
     from ..broker.message import Message
+    from ..cluster import Cluster
+    from .presence_cluster import PresenceCluster
 
 __all__ = ["Presence", "utc_timestamp"]
 
@@ -69,9 +72,15 @@ class Presence(Hook):
 
     name = "presence"
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, cluster: Cluster | None = None) -> None:
         config = broker.config
         self.broker = broker
+        # With a cluster: the registry in Redis, a replica here (see presence_cluster).
+        self.shared: PresenceCluster | None = None
+        if cluster is not None:
+            from .presence_cluster import PresenceCluster
+
+            self.shared = PresenceCluster(self, cluster)
         self.devices_root = config.presence.devices_root
         self.sessions_root = config.presence.sessions_root
         self.interval = config.presence.heartbeat_interval
@@ -83,7 +92,7 @@ class Presence(Hook):
         self.request_topic = f"{config.presence.admin_root}/request/snapshot"
         self._device_prefix = self.devices_root + "/"
         self._announce_topic = f"{self.devices_root}/{ANNOUNCE}/announce"
-        # The hot path calls on_publish for these topics only (one str.startswith for the rest).
+        # The hot path calls on_published for these topics only (one str.startswith for the rest).
         self.publish_topics: tuple[str, ...] = (self._device_prefix, self.request_topic)
         self.devices: dict[str, dict[str, Any]] = {}
         self._seen_at: dict[str, float] = {}  # loop time of the last message from each online device
@@ -104,7 +113,19 @@ class Presence(Hook):
         """Load the registry (every device offline), register the hook, start the heartbeat sweep."""
         self._loop = asyncio.get_running_loop()
         stale: list[str] = []
-        for entry in await self.broker.storage.devices_load():
+        shared = self.shared
+        loaded = await shared.load() if shared is not None else None
+        if shared is not None and loaded is not None:  # the cluster's registry
+            for entry in loaded:
+                device_id = entry["deviceId"]
+                self.devices[device_id] = entry
+                if not entry["online"]:
+                    self._lwt_set.add(device_id)
+                elif shared.heard_through.get(device_id) == shared.node:
+                    stale.append(device_id)  # heard through this node's previous run: not connected now
+                    entry["online"] = False
+                    self._lwt_set.add(device_id)
+        for entry in await self.broker.storage.devices_load() if loaded is None else ():
             device_id = entry["deviceId"]
             if entry.get("online"):
                 stale.append(device_id)  # its connection did not survive the restart
@@ -112,6 +133,10 @@ class Presence(Hook):
             entry["client_id"] = None
             self.devices[device_id] = entry
             self._lwt_set.add(device_id)  # a will may be retained: cleared when the device is back
+        if shared is not None:
+            if loaded is None:  # the first node seeds the cluster's registry from its storage
+                shared.put([dict(entry) for entry in self.devices.values()], set())
+            shared.start()
         self.broker.hooks.add(self)
         for device_id in stale:
             self._dirty.add(device_id)
@@ -132,12 +157,15 @@ class Presence(Hook):
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._write_dirty()  # committed by the storage when the broker stops, if not before
+        if self.shared is not None:
+            await self.shared.stop()
 
     # -- hook events (on the event loop; never block) -----------------------------------------
 
-    def on_publish(self, client: ClientInfo | None, message: Message) -> Message:
+    def on_published(self, client: ClientInfo | None, message: Message, matched: int) -> None:
+        # After routing: a message a publish hook refused is not taken for the device's word.
         if not message.topic.startswith(self.publish_topics):  # the hook set filters too: for direct calls
-            return message
+            return
         topic = message.topic
         try:
             if topic == self.request_topic:
@@ -146,7 +174,6 @@ class Presence(Hook):
                 self._device_message(client, topic, message)
         except Exception:  # presence observes: never let it get in the way of the message
             log.exception("presence could not handle a message on %s", topic)
-        return message
 
     def on_disconnect(self, client: ClientInfo, reason: str, expected: bool) -> None:
         device_id = self._bound.pop(client, None)
@@ -190,7 +217,10 @@ class Presence(Hook):
             elif kind == "heartbeat":
                 entry["last_heartbeat"] = utc_timestamp()
             elif kind == "events" and body is not None and self.events_kept:
-                self.broker.storage.device_event_add(device_id, body, self.events_kept)
+                if self.shared is not None:
+                    self.shared.event_add(device_id, body, self.events_kept)
+                else:
+                    self.broker.storage.device_event_add(device_id, body, self.events_kept)
             if client is not None:
                 self._seen(client, device_id, entry, changed)
             else:
@@ -325,6 +355,8 @@ class Presence(Hook):
             self._dirty.clear()
             if entries:
                 self.broker.storage.device_put(entries)
+                if self.shared is not None:
+                    self.shared.put([dict(entry) for entry in entries], set(self._seen_at))
 
     def _sweep_period(self) -> float:
         return max(min(self.interval / 2, 60.0), 0.05)
@@ -341,7 +373,39 @@ class Presence(Hook):
                 self._spawn(self._publish_offline(device_id))
             else:
                 self._seen_at.pop(device_id, None)
+        if self.shared is not None:  # devices of a node that died, without a will
+            for device_id in self.shared.orphans(self._loop.time(), self.timeout):
+                self._spawn(self._orphan_offline(device_id))
         self._sweep_handle = self._loop.call_later(self._sweep_period(), self._sweep)
+
+    async def _orphan_offline(self, device_id: str) -> None:
+        """Say offline for a silent device of a dead node: one node does, cluster-wide."""
+        assert self.shared is not None
+        try:
+            claimed = await self.shared.claim_offline(device_id)
+        except Exception as exc:  # Redis away: the next sweep tries again
+            log.warning("presence could not claim %s's offline message: %s", device_id, exc)
+            return
+        entry = self.devices.get(device_id)
+        if claimed and entry is not None and entry["online"]:
+            log.info("device %s was on a node that died and is silent: offline", device_id)
+            self._set_offline(device_id)
+            await self._publish_offline(device_id)
+
+    def replace(self, device_id: str, entry: dict[str, Any] | None, elsewhere: bool) -> None:
+        """Another node changed ``device_id``'s entry (None: forgot it); ``elsewhere``: the device
+        is heard through that node, which watches its heartbeats. (Not written to this node's
+        storage: the registry is Redis's; a node's storage keeps what it changed itself.)"""
+        if entry is None:
+            if self.devices.pop(device_id, None) is not None:
+                self._forget(device_id)
+                self.broker.storage.device_delete(device_id)
+            return
+        self.devices[device_id] = entry
+        if elsewhere or not entry["online"]:
+            self._seen_at.pop(device_id, None)
+        if not entry["online"]:
+            self._lwt_set.add(device_id)
 
     # -- what the service publishes -------------------------------------------------------------
 
@@ -400,19 +464,26 @@ class Presence(Hook):
         return dict(entry) if entry is not None else None
 
     async def events(self, device_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        if self.shared is not None:
+            return await self.shared.events(device_id, limit or self.events_kept)
         return await self.broker.storage.device_events(device_id, limit or self.events_kept)
+
+    def _forget(self, device_id: str) -> None:
+        self._seen_at.pop(device_id, None)
+        self._dirty.discard(device_id)
+        self._lwt_set.discard(device_id)
+        for conn in [c for c, d in self._bound.items() if d == device_id]:
+            del self._bound[conn]
 
     async def delete(self, device_id: str) -> bool:
         """Forget ``device_id`` and its events; clear its retained status and lwt. False if unknown."""
         entry = self.devices.pop(device_id, None)
         if entry is None:
             return False
-        self._seen_at.pop(device_id, None)
-        self._dirty.discard(device_id)
-        self._lwt_set.discard(device_id)
-        for conn in [c for c, d in self._bound.items() if d == device_id]:
-            del self._bound[conn]
+        self._forget(device_id)
         self.broker.storage.device_delete(device_id)
+        if self.shared is not None:
+            self.shared.delete(device_id)
         for kind in ("status", "lwt"):
             await self.broker.delete_retained(f"{self._device_prefix}{device_id}/{kind}")
         self._changed(device_id)

@@ -1,5 +1,7 @@
 """``Listener``: binds one ``ListenerConfig`` (one address, one transport) and hands every accepted
-socket to a broker ``Connection`` (tcp, tls, unix) or to a ``WebSocketAdapter`` in front of one (ws, wss).
+socket to a new connection (tcp, tls, unix) or to a ``WebSocketAdapter`` in front of one (ws, wss).
+The connections come from a factory that whoever serves the listener hands it (the broker: its
+``Connection``), so transports import nothing of the broker's.
 
 A unix listener (Mosquitto 2's ``listener 0 /path``) serves MQTT on a Unix domain socket whose file
 mode decides who may connect: the owner only, or the owner and ``socket_group``."""
@@ -9,22 +11,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import grp
 import logging
 import os
 import ssl
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import ConfigError, ListenerConfig
 from .tls import server_context
+from .websocket import ServedConnection, WebSocketAdapter
 
-if TYPE_CHECKING:
-    from ..broker.broker import Broker
+__all__ = ["ConnectionFactory", "Listener"]
 
-__all__ = ["Listener"]
+# A new connection for each accepted socket: an asyncio.Protocol that is also what the WebSocket
+# adapter needs of the connection behind it.
+ConnectionFactory = Callable[[], ServedConnection]
 
 log = logging.getLogger("wrenmq.listener")
 
@@ -40,8 +44,9 @@ def socket_gid(listener: str, group: str) -> int:
 class Listener:
     """A bound listener and what connections need from it: its settings and its own counters."""
 
-    def __init__(self, config: ListenerConfig, anonymous: bool) -> None:
+    def __init__(self, config: ListenerConfig, anonymous: bool, reuse_port: bool = False) -> None:
         self.config = config
+        self.reuse_port = reuse_port  # worker processes share the port (serve --workers)
         self.name = config.label
         self.type = config.type
         self.anonymous = anonymous  # clients without a username may connect here
@@ -64,23 +69,21 @@ class Listener:
         if self.config.socket_group is not None and self._gid is None:
             self._gid = socket_gid(self.name, self.config.socket_group)
 
-    async def bind(self, broker: Broker) -> None:
+    async def bind(self, new_connection: ConnectionFactory, handshake_timeout: float) -> None:
         """Bind the address without accepting anyone yet (``serve`` does): until then the kernel
         refuses connections, so no client reaches a broker that may still fail to start.
-        ``OSError`` names the listener and its address."""
-        from ..broker.connection import Connection
-
+        ``new_connection`` makes the connection of each accepted socket (for tcp, tls and unix,
+        called by the loop directly: no Python frame of ours per socket); a TLS handshake gets
+        ``handshake_timeout`` seconds. ``OSError`` names the listener and its address."""
         self.prepare()
         config = self.config
         loop = asyncio.get_running_loop()
-        factory: Any
-        if config.type in ("tcp", "tls", "unix"):
-            factory = functools.partial(Connection, broker, self)  # no Python frame per accepted socket
-        else:
-            from .websocket import WebSocketAdapter
+        factory: Any = new_connection
+        if config.type in ("ws", "wss"):
+            path = config.path
 
             def factory() -> WebSocketAdapter:
-                return WebSocketAdapter(Connection(broker, self), config.path)
+                return WebSocketAdapter(new_connection(), path)
 
         if config.type == "unix":
             await self._bind_unix(loop, factory)
@@ -92,8 +95,9 @@ class Listener:
                 config.port,
                 ssl=self._ssl,
                 # A socket that stalls its handshake gets no longer than one that never sends CONNECT.
-                ssl_handshake_timeout=broker.config.limits.connect_timeout if self._ssl is not None else None,
+                ssl_handshake_timeout=handshake_timeout if self._ssl is not None else None,
                 reuse_address=True,
+                reuse_port=self.reuse_port,
                 backlog=4096,
                 start_serving=False,
             )
@@ -128,9 +132,9 @@ class Listener:
         except OSError as exc:  # listen() lost a race for the port to another process
             raise OSError(exc.errno, f"listener {self.name} on {self.address}: {exc.strerror}") from exc
 
-    async def start(self, broker: Broker) -> None:
+    async def start(self, new_connection: ConnectionFactory, handshake_timeout: float) -> None:
         """Bind and serve at once (a listener reopened on a running broker)."""
-        await self.bind(broker)
+        await self.bind(new_connection, handshake_timeout)
         await self.serve()
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import logging
 import re
 import struct
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -40,14 +40,61 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .linger import linger
 
-if TYPE_CHECKING:
-    from ..broker.connection import Connection
-
 __all__ = ["MAX_REQUEST_SIZE", "SUBPROTOCOLS", "WebSocketAdapter", "WebSocketTransport", "upgrade_problem"]
 
 log = logging.getLogger("wrenmq.websocket")
 
 SUBPROTOCOLS = ("mqtt", "mqttv3.1")  # "mqtt" is MQTT's [MQTT-6.0.0-4]; "mqttv3.1" is what 3.1 clients offer
+
+
+class TransportLimits(Protocol):
+    """The limits the adapter applies before the connection sees a byte."""
+
+    @property
+    def max_packet_size(self) -> int: ...
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+
+class TransportCounters(Protocol):
+    """Where the adapter counts what only it sees."""
+
+    internal_errors: int
+    websocket_upgrades_refused: int
+
+
+class ServedConnection(Protocol):
+    """What the adapter needs of the MQTT connection behind it (the broker's ``Connection``):
+    the asyncio.Protocol calls, its loop and limits, the counters, and the set where sockets
+    closing with a reason wait (``linger``). Named here, so that transports import nothing of
+    the broker's."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def limits(self) -> TransportLimits: ...
+
+    @property
+    def counters(self) -> TransportCounters: ...
+
+    @property
+    def lingering(self) -> set[Any]: ...
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def connection_lost(self, exc: Exception | None) -> None: ...
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+    def close(self, reason: str) -> None: ...
+
+
 MAX_REQUEST_SIZE = 16 * 1024  # bytes of HTTP upgrade request before the connection is refused (431)
 _MESSAGE_SLACK = 64 * 1024  # a message may carry a largest packet plus the small ones sent with it
 
@@ -107,7 +154,7 @@ class WebSocketAdapter(asyncio.Protocol):
     socket that never completes the upgrade is closed after the same ``connect_timeout``.
     """
 
-    def __init__(self, connection: Connection, path: str) -> None:
+    def __init__(self, connection: ServedConnection, path: str) -> None:
         self.connection = connection
         self.paths = {path, "/"}
         self.subprotocol: str | None = None  # the one agreed in the upgrade
@@ -140,7 +187,7 @@ class WebSocketAdapter(asyncio.Protocol):
             else:
                 self._handshake(data)
         except Exception:  # nothing may escape into the event loop: drop this one connection
-            self.connection.broker.stats.internal_errors += 1
+            self.connection.counters.internal_errors += 1
             log.exception("internal error on WebSocket connection from %s", self._peer())
             self.closing = True
             if self._transport is not None:
@@ -230,7 +277,7 @@ class WebSocketAdapter(asyncio.Protocol):
     def _reject(self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """Answer the upgrade request with an HTTP error and close; counted, logged at debug only
         (anyone can send a bad request: the log is not theirs to fill)."""
-        self.connection.broker.stats.websocket_upgrades_refused += 1
+        self.connection.counters.websocket_upgrades_refused += 1
         log.debug("WebSocket upgrade from %s refused (%d): %s", self._peer(), status, reason)
         body = reason.encode("utf-8", "replace") + b"\n"
         headers = [
@@ -252,7 +299,7 @@ class WebSocketAdapter(asyncio.Protocol):
         if response:
             transport.write(response)
         # The rest of a refused request may be unread: linger, or the reset would lose the answer.
-        linger(transport, self.connection.broker.lingering, self.connection.loop)
+        linger(transport, self.connection.lingering, self.connection.loop)
 
     def _upgrade_timed_out(self) -> None:
         self._upgrade_timer = None
@@ -329,7 +376,7 @@ class WebSocketAdapter(asyncio.Protocol):
             connection.close(why)  # its output is dropped: no data may follow a Close frame
         # The Close frame must arrive even if the client sent more than it read (see linger.py); the
         # socket is the linger's from now on, so the connection hears of its end from here.
-        linger(transport, connection.broker.lingering, connection.loop)
+        linger(transport, connection.lingering, connection.loop)
         if self.upgraded:
             connection.loop.call_soon(connection.connection_lost, None)
 
@@ -438,7 +485,7 @@ class WebSocketTransport(asyncio.Transport):
         return self._transport.is_reading()
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        return cast(asyncio.BaseProtocol, self._adapter.connection)  # (a protocol by its methods)
+        return cast(asyncio.BaseProtocol, self._adapter.connection)  # (a ServedConnection is one)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         raise NotImplementedError("the MQTT connection of a WebSocket cannot be replaced")

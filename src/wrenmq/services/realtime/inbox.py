@@ -1,7 +1,6 @@
-"""The buffers of realtime delivery (see :mod:`wrenmq.services.realtime`): the bounded
-:class:`Inbox` each Socket.IO socket, poll session or API stream reads from. The :class:`Journal`
-of recent routed messages that a client falling back between transports replays from is the
-broker's (``broker/journal.py``, compiled: ``Broker.route`` records each message)."""
+"""The buffer of realtime delivery: the bounded :class:`Inbox` each Socket.IO socket, poll
+session, API stream or trace reads from. (The journal that a client falling back between
+transports replays from is the broker's: ``broker/journal.py``, read by ``resume.py``.)"""
 
 from __future__ import annotations
 
@@ -10,12 +9,10 @@ import contextlib
 from collections import deque
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ..broker.journal import Journal
-
 if TYPE_CHECKING:
-    from ..broker.message import Message
+    from ...broker.message import Message
 
-__all__ = ["Delivery", "Inbox", "Journal"]
+__all__ = ["Delivery", "Inbox"]
 
 T = TypeVar("T")
 # What a realtime reader's inbox holds: (journal seq, routing time, message, the QoS to deliver at).
