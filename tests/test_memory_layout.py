@@ -368,6 +368,6 @@ def test_memory_compiled_objects_of_one_idle_connection_stay_small(broker: Wrenm
                 "Subscriber": sys.getsizeof(sub),
             }
 
-        assert broker.call(sizes()) == {"Connection": 184, "ServerProtocol": 240, "Session": 192, "Subscriber": 96}
+        assert broker.call(sizes()) == {"Connection": 192, "ServerProtocol": 240, "Session": 192, "Subscriber": 96}
     finally:
         client.close()
