@@ -371,3 +371,39 @@ def test_memory_compiled_objects_of_one_idle_connection_stay_small(broker: Wrenm
         assert broker.call(sizes()) == {"Connection": 192, "ServerProtocol": 240, "Session": 192, "Subscriber": 96}
     finally:
         client.close()
+
+
+def test_memory_narrow_fields_hold_every_value_the_protocol_allows(broker: WrenmqServer) -> None:
+    """The compiled protocol keeps small numbers as 4-byte fields: every value a client may send
+    still fits. The largest Keep Alive, Receive Maximum and Topic Alias Maximum [MQTT-3.1.2-10],
+    [MQTT-3.3.4-7], and a Maximum Packet Size of 2**32 - 1 (four bytes on the wire), are accepted;
+    QoS 1 flows in both directions and the server keeps the client's limit [MQTT-3.1.2-24]."""
+    client = RawClient(broker.port, 5)
+    try:
+        props = {
+            PropertyId.RECEIVE_MAXIMUM: 65535,
+            PropertyId.MAXIMUM_PACKET_SIZE: 2**32 - 1,
+            PropertyId.TOPIC_ALIAS_MAXIMUM: 65535,
+            PropertyId.SESSION_EXPIRY_INTERVAL: 0xFFFFFFFF,
+        }
+        assert client.connect("m11", clean=True, keep_alive=65535, properties=props).reason_code == 0
+        assert client.subscribe("narrow/#", 1).reason_codes == [1]
+        client.send(p.Publish("narrow/t", b"x" * 100, 1, False, 7))
+        first, second = client.recv(), client.recv()  # its copy and its PUBACK, in either order
+        got = first if isinstance(first, p.Publish) else second
+        ack = second if got is first else first
+        assert isinstance(ack, p.Puback) and ack.packet_id == 7 and ack.reason_code == 0
+        assert isinstance(got, p.Publish) and (got.topic, got.payload, got.qos) == ("narrow/t", b"x" * 100, 1)
+        client.send(p.Puback(got.packet_id))
+
+        async def read() -> tuple[int, int, int]:
+            conn = broker.broker.sessions["m11"].connection
+            assert conn is not None
+            return conn.protocol.max_packet_out, conn.keep_alive, conn.send_quota
+
+        assert broker.call(read()) == (2**32 - 1, 65535, min(65535, broker.broker.limits.max_inflight_messages))
+    finally:
+        client.close()
+    # A parser (the client's, the bench's) may be given a limit above any MQTT packet's length.
+    parser = Parser(2**32 - 1, 5)
+    assert parser.feed(b"\xd0\x00")[0].type == p.PINGRESP

@@ -65,8 +65,9 @@ _NO_SUBS: Final[Mapping[str, Subscriber]] = MappingProxyType({})
 
 class Session:
     """One client's session. Its containers that most sessions leave empty (the offline queue,
-    the resend list, inbound QoS 2 ids) start as shared empty stand-ins and are made on first
-    use: an idle connection's session holds two dicts of its own (see BENCHMARKS.md)."""
+    the resend list, in-flight deliveries, inbound QoS 2 ids) start as shared empty stand-ins and
+    are made on first use, and a single subscription is held without a dict: an idle connection's
+    session holds no container of its own (see BENCHMARKS.md)."""
 
     __slots__ = (
         "_next_pid",

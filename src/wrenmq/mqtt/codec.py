@@ -109,7 +109,8 @@ class Parser:
         self._have: i32 = 0
         self._need: i32 = 0
         self.error: ProtocolError | None = None
-        self.max_packet_size: i32 = max_packet_size
+        # (a larger limit is this one: no MQTT packet can be longer, and it fits an i32)
+        self.max_packet_size: i32 = min(max_packet_size, MAX_PACKET_SIZE)
         self.protocol_level: i32 = protocol_level
 
     @property
