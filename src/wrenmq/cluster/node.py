@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -110,6 +111,9 @@ class Cluster:
         self.received = 0  # messages other nodes forwarded here
         self.dropped = 0  # forwards given up (the queue past its bound while Redis was away)
         self.max_queue = 100_000
+        # Called with a node's name once it is dead and its sessions adopted (services that keep
+        # per-node state in Redis clean it up there), and with this node's own when it stops.
+        self.reapers: list[Callable[[str], Awaitable[None]]] = []
         self.sessions = SessionStore(self)
         self.handover = Handover(self)
 
@@ -183,6 +187,9 @@ class Cluster:
         back first), so no message for them is lost while it is down. A node without any leaves
         the cluster outright."""
         broker = self.broker
+        for reaper in list(self.reapers):  # what services keep per node goes with it
+            with contextlib.suppress(Exception):
+                await reaper(self.node)
         await broker.stop()
         self._stopping = True
         if broker.router.watch == self._route_changed:
@@ -478,6 +485,37 @@ class Cluster:
         self.handover.owned.discard(client_id)
         self.command("EVAL", _RELEASE_OWNER, 1, self.key("owner", client_id), self.node)
 
+    # -- channels for services -------------------------------------------------------------------
+
+    async def follow(
+        self,
+        channel: str,
+        handle: Callable[[bytes], None],
+        subscribed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Call ``handle`` with each message on ``channel``, for as long as the task runs; after a
+        lost connection subscribe again, then ``subscribed`` (read what was missed meanwhile). A
+        message ``handle`` cannot read (ValueError, KeyError) is logged and skipped."""
+        while True:
+            pubsub: Any = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(channel)
+                if subscribed is not None:
+                    await subscribed()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None:
+                        continue
+                    try:
+                        handle(message["data"])
+                    except (ValueError, KeyError):
+                        log.warning("cluster: an unreadable message on %s was skipped", channel)
+            except (RedisError, OSError):
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
     # -- commit gate (Persistence.gate) ------------------------------------------------------
 
     def barrier(self, callback: Any) -> None:
@@ -665,6 +703,11 @@ class Cluster:
             else:
                 self._publish_will(will)
         adopted = await self.handover.adopt(name)
+        for reaper in list(self.reapers):
+            try:
+                await reaper(name)
+            except Exception:
+                log.exception("cluster: cleaning up after node %s failed", name)
         if name == self.node:  # this node's own last run: its inbox is read as usual
             await r.delete(self.key("wills", name), self.key("reaping", name))
             log.warning(

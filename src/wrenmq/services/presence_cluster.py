@@ -80,7 +80,7 @@ class PresenceCluster:
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._listen(), name="presence-cluster-listen"),
+            asyncio.create_task(self.cluster.follow(self.channel, self._heard), name="presence-cluster-listen"),
             asyncio.create_task(self._send(), name="presence-cluster-send"),
         ]
 
@@ -188,30 +188,16 @@ class PresenceCluster:
             self._events = events + self._events
             raise
 
-    async def _listen(self) -> None:
-        """Apply the changes other nodes announce to this node's replica."""
-        loop = asyncio.get_running_loop()
-        while True:
-            pubsub: Any = self.cluster.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None:
-                        continue
-                    change = json.loads(message["data"])
-                    node, device_id, entry = change["n"], change["d"], change["e"]
-                    if node == self.node:
-                        continue
-                    if change["h"]:
-                        self.heard_through[device_id] = node
-                        self.heard_at[device_id] = loop.time()
-                    elif entry is None or not entry["online"]:
-                        self.heard_through.pop(device_id, None)
-                        self.heard_at.pop(device_id, None)
-                    self.presence.replace(device_id, entry, elsewhere=bool(change["h"]))
-            except (RedisError, OSError, ValueError, KeyError):
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+    def _heard(self, data: bytes) -> None:
+        """Apply a change another node announces to this node's replica."""
+        change = json.loads(data)
+        node, device_id, entry = change["n"], change["d"], change["e"]
+        if node == self.node:
+            return
+        if change["h"]:
+            self.heard_through[device_id] = node
+            self.heard_at[device_id] = asyncio.get_running_loop().time()
+        elif entry is None or not entry["online"]:
+            self.heard_through.pop(device_id, None)
+            self.heard_at.pop(device_id, None)
+        self.presence.replace(device_id, entry, elsewhere=bool(change["h"]))

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 
@@ -117,7 +117,9 @@ class ClusterJournal:
         """Start listening (which reads the filters held so far) and refreshing."""
         self.running = True
         self._tasks = [
-            asyncio.create_task(self._listen(), name="realtime-journal-listen"),
+            asyncio.create_task(
+                self.cluster.follow(self.channel, self._heard, self._read), name="realtime-journal-listen"
+            ),
             asyncio.create_task(self._refresh(), name="realtime-journal-refresh"),
         ]
 
@@ -182,25 +184,11 @@ class ClusterJournal:
                 self.broker.unsubscribe_local(OWNER, topic_filter)
                 await self.cluster.redis.eval(_EXPIRE, 1, self.hash, topic_filter, f"{now:.3f}")
 
-    async def _listen(self) -> None:
+    def _heard(self, data: bytes) -> None:
         """Hold each filter another node announces."""
-        while True:
-            pubsub: Any = self.cluster.redis.pubsub()
-            try:
-                await pubsub.subscribe(self.channel)
-                await self._read()  # what was announced before the subscription took
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is None:
-                        continue
-                    until, _, topic_filter = message["data"].decode().partition("\x00")
-                    if topic_filter:
-                        self.hold(topic_filter, float(until))
-            except (RedisError, OSError, ValueError):
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+        until, _, topic_filter = data.decode().partition("\x00")
+        if topic_filter:
+            self.hold(topic_filter, float(until))
 
 
 # Set a filter's time to ARGV[2] unless it is already later.

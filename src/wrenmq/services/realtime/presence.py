@@ -32,6 +32,9 @@ class PresenceBoard:
         self.attachments: dict[str, dict[str, str]] = {}  # presence id -> {attachment key: transport}
         self.by_key: dict[str, str] = {}  # attachment key -> presence id
         self.meta: dict[str, dict[str, Any]] = {}
+        # In a cluster, who is attached is decided cluster-wide (board_cluster.SharedAttachments):
+        # this board then keeps only this node's attachments and asks it for every decision.
+        self.shared: Any = None
 
     def topic(self, presence_id: str) -> str:
         return self.topic_prefix + presence_id
@@ -49,6 +52,9 @@ class PresenceBoard:
         self.by_key[key] = presence_id
         if meta:
             self.meta[presence_id] = {k: v for k, v in meta.items() if k not in ("id", "status", "timestamp")}
+        if self.shared is not None:
+            self.shared.attach(presence_id, key, transport)
+            return
         if first and not key.startswith("mqtt:"):  # an MQTT client published its own online message
             self._announce(presence_id, "online", transport)
 
@@ -60,6 +66,11 @@ class PresenceBoard:
             return
         present = self.attachments.get(presence_id, {})
         transport = present.pop(key, "")
+        if self.shared is not None:
+            if not present:
+                self.attachments.pop(presence_id, None)
+            self.shared.detach(presence_id, key, transport, goodbye)
+            return
         if present:
             if key.startswith("mqtt:"):  # its will may have said offline: say online again
                 self._announce(presence_id, "online", next(iter(present.values())))
@@ -89,7 +100,18 @@ class PresenceBoard:
         """Whether the user is attached by something other than MQTT (which its will speaks for)."""
         if presence_id in self.leaving:
             return True
-        return any(not key.startswith("mqtt:") for key in self.attachments.get(presence_id, ()))
+        here = sum(1 for key in self.attachments.get(presence_id, ()) if not key.startswith("mqtt:"))
+        if here:
+            return True
+        return self.shared is not None and self.shared.present_elsewhere(presence_id, here)
+
+    def announce(self, presence_id: str, status: str, transport: str) -> None:
+        """Publish ``presence_id``'s status (the cluster's half decides when, in a cluster)."""
+        if status == "offline" and self.attachments.get(presence_id):
+            return  # (back here meanwhile)
+        self._announce(presence_id, status, transport)
+        if status == "offline":
+            self.meta.pop(presence_id, None)
 
     def _announce(self, presence_id: str, status: str, transport: str) -> None:
         body = {**self.meta.get(presence_id, {}), "id": presence_id, "status": status, "transport": transport}

@@ -58,6 +58,10 @@ class RealtimeService(Hook):
         self.presence = PresenceBoard(
             self.publish_soon, config.realtime.presence_prefix, config.realtime.presence_grace
         )
+        if cluster is not None:  # who is attached is the cluster's (board_cluster)
+            from .board_cluster import SharedAttachments
+
+            self.presence.shared = SharedAttachments(cluster, self.presence.announce, config.realtime.presence_grace)
         self._presence_prefix = self.presence.topic_prefix
         self.publish_topics: tuple[str, ...] = (self._presence_prefix,)  # on_publish: presence only
         self.subscribers: dict[str, Subscriber] = {}
@@ -78,6 +82,8 @@ class RealtimeService(Hook):
                 self.broker.journal = self.journal
             if self.shared is not None:
                 self.shared.start()
+            if self.presence.shared is not None:
+                self.presence.shared.start()
 
     def stop(self) -> None:
         if self._started:
