@@ -1,22 +1,28 @@
 """What one idle connection holds (issue 19: RSS per idle connection; BENCHMARKS.md "Where the
 bytes of one connection go"). Structural, not timed: an idle session shares its empty queue,
-resend list and inbound QoS 2 id set instead of allocating its own; each trie node holds a dict
-only for the kinds of entries it has; the per-connection classes have no instance ``__dict__``.
-And the shared stand-ins are never written to: containers are made on first use and handed back
-once empty, with the QoS flows behaving as before.
+resend list and inbound QoS 2 id set instead of allocating its own, and holds its one
+subscription without a dict; each trie node holds a dict only for the kinds of entries it has, and
+keeps its level as a shared string; the protocol is its own parser and keeps no output list
+between flushes; the per-connection classes have no instance ``__dict__`` and, compiled, their
+flags packed. And the shared stand-ins are never written to: containers are made on first use and
+handed back once empty, with the QoS flows behaving as before.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import sys
 from typing import Any
 
+import pytest
+
 from mqttraw import RawClient
+from wrenmq.broker import connection as connection_module
 from wrenmq.broker.router import Router, Subscriber
 from wrenmq.broker.session import NO_DELIVERIES, NO_INFLIGHT, Session
 from wrenmq.mqtt import packets as p
-from wrenmq.mqtt.codec import _NO_CHUNKS
+from wrenmq.mqtt.codec import _NO_CHUNKS, Parser
 from wrenmq.mqtt.properties import PropertyId
 from wrenmq.mqtt.server import NO_IDS
 from wrenmq.mqtt.topics import topic_matches
@@ -55,7 +61,7 @@ def _inspect(server: WrenmqServer, client_id: str) -> dict[str, Any]:
             "qos2": session.inbound_qos2,
             "qos2_ids": set(session.inbound_qos2),
             "inflight": session.inflight_out,
-            "chunks": conn.protocol.parser._chunks if conn is not None else None,
+            "chunks": conn.protocol._chunks if conn is not None else None,
             "protocol_qos2": conn.protocol.inbound_qos2 if conn is not None else None,
             "root_children": broker.router._root.children,
         }
@@ -207,7 +213,7 @@ def test_memory_per_connection_objects_have_no_instance_dict(broker: WrenmqServe
             session = broker.broker.sessions["m5"]
             conn = session.connection
             assert conn is not None
-            objects = [conn, conn.protocol, conn.protocol.parser, session, session.subscriptions["dev/m5/cmd"]]
+            objects = [conn, conn.protocol, session, session.subscription("dev/m5/cmd")]
             return [(type(o).__name__, hasattr(o, "__dict__")) for o in objects]
 
         assert [name for name, has_dict in broker.call(read()) if has_dict] == []
@@ -262,3 +268,142 @@ def test_memory_connect_looks_up_no_peer_address_unless_asked(broker: WrenmqServ
         assert broker.broker.admission.failures == {}
     finally:
         client.close()
+
+
+def test_memory_session_holds_one_subscription_without_a_dict(broker: WrenmqServer) -> None:
+    """One subscription is held directly; a second makes a dict, which goes once one is left; the
+    subscriptions seen from outside (read-only) and what is delivered stay the same throughout."""
+    client = _subscriber(broker, "m7")
+    try:
+
+        async def held() -> tuple[Any, list[str]]:
+            session = broker.broker.sessions["m7"]
+            return session._subs, list(session.subscriptions)
+
+        subs, filters = broker.call(held())
+        assert isinstance(subs, Subscriber) and filters == ["dev/m7/cmd"]
+        assert client.subscribe("dev/m7/extra", 0).reason_codes == [0]
+        subs, filters = broker.call(held())
+        assert isinstance(subs, dict) and filters == ["dev/m7/cmd", "dev/m7/extra"]
+        assert client.subscribe("dev/m7/cmd", 0).reason_codes == [0]  # replaced in place [MQTT-3.8.4-3]
+        subs, filters = broker.call(held())
+        assert filters == ["dev/m7/cmd", "dev/m7/extra"] and subs["dev/m7/cmd"].qos == 0
+        client.send(p.Unsubscribe(client.pid(), ["dev/m7/cmd"]))
+        client.expect(p.Unsuback)
+        subs, filters = broker.call(held())
+        assert isinstance(subs, Subscriber) and filters == ["dev/m7/extra"]
+        broker.publish("dev/m7/cmd", "gone")
+        broker.publish("dev/m7/extra", "here")
+        assert client.expect(p.Publish).payload == b"here"  # and not "gone" before it
+        client.send(p.Unsubscribe(client.pid(), ["dev/m7/extra"]))
+        client.expect(p.Unsuback)
+        subs, filters = broker.call(held())
+        assert subs is None and filters == []
+
+        async def read_only() -> None:
+            with pytest.raises(TypeError):
+                broker.broker.sessions["m7"].subscriptions["x"] = None  # type: ignore[index]
+
+        broker.call(read_only())
+    finally:
+        client.close()
+
+
+def test_memory_protocol_is_its_own_parser_and_holds_no_output_list_while_idle(broker: WrenmqServer) -> None:
+    client = _subscriber(broker, "m8")
+    try:
+
+        async def read() -> tuple[bool, bool, Any]:
+            conn = broker.broker.sessions["m8"].connection
+            assert conn is not None
+            protocol = conn.protocol
+            return isinstance(protocol, Parser), hasattr(protocol, "parser"), protocol._out
+
+        assert broker.call(read()) == (True, False, None)
+        client.send(p.Pingreq())  # output made and flushed: the list goes with it
+        client.expect(p.Pingresp)
+        assert broker.call(read()) == (True, False, None)
+    finally:
+        client.close()
+
+
+def test_memory_trie_levels_are_shared_strings(broker: WrenmqServer) -> None:
+    """A level that is the subscriber's client id is the session's own string; a short level
+    ("cmd") is one string for every node that has it, not a copy per subscription."""
+    a, b = _subscriber(broker, "m9a"), _subscriber(broker, "m9b")
+    try:
+
+        async def read() -> tuple[bool, bool, bool]:
+            sessions = broker.broker.sessions
+            root: Any = broker.broker.router._root
+            mid_a, mid_b = root.get("dev").get("m9a"), root.get("dev").get("m9b")
+            return (
+                mid_a.level is sessions["m9a"].client_id,
+                mid_b.level is sessions["m9b"].client_id,
+                mid_a.get("cmd").level is mid_b.get("cmd").level,
+            )
+
+        assert broker.call(read()) == (True, True, True)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.skipif(not connection_module.__file__.endswith(".so"), reason="object sizes of the compiled build")
+def test_memory_compiled_objects_of_one_idle_connection_stay_small(broker: WrenmqServer) -> None:
+    """The compiled sizes BENCHMARKS.md's table is made of (``sys.getsizeof``, GC header included):
+    a field more, or the flags no longer packed together, shows here first."""
+    client = _subscriber(broker, "m10")
+    try:
+
+        async def sizes() -> dict[str, int]:
+            session = broker.broker.sessions["m10"]
+            conn = session.connection
+            assert conn is not None
+            sub = session.subscription("dev/m10/cmd")
+            return {
+                "Connection": sys.getsizeof(conn),
+                "ServerProtocol": sys.getsizeof(conn.protocol),
+                "Session": sys.getsizeof(session),
+                "Subscriber": sys.getsizeof(sub),
+            }
+
+        assert broker.call(sizes()) == {"Connection": 192, "ServerProtocol": 240, "Session": 192, "Subscriber": 96}
+    finally:
+        client.close()
+
+
+def test_memory_narrow_fields_hold_every_value_the_protocol_allows(broker: WrenmqServer) -> None:
+    """The compiled protocol keeps small numbers as 4-byte fields: every value a client may send
+    still fits. The largest Keep Alive, Receive Maximum and Topic Alias Maximum [MQTT-3.1.2-10],
+    [MQTT-3.3.4-7], and a Maximum Packet Size of 2**32 - 1 (four bytes on the wire), are accepted;
+    QoS 1 flows in both directions and the server keeps the client's limit [MQTT-3.1.2-24]."""
+    client = RawClient(broker.port, 5)
+    try:
+        props = {
+            PropertyId.RECEIVE_MAXIMUM: 65535,
+            PropertyId.MAXIMUM_PACKET_SIZE: 2**32 - 1,
+            PropertyId.TOPIC_ALIAS_MAXIMUM: 65535,
+            PropertyId.SESSION_EXPIRY_INTERVAL: 0xFFFFFFFF,
+        }
+        assert client.connect("m11", clean=True, keep_alive=65535, properties=props).reason_code == 0
+        assert client.subscribe("narrow/#", 1).reason_codes == [1]
+        client.send(p.Publish("narrow/t", b"x" * 100, 1, False, 7))
+        first, second = client.recv(), client.recv()  # its copy and its PUBACK, in either order
+        got = first if isinstance(first, p.Publish) else second
+        ack = second if got is first else first
+        assert isinstance(ack, p.Puback) and ack.packet_id == 7 and ack.reason_code == 0
+        assert isinstance(got, p.Publish) and (got.topic, got.payload, got.qos) == ("narrow/t", b"x" * 100, 1)
+        client.send(p.Puback(got.packet_id))
+
+        async def read() -> tuple[int, int, int]:
+            conn = broker.broker.sessions["m11"].connection
+            assert conn is not None
+            return conn.protocol.max_packet_out, conn.keep_alive, conn.send_quota
+
+        assert broker.call(read()) == (2**32 - 1, 65535, min(65535, broker.broker.limits.max_inflight_messages))
+    finally:
+        client.close()
+    # A parser (the client's, the bench's) may be given a limit above any MQTT packet's length.
+    parser = Parser(2**32 - 1, 5)
+    assert parser.feed(b"\xd0\x00")[0].type == p.PINGRESP

@@ -79,11 +79,23 @@ def connections(run: Run) -> dict[str, Any]:
         "connected": connected,
         "errors": errors,
         "connect_per_s": connected / max(seconds, 1e-9),
+        **_cpu_per_connection(before, after, connected),
         "rss_per_conn_kib": (rss_after - rss_before) / max(connected, 1),
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
         "lost": 0,
         **run.cpu_percent(before, after),
+    }
+
+
+def _cpu_per_connection(before: tuple[float, ...], after: tuple[float, ...], connected: int) -> dict[str, float]:
+    """CPU microseconds per connection set up, of the broker and of the generator (all its
+    processes): what a connection costs each side, which other load on a shared machine moves
+    far less than the rate, and which says whether the generator, not the broker, set the rate."""
+    n = max(connected, 1)
+    return {
+        "broker_us_per_conn": (after[1] - before[1]) / n * 1e6,
+        "generator_us_per_conn": (after[2] - before[2]) / n * 1e6,
     }
 
 
@@ -156,6 +168,7 @@ def idle_memory(run: Run) -> dict[str, Any]:
         "errors": sum(r["errors"] for r in reports),
         "rss_per_conn_kib": (rss_after - rss_before) / max(connected, 1),
         "setup_per_s": connected / max(seconds, 1e-9),
+        **_cpu_per_connection(before, after, connected),
         "rss_before_kib": rss_before,
         "rss_after_kib": rss_after,
         "lost": 0,

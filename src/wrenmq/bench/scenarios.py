@@ -27,6 +27,8 @@ __all__ = ["SCENARIOS", "Metric", "Run", "Scenario", "Settings", "default_cpus",
 _THROUGHPUT = Metric("msgs_per_s", "delivered msg/s", "higher")
 _PER_CPU = Metric("msgs_per_cpu_s", "delivered msg per broker CPU-second", "higher")
 _LOST = Metric("lost", "lost msgs", "lower")
+_BROKER_US_PER_CONN = Metric("broker_us_per_conn", "broker CPU us per connection", "lower", "{:,.1f}")
+_GENERATOR_US_PER_CONN = Metric("generator_us_per_conn", "generator CPU us per connection", None, "{:,.1f}")
 _LAT_P50 = Metric("latency_p50_us", "latency p50 us (under load)", "lower")
 
 SCENARIOS: dict[str, Scenario] = {
@@ -113,6 +115,8 @@ SCENARIOS: dict[str, Scenario] = {
             "10k idle connections",
             (
                 Metric("connect_per_s", "connections/s", "higher"),
+                _BROKER_US_PER_CONN,
+                _GENERATOR_US_PER_CONN,
                 Metric("rss_per_conn_kib", "broker RSS KiB/connection", "lower", "{:,.2f}"),
                 Metric("connected", "connections held", "higher"),
                 Metric("errors", "connection errors", "lower"),
@@ -140,6 +144,8 @@ SCENARIOS: dict[str, Scenario] = {
             (
                 Metric("rss_per_conn_kib", "broker RSS KiB/connection", "lower", "{:,.2f}"),
                 Metric("setup_per_s", "connect+subscribe/s", "higher"),
+                _BROKER_US_PER_CONN,
+                _GENERATOR_US_PER_CONN,
                 Metric("connected", "connections held", "higher"),
                 Metric("errors", "connection errors", "lower"),
                 *cpu_metrics(),

@@ -49,19 +49,32 @@ _STUCK_FACTOR = 2  # a connection whose unsent output passes this many max_write
 _CLOSE_LINGER = 2.0  # seconds a closing connection has to flush its output before it is aborted
 
 
-class Connection(asyncio.Protocol):
+class _RateBucket:
+    """A connection's ``max_publish_rate`` token bucket: made by its first PUBLISH under a rate
+    limit, so a connection without one carries a pointer, not three fields."""
+
+    __slots__ = ("at", "pause_timer", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 1e9  # (capped to the burst on first use)
+        self.at = 0.0
+        self.pause_timer: asyncio.TimerHandle | None = None  # reads resume when it fires
+
+
+class Connection:
     """The asyncio side of one client connection (see the module docstring); slotted: one
-    per connection, so no instance ``__dict__``."""
+    per connection, so no instance ``__dict__``. An ``asyncio.Protocol`` by its methods, not by
+    inheritance (event loops call a protocol's methods, they do not check its class): compiled,
+    a subclass of that Python class would carry a ``__dict__`` and a ``__weakref__`` pointer, 16
+    bytes per connection."""
 
     __slots__ = (
         "_buffer_seen",
         "_capped_since",
         "_flush_scheduled",
         "_login",
-        "_pause_timer",
         "_peer",
-        "_rate_at",
-        "_rate_tokens",
+        "_rate",
         "auth",
         "bridge",
         "broker",
@@ -72,7 +85,6 @@ class Connection(asyncio.Protocol):
         "disconnect_reason",
         "limits",
         "listener",
-        "loop",
         "message_ids",
         "over_limit",
         "protocol",
@@ -87,38 +99,43 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, broker: Broker, listener: Any = None) -> None:
         self.broker = broker
+        # The broker's, read per delivery (_pump): a field, as compiled the object has room for
+        # it within its allocation (184 bytes without, 192 with: pymalloc rounds to 16).
+        self.limits = broker.limits
         self.listener = listener  # the transports.Listener that accepted it (None: embedded/tests)
-        self.auth: Any = None  # the AuthResult of the hook that let the client in
-        self.cert_identity: str | None = None  # CN of a verified TLS client certificate
-        self.over_limit = False  # accepted past max_connections: CONNECT is refused with Server busy
-        self._rate_tokens = 1e9  # max_publish_rate bucket (capped to its burst on first use)
-        self._rate_at = 0.0
-        self.loop = broker.loop
-        self.limits = limits = broker.limits
+        self.protocol = ServerProtocol(broker.limits, 0.0)  # its clocks start in connection_made
         self.transport: asyncio.Transport | None = None
-        self.protocol = ServerProtocol(limits, 0.0)  # its clocks start in connection_made
-        self.bridge = False  # a Mosquitto bridge (protocol level 0x83/0x84): see Broker.subscribe
+        self.session: Session | None = None
         self.client_id = ""
         self.username: str | None = None
+        self.auth: Any = None  # the AuthResult of the hook that let the client in
+        self.cert_identity: str | None = None  # CN of a verified TLS client certificate
         self._peer: str | None = None  # "host:port", resolved on first use (a syscall or two)
-        self.session: Session | None = None
+        self.will: Message | None = None
+        self.will_delay = 0
+        self.disconnect_reason = "connection lost"
+        self._rate: _RateBucket | None = None  # max_publish_rate's bucket (made on first use)
+        self._capped_since = 0.0  # since when its output has been at its cap without draining (0: not)
+        self._buffer_seen = 0  # write buffer size at the last sweep, to tell a slow reader from a stopped one
+        # While a login is checked off the loop: the check (the protocol keeps what the client sends
+        # meanwhile; its events are pulled once the login is decided: see hold_for_login).
+        self._login: asyncio.Future[Any] | None = None
+        # The flags last and together: compiled, a bool is one byte, and eight in a row share the
+        # eight bytes each would take between pointers (mypyc lays fields out in this order).
+        self.over_limit = False  # accepted past max_connections: CONNECT is refused with Server busy
+        self.bridge = False  # a Mosquitto bridge (protocol level 0x83/0x84): see Broker.subscribe
         self.closed = False
         # The client asked for the broker's message id on each PUBLISH (a CONNECT user property;
         # the realtime browser client does, to drop what it got over another transport).
         self.message_ids = False
-        self.will: Message | None = None
-        self.will_delay = 0
-        self.disconnect_reason = "connection lost"
         self.congested = False  # buffer reached max_write_buffer, not yet below low: QoS 0 dropped, 1/2 queued
         self.writing_paused = False
         self.reading_paused = False
         self._flush_scheduled = False
-        self._capped_since = 0.0  # since when its output has been at its cap without draining (0: not)
-        self._buffer_seen = 0  # write buffer size at the last sweep, to tell a slow reader from a stopped one
-        self._pause_timer: asyncio.TimerHandle | None = None
-        # While a login is checked off the loop: the check (the protocol keeps what the client sends
-        # meanwhile; its events are pulled once the login is decided: see hold_for_login).
-        self._login: asyncio.Future[Any] | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self.broker.loop
 
     # -- what the protocol knows, for the broker, hooks and the API --------------------------------
 
@@ -159,7 +176,7 @@ class Connection(asyncio.Protocol):
         connections = self.broker.connections
         if limits.max_connections and len(connections) >= limits.max_connections:
             self.over_limit = True
-        connections.add(self)
+        connections[self] = None
         listener = self.listener
         if listener is not None:
             if listener.max_connections and listener.connections >= listener.max_connections:
@@ -238,9 +255,9 @@ class Connection(asyncio.Protocol):
         """The connection is over for the broker: release what it holds and tell the broker."""
         if self._login is not None:
             self._login.cancel()  # nobody is waiting for the answer: free the check's place
-        if self._pause_timer is not None:
-            self._pause_timer.cancel()
-        self.broker.connections.discard(self)
+        if self._rate is not None and self._rate.pause_timer is not None:
+            self._rate.pause_timer.cancel()
+        self.broker.connections.pop(self, None)
         stats = self.broker.stats
         stats.packets_in_closed += self.protocol.packets_in
         stats.packets_out_closed += self.protocol.packets_out
@@ -357,9 +374,10 @@ class Connection(asyncio.Protocol):
     def resume_reading(self) -> None:
         """Read from the client again: its ``max_publish_rate`` bucket has refilled, or its login
         is decided. (Nothing else pauses reading: no client waits on another's buffer.)"""
-        if self._pause_timer is not None:
-            self._pause_timer.cancel()
-            self._pause_timer = None
+        bucket = self._rate
+        if bucket is not None and bucket.pause_timer is not None:
+            bucket.pause_timer.cancel()
+            bucket.pause_timer = None
         if not self.reading_paused:
             return
         self.reading_paused = False
@@ -563,7 +581,7 @@ class Connection(asyncio.Protocol):
         self.broker.stats.protocol_errors += 1
         protocol = self.protocol
         if not protocol.version:
-            protocol.version = protocol.parser.protocol_level  # a bad CONNECT: answer in its protocol level
+            protocol.version = protocol.protocol_level  # a bad CONNECT: answer in its protocol level
         self.close_with(exc.reason_code, str(exc.args[0]))
 
     def hold_for_login(self, login: asyncio.Future[Any]) -> None:
@@ -612,18 +630,21 @@ class Connection(asyncio.Protocol):
         """Token bucket for ``max_publish_rate`` (a burst of one second's worth): a client over its
         rate loses nothing and is not cut off; its reads pause until the bucket has refilled."""
         now = self.loop.time()
+        bucket = self._rate
+        if bucket is None:
+            bucket = self._rate = _RateBucket()
         burst = rate if rate > 1.0 else 1.0
-        tokens = self._rate_tokens + (now - self._rate_at) * rate
+        tokens = bucket.tokens + (now - bucket.at) * rate
         if tokens > burst:
             tokens = burst
         tokens -= 1.0
-        self._rate_tokens = tokens
-        self._rate_at = now
+        bucket.tokens = tokens
+        bucket.at = now
         transport = self.transport
         if tokens < 0.0 and transport is not None:
             if not self.reading_paused:
                 self.reading_paused = True
                 transport.pause_reading()
-            if self._pause_timer is not None:  # the rest of this read deepened the deficit
-                self._pause_timer.cancel()
-            self._pause_timer = self.loop.call_later(-tokens / rate, self.resume_reading)
+            if bucket.pause_timer is not None:  # the rest of this read deepened the deficit
+                bucket.pause_timer.cancel()
+            bucket.pause_timer = self.loop.call_later(-tokens / rate, self.resume_reading)

@@ -51,7 +51,7 @@ def restore(broker: Broker, state: LoadedState) -> None:
             if hooks.acl_check and hooks.run_read_check(subject, parse_shared(s.topic_filter)[1]) != 1:
                 sub.reader = subject  # not (any longer) readable whole: check each message until it is back
             broker.router.subscribe(sub)
-            session.subscriptions[s.topic_filter] = sub
+            session.add_subscription(sub)
         next_seq = stored.next_seq
         waiting: list[Delivery] = []
         for queued in loaded.messages:

@@ -13,13 +13,16 @@ finds both, so services do no topic matching of their own.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..mqtt.topics import SHARE_PREFIX, parse_shared, valid_topic_filter
 from .message import Message
 
 if TYPE_CHECKING:
+    from mypy_extensions import i32  # compiled: a 4-byte field (annotations only: no run-time import)
+
     from .session import Session
 
 log = logging.getLogger("wrenmq.router")
@@ -57,10 +60,11 @@ class Subscriber:
     ) -> None:
         self.session = session
         self.topic_filter = topic_filter  # as subscribed, with any $share/ prefix
-        self.qos = qos
+        # The options next to each other: compiled, two i32 and two bools fill 8 + 8 bytes, not 32.
+        self.qos: i32 = qos
+        self.retain_handling: i32 = retain_handling
         self.no_local = no_local
         self.retain_as_published = retain_as_published
-        self.retain_handling = retain_handling
         self.subscription_id = subscription_id
         self.share: SharedGroup | None = None
         # Granted in part by an ACL (hooks.PARTIAL): the client object its hooks are asked about each
@@ -167,21 +171,26 @@ class _Node:
             return children if children.level == level else None
         return children.get(level)
 
-    def child(self, level: str) -> _Node:
-        """The child for ``level``, made if there is none."""
+    def child(self, level: str, intern: bool = True) -> _Node:
+        """The child for ``level``, made if there is none. A new node keeps a short level as the
+        one interned string of its value: levels are a few words repeated under many parents
+        ("cmd", "status" under each device's node), ~50 bytes per copy and so per idle connection.
+        ``intern`` False: ``level`` is a string kept anyway (the subscribing client's id), and
+        interning it would only add the intern table's entry; so would a long, one-off level."""
         children = self.children
         if children is None:
-            node = self.children = _Node(level)
+            node = self.children = _Node(_keep(level, intern))
             return node
         if isinstance(children, _Node):
             if children.level == level:
                 return children
-            node = _Node(level)
-            self.children = {children.level: children, level: node}
+            node = _Node(_keep(level, intern))
+            self.children = {children.level: children, node.level: node}
             return node
         found = children.get(level)
         if found is None:
-            found = children[level] = _Node(level)
+            found = _Node(_keep(level, intern))
+            children[found.level] = found
         return found
 
     def drop_child(self, level: str) -> None:
@@ -228,6 +237,14 @@ class _Node:
         elif not subs:
             self.subs = None
         return found
+
+
+def _keep(level: str, intern: bool) -> str:
+    """The string a new trie node keeps for ``level`` (see ``_Node.child``)."""
+    return sys.intern(level) if intern and len(level) <= _INTERN_LEVEL_MAX else level
+
+
+_INTERN_LEVEL_MAX: Final = 16  # longer levels are rarely shared words (ids, UUIDs): kept as they come
 
 
 class Match:
@@ -351,10 +368,11 @@ class Router:
     def subscribe(self, sub: Subscriber) -> bool:
         """Add or replace ``sub``; True if it replaced an existing subscription [MQTT-3.8.4-3]."""
         group, topic_filter = parse_shared(sub.topic_filter)
+        client_id = sub.session.client_id
         node = self._root
         for level in topic_filter.split("/"):
-            node = node.child(level)
-        client_id = sub.session.client_id
+            # (a level that is the client's id, as in "dev/{id}/cmd", keeps the session's string)
+            node = node.child(client_id, False) if level == client_id else node.child(level)
         if group is None:
             existed = node.has_sub(client_id)
             node.put_sub(client_id, sub)

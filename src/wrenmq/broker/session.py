@@ -4,6 +4,8 @@ inbound QoS 2 packet ids. A session outlives its connections when its expiry int
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Final
 
 from ..hooks import DropReason
@@ -12,6 +14,8 @@ from .message import Message
 
 if TYPE_CHECKING:
     import asyncio
+
+    from mypy_extensions import i32  # compiled: a 4-byte field (annotations only: no run-time import)
 
     from .broker import Broker
     from .connection import Connection
@@ -56,15 +60,18 @@ NO_DELIVERIES: Final[deque[Delivery]] = deque(maxlen=0)
 # The same for ``inflight_out`` of a session that has never had a QoS 1/2 delivery in flight
 # (writers: ``own_inflight``); once made it stays, as a client that gets QoS 1/2 gets them often.
 NO_INFLIGHT: Final[dict[int, Delivery]] = {}
+_NO_SUBS: Final[Mapping[str, Subscriber]] = MappingProxyType({})
 
 
 class Session:
     """One client's session. Its containers that most sessions leave empty (the offline queue,
-    the resend list, inbound QoS 2 ids) start as shared empty stand-ins and are made on first
-    use: an idle connection's session holds two dicts of its own (see BENCHMARKS.md)."""
+    the resend list, in-flight deliveries, inbound QoS 2 ids) start as shared empty stand-ins and
+    are made on first use, and a single subscription is held without a dict: an idle connection's
+    session holds no container of its own (see BENCHMARKS.md)."""
 
     __slots__ = (
         "_next_pid",
+        "_subs",
         "broker",
         "client_id",
         "connection",
@@ -80,7 +87,6 @@ class Session:
         "queued_bytes",
         "resend",
         "seen",
-        "subscriptions",
         "will",
         "will_delay",
         "will_handle",
@@ -90,10 +96,15 @@ class Session:
         self.broker = broker
         self.client_id = client_id
         self.owner: str | None = None  # broker.session_owner() of its user; None: not known (an old store)
-        self.protocol_version = protocol_version
+        # (two i32 side by side: compiled, they share the eight bytes an int field takes)
+        self.protocol_version: i32 = protocol_version
+        self._next_pid: i32 = 0
         self.expiry_interval = expiry_interval
         self.connection: Connection | None = None
-        self.subscriptions: dict[str, Subscriber] = {}
+        # Its subscriptions: none, one held directly (a device subscribes to its own topics once), or
+        # a dict by filter from the second on (given up when one is left), as the trie's nodes hold
+        # theirs: an empty or one-entry dict is 64 or 184 bytes per session. Through the methods below.
+        self._subs: dict[str, Subscriber] | Subscriber | None = None
         self.inflight_out: dict[int, Delivery] = NO_INFLIGHT  # packet id -> delivery, in send order
         self.queue: deque[Delivery] = NO_DELIVERIES  # (read freely; append through _own_queue)
         self.queued_bytes = 0  # topic and payload bytes of the deliveries in ``queue`` (max_queued_bytes)
@@ -107,10 +118,70 @@ class Session:
         self.will_delay = 0
         self.will_handle: asyncio.TimerHandle | None = None  # fires a delayed will
         self.expiry_handle: asyncio.TimerHandle | None = None  # ends the session once it expires
-        self._next_pid = 0
         # Message ids delivered lately, while a cluster hands this session over between nodes (a
         # message may then come both ways for a moment); None (nearly always): no check.
         self.seen: set[str] | None = None
+
+    # -- subscriptions ---------------------------------------------------------------------------
+
+    @property
+    def subscriptions(self) -> Mapping[str, Subscriber]:
+        """The session's subscriptions by filter (as subscribed, with any ``$share/`` prefix): a
+        read-only snapshot, for the rare readers (persistence, the API, a session taken over).
+        Changes go through ``add_subscription``/``remove_subscription``/``clear_subscriptions``."""
+        subs = self._subs
+        if subs is None:
+            return _NO_SUBS
+        if isinstance(subs, dict):
+            return MappingProxyType(dict(subs))
+        return MappingProxyType({subs.topic_filter: subs})
+
+    def subscription(self, topic_filter: str) -> Subscriber | None:
+        subs = self._subs
+        if subs is None:
+            return None
+        if isinstance(subs, dict):
+            return subs.get(topic_filter)
+        return subs if subs.topic_filter == topic_filter else None
+
+    @property
+    def subscription_count(self) -> int:
+        subs = self._subs
+        if subs is None:
+            return 0
+        return len(subs) if isinstance(subs, dict) else 1
+
+    def add_subscription(self, sub: Subscriber) -> None:
+        """Add ``sub``, replacing a subscription to the same filter [MQTT-3.8.4-3]."""
+        subs = self._subs
+        if subs is None or (not isinstance(subs, dict) and subs.topic_filter == sub.topic_filter):
+            self._subs = sub
+        elif isinstance(subs, dict):
+            subs[sub.topic_filter] = sub
+        else:
+            self._subs = {subs.topic_filter: subs, sub.topic_filter: sub}
+
+    def remove_subscription(self, topic_filter: str) -> Subscriber | None:
+        subs = self._subs
+        if subs is None:
+            return None
+        if not isinstance(subs, dict):
+            if subs.topic_filter != topic_filter:
+                return None
+            self._subs = None
+            return subs
+        found = subs.pop(topic_filter, None)
+        if len(subs) == 1:
+            self._subs = next(iter(subs.values()))
+        elif not subs:
+            self._subs = None
+        return found
+
+    def clear_subscriptions(self) -> list[str]:
+        """Forget every subscription; returns their filters (for the caller to take out of the trie)."""
+        filters = list(self.subscriptions)
+        self._subs = None
+        return filters
 
     @property
     def backlog(self) -> bool:

@@ -114,9 +114,8 @@ class SessionTable:
         from its stored state (no will is published, nothing stored is deleted)."""
         session.cancel_timers()
         session.will = None
-        for topic_filter in session.subscriptions:
+        for topic_filter in session.clear_subscriptions():
             self.broker.router.unsubscribe(session.client_id, topic_filter)
-        session.subscriptions.clear()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
@@ -124,9 +123,8 @@ class SessionTable:
         """Discard a session; a will still waiting out its delay is sent now [MQTT-3.1.3-9]."""
         broker = self.broker
         session.cancel_timers()
-        for topic_filter in session.subscriptions:
+        for topic_filter in session.clear_subscriptions():
             broker.router.unsubscribe(session.client_id, topic_filter)
-        session.subscriptions.clear()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         broker.persist.session_delete(session.client_id)

@@ -62,8 +62,8 @@ class SubscriptionPolicy:
                 continue
             if (
                 limits.max_subscriptions
-                and topic_filter not in session.subscriptions
-                and len(session.subscriptions) >= limits.max_subscriptions
+                and session.subscription(topic_filter) is None
+                and session.subscription_count >= limits.max_subscriptions
             ):
                 log.info("client %s is at max_subscriptions", conn.client_id)
                 if hooks.dropped:
@@ -100,7 +100,7 @@ class SubscriptionPolicy:
             if readable == PARTIAL:
                 sub.reader = conn
             existed = broker.router.subscribe(sub)
-            session.subscriptions[topic_filter] = sub
+            session.add_subscription(sub)
             codes.append(qos)
             granted.append((topic_filter, qos))
             # Retained messages on subscribe: Retain Handling 0 always, 1 only for a new
@@ -138,7 +138,7 @@ class SubscriptionPolicy:
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID)
                 continue
             existed = broker.router.unsubscribe(session.client_id, topic_filter)
-            session.subscriptions.pop(topic_filter, None)
+            session.remove_subscription(topic_filter)
             if existed and hooks.unsubscribe:
                 hooks.notify(hooks.unsubscribe, conn, topic_filter)
             codes.append(ReasonCode.SUCCESS if existed else ReasonCode.NO_SUBSCRIPTION_EXISTED)

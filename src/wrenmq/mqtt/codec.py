@@ -9,7 +9,7 @@ the connection does one Python call per read, not one per packet. Violations rai
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import packets as p
 from .errors import ProtocolError, malformed, protocol_error
@@ -22,6 +22,9 @@ from .properties import (
     encode_varint,
 )
 from .reason_codes import ReasonCode
+
+if TYPE_CHECKING:
+    from mypy_extensions import i32  # compiled: a 4-byte field (annotations only: no run-time import)
 
 MAX_REMAINING_LENGTH = 268_435_455
 MAX_PACKET_SIZE = MAX_REMAINING_LENGTH + 5
@@ -101,11 +104,14 @@ class Parser:
         # A packet whose length is known but whose body is still arriving is collected as chunks
         # and joined once, so a large packet read in small pieces costs linear, not quadratic, copying.
         self._chunks: list[bytes] = _NO_CHUNKS  # (shared and never appended to: none yet)
-        self._have = 0
-        self._need = 0
+        # (i32, in pairs: compiled, two share the eight bytes an int field takes; all are bounded by
+        # the 268,435,455-byte maximum of an MQTT packet)
+        self._have: i32 = 0
+        self._need: i32 = 0
         self.error: ProtocolError | None = None
-        self.max_packet_size = max_packet_size
-        self.protocol_level = protocol_level
+        # (a larger limit is this one: no MQTT packet can be longer, and it fits an i32)
+        self.max_packet_size: i32 = min(max_packet_size, MAX_PACKET_SIZE)
+        self.protocol_level: i32 = protocol_level
 
     @property
     def buffered(self) -> int:

@@ -23,13 +23,16 @@ feeds the commit back as ``release_held(count)``, as it feeds time to ``handle_t
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import packets as p
 from .codec import MAX_PACKET_SIZE, Parser, alias_publish, encode, encode_ack, packet_id_bytes
 from .errors import ProtocolError
 from .properties import PropertyId
 from .reason_codes import ConnackReturnCode, ReasonCode, connack_v3_code
+
+if TYPE_CHECKING:
+    from mypy_extensions import i32  # compiled: a 4-byte field (annotations only: no run-time import)
 
 _TOPIC_ALIAS = PropertyId.TOPIC_ALIAS
 _SUB_ID = PropertyId.SUBSCRIPTION_IDENTIFIER
@@ -48,6 +51,8 @@ NO_IDS: Final[set[int]] = set()
 # No packets waiting: shared, never appended to (receive_data replaces it), so an idle connection
 # holds no list, nor the last packets it was sent, of its own.
 _NO_PACKETS: Final[list[p.AnyPacket]] = []
+# No output ready (``data_to_send`` between flushes): shared, and never appended to by anyone.
+_NO_OUTPUT: Final[list[bytes]] = []
 
 
 class ServerSettings:
@@ -76,13 +81,17 @@ class Timeout:
         self.reason = reason
 
 
-class ServerProtocol:
-    """One client connection's MQTT state, from the server's side. See the module docstring."""
+class ServerProtocol(Parser):
+    """One client connection's MQTT state, from the server's side. See the module docstring.
+
+    It is its own ``Parser`` (the codec's incremental decoder, extended): the protocol owns the
+    parsing of its byte stream, and one object per connection instead of two saves an object
+    header and the pointer between them (about 60 bytes per idle connection, see BENCHMARKS.md).
+    The parser's ``error`` is the parse error handed out after the good packets before it."""
 
     __slots__ = (
         "_aliases_in",
         "_aliases_out",
-        "_error",
         "_held",
         "_held_covered",
         "_inbound_unacked",
@@ -90,10 +99,9 @@ class ServerProtocol:
         "_out",
         "_packets",
         "_partial_since",
-        "connect_expiry",
         "connected",
+        "expiry_at_connect",
         "failed",
-        "idle_limit",
         "inbound_qos2",
         "keep_alive",
         "last_rx",
@@ -103,68 +111,60 @@ class ServerProtocol:
         "out_size",
         "packets_in",
         "packets_out",
-        "parser",
         "request_problem_info",
         "send_quota",
         "settings",
-        "topic_alias_max_in",
         "topic_alias_out_max",
         "version",
         "wants_barrier",
     )
 
     def __init__(self, settings: ServerSettings, now: float) -> None:
+        super().__init__(settings.max_packet_size)
         self.settings = settings
-        self.parser = Parser(settings.max_packet_size)
-        self.version = 0  # the CONNECT's protocol level (0: none yet)
-        self.connected = False  # CONNACK accepted
-        self.failed = False  # a violation was reported: no more events
         self._packets = _NO_PACKETS  # parsed, not yet handed out by next_event
-        self._next = 0
-        self._error: ProtocolError | None = None  # a parse error after the packets above
         # Clocks (the caller's time, e.g. the event loop's).
         self.opened_at = now
         self.last_rx = now  # when the last complete control packet arrived
         self._partial_since = 0.0  # when the unfinished packet in the parser began (0: none)
-        self.keep_alive = 0
-        self.idle_limit = 0.0  # 1.5 x keep alive; 0: no limit
         self.login_expires_at = 0.0  # when the client's credentials run out (0: never)
-        # What the client negotiated in CONNECT.
-        self.send_quota = 65535  # the client's Receive Maximum, capped by max_inflight_messages
-        self.max_packet_out = 0  # the client's Maximum Packet Size (0: none)
-        self.request_problem_info = True
-        self.connect_expiry = 0  # the Session Expiry Interval the client asked for in CONNECT
-        self.topic_alias_max_in = 0
+        self.max_packet_out = 0  # the client's Maximum Packet Size (0: none; up to 2**32 - 1)
         self._aliases_in: dict[int, str] | None = None
-        self.topic_alias_out_max = 0  # aliases we may send: the client's maximum, capped (0: none)
         self._aliases_out: dict[str, int] | None = None  # topic -> alias, least recently used first
-        # Inbound QoS: the session's set of QoS 2 packet ids received and not yet released, and the
-        # QoS 1/2 PUBLISHes not yet answered (Receive Maximum).
+        # Inbound QoS: the session's set of QoS 2 packet ids received and not yet released.
         self.inbound_qos2 = NO_IDS
-        self._inbound_unacked = 0
         # Output: ready, and held for a storage commit.
-        self._out: list[bytes] = []
+        self._out: list[bytes] | None = None  # (made by the first output after each flush: see _output)
         self.out_size = 0
+        self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
         # Control packets in (every one parsed) and out (every one but PUBLISH, which the broker
         # counts itself): Mosquitto's $SYS messages/received and messages/sent count all packets.
         self.packets_in = 0
         self.packets_out = 0
-        self._held: list[bytes] | None = None  # (made when first needed: most connections never hold)
-        self._held_covered = 0  # how many held items a registered barrier will release
+        # Small bounded numbers, then the flags, last and together: compiled, an i32 takes four
+        # bytes and a bool one, so these share the eight bytes each would take between pointers
+        # (mypyc lays fields out in the order they are first assigned here).
+        self.version: i32 = 0  # the CONNECT's protocol level (0: none yet)
+        self._next: i32 = 0  # the next of _packets to hand out
+        self.keep_alive: i32 = 0  # in force (0: no limit; 1.5 x it without a packet ends the connection)
+        self.send_quota: i32 = 65535  # the client's Receive Maximum, capped by max_inflight_messages
+        self.topic_alias_out_max: i32 = 0  # aliases we may send: the client's maximum, capped (0: none)
+        self._inbound_unacked: i32 = 0  # QoS 1/2 PUBLISHes not yet answered (Receive Maximum)
+        self._held_covered: i32 = 0  # how many held items a registered barrier will release
+        self.connected = False  # CONNACK accepted
+        self.failed = False  # a violation was reported: no more events
+        self.request_problem_info = True
         self.wants_barrier = False  # held output appeared that no barrier covers: register one
+        self.expiry_at_connect = False  # the CONNECT asked for a Session Expiry Interval above 0
 
     # -- input -------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Feed bytes from the client; the packets they complete come out of ``next_event``."""
-        parser = self.parser
         try:
-            packets = parser.feed(data)
-        except ProtocolError as exc:
-            self._error = exc
+            packets = self.feed(data)  # (a parse error is kept in ``error``, after the good packets)
+        except ProtocolError:
             return
-        if parser.error is not None:
-            self._error = parser.error  # handed out after the good packets before it
         if packets:
             self.packets_in += len(packets)
             # Keep alive counts complete control packets only [MQTT-3.1.2-24]: bytes trickled into
@@ -175,8 +175,8 @@ class ServerProtocol:
                 self._next = 0
             else:
                 self._packets.extend(packets)
-            self._partial_since = now if parser.buffered else 0.0
-        elif parser.buffered:
+            self._partial_since = now if self.buffered else 0.0
+        elif self.buffered:
             if not self._partial_since:
                 self._partial_since = now
         else:
@@ -193,7 +193,7 @@ class ServerProtocol:
                 if packets:
                     self._packets = _NO_PACKETS
                     self._next = 0
-                error = self._error
+                error = self.error
                 if error is None:
                     return None
                 return self._fail(error)
@@ -214,7 +214,7 @@ class ServerProtocol:
         self._packets = _NO_PACKETS
         self._next = 0
         if not self.version:
-            self.version = self.parser.protocol_level  # a bad CONNECT: answered in its protocol level
+            self.version = self.protocol_level  # a bad CONNECT: answered in its protocol level
         return error
 
     def _on_publish(self, packet: p.Publish) -> bool:
@@ -238,7 +238,7 @@ class ServerProtocol:
             pid: int = packet.packet_id  # type: ignore[assignment]
             if qos == 2 and pid in self.inbound_qos2:
                 # A resent QoS 2 PUBLISH we already own: acknowledge, do not deliver twice [MQTT-4.3.3-9].
-                self._ack(encode_ack(p.PUBREC, pid))
+                self._answer(encode_ack(p.PUBREC, pid))
                 return False
             self._inbound_unacked += 1
             if self._inbound_unacked + len(self.inbound_qos2) > settings.receive_maximum:
@@ -248,7 +248,7 @@ class ServerProtocol:
     def _resolve_alias(self, packet: p.Publish, alias: int) -> None:
         """[MQTT-3.3.2-9], [MQTT-3.3.2-10]: a topic alias from 1 to the maximum we granted; a topic
         with it sets the mapping, an empty topic uses it. The alias is per-hop: it is dropped."""
-        if not alias or alias > self.topic_alias_max_in:
+        if not alias or alias > (self.settings.topic_alias_maximum if self.version == 5 else 0):
             raise ProtocolError(ReasonCode.TOPIC_ALIAS_INVALID, f"[MQTT-3.3.2-9] topic alias {alias} out of range")
         aliases = self._aliases_in
         if aliases is None:
@@ -279,7 +279,7 @@ class ServerProtocol:
             if pid in self.inbound_qos2:
                 self.inbound_qos2.discard(pid)
                 return True  # the broker releases it and answers (complete_pubrel)
-            self._ack(encode_ack(p.PUBCOMP, pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, self.version))
+            self._answer(encode_ack(p.PUBCOMP, pid, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND, self.version))
             return False
         if ptype == p.PINGREQ:
             self.send(_PINGRESP)
@@ -289,7 +289,7 @@ class ServerProtocol:
         if ptype == p.DISCONNECT:
             props = packet.properties  # type: ignore[union-attr]
             expiry = props.get(PropertyId.SESSION_EXPIRY_INTERVAL) if props else None
-            if expiry is not None and self.connect_expiry == 0 and expiry != 0:
+            if expiry is not None and not self.expiry_at_connect and expiry != 0:
                 # [MQTT-3.14.2-2]: cannot turn a non-persistent session into a persistent one.
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.14.2-2] session expiry set on DISCONNECT")
             self.failed = True  # the last packet of the connection
@@ -309,8 +309,8 @@ class ServerProtocol:
         if not self.connected:
             return self.opened_at + self.settings.connect_timeout
         deadlines = [self.login_expires_at]
-        if self.idle_limit:
-            deadlines.append(self.last_rx + self.idle_limit)
+        if self.keep_alive:
+            deadlines.append(self.last_rx + 1.5 * int(self.keep_alive))
         if self._partial_since and self.settings.packet_read_timeout:
             deadlines.append(self._partial_since + self.settings.packet_read_timeout)
         found = [d for d in deadlines if d]
@@ -331,7 +331,7 @@ class ServerProtocol:
         if self.login_expires_at and now >= self.login_expires_at:
             # The token or credentials the client logged in with ran out: 0xA0 Maximum connect time.
             return Timeout(ReasonCode.MAXIMUM_CONNECT_TIME, "credentials expired")
-        limit = self.idle_limit
+        limit = 1.5 * int(self.keep_alive)
         if limit and now - self.last_rx >= limit:
             return Timeout(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout")
         deadline = self.settings.packet_read_timeout
@@ -368,8 +368,7 @@ class ServerProtocol:
             self.send_quota = min(props.get(PropertyId.RECEIVE_MAXIMUM, 65535), settings.max_inflight_messages)
             self.max_packet_out = props.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
             self.request_problem_info = props.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
-            self.connect_expiry = props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)
-            self.topic_alias_max_in = settings.topic_alias_maximum
+            self.expiry_at_connect = props.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0) != 0
             if settings.topic_alias_out_maximum:  # [MQTT-3.1.2-26], [MQTT-3.1.2-27]
                 self.topic_alias_out_max = min(
                     props.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0), settings.topic_alias_out_maximum
@@ -379,7 +378,6 @@ class ServerProtocol:
             self.send_quota = min(65535, settings.max_inflight_messages)
             connack = _CONNACK_SESSION_PRESENT if session_present else _CONNACK_ACCEPTED
         self.keep_alive = keep_alive
-        self.idle_limit = keep_alive * 1.5
         self.inbound_qos2 = inbound_qos2
         self.connected = True
         self.send(connack, after_commit)
@@ -415,7 +413,7 @@ class ServerProtocol:
         else:
             return
         self.packets_out += 1
-        self._out.append(data)
+        self._output().append(data)
         self.out_size += len(data)
 
     # -- inbound QoS 1/2 flows ---------------------------------------------------------------
@@ -426,11 +424,11 @@ class ServerProtocol:
         pid: int = packet.packet_id  # type: ignore[assignment]
         code = ReasonCode.NO_MATCHING_SUBSCRIBERS if self.version == 5 and not matched else 0
         if packet.qos == 1:
-            self._ack(encode_ack(p.PUBACK, pid, code, self.version), after_commit)
+            self._answer(encode_ack(p.PUBACK, pid, code, self.version), after_commit)
         else:
             self._qos2_ids().add(pid)
             self._inbound_unacked -= 1
-            self._ack(encode_ack(p.PUBREC, pid, code, self.version), after_commit)
+            self._answer(encode_ack(p.PUBREC, pid, code, self.version), after_commit)
 
     def deny_publish(self, packet: p.Publish, code: int) -> None:
         """A refused PUBLISH is dropped; QoS 1/2 get their ack, carrying the reason in MQTT 5. In
@@ -440,13 +438,13 @@ class ServerProtocol:
             return
         pid: int = packet.packet_id  # type: ignore[assignment]
         if qos == 1:
-            self._ack(encode_ack(p.PUBACK, pid, code, self.version))
+            self._answer(encode_ack(p.PUBACK, pid, code, self.version))
             return
-        self._inbound_unacked -= 1  # (a QoS 1 PUBLISH counts until its PUBACK is written: _ack)
+        self._inbound_unacked -= 1  # (a QoS 1 PUBLISH counts until its PUBACK is written: _answer)
         if self.version != 5:
             self._qos2_ids().add(pid)
         # A PUBREC with a failure code ends the QoS 2 exchange [MQTT-4.3.3-4 context].
-        self._ack(encode_ack(p.PUBREC, pid, code, self.version))
+        self._answer(encode_ack(p.PUBREC, pid, code, self.version))
 
     def _qos2_ids(self) -> set[int]:
         ids = self.inbound_qos2
@@ -456,16 +454,16 @@ class ServerProtocol:
 
     def complete_pubrel(self, packet_id: int, after_commit: bool) -> None:
         """PUBCOMP for a PUBREL the broker has released (next_event handed it out)."""
-        self._ack(encode_ack(p.PUBCOMP, packet_id), after_commit)
+        self._answer(encode_ack(p.PUBCOMP, packet_id), after_commit)
 
-    def _ack(self, data: bytes, after_commit: bool = False) -> None:
+    def _answer(self, data: bytes, after_commit: bool = False) -> None:
         self.packets_out += 1
         if after_commit or self._held:
             self._hold(data)
             return
         if data[0] == 0x40:
             self._inbound_unacked -= 1
-        self._out.append(data)
+        self._output().append(data)
         self.out_size += len(data)
 
     # -- outbound ------------------------------------------------------------------------------
@@ -476,7 +474,7 @@ class ServerProtocol:
         if after_commit or self._held:
             self._hold(data)
         else:
-            self._out.append(data)
+            self._output().append(data)
             self.out_size += len(data)
 
     def fits(self, size: int) -> bool:
@@ -494,6 +492,8 @@ class ServerProtocol:
             self._hold(head + pid + tail)
         else:
             out = self._out
+            if out is None:
+                out = self._out = []
             out.append(head)
             if packet_id:
                 out.append(pid)
@@ -537,7 +537,7 @@ class ServerProtocol:
         if hold or self._held:
             self._hold(b"".join(pieces))
         else:
-            self._out.extend(pieces)
+            self._output().extend(pieces)
             self.out_size += size
 
     def send_pubrel(self, packet_id: int, reason_code: int, after_commit: bool) -> None:
@@ -546,9 +546,18 @@ class ServerProtocol:
     def data_to_send(self) -> list[bytes]:
         """The output ready to go, in order (held output stays until its commit)."""
         out = self._out
-        if out:
-            self._out = []
-            self.out_size = 0
+        if out is None:
+            return _NO_OUTPUT
+        self._out = None
+        self.out_size = 0
+        return out
+
+    def _output(self) -> list[bytes]:
+        """The list output is appended to: none is held between flushes, so an idle connection
+        keeps no list of its own (56 bytes each)."""
+        out = self._out
+        if out is None:
+            out = self._out = []
         return out
 
     # -- output held for a storage commit -------------------------------------------------------
@@ -575,7 +584,7 @@ class ServerProtocol:
         items = held[:count]
         del held[:count]
         self._held_covered -= count
-        out = self._out
+        out = self._output()
         size = 0
         for data in items:
             if data[0] == 0x40:
