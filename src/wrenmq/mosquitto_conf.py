@@ -517,7 +517,7 @@ class _Reader:
         if not addresses:
             self.errors.append(f"{line.where}: {line.directive} needs host[:port]")
             return
-        from .config import split_address
+        from .config.listeners import split_address
 
         try:
             found = [split_address(address, 1883) for address in addresses]
