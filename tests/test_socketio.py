@@ -873,3 +873,29 @@ async def test_failed_sign_ins_are_throttled_with_mqtt(
         paho.loop_stop()
         paho.disconnect()
     assert codes[0].value == 0x9F  # [MQTT-3.2.2-8]: a refusing CONNACK carries the reason
+
+
+async def test_goodbye_over_mqtt_ends_the_same_clients_socketio_side(rt: Realtime) -> None:
+    """wrenmq feature: a realtime client that switched back to MQTT and then closes publishes its
+    goodbye (offline) over MQTT; its own Socket.IO side (client id ``<id>-sio``), still registered
+    because its handover was not processed yet, does not hold the goodbye back. Another client's
+    Socket.IO attachment of the same user does (the user is still there)."""
+    watcher = rt.paho(MQTTv5)
+    watcher.subscribe("presence/#", 1)
+    for other, expect in (("tab-b-sio", "online"), ("tab-a-sio", "offline")):
+        sio = await rt.sio({"presence": {"id": "carl"}, "clientId": other})
+        assert _status((await asyncio.to_thread(watcher.receive, 1))[0]) == "online"
+        tab = rt.paho(MQTTv5, client_id="tab-a")
+        tab.publish("presence/carl", json.dumps({"status": "online"}).encode(), qos=1, retain=True)
+        tab.publish("presence/carl", json.dumps({"status": "offline"}).encode(), qos=1, retain=True)
+        tab.publish("presence/zz", json.dumps({"status": "sentinel"}).encode(), qos=1)
+        got = [_status(m) for m in await asyncio.to_thread(watcher.receive, 2)]
+        if expect == "offline":  # its own Socket.IO side went with the goodbye: offline passes
+            assert got == ["online", "offline"], got
+        else:  # another tab is still there: the goodbye is refused, the sentinel comes next
+            assert got == ["online", "sentinel"], got
+        tab.close()
+        await sio.call("leave", {})
+        await sio.close()
+        if expect == "online":  # (its MQTT side's end says online again; the other tab leaving ends it)
+            assert [_status(m) for m in await asyncio.to_thread(watcher.receive, 2)] == ["online", "offline"]

@@ -291,6 +291,15 @@ class RealtimeService(Hook):
             status = json.loads(message.payload).get("status")
         except (ValueError, AttributeError):
             return
+        if status == "offline" and client is not None:
+            # A goodbye the client publishes itself (not its will) also ends the Socket.IO or
+            # polling side of the same realtime client (``<client id>-sio`` / ``-poll``) that is
+            # still registered: that is no other presence of the user's, only a switch not yet done.
+            own = (client.client_id + "-sio", client.client_id + "-poll")
+            for key in list(self.presence.attachments.get(presence_id, ())):
+                subscriber = self.subscribers.get(key)
+                if subscriber is not None and subscriber.client.client_id in own:
+                    self.presence.detach(key, goodbye=True)
         if status == "offline" and self.presence.present_elsewhere(presence_id):
             raise Reject(reason=f"{presence_id} is still present over another transport")
         if status == "online" and client is not None:
