@@ -30,7 +30,7 @@ from ..broker.router import LocalSubscriber
 from ..mqtt.reason_codes import ReasonCode
 from ..mqtt.topics import parse_shared, topic_matches
 from ..storage import LoadedSession, LoadedState
-from .wire import decode_message, encode_message
+from .wire import decode_message, encode_message, event
 
 if TYPE_CHECKING:
     from ..broker.session import Session
@@ -109,7 +109,7 @@ class Handover:
         r = cluster.redis
         loop = asyncio.get_running_loop()
         waiter = self._waiting[client_id] = loop.create_future()
-        request = _event("handoff", client_id, cluster.node, "1" if clean else "0")
+        request = event("handoff", client_id, cluster.node, "1" if clean else "0")
         try:
             await r.publish(cluster.key("ctl", holder), request)
             deadline = loop.time() + HANDOFF_TIMEOUT
@@ -177,7 +177,7 @@ class Handover:
                 broker.table.release(session)
                 cluster.command("SREM", cluster.key("home", cluster.node), client_id)
         cluster.command("SET", cluster.key("owner", client_id), to)
-        cluster.command("PUBLISH", cluster.key("ctl", to), _event("released", client_id))
+        cluster.command("PUBLISH", cluster.key("ctl", to), event("released", client_id))
 
     def _stub(self, client_id: str, to: str, filters: list[str]) -> None:
         """For a while, send node ``to`` what still matches the moved session's filters here."""
@@ -315,7 +315,3 @@ class Handover:
                     self.deliver_to(session, message, hop.groups if hop is not None else None)
         if ids:
             cluster.command("XACK", stream, "wrenmq", *ids)
-
-
-def _event(*parts: str) -> str:
-    return "\x00".join(parts)

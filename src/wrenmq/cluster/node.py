@@ -40,11 +40,13 @@ from ..config import ConfigError
 from .handover import Handover
 from .routes import NO_ROUTE, LocalFilters, RouteTable
 from .sessions import SessionStore
-from .url import connect
-from .wire import decode_message, encode_message
+from .url import connect, safe_url
+from .wire import decode_message, encode_message, event, pack, unpack
+from .writer import Writer
 
 if TYPE_CHECKING:
     from ..broker.broker import Broker
+    from ..broker.session import Session
 
 __all__ = ["HEARTBEAT", "HEARTBEAT_TTL", "Cluster", "ClusterError"]
 
@@ -94,19 +96,12 @@ class Cluster:
         self.peers: dict[str, _Peer] = {}
         self.started_at = time.time()
         self.redis_version = ""
-        # Outgoing: (stream, fields) entries waiting for the sender; marks count what was queued and
-        # what Redis confirmed, so a barrier can wait for the forwards queued before it.
-        self._out: list[tuple[Any, ...]] = []  # Redis commands, written in order (see _send)
-        self._queued = 0
-        self._sent = 0
-        self._waiters: list[tuple[int, Any]] = []
-        self._wake = asyncio.Event()
-        self._route_ops: list[tuple[str, bool]] = []  # (filter, added) to announce, in order
-        self._wills: dict[str, bytes | None] = {}  # client id -> will record to store (None: delete)
+        self.writer = Writer(self)  # everything this node writes to Redis, in order
+        self.command = self.writer.command
         self._assigned: list[tuple[Message, str, str]] = []  # (message, node, group) decided in route
         self._group_turn: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
+        self.stopping = False  # the writer ends once idle
         self._closing = False  # set first thing by stop: channel followers end
         self.connected = False  # to Redis, as last seen
         self.forwarded = 0  # messages sent to other nodes (one per node)
@@ -133,7 +128,7 @@ class Cluster:
         try:
             info = await r.info("server")
         except (RedisError, OSError) as exc:
-            raise ClusterError(f"cluster_url: cannot reach Redis at {_safe_url(self.url)}: {exc}") from exc
+            raise ClusterError(f"cluster_url: cannot reach Redis at {safe_url(self.url)}: {exc}") from exc
         version = str(info.get("redis_version", "0"))
         self.redis_version = version
         if tuple(int(x) for x in version.split(".")[:2]) < MIN_REDIS:
@@ -165,7 +160,7 @@ class Cluster:
                 raise
         self.connected = True
         broker.cluster = self
-        broker.persist.gate = self
+        broker.persist.gate = self.writer
         pubsub = r.pubsub()
         await pubsub.subscribe(self.key("routes"), self.key("ctl", self.node))
         await self._resync_routes()
@@ -177,9 +172,9 @@ class Cluster:
             asyncio.create_task(self._listen(pubsub), name="cluster-listen"),
             asyncio.create_task(self._heartbeat(), name="cluster-heartbeat"),
             asyncio.create_task(self._read_inbox(), name="cluster-inbox"),
-            asyncio.create_task(self._send(), name="cluster-send"),
+            asyncio.create_task(self.writer.run(), name="cluster-send"),
         ]
-        log.info("cluster: node %s joined at %s (Redis %s)", self.node, _safe_url(self.url), version)
+        log.info("cluster: node %s joined at %s (Redis %s)", self.node, safe_url(self.url), version)
 
     async def stop(self) -> None:
         """Leave. The broker stops first (its clients are disconnected without their wills, as a
@@ -194,10 +189,10 @@ class Cluster:
             with contextlib.suppress(Exception):
                 await reaper(self.node)
         await broker.stop()
-        self._stopping = True
+        self.stopping = True
         if broker.router.watch == self._route_changed:
             broker.router.watch = None
-        self._wake.set()
+        self.writer.wake.set()
         for task in self._tasks:
             if task.get_name() != "cluster-send":
                 task.cancel()
@@ -218,13 +213,13 @@ class Cluster:
                 if not homed:
                     pipe.delete(self.key("routes", self.node), self.key("in", self.node))
                     pipe.hdel(self.key("nodes"), self.node)
-                    pipe.publish(self.key("routes"), _event("drop", self.node))
+                    pipe.publish(self.key("routes"), event("drop", self.node))
                 await pipe.execute()
         if broker.cluster is self:
             broker.cluster = None
-        if broker.persist.gate is self:
+        if broker.persist.gate is self.writer:
             broker.persist.gate = None
-        self._release_all()
+        self.writer.release_all()
         with contextlib.suppress(RedisError, OSError):
             await self.redis.aclose()
         log.info("cluster: node %s left", self.node)
@@ -265,23 +260,28 @@ class Cluster:
             await self._sync_retained()
         if await r.exists(self.key("home", self.node)):
             return  # (Redis kept what it had)
-        persist = broker.persist
         restored = 0
         for session in list(broker.sessions.values()):
             client_id = session.client_id
             self.command("SET", self.key("owner", client_id), self.node)
             if session.persistent:
-                persist.session_put(session, connected=session.connection is not None)
-                for delivery in [*session.inflight_out.values(), *session.queue]:
-                    persist.message_add(session, delivery)
-                for packet_id in session.inbound_qos2:
-                    persist.inbound_add(session, packet_id)
+                self._store_whole(session)
                 restored += 1
         for conn in list(broker.connections):
             if conn.will is not None and conn.client_id:
                 self.will_pending(conn.client_id, conn.will, conn.will_delay)
         if restored:
             log.warning("cluster: Redis came back without this node's state: %d session(s) stored again", restored)
+
+    def _store_whole(self, session: Session) -> None:
+        """Write ``session`` to Redis whole: its record, queued and in-flight messages, inbound
+        QoS 2 ids (a session Redis does not have: carried over, or Redis came back empty)."""
+        persist = self.broker.persist
+        persist.session_put(session, connected=session.connection is not None)
+        for delivery in [*session.inflight_out.values(), *session.queue]:
+            persist.message_add(session, delivery)
+        for packet_id in session.inbound_qos2:
+            persist.inbound_add(session, packet_id)
 
     async def _wait_reaped_elsewhere(self) -> None:
         """Another node may be reaping this name's last run: let it finish first."""
@@ -304,11 +304,7 @@ class Cluster:
                 or (await r.get(self.key("owner", client_id))) == self.node.encode()
             ):
                 if not await r.exists(self.key("s", client_id)):
-                    broker.persist.session_put(session, connected=False)
-                    for delivery in [*session.inflight_out.values(), *session.queue]:
-                        broker.persist.message_add(session, delivery)
-                    for packet_id in session.inbound_qos2:
-                        broker.persist.inbound_add(session, packet_id)
+                    self._store_whole(session)
                     carried += 1
                 self.handover.owned.add(client_id)
             else:
@@ -324,8 +320,7 @@ class Cluster:
         if (self.local.add(full_filter) if added else self.local.remove(full_filter)) and not full_filter.startswith(
             "$SYS"
         ):
-            self._route_ops.append((full_filter, added))
-            self._wake.set()
+            self.writer.announce(full_filter, added)
 
     async def _publish_own_routes(self) -> None:
         own = [f for f in self.local.counts if not f.startswith("$SYS")]
@@ -333,7 +328,7 @@ class Cluster:
             pipe.delete(self.key("routes", self.node))
             if own:
                 pipe.sadd(self.key("routes", self.node), *own)
-            pipe.publish(self.key("routes"), _event("sync", self.node))
+            pipe.publish(self.key("routes"), event("sync", self.node))
             await pipe.execute()
 
     async def _resync_routes(self) -> None:
@@ -435,16 +430,9 @@ class Cluster:
             if peer.alive:
                 self.send_to(name, encode_message(empty, self.node, "", [], now, retain_only=True))
 
-    def command(self, *args: Any) -> None:
-        """Queue one Redis command on the ordered writer (see ``_send``)."""
-        self._out.append(args)
-        self._queued += 1
-        if len(self._out) == 1:
-            self._wake.set()
-
     def send_to(self, node: str, fields: dict[bytes, bytes]) -> None:
         """Queue a message entry for ``node``'s inbox (dropped past ``max_queue``, Redis away)."""
-        if len(self._out) >= self.max_queue:
+        if len(self.writer.out) >= self.max_queue:
             self.dropped += 1
             log.warning("cluster: forward queue full (Redis unreachable?): a message for %s is dropped", node)
             return
@@ -456,7 +444,7 @@ class Cluster:
     def _retained_changed(self, message: Message) -> None:
         """Keep ``retained``'s record of the topic (for nodes that start later) as it is here."""
         if message.payload:
-            record = _pack(encode_message(message, self.node, "", [], self.broker.loop.time()))
+            record = pack(encode_message(message, self.node, "", [], self.broker.loop.time()))
             self.command("HSET", self.key("retained"), message.topic, record)
         else:
             self.command("HDEL", self.key("retained"), message.topic)
@@ -475,16 +463,15 @@ class Cluster:
     def will_pending(self, client_id: str, will: Message | None, delay: int) -> None:
         """Keep (or with None, forget) the will another node publishes if this one dies."""
         if will is None:
-            self._wills[client_id] = None
+            self.writer.will(client_id, None)
         else:
             record = encode_message(will, self.node, "", [], self.broker.loop.time())
             record[b"d"] = b"%d" % delay
-            self._wills[client_id] = _pack(record)
-        self._wake.set()
+            self.writer.will(client_id, pack(record))
 
     def session_ended(self, client_id: str) -> None:
         """The client's session ended here: forget its will, and its client id if still ours."""
-        self._wills[client_id] = None
+        self.writer.will(client_id, None)
         self.handover.owned.discard(client_id)
         self.command("EVAL", _RELEASE_OWNER, 1, self.key("owner", client_id), self.node)
 
@@ -522,93 +509,7 @@ class Cluster:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()
 
-    # -- commit gate (Persistence.gate) ------------------------------------------------------
-
-    def barrier(self, callback: Any) -> None:
-        """Run ``callback`` once the storage committed what was enqueued before and Redis took
-        every forward queued before: a publisher's ack waits for both under strict durability."""
-        mark = self._queued
-        self.broker.storage.barrier(lambda: self._after_commit(mark, callback))
-
-    def _after_commit(self, mark: int, callback: Any) -> None:
-        if self._sent >= mark and not self._waiters:
-            callback()
-        else:
-            self._waiters.append((mark, callback))
-
-    def _release(self) -> None:
-        waiters = self._waiters
-        done = 0
-        for mark, callback in waiters:
-            if mark > self._sent:
-                break
-            done += 1
-            try:
-                callback()
-            except Exception:
-                log.exception("cluster: a commit callback failed")
-        if done:
-            del waiters[:done]
-
-    def _release_all(self) -> None:
-        self._sent = self._queued
-        self._release()
-
     # -- tasks -------------------------------------------------------------------------------
-
-    async def _send(self) -> None:
-        """Write what is queued to Redis: one MULTI/EXEC per batch, so what routing stored and
-        the inbox entries it acknowledged land together; retry while Redis is away."""
-        backoff = 0.1
-        while True:
-            if not self._out and not self._route_ops and not self._wills:
-                if self._stopping:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, self._out = self._out, []
-            ops, self._route_ops = self._route_ops, []
-            wills, self._wills = self._wills, {}
-            try:
-                await self._write(batch, ops, wills)
-            except (RedisError, OSError) as exc:
-                if self.connected:
-                    log.warning("cluster: Redis unreachable (%s): queueing until it is back", exc)
-                self.connected = False
-                self._out = batch + self._out
-                self._route_ops = ops + self._route_ops
-                self._wills = {**wills, **self._wills}
-                if self._stopping:
-                    return
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            backoff = 0.1
-            if not self.connected:
-                self.connected = True
-                log.info("cluster: Redis is back")
-            self._sent += len(batch)
-            self._release()
-
-    async def _write(
-        self, batch: list[tuple[Any, ...]], ops: list[tuple[str, bool]], wills: dict[str, bytes | None]
-    ) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for args in batch:
-                pipe.execute_command(*args)
-            for full_filter, added in ops:
-                if added:
-                    pipe.sadd(self.key("routes", self.node), full_filter)
-                else:
-                    pipe.srem(self.key("routes", self.node), full_filter)
-                pipe.publish(self.key("routes"), _event("+" if added else "-", self.node, full_filter))
-            for client_id, record in wills.items():
-                if record is None:
-                    pipe.hdel(self.key("wills", self.node), client_id)
-                else:
-                    pipe.hset(self.key("wills", self.node), client_id, record)
-            await pipe.execute()
 
     async def _listen(self, pubsub: Any) -> None:
         """Route announcements and handoffs; after a lost connection, resubscribe, join again
@@ -705,7 +606,7 @@ class Cluster:
         wills = await r.hgetall(self.key("wills", name))
         now = self.broker.loop.time()
         for raw in wills.values():
-            fields = _unpack(raw)
+            fields = unpack(raw)
             delay = int(fields.pop(b"d", b"0"))
             will, _ = decode_message(fields, now)
             will.hop = None  # published here, as this node's own
@@ -726,13 +627,13 @@ class Cluster:
                 "cluster: this node's last run died: %d will(s) published, %d session(s) back", len(wills), len(adopted)
             )
             return
-        self._wake.set()  # the adopted sessions' routes go out before the others drop the dead node's
-        while self._out or self._route_ops:
+        self.writer.wake.set()  # the adopted sessions' routes go out before the others drop the dead node's
+        while not self.writer.idle:
             await asyncio.sleep(0.01)
         async with r.pipeline(transaction=True) as pipe:
             pipe.delete(self.key("wills", name), self.key("routes", name))
             pipe.hdel(self.key("nodes"), name)
-            pipe.publish(self.key("routes"), _event("drop", name))
+            pipe.publish(self.key("routes"), event("drop", name))
             await pipe.execute()
         self.routes.drop(name)
         self.peers.pop(name, None)
@@ -843,12 +744,12 @@ class Cluster:
         return {
             "node": self.node,
             "totals": totals,
-            "redis": _safe_url(self.url),
+            "redis": safe_url(self.url),
             "redis_version": self.redis_version,
             "connected": self.connected,
             "nodes": nodes,
             "routes": len(self.routes),
-            "forward_queue": len(self._out),
+            "forward_queue": len(self.writer.out),
             "dropped": self.dropped,
         }
 
@@ -861,7 +762,7 @@ class Cluster:
             records = {}
             for message in broker.retained:
                 if not message.topic.startswith("$SYS"):
-                    records[message.topic] = _pack(encode_message(message, self.node, "", [], broker.loop.time()))
+                    records[message.topic] = pack(encode_message(message, self.node, "", [], broker.loop.time()))
             if records:
                 await r.hset(self.key("retained"), mapping=records)  # type: ignore[arg-type]
             return
@@ -869,7 +770,7 @@ class Cluster:
         now = broker.loop.time()
         keep = set()
         for topic, raw in stored.items():
-            message, _ = decode_message(_unpack(raw), now)
+            message, _ = decode_message(unpack(raw), now)
             message.hop = None
             message.stored_id = None
             broker._retain(message)
@@ -881,36 +782,3 @@ class Cluster:
 
 # Delete a client id's owner key only if this node still holds it (another may have taken it since).
 _RELEASE_OWNER = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-
-
-def _event(*parts: str) -> str:
-    return "\x00".join(parts)
-
-
-def _pack(fields: dict[bytes, bytes]) -> bytes:
-    """Stream fields as one value (a will or a retained message in a hash)."""
-    out = bytearray()
-    for name, value in fields.items():
-        out += len(name).to_bytes(1, "big") + name + len(value).to_bytes(4, "big") + value
-    return bytes(out)
-
-
-def _unpack(raw: bytes) -> dict[bytes, bytes]:
-    fields = {}
-    pos = 0
-    while pos < len(raw):
-        n = raw[pos]
-        name = raw[pos + 1 : pos + 1 + n]
-        pos += 1 + n
-        size = int.from_bytes(raw[pos : pos + 4], "big")
-        fields[name] = raw[pos + 4 : pos + 4 + size]
-        pos += 4 + size
-    return fields
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["connect", "parse_sentinel_url"]
+__all__ = ["connect", "parse_sentinel_url", "safe_url"]
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
@@ -49,3 +49,11 @@ def connect(url: str) -> Any:
     password = options.get("password")
     sentinel = Sentinel(sentinels, sentinel_kwargs={"password": password} if password else None)
     return sentinel.master_for(master, decode_responses=False, health_check_interval=10, **options)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return url

@@ -14,7 +14,7 @@ from typing import Any
 from ..broker.message import Message
 from ..mqtt.properties import WILL, decode_properties, encode_properties
 
-__all__ = ["Hop", "decode_message", "encode_message"]
+__all__ = ["Hop", "decode_message", "encode_message", "event", "pack", "unpack"]
 
 
 class Hop:
@@ -76,3 +76,28 @@ def decode_message(fields: dict[bytes, bytes], now: float) -> tuple[Message, boo
     groups = fields.get(b"g")
     message.hop = Hop(fields[b"n"].decode(), frozenset(groups.decode().split("\n")) if groups else frozenset())
     return message, fields.get(b"k") == b"1"
+
+
+def event(*parts: str) -> str:
+    return "\x00".join(parts)
+
+
+def pack(fields: dict[bytes, bytes]) -> bytes:
+    """Stream fields as one value (a will or a retained message in a hash)."""
+    out = bytearray()
+    for name, value in fields.items():
+        out += len(name).to_bytes(1, "big") + name + len(value).to_bytes(4, "big") + value
+    return bytes(out)
+
+
+def unpack(raw: bytes) -> dict[bytes, bytes]:
+    fields = {}
+    pos = 0
+    while pos < len(raw):
+        n = raw[pos]
+        name = raw[pos + 1 : pos + 1 + n]
+        pos += 1 + n
+        size = int.from_bytes(raw[pos : pos + 4], "big")
+        fields[name] = raw[pos + 4 : pos + 4 + size]
+        pos += 4 + size
+    return fields
