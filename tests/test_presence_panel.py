@@ -46,6 +46,9 @@ function startPanel(mqtt, url, report) {
   client.on("connect", () => {
     client.subscribe(FILTERS, { qos: 1 }, (err) => report({ ready: !err }));
   });
+  for (const name of ["close", "offline", "error", "disconnect"]) {  // so a failure says why
+    client.on(name, (arg) => report({ event: name, detail: arg && (arg.message || arg.reasonCode) || null }));
+  }
   client.on("message", (topic, payload) => {
     const body = JSON.parse(payload.toString());
     report({ topic, status: body.status || null, deviceId: body.deviceId || null });
@@ -148,6 +151,31 @@ def browser() -> Iterator[Any]:
         yield launched
 
 
+def _server_state(server: WrenmqServer) -> dict[str, Any]:
+    """What the broker knows of the panel and the devices, for a failure message."""
+
+    async def state() -> dict[str, Any]:
+        broker = server.broker
+        sessions = {}
+        for client_id, session in broker.sessions.items():
+            conn = session.connection
+            sessions[client_id] = {
+                "connected": conn is not None and not conn.closed,
+                "inflight": len(session.inflight_out),
+                "queued": len(session.queue),
+                "quota": conn.send_quota if conn is not None else None,
+                "paused": conn.writing_paused if conn is not None else None,
+            }
+        retained = {}
+        for device_id in DEVICES:
+            for kind in ("lwt", "status"):
+                message = broker.retained.get(f"devices/{device_id}/{kind}")
+                retained[f"{device_id}/{kind}"] = None if message is None else bytes(message.payload)[:60]
+        return {"sessions": sessions, "retained": retained, "received": broker.stats.messages_received_qos}
+
+    return server.call(state())
+
+
 def _lwt_cleared(server: WrenmqServer, device_id: str) -> bool:
     async def check() -> bool:
         return server.broker.retained.get(f"devices/{device_id}/lwt") is None
@@ -185,6 +213,8 @@ def run_fleet(server: WrenmqServer, panel: Any, presence: bool, protocol: Any = 
         devices.append(sentinel)
         sentinel.status("sentinel")
         reports += panel.wait_for(lambda line: line.get("deviceId") == SENTINEL)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nthe broker then: {_server_state(server)}") from None
     finally:
         for device in devices:
             device.disconnect()
