@@ -64,6 +64,8 @@ _PROBE = textwrap.dedent(
 _HTTP_STACK = ("fastapi", "starlette", "uvicorn", "prometheus_client", "http.client", "urllib.request")
 # python-socketio's package imports all of these (its clients and queue managers) with itself.
 _SOCKETIO = ("socketio", "engineio", "aiohttp", "requests", "redis")
+# Only a ws or wss listener needs these (0.9 MiB).
+_WEBSOCKET = ("wsproto", "h11", "wrenmq.transports.websocket")
 
 
 def _serve_modules(tmp_path: Path, paths: list[str], api: bool) -> dict[str, object]:
@@ -87,6 +89,7 @@ def test_footprint_serve_without_api_loads_no_http_or_realtime_stack_or_sqlite(t
     modules = found["modules"]
     assert isinstance(modules, list) and "wrenmq.broker.broker" in modules
     assert _loaded(modules, _HTTP_STACK + _SOCKETIO) == []
+    assert _loaded(modules, _WEBSOCKET) == []  # no ws/wss listener: no WebSocket stack
     assert _loaded(modules, ("sqlite3", "wrenmq.storage.sqlite")) == []  # memory storage: no SQLite
     assert _loaded(modules, ("wrenmq.api.ctl_cli",)) == ["wrenmq.api.ctl_cli"]  # its flags, not its client
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError, ListenerConfig
+from .served import ServedConnection
 from .tls import server_context
-from .websocket import ServedConnection, WebSocketAdapter
 
 __all__ = ["ConnectionFactory", "Listener"]
 
@@ -80,6 +80,8 @@ class Listener:
         loop = asyncio.get_running_loop()
         factory: Any = new_connection
         if config.type in ("ws", "wss"):
+            from .websocket import WebSocketAdapter  # wsproto and h11 only for a WebSocket listener
+
             path = config.path
 
             def factory() -> WebSocketAdapter:

@@ -21,7 +21,7 @@ import logging
 import re
 import struct
 from collections.abc import Iterable
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -39,60 +39,22 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from .linger import linger
+from .served import ServedConnection, TransportCounters, TransportLimits
 
-__all__ = ["MAX_REQUEST_SIZE", "SUBPROTOCOLS", "WebSocketAdapter", "WebSocketTransport", "upgrade_problem"]
+__all__ = [
+    "MAX_REQUEST_SIZE",
+    "SUBPROTOCOLS",
+    "ServedConnection",
+    "TransportCounters",
+    "TransportLimits",
+    "WebSocketAdapter",
+    "WebSocketTransport",
+    "upgrade_problem",
+]
 
 log = logging.getLogger("wrenmq.websocket")
 
 SUBPROTOCOLS = ("mqtt", "mqttv3.1")  # "mqtt" is MQTT's [MQTT-6.0.0-4]; "mqttv3.1" is what 3.1 clients offer
-
-
-class TransportLimits(Protocol):
-    """The limits the adapter applies before the connection sees a byte."""
-
-    @property
-    def max_packet_size(self) -> int: ...
-
-    @property
-    def connect_timeout(self) -> float: ...
-
-
-class TransportCounters(Protocol):
-    """Where the adapter counts what only it sees."""
-
-    internal_errors: int
-    websocket_upgrades_refused: int
-
-
-class ServedConnection(Protocol):
-    """What the adapter needs of the MQTT connection behind it (the broker's ``Connection``):
-    the asyncio.Protocol calls, its loop and limits, the counters, and the set where sockets
-    closing with a reason wait (``linger``). Named here, so that transports import nothing of
-    the broker's."""
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop: ...
-
-    @property
-    def limits(self) -> TransportLimits: ...
-
-    @property
-    def counters(self) -> TransportCounters: ...
-
-    @property
-    def lingering(self) -> set[Any]: ...
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
-
-    def data_received(self, data: bytes) -> None: ...
-
-    def connection_lost(self, exc: Exception | None) -> None: ...
-
-    def pause_writing(self) -> None: ...
-
-    def resume_writing(self) -> None: ...
-
-    def close(self, reason: str) -> None: ...
 
 
 MAX_REQUEST_SIZE = 16 * 1024  # bytes of HTTP upgrade request before the connection is refused (431)
