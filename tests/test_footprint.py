@@ -7,9 +7,11 @@ Socket.IO request), and the bytes the protocol's modules allocate when imported.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from serveproc import START_TIMEOUT, clean_env, free_port, serve_command
@@ -92,6 +94,30 @@ def test_footprint_serve_without_api_loads_no_http_or_realtime_stack_or_sqlite(t
     assert _loaded(modules, _WEBSOCKET) == []  # no ws/wss listener: no WebSocket stack
     assert _loaded(modules, ("sqlite3", "wrenmq.storage.sqlite")) == []  # memory storage: no SQLite
     assert _loaded(modules, ("wrenmq.api.ctl_cli",)) == ["wrenmq.api.ctl_cli"]  # its flags, not its client
+
+
+def test_footprint_idle_serve_runs_one_thread(tmp_path: Path) -> None:
+    """An idle broker on a numeric address runs on its main thread alone: its listener is bound
+    without ``getaddrinfo`` in the loop's thread pool, which would leave four libuv worker threads
+    (and their stacks and malloc arenas) in every broker."""
+    port = free_port()
+    proc = subprocess.Popen(serve_command(port, tmp_path), env=clean_env(), stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the broker did not listen"
+                time.sleep(0.05)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        threads = int(status.split("Threads:")[1].split()[0])
+        assert threads == 1, status
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_footprint_api_loads_socketio_with_the_first_socketio_request(tmp_path: Path) -> None:

@@ -115,3 +115,33 @@ async def test_listener_serves_the_connections_its_factory_makes(kind: str, talk
     finally:
         listener.close()
         await listener.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("host", "family"),
+    [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6), ("localhost", None)],
+)
+async def test_listener_binds_numeric_addresses_itself_and_host_names_through_the_loop(
+    host: str, family: socket.AddressFamily | None
+) -> None:
+    """A numeric address is bound by the listener (no lookup in the loop's thread pool), a name
+    through the loop's lookup; either way the listener serves on the address it was given."""
+    from wrenmq.transports.listener import address_family
+
+    assert address_family(host) == family
+    loop = asyncio.get_running_loop()
+    made: list[EchoConnection] = []
+    listener = Listener(ListenerConfig(host=host, port=0), anonymous=True)
+    await listener.start(lambda: EchoConnection(loop, made), 5.0)
+    try:
+
+        def echo() -> bytes:
+            with socket.create_connection((host, listener.port), timeout=5) as sock:
+                sock.sendall(PINGRESP)
+                return sock.recv(64)
+
+        assert await asyncio.to_thread(echo) == PINGRESP
+        assert len(made) == 1
+    finally:
+        listener.close()
+        await listener.wait_closed()
