@@ -93,7 +93,9 @@ def test_footprint_serve_without_api_loads_no_http_or_realtime_stack_or_sqlite(t
     assert _loaded(modules, _HTTP_STACK + _SOCKETIO) == []
     assert _loaded(modules, _WEBSOCKET) == []  # no ws/wss listener: no WebSocket stack
     assert _loaded(modules, ("sqlite3", "wrenmq.storage.sqlite")) == []  # memory storage: no SQLite
-    assert _loaded(modules, ("wrenmq.api.ctl_cli",)) == ["wrenmq.api.ctl_cli"]  # its flags, not its client
+    # serve builds its own flags only: no other command's parser (the API's keys and client, bench, ...)
+    others = ("wrenmq.api", "wrenmq.bench", "wrenmq.auth.passwd_cli", "wrenmq.config_cli", "wrenmq.client")
+    assert _loaded(modules, (*others, "wrenmq.simulate", "getpass")) == []
 
 
 def test_footprint_idle_serve_runs_one_thread(tmp_path: Path) -> None:
