@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import logging.handlers
-import os
 import sys
 import threading
 import time
@@ -122,44 +120,6 @@ class BatchedStreamHandler(_Batching):
         super().close()
 
 
-class BatchedFileHandler(_Batching, logging.handlers.WatchedFileHandler):
-    """``log_dest file``: the stdlib's WatchedFileHandler (it reopens the path when logrotate has
-    moved or removed the file: one ``stat`` per line), flushed in batches as the stream handler is."""
-
-    def __init__(self, path: Path) -> None:
-        logging.handlers.WatchedFileHandler.__init__(self, path, encoding="utf-8", errors="backslashreplace")
-        self._flush_pending = False
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.reopenIfNeeded()  # it flushes what the old file was still owed before it closes it
-        except Exception:
-            self.handleError(record)
-            return
-        self._write(record)
-
-
-class SyslogFormatter(logging.Formatter):
-    """Syslog stamps each line itself: level, logger and message only, after ``wrenmq[pid]: ``."""
-
-    def __init__(self) -> None:
-        super().__init__("%(levelname)s %(name)s: %(message)s")
-
-
-def syslog_handler(address: str, facility: str) -> logging.handlers.SysLogHandler:
-    """A SysLogHandler on ``address``: a Unix datagram socket path (``/dev/log``) or ``host:port`` (UDP)."""
-    target: str | tuple[str, int]
-    if address.startswith("/"):
-        target = address
-    else:
-        host, _, port = address.rpartition(":")
-        target = (host.strip("[]") or "localhost", int(port or 514))
-    code = logging.handlers.SysLogHandler.facility_names[facility]
-    handler = logging.handlers.SysLogHandler(target, facility=code)
-    handler.ident = f"wrenmq[{os.getpid()}]: "
-    return handler
-
-
 def setup_logging(
     level: str,
     stream: TextIO | None = None,
@@ -193,12 +153,16 @@ def setup_logging(
             handler.setFormatter(formatter)
         elif dest == "file":
             assert log_file is not None, "log_dest file needs log_file"
+            from .log_sinks import BatchedFileHandler  # logging.handlers only for a file or syslog
+
             try:
                 handler = BatchedFileHandler(log_file)
             except OSError as exc:
                 raise OSError(exc.errno, f"log_file {log_file}: {exc.strerror}") from exc
             handler.setFormatter(formatter)
         elif dest == "syslog":
+            from .log_sinks import SyslogFormatter, syslog_handler
+
             try:
                 handler = syslog_handler(syslog_address, syslog_facility)
             except (OSError, ValueError) as exc:
