@@ -93,3 +93,33 @@ def test_metrics_history_bound_is_checked_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(config, env={})
     assert "metrics_history_retention" in str(raised.value) and "100,000" in str(raised.value)
+
+
+def test_metrics_history_ring_grows_with_its_samples_then_wraps(tmp_path: Path) -> None:
+    """A broker just started holds none of the 24 h ring (11 columns x 8,640 samples x 8 bytes,
+    0.7 MB: issue 19's idle footprint); it grows with the samples, then keeps the newest."""
+    import time as clock
+    import tracemalloc
+
+    from wrenmq.api.history import MetricsHistory
+    from wrenmq.broker import Broker
+    from wrenmq.config import Config
+
+    broker = Broker(Config(storage="memory", data_dir=tmp_path, port=0, ws_port=None))
+    tracemalloc.start()
+    try:
+        idle = MetricsHistory(broker, 10, 86400)  # the defaults: 8,640 samples
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert idle.capacity == 8640 and held < 16_000  # 760,000 bytes when made up front
+
+    history = MetricsHistory(broker, 1, 5)
+    history._last = (0.0, (0, 0, 0, 0, 0))
+    for tick in range(1, 8):  # 7 samples into a ring of 5
+        broker.stats.messages_received_qos[0] += 10 * tick
+        history.sample(float(tick))
+        clock.sleep(0.002)  # distinct wall-clock stamps: read() orders by them
+    found = history.read(seconds=3600, step=1)
+    assert history.count == 5 and len(found.t) == 5 and found.t == sorted(found.t)
+    assert found.messages_in == [30.0, 40.0, 50.0, 60.0, 70.0]  # the newest five, oldest first

@@ -4,7 +4,8 @@ default) into a bounded in-memory ring of ``metrics_history_retention`` seconds 
 empty chart. Prometheus (``/metrics``) remains the place for long-term history.
 
 Each sample is one column entry per field in ``array('d')`` rings (8 bytes a number: 24 h at 10 s
-is 8,640 samples, about 0.7 MB in all). Counters are kept as rates per second over the interval
+is 8,640 samples, about 0.7 MB in all), grown as samples come until the ring is full, so a broker
+just started holds none of it (issue 19's idle footprint). Counters are kept as rates per second over the interval
 (a counter that went down counts as 0), sizes as their value. Sampling is a timer on the broker's
 loop, a few attribute reads and one pass over the sessions (queued messages) per interval; the
 publish path pays nothing. The ring lives as long as the process: a restart starts it empty.
@@ -62,8 +63,8 @@ class MetricsHistory:
         self.interval = interval
         self.retention = retention
         self.capacity = max(1, round(retention / interval))
-        self._t = array("d", bytes(8 * self.capacity))
-        self._columns = {name: array("d", bytes(8 * self.capacity)) for name in FIELDS}
+        self._t = array("d")  # grows to capacity with the samples, then wraps
+        self._columns = {name: array("d") for name in FIELDS}
         self._next = 0  # where the next sample goes
         self.count = 0  # samples held (at most capacity)
         self._last: tuple[float, tuple[int, ...]] | None = None  # (monotonic time, counters) at the last sample
@@ -123,9 +124,14 @@ class MetricsHistory:
             queued += len(session.queue)
         values += [connected, len(broker.sessions), broker.router.count, len(broker.retained), queued]
         at = self._next
-        self._t[at] = time.time()
-        for name, value in zip(FIELDS, values, strict=True):
-            self._columns[name][at] = value
+        if at == len(self._t):  # the ring is still filling
+            self._t.append(time.time())
+            for name, value in zip(FIELDS, values, strict=True):
+                self._columns[name].append(value)
+        else:
+            self._t[at] = time.time()
+            for name, value in zip(FIELDS, values, strict=True):
+                self._columns[name][at] = value
         self._next = (at + 1) % self.capacity
         self.count = min(self.count + 1, self.capacity)
 
