@@ -316,3 +316,60 @@ def test_listener_override_refuses_anonymous(wrenmq_server_factory):  # [MQTT-3.
         assert anonymous.connect("anon").reason_code == 5  # 3.1.1: not authorized
     with RawClient(server.port, 4) as elsewhere:
         assert elsewhere.connect("anon2").reason_code == 0
+
+
+def test_hooks_added_and_removed_later_see_a_topic_already_routed(wrenmq_server, clients):
+    """wrenmq feature: which hooks want a topic is worked out once per topic and kept with the
+    router's cached match (no prefix test per message); adding or removing a hook, or one changing
+    its ``publish_topics``, is seen by the very next message on a topic routed before."""
+    seen: list[tuple[str, str]] = []
+
+    class Watch(Hook):
+        def __init__(self, tag: str, topics: tuple[str, ...] | None) -> None:
+            self.tag = tag
+            self.publish_topics = topics
+
+        def on_publish(self, client: Any, message: Message) -> Message:
+            seen.append((self.tag, "publish " + message.payload.decode()))
+            return message
+
+        def on_published(self, client: Any, message: Message, matched: int) -> None:
+            seen.append((self.tag, "published " + message.payload.decode()))
+
+    client = clients(wrenmq_server, 5)
+    assert client.connect("watched").reason_code == 0
+    client.subscribe("plant/#", 0)
+
+    def send(payload: bytes) -> None:  # from a client (the inbound path), waited for by its own delivery
+        client.publish("plant/temp", payload, 0)
+        assert client.expect(p.Publish).payload == payload
+
+    send(b"1")  # the topic's match is cached with no hook wanting it
+    narrow = Watch("narrow", ("other/",))
+    add_hook(wrenmq_server, narrow)
+    send(b"2")  # a hook for other topics: still nothing for plant/temp
+    wide = Watch("wide", ("plant/",))
+    add_hook(wrenmq_server, wide)
+    send(b"3")
+
+    async def retarget() -> None:
+        narrow.publish_topics = None  # every topic, once the broker is told
+        wrenmq_server.broker.hooks.refresh()
+
+    wrenmq_server.call(retarget())
+    send(b"4")
+
+    async def remove() -> None:
+        wrenmq_server.broker.hooks.remove(wide)
+        wrenmq_server.broker.hooks.remove(narrow)
+
+    wrenmq_server.call(remove())
+    send(b"5")
+    assert seen == [
+        ("wide", "publish 3"),
+        ("wide", "published 3"),
+        ("narrow", "publish 4"),
+        ("wide", "publish 4"),
+        ("narrow", "published 4"),
+        ("wide", "published 4"),
+    ]

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import sys
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from wrenmq.broker.journal import Journal
 from wrenmq.broker.message import Message
 from wrenmq.mqtt.properties import PropertyId
@@ -92,3 +95,50 @@ def test_size_zero_keeps_nothing():
     journal = Journal(0, 1000, 60.0)
     message = routed(journal, 1, 1.0)
     assert journal.since(0.0) == [] and len(journal) == 0 and message.routed_at == 0.0
+
+
+def test_entries_are_made_once_and_filled_again_in_place():
+    """Recording allocates nothing once the ring is full: the entries are filled again in place, so
+    a busy journal gives the cyclic collector nothing to count; a dropped entry lets its payload go."""
+    journal = Journal(4, 1000, 60.0)
+    for seq in range(1, 5):
+        routed(journal, seq, float(seq))
+    entries = list(journal._ring)  # (held: a new entry cannot take an old one's address)
+    payload = b"big" * 100
+    routed(journal, 5, 5.0, payload)
+    held = sys.getrefcount(payload)
+    for seq in range(6, 30):
+        routed(journal, seq, float(seq))
+    assert all(now is before for now, before in zip(journal._ring, entries, strict=True))
+    assert sys.getrefcount(payload) == held - 1  # its entry was filled again: the payload is let go
+    assert [seq for seq, _, _ in journal.since(0.0)] == [26, 27, 28, 29]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 6),
+    max_bytes=st.integers(0, 12),
+    seconds=st.sampled_from([0.0, 1.5, 3.0, 100.0]),
+    steps=st.lists(st.tuples(st.integers(0, 5), st.sampled_from([0.0, 0.5, 1.0, 2.0])), max_size=40),
+)
+def test_journal_matches_a_plain_list_model(
+    size: int, max_bytes: int, seconds: float, steps: list[tuple[int, float]]
+) -> None:
+    """Whatever the bounds and the pattern of sizes and times, the journal holds exactly what a
+    plain list bounded the same way would: the newest messages, at most ``size``, payloads of at
+    most ``max_bytes`` in total, none older than ``seconds`` before the newest."""
+    journal = Journal(size, max_bytes, seconds)
+    model: list[tuple[int, float, bytes]] = []
+    now = 0.0
+    for seq, (length, step) in enumerate(steps, 1):
+        now += step
+        payload = bytes([seq % 256]) * length
+        routed(journal, seq, now, payload)
+        model.append((seq, now, payload))
+        if len(model) > size:
+            model.pop(0)
+        while model and (sum(len(m[2]) for m in model) > max_bytes or now - model[0][1] > seconds):
+            model.pop(0)
+        assert [(s, t, m.payload) for s, t, m in journal.since(-1.0)] == model
+        assert len(journal) == len(model) and journal.bytes == sum(len(m[2]) for m in model)
+        assert journal.oldest == (model[0][1] if model else None)

@@ -38,7 +38,7 @@ from .message import Message
 from .persist import Persistence
 from .restore import restore
 from .retain import RetainStore
-from .router import LocalSubscriber, Router, Subscriber
+from .router import LocalSubscriber, Match, Router, Subscriber
 from .session import Session
 from .sessions import SessionTable
 from .stats import Stats
@@ -434,12 +434,15 @@ class Broker:
     def route(self, message: Message) -> int:
         """Deliver ``message`` to every matching subscription; returns how many client
         subscriptions matched (what PUBACK's 0x10 No matching subscribers speaks of)."""
+        return self.route_match(message, self.router.match(message.topic))
+
+    def route_match(self, message: Message, match: Match) -> int:
+        """``route``, for a caller that has the router's match for the message's topic already."""
         if not message.seq:
             self.message_seq += 1
             message.seq = self.message_seq
         if message.retain:
             self._retain(message)
-        match = self.router.match(message.topic)
         subs = match.subs
         now = self.loop.time()
         journal = self.journal

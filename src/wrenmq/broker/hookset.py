@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..hooks import PARTIAL, READ, AuthResult, Hook, Reject
 from .message import Message
 
+if TYPE_CHECKING:
+    from .router import Match
+
 log = logging.getLogger("wrenmq.hooks")
+
+WANT_PUBLISH = 1  # HookSet.wants: some on_publish hook wants the topic
+WANT_PUBLISHED = 2  # ... some on_published hook
 
 _EVENTS = (
     "on_start",
@@ -60,6 +66,8 @@ class HookSet:
         self.realtime_disconnect: list[Any] = []
         # Checked where the broker drops something (``if hooks.dropped:``), never per routed message.
         self.dropped: list[Any] = []
+        # Counts the changes of the hooks: a topic's cached answer to ``wants`` holds while it stays.
+        self.generation = 1
 
     def add(self, hook: Any, first: bool = False) -> None:
         """Register ``hook`` (a ``wrenmq.hooks.Hook``) after the others, or before them."""
@@ -94,6 +102,7 @@ class HookSet:
         self.publish_prefixes = _prefixes(self._publish_topics)
         self._published_topics = [hook.publish_topics for hook in self.hooks if hook.handles("on_published")]
         self.published_prefixes = _prefixes(self._published_topics)
+        self.generation += 1
 
     def _handlers(self, event: str) -> list[Any]:
         return [getattr(hook, event) for hook in self.hooks if hook.handles(event)]
@@ -149,6 +158,24 @@ class HookSet:
             if replaced is not None:
                 message = replaced
         return message
+
+    def wants(self, match: Match) -> int:
+        """Which hooks want the messages of ``match``'s topic: ``WANT_PUBLISH`` (some ``on_publish``
+        hook), ``WANT_PUBLISHED`` (some ``on_published`` hook). Worked out once per topic and kept
+        on the router's cached match until the hooks change, so a routed message pays two
+        attribute reads, not a prefix test per event."""
+        if match.hooks_seen != self.generation:
+            topic = match.topic
+            wanted = 0
+            prefixes = self.publish_prefixes
+            if self.publish and (prefixes is None or topic.startswith(prefixes)):
+                wanted = WANT_PUBLISH
+            prefixes = self.published_prefixes
+            if self.published and (prefixes is None or topic.startswith(prefixes)):
+                wanted |= WANT_PUBLISHED
+            match.hook_wants = wanted
+            match.hooks_seen = self.generation
+        return match.hook_wants
 
     def wants_published(self, topic: str) -> bool:
         """Whether some ``on_published`` hook wants ``topic`` (one ``str.startswith`` when the

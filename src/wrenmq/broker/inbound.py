@@ -14,6 +14,7 @@ from ..mqtt import packets as p
 from ..mqtt.properties import PropertyId
 from ..mqtt.reason_codes import ReasonCode
 from ..mqtt.topics import client_may_publish, is_bridge_state
+from .hookset import WANT_PUBLISH, WANT_PUBLISHED
 from .message import Message
 from .session import RECEIVED, SENT
 
@@ -69,14 +70,20 @@ def on_publish(conn: Connection, packet: p.Publish) -> None:
     persist = broker.persist
     writes = persist.writes
     hooks = broker.hooks
-    prefixes = hooks.publish_prefixes  # publish hooks that want some topics only (presence)
-    if hooks.acl_check or (hooks.publish and (prefixes is None or topic.startswith(prefixes))):
+    match = broker.router.match(topic)
+    # The hooks that want this topic (publish hooks may want some topics only: presence), as
+    # cached on the router's match: no prefix test per message.
+    wants = hooks.wants(match) if hooks.publish or hooks.published else 0
+    if hooks.acl_check or wants & WANT_PUBLISH:
         screened = _screen_publish(conn, packet, message)
         if screened is None:
             return
+        if screened.topic != topic:  # (a hook replaced the message with one on another topic)
+            match = broker.router.match(screened.topic)
+            wants = hooks.wants(match)
         message = screened
-    matched = broker.route(message)
-    if hooks.published and hooks.wants_published(message.topic):
+    matched = broker.route_match(message, match)
+    if wants & WANT_PUBLISHED:
         hooks.run_published(conn, message, matched)
     if not qos:
         return

@@ -18,7 +18,10 @@ fall out of the CPU's caches and are freed cold, which cost more than the record
 :class:`Entry` keeps the payload, the properties only when there are any, and the topic string
 the router's match cache already holds for every message on that topic (``Match.topic``); the
 message itself and its encodings go as soon as its deliveries are done. A replay (rare) builds
-the message again, under the same number and stamp.
+the message again, under the same number and stamp. The entries themselves are made once, as
+the ring first fills, and filled again in place: recording allocates nothing, so a busy journal
+gives the cyclic collector nothing new to count or to walk (an entry per message did: its
+allocations set off young collections, and 10,000 live entries were walked by the old ones).
 """
 
 from __future__ import annotations
@@ -44,17 +47,36 @@ class Entry:
         "topic",
     )
 
-    def __init__(self, message: Message, topic: str, stamp: float) -> None:
+    def __init__(self) -> None:
+        self.topic = ""
+        self.payload = b""
+        self.qos = 0
+        self.retain = False
+        self.properties: dict[int, Any] | None = None
+        self.expires_at: float | None = None
+        self.origin: str | None = None
+        self.seq = 0
+        self.routed_at = 0.0
+        self.stored_id: str | None = None
+
+    def fill(self, message: Message, topic: str, stamp: float) -> None:
         self.topic = topic
         self.payload = message.payload
         self.qos = message.qos
         self.retain = message.retain
-        self.properties: dict[int, Any] | None = message.properties or None
+        self.properties = message.properties or None
         self.expires_at = message.expires_at
         self.origin = message.origin
         self.seq = message.seq
         self.routed_at = stamp
         self.stored_id = message.stored_id
+
+    def clear(self) -> None:
+        """Let go of what the entry holds (it stays in its place in the ring, to be filled again)."""
+        self.payload = b""
+        self.properties = None
+        self.origin = None
+        self.stored_id = None
 
     def message(self) -> Message:
         message = Message(
@@ -76,7 +98,9 @@ class Journal:
         self.seconds = seconds
         self.offset = offset  # wall-clock time minus the event loop's clock
         self.bytes = 0
-        self._ring: list[Entry | None] = [None] * size
+        # The entries are made once, as the ring first fills, and filled again in place: recording
+        # a message allocates nothing, so the collector never sees the journal grow or churn.
+        self._ring: list[Entry] = []
         self._start = 0  # the oldest entry's place in the ring
         self._count = 0
 
@@ -91,30 +115,41 @@ class Journal:
             return
         stamp = now + self.offset
         message.routed_at = stamp
-        if self._count == size:
-            self._drop_oldest()
-        entry = Entry(message, topic or message.topic, stamp)
         ring = self._ring
-        ring[(self._start + self._count) % size] = entry
-        self._count += 1
+        start = self._start
+        if self._count == size:  # full: the oldest entry is filled again as the newest
+            entry = ring[start]
+            self.bytes -= len(entry.payload)
+            start += 1
+            self._start = start = 0 if start == size else start
+        else:
+            place = start + self._count
+            if place >= size:
+                place -= size
+            if place < len(ring):
+                entry = ring[place]
+            else:  # (the ring fills in order from place 0: this is the next new one)
+                entry = Entry()
+                ring.append(entry)
+            self._count += 1
+        entry.fill(message, topic or message.topic, stamp)
         self.bytes += len(entry.payload)
-        oldest = ring[self._start]
-        if self.bytes > self.max_bytes or (oldest is not None and stamp - oldest.routed_at > self.seconds):
+        if self.bytes > self.max_bytes or stamp - ring[start].routed_at > self.seconds:
             self._trim(stamp)
 
     def _drop_oldest(self) -> None:
-        ring = self._ring
-        oldest = ring[self._start]
-        ring[self._start] = None
-        if oldest is not None:
-            self.bytes -= len(oldest.payload)
-        self._start = (self._start + 1) % self.size
+        oldest = self._ring[self._start]
+        self.bytes -= len(oldest.payload)
+        oldest.clear()
+        self._start += 1
+        if self._start == self.size:
+            self._start = 0
         self._count -= 1
 
     def _trim(self, stamp: float) -> None:
         while self._count:
             oldest = self._ring[self._start]
-            if oldest is not None and self.bytes <= self.max_bytes and stamp - oldest.routed_at <= self.seconds:
+            if self.bytes <= self.max_bytes and stamp - oldest.routed_at <= self.seconds:
                 return
             self._drop_oldest()
 
@@ -129,7 +164,7 @@ class Journal:
         i = self._count
         while i:
             entry = self._ring[(self._start + i - 1) % size]
-            if entry is None or entry.routed_at <= timestamp:
+            if entry.routed_at <= timestamp:
                 break
             found.append((entry.seq, entry.routed_at, entry.message()))
             i -= 1
@@ -141,5 +176,4 @@ class Journal:
         """The oldest entry's stamp; None when the journal is empty."""
         if not self._count:
             return None
-        entry = self._ring[self._start]
-        return None if entry is None else entry.routed_at
+        return self._ring[self._start].routed_at

@@ -250,7 +250,7 @@ _INTERN_LEVEL_MAX: Final = 16  # longer levels are rarely shared words (ids, UUI
 class Match:
     """The subscribers for one topic, as cached: plain subscribers, shared groups, local ones."""
 
-    __slots__ = ("groups", "local", "local_overlapping", "overlapping", "subs", "topic")
+    __slots__ = ("groups", "hook_wants", "hooks_seen", "local", "local_overlapping", "overlapping", "subs", "topic")
 
     def __init__(
         self, subs: list[Subscriber], groups: list[SharedGroup], local: list[LocalSubscriber], topic: str = ""
@@ -262,6 +262,9 @@ class Match:
         # When no client matches through two filters, delivery needs no per-client merge.
         self.overlapping = len({id(s.session) for s in subs}) != len(subs)
         self.local_overlapping = len({s.client_id for s in local}) != len(local)
+        # Which hooks want this topic's messages (HookSet.wants), and for which generation of them.
+        self.hook_wants = 0
+        self.hooks_seen = 0
 
     def deliver_local(self, message: Message) -> int:
         """Call the local subscribers' handlers (one call per owner); returns how many were called.
