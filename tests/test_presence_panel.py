@@ -49,6 +49,9 @@ function startPanel(mqtt, url, report) {
   for (const name of ["close", "offline", "error", "disconnect"]) {  // so a failure says why
     client.on(name, (arg) => report({ event: name, detail: arg && (arg.message || arg.reasonCode) || null }));
   }
+  client.on("packetreceive", (packet) => {  // what arrived on the wire, for a failure message
+    if (packet.cmd === "publish") DIAG(packet.cmd + " " + packet.topic + " " + packet.messageId);
+  });
   client.on("message", (topic, payload) => {
     const body = JSON.parse(payload.toString());
     report({ topic, status: body.status || null, deviceId: body.deviceId || null });
@@ -59,6 +62,7 @@ function startPanel(mqtt, url, report) {
 NODE_PANEL = (
     PANEL_JS
     + r"""
+const DIAG = (text) => process.stderr.write(text + "\n");
 startPanel(require("mqtt"), process.argv[1], (line) => process.stdout.write(JSON.stringify(line) + "\n"));
 """
 )
@@ -79,7 +83,14 @@ class NodePanel:
             text=True,
         )
         self.lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.wire: list[str] = []  # the PUBLISH packets MQTT.js received (its stderr)
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._read_wire, daemon=True).start()
+
+    def _read_wire(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.wire.append(line.rstrip())
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -95,11 +106,12 @@ class NodePanel:
             try:
                 line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"the panel reported nothing that passed the check: {seen[-8:]}") from None
+                raise AssertionError(
+                    f"the panel reported nothing that passed the check: {seen[-8:]}; on the wire: {self.wire[-8:]}"
+                ) from None
             if line is None:
                 self.process.wait(5)
-                assert self.process.stderr is not None
-                raise AssertionError(f"the panel died ({self.process.returncode}): {self.process.stderr.read()[-600:]}")
+                raise AssertionError(f"the panel died ({self.process.returncode}): {self.wire[-10:]}")
             seen.append(line)
             if check(line):
                 return seen
@@ -119,7 +131,9 @@ class BrowserPanel:
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.goto("about:blank")
         self.page.add_script_tag(path=str(MQTTJS))
-        self.page.add_script_tag(content=PANEL_JS + "window.seen = [];")
+        self.page.add_script_tag(
+            content=PANEL_JS + "window.seen = []; window.wire = []; const DIAG = (t) => window.wire.push(t);"
+        )
         self.page.evaluate(
             "(url) => startPanel(mqtt, url, (line) => window.seen.push(line))", f"ws://127.0.0.1:{ws_port}/mqtt"
         )
@@ -137,7 +151,8 @@ class BrowserPanel:
                 if check(line):
                     return seen
             self.page.wait_for_timeout(20)
-        raise AssertionError(f"the panel froze: errors {self.errors}, last reports {seen[-5:]}")
+        wire = self.page.evaluate("window.wire.slice(-8)")
+        raise AssertionError(f"the panel froze: errors {self.errors}, last reports {seen[-5:]}, on the wire {wire}")
 
     def close(self) -> None:
         self.context.close()
@@ -171,7 +186,13 @@ def _server_state(server: WrenmqServer) -> dict[str, Any]:
             for kind in ("lwt", "status"):
                 message = broker.retained.get(f"devices/{device_id}/{kind}")
                 retained[f"{device_id}/{kind}"] = None if message is None else bytes(message.payload)[:60]
-        return {"sessions": sessions, "retained": retained, "received": broker.stats.messages_received_qos}
+        stats = broker.stats
+        return {
+            "sessions": sessions,
+            "retained": retained,
+            "received": stats.messages_received_qos,
+            "sent": stats.messages_sent_qos,
+        }
 
     return server.call(state())
 

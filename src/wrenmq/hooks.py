@@ -33,7 +33,9 @@ The events, in the order a client meets them:
     wills). Return it, or a new ``Message`` to change it; raise ``Reject`` to drop it (the
     publisher gets the reason code in MQTT 5). Runs after the ACL check. A hook that cares about
     some topics only sets ``publish_topics`` to their prefixes: it is called for those alone, and a
-    message on no hook's prefix skips the publish hooks for one ``str.startswith``.
+    message on no hook's prefix skips the publish hooks. The broker works that out once per topic
+    and keeps it until the hooks change: after changing ``publish_topics`` call
+    ``broker.hooks.refresh()``.
 ``on_published(client, message, matched)``
     The message was routed; ``matched`` client subscriptions took it (in-process ones are not
     counted, as in PUBACK's 0x10 No matching subscribers). Only
