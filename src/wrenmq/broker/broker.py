@@ -15,7 +15,7 @@ import asyncio
 import functools
 import gc
 import logging
-import secrets
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -94,7 +94,7 @@ class Broker:
         self.retained = RetainStore()
         # Every routed message is numbered (Message.seq); with the boot id the number is unique
         # across restarts too: Broker.message_id. Realtime clients drop repeats by it.
-        self.boot_id = secrets.token_hex(4)
+        self.boot_id = os.urandom(4).hex()  # (os.urandom, as secrets does: secrets would import hmac and _hashlib)
         self.message_seq = 0
         self.wills = WillScheduler(self)
         self.table = SessionTable(self, self.wills)
