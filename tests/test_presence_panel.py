@@ -221,8 +221,12 @@ def run_fleet(server: WrenmqServer, panel: Any, presence: bool, protocol: Any = 
             for device in devices:
                 device.drop()
             devices.clear()
-            for device_id in DEVICES:  # each will: the retained offline message [MQTT-3.1.2-8]
-                reports += panel.wait_for(lambda line, d=device_id: line.get("topic") == f"devices/{d}/lwt")
+            # Each will: the retained offline message [MQTT-3.1.2-8], in whatever order the broker
+            # saw the three connections end (they end together).
+            wills = {f"devices/{d}/lwt" for d in DEVICES}
+            while wills:
+                reports += panel.wait_for(lambda line, w=wills: line.get("topic") in w)
+                wills.discard(reports[-1]["topic"])
         for device_id in DEVICES:  # back once more, so the service clears the wills again
             devices.append(Device(server.port, protocol, device_id))
         if presence:
