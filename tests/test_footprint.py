@@ -94,7 +94,6 @@ def test_footprint_serve_without_api_loads_no_http_or_realtime_stack_or_sqlite(t
     assert _loaded(modules, _WEBSOCKET) == []  # no ws/wss listener: no WebSocket stack
     assert _loaded(modules, ("logging.handlers", "wrenmq.log_sinks")) == []  # logs to stderr: no file/syslog
     assert _loaded(modules, ("sqlite3", "wrenmq.storage.sqlite")) == []  # memory storage: no SQLite
-    assert _loaded(modules, ("secrets", "hmac", "_hashlib")) == []  # ids from os.urandom: no OpenSSL hashes
     # serve builds its own flags only: no other command's parser (the API's keys and client, bench, ...)
     others = ("wrenmq.api", "wrenmq.bench", "wrenmq.auth.passwd_cli", "wrenmq.config_cli", "wrenmq.client")
     assert _loaded(modules, (*others, "wrenmq.simulate", "getpass")) == []

@@ -67,7 +67,7 @@ class Admission:
                 raise ProtocolError(ReasonCode.PROTOCOL_ERROR, "[MQTT-3.1.2-24] Maximum Packet Size of 0")
         if not client_id:
             if version == 5 or (version == 4 and clean):  # [MQTT-3.1.3-6], [MQTT-3.1.3-7]
-                client_id = "wrenmq-" + os.urandom(8).hex()  # (as secrets.token_hex, without its imports)
+                client_id = "wrenmq-" + os.urandom(8).hex()  # (as secrets.token_hex: os.urandom)
             else:  # [MQTT-3.1.3-8]
                 return self._refuse(conn, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "empty client identifier")
         conn.client_id = client_id

@@ -94,7 +94,7 @@ class Broker:
         self.retained = RetainStore()
         # Every routed message is numbered (Message.seq); with the boot id the number is unique
         # across restarts too: Broker.message_id. Realtime clients drop repeats by it.
-        self.boot_id = os.urandom(4).hex()  # (os.urandom, as secrets does: secrets would import hmac and _hashlib)
+        self.boot_id = os.urandom(4).hex()  # (as secrets.token_hex: os.urandom)
         self.message_seq = 0
         self.wills = WillScheduler(self)
         self.table = SessionTable(self, self.wills)
