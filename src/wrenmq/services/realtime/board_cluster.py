@@ -172,9 +172,17 @@ class SharedAttachments:
                     self.grace, self._ops.put_nowait, ("left", presence_id, key, transport)
                 )
             elif not key.startswith("mqtt:"):  # (an MQTT client's will says offline for it)
+                self._gone(presence_id)
                 self.announce(presence_id, "offline", transport)
         elif kind == "left" and await r.eval(_LEFT, 2, users, leaving):
+            self._gone(presence_id)
             self.announce(presence_id, "offline", op[3])
+
+    def _gone(self, presence_id: str) -> None:
+        """Redis just decided the user has no attachment left anywhere: the count of attachments
+        (``elsewhere``, kept from the channel) may not have heard it yet, and the offline message
+        published next must not be refused for a user present elsewhere that is not."""
+        self.elsewhere.pop(presence_id, None)
 
     async def _reap(self, dead: str) -> None:
         """``dead`` died: its attachments go; users left with none are offline."""
@@ -182,7 +190,9 @@ class SharedAttachments:
             _REAP, 1, self.cluster.key("rtp", "node", dead), f"{dead}|", self.cluster.key("rtp", ""), self.channel
         )
         for raw in gone:
-            self.announce(raw.decode() if isinstance(raw, bytes) else str(raw), "offline", "")
+            presence_id = raw.decode() if isinstance(raw, bytes) else str(raw)
+            self._gone(presence_id)
+            self.announce(presence_id, "offline", "")
 
     def _count(self, data: bytes) -> None:
         """Keep ``elsewhere`` current from the counts every attach and detach publish."""
